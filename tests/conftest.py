@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny random-weight models built in the test, the embedded model, and the HF oracle."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+from tests.helpers import TINY_ARCHITECTURES, build_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {name: build_tiny_model(name, root / name) for name in TINY_ARCHITECTURES}
+
+
+@pytest.fixture(scope="session")
+def tiny_bridges(tiny_dirs):
+    from tempo_lens import load_model
+
+    return {name: load_model(str(path), device="cpu") for name, path in tiny_dirs.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_bridges):
+    return tiny_bridges["llama"]
+
+
+@pytest.fixture(scope="session")
+def embedded_model():
+    from tempo_lens import load_model
+
+    return load_model(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def embedded_hf():
+    from transformers import AutoModelForCausalLM
+
+    from tempo_lens.model import embedded_model_dir
+
+    return AutoModelForCausalLM.from_pretrained(embedded_model_dir(), attn_implementation="eager", dtype=torch.float32).eval()
