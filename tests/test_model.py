@@ -1,0 +1,72 @@
+"""Model loading: the embedded default, HF parity, the KV-cache guard, cache repair, clear errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from tempo_lens import load_model
+from tempo_lens.errors import ModelUnavailableError
+from tempo_lens.generation import forward_step, new_cache
+from tempo_lens.model import cache_problem, embedded_model_dir
+
+PROMPT = [504, 2644, 2643, 335, 260, 2480, 282, 260, 7553, 30, 378, 253]
+
+
+def test_embedded_model_shape(embedded_model):
+    assert embedded_model.cfg.n_layers == 30
+    assert embedded_model.cfg.n_heads == 9
+    assert not embedded_model.training
+
+
+def test_bridge_logits_equal_hf_eager(embedded_model, embedded_hf):
+    ids = torch.tensor([PROMPT])
+    with torch.no_grad():
+        ours = embedded_model(ids)
+        theirs = embedded_hf(ids).logits
+    assert (ours - theirs).abs().max().item() < 1e-4
+
+
+def test_cached_decoding_equals_full_recompute(embedded_model):
+    """Guards the bridge's KV cache (transformers passes ``cache=``; TL 4.3.0 read ``past_key_values=``)."""
+    ids = torch.tensor([PROMPT])
+    with torch.no_grad():
+        full = embedded_model(ids)[0]
+        cache = new_cache(embedded_model)
+        rows = [forward_step(embedded_model, PROMPT[:4], cache, "cpu")]
+        for token in PROMPT[4:]:
+            rows.append(forward_step(embedded_model, [token], cache, "cpu"))
+        assert cache.get_seq_length() == len(PROMPT)
+    incremental = torch.cat(rows)
+    assert (incremental - full).abs().max().item() < 1e-3
+
+
+def test_unknown_model_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError, match="no-such-org/no-such-model"):
+        load_model("no-such-org/no-such-model")
+
+
+def test_missing_local_path_is_a_clear_error():
+    with pytest.raises(ModelUnavailableError, match="No model directory"):
+        load_model("/definitely/not/here")
+
+
+def test_corrupt_cache_is_detected_and_rebuilt(tmp_path, monkeypatch, capsys):
+    source = embedded_model_dir()
+    monkeypatch.setenv("TEMPO_LENS_CACHE", str(tmp_path))
+    target = tmp_path / source.name
+    shutil.copytree(source, target)
+    assert cache_problem(target) is None
+    weights = target / "model.safetensors"
+    with open(weights, "r+b") as handle:  # truncate: a half-written file
+        handle.truncate(weights.stat().st_size // 2)
+    assert "differ" in cache_problem(target)
+    rebuilt = embedded_model_dir()
+    assert rebuilt == target and cache_problem(target) is None
+    assert "unusable" in capsys.readouterr().err
+    # an interrupted conversion: no completion marker
+    (target / "tempo_lens_complete.json").unlink()
+    assert "marker" in cache_problem(target)
