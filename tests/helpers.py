@@ -62,10 +62,29 @@ def hf_eager(directory) -> "torch.nn.Module":
     return AutoModelForCausalLM.from_pretrained(directory, attn_implementation="eager", dtype=torch.float32).eval()
 
 
+def reference_mask(layout, mode: str) -> Tensor:
+    """The TEMPO mask written out loop by loop from the layout's raw lists (independent of layout.blocked).
+
+    Query i may see key j when j <= i physically, and, for j != i: in isolated mode j is not a sibling
+    of i (same step >= 0), and j was not pruned at a step earlier than i's step.
+    """
+    n = len(layout.token_ids)
+    mask = torch.full((n, n), float("-inf"))
+    for i in range(n):
+        for j in range(i + 1):
+            if j != i:
+                if mode == "isolated" and layout.steps[i] >= 0 and layout.steps[j] == layout.steps[i]:
+                    continue
+                if layout.pruned_at[j] != -1 and layout.pruned_at[j] < layout.steps[i]:
+                    continue
+            mask[i, j] = 0.0
+    return mask
+
+
 def hf_oracle_logits(hf_model, layout, mode: str = "isolated", positions: Tensor | None = None) -> Tensor:
     """HF eager over the whole physical sequence with explicit position_ids and a 0/-inf 4D mask."""
     ids = torch.tensor([layout.token_ids])
-    pos = (layout.positions("shared") if positions is None else positions).long()[None]
-    mask = layout.additive_mask(mode)[None, None]
+    pos = (torch.tensor(layout.logical_positions) if positions is None else positions).long()[None]
+    mask = reference_mask(layout, mode)[None, None]
     with torch.no_grad():
         return hf_model(input_ids=ids, position_ids=pos, attention_mask=mask).logits[0]

@@ -1,0 +1,158 @@
+"""Retroactive pruning: collapse earlier parallel sets that the newest tokens barely attend to.
+
+After each step's forward pass, every earlier parallel set (never the newest) is scored by the
+attention the newest queries pay to it, relative to an average earlier token; a set scoring below
+``attention_threshold`` is collapsed to its most likely sibling. The pruned siblings are marked in the
+:class:`~tempo_lens.layout.TokenLayout`, and the mask hook (:func:`tempo_lens.hooks.tempo_hooks`) then
+hides their keys from every later query.
+
+Scoring (``a[k]`` = attention to physical key ``k``):
+
+- average over the layers used with weights ``linspace(0.2, 1.0, L)`` normalised (configurable),
+  then over batch, heads and the newest query rows;
+- optional distance prior ``prior[k] = exp(-d_k / (n / 2))`` (``d_k`` logical distance from the newest
+  step, ``n`` the number of earlier keys), normalised to mean 1; ``a[k] /= prior[k]``;
+- relative score of a set = mean of ``a`` over its siblings / mean of ``a`` over all earlier keys except
+  position 0 (the attention sink) and keys already pruned. 1.0 means "as much as an average token".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .errors import InvalidInputError
+from .layout import TokenLayout
+
+
+class PruningStrategy(Protocol):
+    """What the generator needs from a pruning strategy."""
+
+    def layers_for(self, n_layers: int) -> list[int]: ...
+
+    def after_step(self, layout: TokenLayout, patterns: dict[int, Tensor], step: int) -> list["PruneEvent"]: ...
+
+    def describe(self) -> dict: ...
+
+
+@dataclass(frozen=True)
+class PruneEvent:
+    """A set collapsed after ``at_step``'s forward: ``kept`` survives, ``pruned`` leave the context."""
+
+    set_step: int
+    at_step: int
+    score: float
+    kept: int
+    pruned: tuple[int, ...]
+
+
+def default_layer_weights(n_layers_used: int) -> Float[Tensor, "layer"]:
+    """``linspace(0.2, 1.0, L)`` normalised to sum 1 (later layers count more)."""
+    weights = torch.linspace(0.2, 1.0, n_layers_used) if n_layers_used > 1 else torch.ones(1)
+    return weights / weights.sum()
+
+
+def key_attention(
+    attention: Float[Tensor, "layer batch head query key"], layer_weights: Float[Tensor, "layer"]
+) -> Float[Tensor, "key"]:
+    """Attention per key: layer-weighted mean, then mean over batch, heads and queries."""
+    per_layer = attention.float().mean(dim=(1, 2, 3))
+    return (layer_weights.to(per_layer)[:, None] * per_layer).sum(0)
+
+
+def distance_prior(layout: TokenLayout, step: int) -> Float[Tensor, "earlier_key"]:
+    """``exp(-d / (n / 2))`` over the keys before ``step``, normalised to mean 1."""
+    n = layout.step_range(step).start
+    newest = layout.logical_positions[layout.step_range(step).start]
+    distance = torch.tensor([newest - p for p in layout.logical_positions[:n]], dtype=torch.float32)
+    prior = torch.exp(-distance / (n / 2))
+    return prior / prior.mean()
+
+
+def set_scores(a: Float[Tensor, "key"], layout: TokenLayout, step: int) -> dict[int, float]:
+    """Relative score of every earlier, not yet collapsed parallel set, given per-key attention ``a``.
+
+    Denominator: mean of ``a`` over earlier keys except position 0 and keys already pruned.
+    """
+    start = layout.step_range(step).start
+    reference = [k for k in range(1, start) if not layout.is_pruned(k)]
+    if not reference:
+        return {}
+    denominator = float(a[reference].mean())
+    scores: dict[int, float] = {}
+    for earlier in layout.parallel_steps():
+        if earlier >= step:
+            break
+        members = list(layout.step_range(earlier))
+        if any(layout.is_pruned(k) for k in members):
+            continue  # a set is pruned at most once
+        scores[earlier] = float(a[members].mean()) / denominator if denominator > 0 else float("inf")
+    return scores
+
+
+@dataclass
+class AttentionPruning:
+    """Prune by attention: configurable threshold, layers used, their weights, and the distance prior."""
+
+    attention_threshold: float = 0.5
+    layers: Sequence[int] | None = None
+    layer_weights: Sequence[float] | None = None
+    use_distance_prior: bool = False
+    events: list[PruneEvent] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        t = self.attention_threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or t != t or t < 0:
+            raise InvalidInputError(f"prune threshold must be a number >= 0 (0 never prunes), got {t!r}")
+        if self.layer_weights is not None and self.layers is not None and len(self.layer_weights) != len(self.layers):
+            raise InvalidInputError("layer_weights needs one weight per layer in layers")
+
+    def layers_for(self, n_layers: int) -> list[int]:
+        layers = list(range(n_layers)) if self.layers is None else [int(l) for l in self.layers]
+        bad = [l for l in layers if not 0 <= l < n_layers]
+        if bad:
+            raise InvalidInputError(f"pruning layers {bad} outside 0..{n_layers - 1}")
+        return layers
+
+    def weights_for(self, n_layers_used: int) -> Float[Tensor, "layer"]:
+        if self.layer_weights is None:
+            return default_layer_weights(n_layers_used)
+        weights = torch.tensor(list(self.layer_weights), dtype=torch.float32)
+        return weights / weights.sum()
+
+    def score(self, layout: TokenLayout, attention: Float[Tensor, "layer batch head query key"], step: int) -> dict[int, float]:
+        """Scores of the earlier sets from one step's attention (layers in ``layers_for`` order)."""
+        a = key_attention(attention, self.weights_for(attention.shape[0]))
+        start = layout.step_range(step).start
+        if self.use_distance_prior and start > 0:
+            a = a.clone()
+            a[:start] = a[:start] / distance_prior(layout, step).to(a)
+        return set_scores(a, layout, step)
+
+    def after_step(self, layout: TokenLayout, patterns: dict[int, Tensor], step: int) -> list[PruneEvent]:
+        if self.attention_threshold == 0 or not patterns:
+            return []
+        layers = self.layers_for(max(patterns) + 1) if self.layers is not None else sorted(patterns)
+        attention = torch.stack([patterns[l] for l in layers])
+        new_events = []
+        for set_step, score in self.score(layout, attention, step).items():
+            if score < self.attention_threshold:
+                members = list(layout.step_range(set_step))
+                kept, pruned = members[0], tuple(members[1:])
+                layout.prune(pruned, at_step=step, score=score)
+                new_events.append(PruneEvent(set_step, step, score, kept, pruned))
+        self.events.extend(new_events)
+        return new_events
+
+    def describe(self) -> dict:
+        return {
+            "strategy": "attention",
+            "attention_threshold": self.attention_threshold,
+            "layers": None if self.layers is None else list(self.layers),
+            "layer_weights": None if self.layer_weights is None else list(self.layer_weights),
+            "distance_prior": self.use_distance_prior,
+        }
