@@ -1,0 +1,82 @@
+"""Teacher-forced replay of a saved layout in one forward, with any positions and any mask.
+
+Replay is how the controls are built: the same tokens at unique positions (RoPE sharing ablated,
+mask unchanged), or the same tokens with the isolation mask toggled (a paired isolated-vs-visible
+comparison on identical tokens). Its per-step attention has the captured shape, so every metric
+applies unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence, Union
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from .hooks import PatternRecorder, attention_block_hooks, layout_blocked_fn, tempo_position_hooks
+from .layout import MODES, TokenLayout
+
+PositionsArg = Union[Literal["shared", "unique"], Tensor]
+MaskArg = Union[Literal["isolated", "visible"], Tensor]
+
+
+@dataclass
+class ReplayResult:
+    """Logits of every physical token, per-step attention ``[layers, 1, heads, q, K]``, and the TL cache if asked."""
+
+    logits: Float[Tensor, "n_tokens vocab"]
+    attention: dict[int, np.ndarray]
+    layers: list[int]
+    cache: Any = None
+
+
+def _blocked_fn(layout: TokenLayout, mask: MaskArg):
+    if isinstance(mask, Tensor):
+        if mask.dtype != torch.bool or mask.shape != (len(layout), len(layout)):
+            raise ValueError(f"a mask tensor must be boolean [{len(layout)}, {len(layout)}] (True = blocked)")
+        return lambda q, k: mask[k - q : k, :k]
+    if mask not in MODES:
+        raise ValueError(f"unknown mask {mask!r}; use 'isolated', 'visible' or a boolean tensor")
+    return layout_blocked_fn(layout, mask, apply_pruning=True)
+
+
+def replay(
+    model: Any,
+    layout: TokenLayout,
+    positions: PositionsArg = "shared",
+    mask: MaskArg = "isolated",
+    *,
+    layers: Sequence[int] | None = None,
+    run_with_cache: bool = False,
+    names_filter: Any = None,
+) -> ReplayResult:
+    """Run ``layout``'s token sequence teacher-forced in one forward.
+
+    ``positions``: ``"shared"`` (logical), ``"unique"`` (physical index) or a float tensor per token.
+    ``mask``: ``"isolated"`` / ``"visible"`` (pruned keys stay hidden from later steps) or a boolean
+    ``[n, n]`` tensor (True = blocked). ``layers``: which layers' attention to return (default all).
+    """
+    pos = layout.positions(positions) if isinstance(positions, str) else positions.to(torch.float32)
+    if pos.shape[0] != len(layout):
+        raise ValueError(f"positions has {pos.shape[0]} entries for {len(layout)} tokens")
+    chosen = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    recorder = PatternRecorder(chosen)
+    hooks = tempo_position_hooks(model, pos) + attention_block_hooks(model, _blocked_fn(layout, mask)) + recorder.hooks()
+    device = next(model.original_model.parameters()).device
+    tokens = torch.tensor([layout.token_ids], dtype=torch.long, device=device)
+    cache = None
+    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+        if run_with_cache:
+            logits, cache = model.run_with_cache(tokens, names_filter=names_filter)
+        else:
+            logits = model(tokens)
+    patterns = recorder.take()
+    stacked = torch.stack([patterns[l] for l in chosen]).to("cpu", torch.float32)
+    attention = {}
+    for step in range(layout.n_steps):
+        r = layout.step_range(step)
+        attention[step] = stacked[:, :, :, r.start : r.stop, : r.stop].numpy().copy()
+    return ReplayResult(logits=logits[0].detach().cpu(), attention=attention, layers=chosen, cache=cache)
