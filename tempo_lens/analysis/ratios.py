@@ -1,0 +1,225 @@
+"""Parallel : non-parallel attention ratio (SPEC §4, §7).
+
+At step ``s`` the captured attention is averaged to one weight per key,
+``a = A.mean(layer, batch, head, query)``, and the keys before the step's first sibling are split
+into two buckets read from the layout:
+
+- **parallel**: tokens of earlier steps that selected >= 2 siblings (a collapsed set's survivor
+  stays parallel, :meth:`TokenLayout.parallel_tensor`);
+- **other**: every other earlier key, prompt and BOS included.
+
+Keys pruned before ``s`` (``pruned_at != -1 and pruned_at < s``: hidden from this step's queries)
+are left out of both. ``ratio = mean(a[parallel]) / mean(a[other])``; 1.0 means a parallel token gets
+as much attention as an average other token. Because ``k`` near-identical siblings split mass, the
+per-set mass (sum over a set's keys, averaged over sets) is reported beside the per-token mean.
+
+A step that cannot be measured carries a ``missing_reason`` and NaN measurements, never a silent 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from jaxtyping import Bool, Float, Int
+
+from ..layout import NOT_PRUNED, TokenLayout
+from ._arrays import step_attention
+
+NO_PARALLEL = "no earlier parallel set"
+NO_OTHER = "no other keys"
+NO_OTHER_ATTENTION = "no attention to other keys"
+
+RATIO_COLUMNS = [
+    "run", "prompt", "mode", "step", "ratio", "parallel_mean", "other_mean", "parallel_set_mass",
+    "n_parallel_keys", "n_other_keys", "n_parallel_sets", "missing_reason", "set_ratio",
+]
+
+
+@dataclass(frozen=True)
+class KeyBuckets:
+    """Which earlier keys of one step are parallel / other, and the parallel set each belongs to.
+
+    ``parallel`` and ``other`` are boolean masks over the physical keys ``0..first-1`` (``first`` =
+    the step's first sibling); ``set_of_key`` maps every key to a parallel-set number
+    ``0..n_sets-1`` (-1 for keys outside the parallel bucket).
+    """
+
+    step: int
+    first: int
+    parallel: Bool[np.ndarray, "key"]
+    other: Bool[np.ndarray, "key"]
+    set_of_key: Int[np.ndarray, "key"]
+    n_sets: int
+
+    @property
+    def n_parallel(self) -> int:
+        return int(self.parallel.sum())
+
+    @property
+    def n_other(self) -> int:
+        return int(self.other.sum())
+
+
+def key_buckets(layout: TokenLayout, step: int, *, exclude_first: bool = False) -> KeyBuckets:
+    """Split the keys before ``step``'s first sibling into parallel / other buckets (see module doc).
+
+    ``exclude_first`` drops physical position 0 from both (the "attention sink" variant), whether or
+    not it is a BOS token.
+    """
+    first = layout.step_range(step).start
+    is_parallel = layout.parallel_tensor().numpy()[:first]
+    pruned_at = layout.pruned_at_tensor().numpy()[:first]
+    key_steps = layout.steps_tensor().numpy()[:first]
+    counted = ~((pruned_at != NOT_PRUNED) & (pruned_at < step))
+    if exclude_first and first > 0:
+        counted[0] = False
+    parallel = counted & is_parallel
+    other = counted & ~is_parallel
+    set_of_key = np.full(first, -1, dtype=np.int64)
+    set_steps, set_of_key[parallel] = np.unique(key_steps[parallel], return_inverse=True)
+    return KeyBuckets(step, first, parallel, other, set_of_key, len(set_steps))
+
+
+@dataclass
+class RatioResult:
+    """One step's parallel : other ratio and the quantities behind it.
+
+    ``parallel_set_mass``: mean over earlier parallel sets of the summed weight of the set's counted
+    keys. ``other_token_mean`` equals ``other_mean`` (named for the per-token comparison with the set
+    mass). When ``missing_reason`` is set, every measurement is NaN; the key and set counts stay
+    the true counts, which explain the reason.
+    """
+
+    step: int
+    ratio: float
+    parallel_mean: float
+    other_mean: float
+    parallel_set_mass: float
+    other_token_mean: float
+    n_parallel_keys: int
+    n_other_keys: int
+    n_parallel_sets: int
+    missing_reason: str | None = None
+
+    @property
+    def set_ratio(self) -> float:
+        """Mass of an average parallel set over the weight of an average other token."""
+        return self.parallel_set_mass / self.other_token_mean if self.missing_reason is None else float("nan")
+
+
+def _weights_ratio(weights: Float[np.ndarray, "... key"], buckets: KeyBuckets) -> dict[str, np.ndarray]:
+    """Bucket means, set mass and ratio for each row of ``weights`` (keys ``0..first-1``); NaN where missing."""
+    w = weights[..., : buckets.first]
+    nan = np.full(w.shape[:-1], np.nan)
+    if buckets.n_parallel == 0 or buckets.n_other == 0:
+        return dict(ratio=nan, parallel_mean=nan, other_mean=nan, parallel_set_mass=nan)
+    parallel_mean = w[..., buckets.parallel].mean(-1)
+    other_mean = w[..., buckets.other].mean(-1)
+    one_hot = buckets.set_of_key[:, None] == np.arange(buckets.n_sets)[None, :]
+    set_mass = (w @ one_hot).mean(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(other_mean > 0, parallel_mean / other_mean, np.nan)
+    return dict(ratio=ratio, parallel_mean=parallel_mean, other_mean=other_mean, parallel_set_mass=set_mass)
+
+
+def _missing(buckets: KeyBuckets, other_mean: Any) -> str | None:
+    if not buckets.parallel.any():
+        return NO_PARALLEL
+    if not buckets.other.any():
+        return NO_OTHER
+    return None if other_mean > 0 else NO_OTHER_ATTENTION
+
+
+def parallel_ratio(attention: Any, layout: TokenLayout, step: int, *, exclude_first: bool = False) -> RatioResult:
+    """Parallel : other attention ratio of one captured step ``[layer, batch, head, query, key]``."""
+    a, _ = step_attention(attention, layout, step)
+    weights: Float[np.ndarray, "key"] = a.mean(axis=(0, 1, 2, 3), dtype=np.float64)
+    buckets = key_buckets(layout, step, exclude_first=exclude_first)
+    r = {k: float(v) for k, v in _weights_ratio(weights, buckets).items()}
+    reason = _missing(buckets, r["other_mean"])
+    if reason is not None:
+        r = dict.fromkeys(r, float("nan"))
+    return RatioResult(
+        step=step, ratio=r["ratio"], parallel_mean=r["parallel_mean"], other_mean=r["other_mean"],
+        parallel_set_mass=r["parallel_set_mass"], other_token_mean=r["other_mean"],
+        n_parallel_keys=buckets.n_parallel, n_other_keys=buckets.n_other, n_parallel_sets=buckets.n_sets,
+        missing_reason=reason,
+    )
+
+
+def ratio_table(runs: Iterable[Any], *, exclude_first: bool = False) -> pd.DataFrame:
+    """One row per (run, step) for every step >= 0 with a captured array; missing steps keep their reason.
+
+    ``runs`` are :class:`~tempo_lens.capture.CapturedRun` objects. Columns: run, prompt, mode, step,
+    ratio, parallel_mean, other_mean, parallel_set_mass, n_parallel_keys, n_other_keys,
+    n_parallel_sets, missing_reason, set_ratio (= parallel_set_mass / other_mean).
+    """
+    rows = []
+    for run in runs:
+        for step in sorted(s for s in run.attention if s >= 0):
+            result = parallel_ratio(run.attention[step], run.layout, step, exclude_first=exclude_first)
+            row = asdict(result)
+            row.pop("other_token_mean")
+            rows.append(dict(run=run.name, prompt=run.prompt, mode=run.mode, **row, set_ratio=result.set_ratio))
+    return pd.DataFrame(rows, columns=RATIO_COLUMNS)
+
+
+def mode_averages(ratio_df: pd.DataFrame) -> pd.DataFrame:
+    """Mean of the per-step ratios per (run, mode), skipping missing steps (the reference's average).
+
+    Columns: run, mode, ratio (mean of per-step ratios), set_ratio (same for the set ratio, when the
+    table has it), n_steps (steps averaged), steps (those steps, comma-separated).
+    """
+    measured = ratio_df[ratio_df["missing_reason"].isna() & ratio_df["ratio"].notna()]
+    rows = []
+    for (run, mode), _ in ratio_df.groupby(["run", "mode"], sort=False):
+        group = measured[(measured["run"] == run) & (measured["mode"] == mode)]
+        row = dict(run=run, mode=mode, ratio=group["ratio"].mean() if len(group) else float("nan"))
+        if "set_ratio" in ratio_df:
+            row["set_ratio"] = group["set_ratio"].mean() if len(group) else float("nan")
+        row.update(n_steps=len(group), steps=",".join(str(int(s)) for s in group["step"]))
+        rows.append(row)
+    columns = ["run", "mode", "ratio"] + (["set_ratio"] if "set_ratio" in ratio_df else []) + ["n_steps", "steps"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _grouped_ratio(
+    weights: Float[np.ndarray, "group key"], layout: TokenLayout, step: int, exclude_first: bool, label: str,
+    labels: Sequence[int],
+) -> pd.DataFrame:
+    buckets = key_buckets(layout, step, exclude_first=exclude_first)
+    r = _weights_ratio(weights, buckets)
+    reason = _missing(buckets, 1.0)  # shared by every row, unless a row pays no attention to other keys
+    reasons = np.full(len(labels), reason, dtype=object)
+    if reason is None:
+        reasons[~(r["other_mean"] > 0)] = NO_OTHER_ATTENTION
+    missing = np.array([x is not None for x in reasons], dtype=bool)
+    columns = {k: np.where(missing, np.nan, v) for k, v in r.items()}
+    return pd.DataFrame({label: np.asarray(labels), "step": step, **columns, "missing_reason": reasons})
+
+
+def ratio_by_layer(
+    attention: Any, layout: TokenLayout, step: int, *, layers: Sequence[int] | None = None, exclude_first: bool = False
+) -> pd.DataFrame:
+    """The ratio per captured layer (averaged over batch, heads, queries); ``layers`` labels the rows.
+
+    Columns: layer, step, ratio, parallel_mean, other_mean, parallel_set_mass, missing_reason.
+    """
+    a, _ = step_attention(attention, layout, step)
+    layers = list(range(a.shape[0])) if layers is None else list(layers)
+    if len(layers) != a.shape[0]:
+        raise ValueError(f"{len(layers)} layer labels for {a.shape[0]} captured layers")
+    return _grouped_ratio(a.mean(axis=(1, 2, 3), dtype=np.float64), layout, step, exclude_first, "layer", layers)
+
+
+def ratio_by_head(attention: Any, layout: TokenLayout, step: int, *, exclude_first: bool = False) -> pd.DataFrame:
+    """The ratio per head (averaged over the captured layers, batch, queries).
+
+    Columns: head, step, ratio, parallel_mean, other_mean, parallel_set_mass, missing_reason.
+    """
+    a, _ = step_attention(attention, layout, step)
+    weights = a.mean(axis=(0, 1, 3), dtype=np.float64)
+    return _grouped_ratio(weights, layout, step, exclude_first, "head", range(a.shape[2]))

@@ -1,0 +1,122 @@
+"""Uncertainty for multi-prompt results: bootstrap intervals, paired permutation tests, direction words.
+
+One prompt is one sample; the report states multi-prompt means with a 95 % percentile-bootstrap
+interval, paired comparisons (isolated vs visible on the same tokens) with a two-sided sign-flip
+permutation test, and picks its words ("less" / "more" / "no reliable difference") from the
+interval in the multi-prompt section and from the point estimate in single-run tables (SPEC §7).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+LESS, MORE = "less", "more"
+NO_RELIABLE = "no reliable difference"
+NO_DIFFERENCE = "no difference"
+NOT_MEASURED = "not measured"
+RATIO_NULL = 1.0
+DIFFERENCE_NULL = 0.0
+EXACT_LIMIT = 2**16  # enumerate every sign pattern when there are at most this many
+
+
+def _clean(values: Any) -> np.ndarray:
+    x = np.asarray(values, dtype=np.float64).ravel()
+    return x[~np.isnan(x)]
+
+
+def bootstrap_ci(values: Any, n_boot: int = 10000, ci: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, lo, hi): the sample mean and its percentile-bootstrap interval; NaNs are dropped.
+
+    No values: all NaN; fewer than 2 values: the mean with ``lo = hi = nan`` (no spread to resample).
+    """
+    x = _clean(values)
+    if len(x) == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
+    tail = (1.0 - ci) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return mean, float(lo), float(hi)
+
+
+def paired_permutation_test(a: Any, b: Any, n_perm: int = 10000, seed: int = 0) -> float:
+    """Two-sided sign-flip test of mean(a - b) = 0 on paired samples; pairs with a NaN are dropped.
+
+    Exact (every sign pattern) when ``2**n <= max(n_perm, 65536)``; otherwise ``n_perm`` random flips
+    with the observed statistic counted, ``p = (1 + #{|flipped| >= |observed|}) / (n_perm + 1)``.
+    Identical samples give p = 1; no pairs give NaN.
+    """
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples differ in length: {a.shape} vs {b.shape}")
+    d = a - b
+    d = d[~np.isnan(d)]
+    n = len(d)
+    if n == 0:
+        return float("nan")
+    observed = abs(d.mean())
+    tol = 1e-12 * max(1.0, float(np.abs(d).max()))
+    if 2**n <= max(n_perm, EXACT_LIMIT):
+        signs = 1.0 - 2.0 * ((np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1)
+        return float(np.mean(np.abs(signs @ d / n) >= observed - tol))
+    rng = np.random.default_rng(seed)
+    signs = rng.choice((1.0, -1.0), size=(n_perm, n))
+    hits = int(np.sum(np.abs(signs @ d / n) >= observed - tol))
+    return (1 + hits) / (n_perm + 1)
+
+
+def direction_from_estimate(estimate: float, null: float = RATIO_NULL) -> str:
+    """"less" / "more" than ``null`` from a point estimate ("no difference" when equal, "not measured" if NaN)."""
+    if estimate is None or np.isnan(estimate):
+        return NOT_MEASURED
+    if estimate < null:
+        return LESS
+    return MORE if estimate > null else NO_DIFFERENCE
+
+
+def direction_from_interval(lo: float, hi: float, null: float = RATIO_NULL) -> str:
+    """"less" / "more" only when the whole interval is on one side of ``null``, else "no reliable difference"."""
+    if lo is None or hi is None or np.isnan(lo) or np.isnan(hi):
+        return NO_RELIABLE
+    if hi < null:
+        return LESS
+    return MORE if lo > null else NO_RELIABLE
+
+
+def direction_word(
+    estimate: float | None = None, lo: float | None = None, hi: float | None = None, *, null: float = RATIO_NULL
+) -> str:
+    """From the interval when ``lo``/``hi`` are given, else from the point estimate.
+
+    ``null`` is 1 for ratios and 0 for differences.
+    """
+    if lo is not None or hi is not None:
+        return direction_from_interval(lo, hi, null)
+    return direction_from_estimate(estimate, null)
+
+
+def ci_summary(
+    df: pd.DataFrame, value: str = "ratio", by: str | Sequence[str] = "mode", *, n_boot: int = 10000,
+    ci: float = 0.95, seed: int = 0, null: float = RATIO_NULL,
+) -> pd.DataFrame:
+    """Per group of ``by``: n, mean, lo, hi of ``value`` (bootstrap) and the direction word from the interval.
+
+    This is the frame :func:`tempo_lens.figures.ratio_ci_figure` draws. Rows are typically one per
+    prompt (e.g. each prompt's mean ratio), so the interval is across prompts.
+    """
+    keys = [by] if isinstance(by, str) else list(by)
+    rows = []
+    for group, part in df.groupby(keys, sort=False):
+        group = group if isinstance(group, tuple) else (group,)
+        values = _clean(part[value])
+        mean, lo, hi = bootstrap_ci(values, n_boot=n_boot, ci=ci, seed=seed)
+        rows.append(dict(zip(keys, group), n=len(values), mean=mean, lo=lo, hi=hi,
+                         direction=direction_from_interval(lo, hi, null)))
+    return pd.DataFrame(rows, columns=[*keys, "n", "mean", "lo", "hi", "direction"])

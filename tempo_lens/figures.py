@@ -1,0 +1,228 @@
+"""Plotly figures for the report and notebooks: pure functions from analysis frames (or a run) to ``go.Figure``.
+
+Nothing here renders images (no kaleido / Chrome): save with ``fig.write_html(path)``. Token texts
+are HTML-escaped (``<|begin_of_text|>`` would otherwise vanish as a tag); parallel tokens are
+prefixed with ``∥`` and keys hidden by pruning with ``✗``.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from .analysis._arrays import as_attention
+from .analysis.heads import HEAD_GROUPS
+from .layout import NOT_PRUNED, TokenLayout
+
+MODE_COLOURS = {"isolated": "#1f77b4", "visible": "#ff7f0e", "unique": "#2ca02c"}
+GROUP_COLOURS = {"Long-range": "#1f77b4", "Balanced": "#7f7f7f", "Diffuse": "#d62728"}
+PARALLEL_MARK, PRUNED_MARK = "∥", "✗"
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)
+
+
+def token_text(token: str) -> str:
+    """A token as plotly can show it: HTML-escaped, newlines and tabs made visible."""
+    return html.escape(str(token)).replace("\n", "⏎").replace("\t", "⇥")
+
+
+def _colour(key: str, table: dict[str, str], index: int) -> str:
+    return table.get(key, PALETTE[index % len(PALETTE)])
+
+
+def _reference_line(fig: go.Figure, y: float, label: str) -> None:
+    fig.add_hline(y=y, line_dash="dash", line_color="grey", annotation_text=label, annotation_position="top left")
+
+
+def ratio_figure(
+    ratio_df: pd.DataFrame, *, title: str = "Parallel : non-parallel attention ratio per step"
+) -> go.Figure:
+    """Ratio per step, one line per (run, mode), coloured by mode, with a dashed y = 1 reference.
+
+    Missing steps (``missing_reason`` set) are left out, not drawn as 0.
+    """
+    fig = go.Figure()
+    measured = ratio_df[ratio_df["missing_reason"].isna()] if "missing_reason" in ratio_df else ratio_df
+    runs = list(dict.fromkeys(zip(ratio_df["run"], ratio_df["mode"])))
+    one_run_per_mode = len({m for _, m in runs}) == len(runs)
+    for i, (run, mode) in enumerate(runs):
+        part = measured[(measured["run"] == run) & (measured["mode"] == mode)].sort_values("step")
+        custom = part[["parallel_set_mass", "n_parallel_sets"]].to_numpy() if "parallel_set_mass" in part else None
+        fig.add_trace(go.Scatter(
+            x=part["step"], y=part["ratio"], mode="lines+markers",
+            name=str(mode) if one_run_per_mode else f"{run} ({mode})", legendgroup=str(mode),
+            line=dict(color=_colour(str(mode), MODE_COLOURS, i)), customdata=custom,
+            hovertemplate="step %{x}<br>ratio %{y:.3f}"
+            + ("<br>set mass %{customdata[0]:.3f} over %{customdata[1]} sets" if custom is not None else "")
+            + f"<extra>{html.escape(str(run))}</extra>",
+        ))
+    _reference_line(fig, 1.0, "equal attention")
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="parallel : other (per token)",
+                      xaxis=dict(dtick=1), legend_title="mode")
+    return fig
+
+
+def entropy_figure(entropy_long_df: pd.DataFrame, steps: Sequence[int] | None = None, *,
+                   title: str = "Attention entropy per layer") -> go.Figure:
+    """Layer entropy curve, one line per (run, step); ``steps`` selects which steps to draw.
+
+    Takes the long frame of :func:`tempo_lens.analysis.entropy_by_step` (step, layer, entropy, optional run).
+    """
+    df = entropy_long_df if steps is None else entropy_long_df[entropy_long_df["step"].isin(list(steps))]
+    has_run = "run" in df and df["run"].nunique() > 1
+    keys = ["run", "step"] if has_run else ["step"]
+    fig = go.Figure()
+    for i, (key, part) in enumerate(df.groupby(keys, sort=True)):
+        key = key if isinstance(key, tuple) else (key,)
+        name = f"{key[0]} step {key[1]}" if has_run else f"step {key[0]}"
+        part = part.sort_values("layer")
+        fig.add_trace(go.Scatter(x=part["layer"], y=part["entropy"], mode="lines+markers", name=name,
+                                 line=dict(color=PALETTE[i % len(PALETTE)]),
+                                 hovertemplate="layer %{x}<br>entropy %{y:.3f} nats<extra>" + name + "</extra>"))
+    fig.update_layout(title=title, xaxis_title="layer", yaxis_title="entropy (nats)")
+    return fig
+
+
+def head_scatter(
+    head_df: pd.DataFrame, *, title: str = "Head specialisation: recent vs distant attention"
+) -> go.Figure:
+    """Recent vs distant mean attention per head, one trace per group; hover shows head, KV head, entropy, max."""
+    fig = go.Figure()
+    groups = [g for g in HEAD_GROUPS if g in set(head_df["group"])]
+    groups += sorted(set(head_df["group"]) - set(groups))
+    for i, group in enumerate(groups):
+        part = head_df[head_df["group"] == group]
+        kv = part["kv_head"] if "kv_head" in part else part["head"]
+        fig.add_trace(go.Scatter(
+            x=part["recent"], y=part["distant"], mode="markers+text", name=group, text=part["head"].astype(str),
+            textposition="top center", marker=dict(size=10, color=_colour(group, GROUP_COLOURS, i)),
+            customdata=np.stack([part["head"], kv, part["entropy"], part["max"]], axis=-1),
+            hovertemplate="head %{customdata[0]} (KV %{customdata[1]})<br>recent %{x:.3f}<br>distant %{y:.3f}"
+            "<br>entropy %{customdata[2]:.3f}<br>max %{customdata[3]:.3f}<extra>" + group + "</extra>",
+        ))
+    top = float(np.nanmax(head_df[["recent", "distant"]].to_numpy())) if len(head_df) else 1.0
+    fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="recent = distant",
+                             line=dict(dash="dash", color="grey"), hoverinfo="skip"))
+    fig.update_layout(title=title, xaxis_title="recent (mean of last 3 visible keys)",
+                      yaxis_title="distant (mean of other visible keys)", legend_title="group")
+    return fig
+
+
+def key_labels(layout: TokenLayout, token_strings: Sequence[str], step: int, n_keys: int) -> list[str]:
+    """Axis labels ``index:token``, ``∥`` marking parallel tokens and ``✗`` keys hidden from ``step`` by pruning."""
+    parallel = layout.parallel_tensor().numpy()
+    labels = []
+    for i in range(n_keys):
+        mark = ""
+        if layout.pruned_at[i] != NOT_PRUNED and layout.pruned_at[i] < step:
+            mark += PRUNED_MARK
+        if parallel[i]:
+            mark += PARALLEL_MARK
+        labels.append(f"{i}:{mark}{token_text(token_strings[i])}")
+    return labels
+
+
+def attention_heatmap(run: Any, step: int, layer: int | None = None, head: int | None = None) -> go.Figure:
+    """One step's attention, queries (the siblings) x keys, averaged over layers / heads unless one is chosen.
+
+    ``layer`` is a model layer index (one of ``run.layers``). Tick labels mark parallel (``∥``) and
+    pruned-hidden (``✗``) keys; the step's own siblings are outlined.
+    """
+    a = as_attention(run.attention[step])
+    if layer is not None:
+        if layer not in run.layers:
+            raise ValueError(f"layer {layer} was not captured (captured: {list(run.layers)})")
+        a = a[[list(run.layers).index(layer)]]
+    if head is not None:
+        a = a[:, :, [head]]
+    z = a.mean(axis=(0, 1, 2))
+    n_queries, n_keys = z.shape
+    siblings = run.layout.step_range(step)
+    labels = key_labels(run.layout, run.token_strings, step, n_keys)
+    what = f"layer {layer}" if layer is not None else "mean over layers"
+    what += f", head {head}" if head is not None else ", mean over heads"
+    fig = go.Figure(go.Heatmap(
+        z=z, x=list(range(n_keys)), y=list(range(n_queries)), colorscale="Viridis", name="attention",
+        customdata=np.array([[labels[k] for k in range(n_keys)] for _ in range(n_queries)]),
+        hovertemplate="query %{y}<br>key %{customdata}<br>attention %{z:.4f}<extra></extra>",
+        colorbar=dict(title="attention"),
+    ))
+    fig.add_shape(type="rect", x0=siblings.start - 0.5, x1=siblings.stop - 0.5, y0=-0.5, y1=n_queries - 0.5,
+                  line=dict(color="white", width=2))
+    fig.update_layout(
+        title=f"{html.escape(str(run.name))} ({run.mode}), step {step}: {what}",
+        xaxis=dict(title="key (∥ parallel, ✗ pruned)", tickmode="array", tickvals=list(range(n_keys)),
+                   ticktext=labels, tickangle=-60),
+        yaxis=dict(title="query sibling", tickmode="array", tickvals=list(range(n_queries)),
+                   ticktext=[labels[i] for i in siblings], autorange="reversed"),
+    )
+    return fig
+
+
+def branching_figure(layout: TokenLayout, token_strings: Sequence[str], *,
+                     title: str = "TEMPO branching: siblings per step") -> go.Figure:
+    """Steps on x, each sibling at its selection probability on y; pruned siblings greyed and struck through.
+
+    Traces: "kept", "pruned" (when any) and "most likely" (the line through each step's top sibling).
+    """
+    steps = np.array(layout.steps)
+    generated = np.flatnonzero(steps >= 0)
+    probs = np.array(layout.probs, dtype=np.float64)
+    pruned = np.array([layout.pruned_at[i] != NOT_PRUNED for i in range(len(layout))])
+
+    def hover(i: int) -> str:
+        text = f"{token_text(token_strings[i])}<br>p = {probs[i]:.3f}<br>physical {i}"
+        if pruned[i]:
+            text += f"<br>pruned after step {layout.pruned_at[i]} (score {layout.prune_scores[i]:.3f})"
+        return text
+
+    fig = go.Figure()
+    styles = (("kept", ~pruned, "#1f77b4", "{}"), ("pruned", pruned, "#b0b0b0", "<s>{}</s>"))
+    for name, chosen, colour, fmt in styles:
+        idx = [i for i in generated if chosen[i]]
+        if name == "pruned" and not idx:
+            continue
+        fig.add_trace(go.Scatter(
+            x=steps[idx], y=probs[idx], mode="markers+text", name=name,
+            text=[fmt.format(token_text(token_strings[i])) for i in idx], textposition="middle right",
+            textfont=dict(color="#555555" if name == "pruned" else "black"),
+            marker=dict(color=colour, size=9, symbol="x" if name == "pruned" else "circle"),
+            hovertext=[hover(i) for i in idx], hoverinfo="text",
+        ))
+    top = [layout.step_range(s).start for s in range(layout.n_steps)]
+    fig.add_trace(go.Scatter(x=steps[top], y=probs[top], mode="lines", name="most likely",
+                             line=dict(color="#1f77b4", width=1, dash="dot"), hoverinfo="skip"))
+    fig.update_layout(title=title, xaxis=dict(title="step", dtick=1), yaxis=dict(title="selection probability"))
+    return fig
+
+
+def ratio_ci_figure(summary_df: pd.DataFrame, *, label: str | None = None, null: float = 1.0,
+                    title: str = "Mean ratio per mode with 95 % bootstrap interval") -> go.Figure:
+    """Mean ± interval per group (a :func:`tempo_lens.analysis.ci_summary` frame: label, mean, lo, hi[, n]).
+
+    ``label`` names the group column (default: the first of mode / group / label / run present);
+    a dashed line marks ``null`` (1 for ratios, 0 for differences).
+    """
+    if label is None:
+        label = next((c for c in ("mode", "group", "label", "run") if c in summary_df), summary_df.columns[0])
+    fig = go.Figure()
+    for i, row in enumerate(summary_df.itertuples(index=False)):
+        row = row._asdict()
+        name = str(row[label])
+        lo, hi, mean = row["lo"], row["hi"], row["mean"]
+        has_ci = not (pd.isna(lo) or pd.isna(hi))
+        n = f"<br>n = {row['n']}" if "n" in row else ""
+        fig.add_trace(go.Scatter(
+            x=[name], y=[mean], mode="markers", name=name, marker=dict(size=12, color=_colour(name, MODE_COLOURS, i)),
+            error_y=dict(type="data", symmetric=False, array=[hi - mean], arrayminus=[mean - lo]) if has_ci else None,
+            hovertemplate=f"{html.escape(name)}<br>mean %{{y:.3f}}"
+            + (f"<br>interval {lo:.3f} to {hi:.3f}" if has_ci else "<br>no interval (n < 2)") + n + "<extra></extra>",
+        ))
+    _reference_line(fig, null, "no difference")
+    fig.update_layout(title=title, xaxis_title=label, yaxis_title="mean", showlegend=False)
+    return fig
