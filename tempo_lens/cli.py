@@ -16,6 +16,8 @@ from typing import Sequence
 from .errors import InvalidInputError, TempoLensError
 
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+# Spinning OpenMP threads make a shared 2-core machine up to 20x slower; must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _progress(message: str) -> None:
@@ -88,15 +90,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .experiment import load_config, parse_shard, run_experiment, save_experiment, shard_folder
+    from .experiment import check_can_write, load_config, parse_shard, run_experiment, save_experiment, shard_folder
 
     config = load_config(args.config)
     shard = parse_shard(args.shard)
     if args.model:
         config.model = args.model
     out = shard_folder(Path(args.out) if args.out else Path("runs") / config.name, shard)
-    if out.exists() and not args.overwrite:
-        raise TempoLensError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+    check_can_write(out, args.overwrite)  # before the run, so a refusal costs nothing
     experiment = run_experiment(config, shard=shard, progress=_progress)
     path = save_experiment(experiment, out, overwrite=args.overwrite)
     _progress(f"wrote {path}")
@@ -110,8 +111,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one ``error:`` line like every other refusal."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tempo-lens", description="TEMPO through TransformerLens hook points")
+    parser = _Parser(prog="tempo-lens", description="TEMPO through TransformerLens hook points")
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="generate with TEMPO and print the bracketed text (or JSON)")
@@ -153,6 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except TempoLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, permission denied, a path through a file: the system's own words
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"error: {exc.strerror or exc}{where}; check the path and free space, then retry", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; nothing half-written was left behind", file=sys.stderr)

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 import tomllib
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
@@ -86,15 +87,18 @@ def _unknown(keys: Iterable[str], allowed: set[str], where: str, source: str) ->
 def _all_or_ints(value: Any, key: str, source: str) -> list[int] | None:
     if value in (None, "all"):
         return None
-    if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
         return value
-    raise ConfigError(f"{source}: {key} must be \"all\" or a list of integers, got {value!r}")
+    raise ConfigError(f"{source}: {key} must be \"all\" or a list of integers >= 0, got {value!r}")
 
 
 def config_from_dict(data: dict, source: str = "config", base_dir: Path | None = None) -> ExperimentConfig:
     """Validate a parsed config: unknown keys, missing prompts, wrong types and ranges are named."""
     _unknown(data, _TOP_KEYS, "the top level", source)
     prompts: list[str]
+    for key in ("prompts_file", "model", "name"):
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"{source}: {key} must be a string, got {data[key]!r}")
     if "prompts_file" in data:
         path = Path(data["prompts_file"])
         path = (base_dir / path) if base_dir and not path.is_absolute() else path
@@ -152,6 +156,13 @@ def config_from_dict(data: dict, source: str = "config", base_dir: Path | None =
         ThresholdSchedule.parse(config.threshold, config.threshold_schedule)
         _check_int(config.max_steps, "max_steps", 1)
         _check_int(config.max_parallel, "max_parallel", 1)
+        _check_int(config.min_steps, "min_steps", 0)
+        from .generation import NEXT_TOKEN_SOURCES
+
+        if config.next_token_source not in NEXT_TOKEN_SOURCES:
+            raise InvalidInputError(f"unknown next_token_source {config.next_token_source!r}; use one of {', '.join(NEXT_TOKEN_SOURCES)}")
+        if not 0 <= config.seed <= 2**32 - 1:
+            raise InvalidInputError(f"seed must be in 0..{2**32 - 1}, got {config.seed}")
         if pruning is not None:
             _make_pruning(pruning)
     except InvalidInputError as exc:
@@ -179,6 +190,8 @@ def _make_pruning(table: dict | None):
         return None
     from .pruning import AttentionPruning
 
+    if not isinstance(table.get("distance_prior", False), bool):
+        raise InvalidInputError(f"pruning.distance_prior must be true or false, got {table['distance_prior']!r}")
     return AttentionPruning(
         attention_threshold=table.get("attention_threshold", 0.5),
         layers=table.get("layers"),
@@ -310,13 +323,62 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def recover_interrupted_overwrite(target: Path) -> Path | None:
+    """Put back the previous result when an overwrite was killed between its two renames.
+
+    :func:`save_experiment` moves the old folder aside (``.NAME.old-*``) and then moves the new one in;
+    a process killed between the two leaves no ``NAME`` at all. If so, the newest complete backup is
+    renamed back (and returned), so the previous result is never lost.
+    """
+    if target.exists() or target.is_symlink() or not target.parent.is_dir():
+        return None
+    backups = sorted(
+        (p for p in target.parent.glob(f".{target.name}.old-*") if (p / METADATA).is_file()),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not backups:
+        return None
+    os.replace(backups[-1], target)
+    warnings.warn(f"restored {target} from {backups[-1].name}, left by an interrupted overwrite", stacklevel=3)
+    return target
+
+
+def check_can_write(target: Path, overwrite: bool) -> None:
+    """Refuse an existing target without ``overwrite``, and never replace something that is not an experiment.
+
+    ``overwrite`` replaces an experiment folder (its own files and ``shard-i-of-n`` folders, intact or
+    damaged), never a file or a folder holding anything else, so a mistyped ``--out`` cannot delete data.
+    """
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ExperimentFileError(f"cannot write {target}: {parent} is a file, not a folder; choose another --out")
+            break
+    recover_interrupted_overwrite(target)
+    if not (target.exists() or target.is_symlink()):
+        return
+    if not overwrite:
+        raise ExperimentFileError(f"{target} already exists; pass --overwrite (overwrite=True) to replace it, or choose another --out")
+    if target.is_symlink() or not target.is_dir():
+        raise ExperimentFileError(f"{target} exists and is not an experiment folder; --overwrite only replaces experiment folders. Choose another --out")
+    foreign = sorted(
+        p.name for p in target.iterdir()
+        if not (p.name in (METADATA, ARRAYS) and p.is_file()) and not (p.is_dir() and p.name.startswith("shard-"))
+    )
+    if foreign:
+        raise ExperimentFileError(
+            f"{target} holds files that are not part of an experiment ({', '.join(foreign[:5])}); --overwrite only "
+            "replaces experiment folders. Choose another --out or move those files"
+        )
+
+
 def save_experiment(experiment: Experiment, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write atomically: a temporary sibling folder, then a rename; an existing folder needs ``overwrite``."""
     target = Path(directory)
-    if target.exists() and not overwrite:
-        raise ExperimentFileError(f"{target} already exists; pass --overwrite (overwrite=True) to replace it, or choose another --out")
+    check_can_write(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp.chmod(0o755)
     try:
         arrays = {}
         runs_meta = []
@@ -348,7 +410,12 @@ def save_experiment(experiment: Experiment, directory: str | os.PathLike, *, ove
         if target.exists():
             backup = target.with_name(f".{target.name}.old-{os.getpid()}-{int(time.time() * 1000)}")
             os.replace(target, backup)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            if backup is not None:
+                os.replace(backup, target)  # put the previous result back
+            raise
         if backup is not None:
             shutil.rmtree(backup, ignore_errors=True)
     finally:
@@ -360,6 +427,8 @@ def save_experiment(experiment: Experiment, directory: str | os.PathLike, *, ove
 
 def _read_metadata(directory: Path) -> dict:
     path = directory / METADATA
+    if directory.exists() and not directory.is_dir():
+        raise ExperimentFileError(f"{directory} is a file, not an experiment folder; pass the folder `tempo-lens run` wrote")
     if not directory.is_dir():
         raise ExperimentFileError(f"{directory} is not an experiment folder (it does not exist); run `tempo-lens run CONFIG --out {directory}` first")
     if not path.is_file():
@@ -372,7 +441,8 @@ def _read_metadata(directory: Path) -> dict:
         raise ExperimentFileError(f"{path} is not a tempo_lens experiment file; re-run the experiment")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
-        relation = "newer" if isinstance(version, int) and version > FORMAT_VERSION else "older"
+        numeric = isinstance(version, (int, float)) and not isinstance(version, bool)
+        relation = ("newer" if version > FORMAT_VERSION else "older") if numeric else "unknown"
         raise ExperimentFileError(
             f"{directory} has experiment format version {version!r} ({relation}); this tempo_lens reads version "
             f"{FORMAT_VERSION}. Re-run the experiment with this version (or install the tempo_lens that wrote it)."
@@ -394,6 +464,7 @@ def _load_single(directory: Path) -> Experiment:
         raise ExperimentFileError(f"{arrays_path} is unreadable ({exc}); re-run the experiment") from None
     runs = []
     try:
+        config, model = data["config"], data["model"]
         for i, meta in enumerate(data["runs"]):
             layout = TokenLayout.from_dict(meta["layout"])
             attention = {int(s): arrays[f"r{i}_s{s}"] for s in meta["steps"]}
@@ -410,13 +481,14 @@ def _load_single(directory: Path) -> Experiment:
             ))
     except (KeyError, ValueError, TypeError, IndexError) as exc:
         raise ExperimentFileError(f"{directory}: metadata does not fit the arrays ({exc}); re-run the experiment") from None
-    return Experiment(config=data["config"], runs=runs, model=data["model"], versions=data.get("versions", {}),
+    return Experiment(config=config, runs=runs, model=model, versions=data.get("versions", {}),
                       shard=data.get("shard"), path=directory)
 
 
 def load_experiment(directory: str | os.PathLike) -> Experiment:
     """Reload an experiment without the model; a folder of ``shard-i-of-n`` folders is merged."""
     directory = Path(directory)
+    recover_interrupted_overwrite(directory)
     shards = sorted(directory.glob("shard-*-of-*")) if directory.is_dir() and not (directory / METADATA).exists() else []
     if not shards:
         return _load_single(directory)
