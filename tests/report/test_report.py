@@ -1,0 +1,188 @@
+"""The whole report from a tiny random-weight model, each table checked against a naive recomputation from the saved arrays."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tempo_lens.cli import main
+from tempo_lens.experiment import load_experiment
+
+REFERENCE_SECTIONS = [
+    "## Executive Summary", "## Key Findings", "### 1. Parallel Tokens Receive", "### 2. Isolation Mode Has",
+    "### 3. Layer-Wise Attention Patterns", "### 4. Attention Head Specialization", "## Mechanistic Explanations",
+    "## Implications for TEMPO", "## Comparison to Baseline", "## Data Summary",
+    "## Beyond the Reference Report", "### 4. Multi-prompt validation", "### 5. Pruned vs surviving tokens",
+    "## Comparison with the Reference Report",
+]
+COMMON = 'threshold = 1e-6\nmax_parallel = 2\nmax_steps = 5\nseed = 42\n'
+
+
+@pytest.fixture(scope="module")
+def report(tiny_dirs, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("analyses")
+    exp1 = 'prompt = "t1 t17 t42 t5"\ncontrols = ["unique_positions", "toggled_mask"]\n' + COMMON
+    (folder / "exp1_isolated.toml").write_text('name = "exp1_isolated"\nmode = "isolated"\n' + exp1)
+    (folder / "exp1_visible.toml").write_text('name = "exp1_visible"\nmode = "visible"\n' + exp1)
+    (folder / "multi_prompt.toml").write_text(
+        'name = "multi_prompt"\nprompts = ["t1 t17 t42 t5", "t1 t9 t33", "t1 t50 t60 t70", "t1 t3 t4"]\n'
+        'modes = ["isolated", "visible"]\ncontrols = ["unique_positions", "toggled_mask"]\n' + COMMON)
+    (folder / "pruning.toml").write_text(
+        'name = "pruning"\nprompts = ["t1 t17 t42 t5", "t1 t9 t33"]\nmode = "isolated"\n' + COMMON + '[pruning]\nattention_threshold = 1.0\n')
+    assert main(["analyze", str(folder), "--model", str(tiny_dirs["llama"])]) == 0
+    out = folder / "report"
+    return {
+        "folder": folder,
+        "md": (out / "FINDINGS.md").read_text(),
+        "html": (out / "report.html").read_text(),
+        "metrics": json.loads((out / "metrics.json").read_text()),
+        "iso": load_experiment(folder / "runs" / "exp1_isolated"),
+        "vis": load_experiment(folder / "runs" / "exp1_visible"),
+        "multi": load_experiment(folder / "runs" / "multi_prompt"),
+    }
+
+
+def naive_ratio(array, layout, step, exclude_first=False):
+    """SPEC §4 written out with plain loops over the layout's lists."""
+    a = array.mean(axis=(0, 1, 2, 3), dtype=np.float64)
+    sizes = Counter(s for s in layout.steps if s >= 0)
+    start = layout.steps.index(step)
+    parallel, other = [], []
+    for k in range(start):
+        if exclude_first and k == 0:
+            continue
+        if layout.pruned_at[k] != -1 and layout.pruned_at[k] < step:
+            continue
+        (parallel if layout.steps[k] >= 0 and sizes[layout.steps[k]] >= 2 else other).append(a[k])
+    if not parallel or not other:
+        return None
+    return (sum(parallel) / len(parallel)) / (sum(other) / len(other))
+
+
+def table_after(md: str, heading: str) -> list[list[str]]:
+    lines = md[md.index(heading):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split(" | ")])
+    return rows
+
+
+def x(cell: str) -> float:
+    return float(cell.rstrip("x"))
+
+
+def test_sections_and_files(report):
+    for section in REFERENCE_SECTIONS:
+        assert section in report["md"], section
+    assert report["html"].count('class="plot"') >= 5 and "plotly" in report["html"]
+    assert report["metrics"]["model"]["n_layers"] == 3
+    assert "Reference values (cogito 3B)" in report["md"]
+
+
+def test_ratio_table_equals_recomputation(report):
+    rows = table_after(report["md"], "### 1. Parallel Tokens Receive")
+    assert rows
+    runs = {"ISOLATED": report["iso"].generated()[0], "VISIBLE": report["vis"].generated()[0]}
+    listed = set()
+    for step, mode, ratio, words in rows:
+        run = runs[mode]
+        expected = naive_ratio(run.attention[int(step)], run.layout, int(step))
+        assert x(ratio) == pytest.approx(expected, abs=6e-4)
+        assert ("less" in words) == (expected < 1)
+        listed.add((int(step), mode))
+    for mode, run in runs.items():
+        for step in run.attention:
+            if naive_ratio(run.attention[step], run.layout, step) is not None:
+                assert (step, mode) in listed
+        averages = [naive_ratio(run.attention[s], run.layout, s) for s in sorted(run.attention)]
+        averages = [v for v in averages if v is not None]
+        assert report["metrics"]["single_run"]["mode_averages"][mode.lower()] == pytest.approx(sum(averages) / len(averages))
+
+
+def test_confound_and_baseline_tables_equal_recomputation(report):
+    iso = report["iso"]
+    gen = iso.generated()[0]
+    unique = iso.variant("unique_positions")[0]
+    for step, mode, ratio, no_sink, _set in table_after(report["md"], "### 2. Confounds"):
+        run = gen if mode == "ISOLATED" else report["vis"].generated()[0]
+        assert x(no_sink) == pytest.approx(naive_ratio(run.attention[int(step)], run.layout, int(step), exclude_first=True), abs=6e-4)
+    for step, mode, shared, uniq, _diff in table_after(report["md"], "## Comparison to Baseline"):
+        if mode == "ISOLATED":
+            assert x(uniq) == pytest.approx(naive_ratio(unique.attention[int(step)], unique.layout, int(step)), abs=6e-4)
+
+
+def test_entropy_table_equals_recomputation(report):
+    gen = report["iso"].generated()[0]
+    step = report["metrics"]["single_run"]["entropy"]["step"]
+    A = gen.attention[step]
+    entropy = [float((-(A[l] * np.log(A[l] + 1e-10)).sum(-1)).mean()) for l in range(A.shape[0])]
+    order = sorted(range(len(entropy)), key=lambda l: entropy[l])
+    rows = {r[0]: r for r in table_after(report["md"], "### 3. Layer-Wise")}
+    k = min(3, len(entropy) // 2)
+    assert rows["Most Focused"][1].replace(" ", "") in {",".join(map(str, sorted(order[:k]))), f"{min(order[:k])}-{max(order[:k])}"}
+    lo, hi = min(entropy[l] for l in order[:k]), max(entropy[l] for l in order[:k])
+    assert rows["Most Focused"][2] in {f"{lo:.2f}", f"{lo:.2f}-{hi:.2f}"}
+
+
+def test_head_table_equals_recomputation(report):
+    gen = report["iso"].generated()[0]
+    step = report["metrics"]["single_run"]["heads"]["step"]
+    p = gen.attention[step].mean(axis=0)[0]  # [head, q, k]
+    metrics = {r["head"]: r for r in report["metrics"]["single_run"]["heads"]["rows"]}
+    for head in range(p.shape[0]):
+        rows = p[head]
+        entropy = np.mean([-(r * np.log(r + 1e-10)).sum() for r in rows])
+        assert metrics[head]["entropy"] == pytest.approx(entropy, abs=1e-5)
+        assert metrics[head]["max"] == pytest.approx(np.mean([r.max() for r in rows]), abs=1e-6)
+
+
+def test_multi_prompt_means_equal_recomputation(report):
+    multi = report["multi"]
+    for mode in ("isolated", "visible"):
+        per_run = []
+        for run in multi.generated():
+            if run.mode != mode:
+                continue
+            values = [naive_ratio(run.attention[s], run.layout, s) for s in sorted(run.attention)]
+            values = [v for v in values if v is not None]
+            if values:
+                per_run.append(sum(values) / len(values))
+        summary = report["metrics"]["multi_prompt"]["modes"][mode]["ratio"]
+        assert summary["mean"] == pytest.approx(sum(per_run) / len(per_run))
+        assert summary["lo"] <= summary["mean"] <= summary["hi"]
+
+
+def test_intra_step_table(report):
+    rows = {r[0]: r for r in table_after(report["md"], "### 3. Intra-step attention")}
+    assert float(rows["ISOLATED"][1]) == 0.0
+    vis = report["vis"].generated()[0]
+    later = []
+    for step, array in vis.attention.items():
+        r = vis.layout.step_range(step)
+        a = array.mean(axis=(0, 1, 2))  # [q, k]
+        for rank in range(1, len(r)):
+            later.append(sum(a[rank, r.start + j] for j in range(len(r)) if j != rank))
+    assert float(rows["VISIBLE"][2]) == pytest.approx(np.mean(later), abs=6e-4)
+
+
+def test_data_summary_lists_parallel_steps(report):
+    gen = report["iso"].generated()[0]
+    for step in gen.layout.parallel_steps():
+        r = gen.layout.step_range(step)
+        assert f"Step {step}: {len(r)} parallel tokens (positions {r.start}-{r.stop - 1}" in report["md"]
+
+
+def test_rerun_replaces_the_report_atomically(report, tiny_dirs):
+    folder = report["folder"]
+    before = sorted(p.name for p in folder.iterdir())
+    assert main(["analyze", str(folder), "--model", str(tiny_dirs["llama"]), "--quick"]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert "Not run (quick mode)." in (folder / "report" / "FINDINGS.md").read_text()
