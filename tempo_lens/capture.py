@@ -27,7 +27,9 @@ class CaptureSpec:
         chosen = list(range(n_layers)) if self.layers is None else sorted(set(int(l) for l in self.layers))
         bad = [l for l in chosen if not 0 <= l < n_layers]
         if bad:
-            raise ValueError(f"capture layers {bad} outside 0..{n_layers - 1}")
+            from .errors import InvalidInputError
+
+            raise InvalidInputError(f"capture layers {bad} outside 0..{n_layers - 1}; choose layers of this model or \"all\"")
         return chosen
 
     def wants_step(self, step: int) -> bool:

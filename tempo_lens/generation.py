@@ -195,7 +195,10 @@ def prompt_token_ids(model: Any, prompt: str | Sequence[int] | Tensor, chat: boo
                 ids = ids["input_ids"]
             return [int(i) for i in ids]
         return [int(i) for i in tokenizer(prompt)["input_ids"]]
-    ids = [int(i) for i in prompt]
+    try:
+        ids = [int(i) for i in prompt]
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"the prompt must be text or a flat sequence of token ids, got {type(prompt).__name__}") from None
     if not ids:
         raise InvalidInputError("the prompt is empty; pass some text or at least one token id")
     vocab = model.cfg.d_vocab
@@ -301,7 +304,8 @@ def generate(
     max_steps = _check_int(max_steps, "max_steps", 1)
     max_parallel = _check_int(max_parallel, "max_parallel", 1)
     min_steps = _check_int(min_steps, "min_steps", 0)
-    check_generation_args(model, 1, max_steps, mode, next_token_source)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= 2**32 - 1):
+        raise InvalidInputError(f"seed must be an integer in 0..{2**32 - 1}, got {seed!r}")
     ids = prompt_token_ids(model, prompt, chat=chat)
     check_generation_args(model, len(ids), max_steps, mode, next_token_source)
     if seed is not None:

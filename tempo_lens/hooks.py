@@ -156,17 +156,32 @@ def attention_block_hooks(
 
     ``blocked`` receives the number of queries and keys of the forward and returns a ``[q, K]`` boolean
     tensor; it is evaluated once per forward (memoised on its result's identity per shape) and shared
-    by all layers. Example::
+    by all layers. A query always keeps its own key, whatever ``blocked`` says: a row with every key at
+    ``-inf`` would otherwise softmax to NaN, or, next to the bridge's ``finfo.min`` causal mask, spread
+    its attention over future tokens. Example::
 
         no_bos = lambda q, k: torch.arange(k)[None, :].expand(q, k) == 0
         model.run_with_hooks(tokens, fwd_hooks=attention_block_hooks(model, no_bos))
     """
+
+    memo: dict[str, Any] = {"source": None}
+
+    def keep_own_key(mask: Tensor, q: int, k: int) -> Tensor:
+        if memo["source"] is not mask:  # identity: the memo holds a reference, so it cannot be reused
+            rows, own = torch.arange(q), torch.arange(k - q, k)
+            fixed = mask
+            if bool(mask[rows, own].any()):
+                fixed = mask.clone()
+                fixed[rows, own] = False
+            memo.update(source=mask, fixed=fixed)
+        return memo["fixed"]
 
     def hook_scores(scores: Float[Tensor, "batch head q key"], hook: Any = None) -> Tensor:
         q, k = scores.shape[-2], scores.shape[-1]
         mask = blocked(q, k)
         if not bool(mask.any()):
             return scores
+        mask = keep_own_key(mask, q, k)
         return scores.masked_fill(mask.to(scores.device), float("-inf"))
 
     return [(name, hook_scores) for name in _attn_score_hook_names(model, layers)]
@@ -221,11 +236,32 @@ def tempo_hooks(model: Any, layout: TokenLayout, mode: Mode = "isolated", positi
 # ---- interventions and reading -----------------------------------------------------------------
 
 def fractional_positions(layout: TokenLayout, spacing: float = 1e-3) -> Float[Tensor, "n_tokens"]:
-    """Near-identical distinct positions: the r-th sibling of a step sits at ``logical + r * spacing``."""
-    positions = layout.positions("shared").clone()
+    """Near-identical distinct positions: the r-th sibling of a step sits at ``logical + r * spacing``.
+
+    Positions are float32 (as the rotary embedding computes them), so far into a long context a small
+    spacing can round siblings onto one position; that, or a spacing that reaches the next logical
+    position, is refused with the spacing that would work.
+    """
+    if not spacing > 0:
+        raise InvalidInputError(f"spacing must be > 0, got {spacing!r}")
+    shared = layout.positions("shared")
+    positions = shared.clone()
     for step in range(layout.n_steps):
-        for rank, index in enumerate(layout.step_range(step)):
-            positions[index] += rank * spacing
+        r = layout.step_range(step)
+        if (len(r) - 1) * spacing >= 1:
+            raise InvalidInputError(
+                f"step {step} has {len(r)} siblings: spacing {spacing:g} reaches the next logical position; "
+                f"use spacing < {1 / (len(r) - 1):g}"
+            )
+        positions[r.start : r.stop] += torch.arange(len(r), dtype=torch.float32) * spacing
+        values = positions[r.start : r.stop]
+        if len(r) > 1 and not (bool((values[1:] > values[:-1]).all()) and torch.equal(values.floor(), shared[r.start : r.stop])):
+            p = float(shared[r.start])
+            ulp = float(torch.nextafter(torch.tensor(p), torch.tensor(float("inf"))) - p)
+            raise InvalidInputError(
+                f"spacing {spacing:g} is below float32 resolution at position {p:g} (step {step}), so siblings would "
+                f"share a position; use spacing >= {2 * ulp:g}"
+            )
     return positions
 
 

@@ -71,11 +71,17 @@ class TokenLayout:
 
     def prune(self, physical: Iterable[int], at_step: int, score: float) -> None:
         """Mark tokens as pruned after ``at_step``'s forward: queries of later steps no longer see them."""
-        for index in physical:
+        physical = list(physical)
+        if not 0 <= at_step < self.n_steps:
+            raise ValueError(f"cannot prune at step {at_step}: the layout has steps 0..{self.n_steps - 1}")
+        for index in physical:  # check everything first: a refused decision changes nothing
             if self.pruned_at[index] != NOT_PRUNED:
                 raise ValueError(f"token {index} was already pruned at step {self.pruned_at[index]}")
             if self.steps[index] >= at_step:
                 raise ValueError(f"token {index} of step {self.steps[index]} cannot be pruned at step {at_step}")
+        if len(set(physical)) != len(physical):
+            raise ValueError(f"a token is listed twice in {physical}")
+        for index in physical:
             self.pruned_at[index] = at_step
             self.prune_scores[index] = float(score)
         self.version += 1

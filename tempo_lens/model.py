@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,22 @@ def _describe_files(directory: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file() and p.name != _MARKER}
 
 
+_STALE_TMP_S = 3600  # a conversion takes about a minute; an older temporary folder is a leftover
+
+
+def _leftover_tmp_dirs(directory: Path) -> list[Path]:
+    """Temporary folders of conversions into ``directory`` (running now, or left by an interrupted one)."""
+    if not directory.parent.is_dir():
+        return []
+    return sorted(p for p in directory.parent.glob(directory.name + ".tmp-*") if p.is_dir())
+
+
 def cache_problem(directory: Path) -> str | None:
     """Why a converted-model directory is unusable, or None when it is complete and intact."""
     if not directory.is_dir():
+        leftovers = _leftover_tmp_dirs(directory)
+        if leftovers:
+            return f"not converted yet (an interrupted conversion left {', '.join(p.name for p in leftovers)})"
         return "not converted yet"
     marker = directory / _MARKER
     if not marker.is_file():
@@ -116,12 +130,19 @@ def embedded_model_dir() -> Path:
     if problem is not None:
         if target.exists():
             print(f"[tempo_lens] model cache {target} is unusable: {problem}; rebuilding it.", file=sys.stderr, flush=True)
+        now = time.time()
+        for leftover in _leftover_tmp_dirs(target):  # interrupted conversions, not one running now
+            if now - leftover.stat().st_mtime > _STALE_TMP_S:
+                print(f"[tempo_lens] removing {leftover} left by an interrupted conversion.", file=sys.stderr, flush=True)
+                shutil.rmtree(leftover, ignore_errors=True)
         _convert_embedded(target)
     return target
 
 
 def _resolve(name_or_path: str) -> str:
     """A local directory, or a hub name that is reachable; else a clear error."""
+    if not name_or_path.strip():
+        raise ModelUnavailableError("The model name is empty. Pass a Hugging Face name or a local directory, or omit it for the embedded default model.")
     if Path(name_or_path).expanduser().is_dir():
         return str(Path(name_or_path).expanduser())
     if Path(name_or_path).suffix in {".gguf", ".safetensors", ".bin"} or name_or_path.startswith(("/", "./", "~")):
@@ -130,7 +151,10 @@ def _resolve(name_or_path: str) -> str:
     if offline:
         from huggingface_hub import try_to_load_from_cache
 
-        cached = try_to_load_from_cache(name_or_path, "config.json")
+        try:
+            cached = try_to_load_from_cache(name_or_path, "config.json")
+        except ValueError as exc:  # huggingface_hub's HFValidationError: not a valid repo id
+            raise ModelUnavailableError(f"{name_or_path!r} is neither a local directory nor a valid Hugging Face model name ({exc}).") from None
         if not isinstance(cached, str):
             raise ModelUnavailableError(
                 f"Model {name_or_path!r} is not in the local Hugging Face cache and the hub is offline "

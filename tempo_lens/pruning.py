@@ -108,6 +108,16 @@ class AttentionPruning:
         t = self.attention_threshold
         if isinstance(t, bool) or not isinstance(t, (int, float)) or t != t or t < 0:
             raise InvalidInputError(f"prune threshold must be a number >= 0 (0 never prunes), got {t!r}")
+        if self.layers is not None and (
+            isinstance(self.layers, (str, bytes)) or not all(isinstance(l, int) and not isinstance(l, bool) for l in self.layers)
+        ):
+            raise InvalidInputError(f"pruning layers must be a list of layer indices, got {self.layers!r}")
+        if self.layer_weights is not None:
+            w = self.layer_weights
+            if isinstance(w, (str, bytes)) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in w):
+                raise InvalidInputError(f"pruning layer_weights must be a list of numbers, got {w!r}")
+            if any(x != x or x < 0 for x in w) or not sum(w) > 0:
+                raise InvalidInputError(f"pruning layer_weights must be >= 0 with a positive sum, got {list(w)!r}")
         if self.layer_weights is not None and self.layers is not None and len(self.layer_weights) != len(self.layers):
             raise InvalidInputError("layer_weights needs one weight per layer in layers")
 
@@ -116,6 +126,11 @@ class AttentionPruning:
         bad = [l for l in layers if not 0 <= l < n_layers]
         if bad:
             raise InvalidInputError(f"pruning layers {bad} outside 0..{n_layers - 1}")
+        if self.layer_weights is not None and len(self.layer_weights) != len(layers):
+            raise InvalidInputError(
+                f"pruning layer_weights has {len(self.layer_weights)} weights for {len(layers)} layers; "
+                "give one weight per layer used (or set layers)"
+            )
         return layers
 
     def weights_for(self, n_layers_used: int) -> Float[Tensor, "layer"]:

@@ -57,7 +57,7 @@ def replay(
 
     ``positions``: ``"shared"`` (logical), ``"unique"`` (physical index) or a float tensor per token.
     ``mask``: ``"isolated"`` / ``"visible"`` (pruned keys stay hidden from later steps) or a boolean
-    ``[n, n]`` tensor (True = blocked). ``layers``: which layers' attention to return (default all).
+    ``[n, n]`` tensor (True = blocked; a query always keeps its own key). ``layers``: which layers' attention to return (default all).
     """
     pos = layout.positions(positions) if isinstance(positions, str) else positions.to(torch.float32)
     if pos.shape[0] != len(layout):

@@ -19,7 +19,9 @@ from .errors import InvalidInputError
 
 def check_threshold(value: object, name: str = "threshold") -> float:
     """A selection threshold in (0, 1], or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool):
+        raise InvalidInputError(f"{name} must be a number in (0, 1], got {value!r}")
+    if not isinstance(value, (int, float)):
         try:
             value = float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):

@@ -1,0 +1,85 @@
+"""Fixtures for the reliability tests: a short-context tiny model, the CLI in-process, folder snapshots."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = Path(sys.executable).parent / "tempo-lens"
+SHORT_CTX = 16
+
+
+def build_short_context_model(directory: Path, n_ctx: int = SHORT_CTX, seed: int = 0) -> Path:
+    """The tiny random Llama of tests/helpers.py with a context of only ``n_ctx`` positions."""
+    from transformers import AutoModelForCausalLM
+
+    from tests.helpers import _tokenizer, tiny_config
+
+    config = tiny_config("llama")
+    config.max_position_embeddings = n_ctx
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(directory)
+    _tokenizer().save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def short_ctx_dir(tmp_path_factory) -> Path:
+    return build_short_context_model(tmp_path_factory.mktemp("short_ctx") / "llama16")
+
+
+@pytest.fixture(scope="session")
+def short_ctx_model(short_ctx_dir):
+    from tempo_lens import load_model
+
+    return load_model(str(short_ctx_dir), device="cpu")
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """``tempo_lens.cli.main(argv)`` in-process: (exit status, stdout, stderr); argparse exits are caught."""
+    from tempo_lens.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(argv)
+        except SystemExit as exc:  # argparse usage errors
+            rc = exc.code if isinstance(exc.code, int) else 1
+    return rc, out.getvalue(), err.getvalue()
+
+
+def assert_clean_refusal(rc: int, err: str, *fragments: str) -> str:
+    """Non-zero exit, one ``error:`` line naming the problem, and no traceback."""
+    assert rc != 0, f"expected a refusal, got exit 0; stderr: {err!r}"
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, f"expected exactly one 'error:' line, got {err!r}"
+    message = errors[0]
+    for fragment in fragments:
+        assert fragment.lower() in message.lower(), f"{fragment!r} not in {message!r}"
+    return message
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (hidden ones included) -> sha256, to prove nothing on disk was lost or changed."""
+    files = {}
+    for path in sorted(Path(root).rglob("*")):
+        if path.is_file():
+            files[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return files
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_NO_ADVISORY_WARNINGS="1", OMP_WAIT_POLICY="PASSIVE",
+               PYTHONPATH=str(REPO))
+    env.update(extra)
+    return env
