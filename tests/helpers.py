@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-TINY_ARCHITECTURES = ("llama", "llama3_scaling", "qwen2")
+TINY_ARCHITECTURES = ("llama", "llama3_scaling", "qwen2", "gpt2")
 TINY_VOCAB = 96
 
 
@@ -22,7 +22,10 @@ def _tokenizer():
 
 
 def tiny_config(name: str):
-    from transformers import LlamaConfig, Qwen2Config
+    from transformers import GPT2Config, LlamaConfig, Qwen2Config
+
+    if name == "gpt2":  # learned absolute positions: TEMPO goes through hook_pos_embed
+        return GPT2Config(vocab_size=TINY_VOCAB, n_embd=64, n_layer=3, n_head=4, n_positions=128, bos_token_id=1, eos_token_id=2)
 
     common = dict(
         vocab_size=TINY_VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
