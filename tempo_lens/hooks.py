@@ -14,6 +14,12 @@ Targets (shapes on a TransformerBridge, one forward of ``q`` new tokens over ``K
 - ``hook_pos_embed``: ``[batch, q, d_model]`` for learned absolute positions (GPT-2 family).
 - ``blocks.L.attn.hook_attn_scores``: ``[batch, head, q, K]`` pre-softmax, causal mask already applied.
 - ``blocks.L.attn.hook_pattern``: ``[batch, head, q, K]`` post-softmax.
+Examples: every factory's ``Example::`` block runs as written with ``model`` bound to any
+TransformerBridge (:func:`learned_position_hooks`: a GPT-2 family one) after ``import torch``,
+``from tempo_lens.layout import TokenLayout`` and ``from tempo_lens.hooks import *``;
+``tests/test_hook_examples.py`` runs them on tiny random-weight models (their small token ids are
+valid in any vocabulary). A hand-built layout stands in for a generation:
+``TokenLayout.from_prompt(ids)``, then ``layout.append_step(sibling_ids, sibling_probs)`` per step.
 """
 
 from __future__ import annotations
@@ -48,10 +54,12 @@ def _positions_of(source: PositionSource) -> tuple[Tensor, Any]:
 
 
 def has_rotary(model: Any) -> bool:
+    """Whether ``model`` exposes ``rotary_emb.hook_cos`` (RoPE models: Llama, Qwen, Mistral, ...)."""
     return "rotary_emb.hook_cos" in model.hook_dict and hasattr(model, "rotary_emb")
 
 
 def has_learned_positions(model: Any) -> bool:
+    """Whether ``model`` adds a learned position table at ``hook_pos_embed`` (GPT-2 family) and has no RoPE."""
     return "hook_pos_embed" in model.hook_dict and hasattr(model, "pos_embed") and not has_rotary(model)
 
 
@@ -63,13 +71,12 @@ def rope_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
     Targets ``rotary_emb.hook_cos`` and ``rotary_emb.hook_sin`` (``[batch, q, d_head]``) and returns the
     model's own rotary embedding (``model.rotary_emb.original_component``, which fires no hooks)
     evaluated at the positions of the forward's last ``q`` tokens. ``positions`` is a
-    :class:`TokenLayout` (its logical positions), a float tensor with one position per physical token,
-    or a callable returning one.
+    :class:`TokenLayout` (its logical positions), a float tensor with one position per physical token
+    (``[n_tokens]``), or a callable returning one. Example::
 
-    Example::
-
+        tokens = torch.tensor([[1, 10, 11, 12, 13]])
         hooks = rope_position_hooks(model, torch.tensor([0., 1., 2., 2., 3.]))
-        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)   # tokens 2 and 3 share position 2
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)   # physical tokens 2 and 3 share position 2
     """
     if not has_rotary(model):
         raise InvalidInputError(
@@ -105,12 +112,13 @@ def learned_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
     """Learned absolute position embeddings at chosen integer positions (GPT-2 family).
 
     Targets ``hook_pos_embed`` (``[batch, q, d_model]``) and returns rows of the model's own position
-    table at the positions of the forward's last ``q`` tokens. Fractional positions are refused.
+    table at the positions of the forward's last ``q`` tokens; ``positions`` as for
+    :func:`rope_position_hooks` (``[n_tokens]``). Fractional positions are refused. ``model`` must be a
+    GPT-2 family bridge. Example::
 
-    Example::
-
-        hooks = learned_position_hooks(gpt2, torch.tensor([0., 1., 2., 2., 3.]))
-        logits = gpt2.run_with_hooks(tokens, fwd_hooks=hooks)
+        tokens = torch.tensor([[1, 10, 11, 12, 13]])
+        hooks = learned_position_hooks(model, torch.tensor([0., 1., 2., 2., 3.]))
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)   # physical tokens 2 and 3 share position 2
     """
     if not has_learned_positions(model):
         raise InvalidInputError(f"{type(model).__name__} has no learned position table at hook_pos_embed")
@@ -129,7 +137,16 @@ def learned_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
 
 
 def tempo_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
-    """Shared logical positions through whichever position mechanism the model has (RoPE or learned)."""
+    """Shared logical positions through whichever position mechanism the model has (RoPE or learned).
+
+    :func:`rope_position_hooks` (``rotary_emb.hook_cos`` / ``hook_sin``, ``[batch, q, d_head]``) on a RoPE
+    model, :func:`learned_position_hooks` (``hook_pos_embed``, ``[batch, q, d_model]``) on a GPT-2 family
+    one; anything else is refused. Example::
+
+        tokens = torch.tensor([[1, 10, 11, 12, 13]])
+        hooks = tempo_position_hooks(model, torch.tensor([0., 1., 2., 2., 3.]))
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+    """
     if has_rotary(model):
         return rope_position_hooks(model, positions)
     if has_learned_positions(model):
@@ -154,14 +171,16 @@ def attention_block_hooks(
 ) -> list[Hook]:
     """Set scores to ``-inf`` wherever ``blocked(q, K)`` is True, at every ``hook_attn_scores``.
 
-    ``blocked`` receives the number of queries and keys of the forward and returns a ``[q, K]`` boolean
-    tensor; it is evaluated once per forward (memoised on its result's identity per shape) and shared
-    by all layers. A query always keeps its own key, whatever ``blocked`` says: a row with every key at
-    ``-inf`` would otherwise softmax to NaN, or, next to the bridge's ``finfo.min`` causal mask, spread
-    its attention over future tokens. Example::
+    Targets ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``, pre-softmax) of ``layers``
+    (default all). ``blocked`` receives the number of queries and keys of the forward and returns a
+    ``[q, K]`` boolean tensor; it is evaluated once per forward (memoised on its result's identity per
+    shape) and shared by all layers. A query always keeps its own key, whatever ``blocked`` says: a row
+    with every key at ``-inf`` would otherwise softmax to NaN, or, next to the bridge's ``finfo.min``
+    causal mask, spread its attention over future tokens. Example::
 
-        no_bos = lambda q, k: torch.arange(k)[None, :].expand(q, k) == 0
-        model.run_with_hooks(tokens, fwd_hooks=attention_block_hooks(model, no_bos))
+        no_bos = lambda q, k: torch.arange(k)[None, :].expand(q, k) == 0   # hide key 0 from every query
+        tokens = torch.tensor([[1, 10, 11, 12]])
+        logits = model.run_with_hooks(tokens, fwd_hooks=attention_block_hooks(model, no_bos))
     """
 
     memo: dict[str, Any] = {"source": None}
@@ -188,7 +207,16 @@ def attention_block_hooks(
 
 
 def layout_blocked_fn(layout: TokenLayout, mode: Mode = "isolated", apply_pruning: bool = True) -> Callable[[int, int], Tensor]:
-    """``blocked(q, K)`` from a layout, memoised by (version, q, K), for :func:`attention_block_hooks`."""
+    """``blocked(q, K)`` from a layout, memoised by (version, q, K), for :func:`attention_block_hooks`.
+
+    Returns a function of the forward's query and key counts giving the ``[q, K]`` boolean mask of
+    :meth:`TokenLayout.blocked` (True = hidden) for ``mode``. Example::
+
+        layout = TokenLayout.from_prompt([1, 10, 11])
+        layout.append_step([12, 13], [0.6, 0.3])
+        blocked = layout_blocked_fn(layout, "isolated")          # blocked(5, 5)[4, 3]: sibling 4 cannot see 3
+        logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=attention_block_hooks(model, blocked))
+    """
     memo: dict[str, Any] = {"key": None}
 
     def blocked(q: int, k: int) -> Tensor:
@@ -203,11 +231,13 @@ def layout_blocked_fn(layout: TokenLayout, mode: Mode = "isolated", apply_prunin
 def isolation_mask_hooks(model: Any, layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
     """Isolated TEMPO attention: siblings of one step cannot see each other (each still sees itself).
 
-    Targets ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``), writing ``-inf``. Pruned keys
-    are not touched (see :func:`pruned_keys_mask_hooks`). Example::
+    Targets ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``) of ``layers`` (default all),
+    writing ``-inf``. Pruned keys are not touched (see :func:`pruned_keys_mask_hooks`); positions are
+    not changed (add :func:`tempo_position_hooks`, or use :func:`tempo_hooks`). Example::
 
-        layout = TokenLayout.from_prompt(prompt_ids); layout.append_step([a, b], [0.6, 0.3])
-        hooks = rope_position_hooks(model, layout) + isolation_mask_hooks(model, layout)
+        layout = TokenLayout.from_prompt([1, 10, 11])
+        layout.append_step([12, 13], [0.6, 0.3])                 # two siblings at logical position 3
+        hooks = tempo_position_hooks(model, layout) + isolation_mask_hooks(model, layout)
         logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=hooks)
     """
     return attention_block_hooks(model, layout_blocked_fn(layout, "isolated", apply_pruning=False), layers)
@@ -216,10 +246,14 @@ def isolation_mask_hooks(model: Any, layout: TokenLayout, layers: Iterable[int] 
 def pruned_keys_mask_hooks(model: Any, layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
     """Retroactive pruning: a token pruned after step p is hidden (``-inf``) from every query of a later step.
 
-    Targets ``blocks.L.attn.hook_attn_scores``. Example::
+    Targets ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``) of ``layers`` (default all);
+    the mask is otherwise causal (no isolation, no position change). Example::
 
-        layout.prune([9], at_step=1, score=0.2)
-        logits = model.run_with_hooks(tokens, fwd_hooks=pruned_keys_mask_hooks(model, layout))
+        layout = TokenLayout.from_prompt([1, 10])
+        for siblings in ([11, 12], [13], [14]):
+            layout.append_step(siblings, [0.9 / len(siblings)] * len(siblings))
+        layout.prune([3], at_step=1, score=0.2)                   # token 12 (physical 3) is hidden from step 2 on
+        logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=pruned_keys_mask_hooks(model, layout))
     """
     return attention_block_hooks(model, layout_blocked_fn(layout, "visible", apply_pruning=True), layers)
 
@@ -227,7 +261,15 @@ def pruned_keys_mask_hooks(model: Any, layout: TokenLayout, layers: Iterable[int
 def tempo_hooks(model: Any, layout: TokenLayout, mode: Mode = "isolated", positions: PositionSource | None = None) -> list[Hook]:
     """Everything a TEMPO forward needs: shared positions plus one mask hook per layer (isolation + pruning).
 
-    ``positions`` overrides the layout's logical positions (e.g. unique or fractional ones).
+    Targets the position hooks of :func:`tempo_position_hooks` (``rotary_emb.hook_cos`` / ``hook_sin``,
+    ``[batch, q, d_head]``, or ``hook_pos_embed``) and every ``blocks.L.attn.hook_attn_scores``
+    (``[batch, head, q, K]``). ``mode`` is ``"isolated"`` or ``"visible"``; ``positions`` overrides the
+    layout's logical positions (e.g. unique or fractional ones). The same hooks serve a full forward
+    and a cached step (the forward covers the layout's last ``q`` tokens). Example::
+
+        layout = TokenLayout.from_prompt([1, 10, 11])
+        layout.append_step([12, 13], [0.6, 0.3])
+        logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=tempo_hooks(model, layout, "isolated"))
     """
     position_hooks = tempo_position_hooks(model, layout if positions is None else positions)
     return position_hooks + attention_block_hooks(model, layout_blocked_fn(layout, mode, apply_pruning=True))
@@ -238,9 +280,17 @@ def tempo_hooks(model: Any, layout: TokenLayout, mode: Mode = "isolated", positi
 def fractional_positions(layout: TokenLayout, spacing: float = 1e-3) -> Float[Tensor, "n_tokens"]:
     """Near-identical distinct positions: the r-th sibling of a step sits at ``logical + r * spacing``.
 
+    Returns a float32 ``[n_tokens]`` tensor for :func:`rope_position_hooks` / :func:`tempo_hooks`
+    (``positions=``) or :func:`tempo_lens.replay.replay`, which evaluate the rotary embedding there at
+    ``rotary_emb.hook_cos`` / ``hook_sin`` (RoPE models only: learned tables refuse fractions).
     Positions are float32 (as the rotary embedding computes them), so far into a long context a small
     spacing can round siblings onto one position; that, or a spacing that reaches the next logical
-    position, is refused with the spacing that would work.
+    position, is refused with the spacing that would work. Example::
+
+        layout = TokenLayout.from_prompt([1, 10, 11])
+        layout.append_step([12, 13], [0.6, 0.3])
+        positions = fractional_positions(layout, spacing=1e-3)   # [0, 1, 2, 3, 3.001]
+        logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=tempo_hooks(model, layout, positions=positions))
     """
     if not spacing > 0:
         raise InvalidInputError(f"spacing must be > 0, got {spacing!r}")
@@ -274,12 +324,15 @@ def attention_bias_hooks(
 ) -> list[Hook]:
     """Add ``bias`` to the pre-softmax scores of chosen keys (e.g. parallel tokens) on chosen layers / heads.
 
-    Targets ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``); masked entries stay masked.
-    ``key_mask`` is a boolean tensor over physical positions (its first K entries are used) or a
-    callable ``K -> [K]``. Example::
+    Targets ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``) of ``layers`` (default all),
+    for ``heads`` (default all); masked entries stay masked. ``key_mask`` is a boolean tensor over
+    physical positions (``[n_tokens]``, its first K entries are used) or a callable ``K -> [K]``. Every
+    query gets the bias, including a parallel query on its own key. Example::
 
-        parallel = layout.parallel_tensor()
-        model.run_with_hooks(tokens, fwd_hooks=attention_bias_hooks(model, parallel, bias=1.0, layers=[20, 21]))
+        layout = TokenLayout.from_prompt([1, 10, 11])
+        layout.append_step([12, 13], [0.6, 0.3])
+        bias = attention_bias_hooks(model, layout.parallel_tensor(), bias=1.0, layers=[model.cfg.n_layers - 1], heads=[0])
+        logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=tempo_hooks(model, layout) + bias)
     """
 
     def hook_scores(scores: Float[Tensor, "batch head q key"], hook: Any = None) -> Tensor:
@@ -297,12 +350,13 @@ def attention_bias_hooks(
 class PatternRecorder:
     """Keeps the attention pattern of the latest forward for chosen layers (``hook_pattern``, ``[batch, head, q, K]``).
 
-    Generation reads it after every step for capture and pruning; :meth:`take` hands the patterns over
-    and clears them. Example::
+    Targets ``blocks.L.attn.hook_pattern`` (post-softmax) of ``layers``; the hook returns the pattern
+    unchanged. Generation reads it after every step for capture and pruning; :meth:`take` hands the
+    patterns over and clears them. Example::
 
-        recorder = PatternRecorder(layers=[0, 5])
-        model.run_with_hooks(tokens, fwd_hooks=recorder.hooks())
-        patterns = recorder.take()   # {0: tensor, 5: tensor}
+        recorder = PatternRecorder(layers=[0, model.cfg.n_layers - 1])
+        model.run_with_hooks(torch.tensor([[1, 10, 11, 12]]), fwd_hooks=recorder.hooks())
+        patterns = recorder.take()   # {0: [1, n_heads, 4, 4], n_layers - 1: [1, n_heads, 4, 4]}
     """
 
     def __init__(self, layers: Iterable[int]):

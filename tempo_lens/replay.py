@@ -52,19 +52,24 @@ def replay(
     layers: Sequence[int] | None = None,
     run_with_cache: bool = False,
     names_filter: Any = None,
+    extra_hooks: Sequence[tuple[str, Any]] | None = None,
 ) -> ReplayResult:
     """Run ``layout``'s token sequence teacher-forced in one forward.
 
     ``positions``: ``"shared"`` (logical), ``"unique"`` (physical index) or a float tensor per token.
     ``mask``: ``"isolated"`` / ``"visible"`` (pruned keys stay hidden from later steps) or a boolean
     ``[n, n]`` tensor (True = blocked; a query always keeps its own key). ``layers``: which layers' attention to return (default all).
+    ``extra_hooks``: more ``(hook_name, hook_fn)`` pairs (e.g. :func:`~tempo_lens.hooks.attention_bias_hooks`),
+    run after the replay's own position and mask hooks and before its pattern recorder, so the
+    returned attention is the one the model used.
     """
     pos = layout.positions(positions) if isinstance(positions, str) else positions.to(torch.float32)
     if pos.shape[0] != len(layout):
         raise ValueError(f"positions has {pos.shape[0]} entries for {len(layout)} tokens")
     chosen = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     recorder = PatternRecorder(chosen)
-    hooks = tempo_position_hooks(model, pos) + attention_block_hooks(model, _blocked_fn(layout, mask)) + recorder.hooks()
+    hooks = tempo_position_hooks(model, pos) + attention_block_hooks(model, _blocked_fn(layout, mask))
+    hooks += list(extra_hooks or []) + recorder.hooks()
     device = next(model.original_model.parameters()).device
     tokens = torch.tensor([layout.token_ids], dtype=torch.long, device=device)
     cache = None
