@@ -402,6 +402,7 @@ def save_experiment(experiment: Experiment, directory: str | os.PathLike, *, ove
             "arrays_sha256": _sha256(tmp / ARRAYS),
             "runs": runs_meta,
         }
+        metadata["metadata_sha256"] = _metadata_digest(metadata)
         with open(tmp / METADATA, "w", encoding="utf-8") as handle:
             json.dump(metadata, handle, indent=1, allow_nan=True)
             handle.flush()
@@ -423,6 +424,12 @@ def save_experiment(experiment: Experiment, directory: str | os.PathLike, *, ove
             shutil.rmtree(tmp, ignore_errors=True)
     experiment.path = target
     return target
+
+
+def _metadata_digest(metadata: dict) -> str:
+    """Checksum of the metadata's content (every key but the checksum itself), so edits are detected."""
+    content = {k: v for k, v in metadata.items() if k != "metadata_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, allow_nan=True).encode("utf-8")).hexdigest()
 
 
 def _read_metadata(directory: Path) -> dict:
@@ -481,6 +488,8 @@ def _load_single(directory: Path) -> Experiment:
             ))
     except (KeyError, ValueError, TypeError, IndexError) as exc:
         raise ExperimentFileError(f"{directory}: metadata does not fit the arrays ({exc}); re-run the experiment") from None
+    if data.get("metadata_sha256") != _metadata_digest(data):
+        raise ExperimentFileError(f"{directory / METADATA} does not match its own checksum (edited or damaged); re-run the experiment")
     return Experiment(config=config, runs=runs, model=model, versions=data.get("versions", {}),
                       shard=data.get("shard"), path=directory)
 

@@ -66,7 +66,7 @@ def test_a_crash_mid_write_leaves_the_previous_result(tiny_experiment, tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
 
 
-@pytest.mark.parametrize("damage", ["truncate", "edit_arrays", "newer", "older", "no_metadata", "no_arrays", "bad_json", "shape"])
+@pytest.mark.parametrize("damage", ["truncate", "edit_arrays", "newer", "older", "no_metadata", "no_arrays", "bad_json", "shape", "token_id_edited"])
 def test_damaged_folders_are_refused(tiny_experiment, tmp_path, damage):
     path = save_experiment(tiny_experiment, tmp_path / "exp")
     meta_path, arrays = path / "metadata.json", path / "attention.npz"
@@ -88,6 +88,9 @@ def test_damaged_folders_are_refused(tiny_experiment, tmp_path, damage):
         meta["runs"][0]["layout"]["token_ids"].append(5)
         for key in ("steps", "logical_positions", "probs", "pruned_at", "prune_scores"):
             meta["runs"][0]["layout"][key].append(meta["runs"][0]["layout"][key][-1])
+        meta_path.write_text(json.dumps(meta))
+    elif damage == "token_id_edited":  # a structurally valid edit: only the checksum can tell
+        meta["runs"][0]["layout"]["token_ids"][0] += 1
         meta_path.write_text(json.dumps(meta))
     with pytest.raises(ExperimentFileError) as info:
         load_experiment(path)
