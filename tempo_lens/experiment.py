@@ -372,11 +372,23 @@ def check_can_write(target: Path, overwrite: bool) -> None:
         )
 
 
+_STALE_TMP_S = 3600  # a write takes seconds; an older temporary folder was left by a killed process
+
+
+def _remove_stale_tmp(target: Path) -> None:
+    """Delete temporary folders that killed writes into ``target`` left behind (never a recent one)."""
+    now = time.time()
+    for leftover in target.parent.glob(f".{target.name}.tmp-*"):
+        if leftover.is_dir() and now - leftover.stat().st_mtime > _STALE_TMP_S:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def save_experiment(experiment: Experiment, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write atomically: a temporary sibling folder, then a rename; an existing folder needs ``overwrite``."""
     target = Path(directory)
     check_can_write(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     tmp.chmod(0o755)
     try:

@@ -134,3 +134,15 @@ def test_config_file_errors(tmp_path):
             load_config(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_stale_temporary_folders_are_cleaned_on_the_next_write(tiny_experiment, tmp_path):
+    import os
+    import time
+
+    stale, fresh = tmp_path / ".exp.tmp-old", tmp_path / ".exp.tmp-new"
+    stale.mkdir(), fresh.mkdir()
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    save_experiment(tiny_experiment, tmp_path / "exp")
+    assert not stale.exists() and fresh.exists()  # a recent one may belong to a running write
