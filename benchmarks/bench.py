@@ -16,7 +16,7 @@ Sections (the targets of issue 8, goals rather than gates):
 
 1. parallel tokens almost free: TEMPO step with k siblings (hooks on) / plain one-token decode;
    1b: the model's linear layers alone with k rows (what limits 1), 1c: 1 again with oneDNN-prepacked
-   linear weights (a benchmark-only experiment, nothing in the package or TransformerLens is changed)
+   linear weights (a opt-in `tempo_lens.cpu_linears`, nothing in the package or TransformerLens is changed)
 2. hooks cheap: TEMPO step with hooks on / the same step with hooks off (equal work)
 3. linear, not quadratic: cached TEMPO step vs a naive full recompute, contexts 32..1024
 4. TransformerLens overhead: bridge cached decode / raw HF eager cached decode, plus a profile
@@ -55,6 +55,7 @@ import torch  # noqa: E402
 
 from tempo_lens.capture import CapturedAttention  # noqa: E402
 from tempo_lens.compat import cache_kwarg_name  # noqa: E402
+from tempo_lens.cpu_linears import PrepackedLinears, pack_weight, packed_linear  # noqa: E402
 from tempo_lens.generation import forward_step, new_cache, next_distribution, select_siblings  # noqa: E402
 from tempo_lens.hooks import PatternRecorder, tempo_hooks  # noqa: E402
 from tempo_lens.layout import TokenLayout  # noqa: E402
@@ -484,7 +485,7 @@ def bench_linear(model: Any, cfg: BenchConfig) -> dict:
                             torch.matmul(x, w)
                     elif layout == "onednn":
                         for x, w in zip(xs, onednn):
-                            _onednn_linear(x, w)
+                            packed_linear(x, w)
                     else:
                         for x, w in zip(xs, weights):
                             torch.nn.functional.linear(x, w)
@@ -514,58 +515,9 @@ def bench_linear(model: Any, cfg: BenchConfig) -> dict:
             "samples": samples}
 
 
-def _onednn_pack(weight: torch.Tensor) -> torch.Tensor | None:
-    """A oneDNN-prepacked copy of a linear weight (what torch.compile's CPU freezing uses), or None."""
-    if weight.device.type != "cpu" or weight.dtype != torch.float32 or not torch.backends.mkldnn.is_available():
-        return None
-    try:
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
-        probe = torch.zeros(1, weight.shape[1])
-        torch.ops.mkldnn._linear_pointwise(probe, packed, None, "none", [None], "")
-        return packed
-    except Exception:  # noqa: BLE001  (an optional comparison; private torch op)
-        return None
-
-
-def _onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [None], "")
-
-
 def _onednn_linears(weights: list[torch.Tensor]) -> list[torch.Tensor]:
-    packed = [_onednn_pack(w) for w in weights]
+    packed = [pack_weight(w) for w in weights]
     return [] if any(p is None for p in packed) else packed
-
-
-class PrepackedLinears:
-    """Benchmark-only experiment: the model's nn.Linear modules run oneDNN with prepacked weights.
-
-    Instance-level ``forward`` overrides on the Hugging Face ``nn.Linear`` modules, set inside
-    :meth:`active` and removed on exit; TransformerLens and the package are untouched and every hook
-    still fires. ``available`` is False where torch has no oneDNN (GPU, other builds).
-    """
-
-    def __init__(self, model: Any):
-        self.modules = []
-        seen = set()
-        for module in model.original_model.modules():
-            if isinstance(module, torch.nn.Linear) and id(module) not in seen:
-                seen.add(id(module))
-                self.modules.append(module)
-        self.packed = [_onednn_pack(m.weight) for m in self.modules]
-        self.available = bool(self.modules) and all(p is not None for p in self.packed)
-
-    @contextlib.contextmanager
-    def active(self):
-        if not self.available:
-            yield
-            return
-        for module, packed in zip(self.modules, self.packed):
-            module.forward = (lambda x, packed=packed, bias=module.bias: _onednn_linear(x, packed, bias))
-        try:
-            yield
-        finally:
-            for module in self.modules:
-                del module.forward
 
 
 def _with(ctx_factory: Callable[[], Any], block: Block) -> Block:
@@ -577,7 +529,7 @@ def _with(ctx_factory: Callable[[], Any], block: Block) -> Block:
 
 
 def bench_prepacked(model: Any, cfg: BenchConfig) -> dict:
-    """Target 1 again with oneDNN-prepacked linear weights (benchmark-only): does the k-row penalty go away?"""
+    """Target 1 again with oneDNN-prepacked linear weights (opt-in tempo_lens.cpu_linears): does the k-row penalty go away?"""
     fast = PrepackedLinears(model)
     if not fast.available:
         return {"skipped": "oneDNN prepacked linears unavailable (torch.ops.mkldnn._linear_pointwise, CPU fp32 only)"}
@@ -1010,7 +962,7 @@ def summarize(results: dict) -> list[dict]:
     if "prepacked" in s and "skipped" not in s["prepacked"]:
         for row in s["prepacked"]["rows"]:
             r = row["vs_fast_decode"]["ratio"]
-            rows.append({"target": f"1c parallel, oneDNN-prepacked linears (bench-only): k={row['k']}", "goal": f"<= {TARGETS['parallel']:.2f}x",
+            rows.append({"target": f"1c parallel, oneDNN-prepacked linears (opt-in tempo_lens.cpu_linears): k={row['k']}", "goal": f"<= {TARGETS['parallel']:.2f}x",
                          "measured": f"{r:.2f}x", "value": r, "met": r <= TARGETS["parallel"]})
     if "parallel" in s:
         for row in s["parallel"]["rows"]:
@@ -1087,7 +1039,7 @@ def format_report(results: dict) -> str:
                            for r in li["rows"]]))
     if "prepacked" in s:
         pp = s["prepacked"]
-        out.append("\n[1c] target 1 with oneDNN-prepacked linear weights (a benchmark-only experiment: instance-level forward "
+        out.append("\n[1c] target 1 with oneDNN-prepacked linear weights (opt-in `tempo_lens.cpu_linears`: instance-level forward "
                    "overrides on the HF nn.Linear modules; TransformerLens untouched, hooks on)")
         if "skipped" in pp:
             out.append(f"skipped: {pp['skipped']}")
