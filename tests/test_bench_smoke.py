@@ -85,3 +85,17 @@ def test_quick_config_is_smaller(bench):
     quick, full = bench.BenchConfig.quick(), bench.BenchConfig()
     assert quick.rounds * quick.block < full.rounds * full.block
     assert full.scaling_contexts == (32, 128, 512, 1024) and full.ks == (1, 2, 4, 8)
+
+
+def test_gpu_reference_shape_script_runs_tiny(capsys):
+    """The GPU tokens-per-second script (run where a GPU is at hand) works end to end on a tiny shape."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_reference_shape.py"
+    spec = importlib.util.spec_from_file_location("gpu_reference_shape", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--tiny", "--rounds", "1", "--context", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "plain cached decode" in out and "TEMPO k=8" in out and "tokens/s" in out
