@@ -307,8 +307,8 @@ class _NoProbe:
 NO_PROBE = _NoProbe()
 
 
-def plain_decode_block(ctx: FixedContext, probe: Any = NO_PROBE) -> Block:
-    """Ordinary cached decoding, no hooks: argmax, one token forward, next distribution."""
+def _decode_block(ctx: FixedContext, forward: Callable[[int], torch.Tensor], hf: bool, probe: Any) -> Block:
+    """Ordinary cached decoding: argmax, one-token forward (``forward(token)`` -> last logits), next distribution."""
 
     def run(n: int) -> list[float]:
         times = []
@@ -317,14 +317,18 @@ def plain_decode_block(ctx: FixedContext, probe: Any = NO_PROBE) -> Block:
                 probe.enable()
                 t0 = PERF()
                 token = int(torch.argmax(ctx.distribution))
-                logits = forward_step(ctx.model, [token], ctx.cache, ctx.device)
-                torch.softmax(logits[-1].float(), dim=-1)
+                torch.softmax(forward(token).float(), dim=-1)
                 times.append(PERF() - t0)
                 probe.disable()
-                ctx.rollback(1)
+                ctx.rollback(1, hf=hf)
         return times
 
     return run
+
+
+def plain_decode_block(ctx: FixedContext, probe: Any = NO_PROBE) -> Block:
+    """Ordinary cached decoding through the bridge, no hooks."""
+    return _decode_block(ctx, lambda token: forward_step(ctx.model, [token], ctx.cache, ctx.device)[-1], False, probe)
 
 
 def tempo_step_block(
@@ -381,22 +385,11 @@ def naive_tempo_block(ctx: FixedContext, k: int) -> Block:
 def hf_decode_block(ctx: FixedContext, probe: Any = NO_PROBE) -> Block:
     """Raw Hugging Face eager cached decoding on the same weights (the floor for the bridge)."""
 
-    def run(n: int) -> list[float]:
-        times = []
-        with torch.no_grad():
-            for _ in range(n):
-                probe.enable()
-                t0 = PERF()
-                token = int(torch.argmax(ctx.distribution))
-                out = ctx.hf(input_ids=torch.tensor([[token]], device=ctx.device), use_cache=True,
-                             **{ctx.hf_cache_kwarg: ctx.hf_cache})
-                torch.softmax(out.logits[0, -1].float(), dim=-1)
-                times.append(PERF() - t0)
-                probe.disable()
-                ctx.rollback(1, hf=True)
-        return times
+    def forward(token: int) -> torch.Tensor:
+        out = ctx.hf(input_ids=torch.tensor([[token]], device=ctx.device), use_cache=True, **{ctx.hf_cache_kwarg: ctx.hf_cache})
+        return out.logits[0, -1]
 
-    return run
+    return _decode_block(ctx, forward, True, probe)
 
 
 def _hf_tempo_forward(ctx: FixedContext, ids: list[int]) -> torch.Tensor:
