@@ -33,7 +33,7 @@ from .capture import CapturedRun, CaptureSpec
 from .errors import ConfigError, ExperimentFileError, InvalidInputError
 from .layout import MODES, TokenLayout
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: metadata carries a checksum of its own content
 METADATA = "metadata.json"
 ARRAYS = "attention.npz"
 CONTROLS = ("unique_positions", "toggled_mask")

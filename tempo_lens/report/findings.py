@@ -225,6 +225,8 @@ def render_findings(metrics: dict, inputs: ReportInputs) -> Any:
     _hypotheses(doc, single, multi)
     _baseline_section(doc, single, multi)
     _beyond(doc, single, multi, pruning, metrics)
+    _future_directions(doc, single, multi, pruning)
+    _conclusion(doc, single, multi)
     _reference_comparison(doc, single, reference, model)
     _data_summary(doc, single, settings, model)
     return doc
@@ -298,7 +300,10 @@ def _hypotheses(doc: Document, single: dict, multi: dict | None) -> None:
     doc.h(2, "Mechanistic Explanations (hypotheses from the reference report, tested)")
     doc.p("The reference report offered these explanations without controls. Each is stated as a hypothesis, followed by what this run's controls say.")
     base = single["baseline"]["averages"]
-    doc.h(3, "Hypothesis 1: RoPE Position Confusion")
+    all_ratios = [r["ratio"] for r in single["ratios"]]
+    word = direction_from_estimate(_mean(all_ratios)) if all_ratios else "not measured"
+    doc.h(3, f"Why Do Parallel Tokens Receive {word.capitalize()} Attention?")
+    doc.h(4, "Hypothesis 1: RoPE Position Confusion")
     doc.p("*Hypothesis:* tokens with identical positional encodings are treated as less informative and down-weighted.")
     evidence = [f"Single run, {mode}: shared positions {times(v['shared'])}, unique positions {times(v['unique'])} "
                 f"(shared gives {direction_from_estimate(v['shared'] - v['unique'], 0.0)} attention)" for mode, v in base.items()]
@@ -307,7 +312,7 @@ def _hypotheses(doc: Document, single: dict, multi: dict | None) -> None:
             evidence.append(f"{multi['n_prompts']} prompts, {mode}: shared - unique = {ci_text(d)}, p = {p_text(d.get('p'))} -> {interval_word(d, 0.0)}")
     doc.p("*What the controls say:*")
     doc.bullets(evidence or ["no unique-position control was run"])
-    doc.h(3, "Hypothesis 2: Uncertainty Penalty")
+    doc.h(4, "Hypothesis 2: Uncertainty Penalty")
     doc.p("*Hypothesis:* parallel tokens are lower-probability alternatives, and the model down-weights less likely tokens.")
     pref = single["sibling_preference"]
     evidence = [f"Within earlier parallel sets, attention to the less likely siblings / attention to the most likely sibling: {ci_text(pref)} "
@@ -316,7 +321,7 @@ def _hypotheses(doc: Document, single: dict, multi: dict | None) -> None:
         evidence.append(f"{multi['n_prompts']} prompts (one mean per run): {ci_text(multi['sibling_preference'])} -> {interval_word(multi['sibling_preference'], 1.0)}")
     doc.p("*What the controls say:*")
     doc.bullets(evidence)
-    doc.h(3, "Hypothesis 3: Information Redundancy")
+    doc.h(4, "Hypothesis 3: Information Redundancy")
     doc.p("*Hypothesis:* siblings split attention between them, so each gets less, while a whole set gets about as much as one ordinary token.")
     sets = single["set_ratio_averages"]
     evidence = [f"Single run, {mode}: mass of a whole parallel set / mean weight of one non-parallel token = {times(v)}" for mode, v in sets.items()]
@@ -436,6 +441,53 @@ def _multi_figure(multi: dict):
     rows = [{"mode": mode, "n": v["ratio"]["n"], "mean": v["ratio"]["mean"], "lo": v["ratio"]["lo"], "hi": v["ratio"]["hi"]}
             for mode, v in multi["modes"].items()]
     return figures.ratio_ci_figure(pd.DataFrame(rows))
+
+
+def _future_directions(doc: Document, single: dict, multi: dict | None, pruning: dict | None) -> None:
+    doc.h(2, "Future Research Directions (the reference's list, with what this project now measures)")
+    intra = single["intra_step"]["summary"]
+    base = single["baseline"]["averages"].get("isolated")
+    layer_ratio = pd.DataFrame(single["layer_ratio"])
+    doc.bullets([
+        "**1. Measure intra-step attention directly** - done: every sibling is a query; later siblings pay "
+        f"{num(_get(intra, 'visible', 'to_siblings_later'))} of their attention to earlier siblings in visible mode "
+        f"and {num(_get(intra, 'isolated', 'to_siblings_later'))} in isolated mode (Beyond, section 3).",
+        "**2. Ablation: remove RoPE sharing** - done: unique-position replay "
+        + (f"({times(base['unique'])} vs {times(base['shared'])} shared, isolated run)" if base else "(not run)")
+        + "; across prompts in Beyond, section 4.",
+        "**3. Boost parallel-token attention** - available as `tempo_lens.hooks.attention_bias_hooks`; "
+        "`notebooks/03_interventions.ipynb` measures its effect on the ratio and on the predictions.",
+        "**4. Trace token paths through layers** - the ratio per layer is computed (lowest: "
+        + (", ".join(f"layer {int(r['layer'])}" for r in layer_ratio.sort_values("ratio").head(3).to_dict("records")) if not layer_ratio.empty else "n/a")
+        + "); `tempo_lens.replay(..., run_with_cache=True)` gives every activation of a layout for path tracing.",
+        "**5. Compare attention in pruned vs unpruned tokens** - "
+        + (f"done (Beyond, section 5: {pruning['n_collapsed_sets']} collapsed sets)." if pruning else "not run (quick mode)."),
+    ])
+
+
+def _conclusion(doc: Document, single: dict, multi: dict | None) -> None:
+    doc.h(2, "Conclusion")
+    ratios = [r["ratio"] for r in single["ratios"]]
+    if not ratios:
+        doc.p("No step had an earlier parallel set, so this run cannot speak to parallel-token attention.")
+        return
+    sink = _mean(single["no_sink_averages"].values())
+    base = single["baseline"]["averages"].get("isolated")
+    points = [f"With the reference definition, parallel tokens receive {direction_from_estimate(_mean(ratios))} attention than "
+              f"non-parallel tokens ({value_range(ratios, 3)}x per step)."]
+    points.append(f"Leaving out the first token (attention sink), they receive {direction_from_estimate(sink)} attention "
+                  f"({times(sink)} averaged over modes): the sink " + ("accounts for the down-weighting." if sink >= 1 else "does not account for all of it."))
+    if base:
+        points.append(f"Position sharing {'does not cause' if base['unique'] < 1 and base['shared'] >= base['unique'] - MINIMAL_DIFFERENCE else 'contributes to'} "
+                      f"the effect: with unique positions the ratio is {times(base['unique'])} (shared {times(base['shared'])}).")
+    diff = single["isolation_effect"]["difference"]
+    points.append(f"Isolation changes the ratio by {num(abs(diff) * 100, 1)} points" + (" (minimal)" if abs(diff) < MINIMAL_DIFFERENCE else "")
+                  + "; it acts within a step, where it is measured directly.")
+    if multi:
+        iso = multi["modes"]["isolated"]
+        points.append(f"Across {multi['n_prompts']} prompts: {ci_text(iso['ratio'])} ({interval_word(iso['ratio'], 1.0)}), "
+                      f"without the sink {ci_text(iso['ratio_no_sink'])} ({interval_word(iso['ratio_no_sink'], 1.0)}).")
+    doc.bullets(points)
 
 
 def _reference_comparison(doc: Document, single: dict, reference: dict, model: dict) -> None:

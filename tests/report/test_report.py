@@ -18,7 +18,8 @@ REFERENCE_SECTIONS = [
     "### 3. Layer-Wise Attention Patterns", "### 4. Attention Head Specialization", "## Mechanistic Explanations",
     "## Implications for TEMPO", "## Comparison to Baseline", "## Data Summary",
     "## Beyond the Reference Report", "### 4. Multi-prompt validation", "### 5. Pruned vs surviving tokens",
-    "## Comparison with the Reference Report",
+    "## Comparison with the Reference Report", "### Why Do Parallel Tokens Receive", "## Future Research Directions",
+    "## Conclusion",
 ]
 COMMON = 'threshold = 1e-6\nmax_parallel = 2\nmax_steps = 5\nseed = 42\n'
 
