@@ -48,6 +48,16 @@ def _prune_threshold(text: str) -> float:
     return value
 
 
+def _similarity(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidInputError(f"--prune-similarity must be a number (cosine similarity, -1..1), got {text!r}") from None
+    if math.isnan(value):
+        raise InvalidInputError(f"--prune-similarity must be a number (cosine similarity, -1..1), got {text!r}")
+    return value
+
+
 def _positive_int(name: str, minimum: int):
     def parse(text: str) -> int:
         try:
@@ -64,7 +74,7 @@ def _positive_int(name: str, minimum: int):
 def cmd_generate(args: argparse.Namespace) -> int:
     from .generation import generate
     from .model import load_model
-    from .pruning import AttentionPruning
+    from .pruning import AttentionPruning, SimilarityPruning
     from .schedules import ThresholdSchedule
 
     prompt = _text_arg(args.prompt, "prompt")
@@ -75,7 +85,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     max_steps = _positive_int("--max-steps", 1)(args.max_steps)
     max_parallel = _positive_int("--max-parallel", 1)(args.max_parallel)
     min_steps = _positive_int("--min-steps", 0)(args.min_steps)
+    if args.prune_threshold is not None and args.prune_similarity is not None:
+        raise InvalidInputError("choose one pruning strategy: --prune-threshold (attention) or --prune-similarity (hidden states)")
     pruning = AttentionPruning(_prune_threshold(args.prune_threshold)) if args.prune_threshold is not None else None
+    if args.prune_similarity is not None:
+        pruning = SimilarityPruning(_similarity(args.prune_similarity))
     model = load_model(args.model)
     result = generate(
         model, prompt, threshold=threshold, max_steps=max_steps, mode=args.mode, max_parallel=max_parallel,
@@ -133,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-parallel", default="8")
     g.add_argument("--next-token-source", choices=["mixture", "top", "last"], default="mixture")
     g.add_argument("--prune-threshold", default=None, help="retroactive pruning threshold >= 0 (default off)")
+    g.add_argument("--prune-similarity", default=None,
+                   help="prune siblings whose last-layer hidden state has cosine similarity >= X with the set's top sibling")
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--json", action="store_true", help="print one JSON object")

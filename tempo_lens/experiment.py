@@ -70,7 +70,7 @@ _TOP_KEYS = {
     "name", "prompt", "prompts", "prompts_file", "model", "threshold", "max_steps", "mode", "modes", "seed",
     "max_parallel", "min_steps", "next_token_source", "threshold_schedule", "chat", "pruning", "capture", "controls",
 }
-_PRUNING_KEYS = {"attention_threshold", "layers", "layer_weights", "distance_prior"}
+_PRUNING_KEYS = {"strategy", "attention_threshold", "layers", "layer_weights", "distance_prior", "similarity_threshold", "layer"}
 _CAPTURE_KEYS = {"layers", "steps"}
 
 
@@ -188,8 +188,13 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
 def _make_pruning(table: dict | None):
     if table is None:
         return None
-    from .pruning import AttentionPruning
+    from .pruning import AttentionPruning, SimilarityPruning
 
+    strategy = table.get("strategy", "attention")
+    if strategy == "similarity":
+        return SimilarityPruning(similarity_threshold=table.get("similarity_threshold", 0.95), layer=table.get("layer", -1))
+    if strategy != "attention":
+        raise InvalidInputError(f"pruning.strategy must be \"attention\" or \"similarity\", got {strategy!r}")
     if not isinstance(table.get("distance_prior", False), bool):
         raise InvalidInputError(f"pruning.distance_prior must be true or false, got {table['distance_prior']!r}")
     return AttentionPruning(

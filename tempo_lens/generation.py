@@ -325,7 +325,7 @@ def generate(
     recorded_layers = set(captured.layers if captured else []) | set(pruning.layers_for(n_layers) if pruning else [])
     recorder = PatternRecorder(recorded_layers) if recorded_layers else None
 
-    hooks = tempo_hooks(model, layout, mode) + (recorder.hooks() if recorder else [])
+    hooks = tempo_hooks(model, layout, mode) + (recorder.hooks() if recorder else []) + (pruning.hooks(model, layout) if pruning else [])
     thresholds: list[float] = []
     step_logits: list[Tensor] = []
     stop_reason = "max_steps"

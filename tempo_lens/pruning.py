@@ -19,7 +19,7 @@ Scoring (``a[k]`` = attention to physical key ``k``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import torch
 from jaxtyping import Float
@@ -32,7 +32,13 @@ from .layout import TokenLayout
 class PruningStrategy(Protocol):
     """What the generator needs from a pruning strategy."""
 
-    def layers_for(self, n_layers: int) -> list[int]: ...
+    def layers_for(self, n_layers: int) -> list[int]:
+        """Layers whose attention pattern :meth:`after_step` needs (recorded for it by the generator)."""
+        ...
+
+    def hooks(self, model: Any, layout: TokenLayout) -> list:
+        """Extra hooks the strategy reads its own evidence from (entered with the generation's hooks)."""
+        ...
 
     def after_step(self, layout: TokenLayout, patterns: dict[int, Tensor], step: int) -> list["PruneEvent"]: ...
 
@@ -163,6 +169,9 @@ class AttentionPruning:
         self.events.extend(new_events)
         return new_events
 
+    def hooks(self, model: Any, layout: TokenLayout) -> list:
+        return []  # the attention patterns come from the generator's recorder (see layers_for)
+
     def describe(self) -> dict:
         return {
             "strategy": "attention",
@@ -171,3 +180,65 @@ class AttentionPruning:
             "layer_weights": None if self.layer_weights is None else list(self.layer_weights),
             "distance_prior": self.use_distance_prior,
         }
+
+
+@dataclass
+class SimilarityPruning:
+    """Prune for diversity: drop siblings whose hidden state nearly duplicates their set's most likely one.
+
+    The residual stream after block ``layer`` (``blocks.L.hook_resid_post``, ``[batch, q, d_model]``;
+    default the last block) is recorded for every token as it is fed. Each parallel set is judged once,
+    after the following step's forward (never while it is the newest set): a sibling whose cosine
+    similarity to the set's most likely sibling is at least ``similarity_threshold`` is pruned, and the
+    mask hook hides it from every later query, as with :class:`AttentionPruning`. A threshold above 1
+    never prunes; -1 keeps only the most likely sibling of every set.
+    """
+
+    similarity_threshold: float = 0.95
+    layer: int = -1
+    events: list[PruneEvent] = field(default_factory=list)
+    states: dict[int, Tensor] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        t = self.similarity_threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or t != t:
+            raise InvalidInputError(f"similarity threshold must be a number (cosine similarity, -1..1; above 1 never prunes), got {t!r}")
+        if isinstance(self.layer, bool) or not isinstance(self.layer, int):
+            raise InvalidInputError(f"similarity pruning layer must be an integer, got {self.layer!r}")
+
+    def layers_for(self, n_layers: int) -> list[int]:
+        return []
+
+    def hooks(self, model: Any, layout: TokenLayout) -> list:
+        n_layers = int(model.cfg.n_layers)
+        layer = self.layer % n_layers if -n_layers <= self.layer < n_layers else None
+        if layer is None:
+            raise InvalidInputError(f"similarity pruning layer {self.layer} outside the model's {n_layers} layers")
+        self.states = {}
+
+        def record(resid: Float[Tensor, "batch q d_model"], hook: Any = None) -> Tensor:
+            n = resid.shape[1]
+            for offset, index in enumerate(range(len(layout) - n, len(layout))):
+                self.states[index] = resid[0, offset].detach().float().cpu()
+            return resid
+
+        return [(f"blocks.{layer}.hook_resid_post", record)]
+
+    def after_step(self, layout: TokenLayout, patterns: dict[int, Tensor], step: int) -> list[PruneEvent]:
+        judged = step - 1
+        if judged < 0 or layout.step_sizes()[judged] < 2:
+            return []
+        members = list(layout.step_range(judged))
+        top = self.states[members[0]]
+        similarity = {k: float(torch.nn.functional.cosine_similarity(top, self.states[k], dim=0)) for k in members[1:]}
+        pruned = [k for k, sim in similarity.items() if sim >= self.similarity_threshold]
+        events = []
+        for k in pruned:
+            layout.prune([k], at_step=step, score=similarity[k])
+        if pruned:
+            events.append(PruneEvent(judged, step, max(similarity[k] for k in pruned), members[0], tuple(pruned)))
+        self.events.extend(events)
+        return events
+
+    def describe(self) -> dict:
+        return {"strategy": "similarity", "similarity_threshold": self.similarity_threshold, "layer": self.layer}

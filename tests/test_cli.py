@@ -65,3 +65,26 @@ def test_embedded_model_from_a_real_process():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("The cat sat on the") and "[" in proc.stdout and "/" in proc.stdout
+
+
+def test_generate_with_similarity_pruning(tiny_dirs, capsys):
+    base = ["generate", "t1 t17 t42", "--model", str(tiny_dirs["llama"]), "--threshold", "1e-6", "--max-parallel", "2",
+            "--max-steps", "3", "--json"]
+    assert main(base + ["--prune-similarity", "-1"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["pruning"]["strategy"] == "similarity"
+    assert [s["pruned"] for s in data["steps"]] == [[False, True], [False, True], [False, False]]
+    assert main(base + ["--prune-similarity", "x"]) == 2
+    assert main(base + ["--prune-similarity", "0.5", "--prune-threshold", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--prune-similarity must be a number" in err and "choose one pruning strategy" in err
+
+
+def test_config_chooses_the_similarity_strategy(tmp_path):
+    from tempo_lens.experiment import _make_pruning, load_config
+    from tempo_lens.pruning import SimilarityPruning
+
+    path = tmp_path / "s.toml"
+    path.write_text('prompt = "x"\n[pruning]\nstrategy = "similarity"\nsimilarity_threshold = 0.8\nlayer = 2\n')
+    strategy = _make_pruning(load_config(path).pruning)
+    assert isinstance(strategy, SimilarityPruning) and strategy.similarity_threshold == 0.8 and strategy.layer == 2

@@ -126,3 +126,44 @@ def test_json_pruned_flags(tiny_llama):
     assert steps[0]["pruned"] == [False, True, True]
     assert steps[0]["pruned_at_step"] == [None, 1, 1]
     assert not math.isnan(steps[0]["prune_score"][1])
+
+
+# ---- the second strategy: diversity by hidden-state similarity -----------------------------------
+
+def test_similarity_strategy_by_hand():
+    from tempo_lens.pruning import SimilarityPruning
+
+    layout = _layout()  # step 0 = {3, 4}, step 1 = {5}, step 2 = {6, 7}
+    strategy = SimilarityPruning(similarity_threshold=0.9)
+    strategy.states = {3: torch.tensor([1.0, 0.0]), 4: torch.tensor([0.8, 0.6]), 6: torch.tensor([1.0, 0.0]), 7: torch.tensor([0.99, 0.1])}
+    assert strategy.after_step(layout, {}, step=1) == []  # step 0's set: cos = 0.8 < 0.9
+    assert strategy.after_step(layout, {}, step=2) == []  # step 1 has one sibling
+    layout.append_step([60], [0.9])  # step 3 judges step 2: cos = 0.99 / |(0.99, 0.1)| = 0.99496...
+    events = strategy.after_step(layout, {}, step=3)
+    assert events[0].pruned == (7,) and events[0].kept == 6
+    assert layout.pruned_at[7] == 3 and layout.prune_scores[7] == pytest.approx(0.99 / (0.99**2 + 0.01) ** 0.5)
+    assert not layout.is_pruned(4)
+
+
+@pytest.mark.parametrize("mode", ["isolated", "visible"])
+def test_similarity_pruning_masks_and_matches_hf(tiny_llama, tiny_dirs, mode):
+    from tempo_lens.pruning import SimilarityPruning
+
+    plain = generate(tiny_llama, TINY_PROMPT, max_steps=4, mode=mode, keep_logits=True, **TOP3)
+    never = generate(tiny_llama, TINY_PROMPT, max_steps=4, mode=mode, keep_logits=True, pruning=SimilarityPruning(1.01), **TOP3)
+    assert never.layout.to_dict() == plain.layout.to_dict()
+    result = generate(tiny_llama, TINY_PROMPT, max_steps=4, mode=mode, keep_logits=True, capture=True,
+                      pruning=SimilarityPruning(-1.0), **TOP3)
+    layout = result.layout
+    for step in range(3):  # every set but the newest keeps only its top sibling, pruned after the next step
+        r = layout.step_range(step)
+        assert [layout.pruned_at[i] for i in r] == [-1] + [step + 1] * (len(r) - 1)
+    for step, attention in result.capture.steps.items():
+        for key in range(len(layout)):
+            if layout.is_pruned(key) and layout.pruned_at[key] < step:
+                assert (attention[..., key] == 0).all()
+    oracle = hf_oracle_logits(hf_eager(tiny_dirs["llama"]), layout, mode)
+    for step, rows in enumerate(result.step_logits):
+        r = layout.step_range(step)
+        assert (oracle[r.start : r.stop] - rows).abs().max().item() < 1e-4
+    assert result.to_json_dict()["pruning"]["strategy"] == "similarity"
