@@ -293,7 +293,8 @@ def generate(
     ``threshold`` is the selection threshold in (0, 1]; ``threshold_schedule`` (a
     :class:`ThresholdSchedule` or its CLI form ``bezier:FINAL[:P1:P2]`` / ``relu:FINAL:KNEE``) makes
     it vary over steps. ``mode`` is ``"isolated"`` (siblings cannot see each other) or ``"visible"``.
-    ``pruning`` collapses earlier parallel sets that receive little attention; ``capture`` records
+    ``pruning`` (:class:`~tempo_lens.pruning.AttentionPruning` or :class:`~tempo_lens.pruning.SimilarityPruning`)
+    collapses earlier parallel sets retroactively; ``capture`` records
     each step's attention pattern (``True`` for all layers, or a :class:`CaptureSpec`).
     ``keep_logits`` keeps each step's logits rows (``result.step_logits``) for checks against an oracle.
     """
