@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 
 from .analysis._arrays import as_attention
 from .analysis.heads import HEAD_GROUPS
-from .layout import NOT_PRUNED, TokenLayout
+from .layout import TokenLayout
 
 MODE_COLOURS = {"isolated": "#1f77b4", "visible": "#ff7f0e", "unique": "#2ca02c"}
 GROUP_COLOURS = {"Long-range": "#1f77b4", "Balanced": "#7f7f7f", "Diffuse": "#d62728"}
@@ -119,7 +119,7 @@ def key_labels(layout: TokenLayout, token_strings: Sequence[str], step: int, n_k
     labels = []
     for i in range(n_keys):
         mark = ""
-        if layout.pruned_at[i] != NOT_PRUNED and layout.pruned_at[i] < step:
+        if layout.is_hidden(i, step):
             mark += PRUNED_MARK
         if parallel[i]:
             mark += PARALLEL_MARK
@@ -173,7 +173,7 @@ def branching_figure(layout: TokenLayout, token_strings: Sequence[str], *,
     steps = np.array(layout.steps)
     generated = np.flatnonzero(steps >= 0)
     probs = np.array(layout.probs, dtype=np.float64)
-    pruned = np.array([layout.pruned_at[i] != NOT_PRUNED for i in range(len(layout))])
+    pruned = np.array([layout.is_pruned(i) for i in range(len(layout))])
 
     def hover(i: int) -> str:
         text = f"{token_text(token_strings[i])}<br>p = {probs[i]:.3f}<br>physical {i}"

@@ -124,6 +124,11 @@ class TokenLayout:
     def is_pruned(self, index: int) -> bool:
         return self.pruned_at[index] != NOT_PRUNED
 
+    def is_hidden(self, index: int, step: int) -> bool:
+        """Whether queries of ``step`` cannot see token ``index``: it was pruned after an earlier step."""
+        at = self.pruned_at[index]
+        return at != NOT_PRUNED and at < step
+
     def parallel_steps(self) -> list[int]:
         return [s for s, n in enumerate(self.step_sizes()) if n >= 2]
 
@@ -148,6 +153,11 @@ class TokenLayout:
     def parallel_tensor(self) -> Bool[Tensor, "n_tokens"]:
         sizes = self.step_sizes()
         return torch.tensor([s >= 0 and sizes[s] >= 2 for s in self.steps], dtype=torch.bool)
+
+    def hidden_tensor(self, step: int | Int[Tensor, "*steps 1"]) -> Bool[Tensor, "*steps n_tokens"]:
+        """:meth:`is_hidden` for every token; ``step`` may be a column of query steps (one row each)."""
+        pruned_at = self.pruned_at_tensor()
+        return (pruned_at != NOT_PRUNED) & (pruned_at < step)
 
     def blocked(
         self,
@@ -175,9 +185,7 @@ class TokenLayout:
             same_step = (query_steps[:, None] == steps[None, :]) & (query_steps[:, None] >= 0)
             blocked |= same_step
         if apply_pruning:
-            pruned_at = self.pruned_at_tensor()[:n_keys]
-            hidden = (pruned_at[None, :] != NOT_PRUNED) & (pruned_at[None, :] < query_steps[:, None])
-            blocked |= hidden
+            blocked |= self.hidden_tensor(query_steps[:, None])[:, :n_keys]
         blocked[torch.arange(n_queries), query_index] = False
         return blocked
 

@@ -8,7 +8,7 @@ into two buckets read from the layout:
   stays parallel, :meth:`TokenLayout.parallel_tensor`);
 - **other**: every other earlier key, prompt and BOS included.
 
-Keys pruned before ``s`` (``pruned_at != -1 and pruned_at < s``: hidden from this step's queries)
+Keys pruned before ``s`` (hidden from this step's queries, :meth:`TokenLayout.hidden_tensor`)
 are left out of both. ``ratio = mean(a[parallel]) / mean(a[other])``; 1.0 means a parallel token gets
 as much attention as an average other token. Because ``k`` near-identical siblings split mass, the
 per-set mass (sum over a set's keys, averaged over sets) is reported beside the per-token mean.
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Bool, Float, Int
 
-from ..layout import NOT_PRUNED, TokenLayout
+from ..layout import TokenLayout
 from ._arrays import step_attention
 
 NO_PARALLEL = "no earlier parallel set"
@@ -71,9 +71,8 @@ def key_buckets(layout: TokenLayout, step: int, *, exclude_first: bool = False) 
     """
     first = layout.step_range(step).start
     is_parallel = layout.parallel_tensor().numpy()[:first]
-    pruned_at = layout.pruned_at_tensor().numpy()[:first]
     key_steps = layout.steps_tensor().numpy()[:first]
-    counted = ~((pruned_at != NOT_PRUNED) & (pruned_at < step))
+    counted = ~layout.hidden_tensor(step).numpy()[:first]
     if exclude_first and first > 0:
         counted[0] = False
     parallel = counted & is_parallel

@@ -131,7 +131,7 @@ def sibling_preference(run: CapturedRun) -> list[float]:
         for earlier in layout.parallel_steps():
             if earlier >= step:
                 break
-            members = [k for k in layout.step_range(earlier) if not (layout.is_pruned(k) and layout.pruned_at[k] < step)]
+            members = [k for k in layout.step_range(earlier) if not layout.is_hidden(k, step)]
             if len(members) < 2 or a[members[0]] <= 0:
                 continue
             values.append(float(a[members[1:]].mean() / a[members[0]]))
@@ -284,7 +284,7 @@ def pruning_metrics(experiment: Experiment) -> dict:
                     continue
                 a = run.attention[step].mean(axis=(0, 1, 2, 3), dtype=np.float64)
                 start = layout.step_range(step).start
-                reference = [k for k in range(1, start) if not (layout.is_pruned(k) and layout.pruned_at[k] < step)]
+                reference = [k for k in range(1, start) if not layout.is_hidden(k, step)]
                 denominator = a[reference].mean() if reference else np.nan
                 for rank, k in enumerate(members):
                     outcome = "survivor" if decided is None else ("kept (top sibling)" if rank == 0 else "pruned")

@@ -122,6 +122,19 @@ def test_pruned_keys_hidden_from_later_queries_only(case):
 
 @PROPERTY
 @given(layouts())
+def test_hidden_keys_are_the_pruning_part_of_the_mask(case):
+    layout, _, _ = case
+    full, unpruned = layout.blocked("visible"), layout.blocked("visible", apply_pruning=False)
+    for step in range(PROMPT_STEP, layout.n_steps + 1):
+        hidden = layout.hidden_tensor(step)
+        assert hidden.tolist() == [layout.is_hidden(k, step) for k in range(len(layout))]
+        for query in (i for i, s in enumerate(layout.steps) if s == step):
+            keys = torch.arange(len(layout)) < query  # earlier keys: causal masking plays no part
+            assert torch.equal((full[query] & ~unpruned[query])[keys], hidden[keys])
+
+
+@PROPERTY
+@given(layouts())
 def test_cached_slices_equal_rows_of_the_full_mask(case):
     layout, seen, _ = case
     P = layout.n_prompt
