@@ -183,25 +183,30 @@ def attention_block_hooks(
         logits = model.run_with_hooks(tokens, fwd_hooks=attention_block_hooks(model, no_bos))
     """
 
-    memo: dict[str, Any] = {"source": None}
+    memo: dict[str, Any] = {"source": None, "device": None}
 
-    def keep_own_key(mask: Tensor, q: int, k: int) -> Tensor:
-        if memo["source"] is not mask:  # identity: the memo holds a reference, so it cannot be reused
-            rows, own = torch.arange(q), torch.arange(k - q, k)
-            fixed = mask
-            if bool(mask[rows, own].any()):
-                fixed = mask.clone()
-                fixed[rows, own] = False
-            memo.update(source=mask, fixed=fixed)
+    def prepared(mask: Tensor, q: int, k: int, device: torch.device) -> Tensor | None:
+        """``mask`` with every query's own key kept, on ``device``; None when it blocks nothing.
+
+        Memoised on the mask's identity (the memo holds a reference, so it cannot be reused) and the
+        device, so the layers of one forward share one check and one copy to the device.
+        """
+        if memo["source"] is not mask or memo["device"] != device:
+            fixed = None
+            if bool(mask.any()):
+                rows, own = torch.arange(q), torch.arange(k - q, k)
+                fixed = mask
+                if bool(mask[rows, own].any()):
+                    fixed = mask.clone()
+                    fixed[rows, own] = False
+                fixed = fixed.to(device)
+            memo.update(source=mask, device=device, fixed=fixed)
         return memo["fixed"]
 
     def hook_scores(scores: Float[Tensor, "batch head q key"], hook: Any = None) -> Tensor:
         q, k = scores.shape[-2], scores.shape[-1]
-        mask = blocked(q, k)
-        if not bool(mask.any()):
-            return scores
-        mask = keep_own_key(mask, q, k)
-        return scores.masked_fill(mask.to(scores.device), float("-inf"))
+        mask = prepared(blocked(q, k), q, k, scores.device)
+        return scores if mask is None else scores.masked_fill(mask, float("-inf"))
 
     return [(name, hook_scores) for name in _attn_score_hook_names(model, layers)]
 
@@ -334,12 +339,12 @@ def attention_bias_hooks(
         bias = attention_bias_hooks(model, layout.parallel_tensor(), bias=1.0, layers=[model.cfg.n_layers - 1], heads=[0])
         logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=tempo_hooks(model, layout) + bias)
     """
+    head_index = slice(None) if heads is None else torch.as_tensor(list(heads), dtype=torch.long)
 
     def hook_scores(scores: Float[Tensor, "batch head q key"], hook: Any = None) -> Tensor:
         k = scores.shape[-1]
         keys = key_mask(k) if callable(key_mask) else key_mask[:k]
         add = torch.zeros(scores.shape[1], k, dtype=scores.dtype, device=scores.device)
-        head_index = slice(None) if heads is None else torch.as_tensor(list(heads), dtype=torch.long)
         add[head_index, :] = keys.to(scores.device, scores.dtype) * bias
         masked = scores <= masked_threshold(scores.dtype)
         return torch.where(masked, scores, scores + add[None, :, None, :])

@@ -9,7 +9,7 @@ import torch
 
 from tempo_lens.errors import InvalidInputError
 from tempo_lens.hooks import (
-    PatternRecorder, attention_bias_hooks, isolation_mask_hooks, learned_position_hooks, pruned_keys_mask_hooks,
+    PatternRecorder, attention_block_hooks, attention_bias_hooks, isolation_mask_hooks, learned_position_hooks, pruned_keys_mask_hooks,
     rope_position_hooks, tempo_hooks, tempo_position_hooks,
 )
 from tempo_lens.layout import TokenLayout
@@ -69,6 +69,23 @@ def test_model_without_position_hooks_is_refused():
     fake = SimpleNamespace(hook_dict={}, cfg=SimpleNamespace(model_name="fake-model"))
     with pytest.raises(InvalidInputError, match="neither rotary_emb.hook_cos nor hook_pos_embed"):
         tempo_position_hooks(fake, torch.tensor([0.0]))
+
+
+def test_mask_hooks_share_one_prepared_mask_per_forward():
+    fake = SimpleNamespace(cfg=SimpleNamespace(n_layers=3))
+    calls = []
+    masks = {"own keys only": torch.eye(3, dtype=torch.bool), "nothing": torch.zeros(3, 3, dtype=torch.bool),
+             "key 0": torch.arange(3)[None, :].expand(3, 3) == 0}
+    for name, mask in masks.items():
+        hooks = attention_block_hooks(fake, lambda q, k, mask=mask: calls.append((q, k)) or mask)
+        scores = torch.randn(1, 2, 3, 3)
+        outs = [hook(scores) for _, hook in hooks]  # one forward: every layer sees the same scores
+        expected = scores.masked_fill((mask & ~torch.eye(3, dtype=torch.bool)), float("-inf"))
+        for out in outs:
+            assert torch.equal(out, expected), name
+        if name == "nothing":
+            assert all(out is scores for out in outs)  # nothing blocked: the scores pass through untouched
+    assert calls == [(3, 3)] * 9  # blocked(q, K) is asked at every layer with the forward's (q, K)
 
 
 def test_attention_bias_shifts_scores_of_chosen_keys_only(tiny_llama):
