@@ -60,13 +60,13 @@ def _similarity(text: str) -> float:
 
 def _positive_int(name: str, minimum: int):
     def parse(text: str) -> int:
+        from .generation import check_int
+
         try:
             value = int(text)
         except ValueError:
             raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise InvalidInputError(f"{name} must be >= {minimum}, got {value}")
-        return value
+        return check_int(value, name, minimum)
 
     return parse
 

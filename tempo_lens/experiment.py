@@ -149,20 +149,16 @@ def config_from_dict(data: dict, source: str = "config", base_dir: Path | None =
                 raise ConfigError(f"{source}: {key} has the wrong type ({type(value).__name__}): {value!r}")
             setattr(config, key, value)
     # range checks reuse the generator's own validation
-    from .generation import _check_int
+    from .generation import check_int, check_next_token_source, check_seed
     from .schedules import ThresholdSchedule
 
     try:
         ThresholdSchedule.parse(config.threshold, config.threshold_schedule)
-        _check_int(config.max_steps, "max_steps", 1)
-        _check_int(config.max_parallel, "max_parallel", 1)
-        _check_int(config.min_steps, "min_steps", 0)
-        from .generation import NEXT_TOKEN_SOURCES
-
-        if config.next_token_source not in NEXT_TOKEN_SOURCES:
-            raise InvalidInputError(f"unknown next_token_source {config.next_token_source!r}; use one of {', '.join(NEXT_TOKEN_SOURCES)}")
-        if not 0 <= config.seed <= 2**32 - 1:
-            raise InvalidInputError(f"seed must be in 0..{2**32 - 1}, got {config.seed}")
+        check_int(config.max_steps, "max_steps", 1)
+        check_int(config.max_parallel, "max_parallel", 1)
+        check_int(config.min_steps, "min_steps", 0)
+        check_next_token_source(config.next_token_source)
+        check_seed(config.seed)
         if pruning is not None:
             _make_pruning(pruning)
     except InvalidInputError as exc:

@@ -208,12 +208,24 @@ def prompt_token_ids(model: Any, prompt: str | Sequence[int] | Tensor, chat: boo
     return ids
 
 
-def _check_int(value: object, name: str, minimum: int) -> int:
+def check_int(value: object, name: str, minimum: int) -> int:
+    """An integer setting (``max_steps``, ``max_parallel``, ``min_steps``) of at least ``minimum``, or a clear error."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
         raise InvalidInputError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def check_seed(seed: object) -> None:
+    """None, or an integer seed in ``0..2**32 - 1`` (what numpy accepts)."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= 2**32 - 1):
+        raise InvalidInputError(f"seed must be an integer in 0..{2**32 - 1}, got {seed!r}")
+
+
+def check_next_token_source(source: str) -> None:
+    if source not in NEXT_TOKEN_SOURCES:
+        raise InvalidInputError(f"unknown next_token_source {source!r}; use one of {', '.join(NEXT_TOKEN_SOURCES)}")
 
 
 def select_siblings(
@@ -246,8 +258,7 @@ def next_distribution(
 def check_generation_args(model: Any, n_prompt: int, max_steps: int, mode: str, source: str) -> None:
     if mode not in MODES:
         raise InvalidInputError(f"unknown mode {mode!r}; use 'isolated' or 'visible'")
-    if source not in NEXT_TOKEN_SOURCES:
-        raise InvalidInputError(f"unknown next_token_source {source!r}; use one of {', '.join(NEXT_TOKEN_SOURCES)}")
+    check_next_token_source(source)
     n_ctx = int(model.cfg.n_ctx)
     if n_prompt + max_steps > n_ctx:
         raise InvalidInputError(
@@ -302,11 +313,10 @@ def generate(
         schedule = threshold_schedule
     else:
         schedule = ThresholdSchedule.parse(check_threshold(threshold), threshold_schedule)
-    max_steps = _check_int(max_steps, "max_steps", 1)
-    max_parallel = _check_int(max_parallel, "max_parallel", 1)
-    min_steps = _check_int(min_steps, "min_steps", 0)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= 2**32 - 1):
-        raise InvalidInputError(f"seed must be an integer in 0..{2**32 - 1}, got {seed!r}")
+    max_steps = check_int(max_steps, "max_steps", 1)
+    max_parallel = check_int(max_parallel, "max_parallel", 1)
+    min_steps = check_int(min_steps, "min_steps", 0)
+    check_seed(seed)
     ids = prompt_token_ids(model, prompt, chat=chat)
     check_generation_args(model, len(ids), max_steps, mode, next_token_source)
     if seed is not None:
