@@ -138,17 +138,14 @@ def sibling_preference(run: CapturedRun) -> list[float]:
     return values
 
 
-def _mode_ratio_table(runs: list[CapturedRun], **kwargs) -> pd.DataFrame:
-    return ratio_table(runs, **kwargs)
-
-
 def single_run_metrics(inputs: ReportInputs) -> dict:
     iso, vis = _generated(inputs.isolated), _generated(inputs.visible)
     runs = [iso, vis]
     table = ratio_table(runs)
     sink = ratio_table(runs, exclude_first=True)
-    averages = {row["mode"]: row["ratio"] for row in _records(mode_averages(table))}
-    set_averages = {row["mode"]: row["set_ratio"] for row in _records(mode_averages(table))}
+    per_mode = _records(mode_averages(table))
+    averages = {row["mode"]: row["ratio"] for row in per_mode}
+    set_averages = {row["mode"]: row["set_ratio"] for row in per_mode}
     sink_averages = {row["mode"]: row["ratio"] for row in _records(mode_averages(sink))}
 
     measured = table[table["missing_reason"].isna()]
@@ -226,9 +223,10 @@ def single_run_metrics(inputs: ReportInputs) -> dict:
 def multi_prompt_metrics(experiment: Experiment) -> dict:
     generated = experiment.generated()
     by_mode = {m: [r for r in generated if r.mode == m] for m in ("isolated", "visible")}
-    mean_ratio = _per_run_mean_ratio(generated)
+    per_run = mode_averages(ratio_table(generated))
+    mean_ratio = dict(zip(per_run["run"], per_run["ratio"]))
+    set_ratio = dict(zip(per_run["run"], per_run["set_ratio"]))
     no_sink = _per_run_mean_ratio(generated, exclude_first=True)
-    set_ratio = mode_averages(ratio_table(generated)).set_index("run")["set_ratio"].to_dict() if generated else {}
     out: dict = {"n_prompts": len(experiment.config.get("prompts", [])), "modes": {}}
     for mode, runs in by_mode.items():
         values = [mean_ratio.get(r.name, float("nan")) for r in runs]
