@@ -8,12 +8,15 @@ Capture is selective (which layers, which steps); generation without it register
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+from .errors import InvalidInputError
+from .layout import TokenLayout
 
 
 @dataclass
@@ -27,8 +30,6 @@ class CaptureSpec:
         chosen = list(range(n_layers)) if self.layers is None else sorted(set(int(l) for l in self.layers))
         bad = [l for l in chosen if not 0 <= l < n_layers]
         if bad:
-            from .errors import InvalidInputError
-
             raise InvalidInputError(f"capture layers {bad} outside 0..{n_layers - 1}; choose layers of this model or \"all\"")
         return chosen
 
@@ -72,7 +73,7 @@ class CapturedRun:
     name: str
     prompt: str
     mode: str
-    layout: "TokenLayout"
+    layout: TokenLayout
     token_strings: list[str]
     layers: list[int]
     attention: dict[int, np.ndarray]
@@ -97,6 +98,3 @@ class CapturedRun:
             attention=dict(result.capture.steps),
             meta=info,
         )
-
-
-from .layout import TokenLayout  # noqa: E402  (type used in annotations above)

@@ -7,7 +7,6 @@ whole generation; the :class:`~tempo_lens.layout.TokenLayout` they read is updat
 
 from __future__ import annotations
 
-import math
 import random
 import warnings
 from dataclasses import dataclass, field

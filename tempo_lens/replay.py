@@ -13,7 +13,7 @@ from typing import Any, Literal, Sequence, Union
 
 import numpy as np
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Float
 from torch import Tensor
 
 from .hooks import PatternRecorder, attention_block_hooks, layout_blocked_fn, tempo_position_hooks
