@@ -73,7 +73,7 @@ def key_attention(
 def distance_prior(layout: TokenLayout, step: int) -> Float[Tensor, "earlier_key"]:
     """``exp(-d / (n / 2))`` over the keys before ``step``, normalised to mean 1."""
     n = layout.step_range(step).start
-    newest = layout.logical_positions[layout.step_range(step).start]
+    newest = layout.logical_positions[n]
     distance = torch.tensor([newest - p for p in layout.logical_positions[:n]], dtype=torch.float32)
     prior = torch.exp(-distance / (n / 2))
     return prior / prior.mean()
@@ -217,9 +217,8 @@ class SimilarityPruning:
         self.states = {}
 
         def record(resid: Float[Tensor, "batch q d_model"], hook: Any = None) -> Tensor:
-            n = resid.shape[1]
-            for offset, index in enumerate(range(len(layout) - n, len(layout))):
-                self.states[index] = resid[0, offset].detach().float().cpu()
+            rows = resid[0].detach().float().cpu()  # one copy per forward, not one per token
+            self.states.update(zip(range(len(layout) - len(rows), len(layout)), rows))
             return resid
 
         return [(f"blocks.{layer}.hook_resid_post", record)]

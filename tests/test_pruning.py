@@ -167,3 +167,16 @@ def test_similarity_pruning_masks_and_matches_hf(tiny_llama, tiny_dirs, mode):
         r = layout.step_range(step)
         assert (oracle[r.start : r.stop] - rows).abs().max().item() < 1e-4
     assert result.to_json_dict()["pruning"]["strategy"] == "similarity"
+
+
+def test_similarity_states_are_each_tokens_residual_stream(tiny_llama):
+    from tempo_lens.pruning import SimilarityPruning
+    from tempo_lens.replay import replay
+
+    strategy = SimilarityPruning(1.01, layer=1)
+    result = generate(tiny_llama, TINY_PROMPT, max_steps=3, pruning=strategy, **TOP3)
+    name = "blocks.1.hook_resid_post"
+    full = replay(tiny_llama, result.layout, run_with_cache=True, names_filter=name).cache[name][0]
+    assert sorted(strategy.states) == list(range(len(result.layout)))  # the prompt and every sibling, as fed
+    for index, state in strategy.states.items():
+        assert state.shape == full[index].shape and (state - full[index]).abs().max().item() < 1e-4
