@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 import time
 import tomllib
 import warnings
@@ -28,6 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .atomic import atomic_directory, backups
 from .capture import CapturedRun, CaptureSpec
 from .errors import ConfigError, ExperimentFileError, InvalidInputError
 from .layout import MODES, TokenLayout
@@ -159,7 +159,7 @@ def config_from_dict(data: dict, source: str = "config", base_dir: Path | None =
         check_next_token_source(config.next_token_source)
         check_seed(config.seed)
         if pruning is not None:
-            _make_pruning(pruning)
+            pruning_from_config(pruning)
     except InvalidInputError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return config
@@ -180,7 +180,7 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
     return config_from_dict(data, source=str(path), base_dir=path.parent)
 
 
-def _make_pruning(table: dict | None):
+def pruning_from_config(table: dict | None):
     if table is None:
         return None
     from .pruning import AttentionPruning, SimilarityPruning
@@ -278,7 +278,7 @@ def run_experiment(
                 model, prompt, threshold=config.threshold, max_steps=config.max_steps, mode=mode,
                 max_parallel=config.max_parallel, min_steps=config.min_steps,
                 next_token_source=config.next_token_source, threshold_schedule=config.threshold_schedule,
-                pruning=_make_pruning(config.pruning), capture=capture, chat=config.chat, seed=config.seed,
+                pruning=pruning_from_config(config.pruning), capture=capture, chat=config.chat, seed=config.seed,
             )
             name = f"p{index:02d}-{mode}"
             run = CapturedRun.from_result(result, name=name, variant="generated", prompt_index=index)
@@ -332,14 +332,11 @@ def recover_interrupted_overwrite(target: Path) -> Path | None:
     """
     if target.exists() or target.is_symlink() or not target.parent.is_dir():
         return None
-    backups = sorted(
-        (p for p in target.parent.glob(f".{target.name}.old-*") if (p / METADATA).is_file()),
-        key=lambda p: p.stat().st_mtime,
-    )
-    if not backups:
+    complete = [p for p in backups(target) if (p / METADATA).is_file()]
+    if not complete:
         return None
-    os.replace(backups[-1], target)
-    warnings.warn(f"restored {target} from {backups[-1].name}, left by an interrupted overwrite", stacklevel=3)
+    os.replace(complete[-1], target)
+    warnings.warn(f"restored {target} from {complete[-1].name}, left by an interrupted overwrite", stacklevel=3)
     return target
 
 
@@ -389,9 +386,7 @@ def save_experiment(experiment: Experiment, directory: str | os.PathLike, *, ove
     check_can_write(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic_directory(target) as tmp:
         arrays = {}
         runs_meta = []
         for i, run in enumerate(experiment.runs):
@@ -419,21 +414,6 @@ def save_experiment(experiment: Experiment, directory: str | os.PathLike, *, ove
             json.dump(metadata, handle, indent=1, allow_nan=True)
             handle.flush()
             os.fsync(handle.fileno())
-        backup = None
-        if target.exists():
-            backup = target.with_name(f".{target.name}.old-{os.getpid()}-{int(time.time() * 1000)}")
-            os.replace(target, backup)
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            if backup is not None:
-                os.replace(backup, target)  # put the previous result back
-            raise
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     experiment.path = target
     return target
 

@@ -15,13 +15,13 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import atomic_directory
 from .compat import patch_bridge_kv_cache
 from .errors import ModelUnavailableError
 
@@ -99,9 +99,7 @@ def _convert_embedded(target: Path) -> None:
 
     gguf = embedded_gguf_path()
     print(f"[tempo_lens] converting {gguf.name} to safetensors in {target} (once, about a minute)...", file=sys.stderr, flush=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-    try:
+    with atomic_directory(target, prefix=target.name + ".tmp-") as tmp:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         config = quantised.config
@@ -114,12 +112,6 @@ def _convert_embedded(target: Path) -> None:
         tokenizer.save_pretrained(tmp)
         marker = {"format": _CACHE_FORMAT, "source": gguf.name, "files": _describe_files(tmp)}
         (tmp / _MARKER).write_text(json.dumps(marker, indent=1))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     print("[tempo_lens] conversion done.", file=sys.stderr, flush=True)
 
 

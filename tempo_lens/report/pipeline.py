@@ -7,13 +7,11 @@ report is built only from those saved folders, then written atomically to ``FOLD
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
+from ..atomic import atomic_directory
 from ..errors import ConfigError
 from ..experiment import load_config, load_experiment, run_experiment, save_experiment
 from .metrics import ReportInputs
@@ -53,25 +51,10 @@ def write_report(inputs: ReportInputs, target: Path) -> Path:
 
     metrics = compute_metrics(inputs)
     document = render_findings(metrics, inputs)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic_directory(target) as tmp:
         (tmp / "FINDINGS.md").write_text(document.to_markdown(), encoding="utf-8")
         (tmp / "report.html").write_text(document.to_html(), encoding="utf-8")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False), encoding="utf-8")
-        backup = None
-        if target.exists():
-            backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-            if backup.exists():
-                shutil.rmtree(backup)
-            os.replace(target, backup)
-        os.replace(tmp, target)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
