@@ -81,10 +81,10 @@ def test_generate_with_similarity_pruning(tiny_dirs, capsys):
 
 
 def test_config_chooses_the_similarity_strategy(tmp_path):
-    from tempo_lens.experiment import _make_pruning, load_config
+    from tempo_lens.experiment import pruning_from_config, load_config
     from tempo_lens.pruning import SimilarityPruning
 
     path = tmp_path / "s.toml"
     path.write_text('prompt = "x"\n[pruning]\nstrategy = "similarity"\nsimilarity_threshold = 0.8\nlayer = 2\n')
-    strategy = _make_pruning(load_config(path).pruning)
+    strategy = pruning_from_config(load_config(path).pruning)
     assert isinstance(strategy, SimilarityPruning) and strategy.similarity_threshold == 0.8 and strategy.layer == 2

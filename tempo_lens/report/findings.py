@@ -425,7 +425,9 @@ def _beyond(doc: Document, single: dict, multi: dict | None, pruning: dict | Non
     if not pruning:
         doc.p("Not run (quick mode).")
     else:
-        doc.p(f"A run with retroactive pruning on (attention threshold {pruning['attention_threshold']}) over the same prompts, isolated mode: "
+        strategy = pruning.get("strategy") or {}
+        rule = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in strategy.items() if v is not None)
+        doc.p(f"A run with retroactive pruning on ({rule}) over the same prompts, isolated mode: "
               f"{pruning['n_parallel_sets']} parallel sets, {pruning['n_collapsed_sets']} collapsed, {pruning['n_pruned_tokens']} tokens pruned. "
               "Relative attention = a token's attention (mean over layers, heads, queries) / the mean over earlier keys except the first, "
               "measured in the forward pass that decided its set (before the pruning took effect); survivors over every later step.")

@@ -28,7 +28,7 @@ from ..analysis import (
     ratio_table,
 )
 from ..capture import CapturedRun
-from ..experiment import Experiment
+from ..experiment import Experiment, pruning_from_config
 
 ENTROPY_STEP = 1  # the reference report's entropy and head tables use step 1
 MINIMAL_DIFFERENCE = 0.05  # single-run isolated - visible differences below this are called "minimal"
@@ -271,8 +271,8 @@ def pruning_metrics(experiment: Experiment) -> dict:
         n_sets += len(layout.parallel_steps())
         for set_step in layout.parallel_steps():
             members = list(layout.step_range(set_step))
-            pruned_at = {layout.pruned_at[k] for k in members[1:]}
-            decided = next(iter(pruned_at)) if pruned_at != {-1} else None
+            decided_at = sorted({layout.pruned_at[k] for k in members if layout.is_pruned(k)})
+            decided = decided_at[0] if decided_at else None  # a set is judged (and pruned) at most once
             if decided is not None:
                 n_collapsed += 1
             # attention before pruning: the deciding step's forward (for survivors, every later step)
@@ -285,7 +285,12 @@ def pruning_metrics(experiment: Experiment) -> dict:
                 reference = [k for k in range(1, start) if not layout.is_hidden(k, step)]
                 denominator = a[reference].mean() if reference else np.nan
                 for rank, k in enumerate(members):
-                    outcome = "survivor" if decided is None else ("kept (top sibling)" if rank == 0 else "pruned")
+                    if decided is None:
+                        outcome = "survivor"
+                    elif layout.is_pruned(k):
+                        outcome = "pruned"
+                    else:
+                        outcome = "kept (top sibling)" if rank == 0 else "kept (not pruned)"
                     rows.append({"run": run.name, "set_step": set_step, "step": step, "physical": k, "rank": rank,
                                  "token": run.token_strings[k], "prob": layout.probs[k], "outcome": outcome,
                                  "relative_attention": float(a[k] / denominator) if denominator > 0 else np.nan,
@@ -298,6 +303,7 @@ def pruning_metrics(experiment: Experiment) -> dict:
         summary[outcome] = {**_ci(part["relative_attention"].to_numpy()), "n_tokens": int(len(tokens))}
     config = experiment.config.get("pruning") or {}
     return {
+        "strategy": pruning_from_config(config).describe() if config else None,
         "attention_threshold": config.get("attention_threshold"), "n_runs": len(experiment.generated()),
         "n_parallel_sets": n_sets, "n_collapsed_sets": n_collapsed,
         "n_pruned_tokens": int(sum(1 for r in experiment.generated() for i in range(len(r.layout)) if r.layout.is_pruned(i))),

@@ -187,3 +187,20 @@ def test_rerun_replaces_the_report_atomically(report, tiny_dirs):
     assert main(["analyze", str(folder), "--model", str(tiny_dirs["llama"]), "--quick"]) == 0
     assert sorted(p.name for p in folder.iterdir()) == before
     assert "Not run (quick mode)." in (folder / "report" / "FINDINGS.md").read_text()
+
+
+def test_pruning_metrics_with_partly_pruned_sets(tiny_llama):
+    """SimilarityPruning may keep several siblings of a set: only the pruned ones are labelled pruned."""
+    from tempo_lens.experiment import config_from_dict, run_experiment
+    from tempo_lens.report.metrics import pruning_metrics
+
+    config = config_from_dict({"name": "p", "prompts": ["t1 t17 t42 t5"], "threshold": 1e-6, "max_parallel": 3, "max_steps": 4,
+                               "pruning": {"strategy": "similarity", "similarity_threshold": -1.0}})
+    experiment = run_experiment(config, tiny_llama)
+    layout = experiment.generated()[0].layout
+    layout.pruned_at[layout.step_range(0).start + 1] = -1  # keep the second sibling of step 0: a partly pruned set
+    metrics = pruning_metrics(experiment)
+    step0 = [e for e in metrics["events"] if e["set_step"] == 0]
+    assert [e["outcome"] for e in step0] == ["kept (top sibling)", "kept (not pruned)", "pruned"]
+    assert all(e["step"] == 1 for e in step0)
+    assert metrics["strategy"]["strategy"] == "similarity"
