@@ -226,3 +226,37 @@ def ratio_ci_figure(summary_df: pd.DataFrame, *, label: str | None = None, null:
     _reference_line(fig, null, "no difference")
     fig.update_layout(title=title, xaxis_title=label, yaxis_title="mean", showlegend=False)
     return fig
+
+
+def step_slider(figures: dict[int, go.Figure], *, active: int | None = None) -> go.Figure:
+    """Per-step figures joined into one, with a slider that shows one step at a time.
+
+    Each step keeps its own traces, title, axes and shapes (a heatmap's key labels differ per step).
+    ``active`` is the step shown first (default the first one).
+    """
+    if not figures:
+        raise ValueError("step_slider needs at least one figure")
+    steps = sorted(figures)
+    shown = steps.index(active) if active in steps else 0
+    fig = go.Figure()
+    spans = []
+    for step in steps:
+        start = len(fig.data)
+        for trace in figures[step].data:
+            fig.add_trace(trace)
+        spans.append(range(start, len(fig.data)))
+    for i, span in enumerate(spans):
+        for index in span:
+            fig.data[index].visible = i == shown
+
+    def layout_of(step: int) -> dict:
+        layout = figures[step].layout
+        return {"title": layout.title, "xaxis": layout.xaxis, "yaxis": layout.yaxis, "shapes": layout.shapes or []}
+
+    slider_steps = []
+    for i, step in enumerate(steps):
+        visible = [index in spans[i] for index in range(len(fig.data))]
+        slider_steps.append(dict(method="update", label=str(step), args=[{"visible": visible}, layout_of(step)]))
+    fig.update_layout(**layout_of(steps[shown]), legend_title=figures[steps[shown]].layout.legend.title,
+                      sliders=[dict(active=shown, currentvalue={"prefix": "step "}, pad={"t": 120}, steps=slider_steps)])
+    return fig

@@ -288,11 +288,17 @@ def _figures(doc: Document, inputs: ReportInputs, single: dict) -> None:
     entropy_long = pd.concat([entropy_by_step(iso), entropy_by_step(vis)], ignore_index=True)
     doc.figure("entropy", figures.entropy_figure(entropy_long), "Layer entropy at every step")
     step = single["heads"]["step"]
-    head_df = head_specialisation(iso.attention[step], iso.layout, step, iso.mode, n_kv_heads=inputs.isolated.model.get("n_kv_heads"))
-    doc.figure("heads", figures.head_scatter(head_df), f"Head specialisation at step {step}: recent vs distant, coloured by group")
+    n_kv_heads = inputs.isolated.model.get("n_kv_heads")
+    heads_by_step = {s: figures.head_scatter(head_specialisation(iso.attention[s], iso.layout, s, iso.mode, n_kv_heads=n_kv_heads),
+                                             title=f"Head specialisation at step {s}: recent vs distant attention")
+                     for s in sorted(iso.attention)}
+    doc.figure("heads", figures.step_slider(heads_by_step, active=step),
+               f"Head specialisation (isolated run), recent vs distant, coloured by group; step {step} first, the slider shows every step")
     measured = [r["step"] for r in single["ratios"] if r["mode"] == "isolated"]
     heat_step = measured[0] if measured else max(iso.attention)
-    doc.figure("heatmap", figures.attention_heatmap(iso, heat_step), f"Attention at step {heat_step} (isolated run), averaged over layers and heads; parallel tokens marked")
+    heatmaps = {s: figures.attention_heatmap(iso, s) for s in sorted(iso.attention)}
+    doc.figure("heatmap", figures.step_slider(heatmaps, active=heat_step),
+               f"Attention of each step's siblings (isolated run), averaged over layers and heads; parallel keys marked; step {heat_step} first")
     doc.figure("branching", figures.branching_figure(iso.layout, iso.token_strings), "TEMPO branching of the isolated run: siblings per step with probabilities")
 
 

@@ -83,3 +83,19 @@ def test_branching_figure():
     assert list(fig.data[1].text) == ["<s> lay</s>"] and list(fig.data[1].x) == [0]
     assert list(fig.data[2].x) == [0, 1, 2, 3]
     assert "⏎" in fig.data[0].text[-1] and html(fig)
+
+
+def test_step_slider_shows_one_step_at_a_time():
+    run = make_run("isolated")
+    per_step = {s: figures.attention_heatmap(run, s) for s in sorted(run.attention)}
+    fig = figures.step_slider(per_step, active=sorted(run.attention)[-1])
+    n = sum(len(f.data) for f in per_step.values())
+    assert len(fig.data) == n
+    slider = fig.layout.sliders[0]
+    assert [s.label for s in slider.steps] == [str(s) for s in sorted(run.attention)]
+    for i, step in enumerate(slider.steps):
+        visible = step.args[0]["visible"]
+        assert sum(visible) == len(per_step[int(step.label)].data)  # only that step's traces
+        assert step.args[1]["title"].text == per_step[int(step.label)].layout.title.text
+    assert [t.visible for t in fig.data][-len(per_step[sorted(run.attention)[-1]].data):] == [True] * len(per_step[sorted(run.attention)[-1]].data)
+    assert fig.layout.title.text == per_step[sorted(run.attention)[-1]].layout.title.text
