@@ -170,3 +170,14 @@ def test_empty_prompt_is_refused(tiny_llama, prompt):
 def test_max_parallel_cap_warns(tiny_llama):
     with pytest.warns(UserWarning, match="keeping the top 3"):
         generate(tiny_llama, TINY_PROMPT, max_steps=1, **TOP3)
+
+
+def test_chat_template(embedded_model, tiny_llama):
+    plain = generate(embedded_model, "Name a colour.", threshold=0.5, max_steps=1)
+    chat = generate(embedded_model, "Name a colour.", threshold=0.5, max_steps=1, chat=True)
+    template = embedded_model.tokenizer.apply_chat_template([{"role": "user", "content": "Name a colour."}],
+                                                            add_generation_prompt=True, tokenize=False)
+    assert chat.prompt_text == embedded_model.tokenizer.decode(chat.prompt_token_ids)
+    assert "Name a colour." in template and len(chat.prompt_token_ids) > len(plain.prompt_token_ids)
+    with pytest.raises(InvalidInputError, match="chat template"):
+        generate(tiny_llama, "t1 t2", chat=True)
