@@ -56,6 +56,7 @@ import torch  # noqa: E402
 from tempo_lens.capture import CapturedAttention  # noqa: E402
 from tempo_lens.compat import cache_kwarg_name  # noqa: E402
 from tempo_lens.cpu_linears import PrepackedLinears, pack_weight, packed_linear  # noqa: E402
+from tempo_lens.fast_norms import fast_norms  # noqa: E402
 from tempo_lens.generation import forward_step, new_cache, next_distribution, select_siblings  # noqa: E402
 from tempo_lens.hooks import PatternRecorder, tempo_hooks  # noqa: E402
 from tempo_lens.layout import TokenLayout  # noqa: E402
@@ -600,16 +601,18 @@ def bench_hf(model: Any, hf: Any, cfg: BenchConfig) -> dict:
     variants = {
         "hf_decode_1": hf_decode_block(ctx),
         "bridge_decode_1": plain_decode_block(ctx),
+        "bridge_fast_norms_decode_1": _with(lambda: fast_norms(model), plain_decode_block(ctx)),
         "bridge_tempo_1": tempo_step_block(ctx, 1),
         f"hf_tempo_{k}": hf_tempo_block(ctx, k),
         f"bridge_tempo_{k}": tempo_step_block(ctx, k),
     }
-    groups = [("hf_decode_1", "bridge_decode_1", "bridge_tempo_1"), (f"hf_tempo_{k}", f"bridge_tempo_{k}")]
+    groups = [("hf_decode_1", "bridge_decode_1", "bridge_fast_norms_decode_1", "bridge_tempo_1"), (f"hf_tempo_{k}", f"bridge_tempo_{k}")]
     samples = interleave(variants, groups, cfg.rounds, cfg.block)
     return {
         "context": cfg.context,
         "k": k,
         "bridge_over_hf": ratio(samples, "bridge_decode_1", "hf_decode_1"),
+        "bridge_fast_norms_over_hf": ratio(samples, "bridge_fast_norms_decode_1", "hf_decode_1"),
         "bridge_tempo1_over_hf": ratio(samples, "bridge_tempo_1", "hf_decode_1"),
         "tempo_k_bridge_over_hf": ratio(samples, f"bridge_tempo_{k}", f"hf_tempo_{k}"),
         "parity_max_abs_logit_diff": parity,
@@ -975,6 +978,9 @@ def summarize(results: dict) -> list[dict]:
         r = s["hf"]["bridge_over_hf"]["ratio"]
         rows.append({"target": "4 TL overhead: bridge decode / HF eager decode", "goal": "report (SPEC 6: ~1.6x)",
                      "measured": f"{r:.2f}x", "value": r, "met": None})
+        r = s["hf"]["bridge_fast_norms_over_hf"]["ratio"]
+        rows.append({"target": "4b the same with opt-in tempo_lens.fast_norms", "goal": "report",
+                     "measured": f"{r:.2f}x", "value": r, "met": None})
     if "capture" in s:
         for row in s["capture"]["rows"]:
             r = row["capture_over_none"]["ratio"]
@@ -1059,6 +1065,7 @@ def format_report(results: dict) -> str:
         out.append(f"\n[4] TransformerLens overhead, context {h['context']}")
         out.append(_table(["variant", "median ms"], [[k, f"{v:.1f}"] for k, v in med.items()]))
         out.append(f"bridge decode / HF eager decode          : {fmt_ratio(h['bridge_over_hf'])}")
+        out.append(f"bridge + fast_norms decode / HF decode   : {fmt_ratio(h['bridge_fast_norms_over_hf'])}")
         out.append(f"bridge TEMPO k=1 / HF eager decode       : {fmt_ratio(h['bridge_tempo1_over_hf'])}")
         out.append(f"TEMPO k={h['k']}: bridge hooks / HF (position_ids + 4D mask): {fmt_ratio(h['tempo_k_bridge_over_hf'])}"
                    f"   (same logits: max |dlogit| {h['parity_max_abs_logit_diff']:.1e})")
