@@ -43,14 +43,17 @@ def _attn_score_hook_names(model: Any, layers: Iterable[int] | None = None) -> l
     return [f"blocks.{layer}.attn.hook_attn_scores" for layer in chosen]
 
 
-def _positions_of(source: PositionSource) -> tuple[Tensor, Any]:
-    """(positions of every physical token, memo key) for a layout, a plain tensor, or a callable."""
+def _positions_of(source: PositionSource) -> tuple[Callable[[], Tensor], Any]:
+    """(a function giving the positions of every physical token, memo key) for a layout, tensor or callable.
+
+    For a layout the key comes from its version alone, so a memo hit builds no tensor.
+    """
     if isinstance(source, TokenLayout):
-        return source.positions("shared"), ("layout", id(source), source.version)
+        return (lambda: source.positions("shared")), ("layout", id(source), source.version)
     if isinstance(source, Tensor):
-        return source, ("tensor", id(source))
+        return (lambda: source), ("tensor", id(source))
     positions = source()
-    return positions, ("callable", id(positions))
+    return (lambda: positions), ("callable", id(positions))
 
 
 def has_rotary(model: Any) -> bool:
@@ -87,10 +90,11 @@ def rope_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
     memo: dict[str, Any] = {"key": None}
 
     def cos_sin(reference: Tensor) -> tuple[Tensor, Tensor]:
-        all_positions, source_key = _positions_of(positions)
+        get_positions, source_key = _positions_of(positions)
         n = reference.shape[-2]
         key = (source_key, n, reference.dtype, reference.device)
         if memo["key"] != key:
+            all_positions = get_positions()
             if n > all_positions.shape[0]:
                 raise InvalidInputError(f"the forward has {n} tokens but only {all_positions.shape[0]} positions were given")
             wanted = all_positions[-n:].to(device=reference.device, dtype=torch.float32)[None, :]
@@ -125,7 +129,7 @@ def learned_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
     table = model.pos_embed.original_component.weight
 
     def hook_pos(pos_embed: Float[Tensor, "batch q d_model"], hook: Any = None) -> Tensor:
-        all_positions, _ = _positions_of(positions)
+        all_positions = _positions_of(positions)[0]()
         n = pos_embed.shape[-2]
         wanted = all_positions[-n:]
         if not torch.equal(wanted, wanted.round()):
