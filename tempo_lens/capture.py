@@ -79,6 +79,11 @@ class CapturedRun:
     attention: dict[int, np.ndarray]
     meta: dict = field(default_factory=dict)
 
+    @property
+    def step_ids(self) -> list[int]:
+        """The captured generation steps, in order."""
+        return sorted(s for s in self.attention if s >= 0)
+
     @classmethod
     def from_result(cls, result, name: str = "run", **meta) -> "CapturedRun":
         if result.capture is None:

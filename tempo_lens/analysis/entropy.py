@@ -88,7 +88,7 @@ def depth_pattern(table: pd.DataFrame) -> pd.DataFrame:
 
 def entropy_by_step(run: Any, steps: Sequence[int] | None = None) -> pd.DataFrame:
     """Long format (run, mode, step, layer, entropy) over a run's captured steps, for the figures."""
-    chosen = sorted(s for s in run.attention if s >= 0) if steps is None else list(steps)
+    chosen = run.step_ids if steps is None else list(steps)
     frames = [
         pd.DataFrame({"run": run.name, "mode": run.mode, "step": step, "layer": list(run.layers),
                       "entropy": layer_entropy(run.attention[step])})

@@ -53,7 +53,7 @@ def intra_step_table(runs: Iterable[Any]) -> pd.DataFrame:
     columns = ["run", "mode", *INTRA_COLUMNS[:3], "token", "prob", *INTRA_COLUMNS[3:]]
     frames = []
     for run in runs:
-        for step in sorted(s for s in run.attention if s >= 0):
+        for step in run.step_ids:
             frame = intra_step_attention(run.attention[step], run.layout, step)
             if frame.empty:
                 continue

@@ -158,7 +158,7 @@ def ratio_table(runs: Iterable[Any], *, exclude_first: bool = False) -> pd.DataF
     """
     rows = []
     for run in runs:
-        for step in sorted(s for s in run.attention if s >= 0):
+        for step in run.step_ids:
             result = parallel_ratio(run.attention[step], run.layout, step, exclude_first=exclude_first)
             row = asdict(result)
             row.pop("other_token_mean")
