@@ -148,14 +148,19 @@ def test_second_run_into_the_same_folder_needs_overwrite(tiny_dirs, tmp_path):
     assert load_experiment(out).runs and sorted(p.name for p in out.parent.iterdir()) == ["exp"]
 
 
-def test_disk_full_while_writing_keeps_the_previous_result(previous, tiny_dirs, tmp_path, monkeypatch):
-    import tempo_lens.experiment as experiment
-
+def _rerun_setup(previous, tiny_dirs, tmp_path):
+    """A copy of the previous experiment at ``exp``, a one-step config to re-run into it, and a snapshot of both."""
     out = tmp_path / "exp"
     shutil.copytree(previous, out)
     config = tmp_path / "c.toml"
     config.write_text(f'prompt = "t1 t5"\nmodel = "{tiny_dirs["llama"]}"\nthreshold = 1.0\nmax_steps = 1\n')
-    before = snapshot(tmp_path)
+    return out, config, snapshot(tmp_path)
+
+
+def test_disk_full_while_writing_keeps_the_previous_result(previous, tiny_dirs, tmp_path, monkeypatch):
+    import tempo_lens.experiment as experiment
+
+    out, config, before = _rerun_setup(previous, tiny_dirs, tmp_path)
 
     def full(path, **arrays):
         with open(path, "wb") as handle:
@@ -193,11 +198,7 @@ def test_failed_final_rename_puts_the_previous_result_back(previous, tmp_path, m
 def test_ctrl_c_during_a_run_leaves_nothing_behind(previous, tiny_dirs, tmp_path, monkeypatch):
     import tempo_lens.experiment as experiment
 
-    out = tmp_path / "exp"
-    shutil.copytree(previous, out)
-    config = tmp_path / "c.toml"
-    config.write_text(f'prompt = "t1 t5"\nmodel = "{tiny_dirs["llama"]}"\nthreshold = 1.0\nmax_steps = 1\n')
-    before = snapshot(tmp_path)
+    out, config, before = _rerun_setup(previous, tiny_dirs, tmp_path)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
