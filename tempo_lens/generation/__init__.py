@@ -3,14 +3,14 @@
 - :mod:`.config`: :class:`GenerationConfig`, the one definition of the settings;
 - :mod:`.steps`: prompt ids, EOS ids, sibling selection, the next distribution;
 - :mod:`.row`: one prompt's generation as a state machine, shared by both generators;
-- :mod:`.generate` / :mod:`.batch`: one prompt per forward, or many through one padded forward;
+- :mod:`.single` / :mod:`.batch`: one prompt per forward, or many through one padded forward;
 - :mod:`.memory`: the memory estimate that refuses oversized settings and sizes batches;
 - :mod:`.result`: :class:`GenerationResult` and its per-step records.
 """
 
 from .batch import generate_batch
 from .config import NEXT_TOKEN_SOURCES, GenerationConfig, check_int, pruning_from_mapping
-from .generate import forward_step, generate, new_cache
+from .single import forward_step, generate, new_cache
 from .result import GenerationResult, StepRecord
 from .steps import eos_token_ids, next_distribution, prompt_token_ids, select_siblings
 

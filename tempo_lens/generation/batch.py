@@ -23,7 +23,7 @@ from ..compat import ensure_kv_cache
 from ..errors import InvalidInputError
 from ..hooks import PatternRecorder, attention_block_hooks, tempo_position_hooks
 from .config import GenerationConfig
-from .generate import forward_step, new_cache
+from .single import forward_step, new_cache
 from .memory import check_fits, default_batch_size
 from .result import GenerationResult
 from .row import GenerationRow, resolve_config
