@@ -19,7 +19,7 @@ from __future__ import annotations
 import gc
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .config import TARGETS, BenchConfig
 from .harness import PERF, Block, interleave, pooled_median, ratio, table
@@ -105,8 +105,7 @@ def _rows(samples, batches: Sequence[int], prompts: Sequence[str], keep: dict, s
     return rows
 
 
-def sweep_model(model: "TransformerBridge", cfg: BenchConfig, model_path: str | None = None,
-                log: Callable[[str], None] = print) -> dict:
+def sweep_model(model: "TransformerBridge", cfg: BenchConfig, model_path: str | None = None) -> dict:
     """The sweep on one loaded model; the memory children (fresh processes) load ``model_path`` themselves."""
     from .machine import model_info
 
@@ -165,7 +164,7 @@ def bench_sweep(model: "TransformerBridge", cfg: BenchConfig, model_path: str | 
     if batch_generator() is None:
         return {"skipped": MISSING}
     models = []
-    first = sweep_model(model, cfg, model_path, log)
+    first = sweep_model(model, cfg, model_path)
     if cfg.sweep_memory:
         add_memory(first, cfg, log)
     models.append(first)
@@ -178,7 +177,7 @@ def bench_sweep(model: "TransformerBridge", cfg: BenchConfig, model_path: str | 
         except TempoLensError as exc:
             models.append({"name": name, "skipped": f"not installed ({exc})"})
             continue
-        result = sweep_model(other, cfg, name, log)
+        result = sweep_model(other, cfg, name)
         del other   # never two large models at once: the memory children load it again
         gc.collect()
         if cfg.sweep_memory:
