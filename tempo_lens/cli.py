@@ -129,6 +129,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Join the ``shard-i-of-n`` folders of ``run --shard`` into one experiment folder, written atomically."""
+    from .experiment import METADATA, load_experiment, save_experiment
+
+    folder = Path(args.folder)
+    experiment = load_experiment(folder)  # every shard present, checksums verified, runs in prompt order
+    if experiment.shard is not None:
+        raise InvalidInputError(f"{folder} is shard {experiment.shard} of an experiment; pass the folder that holds every shard-i-of-n folder")
+    if (folder / METADATA).exists():
+        _progress(f"{folder} is already one experiment folder; nothing to merge")
+        return 0
+    out = Path(args.out) if args.out else folder
+    in_place = out.resolve() == folder.resolve()
+    path = save_experiment(experiment, out, overwrite=args.overwrite or in_place)
+    _progress(f"merged {len(experiment.runs)} runs into {path}" + ("" if in_place else f" (shards kept in {folder})"))
+    return 0
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .report.pipeline import analyze
 
@@ -167,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", default=None, help="prompts per forward (default: what free memory allows, up to 16)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     r.set_defaults(func=cmd_run)
+
+    m = sub.add_parser("merge", help="join the shard-i-of-n folders of `run --shard` into one experiment folder")
+    m.add_argument("folder", help="the --out folder the shards were written into")
+    m.add_argument("--out", default=None, help="write the merged experiment here and keep the shards (default: replace the shards)")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    m.set_defaults(func=cmd_merge)
 
     a = sub.add_parser("analyze", help="run the experiments of a folder of configs and write the findings report")
     a.add_argument("folder", nargs="?", default="analyses")

@@ -7,8 +7,8 @@ derives everything else from that: which tokens are parallel, a step's physical 
 mask of any forward pass. Hooks, generation, capture, analysis and the report all read it; none of
 them recomputes these facts another way.
 
-The layout is the one mutable object a generation updates (:meth:`append_step`, :meth:`prune`);
-``version`` increases on every change so readers can memoise derived tensors.
+The layout is the one mutable object a generation updates (:meth:`append_step`, :meth:`prune`,
+:meth:`truncate`); ``version`` increases on every change so readers can memoise derived tensors.
 """
 
 from __future__ import annotations
@@ -84,6 +84,28 @@ class TokenLayout:
         for index in physical:
             self.pruned_at[index] = at_step
             self.prune_scores[index] = float(score)
+        self.version += 1
+
+    def truncate(self, n_tokens: int) -> None:
+        """Keep the first ``n_tokens`` tokens, as if the later steps had never been appended.
+
+        Pruning decided at a removed step is undone too. ``n_tokens`` must end a step (or lie in the
+        prompt), so no step loses only some of its siblings. A change bumps ``version``, so memoised
+        tensors (position and mask hooks) are rebuilt; truncating to the current length changes nothing.
+        """
+        if not 0 <= n_tokens <= len(self):
+            raise ValueError(f"cannot truncate to {n_tokens} tokens: the layout has {len(self)}")
+        if 0 < n_tokens < len(self) and self.steps[n_tokens] >= 0 and self.steps[n_tokens] == self.steps[n_tokens - 1]:
+            raise ValueError(f"cannot truncate to {n_tokens} tokens: that splits step {self.steps[n_tokens]}; cut at a step boundary")
+        if n_tokens == len(self):
+            return
+        for column in (self.token_ids, self.steps, self.logical_positions, self.probs, self.pruned_at, self.prune_scores):
+            del column[n_tokens:]
+        n_steps = self.n_steps
+        for index, at in enumerate(self.pruned_at):
+            if at != NOT_PRUNED and at >= n_steps:
+                self.pruned_at[index] = NOT_PRUNED
+                self.prune_scores[index] = float("nan")
         self.version += 1
 
     # ---- basic facts --------------------------------------------------------------------
