@@ -24,6 +24,7 @@ from .hooks import PatternRecorder, tempo_hooks
 from .layout import MODES, TokenLayout
 from .model import model_name
 from .schedules import ThresholdSchedule, check_threshold
+from .text import bracketed
 
 if TYPE_CHECKING:
     from .pruning import PruningStrategy
@@ -115,15 +116,8 @@ class GenerationResult:
 
     @property
     def text(self) -> str:
-        """The prompt, then per step the token or ``[a/b/c]``; pruned alternatives as ``~~b~~``."""
-        parts = [self.prompt_text]
-        for record in self.steps:
-            if len(record.tokens) == 1:
-                parts.append(record.tokens[0])
-                continue
-            shown = [f"~~{t}~~" if pruned else t for t, pruned in zip(record.tokens, record.pruned)]
-            parts.append("[" + "/".join(shown) + "]")
-        return "".join(parts)
+        """The prompt, then per step the token or ``[a/b/c]`` (whitespace siblings visible); pruned as ``~~b~~``."""
+        return self.prompt_text + "".join(bracketed(r.tokens, r.pruned) for r in self.steps)
 
     @property
     def threshold(self) -> float:

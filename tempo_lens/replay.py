@@ -58,7 +58,7 @@ def replay(
 
     ``positions``: ``"shared"`` (logical), ``"unique"`` (physical index) or a float tensor per token.
     ``mask``: ``"isolated"`` / ``"visible"`` (pruned keys stay hidden from later steps) or a boolean
-    ``[n, n]`` tensor (True = blocked; a query always keeps its own key). ``layers``: which layers' attention to return (default all).
+    ``[n, n]`` tensor (True = blocked; a query always keeps its own key). ``layers``: which layers' attention to return (default all; ``[]`` for none).
     ``extra_hooks``: more ``(hook_name, hook_fn)`` pairs (e.g. :func:`~tempo_lens.hooks.attention_bias_hooks`),
     run after the replay's own position and mask hooks and before its pattern recorder, so the
     returned attention is the one the model used.
@@ -79,9 +79,10 @@ def replay(
         else:
             logits = model(tokens)
     patterns = recorder.take()
-    stacked = torch.stack([patterns[l] for l in chosen]).to("cpu", torch.float32)
     attention = {}
-    for step in range(layout.n_steps):
-        r = layout.step_range(step)
-        attention[step] = stacked[:, :, :, r.start : r.stop, : r.stop].numpy().copy()
+    if chosen:  # layers=[]: no attention kept (patching sweeps replay many times and read only logits)
+        stacked = torch.stack([patterns[l] for l in chosen]).to("cpu", torch.float32)
+        for step in range(layout.n_steps):
+            r = layout.step_range(step)
+            attention[step] = stacked[:, :, :, r.start : r.stop, : r.stop].numpy().copy()
     return ReplayResult(logits=logits[0].detach().cpu(), attention=attention, layers=chosen, cache=cache)
