@@ -16,7 +16,8 @@ from torch import Tensor
 
 from ..errors import InvalidInputError
 from ..layout import MODES, TokenLayout
-from ..replay import MaskArg, PositionsArg, ReplayResult, replay
+from ..hooks import attention_block_hooks, tempo_position_hooks
+from ..replay import MaskArg, PositionsArg, ReplayResult, _blocked_fn, replay
 from ..siblings import RunView
 
 if TYPE_CHECKING:
@@ -68,6 +69,23 @@ def cached_replay(
     if result.cache is not None:
         result.cache = {name: result.cache[name][0].detach() for name in names}
     return result
+
+
+def batched_logits(
+    model: "TransformerBridge", layout: TokenLayout, condition: Condition, batch: int, extra_hooks: Sequence[tuple[str, Any]]
+) -> Float[Tensor, "batch n_tokens d_vocab"]:
+    """``batch`` copies of the replay under ``condition`` in one forward, for hooks that patch each copy differently.
+
+    The same positions and mask hooks as :func:`~tempo_lens.replay.replay`; copy ``b`` alone gives replay's logits.
+    """
+    layout = condition.layout(layout)
+    positions = condition.positions
+    positions = layout.positions(positions) if isinstance(positions, str) else positions.to(torch.float32)
+    hooks = tempo_position_hooks(model, positions) + attention_block_hooks(model, _blocked_fn(layout, condition.mask))
+    device = next(model.original_model.parameters()).device
+    tokens = torch.tensor([layout.token_ids] * batch, dtype=torch.long, device=device)
+    with torch.no_grad(), model.hooks(fwd_hooks=hooks + list(extra_hooks)):
+        return model(tokens).detach().cpu()
 
 
 def check_steps(layout: TokenLayout, steps: Sequence[int] | None) -> list[int]:

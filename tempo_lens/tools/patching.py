@@ -30,7 +30,8 @@ from torch import Tensor
 from ..errors import InvalidInputError
 from ..layout import PROMPT_STEP, TokenLayout
 from ..siblings import RunSource, Sibling, Where, output_rows, physical_indices, reader_rows, run_view
-from .common import Condition, cached_replay, check_layers, kl_divergence, mix_log_probs
+from ..generation import check_int
+from .common import Condition, batched_logits, cached_replay, check_layers, kl_divergence, mix_log_probs
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -94,20 +95,38 @@ def metric_fn(metric: Metric, layout: TokenLayout, score_steps: list[int], sourc
     return metric, mean_kl
 
 
-def patch_hook(source_activation: Tensor, positions: list[int], head: int | None) -> Callable[..., Tensor]:
-    """A hook writing the source's activation at ``positions`` (and ``head``, for ``hook_z``) into the target's."""
+def patch_hook(source_activation: Tensor, positions: list[int], copies: dict[int, int | None]) -> Callable[..., Tensor]:
+    """A hook writing the source's activation at ``positions`` into batch copies of the target.
+
+    ``copies`` maps a batch row to the head it patches (``hook_z``) or None (the whole activation).
+    """
     index = torch.tensor(positions, dtype=torch.long)
 
     def hook(activation: Tensor, hook: Any = None) -> Tensor:
         patched = activation.clone()
         source = source_activation.to(activation.device, activation.dtype)
-        if head is None:
-            patched[0, index] = source[index]
-        else:
-            patched[0, index, head] = source[index, head]
+        for row, head in copies.items():
+            if head is None:
+                patched[row, index] = source[index]
+            else:
+                patched[row, index, head] = source[index, head]
         return patched
 
     return hook
+
+
+def patched_logits(model: "TransformerBridge", layout: TokenLayout, target: Condition, variants: list[tuple[str, int | None]],
+                   source_cache: dict[str, Tensor], positions: list[int], batch_size: int) -> list[Tensor]:
+    """The target's logits with each (hook name, head) variant patched, ``batch_size`` variants per forward."""
+    out: list[Tensor] = []
+    for start in range(0, len(variants), batch_size):
+        chunk = variants[start : start + batch_size]
+        by_hook: dict[str, dict[int, int | None]] = {}
+        for row, (name, head) in enumerate(chunk):
+            by_hook.setdefault(name, {})[row] = head
+        hooks = [(name, patch_hook(source_cache[name], positions, copies)) for name, copies in by_hook.items()]
+        out += list(batched_logits(model, layout, target, len(chunk), hooks).unbind(0))
+    return out
 
 
 def activation_patching(
@@ -123,6 +142,7 @@ def activation_patching(
     metric: Metric = "kl_to_source",
     score_steps: Sequence[int] | None = None,
     next_token_source: str | None = None,
+    batch_size: int = 8,
 ) -> pd.DataFrame:
     """Patch ``hook`` at ``where`` from the ``source`` replay into the ``target`` replay, layer by layer (and head by head).
 
@@ -131,11 +151,13 @@ def activation_patching(
     head's ``hook_z`` at a time (``heads``, default all). Returns one row per (layer, head) with the
     metric's value, its value on the unpatched source and target, and ``restored`` =
     ``(value - target_value) / (source_value - target_value)`` (1: the patch gives the source's value).
+    ``batch_size`` patched copies run in one forward (lower it if memory is short).
     """
     if hook not in HOOK_POINTS:
         raise InvalidInputError(f"unknown hook {hook!r}; use one of {', '.join(HOOK_POINTS)}")
     if heads is not None and hook != "z":
         raise InvalidInputError(f"heads apply to hook 'z' (one head's hook_z), not to {hook!r}")
+    batch_size = check_int(batch_size, "batch_size", 1)
     view = run_view(run, model)
     layout = view.layout
     if source.layout(layout).token_ids != target.layout(layout).token_ids:
@@ -159,13 +181,13 @@ def activation_patching(
     name, fn = metric_fn(metric, layout, scored, next_token_source or view.next_token_source, src.logits, tgt.logits)
     source_value, target_value = fn(src.logits), fn(tgt.logits)
     span = source_value - target_value
+    variants = [(layer, hook_name, head) for layer, hook_name in zip(chosen_layers, names) for head in chosen_heads]
+    logits = patched_logits(model, layout, target, [v[1:] for v in variants], src.cache, positions, batch_size)
     records = []
-    for layer, hook_name in zip(chosen_layers, names):
-        for head in chosen_heads:
-            patched = cached_replay(model, layout, target, extra_hooks=[(hook_name, patch_hook(src.cache[hook_name], positions, head))])
-            value = fn(patched.logits)
-            restored = (value - target_value) / span if abs(span) > 1e-12 else math.nan
-            records.append((hook, layer, -1 if head is None else head, name, value, source_value, target_value, restored))
+    for (layer, _, head), patched in zip(variants, logits):
+        value = fn(patched)
+        restored = (value - target_value) / span if abs(span) > 1e-12 else math.nan
+        records.append((hook, layer, -1 if head is None else head, name, value, source_value, target_value, restored))
     return pd.DataFrame.from_records(records, columns=COLUMNS)
 
 

@@ -94,9 +94,17 @@ def test_sweep_frames_and_figures(tiny_llama, llama_run):
     assert np.asarray(patching_figure(heads).data[0].z).shape == (n_layers, n_heads)
 
 
+def test_batched_patches_equal_one_at_a_time(tiny_llama, llama_run):
+    where = siblings(llama_run, [2])
+    batched = activation_patching(tiny_llama, llama_run, where, hook="z", batch_size=5)  # 12 variants: 5 + 5 + 2
+    single = activation_patching(tiny_llama, llama_run, where, hook="z", batch_size=1)
+    np.testing.assert_allclose(batched["value"], single["value"], rtol=1e-4, atol=1e-7)
+    assert batched["value"].nunique() == len(batched)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(hook="resid_mid"), "unknown hook"), (dict(heads=[0]), "heads apply"), (dict(layers=[9]), "layers"),
-    (dict(hook="z", heads=[7]), "heads"), (dict(metric="kl"), "unknown metric"),
+    (dict(hook="z", heads=[7]), "heads"), (dict(metric="kl"), "unknown metric"), (dict(batch_size=0), "batch_size"),
 ])
 def test_bad_arguments_are_refused(tiny_llama, llama_run, kwargs, message):
     with pytest.raises(InvalidInputError, match=message):
