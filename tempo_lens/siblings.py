@@ -93,8 +93,12 @@ def run_view(source: RunSource, model: Any = None) -> RunView:
             f"expected a GenerationResult, CapturedRun or TokenLayout, got {type(source).__name__}"
         )
     meta = getattr(source, "meta", {}) or {}
-    source_name = getattr(source, "next_token_source", None) or meta.get("next_token_source") or "mixture"
-    mode = getattr(source, "mode", "isolated")
+    config = getattr(source, "config", None)  # settings may sit on the result or on its generation config
+
+    def setting(name: str, default: str) -> str:
+        return getattr(source, name, None) or getattr(config, name, None) or meta.get(name) or default
+
+    source_name, mode = setting("next_token_source", "mixture"), setting("mode", "isolated")
     return RunView(layout, list(source.token_strings), mode if mode in MODES else "isolated", source_name,
                    str(getattr(source, "name", "run")))
 

@@ -44,3 +44,16 @@ def test_reader_rows():
     assert output_rows(lay, 2, "mixture")[0] == [6, 7, 8]
     with pytest.raises(InvalidInputError):
         reader_rows(lay, 3)
+
+
+def test_run_view_reads_settings_from_the_result_its_config_or_meta():
+    from types import SimpleNamespace
+
+    lay = layout()
+    strings = [f"t{i}" for i in range(len(lay))]
+    on_config = SimpleNamespace(layout=lay, token_strings=strings, config=SimpleNamespace(next_token_source="top", mode="visible"))
+    in_meta = SimpleNamespace(layout=lay, token_strings=strings, meta={"next_token_source": "last"}, mode="visible", name="saved")
+    assert (run_view(on_config).next_token_source, run_view(on_config).mode) == ("top", "visible")
+    assert (run_view(in_meta).next_token_source, run_view(in_meta).name) == ("last", "saved")
+    with pytest.raises(InvalidInputError, match="expected a GenerationResult"):
+        run_view(object())

@@ -73,7 +73,7 @@ def _terms(model: "TransformerBridge", cache: dict[str, Tensor], rows: list[int]
 
 
 def _unembed_directions(model: "TransformerBridge", cache: dict[str, Tensor], rows: list[int], token_ids: list[int]
-                        ) -> tuple[Float[Tensor, "row d_model token"], Float[Tensor, "token"]]:
+                        ) -> tuple[Float[Tensor, "row d_model sibling"], Float[Tensor, "sibling"]]:
     """Per row, the frozen-scale direction each term is read along, and the constant ``final_bias`` per token."""
     norm = model.ln_final.original_component
     x, scale = cache["ln_final.hook_in"][rows].float(), cache["ln_final.hook_scale"][rows].float()
