@@ -131,6 +131,25 @@ class TokenLayout:
             raise IndexError(f"no step {step} (the layout has {self.n_steps} steps)")
         return range(indices[0], indices[-1] + 1)
 
+    def physical_index(self, step: int, rank: int) -> int:
+        """The physical index of sibling ``rank`` (0 = most likely) of ``step``; step -1 indexes the prompt."""
+        r = range(self.n_prompt) if step == PROMPT_STEP else self.step_range(step)
+        if not 0 <= rank < len(r):
+            raise IndexError(f"step {step} has {len(r)} token(s); no rank {rank}")
+        return r.start + rank
+
+    def rank_of(self, index: int) -> int:
+        """A token's rank among its step's siblings (its prompt index for a prompt token)."""
+        step = self.steps[index]
+        return index - (0 if step == PROMPT_STEP else self.step_range(step).start)
+
+    def unpruned(self) -> "TokenLayout":
+        """A copy with every pruning decision undone (the same tokens, nothing hidden)."""
+        copy = TokenLayout.from_dict(self.to_dict())
+        copy.pruned_at = [NOT_PRUNED] * len(copy)
+        copy.prune_scores = [float("nan")] * len(copy)
+        return copy
+
     def step_sizes(self) -> list[int]:
         sizes = [0] * self.n_steps
         for s in self.steps:

@@ -10,6 +10,7 @@ from ..capture import CapturedAttention
 from ..layout import TokenLayout
 from ..pruning import PruneEvent
 from ..schedules import ThresholdSchedule
+from ..text import bracketed
 from .config import GenerationConfig
 
 
@@ -114,15 +115,8 @@ class GenerationResult:
 
     @property
     def text(self) -> str:
-        """The prompt, then per step the token or ``[a/b/c]``; pruned alternatives as ``~~b~~``."""
-        parts = [self.prompt_text]
-        for record in self.steps:
-            if len(record.tokens) == 1:
-                parts.append(record.tokens[0])
-                continue
-            shown = [f"~~{t}~~" if pruned else t for t, pruned in zip(record.tokens, record.pruned)]
-            parts.append("[" + "/".join(shown) + "]")
-        return "".join(parts)
+        """The prompt, then per step the token or ``[a/b/c]`` (whitespace siblings visible); pruned as ``~~b~~``."""
+        return self.prompt_text + "".join(bracketed(r.tokens, r.pruned) for r in self.steps)
 
     @property
     def threshold(self) -> float:
