@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from .config import TARGETS, BenchConfig
-from .harness import PERF, Block, interleave, pooled_median, ratio, table
+from .harness import PERF, Block, interleave, paths_label, pooled_median, ratio, table
 from .memory import peak, reset_peak, rss_mb, run_child
 from .steps import device_of
 
@@ -132,7 +132,8 @@ def add_memory(result: dict, cfg: BenchConfig, log: Callable[[str], None] = prin
     for row in result["rows"]:
         log(f"... sweep memory: {result['model']['name']}, {row['variant']}")
         spec = {"model": result["model_path"], "device": result["device"], "batch": row["batch"],
-                "prompts": prompts[:max(1, row["batch"])], "settings": result["settings"]}
+                "prompts": prompts[:max(1, row["batch"])], "settings": result["settings"],
+                "paths": result["model"]["fast_paths"]}
         row["memory"] = run_child(["--sweep-child", json.dumps(spec)])
 
 
@@ -144,7 +145,8 @@ def child_measure(spec: dict) -> dict:
 
     if spec["batch"] and batch_generator() is None:
         return {"skipped": MISSING}
-    model = load_model(spec["model"], device=spec["device"])
+    model = load_model(spec["model"], device=spec["device"], fast=False)
+    match_paths(model, spec.get("paths", []))
     device = torch.device(spec["device"])
     gc.collect()
     before = rss_mb()
@@ -153,6 +155,17 @@ def child_measure(spec: dict) -> dict:
     results = run_prompts(model, spec["prompts"], spec["batch"], spec["settings"])
     seconds = PERF() - t0
     return {**peak(device, before), "method": method, "seconds": seconds, "tokens": _generated(results)[1]}
+
+
+def match_paths(model: "TransformerBridge", paths: Sequence[str]) -> None:
+    """Switch on the fast paths the parent's model ran with (the default may differ with the free memory)."""
+    from tempo_lens.cpu_linears import install_prepacked_linears
+    from tempo_lens.fast_norms import skip_unobserved_norm_statistics
+
+    if any(p.startswith("fast norms") for p in paths):
+        skip_unobserved_norm_statistics(model)
+    if any(p.startswith("prepacked linears") for p in paths):
+        install_prepacked_linears(model)
 
 
 def bench_sweep(model: "TransformerBridge", cfg: BenchConfig, model_path: str | None = None,
@@ -196,7 +209,8 @@ def format_sweep(sw: dict) -> list[str]:
             continue
         s = m["settings"]
         out.append(f"{m['model']['name']} on {m['device']}: {m['prompts']} prompts x {m['steps']} steps, "
-                   f"threshold {s.get('threshold')}, mode {s.get('mode')}")
+                   f"threshold {s.get('threshold')}, mode {s.get('mode')}; default settings, "
+                   f"{paths_label(m['model'].get('fast_paths', []))}")
         out.append(table(
             ["variant", "pass s", "steps/s", "tokens/s", "speed-up", "ms/forward", "rows != generate", "peak RSS MB", "rise MB"],
             [[r["variant"], f"{r['seconds']:.2f}", f"{r['steps_per_s']:.1f}", f"{r['tokens_per_s']:.1f}",

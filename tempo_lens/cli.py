@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--model", default=None)
     a.add_argument("--quick", action="store_true", help="skip the multi-prompt validation (for smoke runs)")
     a.set_defaults(func=cmd_analyze)
+    for command in sub.choices.values():
+        command.add_argument("--no-fast", action="store_true", default=argparse.SUPPRESS,
+                             help="load models with the stock TransformerBridge paths (sets TEMPO_LENS_FAST=0)")
     return parser
 
 
@@ -205,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault(name, value)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "no_fast", False):
+        os.environ["TEMPO_LENS_FAST"] = "0"
     try:
         return int(args.func(args) or 0)
     except TempoLensError as exc:

@@ -162,11 +162,13 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     device_map: str | dict | None = None,
+    fast: bool | None = None,
 ) -> Any:
     """A TransformerLens ``TransformerBridge`` ready for TEMPO: eager attention, eval mode, working KV cache.
 
     ``None`` loads the embedded SmolLM2-135M-Instruct; any Hugging Face name or local directory works
-    too. ``device_map`` passes through (multi-GPU models); it excludes ``device``.
+    too. ``device_map`` passes through (multi-GPU models); it excludes ``device``. The exact speed paths
+    of :mod:`tempo_lens.fast_paths` are on unless ``fast=False`` or ``TEMPO_LENS_FAST=0``.
     """
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -192,6 +194,9 @@ def load_model(
         ) from exc
     bridge.eval()
     ensure_kv_cache(bridge)
+    from .fast_paths import apply_fast_paths
+
+    apply_fast_paths(bridge, fast)
     bridge.tempo_lens_model_name = EMBEDDED_MODEL_NAME if name_or_path is None else str(name_or_path)
     return bridge
 
