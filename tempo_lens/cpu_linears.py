@@ -10,10 +10,10 @@ copy holds a second copy of the linear weights while active. It packs on entry, 
 entering are used. Where oneDNN is unavailable it changes nothing (``available`` says which).
 
 :func:`install_prepacked_linears` makes it permanent (what :mod:`tempo_lens.fast_paths` does by default):
-each linear then runs :class:`PackedLinearForward`, which takes the stock ``F.linear`` path whenever the
-packed one would be wrong (autograd wants the weight or the input, or they are not fp32 on CPU) and
-repacks when the weight is replaced or edited in place (its version counter moves). An edit through
-``weight.data``, which autograd does not see either, is not noticed: install again after one.
+each linear then runs :class:`PackedLinearForward`, which takes the stock ``F.linear`` path for one row
+and whenever the packed one would be wrong (autograd wants the weight or the input, or they are not fp32
+on CPU), and repacks when the weight is replaced or edited in place (its version counter moves). An edit
+through ``weight.data``, which autograd does not see either, is not noticed: install again after one.
 
 Example::
 
@@ -100,8 +100,10 @@ def _restore_forwards(modules: list[torch.nn.Linear], forwards: list[Any]) -> No
 class PackedLinearForward:
     """An ``nn.Linear``'s permanent forward on a prepacked copy of its weight, with the stock path as fallback.
 
-    The stock ``F.linear`` runs when autograd needs the weight or the input, or either is not fp32 on CPU;
-    the weight is repacked when it is replaced or edited in place. Copies and pickles drop the packed
+    The stock ``F.linear`` runs for a single row (a one-token decode: there MKL reads each weight once
+    and is as fast or faster, and the result is the stock one bit for bit), when autograd needs the weight
+    or the input, or when either is not fp32 on CPU; the weight is repacked when it is replaced or edited
+    in place. Copies and pickles drop the packed
     tensor (oneDNN's opaque tensors cannot be copied) and repack on first use.
     """
 
@@ -112,7 +114,7 @@ class PackedLinearForward:
     def __call__(self, x: Tensor) -> Tensor:
         module = self.module
         weight = module.weight
-        if (x.dtype != torch.float32 or x.device.type != "cpu"
+        if (x.numel() <= x.shape[-1] or x.dtype != torch.float32 or x.device.type != "cpu"
                 or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
             return torch.nn.functional.linear(x, weight, module.bias)
         key = _weight_key(weight)

@@ -61,6 +61,7 @@ def test_installed_forward_repacks_falls_back_and_copies(stock_llama):
     x = torch.randn(3, module.in_features)
     with torch.no_grad():
         before = module(x)
+        assert torch.equal(module(x[:1]), torch.nn.functional.linear(x[:1], module.weight))  # one row: stock kernel
         module.weight.mul_(2.0)  # in place: the version counter moves
         after = module(x)
         assert (after - 2 * before).abs().max().item() < 1e-4
