@@ -27,7 +27,7 @@ analyze: $(STAMP)
 	$(PY) -m tempo_lens.cli analyze analyses $(if $(MODEL),--model "$(MODEL)")
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 check-page: $(STAMP)
 	bash scripts/check_page.sh

@@ -4,9 +4,10 @@ Two parity-tested paths change how a forward is computed, never what it computes
 
 - fast norms (:mod:`tempo_lens.fast_norms`): a norm bridge skips the ``hook_scale`` / ``hook_normalized``
   statistics while nothing is attached to either hook point (bit-identical; any device and dtype);
-- prepacked linears (:mod:`tempo_lens.cpu_linears`): fp32 CPU linear layers run on oneDNN with prepacked
-  weights, so a step with 2-8 siblings costs about what a one-token decode does (logits within 1e-4 of
-  the stock ones). They keep a second copy of the linear weights, so by default they are applied only
+- prepacked linears (:mod:`tempo_lens.cpu_linears`): fp32 CPU linear layers fed two or more rows run on
+  oneDNN with prepacked weights, so a step with 2-8 siblings, or a batch, costs about what a one-token
+  decode does per weight read (logits within 1e-4 of the stock ones; a single row keeps the stock kernel
+  and its bits). They keep a second copy of the linear weights, so by default they are applied only
   where that copy takes at most a quarter of the free memory (``fast=True`` applies them regardless).
 
 The one switch: ``load_model(..., fast=False)``, or the environment variable ``TEMPO_LENS_FAST=0``
