@@ -8,7 +8,7 @@ Two parity-tested paths change how a forward is computed, never what it computes
   oneDNN with prepacked weights, so a step with 2-8 siblings, or a batch, costs about what a one-token
   decode does per weight read (logits within 1e-4 of the stock ones; a single row keeps the stock kernel
   and its bits). They keep a second copy of the linear weights, so by default they are applied only
-  where that copy takes at most a quarter of the free memory (``fast=True`` applies them regardless).
+  where that copy takes at most half of the free memory (``fast=True`` applies them regardless).
 
 The one switch: ``load_model(..., fast=False)``, or the environment variable ``TEMPO_LENS_FAST=0``
 (``tempo-lens --no-fast`` sets it), loads the stock TransformerBridge. :func:`stock_paths` sets both
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 ENV = "TEMPO_LENS_FAST"
 _OFF, _ON, _AUTO = {"0", "false", "off", "no"}, {"1", "true", "on", "yes"}, {"", "auto"}
-PACKED_SHARE_OF_FREE = 0.25   # prepack by default only where the packed copy takes at most this share of free memory
+PACKED_SHARE_OF_FREE = 0.5   # prepack by default only where the packed copy takes at most this share of free memory
 
 
 def fast_setting(fast: bool | None = None) -> bool | None:
@@ -51,7 +51,7 @@ def apply_fast_paths(model: "TransformerBridge", fast: bool | None = None) -> li
     """Switch the exact speed paths on where they apply; returns a description of each path now on.
 
     ``fast`` is the switch (None: ``TEMPO_LENS_FAST``, else the default): False changes nothing, True also
-    applies the prepacked linears where their copy takes more than a quarter of the free memory.
+    applies the prepacked linears where their copy takes more than half of the free memory.
     Calling it again repacks the linears (after editing weights through ``.data``).
     """
     from .generation.memory import available_bytes
