@@ -1,14 +1,16 @@
 """`make bench`: what TEMPO costs when it is done only through TransformerLens hook points.
 
 Every number printed is a *ratio* of two variants measured side by side in one run
-(:mod:`benchmarks.harness`); nothing here is a timed assertion. Each section is one module:
+(:mod:`benchmarks.harness`); nothing here is a timed assertion. Every section runs with the default
+settings of ``tempo_lens.load_model`` (the fast paths of ``tempo_lens.fast_paths`` on) and says so;
+"stock" variants force the fast paths off. Each section is one module:
 
 1. parallel tokens almost free: TEMPO step with k siblings (hooks on) / plain one-token decode
    (:mod:`~benchmarks.parallel`); 1b: the model's linear layers alone with k rows (what limits 1), 1c: 1 again
-   with oneDNN-prepacked linear weights, the opt-in `tempo_lens.cpu_linears` (:mod:`~benchmarks.linear`)
+   with the fast paths forced off (:mod:`~benchmarks.linear`)
 2. hooks cheap: TEMPO step with hooks on / the same step with hooks off (equal work; :mod:`~benchmarks.parallel`)
 3. linear, not quadratic: cached TEMPO step vs a naive full recompute, contexts 32..1024 (:mod:`~benchmarks.scaling`)
-4. TransformerLens overhead: bridge cached decode / raw HF eager cached decode (:mod:`~benchmarks.overhead`),
+4. TransformerLens overhead: bridge cached decode (defaults, and stock) / raw HF eager cached decode (:mod:`~benchmarks.overhead`),
    plus a profile (:mod:`~benchmarks.profiling`)
 5. capture: pattern capture on all layers / no capture, plus bytes stored per step (:mod:`~benchmarks.capture`)
 6. analysis throughput: every report metric over 100 synthetic steps shaped like the reference (:mod:`~benchmarks.analysis`)
