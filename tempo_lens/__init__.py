@@ -14,7 +14,7 @@ __version__ = "0.2.0"
 _EXPORTS = {
     "load_model": "model",
     "GenerationConfig": "generation", "generate": "generation", "generate_batch": "generation",
-    "GenerationResult": "generation",
+    "GenerationResult": "generation", "load_result": "generation",
     "replay": "replay",
     "load_experiment": "experiment", "save_experiment": "experiment", "run_experiment": "experiment",
     "load_config": "experiment",
@@ -44,7 +44,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .capture import CapturedRun, CaptureSpec
     from .experiment import load_config, load_experiment, run_experiment, save_experiment
-    from .generation import GenerationConfig, GenerationResult, generate, generate_batch
+    from .generation import GenerationConfig, GenerationResult, generate, generate_batch, load_result
     from .hooks import (
         PatternRecorder,
         attention_bias_hooks,

@@ -164,7 +164,7 @@ def as_run(source: Any, name: str | None = None) -> CapturedRun:
     if isinstance(source, CapturedRun):
         return source
     if hasattr(source, "layout") and hasattr(source, "capture") and hasattr(source, "to_json_dict"):
-        return CapturedRun.from_result(source, name=name or f"{source.mode}")
+        return CapturedRun.from_result(source, name=name or f"{source.mode}-0")
     raise InvalidInputError(
         f"expected a captured run or a generation result, got {type(source).__name__}; "
         "pass generate(..., capture=True)'s result, a run of load_experiment(...).runs, or a list of them"
@@ -178,5 +178,5 @@ def as_runs(source: Any) -> list[CapturedRun]:
     if hasattr(source, "runs") and not isinstance(source, (list, tuple)):
         source = source.runs
     if isinstance(source, Iterable) and not isinstance(source, (str, bytes, np.ndarray)):
-        return [as_run(item, name=f"run{i}") for i, item in enumerate(source)]
+        return [as_run(item, name=f"{item.mode}-{i}" if not isinstance(item, CapturedRun) else None) for i, item in enumerate(source)]
     return [as_run(source)]

@@ -139,3 +139,16 @@ class GenerationResult:
             "stop_reason": self.stop_reason,
             "pruning": self.pruning,
         }
+
+    def save(self, directory, *, overwrite: bool = False):
+        """Write this result (settings, layout, capture) to a folder; :func:`load_result` reads it back."""
+        from .saved import save_result
+
+        return save_result(self, directory, overwrite=overwrite)
+
+    def to_dataframe(self):
+        """One row per token: physical index, step, rank, logical position, token, probability, pruning."""
+        from .saved import token_table
+
+        return token_table(self)
+
