@@ -93,10 +93,10 @@ def bench_prepacked(model: "TransformerBridge", cfg: BenchConfig) -> dict:
         ids, probs, _ = select_siblings(ctx.distribution, 0.0, k_max)
         ctx.layout.append_step(ids, probs)
         with hooks_ctx(model, ctx.hooks):
-            stock = forward_step(model, ids, ctx.cache, ctx.device)
+            stock = forward_step(model, [ids], ctx.cache)[0]
             ctx.cache.crop(-k_max)
             with fast.active():
-                packed = forward_step(model, ids, ctx.cache, ctx.device)
+                packed = forward_step(model, [ids], ctx.cache)[0]
             ctx.rollback(k_max)
     parity = float((stock - packed).abs().max())
     variants: dict[str, Block] = {

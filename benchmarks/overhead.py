@@ -54,7 +54,7 @@ def _parity_bridge_vs_hf(ctx: FixedContext, k: int) -> float:
         ids, probs, _ = select_siblings(ctx.distribution, 0.0, k)
         ctx.layout.append_step(ids, probs)
         with hooks_ctx(ctx.model, ctx.hooks):
-            bridge = forward_step(ctx.model, ids, ctx.cache, ctx.device)
+            bridge = forward_step(ctx.model, [ids], ctx.cache)[0]
         hf = hf_tempo_forward(ctx, ids)
         ctx.cache.crop(-k)
         ctx.rollback(k, hf=True)

@@ -45,7 +45,7 @@ class FixedContext:
         self.hooks = tempo_hooks(model, self.layout, mode)
         with torch.no_grad():
             self.cache = new_cache(model)
-            logits = forward_step(model, ids, self.cache, self.device)
+            logits = forward_step(model, [ids], self.cache)[0]
             self.distribution = torch.softmax(logits[-1].float(), dim=-1)
             self.hf_cache = None
             if hf is not None:
@@ -111,7 +111,7 @@ def _decode_block(ctx: FixedContext, forward: Callable[[int], Tensor], hf: bool,
 
 def plain_decode_block(ctx: FixedContext, probe: Any = NO_PROBE) -> Block:
     """Ordinary cached decoding through the bridge, no hooks."""
-    return _decode_block(ctx, lambda token: forward_step(ctx.model, [token], ctx.cache, ctx.device)[-1], False, probe)
+    return _decode_block(ctx, lambda token: forward_step(ctx.model, [[token]], ctx.cache)[0][-1], False, probe)
 
 
 def _tempo_block(ctx: FixedContext, k: int, forward: Callable[[list[int]], Tensor], hooks: list,
@@ -148,7 +148,7 @@ def tempo_step_block(
     ``after_forward`` runs inside the timed region (capture).
     """
     hooks = (ctx.hooks if hooks_on else []) + (extra_hooks or [])
-    return _tempo_block(ctx, k, lambda ids: forward_step(ctx.model, ids, ctx.cache, ctx.device), hooks,
+    return _tempo_block(ctx, k, lambda ids: forward_step(ctx.model, [ids], ctx.cache)[0], hooks,
                         after_forward, probe, lambda: ctx.rollback(k))
 
 

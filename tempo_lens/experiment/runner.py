@@ -90,7 +90,9 @@ def run_experiment(
             progress(f"{config.name}: {len(indices)} prompt(s), {mode}")
         settings = config.generation.replace(mode=mode)
         results = generate_batch(model, [config.prompts[i] for i in indices], settings, batch_size=config.batch_size)
-        for index, result in zip(indices, results):
+        for done, (index, result) in enumerate(zip(indices, results), start=1):
+            if progress:
+                progress(f"{config.name}: prompt {index + 1}/{len(config.prompts)} {mode}: controls ({done}/{len(indices)})")
             name = f"p{index:02d}-{mode}"
             run = CapturedRun.from_result(result, name=name, variant="generated", prompt_index=index)
             group = runs[(index, mode)] = [run]

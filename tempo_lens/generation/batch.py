@@ -148,6 +148,8 @@ def generate_batch(
     for first in range(0, len(prompts), batch_size):
         chunk = prompts[first : first + batch_size]
         rows = [GenerationRow.start(model, p, config, row=i, keep_logits=keep_logits) for i, p in enumerate(chunk)]
+        for row in rows:
+            row.warn_stacklevel = 4  # choose → _run_rows → generate_batch → caller
         _run_rows(model, rows)
         results.extend(row.result() for row in rows)
     return results
