@@ -15,7 +15,7 @@ _EXPORTS = {
     "load_model": "model",
     "GenerationConfig": "generation", "generate": "generation", "generate_batch": "generation",
     "GenerationResult": "generation", "load_result": "generation",
-    "replay": "replay",
+    "replay": "replaying",
     "load_experiment": "experiment", "save_experiment": "experiment", "run_experiment": "experiment",
     "load_config": "experiment",
     "TokenLayout": "layout",
@@ -60,4 +60,4 @@ if TYPE_CHECKING:
     from .layout import TokenLayout
     from .model import load_model
     from .pruning import AttentionPruning, SimilarityPruning
-    from .replay import replay
+    from .replaying import replay

@@ -295,7 +295,7 @@ def fractional_positions(layout: TokenLayout, spacing: float = 1e-3) -> Float[Te
     """Near-identical distinct positions: the r-th sibling of a step sits at ``logical + r * spacing``.
 
     Returns a float32 ``[n_tokens]`` tensor for :func:`rope_position_hooks` / :func:`tempo_hooks`
-    (``positions=``) or :func:`tempo_lens.replay.replay`, which evaluate the rotary embedding there at
+    (``positions=``) or :func:`tempo_lens.replay`, which evaluate the rotary embedding there at
     ``rotary_emb.hook_cos`` / ``hook_sin`` (RoPE models only: learned tables refuse fractions).
     Positions are float32 (as the rotary embedding computes them), so far into a long context a small
     spacing can round siblings onto one position; that, or a spacing that reaches the next logical

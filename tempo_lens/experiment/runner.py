@@ -78,7 +78,7 @@ def run_experiment(
     """Generate every (prompt, mode) of the config (this shard's prompts only), with capture and controls."""
     from ..generation import generate_batch
     from ..model import load_model
-    from ..replay import replay
+    from ..replaying import replay
 
     model = model if model is not None else load_model(config.model, dtype=config.dtype)
     indices = list(range(len(config.prompts)))
