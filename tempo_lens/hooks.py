@@ -46,14 +46,16 @@ def _attn_score_hook_names(model: Any, layers: Iterable[int] | None = None) -> l
 def _positions_of(source: PositionSource) -> tuple[Callable[[], Tensor], Any]:
     """(a function giving the positions of every physical token, memo key) for a layout, tensor or callable.
 
-    For a layout the key comes from its version alone, so a memo hit builds no tensor.
+    For a layout the key comes from its version alone, so a memo hit builds no tensor. A tensor (edited
+    in place or not) and a callable's result are keyed by their values, so a memo never outlives them.
     """
     if isinstance(source, TokenLayout):
         return (lambda: source.positions("shared")), ("layout", id(source), source.version)
-    if isinstance(source, Tensor):
-        return (lambda: source), ("tensor", id(source))
-    positions = source()
-    return (lambda: positions), ("callable", id(positions))
+    positions = source if isinstance(source, Tensor) else source()
+    if not isinstance(positions, Tensor):
+        raise InvalidInputError(f"positions must be a TokenLayout, a tensor or a callable returning one, got {type(positions).__name__}")
+    values = positions.detach().to("cpu", torch.float64).numpy().tobytes()
+    return (lambda: positions), ("values", tuple(positions.shape), values)
 
 
 def has_rotary(model: Any) -> bool:
@@ -66,6 +68,37 @@ def has_learned_positions(model: Any) -> bool:
     return "hook_pos_embed" in model.hook_dict and hasattr(model, "pos_embed") and not has_rotary(model)
 
 
+def _call_key(value: Any) -> Any:
+    """A comparable stand-in for one argument of a rotary call (its value when simple, else its identity)."""
+    return value if isinstance(value, (str, int, float, bool, type(None))) else ("id", id(value))
+
+
+def record_rotary_calls(rotary_bridge: Any) -> dict[str, Any]:
+    """The arguments, besides ``x`` and ``position_ids``, of the rotary embedding call in progress.
+
+    Some models call their rotary embedding more than once per forward with different arguments,
+    e.g. Gemma 3 once per attention type (``layer_type``: full attention with base 1e6, sliding with
+    1e4). ``hook_cos`` / ``hook_sin`` only see the resulting table, so a forward pre-hook on the
+    rotary bridge (installed once per module, harmless for every other hook) keeps the current call's
+    other arguments in the returned dict (``"current"``: args, kwargs, key); the position hooks pass
+    them on when they evaluate the table at the wanted positions, so each call gets its own base.
+    """
+    calls = getattr(rotary_bridge, "_tempo_lens_rotary_calls", None)
+    if calls is not None:
+        return calls
+    calls = {}
+
+    def remember(module: Any, args: tuple, kwargs: dict) -> None:
+        extra_args = tuple(args[2:])
+        extra_kwargs = {k: v for k, v in kwargs.items() if k not in ("x", "position_ids")}
+        key = (tuple(_call_key(a) for a in extra_args), tuple(sorted((k, _call_key(v)) for k, v in extra_kwargs.items())))
+        calls["current"] = (extra_args, extra_kwargs, key)
+
+    rotary_bridge.register_forward_pre_hook(remember, with_kwargs=True)
+    rotary_bridge._tempo_lens_rotary_calls = calls
+    return calls
+
+
 # ---- positions ---------------------------------------------------------------------------------
 
 def rope_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
@@ -73,9 +106,10 @@ def rope_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
 
     Targets ``rotary_emb.hook_cos`` and ``rotary_emb.hook_sin`` (``[batch, q, d_head]``) and returns the
     model's own rotary embedding (``model.rotary_emb.original_component``, which fires no hooks)
-    evaluated at the positions of the forward's last ``q`` tokens. ``positions`` is a
-    :class:`TokenLayout` (its logical positions), a float tensor with one position per physical token
-    (``[n_tokens]``), or a callable returning one. Example::
+    evaluated at the positions of the forward's last ``q`` tokens, with the other arguments of the
+    call being replaced (:func:`record_rotary_calls`: e.g. Gemma 3's ``layer_type``, so each attention
+    type keeps its own base). ``positions`` is a :class:`TokenLayout` (its logical positions), a float
+    tensor with one position per physical token (``[n_tokens]``), or a callable returning one. Example::
 
         tokens = torch.tensor([[1, 10, 11, 12, 13]])
         hooks = rope_position_hooks(model, torch.tensor([0., 1., 2., 2., 3.]))
@@ -87,21 +121,24 @@ def rope_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
             "position embeddings (GPT-2 family) or tempo_position_hooks to choose automatically."
         )
     rotary = model.rotary_emb.original_component
-    memo: dict[str, Any] = {"key": None}
+    calls = record_rotary_calls(model.rotary_emb)
+    memo: dict[Any, tuple[Any, Tensor, Tensor]] = {}  # one table per distinct call (e.g. per layer type)
 
     def cos_sin(reference: Tensor) -> tuple[Tensor, Tensor]:
+        extra_args, extra_kwargs, call_key = calls.get("current", ((), {}, ()))
         get_positions, source_key = _positions_of(positions)
         n = reference.shape[-2]
         key = (source_key, n, reference.dtype, reference.device)
-        if memo["key"] != key:
+        if call_key not in memo or memo[call_key][0] != key:
             all_positions = get_positions()
             if n > all_positions.shape[0]:
                 raise InvalidInputError(f"the forward has {n} tokens but only {all_positions.shape[0]} positions were given")
             wanted = all_positions[-n:].to(device=reference.device, dtype=torch.float32)[None, :]
             with torch.no_grad():
-                cos, sin = rotary(reference, wanted)
-            memo.update(key=key, cos=cos.to(reference.dtype), sin=sin.to(reference.dtype))
-        return memo["cos"].expand_as(reference), memo["sin"].expand_as(reference)
+                cos, sin = rotary(reference, wanted, *extra_args, **extra_kwargs)
+            memo[call_key] = (key, cos.to(reference.dtype), sin.to(reference.dtype))
+        _, cos, sin = memo[call_key]
+        return cos.expand_as(reference), sin.expand_as(reference)
 
     def hook_cos(cos: Float[Tensor, "batch q d_head"], hook: Any = None) -> Tensor:
         return cos_sin(cos)[0]

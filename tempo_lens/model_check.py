@@ -1,0 +1,124 @@
+"""Load-time checks: is a model folder usable, and can the TEMPO hooks serve a loaded model?
+
+:func:`folder_problem` reads only headers and small files: ``config.json`` and the other JSON files
+must parse, each ``*.safetensors`` file must be exactly as long as its header says (a truncated or
+padded file is named), and an index's shards must exist. :func:`hooks_problem` runs a two-token
+forward with counting hooks, so a model whose positions or attention scores cannot be reached
+through hook points is refused when it is loaded, not in the middle of a generation.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+_JSON_LIMIT = 64 * 2**20
+_DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
+                "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file is unusable (bad header, truncated, padded), or None; reads the header only."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            (n,) = struct.unpack("<Q", handle.read(8))
+            if n > size - 8:
+                return f"{path.name} is truncated ({size} bytes; its header alone claims {n + 8})"
+            header = json.loads(handle.read(n).decode("utf-8"))
+    except (struct.error, UnicodeDecodeError, ValueError):
+        return f"{path.name} has an unreadable header (not a safetensors file, or damaged)"
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            start, stop = entry["data_offsets"]
+            count = 1
+            for dim in entry["shape"]:
+                count *= dim
+        except (KeyError, TypeError, ValueError):
+            return f"{path.name} has a malformed header entry for {name!r}"
+        width = _DTYPE_BYTES.get(entry.get("dtype"))
+        if width is not None and stop - start != count * width:
+            return f"{path.name}: tensor {name!r} has {stop - start} bytes for shape {entry['shape']} ({entry['dtype']})"
+        end = max(end, stop)
+    expected = 8 + n + end
+    if size != expected:
+        return f"{path.name} is {'truncated' if size < expected else 'longer than its header says'} ({size} bytes, expected {expected})"
+    return None
+
+
+def _json_problem(path: Path) -> str | None:
+    if path.stat().st_size > _JSON_LIMIT:
+        return None
+    try:
+        json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        return f"{path.name} is not UTF-8 text (damaged)"
+    except ValueError as exc:
+        return f"{path.name} is not valid JSON ({exc})"
+    return None
+
+
+def folder_problem(directory: Path) -> str | None:
+    """Why a local model folder cannot be loaded (naming the damaged file), or None when it looks whole."""
+    if not (directory / "config.json").is_file():
+        return "no config.json (not a Hugging Face model folder)"
+    for path in sorted(directory.glob("*.json")):
+        problem = _json_problem(path)
+        if problem:
+            return problem
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    if not isinstance(config, dict) or not (config.get("model_type") or config.get("architectures")):
+        return "config.json names no model_type (not a model config)"
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        shards = set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values())
+        missing = sorted(s for s in shards if not (directory / s).is_file())
+        if missing:
+            return f"weight shards listed in {index.name} are missing: {', '.join(missing)}"
+    weights = sorted(directory.glob("*.safetensors"))
+    if not weights and not any(directory.glob(pattern) for pattern in ("*.bin", "*.pt", "*.pth")):
+        return "no weights (*.safetensors or pytorch_model*.bin)"
+    for path in weights:
+        problem = safetensors_problem(path)
+        if problem:
+            return problem
+    return None
+
+
+def hooks_problem(model: Any) -> str | None:
+    """What a loaded bridge lacks for TEMPO (positions, score masks, patterns), or None.
+
+    Besides the hook names, a tiny forward checks that the position hook and the score hooks fire.
+    """
+    import torch
+
+    from .hooks import has_learned_positions, has_rotary
+
+    if has_rotary(model):
+        position_hook = "rotary_emb.hook_cos"
+    elif has_learned_positions(model):
+        position_hook = "hook_pos_embed"
+    else:
+        return "it exposes neither rotary_emb.hook_cos / hook_sin (RoPE) nor hook_pos_embed (learned positions)"
+    needed = [position_hook] + [f"blocks.{layer}.attn.{hook}" for layer in range(model.cfg.n_layers) for hook in ("hook_attn_scores", "hook_pattern")]
+    absent = [name for name in needed if name not in model.hook_dict]
+    if absent:
+        return f"it has no {absent[0]} hook point" + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else "")
+    fired: set[str] = set()
+
+    def count(tensor: Any, hook: Any) -> None:
+        fired.add(hook.name)
+
+    probe = [position_hook, "blocks.0.attn.hook_attn_scores"]
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        model.run_with_hooks(torch.zeros(1, 2, dtype=torch.long, device=device), fwd_hooks=[(name, count) for name in probe])
+    silent = [name for name in probe if name not in fired]
+    if silent:
+        return f"{silent[0]} exists but never fires in a forward (its {'positions' if silent[0] == position_hook else 'scores'} are computed elsewhere)"
+    return None
