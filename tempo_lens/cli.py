@@ -13,11 +13,15 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from . import models_command
 from .errors import InvalidInputError, TempoLensError
 
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 # Spinning OpenMP threads make a shared 2-core machine up to 20x slower; must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+DTYPE_CHOICES = ("float32", "bfloat16", "float16")
 
 
 def _progress(message: str) -> None:
@@ -90,7 +94,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     pruning = AttentionPruning(_prune_threshold(args.prune_threshold)) if args.prune_threshold is not None else None
     if args.prune_similarity is not None:
         pruning = SimilarityPruning(_similarity(args.prune_similarity))
-    model = load_model(args.model)
+    model = load_model(args.model, dtype=args.dtype)
     result = generate(
         model, prompt, threshold=threshold, max_steps=max_steps, mode=args.mode, max_parallel=max_parallel,
         min_steps=min_steps, next_token_source=args.next_token_source, threshold_schedule=schedule,
@@ -112,7 +116,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.model = args.model
     out = shard_folder(Path(args.out) if args.out else Path("runs") / config.name, shard)
     check_can_write(out, args.overwrite)  # before the run, so a refusal costs nothing
-    experiment = run_experiment(config, shard=shard, progress=_progress)
+    model = None
+    if args.dtype:
+        from .model import load_model
+
+        model = load_model(config.model, dtype=args.dtype)
+    experiment = run_experiment(config, model, shard=shard, progress=_progress)
     path = save_experiment(experiment, out, overwrite=args.overwrite)
     _progress(f"wrote {path}")
     return 0
@@ -121,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .report.pipeline import analyze
 
-    analyze(Path(args.folder), model=args.model, progress=_progress, quick=args.quick)
+    analyze(Path(args.folder), model=args.model, progress=_progress, quick=args.quick, dtype=args.dtype)
     return 0
 
 
@@ -138,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="generate with TEMPO and print the bracketed text (or JSON)")
     g.add_argument("prompt")
-    g.add_argument("--model", default=None, help="HF name or local directory (default: embedded SmolLM2-135M-Instruct)")
+    g.add_argument("--model", default=None, help="zoo name (`tempo-lens models`), HF name or local directory (default: smollm2-135m)")
     g.add_argument("--threshold", default="0.1", help="selection threshold in (0, 1] (default 0.1)")
     g.add_argument("--threshold-schedule", default=None, help="bezier:FINAL[:P1:P2] or relu:FINAL:KNEE")
     g.add_argument("--max-steps", default="10")
@@ -152,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the tokenizer's chat template")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--json", action="store_true", help="print one JSON object")
+    g.add_argument("--dtype", choices=DTYPE_CHOICES, default=None, help="model dtype (default float32)")
     g.set_defaults(func=cmd_generate)
 
     r = sub.add_parser("run", help="run an experiment config (TOML) into a folder")
@@ -160,13 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--shard", default=None, help="i/n: run every n-th prompt starting at i")
     r.add_argument("--model", default=None, help="override the config's model")
     r.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    r.add_argument("--dtype", choices=DTYPE_CHOICES, default=None, help="model dtype (default float32)")
     r.set_defaults(func=cmd_run)
 
     a = sub.add_parser("analyze", help="run the experiments of a folder of configs and write the findings report")
     a.add_argument("folder", nargs="?", default="analyses")
     a.add_argument("--model", default=None)
     a.add_argument("--quick", action="store_true", help="skip the multi-prompt validation (for smoke runs)")
+    a.add_argument("--dtype", choices=DTYPE_CHOICES, default=None, help="model dtype (default float32)")
     a.set_defaults(func=cmd_analyze)
+    models_command.add_parser(sub)
     return parser
 
 

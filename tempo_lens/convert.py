@@ -2,10 +2,11 @@
 
 Order matters: the parts' joined size and sha256 are checked before anything is written; a failed
 check refuses and leaves nothing. The parts are then joined by streaming (never the whole file in
-memory), dequantised by transformers (``from_pretrained(dir, gguf_file=...)``), and re-homed in a
-model rebuilt from the same config without its GGUF quantisation flag: built on the meta device and
-filled with ``load_state_dict(..., assign=True)``, so the tensors are moved rather than copied and the
-peak stays near one fp32 copy. Everything is written into a temporary folder that a lock marks as
+memory) and dequantised by transformers' GGUF reader (the one behind ``from_pretrained(dir,
+gguf_file=...)``, bit-identical to it) into a model built from the GGUF's config without a
+quantisation flag on the meta device and filled with ``load_state_dict(..., assign=True)``: the
+tensors are moved rather than copied, so the peak stays near one fp32 copy (``from_pretrained``
+followed by a rebuild holds about two). Everything is written into a temporary folder that a lock marks as
 owned by this process (:func:`tempo_lens.atomic.owned_atomic_directory`); the completion marker
 (:mod:`tempo_lens.model_cache`) is written last and the folder is swapped into place.
 """
@@ -109,10 +110,14 @@ def _check_free_space(model: ZooModel, folder: Path, joining: bool) -> None:
         )
 
 
-def convert(model: ZooModel, target: Path) -> None:
-    """Check, join, dequantise and write ``model`` into ``target`` atomically (see the module docstring)."""
-    paths = part_paths(model)
-    verify_parts(model, paths)
+def convert(model: ZooModel, target: Path, paths: list[Path] | None = None) -> None:
+    """Check, join, dequantise and write ``model`` into ``target`` atomically (see the module docstring).
+
+    ``paths``: parts already checked by :func:`verify_parts` (else they are checked here).
+    """
+    if paths is None:
+        paths = part_paths(model)
+        verify_parts(model, paths)
     target.parent.mkdir(parents=True, exist_ok=True)
     _check_free_space(model, target.parent, joining=len(paths) > 1)
     started = time.perf_counter()
@@ -126,9 +131,9 @@ def convert(model: ZooModel, target: Path) -> None:
             gguf = paths[0]
         try:
             dequantise(gguf, tmp, model.title)
-        except Exception as exc:  # e.g. SafetensorError on a full disk: not an OSError
-            if isinstance(exc, OSError):
-                raise
+        except (ModelUnavailableError, OSError):
+            raise
+        except Exception as exc:  # e.g. safetensors' SafetensorError on a full disk, which is no OSError
             raise ModelUnavailableError(f"converting {model.name!r} into {tmp} failed: {exc}; check free space and retry") from exc
         if gguf.parent == tmp:
             gguf.unlink()
@@ -161,6 +166,8 @@ def converted_dir(model: ZooModel) -> Path:
     target = cache_root() / model.cache_name
     if cache_problem(target) is None:
         return target
+    paths = part_paths(model)
+    verify_parts(model, paths)  # before anything is written, the lock file included
     with conversion_lock(target):
         problem = cache_problem(target)  # another process may have converted it meanwhile
         if problem is None:
@@ -173,5 +180,5 @@ def converted_dir(model: ZooModel) -> Path:
         for leftover in remove_abandoned(target.parent, tmp_prefix(target)) + backups(target):
             progress(f"removing {leftover.name} left by an interrupted conversion.")
             shutil.rmtree(leftover, ignore_errors=True)
-        convert(model, target)
+        convert(model, target, paths)
     return target

@@ -111,6 +111,8 @@ def _boot(path: str, name: str, kwargs: dict[str, Any]) -> Any:
         raise
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:  # damaged files, shape mismatches
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "mismatched_sizes" in first or "size mismatch" in first:
+            first = "config.json does not match the shapes of the weights (a damaged or foreign config.json)"
         raise ModelUnavailableError(
             f"Could not load model {name!r}: {first[:400]}. Check the name or folder (config.json and weights must "
             "agree); offline, pass a zoo name, a local directory or a model already in the Hugging Face cache."

@@ -2,7 +2,8 @@
 
 :func:`folder_problem` reads only headers and small files: ``config.json`` and the other JSON files
 must parse, each ``*.safetensors`` file must be exactly as long as its header says (a truncated or
-padded file is named), and an index's shards must exist. :func:`hooks_problem` runs a two-token
+padded file is named), an index's shards must exist, and config.json's ``hidden_size`` and
+``vocab_size`` must fit the token embedding's shape. :func:`hooks_problem` runs a two-token
 forward with counting hooks, so a model whose positions or attention scores cannot be reached
 through hook points is refused when it is loaded, not in the middle of a generation.
 """
@@ -19,8 +20,8 @@ _DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16
                 "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
-def safetensors_problem(path: Path) -> str | None:
-    """Why a safetensors file is unusable (bad header, truncated, padded), or None; reads the header only."""
+def read_safetensors_header(path: Path) -> dict | str:
+    """The header of a safetensors file after checking it against the file's length, or what is wrong."""
     size = path.stat().st_size
     try:
         with open(path, "rb") as handle:
@@ -29,6 +30,8 @@ def safetensors_problem(path: Path) -> str | None:
                 return f"{path.name} is truncated ({size} bytes; its header alone claims {n + 8})"
             header = json.loads(handle.read(n).decode("utf-8"))
     except (struct.error, UnicodeDecodeError, ValueError):
+        return f"{path.name} has an unreadable header (not a safetensors file, or damaged)"
+    if not isinstance(header, dict):
         return f"{path.name} has an unreadable header (not a safetensors file, or damaged)"
     end = 0
     for name, entry in header.items():
@@ -48,6 +51,20 @@ def safetensors_problem(path: Path) -> str | None:
     expected = 8 + n + end
     if size != expected:
         return f"{path.name} is {'truncated' if size < expected else 'longer than its header says'} ({size} bytes, expected {expected})"
+    return header
+
+
+def _config_weights_problem(config: dict, shapes: dict[str, list[int]]) -> str | None:
+    """Whether config.json's sizes contradict the token embedding's shape in the weights."""
+    text_config = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    hidden = text_config.get("hidden_size", text_config.get("n_embd"))
+    vocab = text_config.get("vocab_size")
+    for name, shape in shapes.items():
+        if name.endswith(("embed_tokens.weight", "wte.weight")) and len(shape) == 2:
+            if hidden is not None and shape[1] != hidden:
+                return f"config.json says hidden_size {hidden} but the weights' {name} has width {shape[1]}"
+            if vocab is not None and shape[0] != vocab:
+                return f"config.json says vocab_size {vocab} but the weights' {name} has {shape[0]} rows"
     return None
 
 
@@ -81,13 +98,15 @@ def folder_problem(directory: Path) -> str | None:
         if missing:
             return f"weight shards listed in {index.name} are missing: {', '.join(missing)}"
     weights = sorted(directory.glob("*.safetensors"))
-    if not weights and not any(directory.glob(pattern) for pattern in ("*.bin", "*.pt", "*.pth")):
+    if not weights and not any(any(directory.glob(pattern)) for pattern in ("*.bin", "*.pt", "*.pth")):
         return "no weights (*.safetensors or pytorch_model*.bin)"
+    shapes: dict[str, list[int]] = {}
     for path in weights:
-        problem = safetensors_problem(path)
-        if problem:
-            return problem
-    return None
+        header = read_safetensors_header(path)
+        if isinstance(header, str):
+            return header
+        shapes.update({name: entry["shape"] for name, entry in header.items() if name != "__metadata__"})
+    return _config_weights_problem(config, shapes)
 
 
 def hooks_problem(model: Any) -> str | None:
@@ -111,13 +130,13 @@ def hooks_problem(model: Any) -> str | None:
         return f"it has no {absent[0]} hook point" + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else "")
     fired: set[str] = set()
 
-    def count(tensor: Any, hook: Any) -> None:
-        fired.add(hook.name)
+    def counter(name: str) -> Any:  # by the name asked for: hook.name may be the alias's target
+        return lambda tensor, hook: fired.add(name)
 
     probe = [position_hook, "blocks.0.attn.hook_attn_scores"]
     device = next(model.parameters()).device
     with torch.no_grad():
-        model.run_with_hooks(torch.zeros(1, 2, dtype=torch.long, device=device), fwd_hooks=[(name, count) for name in probe])
+        model.run_with_hooks(torch.zeros(1, 2, dtype=torch.long, device=device), fwd_hooks=[(name, counter(name)) for name in probe])
     silent = [name for name in probe if name not in fired]
     if silent:
         return f"{silent[0]} exists but never fires in a forward (its {'positions' if silent[0] == position_hook else 'scores'} are computed elsewhere)"
