@@ -79,7 +79,10 @@ def _resolve(name_or_path: str) -> str:
     if local.is_dir():
         problem = folder_problem(local)
         if problem:
-            raise ModelUnavailableError(f"the model folder {name_or_path} is unusable: {problem}")
+            raise ModelUnavailableError(
+                f"the model folder {name_or_path} is unusable: {problem}. Repair or re-download it; pass a folder with "
+                f"config.json and weights, or a zoo name ({', '.join(ZOO)})"
+            )
         return str(local)
     if local.suffix in {".gguf", ".safetensors", ".bin"} or name_or_path.startswith(("/", "./", "~")):
         raise ModelUnavailableError(f"No model directory at {name_or_path!r}. Pass a directory with config.json and weights, or a zoo name ({', '.join(ZOO)}).")
@@ -150,7 +153,7 @@ def load_model(
     bridge.eval()
     problem = hooks_problem(bridge)
     if problem:
-        raise ModelUnavailableError(f"the TEMPO hooks cannot serve model {name!r}: {problem}. Use a RoPE (Llama, Qwen, Gemma, ...) or GPT-2 family model.")
+        raise ModelUnavailableError(f"model {name!r} cannot be used: {problem}")
     bridge.tempo_lens_model_name = name
     return bridge
 

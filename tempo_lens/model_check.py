@@ -5,7 +5,8 @@ must parse, each ``*.safetensors`` file must be exactly as long as its header sa
 padded file is named), an index's shards must exist, and config.json's ``hidden_size`` and
 ``vocab_size`` must fit the token embedding's shape. :func:`hooks_problem` runs a two-token
 forward with counting hooks, so a model whose positions or attention scores cannot be reached
-through hook points is refused when it is loaded, not in the middle of a generation.
+through hook points, or whose logits overflow its dtype, is refused when it is loaded, not in the
+middle of a generation.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def folder_problem(directory: Path) -> str | None:
 def hooks_problem(model: Any) -> str | None:
     """What a loaded bridge lacks for TEMPO (positions, score masks, patterns), or None.
 
-    Besides the hook names, a tiny forward checks that the position hook and the score hooks fire.
+    Besides the hook names, a forward of a short prompt checks that the position hook and the score
+    hooks fire and that the logits are finite (Gemma 3 overflows float16, for example).
     """
     import torch
 
@@ -123,21 +125,41 @@ def hooks_problem(model: Any) -> str | None:
     elif has_learned_positions(model):
         position_hook = "hook_pos_embed"
     else:
-        return "it exposes neither rotary_emb.hook_cos / hook_sin (RoPE) nor hook_pos_embed (learned positions)"
+        return ("the TEMPO hooks cannot serve it: it exposes neither rotary_emb.hook_cos / hook_sin (RoPE) nor hook_pos_embed "
+                "(learned positions); use a RoPE (Llama, Qwen, Gemma, ...) or GPT-2 family model")
     needed = [position_hook] + [f"blocks.{layer}.attn.{hook}" for layer in range(model.cfg.n_layers) for hook in ("hook_attn_scores", "hook_pattern")]
     absent = [name for name in needed if name not in model.hook_dict]
     if absent:
-        return f"it has no {absent[0]} hook point" + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else "")
+        return f"the TEMPO hooks cannot serve it: it has no {absent[0]} hook point" + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else "")
     fired: set[str] = set()
 
     def counter(name: str) -> Any:  # by the name asked for: hook.name may be the alias's target
         return lambda tensor, hook: fired.add(name)
 
     probe = [position_hook, "blocks.0.attn.hook_attn_scores"]
-    device = next(model.parameters()).device
     with torch.no_grad():
-        model.run_with_hooks(torch.zeros(1, 2, dtype=torch.long, device=device), fwd_hooks=[(name, counter(name)) for name in probe])
+        logits = model.run_with_hooks(_probe_tokens(model), fwd_hooks=[(name, counter(name)) for name in probe])
     silent = [name for name in probe if name not in fired]
     if silent:
-        return f"{silent[0]} exists but never fires in a forward (its {'positions' if silent[0] == position_hook else 'scores'} are computed elsewhere)"
+        what = "positions" if silent[0] == position_hook else "scores"
+        return f"the TEMPO hooks cannot serve it: {silent[0]} exists but never fires in a forward (its {what} are computed elsewhere)"
+    if not bool(torch.isfinite(logits).all()):
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        return f"its logits are not finite in {dtype} on a short prompt (activations overflow this dtype); load it in bfloat16 or float32"
     return None
+
+
+def _probe_tokens(model: Any) -> Any:
+    """A short real prompt (with the model's BOS when it uses one): token 0 alone can hide overflows."""
+    import torch
+
+    device = next(model.parameters()).device
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None:
+        try:
+            ids = tokenizer("The cat sat on the", return_tensors="pt").input_ids
+            if ids.numel():
+                return ids[:, :8].to(device)
+        except Exception:  # a tokenizer that cannot encode plain text: fall back to token ids
+            pass
+    return torch.zeros(1, 2, dtype=torch.long, device=device)
