@@ -48,6 +48,13 @@ def atomic_directory(target: Path, prefix: str | None = None) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=prefix or f".{target.name}.tmp-", dir=target.parent))
     tmp.chmod(0o755)
+    with _swapped_in(tmp, target) as folder:
+        yield folder
+
+
+@contextlib.contextmanager
+def _swapped_in(tmp: Path, target: Path) -> Iterator[Path]:
+    """Yield ``tmp``; when the block succeeds it replaces ``target``. ``tmp`` is removed in any case."""
     try:
         yield tmp
         swap_into_place(tmp, target)
@@ -93,12 +100,8 @@ def owned_atomic_directory(target: Path, prefix: str) -> Iterator[Path]:
         fcntl.flock(fd, fcntl.LOCK_EX)
         tmp = target.parent / name
         tmp.mkdir(mode=0o755)
-        try:
-            yield tmp
-            swap_into_place(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        with _swapped_in(tmp, target) as folder:
+            yield folder
     finally:
         lock.unlink(missing_ok=True)
         os.close(fd)

