@@ -68,9 +68,7 @@ def has_learned_positions(model: Any) -> bool:
     return "hook_pos_embed" in model.hook_dict and hasattr(model, "pos_embed") and not has_rotary(model)
 
 
-def _call_key(value: Any) -> Any:
-    """A comparable stand-in for one argument of a rotary call (its value when simple, else its identity)."""
-    return value if isinstance(value, (str, int, float, bool, type(None))) else ("id", id(value))
+_SIMPLE = (str, int, float, bool, type(None))
 
 
 def record_rotary_calls(rotary_bridge: Any) -> dict[str, Any]:
@@ -80,8 +78,9 @@ def record_rotary_calls(rotary_bridge: Any) -> dict[str, Any]:
     e.g. Gemma 3 once per attention type (``layer_type``: full attention with base 1e6, sliding with
     1e4). ``hook_cos`` / ``hook_sin`` only see the resulting table, so a forward pre-hook on the
     rotary bridge (installed once per module, harmless for every other hook) keeps the current call's
-    other arguments in the returned dict (``"current"``: args, kwargs, key); the position hooks pass
-    them on when they evaluate the table at the wanted positions, so each call gets its own base.
+    other arguments in the returned dict (``"current"``: args, kwargs, and a memo key, None when an
+    argument is not a plain value); the position hooks pass them on when they evaluate the table at
+    the wanted positions, so each call gets its own base.
     """
     calls = getattr(rotary_bridge, "_tempo_lens_rotary_calls", None)
     if calls is not None:
@@ -91,7 +90,8 @@ def record_rotary_calls(rotary_bridge: Any) -> dict[str, Any]:
     def remember(module: Any, args: tuple, kwargs: dict) -> None:
         extra_args = tuple(args[2:])
         extra_kwargs = {k: v for k, v in kwargs.items() if k not in ("x", "position_ids")}
-        key = (tuple(_call_key(a) for a in extra_args), tuple(sorted((k, _call_key(v)) for k, v in extra_kwargs.items())))
+        simple = all(isinstance(v, _SIMPLE) for v in (*extra_args, *extra_kwargs.values()))
+        key = (extra_args, tuple(sorted(extra_kwargs.items()))) if simple else None  # None: never memoised
         calls["current"] = (extra_args, extra_kwargs, key)
 
     rotary_bridge.register_forward_pre_hook(remember, with_kwargs=True)
@@ -106,8 +106,8 @@ def rope_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
 
     Targets ``rotary_emb.hook_cos`` and ``rotary_emb.hook_sin`` (``[batch, q, d_head]``) and returns the
     model's own rotary embedding (``model.rotary_emb.original_component``, which fires no hooks)
-    evaluated at the positions of the forward's last ``q`` tokens, with the other arguments of the
-    call being replaced (:func:`record_rotary_calls`: e.g. Gemma 3's ``layer_type``, so each attention
+    evaluated at the positions of the forward's last ``q`` tokens, with the call's other arguments
+    passed on unchanged (:func:`record_rotary_calls`: e.g. Gemma 3's ``layer_type``, so each attention
     type keeps its own base). ``positions`` is a :class:`TokenLayout` (its logical positions), a float
     tensor with one position per physical token (``[n_tokens]``), or a callable returning one. Example::
 
@@ -129,14 +129,17 @@ def rope_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
         get_positions, source_key = _positions_of(positions)
         n = reference.shape[-2]
         key = (source_key, n, reference.dtype, reference.device)
-        if call_key not in memo or memo[call_key][0] != key:
+        if call_key is None or call_key not in memo or memo[call_key][0] != key:
             all_positions = get_positions()
             if n > all_positions.shape[0]:
                 raise InvalidInputError(f"the forward has {n} tokens but only {all_positions.shape[0]} positions were given")
             wanted = all_positions[-n:].to(device=reference.device, dtype=torch.float32)[None, :]
             with torch.no_grad():
                 cos, sin = rotary(reference, wanted, *extra_args, **extra_kwargs)
-            memo[call_key] = (key, cos.to(reference.dtype), sin.to(reference.dtype))
+            entry = (key, cos.to(reference.dtype), sin.to(reference.dtype))
+            if call_key is None:
+                return entry[1].expand_as(reference), entry[2].expand_as(reference)
+            memo[call_key] = entry
         _, cos, sin = memo[call_key]
         return cos.expand_as(reference), sin.expand_as(reference)
 
