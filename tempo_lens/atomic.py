@@ -8,6 +8,7 @@ between the two renames leaves the backup, which :func:`backups` finds.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -47,9 +48,100 @@ def atomic_directory(target: Path, prefix: str | None = None) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=prefix or f".{target.name}.tmp-", dir=target.parent))
     tmp.chmod(0o755)
+    with _swapped_in(tmp, target) as folder:
+        yield folder
+
+
+@contextlib.contextmanager
+def _swapped_in(tmp: Path, target: Path) -> Iterator[Path]:
+    """Yield ``tmp``; when the block succeeds it replaces ``target``. ``tmp`` is removed in any case."""
     try:
         yield tmp
         swap_into_place(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---- temporary folders owned by a live process ------------------------------------------------------
+
+_LOCK_SUFFIX = ".lock"
+_UNLOCKED_GRACE_S = 3600  # a folder without a lock file comes from a version without locks
+
+
+def _try_lock(path: Path) -> int | None:
+    """An open descriptor holding an exclusive lock on ``path``, or None when a live process holds it."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def owned_atomic_directory(target: Path, prefix: str) -> Iterator[Path]:
+    """:func:`atomic_directory` whose temporary folder ``PREFIX<pid>-<random>`` is owned through a lock.
+
+    The lock (``flock`` on the sibling ``<folder>.lock``) is taken before the folder exists and is
+    released by the kernel when the process ends in any way (SIGKILL too), so
+    :func:`remove_abandoned` can tell a folder of a live process (never touched) from a leftover
+    (removed at once).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    name = f"{prefix}{os.getpid()}-{os.urandom(4).hex()}"
+    lock = target.parent / (name + _LOCK_SUFFIX)
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        tmp = target.parent / name
+        tmp.mkdir(mode=0o755)
+        with _swapped_in(tmp, target) as folder:
+            yield folder
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def leftover_directories(parent: Path, prefix: str) -> list[Path]:
+    """Temporary folders ``PREFIX*`` in ``parent`` (of live owners or abandoned)."""
+    if not parent.is_dir():
+        return []
+    return sorted(p for p in parent.glob(prefix + "*") if p.is_dir())
+
+
+def remove_abandoned(parent: Path, prefix: str) -> list[Path]:
+    """Remove the temporary folders ``PREFIX*`` whose owner process is gone; returns what was removed.
+
+    A folder whose lock a live process holds is never touched. One without a lock file (an older
+    version's) is removed only after an hour; so is a lock file left without its folder.
+    """
+    removed = []
+    now = time.time()
+    for folder in leftover_directories(parent, prefix):
+        lock = folder.with_name(folder.name + _LOCK_SUFFIX)
+        if not lock.exists():
+            if now - folder.stat().st_mtime > _UNLOCKED_GRACE_S:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+            continue
+        fd = _try_lock(lock)
+        if fd is None:
+            continue
+        try:
+            shutil.rmtree(folder, ignore_errors=True)
+            lock.unlink(missing_ok=True)
+            removed.append(folder)
+        finally:
+            os.close(fd)
+    for lock in parent.glob(prefix + "*" + _LOCK_SUFFIX) if parent.is_dir() else []:
+        if not lock.with_name(lock.name[: -len(_LOCK_SUFFIX)]).exists() and now - lock.stat().st_mtime > _UNLOCKED_GRACE_S:
+            fd = _try_lock(lock)
+            if fd is not None:
+                lock.unlink(missing_ok=True)
+                os.close(fd)
+    return removed

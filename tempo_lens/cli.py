@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from . import models_command
 from .errors import InvalidInputError, TempoLensError
 
 ENVIRONMENT_DEFAULTS = {
@@ -21,6 +22,9 @@ ENVIRONMENT_DEFAULTS = {
     # Spinning OpenMP threads make a shared 2-core machine up to 20x slower; read when torch loads.
     "OMP_WAIT_POLICY": "PASSIVE",
 }
+
+
+DTYPE_CHOICES = ("float32", "bfloat16", "float16")
 
 
 def _progress(message: str) -> None:
@@ -150,11 +154,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .report.pipeline import analyze
 
-    analyze(Path(args.folder), model=args.model, progress=_progress, quick=args.quick)
+    analyze(Path(args.folder), model=args.model, progress=_progress, quick=args.quick, dtype=args.dtype)
     return 0
-
-
-DTYPE_CHOICES = ("float32", "bfloat16", "float16")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -196,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("folder", nargs="?", default="analyses")
     a.add_argument("--model", default=None)
     a.add_argument("--quick", action="store_true", help="skip the multi-prompt validation (for smoke runs)")
+    a.add_argument("--dtype", choices=DTYPE_CHOICES, default=None, help="model dtype (default float32)")
     a.set_defaults(func=cmd_analyze)
+    models_command.add_parser(sub)
     return parser
 
 

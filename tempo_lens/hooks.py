@@ -43,17 +43,24 @@ def _attn_score_hook_names(model: Any, layers: Iterable[int] | None = None) -> l
     return [f"blocks.{layer}.attn.hook_attn_scores" for layer in chosen]
 
 
-def _positions_of(source: PositionSource) -> tuple[Callable[[], Tensor], tuple, Any]:
-    """(a function giving the positions of every physical token, memo key, object the memo must hold).
+def _positions_of(source: PositionSource) -> tuple[Callable[[], Tensor], tuple]:
+    """(a function giving the positions of every physical token, memo key) for a layout, tensor or callable.
 
-    For a layout the key is its version, so a memo hit builds no tensor. For a tensor (or a callable's
-    result) the key is its identity and in-place version counter; the memo holds the tensor itself, so
-    its id cannot be reused by another tensor while the memo entry lives.
+    For a layout the key comes from its version alone, so a memo hit builds no tensor. A tensor (edited
+    in place or not) and a callable's result are keyed by their values, so a memo never outlives them.
     """
     if isinstance(source, TokenLayout):
-        return (lambda: source.positions("shared")), ("layout", id(source), source.version), source
-    tensor = source if isinstance(source, Tensor) else source()
-    return (lambda: tensor), ("tensor", id(tensor), tensor._version), tensor
+        return (lambda: source.positions("shared")), ("layout", id(source), source.version)
+    positions = source if isinstance(source, Tensor) else source()
+    if not isinstance(positions, Tensor):
+        raise InvalidInputError(f"positions must be a TokenLayout, a tensor or a callable returning one, got {type(positions).__name__}")
+    values = positions.detach().to("cpu", torch.float64).numpy().tobytes()
+    return (lambda: positions), ("values", tuple(positions.shape), values)
+
+
+def _fit(table: Tensor, reference: Tensor) -> Tensor:
+    """A cos/sin table shaped like the hook's input, or ``[batch, q, d_head]`` when it has one row per batch row."""
+    return table if table.shape[0] != reference.shape[0] else table.expand_as(reference)
 
 
 def has_rotary(model: Any) -> bool:
@@ -66,6 +73,37 @@ def has_learned_positions(model: Any) -> bool:
     return "hook_pos_embed" in model.hook_dict and hasattr(model, "pos_embed") and not has_rotary(model)
 
 
+_SIMPLE = (str, int, float, bool, type(None))
+
+
+def record_rotary_calls(rotary_bridge: Any) -> dict[str, Any]:
+    """The arguments, besides ``x`` and ``position_ids``, of the rotary embedding call in progress.
+
+    Some models call their rotary embedding more than once per forward with different arguments,
+    e.g. Gemma 3 once per attention type (``layer_type``: full attention with base 1e6, sliding with
+    1e4). ``hook_cos`` / ``hook_sin`` only see the resulting table, so a forward pre-hook on the
+    rotary bridge (installed once per module, harmless for every other hook) keeps the current call's
+    other arguments in the returned dict (``"current"``: args, kwargs, and a memo key, None when an
+    argument is not a plain value); the position hooks pass them on when they evaluate the table at
+    the wanted positions, so each call gets its own base.
+    """
+    calls = getattr(rotary_bridge, "_tempo_lens_rotary_calls", None)
+    if calls is not None:
+        return calls
+    calls = {}
+
+    def remember(module: Any, args: tuple, kwargs: dict) -> None:
+        extra_args = tuple(args[2:])
+        extra_kwargs = {k: v for k, v in kwargs.items() if k not in ("x", "position_ids")}
+        simple = all(isinstance(v, _SIMPLE) for v in (*extra_args, *extra_kwargs.values()))
+        key = (extra_args, tuple(sorted(extra_kwargs.items()))) if simple else None  # None: never memoised
+        calls["current"] = (extra_args, extra_kwargs, key)
+
+    rotary_bridge.register_forward_pre_hook(remember, with_kwargs=True)
+    rotary_bridge._tempo_lens_rotary_calls = calls
+    return calls
+
+
 # ---- positions ---------------------------------------------------------------------------------
 
 def rope_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
@@ -73,10 +111,12 @@ def rope_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
 
     Targets ``rotary_emb.hook_cos`` and ``rotary_emb.hook_sin`` (``[batch, q, d_head]``) and returns the
     model's own rotary embedding (``model.rotary_emb.original_component``, which fires no hooks)
-    evaluated at the positions of the forward's last ``q`` tokens. ``positions`` is a
-    :class:`TokenLayout` (its logical positions), a float tensor with one position per physical token
-    (``[n_tokens]``, or ``[batch, n_tokens]`` for one row of positions per batch row; the hook then
-    returns ``[batch, q, d_head]``), or a callable returning one. Example::
+    evaluated at the positions of the forward's last ``q`` tokens, with the call's other arguments
+    passed on unchanged (:func:`record_rotary_calls`: e.g. Gemma 3's ``layer_type``, so each attention
+    type keeps its own base). ``positions`` is a :class:`TokenLayout` (its logical positions), a float
+    tensor with one position per physical token (``[n_tokens]``, or ``[batch, n_tokens]`` for one row
+    of positions per batch row; the hook then returns ``[batch, q, d_head]``), or a callable returning
+    one. Example::
 
         tokens = torch.tensor([[1, 10, 11, 12, 13]])
         hooks = rope_position_hooks(model, torch.tensor([0., 1., 2., 2., 3.]))
@@ -88,24 +128,28 @@ def rope_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
             "position embeddings (GPT-2 family) or tempo_position_hooks to choose automatically."
         )
     rotary = model.rotary_emb.original_component
-    memo: dict[str, Any] = {"key": None}
+    calls = record_rotary_calls(model.rotary_emb)
+    memo: dict[Any, tuple[Any, Tensor, Tensor]] = {}  # one table per distinct call (e.g. per layer type)
 
     def cos_sin(reference: Tensor) -> tuple[Tensor, Tensor]:
-        get_positions, source_key, held = _positions_of(positions)
+        extra_args, extra_kwargs, call_key = calls.get("current", ((), {}, ()))
+        get_positions, source_key = _positions_of(positions)
         n = reference.shape[-2]
         key = (source_key, n, reference.dtype, reference.device)
-        if memo["key"] != key:
+        if call_key is None or call_key not in memo or memo[call_key][0] != key:
             all_positions = get_positions()
             if n > all_positions.shape[-1]:
                 raise InvalidInputError(f"the forward has {n} tokens but only {all_positions.shape[-1]} positions were given")
             wanted = all_positions[..., -n:].to(device=reference.device, dtype=torch.float32)
             wanted = wanted[None, :] if wanted.ndim == 1 else wanted
             with torch.no_grad():
-                cos, sin = rotary(reference, wanted)
-            memo.update(key=key, held=held, cos=cos.to(reference.dtype), sin=sin.to(reference.dtype))
-        if memo["cos"].shape[0] != reference.shape[0]:  # one row of positions per batch row
-            return memo["cos"], memo["sin"]
-        return memo["cos"].expand_as(reference), memo["sin"].expand_as(reference)
+                cos, sin = rotary(reference, wanted, *extra_args, **extra_kwargs)
+            entry = (key, cos.to(reference.dtype), sin.to(reference.dtype))
+            if call_key is None:
+                return _fit(entry[1], reference), _fit(entry[2], reference)
+            memo[call_key] = entry
+        _, cos, sin = memo[call_key]
+        return _fit(cos, reference), _fit(sin, reference)
 
     def hook_cos(cos: Float[Tensor, "batch q d_head"], hook: Any = None) -> Tensor:
         return cos_sin(cos)[0]

@@ -30,7 +30,7 @@ FACTORIES = (
 )
 NEEDS_ROPE = {"rope_position_hooks", "fractional_positions"}
 NEEDS_LEARNED = {"learned_position_hooks"}
-ROPE_ARCHITECTURES = ("llama", "llama3_scaling", "qwen2")
+ROPE_ARCHITECTURES = ("llama", "llama3_scaling", "qwen2", "gemma3")
 
 
 def docstring_example(obj) -> str | None:

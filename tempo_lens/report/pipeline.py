@@ -20,7 +20,7 @@ REQUIRED = ("exp1_isolated", "exp1_visible")
 OPTIONAL = ("multi_prompt", "pruning")
 
 
-def run_configs(folder: Path, model_name: str | None, progress: Callable[[str], None], names: tuple[str, ...]) -> dict[str, Path]:
+def run_configs(folder: Path, model_name: str | None, progress: Callable[[str], None], names: tuple[str, ...], dtype: str | None = None) -> dict[str, Path]:
     from ..model import load_model
 
     configs = {}
@@ -32,7 +32,7 @@ def run_configs(folder: Path, model_name: str | None, progress: Callable[[str], 
             raise ConfigError(f"{path} is missing; `make analyze` needs {', '.join(n + '.toml' for n in REQUIRED)} in {folder}")
     chosen = model_name or configs[REQUIRED[0]].model
     progress(f"loading model {chosen or 'SmolLM2-135M-Instruct (embedded default)'}")
-    model = load_model(chosen)
+    model = load_model(chosen, dtype=dtype)
     out = {}
     for name, config in configs.items():
         config.model = chosen
@@ -58,10 +58,10 @@ def write_report(inputs: ReportInputs, target: Path) -> Path:
     return target
 
 
-def analyze(folder: Path, model: str | None = None, progress: Callable[[str], None] = print, quick: bool = False) -> Path:
+def analyze(folder: Path, model: str | None = None, progress: Callable[[str], None] = print, quick: bool = False, dtype: str | None = None) -> Path:
     started = time.perf_counter()
     names = REQUIRED if quick else REQUIRED + OPTIONAL
-    paths = run_configs(folder, model, progress, names)
+    paths = run_configs(folder, model, progress, names, dtype=dtype)
     progress("building the report from the saved experiment files")
     inputs = ReportInputs(
         isolated=load_experiment(paths["exp1_isolated"]),

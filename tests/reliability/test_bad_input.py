@@ -125,7 +125,7 @@ def test_cli_directory_that_is_not_a_model(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model")
     before = snapshot(tmp_path)
     rc, _, err = run_cli(["generate", "t1", "--model", str(tmp_path), "--max-steps", "1"])
-    assert_clean_refusal(rc, err, "could not load model", "check the name or path")
+    assert_clean_refusal(rc, err, "is unusable", "no config.json", "pass a folder with config.json")
     assert snapshot(tmp_path) == before
 
 
