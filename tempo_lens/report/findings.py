@@ -90,8 +90,10 @@ def render_findings(metrics: Metrics) -> Document:
     doc.table(["Step", "Mode", "Parallel:Non-Parallel Ratio", "Interpretation"],
               [[r.step, r.mode.upper(), times(r.ratio), interpretation(r.ratio)] for r in sorted(single.ratios, key=lambda r: (r.step, r.mode))])
     if single.missing_steps:
-        missing = sorted({(m.step, m.reason) for m in single.missing_steps})
-        doc.p("Not measured: " + "; ".join(f"step {s} ({reason})" for s, reason in missing) + ".")
+        modes: dict[tuple[int, str], list[str]] = {}
+        for m in single.missing_steps:
+            modes.setdefault((m.step, m.reason), []).append(m.mode)
+        doc.p("Not measured: " + "; ".join(f"step {s} {' and '.join(sorted(ms))} ({reason})" for (s, reason), ms in sorted(modes.items())) + ".")
     doc.p("**Average Ratios** (mean of the per-step ratios):")
     doc.bullets([f"**{m.capitalize()} mode:** {times(single.mode_averages.get(m))} ({interpretation(single.mode_averages.get(m))})" for m in MODES])
     words = [point_direction(single.mode_averages.get(m)) for m in MODES]
@@ -148,7 +150,7 @@ def _entropy_section(doc: Document, single: SingleRun) -> None:
         rows.append([label, layer_list(e.layer for e in part), value_range([e.entropy for e in part]), meaning])
     doc.table(["Layer Type", "Layers", "Entropy Range", "Interpretation"], rows)
     doc.p("**Key Observations:**")
-    doc.bullets([f"**{d.depth.capitalize()} layers ({d.first_layer}-{d.last_layer}):** entropy {value_range([d.min, d.max])} (mean {num(d.mean, 2)})"
+    doc.bullets([f"**{d.depth.capitalize()} layers ({layer_list(range(d.first_layer, d.last_layer + 1))}):** entropy {value_range([d.min, d.max])} (mean {num(d.mean, 2)})"
                  for d in single.depth])
     means = {d.depth: d.mean for d in single.depth}
     profile = depth_profile(means.get("early"), means.get("middle"), means.get("late"))

@@ -5,9 +5,10 @@ from __future__ import annotations
 from . import plots
 from .document import Document
 from .schema import MODES, Interval, MultiPrompt, Pruning, SingleRun
-from .text import ci_text, ci_with_verdict, compared, difference, mean_of, num, p_text, times
+from .text import ci_text, ci_with_verdict, compared, difference, explains, mean_of, num, p_text, times
 from .verdicts import (
     MINIMAL,
+    NO_DOWN_WEIGHTING,
     NOT_MEASURED,
     TOLERANCE,
     accounts_for,
@@ -33,7 +34,7 @@ def sink_reading(single: SingleRun, multi: MultiPrompt | None) -> str:
     verdict, where = sink_verdict(single, multi)
     return (f"leaving out the first token (the attention sink) gives isolated {times(sink.isolated)} and visible {times(sink.visible)} "
             f"(parallel tokens get {compared(point_direction(mean_of([sink.isolated, sink.visible])), 'an average non-sink token')}); "
-            f"{where}, the first token {verdict} the down-weighting.")
+            f"{where}, {explains('the first token', verdict)}.")
 
 
 def sharing_verdict(single: SingleRun, multi: MultiPrompt | None) -> tuple[str, str]:
@@ -41,11 +42,12 @@ def sharing_verdict(single: SingleRun, multi: MultiPrompt | None) -> tuple[str, 
     iso = multi.mode("isolated") if multi else None
     diff = multi.pair("shared_minus_unique_isolated") if multi else None
     if iso is not None and iso.ratio_unique is not None and diff is not None and diff.n >= 2:
-        return position_sharing_role(direction(iso.ratio_unique), direction(diff)), "across prompts"
+        return position_sharing_role(direction(iso.ratio), direction(iso.ratio_unique), direction(diff)), "across prompts"
     base = single.baseline_of("isolated")
     if base is None:
         return NOT_MEASURED, "in this run"
-    return position_sharing_role(point_direction(base.unique), point_direction(difference(base.shared, base.unique), 0.0)), "in this run"
+    return (position_sharing_role(point_direction(base.shared), point_direction(base.unique),
+                                  point_direction(difference(base.shared, base.unique), 0.0)), "in this run")
 
 
 def sharing_reading(single: SingleRun, multi: MultiPrompt | None) -> str:
@@ -61,7 +63,7 @@ def sharing_reading(single: SingleRun, multi: MultiPrompt | None) -> str:
         text += f"Across prompts the shared - unique difference is {ci_with_verdict(multi.pair('shared_minus_unique_isolated'))}. "
     role, where = sharing_verdict(single, multi)
     if role != NOT_MEASURED:
-        text += f"So, {where}, position sharing {role} the down-weighting."
+        text += f"So, {where}, {explains('position sharing', role)}."
     return text
 
 
@@ -84,7 +86,7 @@ def hypotheses_section(doc: Document, single: SingleRun, multi: MultiPrompt | No
             evidence.append(f"{multi.n_prompts} prompts, {mode}: shared - unique = {ci_with_verdict(pair)}")
     role, where = sharing_verdict(single, multi)
     doc.p("*What the controls say:*")
-    doc.bullets(evidence + ([f"Reading ({where}): position sharing {role} the down-weighting."] if role != NOT_MEASURED else [])
+    doc.bullets(evidence + ([f"Reading ({where}): {explains('position sharing', role)}."] if role != NOT_MEASURED else [])
                 or ["no unique-position control was run"])
     doc.h(4, "Hypothesis 2: Uncertainty Penalty")
     doc.p("*Hypothesis:* parallel tokens are lower-probability alternatives, and the model down-weights less likely tokens.")
@@ -111,7 +113,7 @@ def _implications(doc: Document, single: SingleRun, multi: MultiPrompt | None) -
     doc.h(2, "Implications for TEMPO (hypotheses, with what the controls say)")
     sink, where = sink_verdict(single, multi)
     fate = {"accounts for": "disappears", "accounts for part of": "shrinks but persists",
-            "does not account for": "persists"}.get(sink, "cannot be judged")
+            "does not account for": "persists", NO_DOWN_WEIGHTING: "is not there to begin with"}.get(sink, "cannot be judged")
     role, role_where = sharing_verdict(single, multi)
     iso, vis = single.intra("isolated"), single.intra("visible")
     lowest = sorted((r for r in single.layer_ratio if r.ratio is not None), key=lambda r: r.ratio)[:3]
@@ -120,7 +122,7 @@ def _implications(doc: Document, single: SingleRun, multi: MultiPrompt | None) -
         f"per-token down-weighting {fate} once the first token (attention sink) is left out ({where}; this run: isolated "
         f"{times(single.no_sink_averages.isolated)}, visible {times(single.no_sink_averages.visible)}).",
         "*RoPE sharing has unintended consequences; offset positions slightly (5.0, 5.001, ...).* "
-        + (f"Position sharing {role} the down-weighting ({role_where}, Hypothesis 1). " if role != NOT_MEASURED else "")
+        + (f"{explains('position sharing', role).capitalize()} ({role_where}, Hypothesis 1). " if role != NOT_MEASURED else "")
         + "Notebook `03_interventions.ipynb` applies fractional positions through the hooks and compares the ratio.",
         "*Isolation works but may be overly conservative.* The mask reaches the attention here: isolated siblings pay "
         f"{num(iso.to_siblings if iso else None)} to each other, visible ones {num(vis.to_siblings_later if vis else None)} (later siblings).",
@@ -158,9 +160,9 @@ def baseline_section(doc: Document, single: SingleRun) -> None:
     if base is None:
         return
     unique_word = point_direction(base.unique)
-    role = position_sharing_role(unique_word, point_direction(difference(base.shared, base.unique), 0.0))
+    role = position_sharing_role(point_direction(base.shared), unique_word, point_direction(difference(base.shared, base.unique), 0.0))
     doc.p(f"**Conclusion (this run, point estimates):** with unique positions parallel tokens receive {compared(unique_word)} "
-          f"({times(base.unique)}), and position sharing {role} the down-weighting"
+          f"({times(base.unique)}), and {explains('position sharing', role)}"
           + ("; the down-weighting is present with ordinary positions too." if unique_word == "less" else "."))
 
 

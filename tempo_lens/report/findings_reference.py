@@ -5,7 +5,7 @@ from __future__ import annotations
 from .document import Document
 from .findings_controls import sharing_verdict, sink_verdict
 from .schema import MODES, Metrics, MultiPrompt, Pruning, ScriptChainRow, SingleRun
-from .text import ci_with_verdict, code, compared, difference, layer_list, mean_of, num, points, times, value_range
+from .text import ci_with_verdict, code, compared, difference, explains, layer_list, mean_of, num, points, times, value_range
 from .verdicts import NOT_MEASURED, TOLERANCE, definition_explains_gap, point_direction
 
 def _lowest_layers(single: SingleRun, n: int = 3) -> list:
@@ -47,12 +47,12 @@ def conclusion_section(doc: Document, single: SingleRun, multi: MultiPrompt | No
     points_ = [f"With the intended definition, parallel tokens receive {compared(point_direction(mean_of(ratios)))} in this run "
                f"({value_range(ratios, 3)}x per step)."]
     sink, where = sink_verdict(single, multi)
-    points_.append(f"Leaving out the first token (attention sink): {where}, the first token {sink} the down-weighting "
+    points_.append(f"Leaving out the first token (attention sink): {where}, {explains('the first token', sink)} "
                    f"(without it: isolated {times(single.no_sink_averages.isolated)}, visible {times(single.no_sink_averages.visible)} in this run).")
     role, where = sharing_verdict(single, multi)
     base = single.baseline_of("isolated")
     if role != NOT_MEASURED and base:
-        points_.append(f"Position sharing {role} the down-weighting ({where}; this run: unique positions {times(base.unique)}, "
+        points_.append(f"{explains('position sharing', role).capitalize()} ({where}; this run: unique positions {times(base.unique)}, "
                        f"shared {times(base.shared)}).")
     diff = difference(single.mode_averages.isolated, single.mode_averages.visible)
     word = point_direction(diff, 0.0)

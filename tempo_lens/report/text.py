@@ -7,7 +7,7 @@ import re
 from typing import Any, Iterable, Sequence
 
 from .schema import Interval
-from .verdicts import has_interval, interval_verdict
+from .verdicts import NO_DOWN_WEIGHTING, has_interval, interval_verdict
 
 
 def missing(value: Any) -> bool:
@@ -81,7 +81,9 @@ def value_range(values: Sequence[Any], digits: int = 2) -> str:
     if not values:
         return "n/a"
     lo, hi = min(values), max(values)
-    return num(lo, digits) if round(lo, digits) == round(hi, digits) else f"{num(lo, digits)}-{num(hi, digits)}"
+    if round(lo, digits) == round(hi, digits):
+        return num(lo, digits)
+    return f"{num(lo, digits)} to {num(hi, digits)}" if lo < 0 else f"{num(lo, digits)}-{num(hi, digits)}"
 
 
 def visible_text(text: str) -> str:
@@ -111,3 +113,10 @@ def compared(word: str, other: str = "non-parallel tokens") -> str:
     if word == "minimal":
         return f"about as much attention as {other} (within the tolerance)"
     return f"attention not measured against {other}"
+
+
+def explains(subject: str, verdict: str) -> str:
+    """``subject`` + a verdict of :func:`~.verdicts.accounts_for` / :func:`~.verdicts.position_sharing_role`."""
+    if verdict == NO_DOWN_WEIGHTING:
+        return f"parallel tokens are not down-weighted here, so there is nothing for {subject} to explain"
+    return f"{subject} {verdict} the down-weighting"

@@ -22,6 +22,7 @@ ALPHA = 0.05  # a permutation p below this confirms an interval's direction
 
 LESS, MORE, MINIMAL = "less", "more", "minimal"
 NO_RELIABLE = "no reliable difference"
+NO_DOWN_WEIGHTING = "has no down-weighting to explain"
 NOT_MEASURED = "not measured"
 FUNNEL = "funnel"
 NARROWS, WIDENS = "narrows with depth", "widens with depth"
@@ -51,7 +52,7 @@ def interval_direction(interval: Interval | None) -> str:
     return direction_from_interval(interval.lo, interval.hi, interval.null)
 
 
-def test_confirms(interval: Interval | None, alpha: float = ALPHA) -> bool | None:
+def permutation_confirms(interval: Interval | None, alpha: float = ALPHA) -> bool | None:
     """Whether the permutation test rejects the null at ``alpha`` (None when no test was run)."""
     if interval is None or _missing(interval.p):
         return None
@@ -92,7 +93,7 @@ def interval_verdict(interval: Interval | None) -> Verdict:
     word = interval_direction(interval)
     if word not in (LESS, MORE):
         return Verdict(word)
-    return Verdict(word, confirmed=test_confirms(interval), small=within_tolerance(interval), p=interval.p)
+    return Verdict(word, confirmed=permutation_confirms(interval), small=within_tolerance(interval), p=interval.p)
 
 
 def direction(interval: Interval | None = None, estimate: float | None = None, null: float = 1.0) -> str:
@@ -114,7 +115,7 @@ def accounts_for(with_word: str, without_word: str, with_value: float | None, wi
     if NOT_MEASURED in (with_word, without_word):
         return NOT_MEASURED
     if with_word != LESS:
-        return "has no down-weighting to account for"
+        return NO_DOWN_WEIGHTING
     if without_word != LESS:
         return "accounts for"
     if abs(without_value - null) < abs(with_value - null):
@@ -122,14 +123,17 @@ def accounts_for(with_word: str, without_word: str, with_value: float | None, wi
     return "does not account for"
 
 
-def position_sharing_role(unique_word: str, shared_minus_unique_word: str) -> str:
+def position_sharing_role(shared_word: str, unique_word: str, shared_minus_unique_word: str) -> str:
     """What shared positions do to the down-weighting, from the unique-position control.
 
-    "does not cause": parallel tokens get less attention at unique positions too and sharing does not
-    lower the ratio; "contributes to": both; "causes": only sharing lowers it.
+    Only when the ratio with shared positions is "less" is there a down-weighting to explain. Then
+    "does not cause": sharing does not lower the ratio; "contributes to": it does and parallel tokens
+    get less attention at unique positions too; "causes": it does and they do not.
     """
-    if NOT_MEASURED in (unique_word, shared_minus_unique_word):
+    if NOT_MEASURED in (shared_word, unique_word, shared_minus_unique_word):
         return NOT_MEASURED
+    if shared_word != LESS:
+        return NO_DOWN_WEIGHTING
     if shared_minus_unique_word != LESS:
         return "does not cause"
     return "contributes to" if unique_word == LESS else "causes"
