@@ -75,6 +75,25 @@ def _same_prompt(ref: RunRef, candidates: list[RunRef]) -> RunRef | None:
     return same[0] if same else None
 
 
+def _no_pair(names: list[str]) -> ConfigError:
+    return ConfigError(
+        f"the report compares an isolated and a visible generation of the same prompt, and these experiments "
+        f"({', '.join(names) or 'none'}) have no such pair (pruning experiments are not used for it); add a config with "
+        '`modes = ["isolated", "visible"]`, or two configs with mode = "isolated" and mode = "visible"'
+    )
+
+
+def check_pair(configs: dict[str, dict]) -> None:
+    """Before anything runs: some prompt must get an isolated and a visible generation (configs by name, as dicts)."""
+    seen: dict[str, set[str]] = {}
+    for config in configs.values():
+        if config_role(config) != PRUNING:
+            for prompt in config.get("prompts") or []:
+                seen.setdefault(prompt, set()).update(config.get("modes") or [])
+    if not any({"isolated", "visible"} <= modes for modes in seen.values()):
+        raise _no_pair(sorted(configs))
+
+
 def choose_inputs(experiments: Iterable[Experiment]) -> ReportInputs:
     """Assign roles (module docstring); a folder without an isolated + visible pair of one prompt is refused."""
     by_name = sorted(experiments, key=experiment_name)
@@ -87,12 +106,7 @@ def choose_inputs(experiments: Iterable[Experiment]) -> ReportInputs:
     visible = [c for c in candidates if c.run.mode == "visible"]
     pair = next(((i, v) for i in isolated if (v := _same_prompt(i, visible)) is not None), None)
     if pair is None:
-        names = ", ".join(roles) or "none"
-        raise ConfigError(
-            f"the report compares an isolated and a visible generation of the same prompt, and these experiments "
-            f"({names}) have no such pair (pruning experiments are not used for it); add a config with "
-            '`modes = ["isolated", "visible"]`, or two configs with mode = "isolated" and mode = "visible"'
-        )
+        raise _no_pair(list(roles))
     multis = [e for e in by_name if roles[experiment_name(e)] == MULTI]
     multi = max(multis, key=lambda e: len(e.config.get("prompts") or []), default=None)
     pruning = next((e for e in by_name if roles[experiment_name(e)] == PRUNING), None)

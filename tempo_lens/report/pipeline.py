@@ -21,7 +21,7 @@ from typing import Callable
 from ..errors import ConfigError, TempoLensError
 from ..experiment import METADATA, ExperimentConfig, load_config, load_experiment, run_experiment
 from .cross_model import collect_entries, folder_name, zoo_names
-from .inputs import MULTI, SINGLE, choose_inputs, config_role
+from .inputs import MULTI, SINGLE, check_pair, choose_inputs, config_role
 from .outputs import OutputPlan
 
 Progress = Callable[[str], None]
@@ -107,7 +107,8 @@ def analyze(folder: Path, model: str | None = None, progress: Progress = print, 
     if configs:
         if quick and _select(configs, (SINGLE,)):
             configs = _select(configs, (SINGLE,))
-        plan.check(list(configs))  # refuse before the model is loaded
+        check_pair({name: c.to_dict() for name, c in configs.items()})  # refuse before the model is loaded
+        plan.check(list(configs))
         paths = run_configs(configs, model, plan, progress)
     else:
         paths = find_saved(folder)
@@ -131,6 +132,7 @@ def analyze_models(folder: Path, models: list[str], progress: Progress = print, 
     configs = _select(find_configs(folder), (SINGLE, MULTI))
     if not configs:
         raise ConfigError(f"{folder} has no single-prompt or multi-prompt configs (*.toml) to run on each model")
+    check_pair({name: c.to_dict() for name, c in configs.items()})
     plans = {name: OutputPlan(folder / "models" / folder_name(name), overwrite) for name in names}
     for plan in plans.values():
         plan.check(list(configs))
