@@ -197,7 +197,8 @@ def _heads_section(doc: Document, single: SingleRun, gqa: bool) -> None:
 def _figures(doc: Document, metrics: Metrics) -> None:
     data = metrics.figures
     doc.h(3, "Figures")
-    doc.figure("ratio", plots.ratio_plot(metrics), "Parallel : non-parallel ratio per step, by mode (dashed: 1.0 = equal attention)")
+    if metrics.single_run.ratios:
+        doc.figure("ratio", plots.ratio_plot(metrics), "Parallel : non-parallel ratio per step, by mode (dashed: 1.0 = equal attention)")
     if data.entropy:
         doc.figure("entropy", plots.entropy_plot(metrics), "Layer entropy at every step")
     if data.heads_by_step:

@@ -65,7 +65,7 @@ def _reading(entries: list[CrossModelEntry]) -> list[str]:
     for label, get in MEASURES[:1] + MEASURES[4:5] + MEASURES[6:9] + MEASURES[10:]:
         groups: dict[str, list[str]] = {}
         for entry in entries:
-            groups.setdefault(interval_verdict(get(entry)).phrase(), []).append(entry.model.name)
+            groups.setdefault(interval_verdict(get(entry)).phrase(), []).append(entry.folder)
         out.append(f"**{label}:** " + "; ".join(f"{word}: {', '.join(names)}" for word, names in groups.items()))
     return out
 
@@ -82,27 +82,27 @@ def cross_model_section(doc: Document, metrics: Metrics) -> None:
           "each model, each in its own folder with its own report (`analyses/models/NAME/report/FINDINGS.md`). Across prompts: one "
           "value per run, 95 % bootstrap interval, sign-flip p against the null; direction words from the interval, weakened when "
           "the test does not confirm (see *How the words are chosen*)."
-          + (f" Not run (not installed when `make analyze-models` ran): {', '.join(missing)}." if missing else ""))
-    doc.table(["Model", "Parameters", "Layers", "Heads", "KV heads", "Prompts"],
-              [[e.model.name, parameters(e.model.n_params), e.model.n_layers, e.model.n_heads, e.model.n_kv_heads,
+          + (f" Zoo models without results here (not installed, or not requested): {', '.join(missing)}." if missing else ""))
+    doc.table(["Model", "Name", "Parameters", "Layers", "Heads", "KV heads", "Prompts"],
+              [[e.folder, e.model.name, parameters(e.model.n_params), e.model.n_layers, e.model.n_heads, e.model.n_kv_heads,
                 e.multi.n_prompts if e.multi else "not run"] for e in entries])
     doc.p("**Across prompts** (mean [95 % CI] (n); p; direction):")
-    doc.table(["Measure", *(e.model.name for e in entries)], [[label, *(_cell(get(e)) for e in entries)] for label, get in MEASURES])
+    doc.table(["Measure", *(e.folder for e in entries)], [[label, *(_cell(get(e)) for e in entries)] for label, get in MEASURES])
     doc.p("**Reading** (models grouped by the interval's word):")
     doc.bullets(_reading(entries))
     doc.p("**The single-prompt pair** (point estimates, one prompt): the ratio under both definitions and the isolated - visible gap.")
     doc.table(["Model", "Intended: isolated / visible", "Intended: isolated - visible", "Script's: isolated / visible",
                "Script's: isolated - visible"],
-              [[e.model.name, f"{times(e.exp1_ratio.isolated)} / {times(e.exp1_ratio.visible)}",
+              [[e.folder, f"{times(e.exp1_ratio.isolated)} / {times(e.exp1_ratio.visible)}",
                 num(difference(e.exp1_ratio.isolated, e.exp1_ratio.visible)),
                 f"{times(e.exp1_script_ratio.isolated)} / {times(e.exp1_script_ratio.visible)}",
                 num(difference(e.exp1_script_ratio.isolated, e.exp1_script_ratio.visible))] for e in entries])
     doc.p("**Entropy by depth third** (mean layer entropy of each isolated run over its steps, nats; across prompts) and the pattern "
           "(funnel = middle third most diffuse, late third most focused):")
-    doc.table(["Model", "Early", "Middle", "Late", "Pattern"], [[e.model.name, *_depth_cell(e)] for e in entries])
+    doc.table(["Model", "Early", "Middle", "Late", "Pattern"], [[e.folder, *_depth_cell(e)] for e in entries])
     doc.p("**Head groups** (single-prompt isolated run, step 1, the grouping rule of Key Findings 4):")
     doc.table(["Model", "Long-range", "Balanced", "Diffuse"],
-              [[e.model.name, *(e.head_groups.get(g, 0) for g in ("Long-range", "Balanced", "Diffuse"))] for e in entries])
+              [[e.folder, *(e.head_groups.get(g, 0) for g in ("Long-range", "Balanced", "Diffuse"))] for e in entries])
     doc.figure("models", plots.model_comparison_plot(entries, metrics.reference),
                "Ratios by model, mean across prompts with 95 % intervals, beside the reference report's quoted values (cogito 3B, "
                "one prompt, the reference script's definition)")

@@ -90,7 +90,7 @@ def model_comparison_plot(entries: list[CrossModelEntry], reference: dict) -> go
             for mode, symbol in (("isolated", "circle"), ("visible", "diamond")):
                 m = entry.multi.mode(mode)
                 name = f"{label}, {mode}"
-                _point(fig, name, entry.model.name, getattr(m, key) if m else None, figures.PALETTE[i], symbol, name not in shown)
+                _point(fig, name, entry.folder, getattr(m, key) if m else None, figures.PALETTE[i], symbol, name not in shown)
                 shown.add(name)
     label = f"{reference.get('model', 'reference')} (quoted)"
     for mode, symbol in (("isolated", "circle"), ("visible", "diamond")):

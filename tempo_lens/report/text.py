@@ -103,7 +103,9 @@ def code(text: str) -> str:
 def parameters(n: int | None) -> str:
     if n is None:
         return "n/a"
-    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.0f} M"
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} B"
+    return f"{n / 1e6:.0f} M" if n >= 1e6 else f"{n:,}"
 
 
 def compared(word: str, other: str = "non-parallel tokens") -> str:
