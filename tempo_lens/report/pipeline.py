@@ -55,13 +55,14 @@ def _select(configs: dict[str, ExperimentConfig], roles: tuple[str, ...]) -> dic
     return {name: c for name, c in configs.items() if config_role(c.to_dict()) in roles}
 
 
-def run_configs(configs: dict[str, ExperimentConfig], model_name: str | None, plan: OutputPlan, progress: Progress) -> dict[str, Path]:
+def run_configs(configs: dict[str, ExperimentConfig], model_name: str | None, plan: OutputPlan, progress: Progress,
+                dtype: str | None = None) -> dict[str, Path]:
     """Run each config on one loaded model and save it through ``plan``; returns the saved folders by name."""
     from ..model import load_model
 
     chosen = model_name or next(iter(configs.values())).model
     progress(f"loading model {chosen or 'SmolLM2-135M-Instruct (embedded default)'}")
-    model = load_model(chosen)
+    model = load_model(chosen, dtype=dtype)
     n_params = int(sum(p.numel() for p in model.parameters()))
     out = {}
     try:
@@ -96,7 +97,7 @@ def build_report(paths: dict[str, Path], plan: OutputPlan, progress: Progress, c
 
 
 def analyze(folder: Path, model: str | None = None, progress: Progress = print, quick: bool = False,
-            overwrite: bool = False, out: Path | None = None) -> Path:
+            overwrite: bool = False, out: Path | None = None, dtype: str | None = None) -> Path:
     started = time.perf_counter()
     folder = Path(folder)
     out = Path(out) if out is not None else folder
@@ -109,7 +110,7 @@ def analyze(folder: Path, model: str | None = None, progress: Progress = print, 
             configs = _select(configs, (SINGLE,))
         check_pair({name: c.to_dict() for name, c in configs.items()})  # refuse before the model is loaded
         plan.check(list(configs))
-        paths = run_configs(configs, model, plan, progress)
+        paths = run_configs(configs, model, plan, progress, dtype=dtype)
     else:
         paths = find_saved(folder)
         if not paths:
@@ -124,7 +125,8 @@ def analyze(folder: Path, model: str | None = None, progress: Progress = print, 
     return target
 
 
-def analyze_models(folder: Path, models: list[str], progress: Progress = print, overwrite: bool = False) -> Path | None:
+def analyze_models(folder: Path, models: list[str], progress: Progress = print, overwrite: bool = False,
+                   dtype: str | None = None) -> Path | None:
     """The cross-model study: each model into ``folder/models/NAME``, then the main report with the Cross-model section."""
     started = time.perf_counter()
     folder = Path(folder)
@@ -143,7 +145,7 @@ def analyze_models(folder: Path, models: list[str], progress: Progress = print, 
     for name, plan in plans.items():
         began = time.perf_counter()
         try:
-            paths = run_configs({k: c for k, c in configs.items()}, name, plan, progress)
+            paths = run_configs(configs, name, plan, progress, dtype=dtype)
         except TempoLensError as exc:
             progress(f"skipping model {name}: {exc}")
             continue
