@@ -176,9 +176,12 @@ def _heads_section(doc: Document, single: SingleRun, gqa: bool) -> None:
         rows.append([f"**{group}**", layer_list(h.head for h in part), value_range([h.recent for h in part]),
                      value_range([h.distant for h in part]), value_range([h.entropy for h in part]), meaning])
     doc.table(["Head Type", "Heads", "Recent Attn", "Distant Attn", "Entropy", "Specialization"], rows)
-    by_entropy = sorted(heads, key=lambda h: h.entropy)
+    measured = [h for h in heads if None not in (h.entropy, h.recent, h.distant)]
+    if not measured:
+        return
+    by_entropy = sorted(measured, key=lambda h: h.entropy)
     focused, diffuse = by_entropy[0], by_entropy[::-1][:3]
-    bias = sorted(heads, key=lambda h: h.distant - h.recent, reverse=True)[:3]
+    bias = sorted(measured, key=lambda h: h.distant - h.recent, reverse=True)[:3]
     doc.p("**Key Patterns:**")
     doc.bullets([
         f"**Head {focused.head}:** most focused (entropy={num(focused.entropy, 2)}, max_attn={num(focused.max, 2)}), "
