@@ -9,7 +9,7 @@ from .cross_model import folder_name, zoo_names
 from .document import Document
 from .schema import CrossModelEntry, Interval, Metrics
 from .text import ci_text, difference, num, p_clause, parameters, times
-from .verdicts import NOT_MEASURED, depth_profile, interval_verdict, ordering_reliable
+from .verdicts import NOT_MEASURED, depth_profile, gap_from_definition, interval_verdict, ordering_reliable
 
 Getter = Callable[[CrossModelEntry], "Interval | None"]
 
@@ -83,13 +83,18 @@ def cross_model_section(doc: Document, metrics: Metrics) -> None:
           "value per run, 95 % bootstrap interval, sign-flip p against the null; direction words from the interval, weakened when "
           "the test does not confirm (see *How the words are chosen*)."
           + (f" Zoo models without results here (not installed, or not requested): {', '.join(missing)}." if missing else ""))
-    doc.table(["Model", "Name", "Parameters", "Layers", "Heads", "KV heads", "Prompts"],
-              [[e.folder, e.model.name, parameters(e.model.n_params), e.model.n_layers, e.model.n_heads, e.model.n_kv_heads,
-                e.multi.n_prompts if e.multi else "not run"] for e in entries])
+    doc.table(["Model", "Parameters (as loaded)", "Layers", "Heads", "KV heads", "Prompts"],
+              [[e.folder if e.model.name == e.folder else f"{e.folder} ({e.model.name})", parameters(e.model.n_params),
+                e.model.n_layers, e.model.n_heads, e.model.n_kv_heads, e.multi.n_prompts if e.multi else "not run"] for e in entries])
     doc.p("**Across prompts** (mean [95 % CI] (n); p; direction):")
     doc.table(["Measure", *(e.folder for e in entries)], [[label, *(_cell(get(e)) for e in entries)] for label, get in MEASURES])
     doc.p("**Reading** (models grouped by the interval's word):")
-    doc.bullets(_reading(entries))
+    artifact = {e.folder: gap_from_definition(_pair("script_isolated_minus_visible")(e), _pair("isolated_minus_visible")(e))
+                for e in entries}
+    doc.bullets(_reading(entries) + [
+        "**The reference's isolated - visible gap:** reliably negative under the reference script's definition and not under "
+        "the intended one (so it comes from the definition) on: " + (", ".join(n for n, v in artifact.items() if v) or "none")
+        + "; not shown on: " + (", ".join(n for n, v in artifact.items() if not v) or "none") + "."])
     doc.p("**The single-prompt pair** (point estimates, one prompt): the ratio under both definitions and the isolated - visible gap.")
     doc.table(["Model", "Intended: isolated / visible", "Intended: isolated - visible", "Script's: isolated / visible",
                "Script's: isolated - visible"],

@@ -63,7 +63,7 @@ def run_configs(configs: dict[str, ExperimentConfig], model_name: str | None, pl
     chosen = model_name or next(iter(configs.values())).model
     progress(f"loading model {chosen or 'SmolLM2-135M-Instruct (embedded default)'}")
     model = load_model(chosen, dtype=dtype)
-    n_params = int(sum(p.numel() for p in model.parameters()))
+    n_params = int(sum({p.data_ptr(): p.numel() for p in model.parameters()}.values()))  # shared storage once
     out = {}
     try:
         for name, config in configs.items():

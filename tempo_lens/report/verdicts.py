@@ -174,6 +174,14 @@ def definition_explains_gap(reference_gap: float | None, script_gap: float | Non
     return sign in (LESS, MORE) and sign == point_direction(reference_gap, 0.0, tolerance) and abs(script_gap) - abs(intended_gap) >= tolerance
 
 
+def gap_from_definition(script_gap: Interval | None, intended_gap: Interval | None) -> bool:
+    """Across prompts: the isolated - visible gap is reliably negative under the reference script's definition
+    (as the reference reported it) while under the intended definition it is not reliably negative, or minimal."""
+    if interval_direction(script_gap) != LESS or interval_direction(intended_gap) == NOT_MEASURED:
+        return False
+    return interval_direction(intended_gap) != LESS or within_tolerance(intended_gap)
+
+
 def ordering_reliable(higher: Interval | None, lower: Interval | None) -> bool:
     """Two intervals do not overlap, ``higher`` above ``lower`` (a conservative check of an ordering claim)."""
     return has_interval(higher) and has_interval(lower) and higher.lo > lower.hi

@@ -20,6 +20,7 @@ from tempo_lens.report.verdicts import (
     depth_profile,
     direction,
     funnel_reading,
+    gap_from_definition,
     interval_direction,
     interval_verdict,
     ordering_reliable,
@@ -122,3 +123,12 @@ def test_definition_explains_gap():
 def test_ordering_reliable():
     assert ordering_reliable(Interval(1.1, 1.0, 1.2, n=5), Interval(0.6, 0.5, 0.7, n=5))
     assert not ordering_reliable(Interval(1.1, 0.6, 1.2, n=5), Interval(0.6, 0.5, 0.7, n=5))
+
+
+def test_gap_from_definition_across_prompts():
+    script = Interval(-0.105, -0.165, -0.049, n=13, p=0.005, null=0.0)
+    assert gap_from_definition(script, Interval(0.015, 0.005, 0.026, n=13, p=0.019, null=0.0))
+    assert gap_from_definition(script, Interval(-0.005, -0.031, 0.019, n=14, null=0.0))
+    assert gap_from_definition(script, Interval(-0.02, -0.03, -0.01, n=14, null=0.0))  # negative, but minimal
+    assert not gap_from_definition(script, Interval(-0.2, -0.3, -0.1, n=14, null=0.0))
+    assert not gap_from_definition(Interval(-0.1, -0.2, 0.05, n=13, null=0.0), Interval(0.0, -0.1, 0.1, n=13, null=0.0))
