@@ -75,12 +75,12 @@ def measure(model, context: int, ks: list[int], rounds: int) -> dict:
                 k = 1 if name == "decode" else int(name.split("_")[1])
                 hooks = [] if name == "decode" else tempo_hooks(model, layout, "isolated")
                 with model.hooks(fwd_hooks=hooks):
-                    logits = forward_step(model, prompt, cache, device)
+                    logits = forward_step(model, [prompt], cache)[0]
                     ids, probs, _ = select_siblings(torch.softmax(logits[-1].float(), -1), 0.0, k)
                     layout.append_step(ids, probs)
                     sync(device)
                     start = time.perf_counter()
-                    forward_step(model, ids, cache, device)
+                    forward_step(model, [ids], cache)
                     sync(device)
                     if r:
                         times[name].append(time.perf_counter() - start)

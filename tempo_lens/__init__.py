@@ -1,6 +1,63 @@
-"""tempo_lens: TEMPO (parallel tokens at shared positions) through TransformerLens hook points."""
+"""tempo_lens: TEMPO (parallel tokens at shared positions) through TransformerLens hook points.
 
-from .model import load_model
+The names below are what a user needs; they are imported on first use, so ``import tempo_lens`` (and
+the command line) start without loading torch until it is needed.
+"""
 
-__all__ = ["load_model"]
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "load_model": "model",
+    "GenerationConfig": "generation", "generate": "generation", "generate_batch": "generation",
+    "GenerationResult": "generation", "load_result": "generation",
+    "replay": "replaying",
+    "load_experiment": "experiment", "save_experiment": "experiment", "run_experiment": "experiment",
+    "load_config": "experiment",
+    "TokenLayout": "layout",
+    "CapturedRun": "capture", "CaptureSpec": "capture",
+    "AttentionPruning": "pruning", "SimilarityPruning": "pruning",
+    "tempo_hooks": "hooks", "tempo_position_hooks": "hooks", "rope_position_hooks": "hooks",
+    "learned_position_hooks": "hooks", "isolation_mask_hooks": "hooks", "pruned_keys_mask_hooks": "hooks",
+    "attention_block_hooks": "hooks", "attention_bias_hooks": "hooks", "fractional_positions": "hooks",
+    "PatternRecorder": "hooks",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tempo_lens' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from .capture import CapturedRun, CaptureSpec
+    from .experiment import load_config, load_experiment, run_experiment, save_experiment
+    from .generation import GenerationConfig, GenerationResult, generate, generate_batch, load_result
+    from .hooks import (
+        PatternRecorder,
+        attention_bias_hooks,
+        attention_block_hooks,
+        fractional_positions,
+        isolation_mask_hooks,
+        learned_position_hooks,
+        pruned_keys_mask_hooks,
+        rope_position_hooks,
+        tempo_hooks,
+        tempo_position_hooks,
+    )
+    from .layout import TokenLayout
+    from .model import load_model
+    from .pruning import AttentionPruning, SimilarityPruning
+    from .replaying import replay

@@ -8,7 +8,7 @@ Capture is selective (which layers, which steps); generation without it register
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -19,40 +19,94 @@ from .errors import InvalidInputError
 from .layout import TokenLayout
 
 
-@dataclass
+@dataclass(frozen=True)
 class CaptureSpec:
-    """Which layers and steps to keep (None: all)."""
+    """Which layers and steps to keep (None: all). Negative layers count from the last one."""
 
     layers: Sequence[int] | None = None
     steps: Sequence[int] | None = None
 
     def layers_for(self, n_layers: int) -> list[int]:
-        chosen = list(range(n_layers)) if self.layers is None else sorted(set(int(l) for l in self.layers))
-        bad = [l for l in chosen if not 0 <= l < n_layers]
-        if bad:
-            raise InvalidInputError(f"capture layers {bad} outside 0..{n_layers - 1}; choose layers of this model or \"all\"")
-        return chosen
+        """The model layer numbers captured, sorted (an empty list captures nothing)."""
+        return resolve_layers(self.layers, n_layers, "capture layers")
 
     def wants_step(self, step: int) -> bool:
         return self.steps is None or step in self.steps
 
+    def to_dict(self) -> dict:
+        return {"layers": None if self.layers is None else list(self.layers),
+                "steps": None if self.steps is None else list(self.steps)}
+
+
+def resolve_layers(layers: Sequence[int] | None, n_layers: int, what: str = "layers") -> list[int]:
+    """Layer numbers of a model with ``n_layers`` (None: all; negative counts from the last), sorted, or a clear error."""
+    if layers is None:
+        return list(range(n_layers))
+    if isinstance(layers, (str, bytes)) or not all(isinstance(l, (int, np.integer)) and not isinstance(l, bool) for l in layers):
+        raise InvalidInputError(f"{what} must be a list of layer numbers, got {layers!r}")
+    bad = [int(l) for l in layers if not -n_layers <= l < n_layers]
+    if bad:
+        raise InvalidInputError(f"{what} {bad} outside 0..{n_layers - 1} (or -{n_layers}..-1); choose layers of this model or \"all\"")
+    return sorted(set(int(l) % n_layers for l in layers))
+
+
+class StepAttention:
+    """One step's captured attention ``[layer, batch, head_index, query_pos, key_pos]`` that knows its layer numbers.
+
+    ``step_attention[L]`` is model layer ``L``'s pattern ``[batch, head_index, query_pos, key_pos]``
+    (whatever subset of layers was captured); ``np.asarray(step_attention)`` and ``.shape`` give the
+    stacked array.
+    """
+
+    def __init__(self, array: np.ndarray, layers: Sequence[int]):
+        self.array, self.layers = array, list(layers)
+
+    def __getitem__(self, layer: int) -> np.ndarray:
+        if layer not in self.layers:
+            raise KeyError(f"layer {layer} was not captured; captured layers: {self.layers}")
+        return self.array[self.layers.index(layer)]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self.array if dtype is None else self.array.astype(dtype)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
+
+    def __repr__(self) -> str:
+        return f"StepAttention(layers={self.layers}, shape={self.shape})"
+
 
 @dataclass
 class CapturedAttention:
-    """Per-step attention arrays ``[layers, batch, heads, queries, keys]`` for the captured layers."""
+    """Per-step attention ``[layer, batch, head_index, query_pos, key_pos]`` for the captured layers.
+
+    A mapping from step to :class:`StepAttention`: ``capture[step][layer]``, ``list(capture)`` (the
+    steps), ``len(capture)``.
+    """
 
     layers: list[int]
     steps: dict[int, np.ndarray] = field(default_factory=dict)
 
     def record(self, step: int, patterns: dict[int, Tensor]) -> None:
-        stacked: Float[Tensor, "layer batch head q key"] = torch.stack([patterns[l] for l in self.layers])
+        if not self.layers:
+            return
+        stacked: Float[Tensor, "layer batch head_index query_pos key_pos"] = torch.stack([patterns[l] for l in self.layers])
         self.steps[step] = stacked.detach().to("cpu", torch.float32).numpy()
 
-    def __getitem__(self, step: int) -> np.ndarray:
-        return self.steps[step]
+    def __getitem__(self, step: int) -> StepAttention:
+        if step not in self.steps:
+            raise KeyError(f"step {step} was not captured; captured steps: {self.step_ids}")
+        return StepAttention(self.steps[step], self.layers)
 
     def __contains__(self, step: object) -> bool:
         return step in self.steps
+
+    def __iter__(self):
+        return iter(self.step_ids)
+
+    def __len__(self) -> int:
+        return len(self.steps)
 
     @property
     def step_ids(self) -> list[int]:
@@ -87,7 +141,7 @@ class CapturedRun:
     @classmethod
     def from_result(cls, result, name: str = "run", **meta) -> "CapturedRun":
         if result.capture is None:
-            raise ValueError("this generation captured no attention; pass capture=True to generate()")
+            raise InvalidInputError("this generation captured no attention; pass capture=True to generate()")
         info = result.to_json_dict()
         info.pop("steps", None)
         info.update(meta)
@@ -103,3 +157,26 @@ class CapturedRun:
             attention=dict(result.capture.steps),
             meta=info,
         )
+
+
+def as_run(source: Any, name: str | None = None) -> CapturedRun:
+    """A :class:`CapturedRun` from a saved run or a generated result (with capture), so analysis takes either."""
+    if isinstance(source, CapturedRun):
+        return source
+    if hasattr(source, "layout") and hasattr(source, "capture") and hasattr(source, "to_json_dict"):
+        return CapturedRun.from_result(source, name=name or f"{source.mode}-0")
+    raise InvalidInputError(
+        f"expected a captured run or a generation result, got {type(source).__name__}; "
+        "pass generate(..., capture=True)'s result, a run of load_experiment(...).runs, or a list of them"
+    )
+
+
+def as_runs(source: Any) -> list[CapturedRun]:
+    """Runs from one run or result, an experiment (its ``runs``), or an iterable of runs and results."""
+    if isinstance(source, CapturedRun) or hasattr(source, "to_json_dict"):
+        return [as_run(source)]
+    if hasattr(source, "runs") and not isinstance(source, (list, tuple)):
+        source = source.runs
+    if isinstance(source, Iterable) and not isinstance(source, (str, bytes, np.ndarray)):
+        return [as_run(item, name=f"{item.mode}-{i}" if not isinstance(item, CapturedRun) else None) for i, item in enumerate(source)]
+    return [as_run(source)]

@@ -15,6 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .analysis._arrays import as_attention
+from .capture import as_run
 from .analysis.heads import HEAD_GROUPS
 from .layout import TokenLayout
 
@@ -133,6 +134,7 @@ def attention_heatmap(run: Any, step: int, layer: int | None = None, head: int |
     ``layer`` is a model layer index (one of ``run.layers``). Tick labels mark parallel (``∥``) and
     pruned-hidden (``✗``) keys; the step's own siblings are outlined.
     """
+    run = as_run(run)
     a = as_attention(run.attention[step])
     if layer is not None:
         if layer not in run.layers:

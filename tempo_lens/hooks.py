@@ -43,17 +43,17 @@ def _attn_score_hook_names(model: Any, layers: Iterable[int] | None = None) -> l
     return [f"blocks.{layer}.attn.hook_attn_scores" for layer in chosen]
 
 
-def _positions_of(source: PositionSource) -> tuple[Callable[[], Tensor], Any]:
-    """(a function giving the positions of every physical token, memo key) for a layout, tensor or callable.
+def _positions_of(source: PositionSource) -> tuple[Callable[[], Tensor], tuple, Any]:
+    """(a function giving the positions of every physical token, memo key, object the memo must hold).
 
-    For a layout the key comes from its version alone, so a memo hit builds no tensor.
+    For a layout the key is its version, so a memo hit builds no tensor. For a tensor (or a callable's
+    result) the key is its identity and in-place version counter; the memo holds the tensor itself, so
+    its id cannot be reused by another tensor while the memo entry lives.
     """
     if isinstance(source, TokenLayout):
-        return (lambda: source.positions("shared")), ("layout", id(source), source.version)
-    if isinstance(source, Tensor):
-        return (lambda: source), ("tensor", id(source))
-    positions = source()
-    return (lambda: positions), ("callable", id(positions))
+        return (lambda: source.positions("shared")), ("layout", id(source), source.version), source
+    tensor = source if isinstance(source, Tensor) else source()
+    return (lambda: tensor), ("tensor", id(tensor), tensor._version), tensor
 
 
 def has_rotary(model: Any) -> bool:
@@ -75,7 +75,8 @@ def rope_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
     model's own rotary embedding (``model.rotary_emb.original_component``, which fires no hooks)
     evaluated at the positions of the forward's last ``q`` tokens. ``positions`` is a
     :class:`TokenLayout` (its logical positions), a float tensor with one position per physical token
-    (``[n_tokens]``), or a callable returning one. Example::
+    (``[n_tokens]``, or ``[batch, n_tokens]`` for one row of positions per batch row; the hook then
+    returns ``[batch, q, d_head]``), or a callable returning one. Example::
 
         tokens = torch.tensor([[1, 10, 11, 12, 13]])
         hooks = rope_position_hooks(model, torch.tensor([0., 1., 2., 2., 3.]))
@@ -90,17 +91,20 @@ def rope_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
     memo: dict[str, Any] = {"key": None}
 
     def cos_sin(reference: Tensor) -> tuple[Tensor, Tensor]:
-        get_positions, source_key = _positions_of(positions)
+        get_positions, source_key, held = _positions_of(positions)
         n = reference.shape[-2]
         key = (source_key, n, reference.dtype, reference.device)
         if memo["key"] != key:
             all_positions = get_positions()
-            if n > all_positions.shape[0]:
-                raise InvalidInputError(f"the forward has {n} tokens but only {all_positions.shape[0]} positions were given")
-            wanted = all_positions[-n:].to(device=reference.device, dtype=torch.float32)[None, :]
+            if n > all_positions.shape[-1]:
+                raise InvalidInputError(f"the forward has {n} tokens but only {all_positions.shape[-1]} positions were given")
+            wanted = all_positions[..., -n:].to(device=reference.device, dtype=torch.float32)
+            wanted = wanted[None, :] if wanted.ndim == 1 else wanted
             with torch.no_grad():
                 cos, sin = rotary(reference, wanted)
-            memo.update(key=key, cos=cos.to(reference.dtype), sin=sin.to(reference.dtype))
+            memo.update(key=key, held=held, cos=cos.to(reference.dtype), sin=sin.to(reference.dtype))
+        if memo["cos"].shape[0] != reference.shape[0]:  # one row of positions per batch row
+            return memo["cos"], memo["sin"]
         return memo["cos"].expand_as(reference), memo["sin"].expand_as(reference)
 
     def hook_cos(cos: Float[Tensor, "batch q d_head"], hook: Any = None) -> Tensor:
@@ -131,11 +135,11 @@ def learned_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
     def hook_pos(pos_embed: Float[Tensor, "batch q d_model"], hook: Any = None) -> Tensor:
         all_positions = _positions_of(positions)[0]()
         n = pos_embed.shape[-2]
-        wanted = all_positions[-n:]
+        wanted = all_positions[..., -n:]
         if not torch.equal(wanted, wanted.round()):
             raise InvalidInputError("learned position embeddings need integer positions; fractional positions need a RoPE model")
-        rows = table[wanted.long().to(table.device)]
-        return rows.to(pos_embed.dtype).expand_as(pos_embed)
+        rows = table[wanted.long().to(table.device)].to(pos_embed.dtype)
+        return rows.expand_as(pos_embed) if rows.ndim == 2 else rows  # [batch, q, d_model]: one row per prompt
 
     return [("hook_pos_embed", hook_pos)]
 
@@ -177,7 +181,7 @@ def attention_block_hooks(
 
     Targets ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``, pre-softmax) of ``layers``
     (default all). ``blocked`` receives the number of queries and keys of the forward and returns a
-    ``[q, K]`` boolean tensor; it is evaluated once per forward (memoised on its result's identity per
+    ``[q, K]`` boolean tensor (or ``[batch, q, K]``, one mask per batch row); it is evaluated once per forward (memoised on its result's identity per
     shape) and shared by all layers. A query always keeps its own key, whatever ``blocked`` says: a row
     with every key at ``-inf`` would otherwise softmax to NaN, or, next to the bridge's ``finfo.min``
     causal mask, spread its attention over future tokens. Example::
@@ -200,10 +204,11 @@ def attention_block_hooks(
             if bool(mask.any()):
                 rows, own = torch.arange(q), torch.arange(k - q, k)
                 fixed = mask
-                if bool(mask[rows, own].any()):
+                if bool(mask[..., rows, own].any()):
                     fixed = mask.clone()
-                    fixed[rows, own] = False
+                    fixed[..., rows, own] = False
                 fixed = fixed.to(device)
+                fixed = fixed[:, None] if fixed.ndim == 3 else fixed  # one mask per batch row, shared by heads
             memo.update(source=mask, device=device, fixed=fixed)
         return memo["fixed"]
 
@@ -290,7 +295,7 @@ def fractional_positions(layout: TokenLayout, spacing: float = 1e-3) -> Float[Te
     """Near-identical distinct positions: the r-th sibling of a step sits at ``logical + r * spacing``.
 
     Returns a float32 ``[n_tokens]`` tensor for :func:`rope_position_hooks` / :func:`tempo_hooks`
-    (``positions=``) or :func:`tempo_lens.replay.replay`, which evaluate the rotary embedding there at
+    (``positions=``) or :func:`tempo_lens.replay`, which evaluate the rotary embedding there at
     ``rotary_emb.hook_cos`` / ``hook_sin`` (RoPE models only: learned tables refuse fractions).
     Positions are float32 (as the rotary embedding computes them), so far into a long context a small
     spacing can round siblings onto one position; that, or a spacing that reaches the next logical
@@ -361,7 +366,7 @@ class PatternRecorder:
 
     Targets ``blocks.L.attn.hook_pattern`` (post-softmax) of ``layers``; the hook returns the pattern
     unchanged. Generation reads it after every step for capture and pruning; :meth:`take` hands the
-    patterns over and clears them. Example::
+    patterns over and clears them. As a context manager it drops what it holds on exit. Example::
 
         recorder = PatternRecorder(layers=[0, model.cfg.n_layers - 1])
         model.run_with_hooks(torch.tensor([[1, 10, 11, 12]]), fwd_hooks=recorder.hooks())
@@ -371,6 +376,12 @@ class PatternRecorder:
     def __init__(self, layers: Iterable[int]):
         self.layers = sorted(set(int(layer) for layer in layers))
         self.patterns: dict[int, Tensor] = {}
+
+    def __enter__(self) -> "PatternRecorder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.patterns = {}  # nothing recorded outlives the block
 
     def hooks(self) -> list[Hook]:
         def make(layer: int) -> Callable[..., Tensor]:

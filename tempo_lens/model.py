@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .atomic import atomic_directory
-from .compat import patch_bridge_kv_cache
+from .compat import ensure_kv_cache
 from .errors import ModelUnavailableError
 
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -170,7 +170,6 @@ def load_model(
     """
     from transformer_lens.model_bridge import TransformerBridge
 
-    patch_bridge_kv_cache()
     path = str(embedded_model_dir()) if name_or_path is None else _resolve(str(name_or_path))
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
@@ -192,6 +191,7 @@ def load_model(
             "directory or a model already in the Hugging Face cache."
         ) from exc
     bridge.eval()
+    ensure_kv_cache(bridge)
     bridge.tempo_lens_model_name = EMBEDDED_MODEL_NAME if name_or_path is None else str(name_or_path)
     return bridge
 

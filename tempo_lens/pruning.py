@@ -19,7 +19,7 @@ Scoring (``a[k]`` = attention to physical key ``k``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import torch
 from jaxtyping import Float
@@ -28,21 +28,28 @@ from torch import Tensor
 from .errors import InvalidInputError
 from .layout import TokenLayout
 
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+Hook = tuple[str, Callable[..., Tensor]]
+
 
 class PruningStrategy(Protocol):
-    """What the generator needs from a pruning strategy."""
+    """What the generator needs from a pruning strategy: settings that start one session per generation."""
 
-    def layers_for(self, n_layers: int) -> list[int]:
-        """Layers whose attention pattern :meth:`after_step` needs (recorded for it by the generator)."""
-        ...
-
-    def hooks(self, model: Any, layout: TokenLayout) -> list:
-        """Extra hooks the strategy reads its own evidence from (entered with the generation's hooks)."""
-        ...
-
-    def after_step(self, layout: TokenLayout, patterns: dict[int, Tensor], step: int) -> list["PruneEvent"]: ...
+    def start(self, model: "TransformerBridge", layout: TokenLayout, row: int = 0) -> "PruningSession": ...
 
     def describe(self) -> dict: ...
+
+
+class PruningSession(Protocol):
+    """The state of one generation's pruning: the evidence it records and the events it made."""
+
+    layers: list[int]  # layers whose attention pattern ``after_step`` needs (recorded by the generator)
+    hooks: list[Hook]  # extra hooks the session reads its own evidence from
+    events: list["PruneEvent"]
+
+    def after_step(self, patterns: dict[int, Tensor], step: int) -> list["PruneEvent"]: ...
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ def default_layer_weights(n_layers_used: int) -> Float[Tensor, "layer"]:
 
 
 def key_attention(
-    attention: Float[Tensor, "layer batch head query key"], layer_weights: Float[Tensor, "layer"]
+    attention: Float[Tensor, "layer batch head_index query_pos key_pos"], layer_weights: Float[Tensor, "layer"]
 ) -> Float[Tensor, "key"]:
     """Attention per key: layer-weighted mean, then mean over batch, heads and queries."""
     per_layer = attention.float().mean(dim=(1, 2, 3))
@@ -100,38 +107,47 @@ def set_scores(a: Float[Tensor, "key"], layout: TokenLayout, step: int) -> dict[
     return scores
 
 
-@dataclass
+def _resolve_layer(layer: int, n_layers: int, what: str) -> int:
+    if not -n_layers <= layer < n_layers:
+        raise InvalidInputError(f"{what} {layer} outside the model's layers 0..{n_layers - 1} (or -{n_layers}..-1)")
+    return layer % n_layers
+
+
+@dataclass(frozen=True)
 class AttentionPruning:
-    """Prune by attention: configurable threshold, layers used, their weights, and the distance prior."""
+    """Prune by attention: configurable threshold, layers used, their weights, and the distance prior.
+
+    Settings only; :meth:`start` makes the per-generation state (its events), so one strategy object
+    serves any number of generations.
+    """
 
     attention_threshold: float = 0.5
     layers: Sequence[int] | None = None
     layer_weights: Sequence[float] | None = None
     use_distance_prior: bool = False
-    events: list[PruneEvent] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         t = self.attention_threshold
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or t != t or t < 0:
-            raise InvalidInputError(f"prune threshold must be a number >= 0 (0 never prunes), got {t!r}")
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or t != t or t < 0 or t == float("inf"):
+            raise InvalidInputError(f"prune threshold must be a finite number >= 0 (0 never prunes), got {t!r}")
         if self.layers is not None and (
             isinstance(self.layers, (str, bytes)) or not all(isinstance(l, int) and not isinstance(l, bool) for l in self.layers)
         ):
             raise InvalidInputError(f"pruning layers must be a list of layer indices, got {self.layers!r}")
+        if self.layers is not None and not len(self.layers):
+            raise InvalidInputError("pruning layers is empty; list the layers whose attention scores sets, or leave it out for all")
         if self.layer_weights is not None:
             w = self.layer_weights
             if isinstance(w, (str, bytes)) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in w):
                 raise InvalidInputError(f"pruning layer_weights must be a list of numbers, got {w!r}")
-            if any(x != x or x < 0 for x in w) or not sum(w) > 0:
-                raise InvalidInputError(f"pruning layer_weights must be >= 0 with a positive sum, got {list(w)!r}")
+            if any(x != x or x < 0 or x == float("inf") for x in w) or not sum(w) > 0:
+                raise InvalidInputError(f"pruning layer_weights must be finite, >= 0 and with a positive sum, got {list(w)!r}")
         if self.layer_weights is not None and self.layers is not None and len(self.layer_weights) != len(self.layers):
             raise InvalidInputError("layer_weights needs one weight per layer in layers")
 
     def layers_for(self, n_layers: int) -> list[int]:
-        layers = list(range(n_layers)) if self.layers is None else [int(l) for l in self.layers]
-        bad = [l for l in layers if not 0 <= l < n_layers]
-        if bad:
-            raise InvalidInputError(f"pruning layers {bad} outside 0..{n_layers - 1}")
+        """The model layers used (negative indices count from the last layer)."""
+        layers = list(range(n_layers)) if self.layers is None else [_resolve_layer(int(l), n_layers, "pruning layer") for l in self.layers]
         if self.layer_weights is not None and len(self.layer_weights) != len(layers):
             raise InvalidInputError(
                 f"pruning layer_weights has {len(self.layer_weights)} weights for {len(layers)} layers; "
@@ -145,7 +161,7 @@ class AttentionPruning:
         weights = torch.tensor(list(self.layer_weights), dtype=torch.float32)
         return weights / weights.sum()
 
-    def score(self, layout: TokenLayout, attention: Float[Tensor, "layer batch head query key"], step: int) -> dict[int, float]:
+    def score(self, layout: TokenLayout, attention: Float[Tensor, "layer batch head_index query_pos key_pos"], step: int) -> dict[int, float]:
         """Scores of the earlier sets from one step's attention (layers in ``layers_for`` order)."""
         a = key_attention(attention, self.weights_for(attention.shape[0]))
         start = layout.step_range(step).start
@@ -154,23 +170,8 @@ class AttentionPruning:
             a[:start] = a[:start] / distance_prior(layout, step).to(a)
         return set_scores(a, layout, step)
 
-    def after_step(self, layout: TokenLayout, patterns: dict[int, Tensor], step: int) -> list[PruneEvent]:
-        if self.attention_threshold == 0 or not patterns:
-            return []
-        layers = self.layers_for(max(patterns) + 1) if self.layers is not None else sorted(patterns)
-        attention = torch.stack([patterns[l] for l in layers])
-        new_events = []
-        for set_step, score in self.score(layout, attention, step).items():
-            if score < self.attention_threshold:
-                members = list(layout.step_range(set_step))
-                kept, pruned = members[0], tuple(members[1:])
-                layout.prune(pruned, at_step=step, score=score)
-                new_events.append(PruneEvent(set_step, step, score, kept, pruned))
-        self.events.extend(new_events)
-        return new_events
-
-    def hooks(self, model: Any, layout: TokenLayout) -> list:
-        return []  # the attention patterns come from the generator's recorder (see layers_for)
+    def start(self, model: "TransformerBridge", layout: TokenLayout, row: int = 0) -> "AttentionPruningSession":
+        return AttentionPruningSession(self, layout, self.layers_for(int(model.cfg.n_layers)), row)
 
     def describe(self) -> dict:
         return {
@@ -183,10 +184,39 @@ class AttentionPruning:
 
 
 @dataclass
+class AttentionPruningSession:
+    """One generation under :class:`AttentionPruning`; ``after_step`` gets this generation's own patterns."""
+
+    strategy: AttentionPruning
+    layout: TokenLayout
+    layers: list[int]
+    row: int = 0
+    events: list[PruneEvent] = field(default_factory=list)
+
+    @property
+    def hooks(self) -> list[Hook]:
+        return []  # the attention patterns come from the generator's recorder (see ``layers``)
+
+    def after_step(self, patterns: dict[int, Tensor], step: int) -> list[PruneEvent]:
+        if self.strategy.attention_threshold == 0 or not patterns:
+            return []
+        attention = torch.stack([patterns[l] for l in self.layers])  # this row's patterns, [1, head, q, K]
+        new_events = []
+        for set_step, score in self.strategy.score(self.layout, attention, step).items():
+            if score < self.strategy.attention_threshold:
+                members = list(self.layout.step_range(set_step))
+                kept, pruned = members[0], tuple(members[1:])
+                self.layout.prune(pruned, at_step=step, score=score)
+                new_events.append(PruneEvent(set_step, step, score, kept, pruned))
+        self.events.extend(new_events)
+        return new_events
+
+
+@dataclass(frozen=True)
 class SimilarityPruning:
     """Prune for diversity: drop siblings whose hidden state nearly duplicates their set's most likely one.
 
-    The residual stream after block ``layer`` (``blocks.L.hook_resid_post``, ``[batch, q, d_model]``;
+    The residual stream after block ``layer`` (``blocks.L.hook_resid_post``, ``[batch, pos, d_model]``;
     default the last block) is recorded for every token as it is fed. Each parallel set is judged once,
     after the following step's forward (never while it is the newest set): a sibling whose cosine
     similarity to the set's most likely sibling is at least ``similarity_threshold`` is pruned, and the
@@ -196,41 +226,52 @@ class SimilarityPruning:
 
     similarity_threshold: float = 0.95
     layer: int = -1
-    events: list[PruneEvent] = field(default_factory=list)
-    states: dict[int, Tensor] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         t = self.similarity_threshold
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or t != t:
-            raise InvalidInputError(f"similarity threshold must be a number (cosine similarity, -1..1; above 1 never prunes), got {t!r}")
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or t != t or t in (float("inf"), float("-inf")):
+            raise InvalidInputError(f"similarity threshold must be a finite number (cosine similarity, -1..1; above 1 never prunes), got {t!r}")
         if isinstance(self.layer, bool) or not isinstance(self.layer, int):
             raise InvalidInputError(f"similarity pruning layer must be an integer, got {self.layer!r}")
 
-    def layers_for(self, n_layers: int) -> list[int]:
-        return []
+    def start(self, model: "TransformerBridge", layout: TokenLayout, row: int = 0) -> "SimilarityPruningSession":
+        layer = _resolve_layer(self.layer, int(model.cfg.n_layers), "similarity pruning layer")
+        return SimilarityPruningSession(self, layout, layer, row)
 
-    def hooks(self, model: Any, layout: TokenLayout) -> list:
-        n_layers = int(model.cfg.n_layers)
-        layer = self.layer % n_layers if -n_layers <= self.layer < n_layers else None
-        if layer is None:
-            raise InvalidInputError(f"similarity pruning layer {self.layer} outside the model's {n_layers} layers")
-        self.states = {}
+    def describe(self) -> dict:
+        return {"strategy": "similarity", "similarity_threshold": self.similarity_threshold, "layer": self.layer}
 
-        def record(resid: Float[Tensor, "batch q d_model"], hook: Any = None) -> Tensor:
-            rows = resid[0].detach().float().cpu()  # one copy per forward, not one per token
-            self.states.update(zip(range(len(layout) - len(rows), len(layout)), rows))
+
+@dataclass
+class SimilarityPruningSession:
+    """One generation under :class:`SimilarityPruning`: the hidden state of every token fed so far."""
+
+    strategy: SimilarityPruning
+    layout: TokenLayout
+    layer: int
+    row: int = 0
+    events: list[PruneEvent] = field(default_factory=list)
+    states: dict[int, Tensor] = field(default_factory=dict, repr=False)
+    layers: list[int] = field(default_factory=list)
+
+    @property
+    def hooks(self) -> list[Hook]:
+        def record(resid: Float[Tensor, "batch pos d_model"], hook: Any = None) -> Tensor:
+            n_new = len(self.layout) - len(self.states)  # the tokens this forward fed (right-aligned)
+            rows = resid[self.row, resid.shape[1] - n_new :].detach().float().cpu()  # one copy per forward
+            self.states.update(zip(range(len(self.layout) - n_new, len(self.layout)), rows))
             return resid
 
-        return [(f"blocks.{layer}.hook_resid_post", record)]
+        return [(f"blocks.{self.layer}.hook_resid_post", record)]
 
-    def after_step(self, layout: TokenLayout, patterns: dict[int, Tensor], step: int) -> list[PruneEvent]:
-        judged = step - 1
+    def after_step(self, patterns: dict[int, Tensor], step: int) -> list[PruneEvent]:
+        layout, judged = self.layout, step - 1
         if judged < 0 or layout.step_sizes()[judged] < 2:
             return []
         members = list(layout.step_range(judged))
         top = self.states[members[0]]
         similarity = {k: float(torch.nn.functional.cosine_similarity(top, self.states[k], dim=0)) for k in members[1:]}
-        pruned = [k for k, sim in similarity.items() if sim >= self.similarity_threshold]
+        pruned = [k for k, sim in similarity.items() if sim >= self.strategy.similarity_threshold]
         events = []
         for k in pruned:
             layout.prune([k], at_step=step, score=similarity[k])
@@ -238,6 +279,3 @@ class SimilarityPruning:
             events.append(PruneEvent(judged, step, max(similarity[k] for k in pruned), members[0], tuple(pruned)))
         self.events.extend(events)
         return events
-
-    def describe(self) -> dict:
-        return {"strategy": "similarity", "similarity_threshold": self.similarity_threshold, "layer": self.layer}

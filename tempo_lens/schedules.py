@@ -69,6 +69,14 @@ class ThresholdSchedule:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def to_text(self) -> str | None:
+        """The CLI form that :meth:`parse` reads back (None for a constant threshold)."""
+        if self.kind == "bezier":
+            return f"bezier:{self.final!r}:{self.p1!r}:{self.p2!r}"
+        if self.kind == "relu":
+            return f"relu:{self.final!r}:{self.knee!r}"
+        return None
+
     @classmethod
     def parse(cls, start: float, text: str | None) -> "ThresholdSchedule":
         """From the CLI form ``bezier:FINAL[:P1:P2]`` or ``relu:FINAL:KNEE`` (None: constant)."""

@@ -46,3 +46,10 @@ def embedded_hf():
     from tempo_lens.model import embedded_model_dir
 
     return AutoModelForCausalLM.from_pretrained(embedded_model_dir(), attn_implementation="eager", dtype=torch.float32).eval()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that loads the embedded 30-layer model is ``slow``, whether or not it says so."""
+    for item in items:
+        if "embedded_model" in getattr(item, "fixturenames", ()) or "embedded_hf" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

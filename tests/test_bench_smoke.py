@@ -6,25 +6,17 @@ figures come from `make bench` and live in benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
+from benchmarks import gpu_reference_shape
+from benchmarks.config import BenchConfig
+from benchmarks.harness import jsonable
+from benchmarks.machine import machine_info
+from benchmarks.runner import run_all
+from benchmarks.summary import format_report
 from tests.helpers import build_tiny_model, hf_eager
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("tempo_lens_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -35,21 +27,23 @@ def tiny(tmp_path_factory):
     return load_model(str(directory), device="cpu"), hf_eager(directory)
 
 
-def _tiny_config(bench):
-    return bench.BenchConfig(
+def tiny_config(**overrides) -> BenchConfig:
+    return BenchConfig(
         context=8, ks=(1, 2), rounds=1, block=1, linear_rounds=1, scaling_contexts=(8, 16), scaling_rounds=1, scaling_block=1,
         capture_contexts=(8,), capture_k=2, profile_steps=1, analysis_steps=6, analysis_shape=(3, 4, 2),
-        analysis_repeats=1,
+        analysis_repeats=1, **overrides,
     )
 
 
-def test_bench_runs_every_section_on_a_tiny_model(bench, tiny):
+def test_bench_runs_every_section_on_a_tiny_model(tiny, monkeypatch):
+    from tempo_lens import generation
+
+    monkeypatch.delattr(generation, "generate_batch", raising=False)  # the sweep's own tests cover it
     model, hf = tiny
-    cfg = _tiny_config(bench)
-    results = bench.run_all(model, hf, cfg, log=lambda _msg: None)
-    results["machine"] = bench.machine_info()
+    results = run_all(model, hf, tiny_config(), log=lambda _msg: None)
+    results["machine"] = machine_info()
     sections = results["sections"]
-    assert set(sections) == {"parallel", "linear", "prepacked", "scaling", "hf", "profile", "capture", "analysis"}
+    assert set(sections) == {"parallel", "linear", "prepacked", "scaling", "hf", "profile", "capture", "analysis", "sweep"}
 
     parallel = sections["parallel"]
     assert [row["k"] for row in parallel["rows"]] == [1, 2]
@@ -75,27 +69,32 @@ def test_bench_runs_every_section_on_a_tiny_model(bench, tiny):
     assert any(row["target"].startswith("1 parallel") for row in summary)
     assert any(row["target"].startswith("6 analysis") for row in summary)
 
-    report = bench.format_report(results)
-    for header in ("[1+2]", "[1b]", "[1c]", "[3]", "[4]", "[4b]", "[5]", "[6]", "Summary"):
+    assert "skipped" in sections["sweep"] and any(row["target"].startswith("7 sweep") for row in summary)
+
+    report = format_report(results)
+    for header in ("[1+2]", "[1b]", "[1c]", "[3]", "[4]", "[4b]", "[5]", "[6]", "[7]", "Summary"):
         assert header in report
-    json.dumps(bench._jsonable(results))
+    json.dumps(jsonable(results))
 
 
-def test_quick_config_is_smaller(bench):
-    quick, full = bench.BenchConfig.quick(), bench.BenchConfig()
+def test_command_line_runs_a_section_without_a_model(tmp_path, capsys):
+    from benchmarks.runner import main
+
+    assert main(["--quick", "--only", "6", "--json", str(tmp_path / "out.json")]) == 0
+    out = capsys.readouterr().out
+    assert "[6] analysis throughput" in out and "6 analysis" in out and "[1+2]" not in out
+    saved = json.loads((tmp_path / "out.json").read_text())
+    assert saved["model"] is None and set(saved["sections"]) == {"analysis"}
+
+
+def test_quick_config_is_smaller():
+    quick, full = BenchConfig.quick(), BenchConfig()
     assert quick.rounds * quick.block < full.rounds * full.block
     assert full.scaling_contexts == (32, 128, 512, 1024) and full.ks == (1, 2, 4, 8)
 
 
 def test_gpu_reference_shape_script_runs_tiny(capsys):
     """The GPU tokens-per-second script (run where a GPU is at hand) works end to end on a tiny shape."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_reference_shape.py"
-    spec = importlib.util.spec_from_file_location("gpu_reference_shape", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--tiny", "--rounds", "1", "--context", "32"]) == 0
+    assert gpu_reference_shape.main(["--tiny", "--rounds", "1", "--context", "32"]) == 0
     out = capsys.readouterr().out
     assert "plain cached decode" in out and "TEMPO k=8" in out and "tokens/s" in out

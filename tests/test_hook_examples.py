@@ -150,7 +150,7 @@ def test_readme_hook_examples_run(arch, tiny_bridges, capsys):
 def test_replay_extra_hooks_act_before_the_recorder(tiny_llama):
     """``replay(extra_hooks=...)``: the hooks change the forward, and the returned attention is the changed one."""
     from tempo_lens.layout import TokenLayout
-    from tempo_lens.replay import replay
+    from tempo_lens.replaying import replay
 
     layout = TokenLayout.from_prompt([1, 10, 11])
     layout.append_step([12, 13], [0.6, 0.3])

@@ -35,9 +35,9 @@ def test_cached_decoding_equals_full_recompute(embedded_model):
     with torch.no_grad():
         full = embedded_model(ids)[0]
         cache = new_cache(embedded_model)
-        rows = [forward_step(embedded_model, PROMPT[:4], cache, "cpu")]
+        rows = [forward_step(embedded_model, [PROMPT[:4]], cache)[0]]
         for token in PROMPT[4:]:
-            rows.append(forward_step(embedded_model, [token], cache, "cpu"))
+            rows.append(forward_step(embedded_model, [[token]], cache)[0])
         assert cache.get_seq_length() == len(PROMPT)
     incremental = torch.cat(rows)
     assert (incremental - full).abs().max().item() < 1e-3
@@ -70,3 +70,20 @@ def test_corrupt_cache_is_detected_and_rebuilt(tmp_path, monkeypatch, capsys):
     # an interrupted conversion: no completion marker
     (target / "tempo_lens_complete.json").unlink()
     assert "marker" in cache_problem(target)
+
+
+def test_kv_cache_shim_is_per_instance(tiny_dirs):
+    """The shim wraps one model's attention bridges; the TransformerLens classes stay as shipped."""
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    from tempo_lens.compat import ensure_kv_cache
+
+    shipped = AttentionBridge.__dict__["_update_kv_cache"]
+    plain = TransformerBridge.boot_transformers(str(tiny_dirs["llama"]), device="cpu")
+    attention = [m for m in plain.modules() if isinstance(m, AttentionBridge)]
+    assert attention and not any("_update_kv_cache" in m.__dict__ for m in attention)
+    assert ensure_kv_cache(plain) == len(attention)
+    assert ensure_kv_cache(plain) == 0  # idempotent
+    assert all("_update_kv_cache" in m.__dict__ for m in attention)
+    assert AttentionBridge.__dict__["_update_kv_cache"] is shipped

@@ -10,7 +10,7 @@ import torch
 from tempo_lens.errors import InvalidInputError
 from tempo_lens.generation import generate
 from tempo_lens.layout import TokenLayout
-from tempo_lens.pruning import AttentionPruning, default_layer_weights, distance_prior, key_attention, set_scores
+from tempo_lens.pruning import AttentionPruning, AttentionPruningSession, default_layer_weights, distance_prior, key_attention, set_scores
 from tests.helpers import hf_eager, hf_oracle_logits
 
 TINY_PROMPT = [1, 17, 42, 5, 63, 8]
@@ -71,7 +71,8 @@ def test_strategy_collapses_low_sets_to_the_most_likely_sibling():
     layout = _layout()
     attention = torch.zeros(1, 1, 1, 2, 8)
     attention[..., :] = torch.tensor([0.5, 0.1, 0.1, 0.02, 0.04, 0.2, 0.02, 0.02])
-    events = AttentionPruning(attention_threshold=0.5).after_step(layout, {0: attention[0]}, step=2)
+    session = AttentionPruningSession(AttentionPruning(attention_threshold=0.5), layout, layers=[0])
+    events = session.after_step({0: attention[0]}, step=2)
     assert len(events) == 1 and events[0].kept == 3 and events[0].pruned == (4,)
     assert layout.pruned_at[4] == 2 and layout.prune_scores[4] == pytest.approx(0.03 / 0.092)
     assert not layout.is_pruned(3)
@@ -131,15 +132,15 @@ def test_json_pruned_flags(tiny_llama):
 # ---- the second strategy: diversity by hidden-state similarity -----------------------------------
 
 def test_similarity_strategy_by_hand():
-    from tempo_lens.pruning import SimilarityPruning
+    from tempo_lens.pruning import SimilarityPruning, SimilarityPruningSession
 
     layout = _layout()  # step 0 = {3, 4}, step 1 = {5}, step 2 = {6, 7}
-    strategy = SimilarityPruning(similarity_threshold=0.9)
-    strategy.states = {3: torch.tensor([1.0, 0.0]), 4: torch.tensor([0.8, 0.6]), 6: torch.tensor([1.0, 0.0]), 7: torch.tensor([0.99, 0.1])}
-    assert strategy.after_step(layout, {}, step=1) == []  # step 0's set: cos = 0.8 < 0.9
-    assert strategy.after_step(layout, {}, step=2) == []  # step 1 has one sibling
+    session = SimilarityPruningSession(SimilarityPruning(similarity_threshold=0.9), layout, layer=0)
+    session.states = {3: torch.tensor([1.0, 0.0]), 4: torch.tensor([0.8, 0.6]), 6: torch.tensor([1.0, 0.0]), 7: torch.tensor([0.99, 0.1])}
+    assert session.after_step({}, step=1) == []  # step 0's set: cos = 0.8 < 0.9
+    assert session.after_step({}, step=2) == []  # step 1 has one sibling
     layout.append_step([60], [0.9])  # step 3 judges step 2: cos = 0.99 / |(0.99, 0.1)| = 0.99496...
-    events = strategy.after_step(layout, {}, step=3)
+    events = session.after_step({}, step=3)
     assert events[0].pruned == (7,) and events[0].kept == 6
     assert layout.pruned_at[7] == 3 and layout.prune_scores[7] == pytest.approx(0.99 / (0.99**2 + 0.01) ** 0.5)
     assert not layout.is_pruned(4)
@@ -171,12 +172,23 @@ def test_similarity_pruning_masks_and_matches_hf(tiny_llama, tiny_dirs, mode):
 
 def test_similarity_states_are_each_tokens_residual_stream(tiny_llama):
     from tempo_lens.pruning import SimilarityPruning
-    from tempo_lens.replay import replay
+    from tempo_lens.replaying import replay
 
-    strategy = SimilarityPruning(1.01, layer=1)
-    result = generate(tiny_llama, TINY_PROMPT, max_steps=3, pruning=strategy, **TOP3)
+    result = generate(tiny_llama, TINY_PROMPT, max_steps=3, **TOP3)
+    session = SimilarityPruning(1.01, layer=1).start(tiny_llama, result.layout)
     name = "blocks.1.hook_resid_post"
-    full = replay(tiny_llama, result.layout, run_with_cache=True, names_filter=name).cache[name][0]
-    assert sorted(strategy.states) == list(range(len(result.layout)))  # the prompt and every sibling, as fed
-    for index, state in strategy.states.items():
+    full = replay(tiny_llama, result.layout, run_with_cache=True, names_filter=name, extra_hooks=session.hooks).cache[name][0]
+    assert sorted(session.states) == list(range(len(result.layout)))  # every token, as fed
+    for index, state in session.states.items():
         assert state.shape == full[index].shape and (state - full[index]).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("strategy", [AttentionPruning(1e9), "similarity"])
+def test_a_strategy_keeps_no_state_between_generations(tiny_llama, strategy):
+    from tempo_lens.pruning import SimilarityPruning
+
+    strategy = SimilarityPruning(-1.0) if strategy == "similarity" else strategy
+    first = generate(tiny_llama, TINY_PROMPT, max_steps=4, pruning=strategy, **TOP3)
+    second = generate(tiny_llama, TINY_PROMPT, max_steps=4, pruning=strategy, **TOP3)
+    assert first.pruning_events and second.pruning_events == first.pruning_events  # not accumulated
+    assert not any(vars(strategy).get(name) for name in ("events", "states"))

@@ -55,3 +55,9 @@ def step_attention(attention: Any, layout: TokenLayout, step: int) -> tuple[Atte
             f"attention should be [.., {len(siblings)}, {siblings.stop}]; got {a.shape}. Is this the right layout?"
         )
     return a, siblings
+
+
+def layer_labels(attention: Any, n_captured: int) -> list[int]:
+    """The model layer numbers of a captured step: its own (``StepAttention.layers``), else ``0..L-1``."""
+    layers = getattr(attention, "layers", None)
+    return list(layers) if layers is not None else list(range(n_captured))

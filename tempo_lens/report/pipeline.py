@@ -13,6 +13,7 @@ Which experiment feeds which section: :mod:`.inputs`. What may be overwritten: :
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 from pathlib import Path
@@ -60,14 +61,15 @@ def run_configs(configs: dict[str, ExperimentConfig], model_name: str | None, pl
     """Run each config on one loaded model and save it through ``plan``; returns the saved folders by name."""
     from ..model import load_model
 
-    chosen = model_name or next(iter(configs.values())).model
+    first = next(iter(configs.values()))
+    chosen, dtype = model_name or first.model, dtype or first.dtype
     progress(f"loading model {chosen or 'SmolLM2-135M-Instruct (embedded default)'}")
     model = load_model(chosen, dtype=dtype)
     n_params = int(sum({p.data_ptr(): p.numel() for p in model.parameters()}.values()))  # shared storage once
     out = {}
     try:
         for name, config in configs.items():
-            config.model = chosen
+            config = dataclasses.replace(config, model=chosen, dtype=dtype)
             started = time.perf_counter()
             experiment = run_experiment(config, model, progress=progress)
             experiment.model["n_params"] = n_params

@@ -90,7 +90,7 @@ def test_sigkill_during_a_real_run_keeps_the_previous_result(previous, tiny_dirs
 
 WRITER = r"""
 import os, sys, time, numpy
-import tempo_lens.experiment as experiment
+import tempo_lens.experiment.storage as experiment
 point, source, target = sys.argv[1:4]
 if point == "arrays":   # killed after the arrays are written, before the metadata
     original = numpy.savez_compressed
@@ -158,7 +158,7 @@ def _rerun_setup(previous, tiny_dirs, tmp_path):
 
 
 def test_disk_full_while_writing_keeps_the_previous_result(previous, tiny_dirs, tmp_path, monkeypatch):
-    import tempo_lens.experiment as experiment
+    import tempo_lens.experiment.storage as experiment
 
     out, config, before = _rerun_setup(previous, tiny_dirs, tmp_path)
 
@@ -176,7 +176,7 @@ def test_disk_full_while_writing_keeps_the_previous_result(previous, tiny_dirs, 
 
 
 def test_failed_final_rename_puts_the_previous_result_back(previous, tmp_path, monkeypatch):
-    import tempo_lens.experiment as experiment
+    import tempo_lens.experiment.storage as experiment
 
     out = tmp_path / "exp"
     shutil.copytree(previous, out)

@@ -17,7 +17,7 @@ REFERENCE_SECTIONS = [
     "## Comparison with the Reference Report", "### Why Do Parallel Tokens Receive", "## Future Research Directions",
     "## Conclusion",
 ]
-COMMON = 'threshold = 1e-6\nmax_parallel = 2\nmax_steps = 5\nseed = 42\n'
+COMMON = 'threshold = 1e-6\nmax_parallel = 2\nmax_steps = 5\n'
 
 
 @pytest.fixture(scope="session")

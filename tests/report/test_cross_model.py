@@ -9,7 +9,7 @@ import pytest
 from tempo_lens.cli import main
 from tempo_lens.report.cross_model import folder_name
 
-SETTINGS = 'threshold = 1e-6\nmax_parallel = 2\nmax_steps = 4\nseed = 1\ncontrols = ["unique_positions", "toggled_mask"]\n'
+SETTINGS = 'threshold = 1e-6\nmax_parallel = 2\nmax_steps = 4\ncontrols = ["unique_positions", "toggled_mask"]\n'
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +20,13 @@ def study(tiny_dirs, tmp_path_factory):
                                       'modes = ["isolated", "visible"]\n' + SETTINGS)
     (folder / "prune.toml").write_text('name = "prune"\nprompt = "t1 t9 t33"\n' + SETTINGS + '[pruning]\nattention_threshold = 1.0\n')
     assert main(["analyze", str(folder), "--model", str(tiny_dirs["llama"])]) == 0
-    models = [str(tiny_dirs["llama"]), str(tiny_dirs["qwen2"]), str(folder / "not-installed")]
+    models = [str(tiny_dirs["llama"]), str(tiny_dirs["llama3_scaling"]), str(folder / "not-installed")]
     assert main(["analyze", str(folder), "--models", ",".join(models)]) == 0
     return folder
 
 
 def test_each_model_gets_its_own_runs_and_report(study, tiny_dirs):
-    for name in ("llama", "qwen2"):
+    for name in ("llama", "llama3_scaling"):
         base = study / "models" / folder_name(str(tiny_dirs[name]))
         assert sorted(p.name for p in (base / "runs").iterdir()) == ["many", "pair"]  # no pruning experiment
         metrics = json.loads((base / "report" / "metrics.json").read_text())
@@ -37,14 +37,14 @@ def test_each_model_gets_its_own_runs_and_report(study, tiny_dirs):
 def test_the_main_report_has_the_cross_model_section(study, tiny_dirs):
     md = (study / "report" / "FINDINGS.md").read_text()
     section = md[md.index("## Cross-model"):md.index("## Data Summary")]
-    for name in ("llama", "qwen2"):
+    for name in ("llama", "llama3_scaling"):
         assert str(tiny_dirs[name]) in section and f"| {name} |" in section
     for label in ("Ratio, reference script's definition, isolated", "Ratio without the first token, isolated",
                   "Set mass / token mean, isolated", "Ratio at unique positions, isolated",
                   "Isolated - visible, same tokens (paired)", "**Entropy by depth third**", "**Head groups**"):
         assert label in section
     metrics = json.loads((study / "report" / "metrics.json").read_text())
-    assert [e["folder"] for e in metrics["cross_model"]] == ["llama", "qwen2"]
+    assert [e["folder"] for e in metrics["cross_model"]] == ["llama", "llama3_scaling"]
     html = (study / "report" / "report.html").read_text()
     assert 'data-figure="models"' in html
 

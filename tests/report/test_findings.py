@@ -16,7 +16,7 @@ def _paragraph_with(md: str, needle: str) -> str:
 
 def test_a_mode_without_a_measured_step_renders_without_claims(tiny_dirs, tmp_path):
     """The visible run selects one token per step, so it has no earlier parallel set: every visible value is missing."""
-    common = 'prompt = "t1 t17 t42 t5"\nthreshold = 1e-6\nmax_steps = 4\nseed = 42\ncontrols = ["unique_positions", "toggled_mask"]\n'
+    common = 'prompt = "t1 t17 t42 t5"\nthreshold = 1e-6\nmax_steps = 4\ncontrols = ["unique_positions", "toggled_mask"]\n'
     (tmp_path / "exp1_isolated.toml").write_text('name = "exp1_isolated"\nmode = "isolated"\nmax_parallel = 2\n' + common)
     (tmp_path / "exp1_visible.toml").write_text('name = "exp1_visible"\nmode = "visible"\nmax_parallel = 1\n' + common)
     assert main(["analyze", str(tmp_path), "--model", str(tiny_dirs["llama"])]) == 0

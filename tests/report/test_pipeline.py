@@ -9,7 +9,7 @@ import pytest
 
 from tempo_lens.cli import main
 
-SETTINGS = 'prompt = "t1 t17 t42 t5"\nthreshold = 1e-6\nmax_parallel = 2\nmax_steps = 3\nseed = 1\n'
+SETTINGS = 'prompt = "t1 t17 t42 t5"\nthreshold = 1e-6\nmax_parallel = 2\nmax_steps = 3\n'
 
 
 def snapshot(folder: Path) -> dict[str, str]:

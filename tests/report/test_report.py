@@ -164,7 +164,7 @@ def test_pruning_metrics_with_partly_pruned_sets(tiny_llama):
                                "pruning": {"strategy": "similarity", "similarity_threshold": -1.0}})
     experiment = run_experiment(config, tiny_llama)
     layout = experiment.generated()[0].layout
-    layout.pruned_at[layout.step_range(0).start + 1] = -1  # keep the second sibling of step 0: a partly pruned set
+    layout.unprune([layout.step_range(0).start + 1])  # keep the second sibling of step 0: a partly pruned set
     metrics = pruning_metrics(experiment)
     step0 = [e for e in metrics.events if e.set_step == 0]
     assert [e.outcome for e in step0] == ["kept (top sibling)", "kept (not pruned)", "pruned"]

@@ -16,6 +16,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .capture import resolve_layers
+from .errors import InvalidInputError
 from .hooks import PatternRecorder, attention_block_hooks, layout_blocked_fn, tempo_position_hooks
 from .layout import MODES, TokenLayout
 
@@ -36,10 +38,10 @@ class ReplayResult:
 def _blocked_fn(layout: TokenLayout, mask: MaskArg):
     if isinstance(mask, Tensor):
         if mask.dtype != torch.bool or mask.shape != (len(layout), len(layout)):
-            raise ValueError(f"a mask tensor must be boolean [{len(layout)}, {len(layout)}] (True = blocked)")
+            raise InvalidInputError(f"a mask tensor must be boolean [{len(layout)}, {len(layout)}] (True = blocked)")
         return lambda q, k: mask[k - q : k, :k]
     if mask not in MODES:
-        raise ValueError(f"unknown mask {mask!r}; use 'isolated', 'visible' or a boolean tensor")
+        raise InvalidInputError(f"unknown mask {mask!r}; use 'isolated', 'visible' or a boolean tensor")
     return layout_blocked_fn(layout, mask, apply_pruning=True)
 
 
@@ -58,15 +60,15 @@ def replay(
 
     ``positions``: ``"shared"`` (logical), ``"unique"`` (physical index) or a float tensor per token.
     ``mask``: ``"isolated"`` / ``"visible"`` (pruned keys stay hidden from later steps) or a boolean
-    ``[n, n]`` tensor (True = blocked; a query always keeps its own key). ``layers``: which layers' attention to return (default all).
+    ``[n, n]`` tensor (True = blocked; a query always keeps its own key). ``layers``: which layers' attention to return (default all; negative counts from the last; ``[]`` none).
     ``extra_hooks``: more ``(hook_name, hook_fn)`` pairs (e.g. :func:`~tempo_lens.hooks.attention_bias_hooks`),
     run after the replay's own position and mask hooks and before its pattern recorder, so the
     returned attention is the one the model used.
     """
     pos = layout.positions(positions) if isinstance(positions, str) else positions.to(torch.float32)
     if pos.shape[0] != len(layout):
-        raise ValueError(f"positions has {pos.shape[0]} entries for {len(layout)} tokens")
-    chosen = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+        raise InvalidInputError(f"positions has {pos.shape[0]} entries for {len(layout)} tokens")
+    chosen = resolve_layers(layers, int(model.cfg.n_layers), "replay layers")
     recorder = PatternRecorder(chosen)
     hooks = tempo_position_hooks(model, pos) + attention_block_hooks(model, _blocked_fn(layout, mask))
     hooks += list(extra_hooks or []) + recorder.hooks()
@@ -79,9 +81,10 @@ def replay(
         else:
             logits = model(tokens)
     patterns = recorder.take()
-    stacked = torch.stack([patterns[l] for l in chosen]).to("cpu", torch.float32)
     attention = {}
-    for step in range(layout.n_steps):
-        r = layout.step_range(step)
-        attention[step] = stacked[:, :, :, r.start : r.stop, : r.stop].numpy().copy()
+    if chosen:  # layers=[] records nothing
+        stacked = torch.stack([patterns[l] for l in chosen]).to("cpu", torch.float32)
+        for step in range(layout.n_steps):
+            r = layout.step_range(step)
+            attention[step] = stacked[:, :, :, r.start : r.stop, : r.stop].numpy().copy()
     return ReplayResult(logits=logits[0].detach().cpu(), attention=attention, layers=chosen, cache=cache)

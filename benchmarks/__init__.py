@@ -1,0 +1,38 @@
+"""`make bench`: what TEMPO costs when it is done only through TransformerLens hook points.
+
+Every number printed is a *ratio* of two variants measured side by side in one run
+(:mod:`benchmarks.harness`); nothing here is a timed assertion. Each section is one module:
+
+1. parallel tokens almost free: TEMPO step with k siblings (hooks on) / plain one-token decode
+   (:mod:`~benchmarks.parallel`); 1b: the model's linear layers alone with k rows (what limits 1), 1c: 1 again
+   with oneDNN-prepacked linear weights, the opt-in `tempo_lens.cpu_linears` (:mod:`~benchmarks.linear`)
+2. hooks cheap: TEMPO step with hooks on / the same step with hooks off (equal work; :mod:`~benchmarks.parallel`)
+3. linear, not quadratic: cached TEMPO step vs a naive full recompute, contexts 32..1024 (:mod:`~benchmarks.scaling`)
+4. TransformerLens overhead: bridge cached decode / raw HF eager cached decode (:mod:`~benchmarks.overhead`),
+   plus a profile (:mod:`~benchmarks.profiling`)
+5. capture: pattern capture on all layers / no capture, plus bytes stored per step (:mod:`~benchmarks.capture`)
+6. analysis throughput: every report metric over 100 synthetic steps shaped like the reference (:mod:`~benchmarks.analysis`)
+7. throughput sweep: 16 prompts x 10 steps, ``generate_batch`` in batches of 1, 4, 16 / one at a time, with peak
+   memory per batch size (:mod:`~benchmarks.sweep`, :mod:`~benchmarks.memory`)
+
+:mod:`~benchmarks.summary` prints the tables and the summary; :mod:`~benchmarks.runner` is the command line.
+
+Usage::
+
+    python -m benchmarks [--quick] [--json PATH] [--only 1,2,4] [--model DIR] [--device cuda] [--sweep-models LIST]
+    python benchmarks/bench.py ...      # the same (what `make bench` runs)
+"""
+
+import os
+
+_ENVIRONMENT = {
+    "OMP_WAIT_POLICY": "PASSIVE",   # spinning OpenMP threads on a shared box: 20x slower steps
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+}
+
+
+def set_environment() -> None:
+    """The benchmark's environment defaults (an explicit setting wins); call before torch is imported."""
+    for key, value in _ENVIRONMENT.items():
+        os.environ.setdefault(key, value)

@@ -1,0 +1,73 @@
+"""Section 4: what TransformerLens adds, the bridge's cached decode against raw HF eager on the same weights."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from tempo_lens.fast_norms import fast_norms
+from tempo_lens.generation import forward_step, select_siblings
+
+from .config import BenchConfig
+from .harness import fmt_ratio, interleave, pooled_median, ratio, table
+from .steps import (
+    FixedContext, hf_decode_block, hf_tempo_block, hf_tempo_forward, hooks_ctx, plain_decode_block, tempo_step_block,
+    with_context,
+)
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+
+def bench_hf(model: "TransformerBridge", hf: Any, cfg: BenchConfig) -> dict:
+    """Target 4: the bridge's cached decode step vs raw HF eager on the same weights (and TEMPO both ways)."""
+    ctx = FixedContext(model, cfg.context, cfg.mode, cfg.seed, hf=hf)
+    k = max(cfg.ks)
+    parity = _parity_bridge_vs_hf(ctx, k)
+    variants = {
+        "hf_decode_1": hf_decode_block(ctx),
+        "bridge_decode_1": plain_decode_block(ctx),
+        "bridge_fast_norms_decode_1": with_context(lambda: fast_norms(model), plain_decode_block(ctx)),
+        "bridge_tempo_1": tempo_step_block(ctx, 1),
+        f"hf_tempo_{k}": hf_tempo_block(ctx, k),
+        f"bridge_tempo_{k}": tempo_step_block(ctx, k),
+    }
+    groups = [("hf_decode_1", "bridge_decode_1", "bridge_fast_norms_decode_1", "bridge_tempo_1"), (f"hf_tempo_{k}", f"bridge_tempo_{k}")]
+    samples = interleave(variants, groups, cfg.rounds, cfg.block)
+    return {
+        "context": cfg.context,
+        "k": k,
+        "bridge_over_hf": ratio(samples, "bridge_decode_1", "hf_decode_1"),
+        "bridge_fast_norms_over_hf": ratio(samples, "bridge_fast_norms_decode_1", "hf_decode_1"),
+        "bridge_tempo1_over_hf": ratio(samples, "bridge_tempo_1", "hf_decode_1"),
+        "tempo_k_bridge_over_hf": ratio(samples, f"bridge_tempo_{k}", f"hf_tempo_{k}"),
+        "parity_max_abs_logit_diff": parity,
+        "medians_ms": {name: 1e3 * pooled_median(samples, name) for name in variants},
+        "samples": samples,
+    }
+
+
+def _parity_bridge_vs_hf(ctx: FixedContext, k: int) -> float:
+    """The HF-way TEMPO step and the bridge's hook-way step compute the same thing (max |delta logit|)."""
+    with torch.no_grad():
+        ids, probs, _ = select_siblings(ctx.distribution, 0.0, k)
+        ctx.layout.append_step(ids, probs)
+        with hooks_ctx(ctx.model, ctx.hooks):
+            bridge = forward_step(ctx.model, [ids], ctx.cache)[0]
+        hf = hf_tempo_forward(ctx, ids)
+        ctx.cache.crop(-k)
+        ctx.rollback(k, hf=True)
+    return float((bridge.float() - hf.float()).abs().max())
+
+
+def format_hf(h: dict) -> list[str]:
+    return [
+        f"\n[4] TransformerLens overhead, context {h['context']}",
+        table(["variant", "median ms"], [[k, f"{v:.1f}"] for k, v in h["medians_ms"].items()]),
+        f"bridge decode / HF eager decode          : {fmt_ratio(h['bridge_over_hf'])}",
+        f"bridge + fast_norms decode / HF decode   : {fmt_ratio(h['bridge_fast_norms_over_hf'])}",
+        f"bridge TEMPO k=1 / HF eager decode       : {fmt_ratio(h['bridge_tempo1_over_hf'])}",
+        f"TEMPO k={h['k']}: bridge hooks / HF (position_ids + 4D mask): {fmt_ratio(h['tempo_k_bridge_over_hf'])}"
+        f"   (same logits: max |dlogit| {h['parity_max_abs_logit_diff']:.1e})",
+    ]

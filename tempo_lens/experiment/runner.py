@@ -1,0 +1,118 @@
+"""Running an experiment: every (prompt, mode) of a config through batched TEMPO, plus the control replays.
+
+Data flows one way: a config (:mod:`.config`) goes in, an in-memory :class:`~.storage.Experiment`
+comes out, and :mod:`.storage` writes it. Prompts of one mode run together through
+:func:`~tempo_lens.generation.generate_batch` (``batch_size`` rows per forward), and each result is
+then replayed for the controls: the same tokens at unique positions (RoPE sharing off) and with the
+isolation mask toggled (a paired isolated-vs-visible comparison on identical tokens).
+"""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from ..capture import CapturedRun
+from ..errors import InvalidInputError
+from .config import ExperimentConfig
+from .storage import Experiment
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+OTHER_MODE = {"isolated": "visible", "visible": "isolated"}
+
+
+def package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for package in ("tempo_lens", "torch", "transformers", "transformer-lens", "numpy"):
+        try:
+            versions[package] = importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` as ``(i, n)`` with ``0 <= i < n`` (None stays None)."""
+    if text is None:
+        return None
+    try:
+        index, count = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise InvalidInputError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise InvalidInputError(f"--shard {text}: need 0 <= i < n (e.g. 0/4 .. 3/4)")
+    return index, count
+
+
+def shard_folder(out: Path, shard: tuple[int, int] | None) -> Path:
+    return out if shard is None else out / f"shard-{shard[0]}-of-{shard[1]}"
+
+
+def model_facts(model: "TransformerBridge") -> dict:
+    from ..model import model_name
+
+    cfg = model.cfg
+    return {
+        "name": model_name(model),
+        "n_layers": int(cfg.n_layers),
+        "n_heads": int(cfg.n_heads),
+        "n_kv_heads": int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads),
+        "d_model": int(cfg.d_model),
+        "n_ctx": int(cfg.n_ctx),
+        "n_params": int(sum(p.numel() for p in model.original_model.parameters())),
+        "dtype": str(next(model.original_model.parameters()).dtype).removeprefix("torch."),
+    }
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    model: "TransformerBridge | None" = None,
+    *,
+    shard: tuple[int, int] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Experiment:
+    """Generate every (prompt, mode) of the config (this shard's prompts only), with capture and controls."""
+    from ..generation import generate_batch
+    from ..model import load_model
+    from ..replaying import replay
+
+    model = model if model is not None else load_model(config.model, dtype=config.dtype)
+    indices = list(range(len(config.prompts)))
+    if shard is not None:
+        indices = indices[shard[0] :: shard[1]]
+    runs: dict[tuple[int, str], list[CapturedRun]] = {}
+    for mode in config.modes if indices else []:  # a shard may hold no prompt
+        if progress:
+            progress(f"{config.name}: {len(indices)} prompt(s), {mode}")
+        settings = config.generation.replace(mode=mode)
+        results = generate_batch(model, [config.prompts[i] for i in indices], settings, batch_size=config.batch_size)
+        for done, (index, result) in enumerate(zip(indices, results), start=1):
+            if progress:
+                progress(f"{config.name}: prompt {index + 1}/{len(config.prompts)} {mode}: controls ({done}/{len(indices)})")
+            name = f"p{index:02d}-{mode}"
+            run = CapturedRun.from_result(result, name=name, variant="generated", prompt_index=index)
+            group = runs[(index, mode)] = [run]
+            if "unique_positions" in config.controls:
+                rep = replay(model, result.layout, positions="unique", mask=mode, layers=run.layers)
+                group.append(_replay_run(run, rep, f"{name}/unique", "unique_positions", mask=mode))
+            if "toggled_mask" in config.controls:
+                other = OTHER_MODE[mode]
+                rep = replay(model, result.layout, positions="shared", mask=other, layers=run.layers)
+                group.append(_replay_run(run, rep, f"{name}/{other}-mask", "toggled_mask", mask=other))
+    ordered = [run for index in indices for mode in config.modes for run in runs[(index, mode)]]
+    shard_text = None if shard is None else f"{shard[0]}/{shard[1]}"
+    return Experiment(config=config.to_dict(), runs=ordered, model=model_facts(model), versions=package_versions(), shard=shard_text)
+
+
+def _replay_run(source: CapturedRun, rep, name: str, variant: str, mask: str) -> CapturedRun:
+    """A control replay as a run: its ``mode`` stays the generation's; ``meta["mask"]`` says which mask it used."""
+    wanted = set(source.attention)
+    return CapturedRun(
+        name=name, prompt=source.prompt, mode=source.mode, layout=source.layout, token_strings=source.token_strings,
+        layers=list(rep.layers), attention={s: a for s, a in rep.attention.items() if s in wanted},
+        meta={**source.meta, "variant": variant, "source_run": source.name, "mask": mask},
+    )

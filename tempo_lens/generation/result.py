@@ -1,0 +1,154 @@
+"""What a TEMPO generation returns: the layout plus what is needed to read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from ..capture import CapturedAttention
+from ..layout import TokenLayout
+from ..pruning import PruneEvent
+from ..schedules import ThresholdSchedule
+from ..text import bracketed
+from .config import GenerationConfig
+
+
+@dataclass
+class StepRecord:
+    """One step as a reader wants it (derived from the layout, never stored separately)."""
+
+    step: int
+    logical_position: int
+    token_ids: list[int]
+    tokens: list[str]
+    probs: list[float]
+    physical_range: tuple[int, int]
+    pruned: list[bool]
+    pruned_at_step: list[int | None]
+    prune_score: list[float | None]
+    threshold: float
+
+    def to_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "logical_position": self.logical_position,
+            "token_ids": self.token_ids,
+            "tokens": self.tokens,
+            "probs": self.probs,
+            "pruned": self.pruned,
+            "physical_range": list(self.physical_range),
+            "pruned_at_step": self.pruned_at_step,
+            "prune_score": self.prune_score,
+            "threshold": self.threshold,
+        }
+
+
+@dataclass
+class GenerationResult:
+    """The layout of a TEMPO generation and what is needed to read it."""
+
+    model: str
+    prompt: str | None
+    prompt_text: str
+    config: GenerationConfig
+    layout: TokenLayout
+    token_strings: list[str]
+    thresholds: list[float]
+    stop_reason: str
+    n_layers: int
+    n_heads: int
+    capture: CapturedAttention | None = None
+    clean_text: str = ""
+    pruning_events: list[PruneEvent] = field(default_factory=list)
+    step_logits: list[Tensor] | None = field(default=None, repr=False)
+
+    # the settings a reader asks for most, straight from the config
+    @property
+    def mode(self) -> str:
+        return self.config.mode
+
+    @property
+    def schedule(self) -> ThresholdSchedule:
+        return self.config.schedule
+
+    @property
+    def next_token_source(self) -> str:
+        return self.config.next_token_source
+
+    @property
+    def max_steps(self) -> int:
+        return self.config.max_steps
+
+    @property
+    def max_parallel(self) -> int:
+        return self.config.max_parallel
+
+    @property
+    def pruning(self) -> dict | None:
+        return None if self.config.pruning is None else self.config.pruning.describe()
+
+    @property
+    def prompt_token_ids(self) -> list[int]:
+        return self.layout.token_ids[: self.layout.n_prompt]
+
+    @property
+    def steps(self) -> list[StepRecord]:
+        layout, records = self.layout, []
+        for step in range(layout.n_steps):
+            r = layout.step_range(step)
+            records.append(
+                StepRecord(
+                    step=step,
+                    logical_position=layout.logical_positions[r.start],
+                    token_ids=[layout.token_ids[i] for i in r],
+                    tokens=[self.token_strings[i] for i in r],
+                    probs=[layout.probs[i] for i in r],
+                    physical_range=(r.start, r.stop),
+                    pruned=[layout.is_pruned(i) for i in r],
+                    pruned_at_step=[layout.pruned_at[i] if layout.is_pruned(i) else None for i in r],
+                    prune_score=[layout.prune_scores[i] if layout.is_pruned(i) else None for i in r],
+                    threshold=self.thresholds[step],
+                )
+            )
+        return records
+
+    @property
+    def text(self) -> str:
+        """The prompt, then per step the token or ``[a/b/c]`` (whitespace siblings visible); pruned as ``~~b~~``."""
+        return self.prompt_text + "".join(bracketed(r.tokens, r.pruned) for r in self.steps)
+
+    @property
+    def threshold(self) -> float:
+        return self.config.threshold
+
+    def to_json_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "prompt": self.prompt,
+            "mode": self.mode,
+            "threshold": self.schedule.start,
+            "threshold_schedule": self.schedule.to_dict(),
+            "next_token_source": self.next_token_source,
+            "max_steps": self.max_steps,
+            "max_parallel": self.max_parallel,
+            "prompt_token_ids": self.prompt_token_ids,
+            "steps": [r.to_dict() for r in self.steps],
+            "text": self.text,
+            "clean_text": self.clean_text,
+            "stop_reason": self.stop_reason,
+            "pruning": self.pruning,
+        }
+
+    def save(self, directory, *, overwrite: bool = False):
+        """Write this result (settings, layout, capture) to a folder; :func:`load_result` reads it back."""
+        from .saved import save_result
+
+        return save_result(self, directory, overwrite=overwrite)
+
+    def to_dataframe(self):
+        """One row per token: physical index, step, rank, logical position, token, probability, pruning."""
+        from .saved import token_table
+
+        return token_table(self)
+

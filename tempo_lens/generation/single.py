@@ -1,0 +1,71 @@
+"""TEMPO generation of one prompt: one cached forward per step feeds all of the step's siblings.
+
+Positions and masks come only from hooks (:mod:`tempo_lens.hooks`), entered once for the whole
+generation; the :class:`~tempo_lens.layout.TokenLayout` they read is updated step by step.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ..compat import cache_kwarg_name, ensure_kv_cache
+from ..hooks import PatternRecorder, tempo_hooks
+from .config import GenerationConfig
+from .result import GenerationResult
+from .row import GenerationRow, resolve_config
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+
+def model_device(model: "TransformerBridge") -> torch.device:
+    return next(model.original_model.parameters()).device
+
+
+def new_cache(model: "TransformerBridge") -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.original_model.config)
+
+
+def forward_step(model: "TransformerBridge", tokens: Sequence[Sequence[int]], cache: Any) -> Float[Tensor, "batch pos d_vocab"]:
+    """One cached forward of new tokens (one list per batch row); returns their logits rows."""
+    ids = torch.tensor(tokens, dtype=torch.long, device=model_device(model))
+    return model(ids, **{cache_kwarg_name(model.original_model): cache, "use_cache": True})
+
+
+def generate(
+    model: "TransformerBridge",
+    prompt: str | Sequence[int] | Tensor,
+    config: GenerationConfig | None = None,
+    *,
+    keep_logits: bool = False,
+    **overrides: Any,
+) -> GenerationResult:
+    """Generate with TEMPO on a TransformerBridge.
+
+    ``config`` holds the settings (:class:`GenerationConfig`; default settings when None); keyword
+    ``overrides`` change single fields, e.g. ``generate(model, "The cat sat on the", threshold=0.1,
+    mode="visible", capture=True)``. ``capture`` is True, a list of layers or a
+    :class:`~tempo_lens.capture.CaptureSpec`; ``pruning`` is an
+    :class:`~tempo_lens.pruning.AttentionPruning` or :class:`~tempo_lens.pruning.SimilarityPruning`.
+    ``keep_logits`` keeps each step's logits rows (``result.step_logits``) for checks against an oracle.
+    """
+    config = resolve_config(config, overrides)
+    row = GenerationRow.start(model, prompt, config, keep_logits=keep_logits)
+    ensure_kv_cache(model)
+    with PatternRecorder(row.recorded_layers) as recorder, torch.no_grad():
+        hooks = tempo_hooks(model, row.layout, config.mode) + recorder.hooks() + row.hooks
+        with model.hooks(fwd_hooks=hooks):
+            cache = new_cache(model)
+            row.read_prompt(forward_step(model, [row.ids], cache)[0])
+            recorder.take()
+            while not row.done:
+                ids = row.choose()
+                logits = forward_step(model, [ids], cache)[0]
+                row.read_step(logits, recorder.take())
+    return row.result()

@@ -1,0 +1,113 @@
+"""The pieces of one TEMPO step: prompt ids, EOS ids, sibling selection and the next distribution."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ..errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+
+def decode(tokenizer: Any, ids: Sequence[int]) -> str:
+    """Token ids as text (``<id>`` per token for a model without a tokenizer)."""
+    if tokenizer is None:
+        return "".join(f"<{i}>" for i in ids)
+    return tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def eos_token_ids(model: "TransformerBridge") -> set[int]:
+    """EOS ids of the tokenizer and of the generation config."""
+    ids: set[int] = set()
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None and getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    config = getattr(getattr(model, "original_model", None), "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif isinstance(eos, (list, tuple)):
+        ids.update(int(e) for e in eos)
+    return ids
+
+
+def prompt_token_ids(model: "TransformerBridge", prompt: str | Sequence[int] | Tensor, chat: bool = False) -> list[int]:
+    """The ids fed to the model for a prompt (BOS included when the tokenizer adds one)."""
+    if isinstance(prompt, Tensor):
+        prompt = prompt.flatten().tolist()
+    if isinstance(prompt, (bytes, bytearray)):
+        try:
+            prompt = prompt.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(f"the prompt is not valid UTF-8 ({exc}); pass text or token ids") from None
+    if isinstance(prompt, str):
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(f"the prompt is not valid text ({exc.reason} at character {exc.start}); pass UTF-8 text") from None
+        if not prompt.strip():
+            raise InvalidInputError("the prompt is empty; pass some text (e.g. 'The cat sat on the') or token ids")
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is None:
+            raise InvalidInputError("this model has no tokenizer; pass the prompt as token ids")
+        if chat:
+            if not getattr(tokenizer, "chat_template", None):
+                raise InvalidInputError("chat=True needs a tokenizer with a chat template; this one has none")
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True)
+            if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+                ids = ids["input_ids"]
+            return [int(i) for i in ids]
+        return [int(i) for i in tokenizer(prompt)["input_ids"]]
+    try:
+        ids = [int(i) for i in prompt]
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"the prompt must be text or a flat sequence of token ids, got {type(prompt).__name__}") from None
+    if not ids:
+        raise InvalidInputError("the prompt is empty; pass some text or at least one token id")
+    vocab = model.cfg.d_vocab
+    bad = [i for i in ids if not 0 <= i < vocab]
+    if bad:
+        raise InvalidInputError(f"token ids {bad[:5]} are outside the vocabulary (0..{vocab - 1})")
+    return ids
+
+
+def select_siblings(
+    probs: Float[Tensor, "d_vocab"], threshold: float, max_parallel: int
+) -> tuple[list[int], list[float], int]:
+    """Tokens with probability >= threshold, highest first, capped; the top token if none clears it.
+
+    Returns (ids, probs, how many cleared the threshold before the cap).
+    """
+    above = int((probs >= threshold).sum())
+    k = min(max(above, 1), max_parallel)
+    top = torch.topk(probs, k)
+    return [int(i) for i in top.indices], [float(p) for p in top.values], above
+
+
+def next_distribution(
+    logits: Float[Tensor, "sibling d_vocab"], sibling_probs: Sequence[float], source: str
+) -> Float[Tensor, "d_vocab"]:
+    """The next step's distribution from the rows of the new siblings (mixture, top or last row)."""
+    rows = torch.softmax(logits.float(), dim=-1)
+    if source == "top":
+        return rows[0]
+    if source == "last":
+        return rows[-1]
+    weights = torch.tensor(sibling_probs, dtype=torch.float32, device=rows.device)
+    weights = weights / weights.sum()
+    return (weights[:, None] * rows).sum(0)
+
+
+def check_context(model: "TransformerBridge", n_prompt: int, max_steps: int) -> None:
+    """Refuse before any model work when the logical positions would run past the model's context."""
+    n_ctx = int(model.cfg.n_ctx)
+    if n_prompt + max_steps > n_ctx:
+        raise InvalidInputError(
+            f"prompt ({n_prompt} tokens) + max_steps ({max_steps}) = {n_prompt + max_steps} logical positions exceeds "
+            f"the model's context of {n_ctx}; shorten the prompt or lower max_steps"
+        )

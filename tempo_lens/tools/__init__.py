@@ -1,0 +1,22 @@
+"""Research tools on siblings: pure functions of a model and a run (generated, saved, or a bare layout) to frames.
+
+- :func:`logit_lens`: each sibling's probability and rank at every layer, and KL to the last layer;
+- :func:`activation_patching` (+ :func:`patching_figure`): patch hook points of chosen siblings from
+  one replay condition into another, swept over layers and heads;
+- :func:`direct_logit_attribution` (+ :func:`sibling_contrast`): each layer's and head's share of a
+  sibling's logit, and which heads push siblings apart.
+
+Siblings are named by :class:`~tempo_lens.siblings.Sibling` (step, rank, token); replays by
+:class:`Condition` (mask, positions, pruned).
+"""
+
+from ..siblings import Sibling, siblings
+from .attribution import direct_logit_attribution, sibling_contrast
+from .common import Condition
+from .logit_lens import lens_logits, logit_lens
+from .patching import HOOK_POINTS, LogitDifference, activation_patching, patching_figure
+
+__all__ = [
+    "Condition", "HOOK_POINTS", "LogitDifference", "Sibling", "activation_patching", "direct_logit_attribution",
+    "lens_logits", "logit_lens", "patching_figure", "sibling_contrast", "siblings",
+]

@@ -1,0 +1,118 @@
+"""What the sibling tools share: a replay condition, and one cached replay per condition.
+
+A :class:`Condition` says how a run's tokens are replayed (mask, positions, whether its pruning
+applies); the typical comparisons are two conditions over the same tokens: isolated vs visible,
+shared vs unique positions, pruned vs unpruned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ..errors import InvalidInputError
+from ..layout import MODES, TokenLayout
+from ..hooks import attention_block_hooks, tempo_position_hooks
+from ..replaying import MaskArg, PositionsArg, ReplayResult, _blocked_fn, replay
+from ..siblings import RunView
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A replay of a run's tokens: ``mask`` (``"isolated"`` / ``"visible"``), ``positions`` (``"shared"`` /
+    ``"unique"`` / a tensor), and ``pruned`` (False: every pruning decision undone)."""
+
+    mask: MaskArg = "isolated"
+    positions: PositionsArg = "shared"
+    pruned: bool = True
+
+    @property
+    def label(self) -> str:
+        mask = self.mask if isinstance(self.mask, str) else "custom mask"
+        positions = self.positions if isinstance(self.positions, str) else "custom positions"
+        return f"{mask}, {positions}" + ("" if self.pruned else ", unpruned")
+
+    def layout(self, layout: TokenLayout) -> TokenLayout:
+        return layout if self.pruned else layout.unpruned()
+
+
+def default_condition(view: RunView, condition: Condition | None) -> Condition:
+    """The given condition, or the run's own mode at shared positions."""
+    if condition is None:
+        return Condition(mask=view.mode if view.mode in MODES else "isolated")
+    if not isinstance(condition, Condition):
+        raise InvalidInputError(f"condition must be a tempo_lens.tools.Condition, got {type(condition).__name__}")
+    return condition
+
+
+def cached_replay(
+    model: "TransformerBridge",
+    layout: TokenLayout,
+    condition: Condition,
+    names: Sequence[str] = (),
+    extra_hooks: Sequence[tuple[str, Any]] | None = None,
+) -> ReplayResult:
+    """One teacher-forced replay under ``condition`` keeping only the hook points ``names`` (batch axis dropped)."""
+    missing = [n for n in names if n not in model.hook_dict]
+    if missing:
+        raise InvalidInputError(f"this model has no hook point(s) {missing}; list them with sorted(model.hook_dict)")
+    wanted = set(names)
+    result = replay(model, condition.layout(layout), condition.positions, condition.mask, layers=[],
+                    run_with_cache=bool(wanted), names_filter=lambda name: name in wanted, extra_hooks=extra_hooks)
+    if result.cache is not None:
+        result.cache = {name: result.cache[name][0].detach() for name in names}
+    return result
+
+
+def batched_logits(
+    model: "TransformerBridge", layout: TokenLayout, condition: Condition, batch: int, extra_hooks: Sequence[tuple[str, Any]]
+) -> Float[Tensor, "batch n_tokens d_vocab"]:
+    """``batch`` copies of the replay under ``condition`` in one forward, for hooks that patch each copy differently.
+
+    The same positions and mask hooks as :func:`~tempo_lens.replay`; copy ``b`` alone gives replay's logits.
+    """
+    layout = condition.layout(layout)
+    positions = condition.positions
+    positions = layout.positions(positions) if isinstance(positions, str) else positions.to(torch.float32)
+    hooks = tempo_position_hooks(model, positions) + attention_block_hooks(model, _blocked_fn(layout, condition.mask))
+    device = next(model.original_model.parameters()).device
+    tokens = torch.tensor([layout.token_ids] * batch, dtype=torch.long, device=device)
+    with torch.no_grad(), model.hooks(fwd_hooks=hooks + list(extra_hooks)):
+        return model(tokens).detach().cpu()
+
+
+def check_steps(layout: TokenLayout, steps: Sequence[int] | None) -> list[int]:
+    """The chosen steps (default all), each checked against the layout."""
+    chosen = list(range(layout.n_steps)) if steps is None else [int(s) for s in steps]
+    bad = [s for s in chosen if not 0 <= s < layout.n_steps]
+    if bad or not chosen:
+        raise InvalidInputError(f"steps {bad or chosen} are not in this run (steps 0..{layout.n_steps - 1})")
+    return chosen
+
+
+def check_layers(model: "TransformerBridge", layers: Sequence[int] | None) -> list[int]:
+    """The chosen layers (default all), each checked against the model."""
+    n = int(model.cfg.n_layers)
+    chosen = list(range(n)) if layers is None else [int(l) for l in layers]
+    bad = [l for l in chosen if not 0 <= l < n]
+    if bad or not chosen:
+        raise InvalidInputError(f"layers {bad or chosen} are not in this model (layers 0..{n - 1})")
+    return chosen
+
+
+def mix_log_probs(log_probs: Float[Tensor, "row d_vocab"], weights: Sequence[float]) -> Float[Tensor, "d_vocab"]:
+    """``log sum_r w_r p_r``: the log of the weighted mixture of the rows' distributions (TEMPO's "mixture")."""
+    log_w = torch.tensor(weights, dtype=log_probs.dtype, device=log_probs.device).log()
+    return torch.logsumexp(log_probs + log_w[:, None], dim=0)
+
+
+def kl_divergence(log_p: Float[Tensor, "d_vocab"], log_q: Float[Tensor, "d_vocab"]) -> float:
+    """``KL(p || q)`` in nats from log probabilities (clamped at 0 against rounding)."""
+    return max(float((log_p.exp() * (log_p - log_q)).sum()), 0.0)

@@ -1,0 +1,26 @@
+"""Input handling shared by the views: every view reads a captured run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..capture import CapturedRun
+from ..errors import InvalidInputError
+
+
+def as_captured(run: Any) -> CapturedRun:
+    """A :class:`CapturedRun` from itself or from a GenerationResult generated with ``capture=True``."""
+    if isinstance(run, CapturedRun):
+        return run
+    if getattr(run, "capture", None) is not None and hasattr(run, "layout"):
+        return CapturedRun.from_result(run, name=f"{run.mode} run")
+    raise InvalidInputError(
+        f"this view needs captured attention; pass a CapturedRun or generate(..., capture=True) (got {type(run).__name__})"
+    )
+
+
+def layer_position(run: CapturedRun, layer: int) -> int:
+    """Where model layer ``layer`` sits in the run's captured arrays, or a clear error."""
+    if layer not in run.layers:
+        raise InvalidInputError(f"layer {layer} was not captured (captured: {list(run.layers)}); capture it or pick another")
+    return list(run.layers).index(layer)

@@ -1,0 +1,106 @@
+"""Batched TEMPO: every row equals ``generate`` for that prompt (tokens, probabilities, logits, capture)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from tempo_lens.errors import InvalidInputError
+from tempo_lens.generation import generate, generate_batch
+from tempo_lens.pruning import AttentionPruning, SimilarityPruning
+
+PROMPTS = [[1, 17, 42, 5, 63, 8], [5, 6], [7, 8, 9, 10, 11, 12, 13, 14, 15], [33]]
+
+
+def assert_rows_equal(singles, batched, logit_tol: float, attention_tol: float = 1e-5) -> None:
+    """Same tokens, steps and pruning; probabilities, logits and captured attention within tolerance.
+
+    A threshold tie (a probability within float noise of the threshold) could flip a selection; the
+    tolerance on probabilities is far below any gap the settings here leave, so a flip would fail loudly.
+    """
+    assert len(singles) == len(batched)
+    for single, batch in zip(singles, batched):
+        a, b = single.layout, batch.layout
+        assert (a.token_ids, a.steps, a.logical_positions, a.pruned_at) == (b.token_ids, b.steps, b.logical_positions, b.pruned_at)
+        np.testing.assert_allclose(np.array(a.probs), np.array(b.probs), atol=1e-5, equal_nan=True)
+        assert single.stop_reason == batch.stop_reason and single.text == batch.text
+        for x, y in zip(single.step_logits, batch.step_logits):
+            assert (x - y).abs().max().item() < logit_tol
+        if single.capture is not None:
+            assert single.capture.step_ids == batch.capture.step_ids
+            for step in single.capture:
+                np.testing.assert_allclose(single.capture.steps[step], batch.capture.steps[step], atol=attention_tol)
+
+
+@pytest.mark.parametrize("mode", ["isolated", "visible"])
+@pytest.mark.parametrize("settings", [
+    dict(threshold=1e-6, max_parallel=3),     # 3 siblings every step
+    dict(threshold=0.0105, max_parallel=8),   # up to 8, varying per row
+    dict(threshold=0.02, max_parallel=8),     # 1 to several, varying per row and step
+    dict(threshold=1.0),                      # 1 sibling: plain greedy
+    dict(threshold=1e-6, max_parallel=3, pruning=AttentionPruning(1.0)),
+    dict(threshold=1e-6, max_parallel=3, pruning=SimilarityPruning(0.5)),
+], ids=["k3", "k8", "mixed", "k1", "attention-pruning", "similarity-pruning"])
+def test_batch_rows_equal_one_at_a_time(tiny_llama, mode, settings):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the max_parallel cap warns; it is the point here
+        singles = [generate(tiny_llama, p, max_steps=5, mode=mode, capture=True, keep_logits=True, **settings) for p in PROMPTS]
+        batched = generate_batch(tiny_llama, PROMPTS, max_steps=5, mode=mode, capture=True, keep_logits=True, **settings)
+    assert_rows_equal(singles, batched, logit_tol=1e-4)
+    if "pruning" in settings:
+        assert any(r.pruning_events for r in batched)
+
+
+def test_batch_of_one_and_chunks(tiny_llama):
+    singles = [generate(tiny_llama, p, max_steps=4, threshold=1e-6, max_parallel=3, keep_logits=True) for p in PROMPTS]
+    alone = generate_batch(tiny_llama, PROMPTS[:1], max_steps=4, threshold=1e-6, max_parallel=3, keep_logits=True)
+    chunked = generate_batch(tiny_llama, PROMPTS, batch_size=3, max_steps=4, threshold=1e-6, max_parallel=3, keep_logits=True)
+    assert_rows_equal(singles[:1], alone, logit_tol=1e-4)
+    assert_rows_equal(singles, chunked, logit_tol=1e-4)
+
+
+def test_eos_in_one_row_only_stops_that_row(tiny_llama):
+    free = [generate(tiny_llama, p, threshold=1.0, max_steps=5) for p in PROMPTS]
+    eos = free[0].steps[1].token_ids[0]  # row 0's second token becomes EOS
+    config = tiny_llama.original_model.generation_config
+    old = config.eos_token_id
+    config.eos_token_id = eos
+    try:
+        singles = [generate(tiny_llama, p, threshold=1.0, max_steps=5, keep_logits=True) for p in PROMPTS]
+        batched = generate_batch(tiny_llama, PROMPTS, threshold=1.0, max_steps=5, keep_logits=True)
+    finally:
+        config.eos_token_id = old
+    assert batched[0].stop_reason == "eos" and batched[0].layout.n_steps == 2
+    assert any(r.layout.n_steps == 5 for r in batched[1:])  # the others went on
+    assert_rows_equal(singles, batched, logit_tol=1e-4)
+
+
+def test_padding_is_never_selected_or_attended(tiny_llama):
+    batched = generate_batch(tiny_llama, PROMPTS, max_steps=3, threshold=1e-6, max_parallel=3, capture=True)
+    for result in batched:  # each row's capture covers exactly its own tokens, rows summing to 1
+        for step in result.capture:
+            array = result.capture.steps[step]
+            assert array.shape[-1] == result.layout.step_range(step).stop
+            np.testing.assert_allclose(array.sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["isolated", "visible"])
+def test_batch_equals_generate_on_the_embedded_model(embedded_model, mode):
+    prompts = ["The cat sat on the", "Once upon a time, in a small village,", "Water boils at"]
+    singles = [generate(embedded_model, p, threshold=0.05, max_steps=6, mode=mode, keep_logits=True, capture=[0, 29]) for p in prompts]
+    batched = generate_batch(embedded_model, prompts, threshold=0.05, max_steps=6, mode=mode, keep_logits=True, capture=[0, 29])
+    assert_rows_equal(singles, batched, logit_tol=1e-3)
+
+
+def test_bad_batches_are_refused(tiny_llama):
+    with pytest.raises(InvalidInputError, match="non-empty list"):
+        generate_batch(tiny_llama, [])
+    with pytest.raises(InvalidInputError, match="non-empty list"):
+        generate_batch(tiny_llama, "t1 t2")
+    with pytest.raises(InvalidInputError, match="batch_size"):
+        generate_batch(tiny_llama, PROMPTS, batch_size=0)
+    with pytest.raises(InvalidInputError, match="empty"):
+        generate_batch(tiny_llama, [[1, 2], []])  # every prompt is checked before any model work
