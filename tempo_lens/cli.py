@@ -152,9 +152,16 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .report.pipeline import analyze
+    from .report.pipeline import analyze, analyze_models
 
-    analyze(Path(args.folder), model=args.model, progress=_progress, quick=args.quick, dtype=args.dtype)
+    if args.models:
+        if args.model or args.out or args.quick:
+            raise InvalidInputError("--models runs its own models into FOLDER/models/NAME; do not combine it with --model, --out or --quick")
+        analyze_models(Path(args.folder), [m.strip() for m in args.models.split(",") if m.strip()], progress=_progress,
+                       overwrite=args.overwrite, dtype=args.dtype)
+        return 0
+    analyze(Path(args.folder), model=args.model, progress=_progress, quick=args.quick, overwrite=args.overwrite,
+            out=Path(args.out) if args.out else None, dtype=args.dtype)
     return 0
 
 
@@ -193,10 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     m.set_defaults(func=cmd_merge)
 
-    a = sub.add_parser("analyze", help="run the experiments of a folder of configs and write the findings report")
-    a.add_argument("folder", nargs="?", default="analyses")
-    a.add_argument("--model", default=None)
-    a.add_argument("--quick", action="store_true", help="skip the multi-prompt validation (for smoke runs)")
+    a = sub.add_parser("analyze", help="run a folder's experiment configs (or read its saved runs) and write the findings report")
+    a.add_argument("folder", nargs="?", default="analyses", help="a folder of configs (*.toml, any names) or of saved experiments")
+    a.add_argument("--model", default=None, help="model name or path for every config (default: each config's own)")
+    a.add_argument("--out", default=None, help="where runs/ and report/ go (default: FOLDER)")
+    a.add_argument("--overwrite", action="store_true",
+                   help="replace run folders and report files that analyze did not write itself (other files are always kept)")
+    a.add_argument("--models", default=None,
+                   help="cross-model study: comma-separated model names or `all` (the zoo); each into FOLDER/models/NAME")
+    a.add_argument("--quick", action="store_true", help="run only the single-prompt configs (for smoke runs)")
     a.add_argument("--dtype", choices=DTYPE_CHOICES, default=None, help="model dtype (default float32)")
     a.set_defaults(func=cmd_analyze)
     models_command.add_parser(sub)

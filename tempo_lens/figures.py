@@ -143,11 +143,17 @@ def attention_heatmap(run: Any, step: int, layer: int | None = None, head: int |
     if head is not None:
         a = a[:, :, [head]]
     z = a.mean(axis=(0, 1, 2))
-    n_queries, n_keys = z.shape
     siblings = run.layout.step_range(step)
-    labels = key_labels(run.layout, run.token_strings, step, n_keys)
+    labels = key_labels(run.layout, run.token_strings, step, z.shape[1])
     what = f"layer {layer}" if layer is not None else "mean over layers"
     what += f", head {head}" if head is not None else ", mean over heads"
+    return heatmap_figure(z, labels, siblings, f"{html.escape(str(run.name))} ({run.mode}), step {step}: {what}")
+
+
+def heatmap_figure(z: Any, labels: Sequence[str], siblings: range, title: str) -> go.Figure:
+    """A queries x keys attention matrix with key labels (``labels[k]``); the siblings' key columns outlined."""
+    z = np.asarray(z, dtype=np.float64)
+    n_queries, n_keys = z.shape
     fig = go.Figure(go.Heatmap(
         z=z, x=list(range(n_keys)), y=list(range(n_queries)), colorscale="Viridis", name="attention",
         customdata=np.array([[labels[k] for k in range(n_keys)] for _ in range(n_queries)]),
@@ -157,9 +163,9 @@ def attention_heatmap(run: Any, step: int, layer: int | None = None, head: int |
     fig.add_shape(type="rect", x0=siblings.start - 0.5, x1=siblings.stop - 0.5, y0=-0.5, y1=n_queries - 0.5,
                   line=dict(color="white", width=2))
     fig.update_layout(
-        title=f"{html.escape(str(run.name))} ({run.mode}), step {step}: {what}",
+        title=title,
         xaxis=dict(title="key (∥ parallel, ✗ pruned)", tickmode="array", tickvals=list(range(n_keys)),
-                   ticktext=labels, tickangle=-60),
+                   ticktext=list(labels), tickangle=-60),
         yaxis=dict(title="query sibling", tickmode="array", tickvals=list(range(n_queries)),
                    ticktext=[labels[i] for i in siblings], autorange="reversed"),
     )

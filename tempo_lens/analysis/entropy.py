@@ -1,4 +1,4 @@
-"""Layer attention entropy (SPEC §4, §7): how focused each layer's attention is at one step.
+"""Layer attention entropy (``docs/definitions.md``): how focused each layer's attention is at one step.
 
 ``H_l = mean over batch, heads, queries of -sum_k A log(A + 1e-10)`` (natural log, not normalised,
 so it grows with the number of keys: compare layers within a step, not across distant steps).

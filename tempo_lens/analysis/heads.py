@@ -1,4 +1,4 @@
-"""Head specialisation (SPEC §4, §7): recent vs distant attention, entropy and peak of every head.
+"""Head specialisation (``docs/definitions.md``): recent vs distant attention, entropy and peak of every head.
 
 At one step the attention is averaged over the captured layers to ``P[batch, head, query, key]``.
 Per query row, only the keys the row could see count (``~layout.blocked(mode, ...)``: causal,

@@ -1,4 +1,4 @@
-"""Parallel : non-parallel attention ratio (SPEC §4, §7).
+"""Parallel : non-parallel attention ratio (``docs/definitions.md``).
 
 At step ``s`` the captured attention is averaged to one weight per key,
 ``a = A.mean(layer, batch, head, query)``, and the keys before the step's first sibling are split

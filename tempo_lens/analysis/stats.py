@@ -3,7 +3,7 @@
 One prompt is one sample; the report states multi-prompt means with a 95 % percentile-bootstrap
 interval, paired comparisons (isolated vs visible on the same tokens) with a two-sided sign-flip
 permutation test, and picks its words ("less" / "more" / "no reliable difference") from the
-interval in the multi-prompt section and from the point estimate in single-run tables (SPEC §7).
+interval in the multi-prompt section and from the point estimate in single-run tables (``docs/definitions.md``).
 """
 
 from __future__ import annotations
