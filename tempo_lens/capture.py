@@ -42,7 +42,7 @@ def resolve_layers(layers: Sequence[int] | None, n_layers: int, what: str = "lay
     """Layer numbers of a model with ``n_layers`` (None: all; negative counts from the last), sorted, or a clear error."""
     if layers is None:
         return list(range(n_layers))
-    if isinstance(layers, (str, bytes)) or not all(isinstance(l, (int, np.integer)) and not isinstance(l, bool) for l in layers):
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable) or not all(isinstance(l, (int, np.integer)) and not isinstance(l, bool) for l in layers):
         raise InvalidInputError(f"{what} must be a list of layer numbers, got {layers!r}")
     bad = [int(l) for l in layers if not -n_layers <= l < n_layers]
     if bad:
@@ -140,6 +140,8 @@ class CapturedRun:
 
     @classmethod
     def from_result(cls, result, name: str = "run", **meta) -> "CapturedRun":
+        if not (hasattr(result, "capture") and hasattr(result, "layout") and hasattr(result, "to_json_dict")):
+            raise InvalidInputError(f"CapturedRun.from_result needs a GenerationResult (from generate), got {type(result).__name__}")
         if result.capture is None:
             raise InvalidInputError("this generation captured no attention; pass capture=True to generate()")
         info = result.to_json_dict()

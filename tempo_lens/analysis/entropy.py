@@ -15,6 +15,7 @@ import pandas as pd
 from jaxtyping import Float
 
 from ..capture import as_run, as_runs
+from ..errors import InvalidInputError
 from ._arrays import as_attention, layer_labels
 
 EPS = 1e-10
@@ -76,7 +77,7 @@ def layer_entropy_table(
     h = layer_entropy(source)
     layers = layer_labels(source, len(h)) if layers is None else [int(l) for l in layers]
     if len(layers) != len(h):
-        raise ValueError(f"{len(layers)} layer labels for {len(h)} captured layers")
+        raise InvalidInputError(f"{len(layers)} layer labels for {len(h)} captured layers")
     n_layers = max(layers) + 1 if n_layers is None else int(n_layers)
     return pd.DataFrame({
         "layer": layers,
@@ -114,6 +115,9 @@ def entropy_by_step(run: Any, steps: Sequence[int] | None = None) -> pd.DataFram
     """Long format (run, mode, step, layer, entropy) over a run's (or result's) captured steps, for the figures."""
     run = as_run(run)
     chosen = run.step_ids if steps is None else list(steps)
+    missing = [s for s in chosen if s not in run.attention]
+    if missing:
+        raise InvalidInputError(f"steps {missing} were not captured in run {run.name!r} (captured: {run.step_ids})")
     frames = [
         pd.DataFrame({"run": run.name, "mode": run.mode, "step": step, "layer": list(run.layers),
                       "entropy": layer_entropy(run.attention[step])})
