@@ -9,8 +9,8 @@ host name, boot and PID namespace, the process id and the process start time), a
 ``flock`` on the temporary folder while it fills it. A leftover is removed as soon as its writer is
 gone, on the next write into the same target: on the same machine when that PID no longer runs the
 process that started at START; on another machine when nobody holds the lock. A folder whose writer
-may still run is never touched. SIGTERM inside :func:`atomic_directory` raises (see
-:mod:`tempo_lens.signals`), so a terminated write removes its own temporary folder.
+may still run is never touched. Ctrl-C and SIGTERM inside :func:`atomic_directory` raise (see
+:mod:`tempo_lens.signals`), so an interrupted or terminated write removes its own temporary folder.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .signals import terminate_raises
+from .signals import interrupts_raise
 
 LEGACY_STALE_S = 3600  # folders from versions that did not name their writer: removed after an hour
 LOCK_GRACE_S = 60  # another machine's folder younger than this may not hold its lock yet
@@ -196,12 +196,12 @@ def atomic_directory(target: Path, prefix: str | None = None) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``target``; when the block succeeds it becomes ``target``.
 
     ``prefix`` names the temporary folder (default ``.NAME.tmp-``), so callers can recognise leftovers;
-    leftovers of ended writers are removed first. SIGTERM during the block removes the folder too.
+    leftovers of ended writers are removed first. Ctrl-C or SIGTERM during the block removes the folder too.
     """
     prefix = prefix or f".{target.name}.tmp-"
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned(target, prefix)
-    with terminate_raises():
+    with interrupts_raise():
         tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}-", dir=target.parent))
         lock = _hold_lock(tmp)
         try:

@@ -8,18 +8,22 @@ moment, imports included) and SIGTERM end the command with one line and no trace
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
-import math
-import os
-import signal
-import sys
-from pathlib import Path
-from typing import Sequence
+from .signals import Terminated, exit_quietly_on_signals, interrupts_raise, is_command_line
 
-from .errors import InvalidInputError, TempoLensError
-from .signals import Terminated, terminate_raises
+if is_command_line():  # first, before anything slow is imported: from here on Ctrl-C is one quiet line
+    exit_quietly_on_signals()
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Sequence  # noqa: E402
+
+from .errors import InvalidInputError, TempoLensError  # noqa: E402
 
 ENVIRONMENT_DEFAULTS = {
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
@@ -262,27 +266,23 @@ def _quiet_stdout() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; ``argv`` None reads ``sys.argv`` (the installed ``tempo-lens`` and ``python -m``).
 
-    KeyboardInterrupt is caught around everything, imports included; SIGTERM raises
-    :class:`~tempo_lens.signals.Terminated` for the duration, so clean-up runs for it too.
+    As the program, Ctrl-C and SIGTERM end it at once with one line, except inside a write, where they
+    raise so the half-written folder is removed first (:mod:`tempo_lens.signals`). Called in-process
+    with ``argv``, KeyboardInterrupt (and SIGTERM, while the command runs) becomes one line and 130 / 143.
     """
     program = argv is None
+    if program:
+        exit_quietly_on_signals()
+        for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a token gets an escape, not a crash
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
     try:
-        if program:
-            for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a token gets an escape, not a crash
-                if hasattr(stream, "reconfigure"):
-                    stream.reconfigure(errors="backslashreplace")
-        with terminate_raises():
-            try:
-                return _dispatch(argv)
-            except KeyboardInterrupt as exc:
-                what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-                print(f"{what}; nothing half-written was left behind", file=sys.stderr)
-                return 143 if isinstance(exc, Terminated) else 130
-    except KeyboardInterrupt:  # a second Ctrl-C while the first was being reported
-        return 130
-    finally:
-        if program:  # a Ctrl-C while the interpreter shuts down ends it quietly
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+        with contextlib.nullcontext() if program else interrupts_raise():
+            return _dispatch(argv)
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{what}; nothing half-written was left behind", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

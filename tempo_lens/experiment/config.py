@@ -70,12 +70,16 @@ def read_text_file(path: Path, what: str, limit: int) -> str:
         raise ConfigError(f"{what} {name} is a folder; pass a file") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot open {what} {name} ({getattr(exc, 'strerror', None) or exc}); check the path and its permissions") from None
-    with os.fdopen(fd, "rb") as handle:
+    try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
             raise ConfigError(f"{what} {name} is a folder; pass a file")
         if not stat.S_ISREG(info.st_mode):
             raise ConfigError(f"{what} {name} is not a regular file (a device, pipe or socket); pass a text file")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as handle:
         if info.st_size > limit:
             raise ConfigError(f"{what} {name} is larger than {limit >> 20} MiB; is it the right file? Split it if it is")
         try:
@@ -108,7 +112,7 @@ def _prompts(data: dict, source: str, base_dir: Path | None) -> list[str]:
         raise ConfigError(f"{source}: give one of prompt, prompts or prompts_file, not {' and '.join(given)}")
     if "prompts_file" in data:
         if not isinstance(data["prompts_file"], str) or not data["prompts_file"].strip():
-            raise ConfigError(f"{source}: prompts_file must be a file name, got {data['prompts_file']!r}")
+            raise ConfigError(f"{source}: prompts_file must be a string (a file name), got {data['prompts_file']!r}")
         path = Path(data["prompts_file"])
         prompts = _read_prompts_file((base_dir / path) if base_dir and not path.is_absolute() else path, source)
     elif "prompts" in data:
