@@ -180,5 +180,5 @@ def as_runs(source: Any) -> list[CapturedRun]:
     if hasattr(source, "runs") and not isinstance(source, (list, tuple)):
         source = source.runs
     if isinstance(source, Iterable) and not isinstance(source, (str, bytes, np.ndarray)):
-        return [as_run(item, name=f"{item.mode}-{i}" if not isinstance(item, CapturedRun) else None) for i, item in enumerate(source)]
+        return [as_run(item, name=None if isinstance(item, CapturedRun) else f"{getattr(item, 'mode', 'run')}-{i}") for i, item in enumerate(source)]
     return [as_run(source)]

@@ -55,7 +55,7 @@ def _path_arg(value: str, flag: str) -> Path:
 
 def _model_arg(value: str | None) -> str | None:
     if value is not None and not value.strip():
-        raise InvalidInputError("--model is empty; give a model name or folder, or leave the flag out for the config's model")
+        raise InvalidInputError("--model is empty; give a model name or folder, or leave the flag out")
     return value
 
 
@@ -131,7 +131,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not prompt.strip():
         raise InvalidInputError("the prompt is empty; pass some text, e.g. tempo-lens generate \"The cat sat on the\"")
     config = GenerationConfig(**generation_overrides(args))  # every setting checked before the model loads
-    model = load_model(args.model, dtype=args.dtype)
+    model = load_model(_model_arg(args.model), dtype=args.dtype)
     result = generate(model, prompt, config)
     if args.json:  # strict JSON: non-finite numbers are null (to_json_dict), non-UTF-8 terminals get \u escapes
         utf8 = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "") == "utf8"
@@ -142,7 +142,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .experiment import check_can_write, load_config, parse_shard, run_experiment, save_experiment, shard_folder
+    from .experiment import (
+        check_can_write, check_shard_target, load_config, parse_shard, run_experiment, save_experiment, shard_folder,
+    )
 
     config = load_config(_path_arg(args.config, "the config path")).with_model(_model_arg(args.model), args.dtype)
     if args.batch_size is not None:
@@ -152,6 +154,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, batch_size=check_int(int(batch_size) if batch_size.is_integer() else batch_size, "--batch-size", 1))
     shard = parse_shard(args.shard)
     out = shard_folder(_path_arg(args.out, "--out") if args.out is not None else Path("runs") / config.name, shard)
+    if shard is not None:
+        check_shard_target(out.parent, shard)
     check_can_write(out, args.overwrite)  # before the run, so a refusal costs nothing
     experiment = run_experiment(config, shard=shard, progress=_progress)
     path = save_experiment(experiment, out, overwrite=args.overwrite)
@@ -165,6 +169,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
     folder = _path_arg(args.folder, "the shards folder")
     out = _path_arg(args.out, "--out") if args.out is not None else folder
+    if out.resolve() != folder.resolve() and folder.resolve() in out.resolve().parents:
+        raise InvalidInputError(f"--out {out} is inside {folder}; write the merged experiment outside the shards folder")
     experiment = load_experiment(folder)  # exactly one split of one config, checksums verified, runs in prompt order
     if experiment.shard is not None:
         raise InvalidInputError(f"{folder} is shard {experiment.shard} of an experiment; pass the folder that holds every shard-i-of-n folder")

@@ -88,6 +88,8 @@ def read_text_file(path: Path, what: str, limit: int) -> str:
             raise ConfigError(f"cannot read {what} {name} ({exc.strerror}); check the file") from None
     if len(data) > limit:
         raise ConfigError(f"{what} {name} is larger than {limit >> 20} MiB; is it the right file? Split it if it is")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(f"{what} {name} is UTF-16 text, not UTF-8; convert it, e.g. `iconv -f utf-16 -t utf-8`")
     if b"\0" in data:
         raise ConfigError(f"{what} {name} is a binary file; give UTF-8 text")
     try:

@@ -64,6 +64,21 @@ def shard_folders(directory: Path) -> list[Path]:
     return sorted(shards, key=lambda p: tuple(int(g) for g in SHARD_NAME.fullmatch(p.name).groups()))
 
 
+def check_shard_target(out: Path, shard: tuple[int, int]) -> None:
+    """Refuse, before a shard runs, an ``--out`` that could never merge: a merged experiment, another split, strays."""
+    if not out.is_dir():
+        return
+    if (out / METADATA).exists():
+        raise ExperimentFileError(f"{out} holds a merged experiment, not shard folders; choose another --out for the shards")
+    others = sorted(p.name for p in out.iterdir() if (m := SHARD_NAME.fullmatch(p.name)) and int(m[2]) != shard[1])
+    if others:
+        raise ExperimentFileError(
+            f"{out} already holds shards of another split ({', '.join(others[:3])}); a merge needs one split. "
+            "Move them away or choose another --out"
+        )
+    shard_folders(out)  # refuses stray folders beside existing shards
+
+
 def _label(part: Experiment, k: int) -> str:
     return part.path.name if part.path is not None else f"part {k}"
 

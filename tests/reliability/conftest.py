@@ -44,6 +44,30 @@ def short_ctx_model(short_ctx_dir):
     return load_model(str(short_ctx_dir), device="cpu")
 
 
+@pytest.fixture
+def no_forward(monkeypatch):
+    """Fail the test if any model forward of a generation runs (refusals must come first)."""
+    import tempo_lens.generation.batch as batch
+    import tempo_lens.generation.single as single
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a forward pass ran before the input was refused")
+
+    for module in (single, batch):
+        monkeypatch.setattr(module, "forward_step", forbidden)
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fail the test if a model is loaded: inputs that do not depend on the model are refused before."""
+    import tempo_lens.model as model
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was refused")
+
+    monkeypatch.setattr(model, "load_model", forbidden)
+
+
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
     """``tempo_lens.cli.main(argv)`` in-process: (exit status, stdout, stderr); argparse exits are caught."""
     from tempo_lens.cli import main

@@ -24,19 +24,6 @@ from tests.reliability.conftest import CLI, SHORT_CTX, assert_clean_refusal, run
 IDS = [1, 17, 42, 5]
 
 
-@pytest.fixture
-def no_forward(monkeypatch):
-    """Fail the test if any model forward of a generation runs (refusals must come first)."""
-    import tempo_lens.generation.batch as batch
-    import tempo_lens.generation.single as single
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a forward pass ran before the input was refused")
-
-    for module in (single, batch):
-        monkeypatch.setattr(module, "forward_step", forbidden)
-
-
 # ---- CLI: thresholds, prompts, steps ---------------------------------------------------------------
 
 @pytest.mark.parametrize("value", ["0", "-1", "1.5", "nan", "abc", "inf", "", "1e-400", "-0"])
