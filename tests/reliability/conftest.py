@@ -102,6 +102,31 @@ def snapshot(root: Path) -> dict[str, str]:
     return files
 
 
+def start_slow_run(folder: Path, model: Path, out: Path, max_steps: int, extra: str = ""):
+    """``tempo-lens run --overwrite`` of eight prompts with four siblings per step (seconds long), stderr piped."""
+    import subprocess
+
+    prompts = ", ".join(f'"t1 t{10 + i} t{40 + i}"' for i in range(8))
+    config = folder / "slow.toml"
+    config.write_text(f'prompts = [{prompts}]\nmodel = "{model}"\nthreshold = 1e-6\nmax_parallel = 4\n'
+                      f"max_steps = {max_steps}\n{extra}")
+    return subprocess.Popen([str(CLI), "run", str(config), "--out", str(out), "--overwrite"], cwd=folder,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=subprocess_env())
+
+
+def dead_owner_tag() -> str:
+    """``MACHINE-PID-START`` of a process of this machine that has ended (as temporary folder names carry it)."""
+    import subprocess
+
+    from tempo_lens.atomic import owner_tag
+
+    child = subprocess.Popen([sys.executable, "-c", "from tempo_lens.atomic import owner_tag; print(owner_tag())"],
+                             stdout=subprocess.PIPE, text=True, env=subprocess_env())
+    tag = child.communicate(timeout=60)[0].strip()
+    assert tag.split("-")[0] == owner_tag().split("-")[0] and child.returncode == 0
+    return tag
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_NO_ADVISORY_WARNINGS="1", OMP_WAIT_POLICY="PASSIVE",
                PYTHONPATH=str(REPO))

@@ -15,7 +15,7 @@ import torch
 
 from tempo_lens import analysis
 from tempo_lens.capture import CapturedRun, CaptureSpec
-from tempo_lens.errors import ConfigError, ExperimentFileError, InvalidInputError, OutOfRangeError, TempoLensError
+from tempo_lens.errors import ConfigError, InvalidInputError, OutOfRangeError, TempoLensError
 from tempo_lens.experiment import config_from_dict, load_config, load_experiment, merge_experiments, save_experiment
 from tempo_lens.generation import GenerationConfig, generate, generate_batch
 from tempo_lens.layout import TokenLayout

@@ -55,9 +55,8 @@ def test_generate_flag_refused_before_the_model_loads(case, tmp_path, no_model_l
 
 
 MODEL_DEPENDENT = {
-    # issue: tried to allocate 48 GB; refused from the memory estimate before any forward
-    "huge_width": (["--max-parallel", "100000", "--threshold", "1e-9"], ["would need about", "GiB", "lower max_parallel"]),
     "past_the_context": (["--max-steps", "1000000"], ["context of 128", "lower max_steps"]),
+    "past_the_context_by_one": (["--max-steps", "126"], ["129 logical positions", "context of 128"]),
 }
 
 
@@ -67,6 +66,21 @@ def test_generate_settings_that_depend_on_the_model_are_refused_before_any_forwa
     rc, out, err = run_cli(["generate", "t1 t5", "--model", str(tiny_dirs["llama"]), *args])
     assert_clean_refusal(rc, err, *fragments)
     assert out == ""
+
+
+@pytest.mark.slow
+def test_a_generation_too_large_for_memory_is_refused_before_any_forward(no_forward):
+    """issue: ``--max-parallel 100000 --threshold 1e-9`` tried to allocate 48 GB; the estimate refuses it first."""
+    rc, out, err = run_cli(["generate", "The cat sat on the", "--max-parallel", "100000", "--threshold", "1e-9"])
+    assert_clean_refusal(rc, err, "would need about", "GiB", "lower max_parallel")
+    assert out == ""
+
+
+def test_the_memory_estimate_counts_at_most_the_vocabulary_per_step(tiny_llama):
+    """A width beyond the vocabulary changes nothing: the tiny model (96 tokens) is not refused for it."""
+    from tempo_lens.generation.memory import generation_bytes
+
+    assert generation_bytes(tiny_llama, 3, 10, 10**5) == generation_bytes(tiny_llama, 3, 10, 96) > generation_bytes(tiny_llama, 3, 10, 95)
 
 
 # ---- paths and values on the run / merge / analyze command lines --------------------------------
