@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, OutOfRangeError
 from .layout import TokenLayout
 
 
@@ -137,6 +137,12 @@ class CapturedRun:
     def step_ids(self) -> list[int]:
         """The captured generation steps, in order."""
         return sorted(s for s in self.attention if s >= 0)
+
+    def step_array(self, step: int) -> np.ndarray:
+        """The captured attention of ``step``, or a clear error naming the captured steps."""
+        if step not in self.attention:
+            raise OutOfRangeError(f"step {step!r} was not captured in run {self.name!r} (captured steps: {self.step_ids})")
+        return self.attention[step]
 
     @classmethod
     def from_result(cls, result, name: str = "run", **meta) -> "CapturedRun":

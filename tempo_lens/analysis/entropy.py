@@ -115,12 +115,9 @@ def entropy_by_step(run: Any, steps: Sequence[int] | None = None) -> pd.DataFram
     """Long format (run, mode, step, layer, entropy) over a run's (or result's) captured steps, for the figures."""
     run = as_run(run)
     chosen = run.step_ids if steps is None else list(steps)
-    missing = [s for s in chosen if s not in run.attention]
-    if missing:
-        raise InvalidInputError(f"steps {missing} were not captured in run {run.name!r} (captured: {run.step_ids})")
     frames = [
         pd.DataFrame({"run": run.name, "mode": run.mode, "step": step, "layer": list(run.layers),
-                      "entropy": layer_entropy(run.attention[step])})
+                      "entropy": layer_entropy(run.step_array(step))})
         for step in chosen
     ]
     if not frames:

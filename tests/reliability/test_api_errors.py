@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tempo_lens import analysis
+from tempo_lens import analysis, figures, tools, views
 from tempo_lens.capture import CapturedRun, CaptureSpec
 from tempo_lens.errors import ConfigError, InvalidInputError, OutOfRangeError, TempoLensError
 from tempo_lens.experiment import config_from_dict, load_config, load_experiment, merge_experiments, save_experiment
@@ -98,6 +98,14 @@ API = {
     "bootstrap_level": (lambda c: analysis.bootstrap_ci([1.0, 2.0], ci=95), InvalidInputError, "(0, 1)"),
     "permutation_lengths": (lambda c: analysis.paired_permutation_test([1, 2], [1]), InvalidInputError, "differ in length"),
     "permutation_none": (lambda c: analysis.paired_permutation_test([1, 2], [1, 3], n_perm=0), InvalidInputError, "n_perm"),
+    "heatmap_step_uncaptured": (lambda c: figures.attention_heatmap(c["run"], 99), OutOfRangeError, "step 99 was not captured"),
+    "heatmap_layer_uncaptured": (lambda c: figures.attention_heatmap(c["run"], 0, layer=99), InvalidInputError, "layer 99 was not captured"),
+    "heatmap_head_outside": (lambda c: figures.attention_heatmap(c["run"], 0, head=99), InvalidInputError, "head 99"),
+    "branching_none": (lambda c: figures.branching_figure(None, []), InvalidInputError, "TokenLayout"),
+    "step_slider_empty": (lambda c: figures.step_slider({}), InvalidInputError, "at least one figure"),
+    "head_grid_step_uncaptured": (lambda c: views.head_grid(c["run"], 99), OutOfRangeError, "step 99 was not captured"),
+    "lattice_none": (lambda c: views.token_lattice(None), InvalidInputError, "captured attention"),
+    "logit_lens_none": (lambda c: tools.logit_lens(c["model"], None), InvalidInputError, "GenerationResult"),
     "layout_from_none": (lambda c: TokenLayout.from_dict(None), InvalidInputError, "a layout is a table"),
     "layout_missing_key": (lambda c: TokenLayout.from_dict({"token_ids": []}), InvalidInputError, "missing"),
     "layout_step_outside": (lambda c: c["layout"].step_range(99), OutOfRangeError, "no step 99"),
