@@ -19,7 +19,7 @@ from tempo_lens.errors import ConfigError, InvalidInputError, OutOfRangeError, T
 from tempo_lens.experiment import config_from_dict, load_config, load_experiment, merge_experiments, save_experiment
 from tempo_lens.generation import GenerationConfig, generate, generate_batch
 from tempo_lens.layout import TokenLayout
-from tempo_lens.replay import replay
+from tempo_lens.replaying import replay
 
 PROMPT = [1, 17, 42]
 

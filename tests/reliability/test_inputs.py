@@ -289,11 +289,13 @@ def test_json_output_has_null_for_nan_probabilities(tiny_dirs, monkeypatch, caps
 
 def test_result_json_replaces_every_non_finite_number(tiny_llama):
     from tempo_lens.generation import generate
+    from tempo_lens.layout import TokenLayout
 
     result = generate(tiny_llama, [1, 17, 42], threshold=1e-6, max_parallel=3, max_steps=2)
-    layout = result.layout
-    first = layout.step_range(0)
-    layout.probs[first.start] = float("inf")
+    first = result.layout.step_range(0)
+    columns = result.layout.to_dict()
+    columns["probs"][first.start] = float("inf")
+    result.layout = layout = TokenLayout.from_dict(columns)
     layout.prune([first.start + 1], at_step=1, score=float("nan"))
     data = result.to_json_dict()
     text = json.dumps(data, allow_nan=False)  # raises on NaN / inf
