@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import functools
 import glob
 import hashlib
@@ -30,6 +29,11 @@ from pathlib import Path
 from typing import Iterator
 
 from .signals import interrupts_raise
+
+try:
+    import fcntl
+except ImportError:  # no flock here: another machine's folders are then never judged ended
+    fcntl = None  # type: ignore[assignment]
 
 LEGACY_STALE_S = 3600  # folders from versions that did not name their writer: removed after an hour
 LOCK_GRACE_S = 60  # another machine's folder younger than this may not hold its lock yet
@@ -95,6 +99,8 @@ def _parse_owner(rest: str) -> tuple[str, int, int] | None:
 
 def _lock_is_free(folder: Path) -> bool | None:
     """Whether nobody holds the writer's lock on ``folder`` (None: this file system cannot tell)."""
+    if fcntl is None:
+        return None
     try:
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
@@ -180,6 +186,8 @@ def swap_into_place(tmp: Path, target: Path) -> None:
 
 def _hold_lock(folder: Path) -> int | None:
     """Open ``folder`` and hold an exclusive flock on it (None where the file system has no locks)."""
+    if fcntl is None:
+        return None
     try:
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
