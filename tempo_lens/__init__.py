@@ -7,7 +7,8 @@ the command line) start without loading torch until it is needed.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing: the command line starts sooner
 
 __version__ = "0.2.0"
 
@@ -42,6 +43,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .capture import CapturedRun, CaptureSpec
     from .experiment import load_config, load_experiment, run_experiment, save_experiment
     from .generation import GenerationConfig, GenerationResult, generate, generate_batch, load_result

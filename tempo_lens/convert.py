@@ -7,7 +7,7 @@ gguf_file=...)``, bit-identical to it) into a model built from the GGUF's config
 quantisation flag on the meta device and filled with ``load_state_dict(..., assign=True)``: the
 tensors are moved rather than copied, so the peak stays near one fp32 copy (``from_pretrained``
 followed by a rebuild holds about two). Everything is written into a temporary folder that a lock marks as
-owned by this process (:func:`tempo_lens.atomic.owned_atomic_directory`); the completion marker
+owned by this process (:func:`tempo_lens.atomic.atomic_directory`, which names its writer); the completion marker
 (:mod:`tempo_lens.model_cache`) is written last and the folder is swapped into place.
 """
 
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .atomic import backups, leftover_directories, owned_atomic_directory, remove_abandoned
+from .atomic import abandoned_backups, atomic_directory, remove_abandoned, temporaries
 from .errors import ModelUnavailableError
 from .model_cache import cache_problem, cache_root, write_marker
 from .zoo import ZooModel, part_paths
@@ -122,7 +122,7 @@ def convert(model: ZooModel, target: Path, paths: list[Path] | None = None) -> N
     _check_free_space(model, target.parent, joining=len(paths) > 1)
     started = time.perf_counter()
     progress(f"converting {model.title} ({model.quantisation} GGUF) to fp32 safetensors in {target} (once)...")
-    with owned_atomic_directory(target, prefix=tmp_prefix(target)) as tmp:
+    with atomic_directory(target, prefix=tmp_prefix(target)) as tmp:
         if len(paths) > 1:
             gguf = tmp / model.gguf_file
             progress(f"joining {len(paths)} parts into {gguf.name}...")
@@ -172,12 +172,12 @@ def converted_dir(model: ZooModel) -> Path:
         problem = cache_problem(target)  # another process may have converted it meanwhile
         if problem is None:
             return target
-        leftovers = leftover_directories(target.parent, tmp_prefix(target))
+        leftovers = temporaries(target, tmp_prefix(target))
         if target.exists():
             progress(f"model cache {target} is unusable: {problem}; rebuilding it.")
         elif leftovers:
             progress(f"{target.name}: {problem} (an interrupted conversion left {', '.join(p.name for p in leftovers)})")
-        for leftover in remove_abandoned(target.parent, tmp_prefix(target)) + backups(target):
+        for leftover in remove_abandoned(target, tmp_prefix(target)) + abandoned_backups(target):
             progress(f"removing {leftover.name} left by an interrupted conversion.")
             shutil.rmtree(leftover, ignore_errors=True)
         convert(model, target, paths)

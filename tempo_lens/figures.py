@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from .analysis._arrays import as_attention
 from .capture import as_run
 from .analysis.heads import HEAD_GROUPS
+from .errors import InvalidInputError
 from .layout import TokenLayout
 
 MODE_COLOURS = {"isolated": "#1f77b4", "visible": "#ff7f0e", "unique": "#2ca02c"}
@@ -135,12 +136,14 @@ def attention_heatmap(run: Any, step: int, layer: int | None = None, head: int |
     pruned-hidden (``✗``) keys; the step's own siblings are outlined.
     """
     run = as_run(run)
-    a = as_attention(run.attention[step])
+    a = as_attention(run.step_array(step))
     if layer is not None:
         if layer not in run.layers:
-            raise ValueError(f"layer {layer} was not captured (captured: {list(run.layers)})")
+            raise InvalidInputError(f"layer {layer} was not captured (captured: {list(run.layers)})")
         a = a[[list(run.layers).index(layer)]]
     if head is not None:
+        if not (isinstance(head, int) and 0 <= head < a.shape[2]):
+            raise InvalidInputError(f"head {head!r} is not a head of this model (0..{a.shape[2] - 1})")
         a = a[:, :, [head]]
     z = a.mean(axis=(0, 1, 2))
     siblings = run.layout.step_range(step)
@@ -178,6 +181,8 @@ def branching_figure(layout: TokenLayout, token_strings: Sequence[str], *,
 
     Traces: "kept", "pruned" (when any) and "most likely" (the line through each step's top sibling).
     """
+    if not isinstance(layout, TokenLayout) or not isinstance(token_strings, Sequence) or len(token_strings) != len(layout):
+        raise InvalidInputError("branching_figure needs a TokenLayout and one token text per token (result.layout, result.token_strings)")
     steps = np.array(layout.steps)
     generated = np.flatnonzero(steps >= 0)
     probs = np.array(layout.probs, dtype=np.float64)
@@ -243,7 +248,7 @@ def step_slider(figures: dict[int, go.Figure], *, active: int | None = None) -> 
     ``active`` is the step shown first (default the first one).
     """
     if not figures:
-        raise ValueError("step_slider needs at least one figure")
+        raise InvalidInputError("step_slider needs at least one figure (a dict step -> figure)")
     steps = sorted(figures)
     shown = steps.index(active) if active in steps else 0
     fig = go.Figure()

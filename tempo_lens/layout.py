@@ -20,6 +20,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from .errors import InvalidInputError, OutOfRangeError
+
 PROMPT_STEP = -1
 NOT_PRUNED = -1
 Mode = Literal["isolated", "visible"]
@@ -53,7 +55,7 @@ class TokenLayout:
         values = (token_ids, steps, logical_positions, probs, pruned_at, prune_scores)
         lengths = {name: len(v) for name, v in zip(COLUMNS, values)}
         if len(set(lengths.values())) != 1:
-            raise ValueError(f"layout columns differ in length: {lengths}")
+            raise InvalidInputError(f"layout columns differ in length: {lengths}")
         self._columns: dict[str, list] = {name: list(v) for name, v in zip(COLUMNS, values)}
         self._version = 0
         self._views: dict[str, ReadOnlyList] = {}
@@ -97,7 +99,7 @@ class TokenLayout:
     def append_step(self, token_ids: Sequence[int], probs: Sequence[float]) -> range:
         """Append one step's siblings (highest probability first) at the next logical position."""
         if len(token_ids) == 0 or len(token_ids) != len(probs):
-            raise ValueError("a step needs at least one token and one probability per token")
+            raise InvalidInputError("a step needs at least one token and one probability per token")
         step, position, start = self.n_steps, self.next_logical_position, len(self)
         c = self._columns
         for token, prob in zip(token_ids, probs):
@@ -114,14 +116,14 @@ class TokenLayout:
         """Mark tokens as pruned after ``at_step``'s forward: queries of later steps no longer see them."""
         physical = list(physical)
         if not 0 <= at_step < self.n_steps:
-            raise ValueError(f"cannot prune at step {at_step}: the layout has steps 0..{self.n_steps - 1}")
+            raise InvalidInputError(f"cannot prune at step {at_step}: the layout has steps 0..{self.n_steps - 1}")
         for index in physical:  # check everything first: a refused decision changes nothing
             if self.pruned_at[index] != NOT_PRUNED:
-                raise ValueError(f"token {index} was already pruned at step {self.pruned_at[index]}")
+                raise InvalidInputError(f"token {index} was already pruned at step {self.pruned_at[index]}")
             if self.steps[index] >= at_step:
-                raise ValueError(f"token {index} of step {self.steps[index]} cannot be pruned at step {at_step}")
+                raise InvalidInputError(f"token {index} of step {self.steps[index]} cannot be pruned at step {at_step}")
         if len(set(physical)) != len(physical):
-            raise ValueError(f"a token is listed twice in {physical}")
+            raise InvalidInputError(f"a token is listed twice in {physical}")
         for index in physical:
             self._columns["pruned_at"][index] = at_step
             self._columns["prune_scores"][index] = float(score)
@@ -143,9 +145,9 @@ class TokenLayout:
         tensors (position and mask hooks) are rebuilt; truncating to the current length changes nothing.
         """
         if not 0 <= n_tokens <= len(self):
-            raise ValueError(f"cannot truncate to {n_tokens} tokens: the layout has {len(self)}")
+            raise InvalidInputError(f"cannot truncate to {n_tokens} tokens: the layout has {len(self)}")
         if 0 < n_tokens < len(self) and self.steps[n_tokens] >= 0 and self.steps[n_tokens] == self.steps[n_tokens - 1]:
-            raise ValueError(f"cannot truncate to {n_tokens} tokens: that splits step {self.steps[n_tokens]}; cut at a step boundary")
+            raise InvalidInputError(f"cannot truncate to {n_tokens} tokens: that splits step {self.steps[n_tokens]}; cut at a step boundary")
         if n_tokens == len(self):
             return
         for column in self._columns.values():
@@ -176,14 +178,14 @@ class TokenLayout:
         """Physical indices of a step's siblings (steps are stored contiguously)."""
         indices = [i for i, s in enumerate(self.steps) if s == step]
         if not indices:
-            raise IndexError(f"no step {step} (the layout has {self.n_steps} steps)")
+            raise OutOfRangeError(f"no step {step} (the layout has {self.n_steps} steps)")
         return range(indices[0], indices[-1] + 1)
 
     def physical_index(self, step: int, rank: int) -> int:
         """The physical index of sibling ``rank`` (0 = most likely) of ``step``; step -1 indexes the prompt."""
         r = range(self.n_prompt) if step == PROMPT_STEP else self.step_range(step)
         if not 0 <= rank < len(r):
-            raise IndexError(f"step {step} has {len(r)} token(s); no rank {rank}")
+            raise OutOfRangeError(f"step {step} has {len(r)} token(s); no rank {rank}")
         return r.start + rank
 
     def rank_of(self, index: int) -> int:
@@ -230,7 +232,7 @@ class TokenLayout:
             return torch.tensor(self.logical_positions, dtype=torch.float32)
         if kind == "unique":
             return torch.arange(len(self), dtype=torch.float32)
-        raise ValueError(f"unknown positions {kind!r}; use 'shared', 'unique' or a tensor")
+        raise InvalidInputError(f"unknown positions {kind!r}; use 'shared', 'unique' or a tensor")
 
     def steps_tensor(self) -> Int[Tensor, "n_tokens"]:
         return torch.tensor(self.steps, dtype=torch.long)
@@ -261,7 +263,7 @@ class TokenLayout:
         A query always keeps its own key.
         """
         if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; use 'isolated' or 'visible'")
+            raise InvalidInputError(f"unknown mode {mode!r}; use 'isolated' or 'visible'")
         n_keys = len(self) if n_keys is None else n_keys
         n_queries = n_keys if n_queries is None else n_queries
         steps = self.steps_tensor()[:n_keys]
@@ -295,9 +297,11 @@ class TokenLayout:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TokenLayout":
+        if not isinstance(data, dict):
+            raise InvalidInputError(f"a layout is a table like TokenLayout.to_dict() gives, got {type(data).__name__}")
         missing = [k for k in COLUMNS if k not in data]
         if missing:
-            raise KeyError(f"layout is missing {missing}")
+            raise InvalidInputError(f"layout is missing {missing}")
         nan = float("nan")
         layout = cls(
             token_ids=[int(t) for t in data["token_ids"]],
@@ -314,15 +318,15 @@ class TokenLayout:
         """Check the invariants: prompt first, steps contiguous and increasing, positions as TEMPO defines them."""
         n_prompt = self.n_prompt
         if self.steps[:n_prompt] != [PROMPT_STEP] * n_prompt:
-            raise ValueError("prompt tokens must come first")
+            raise InvalidInputError("prompt tokens must come first")
         generated = self.steps[n_prompt:]
         for i, (previous, current) in enumerate(zip([PROMPT_STEP] + generated, generated), start=n_prompt):
             if current not in (previous, previous + 1):
-                raise ValueError(f"token {i}: step {current} after step {previous}; steps must be contiguous")
+                raise InvalidInputError(f"token {i}: step {current} after step {previous}; steps must be contiguous")
         for i, (s, p) in enumerate(zip(self.steps, self.logical_positions)):
             want = i if s == PROMPT_STEP else n_prompt + s
             if p != want:
-                raise ValueError(f"token {i}: logical position {p}, expected {want}")
+                raise InvalidInputError(f"token {i}: logical position {p}, expected {want}")
         for i, at in enumerate(self.pruned_at):
             if at != NOT_PRUNED and not (self.steps[i] < at < max(self.n_steps, 1)):
-                raise ValueError(f"token {i}: pruned at step {at}, outside its lifetime")
+                raise InvalidInputError(f"token {i}: pruned at step {at}, outside its lifetime")

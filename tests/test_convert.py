@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import tempo_lens.convert as convert
-from tempo_lens.atomic import owned_atomic_directory, remove_abandoned
+from tempo_lens.atomic import atomic_directory, remove_abandoned
 from tempo_lens.errors import ModelUnavailableError
 from tempo_lens.model_cache import cache_problem, cache_root
 from tempo_lens.zoo import ZOO, part_paths
@@ -87,20 +87,20 @@ def test_leftovers_of_dead_conversions_are_removed_and_live_ones_kept(fake_zoo, 
     killed = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
-        from tempo_lens.atomic import owned_atomic_directory
-        with owned_atomic_directory(Path({str(target)!r}), prefix={convert.tmp_prefix(target)!r}) as tmp:
+        from tempo_lens.atomic import atomic_directory
+        with atomic_directory(Path({str(target)!r}), prefix={convert.tmp_prefix(target)!r}) as tmp:
             (tmp / "model.safetensors").write_bytes(b"half")
             os.kill(os.getpid(), signal.SIGKILL)
     """)], env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert killed.returncode == -9
     dead = [p for p in target.parent.iterdir() if p.is_dir() and p.name.startswith(convert.tmp_prefix(target))]
     assert len(dead) == 1
-    with owned_atomic_directory(target, prefix=convert.tmp_prefix(target)) as live:
+    with atomic_directory(target, prefix=convert.tmp_prefix(target)) as live:
         convert.converted_dir(entry)  # converts while a live conversion (this block) owns `live`
         assert live.is_dir(), "a folder owned by a live process must never be touched"
         assert not dead[0].exists() and not dead[0].with_name(dead[0].name + ".lock").exists()
     assert "removing" in capsys.readouterr().err
-    assert remove_abandoned(target.parent, convert.tmp_prefix(target)) == []
+    assert remove_abandoned(target, convert.tmp_prefix(target)) == []
 
 
 @pytest.mark.slow

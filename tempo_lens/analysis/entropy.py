@@ -15,6 +15,7 @@ import pandas as pd
 from jaxtyping import Float
 
 from ..capture import as_run, as_runs
+from ..errors import InvalidInputError
 from ._arrays import as_attention, layer_labels
 
 EPS = 1e-10
@@ -76,7 +77,7 @@ def layer_entropy_table(
     h = layer_entropy(source)
     layers = layer_labels(source, len(h)) if layers is None else [int(l) for l in layers]
     if len(layers) != len(h):
-        raise ValueError(f"{len(layers)} layer labels for {len(h)} captured layers")
+        raise InvalidInputError(f"{len(layers)} layer labels for {len(h)} captured layers")
     n_layers = max(layers) + 1 if n_layers is None else int(n_layers)
     return pd.DataFrame({
         "layer": layers,
@@ -116,7 +117,7 @@ def entropy_by_step(run: Any, steps: Sequence[int] | None = None) -> pd.DataFram
     chosen = run.step_ids if steps is None else list(steps)
     frames = [
         pd.DataFrame({"run": run.name, "mode": run.mode, "step": step, "layer": list(run.layers),
-                      "entropy": layer_entropy(run.attention[step])})
+                      "entropy": layer_entropy(run.step_array(step))})
         for step in chosen
     ]
     if not frames:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Bool, Float
 
+from ..errors import InvalidInputError
 from ..layout import Mode, TokenLayout
 from ._arrays import step_attention
 
@@ -83,7 +84,7 @@ def head_specialisation(
     n_heads = p.shape[1]
     n_kv_heads = n_heads if n_kv_heads is None else int(n_kv_heads)
     if n_kv_heads < 1 or n_heads % n_kv_heads:
-        raise ValueError(f"{n_heads} heads cannot share {n_kv_heads} KV heads evenly")
+        raise InvalidInputError(f"{n_heads} heads cannot share {n_kv_heads} KV heads evenly")
     heads = np.arange(n_heads)
     groups = group_heads(per_head["entropy"], per_head["recent"], per_head["distant"])
     return pd.DataFrame({"head": heads, "kv_head": heads // (n_heads // n_kv_heads), **per_head, "group": groups})

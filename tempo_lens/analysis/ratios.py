@@ -26,6 +26,7 @@ import pandas as pd
 from jaxtyping import Bool, Float, Int
 
 from ..capture import as_runs
+from ..errors import InvalidInputError
 from ..layout import TokenLayout
 from ._arrays import layer_labels, step_attention
 
@@ -214,7 +215,7 @@ def ratio_by_layer(
     a, _ = step_attention(attention, layout, step)
     layers = layer_labels(attention, a.shape[0]) if layers is None else list(layers)
     if len(layers) != a.shape[0]:
-        raise ValueError(f"{len(layers)} layer labels for {a.shape[0]} captured layers")
+        raise InvalidInputError(f"{len(layers)} layer labels for {a.shape[0]} captured layers")
     return _grouped_ratio(a.mean(axis=(1, 2, 3), dtype=np.float64), layout, step, exclude_first, "layer", layers)
 
 

@@ -64,7 +64,7 @@ def head_grid(run: Any, step: int, *, zmax: float | None = None, title: str | No
     attention sink on token 0 does not wash out the rest); hover gives the exact weight.
     """
     run = as_captured(run)
-    a, siblings = step_attention(run.attention[step], run.layout, step)
+    a, siblings = step_attention(run.step_array(step), run.layout, step)
     attention = a.mean(axis=1)  # [layer, head, query, key] (batch 1)
     n_layers, n_heads, n_q, n_k = attention.shape
     parallel = run.layout.parallel_tensor().numpy()[:n_k]

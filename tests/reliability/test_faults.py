@@ -21,7 +21,7 @@ import pytest
 
 from tempo_lens.errors import ExperimentFileError
 from tempo_lens.experiment import config_from_dict, load_experiment, run_experiment, save_experiment
-from tests.reliability.conftest import CLI, assert_clean_refusal, run_cli, snapshot, subprocess_env
+from tests.reliability.conftest import assert_clean_refusal, run_cli, snapshot, start_slow_run, subprocess_env
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +75,8 @@ def _kill_when(process: subprocess.Popen, stream, marker: str, limit_s: float = 
 def test_sigkill_during_a_real_run_keeps_the_previous_result(previous, tiny_dirs, tmp_path):
     out = tmp_path / "exp"
     shutil.copytree(previous, out)
-    config = tmp_path / "slow.toml"
-    prompts = ", ".join(f'"t1 t{10 + i} t{40 + i}"' for i in range(8))
-    config.write_text(f'prompts = [{prompts}]\nmodel = "{tiny_dirs["llama"]}"\nthreshold = 1e-6\nmax_parallel = 4\n'
-                      'max_steps = 12\nmodes = ["isolated", "visible"]\n')
     before = snapshot(out)
-    process = subprocess.Popen([str(CLI), "run", str(config), "--out", str(out), "--overwrite"], cwd=tmp_path,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=subprocess_env())
+    process = start_slow_run(tmp_path, tiny_dirs["llama"], out, max_steps=12, extra='modes = ["isolated", "visible"]\n')
     _kill_when(process, process.stderr, "prompt 2/8")
     process.stderr.close()
     _assert_previous_intact(out, before, previous)
