@@ -88,10 +88,12 @@ class PaddedBatch:
 
 
 def _pad_id(model: "TransformerBridge") -> int:
+    """A token id to fill padding with (never attended): the tokenizer's pad or EOS id when it is in the vocabulary."""
     tokenizer = getattr(model, "tokenizer", None)
+    vocab = int(model.cfg.d_vocab)
     for name in ("pad_token_id", "eos_token_id"):
         value = getattr(tokenizer, name, None)
-        if isinstance(value, int):
+        if isinstance(value, int) and 0 <= value < vocab:
             return value
     return 0
 

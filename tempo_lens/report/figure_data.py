@@ -11,9 +11,11 @@ import pandas as pd
 
 from ..analysis import entropy_by_step, head_specialisation
 from ..figures import key_labels
+from ..views.lattice import THRESHOLDS as LATTICE_THRESHOLDS
+from ..views.lattice import lattice_edges
 from .inputs import ReportInputs
 from .measures import entropy_step_of, records
-from .schema import EntropyPoint, FigureData, HeadRow, HeatmapData
+from .schema import EntropyPoint, FigureData, HeadGridData, HeadRow, HeatmapData, LatticeEdge, LatticeRun
 
 
 def _heatmaps(run) -> list[HeatmapData]:
@@ -39,5 +41,16 @@ def figure_data(inputs: ReportInputs) -> FigureData:
         entropy=records(entropy, EntropyPoint),
         heads_by_step=heads, heads_step=entropy_step_of(iso),
         heatmaps=_heatmaps(iso), heatmap_step=measured[0] if measured else (iso.step_ids[-1] if iso.step_ids else None),
-        branching_layout=iso.layout.to_dict(), branching_tokens=list(iso.token_strings),
+        lattice=[_lattice(run) for run in (iso, vis)],
+        head_grid=_head_grid(iso, measured[0]) if measured else None,
     )
+
+
+def _head_grid(run, step: int) -> HeadGridData:
+    attention = run.attention[step].mean(axis=1, dtype=np.float64)  # [layer, head, query, key]
+    return HeadGridData(step=step, layers=list(run.layers), attention=np.round(attention, 5).tolist())
+
+
+def _lattice(run) -> LatticeRun:
+    edges = [LatticeEdge(**e) for e in lattice_edges(run, min_weight=LATTICE_THRESHOLDS[0])]
+    return LatticeRun(name=run.name, mode=run.mode, layout=run.layout.to_dict(), tokens=list(run.token_strings), edges=edges)

@@ -203,12 +203,17 @@ def _figures(doc: Document, metrics: Metrics) -> None:
     if metrics.single_run.ratios:
         doc.figure("ratio", plots.ratio_plot(metrics), "Parallel : non-parallel ratio per step, by mode (dashed: 1.0 = equal attention)")
     if data.entropy:
-        doc.figure("entropy", plots.entropy_plot(metrics), "Layer entropy at every step")
+        doc.figure("entropy", plots.entropy_plot(metrics), "Layer entropy (nats) at every step, layers down and steps across")
     if data.heads_by_step:
         doc.figure("heads", plots.heads_plot(metrics), f"Head specialisation (isolated run), recent vs distant, coloured by group; "
                    f"step {data.heads_step} first, the slider shows every step")
     if data.heatmaps:
         doc.figure("heatmap", plots.heatmap_plot(metrics), "Attention of each step's siblings (isolated run), averaged over layers and "
                    f"heads; parallel keys marked; step {data.heatmap_step} first")
-    if data.branching_layout:
-        doc.figure("branching", plots.branching_plot(metrics), "TEMPO branching of the isolated run: siblings per step with probabilities")
+    if data.head_grid is not None:
+        doc.figure("head-grid", plots.head_grid_plot(metrics), f"Every layer × head at step {data.head_grid.step} (isolated run): "
+                   "query siblings × keys per tile, attention to parallel keys in orange")
+    if data.lattice:
+        doc.figure("lattice", plots.lattice_plot(metrics), "Token lattice, isolated above visible: siblings stacked at their "
+                   "logical position, arcs for the attention later tokens pay earlier ones (width = weight, orange = to a "
+                   "parallel key, hover for the value, slider for the threshold); pruned tokens struck through")

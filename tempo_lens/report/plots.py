@@ -5,11 +5,15 @@ from __future__ import annotations
 import html
 from dataclasses import asdict
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from .. import figures
+from ..capture import CapturedRun
 from ..layout import TokenLayout
+from ..views.heatmaps import entropy_heatmap_from_table, head_grid
+from ..views.lattice import token_lattice
 from .schema import CrossModelEntry, Interval, Metrics, MultiPrompt
 from .text import missing
 
@@ -36,7 +40,16 @@ def ratio_plot(metrics: Metrics) -> go.Figure:
 
 
 def entropy_plot(metrics: Metrics) -> go.Figure:
-    return figures.entropy_figure(_frame(metrics.figures.entropy))
+    return entropy_heatmap_from_table(_frame(metrics.figures.entropy))
+
+
+def head_grid_plot(metrics: Metrics) -> go.Figure:
+    """Every layer × head of the stored step of the isolated run (its layout comes from the lattice data)."""
+    grid, lattice = metrics.figures.head_grid, metrics.figures.lattice[0]
+    run = CapturedRun(name=lattice.name, prompt="", mode=lattice.mode, layout=TokenLayout.from_dict(lattice.layout),
+                      token_strings=lattice.tokens, layers=grid.layers,
+                      attention={grid.step: np.asarray(grid.attention, dtype=np.float32)[:, None]})
+    return head_grid(run, grid.step)
 
 
 def heads_plot(metrics: Metrics) -> go.Figure:
@@ -54,10 +67,12 @@ def heatmap_plot(metrics: Metrics) -> go.Figure:
     return figures.step_slider(by_step, active=data.heatmap_step)
 
 
-def branching_plot(metrics: Metrics) -> go.Figure:
-    layout = TokenLayout.from_dict(metrics.figures.branching_layout)
-    return figures.branching_figure(layout, metrics.figures.branching_tokens,
-                                    title="TEMPO branching of the isolated run: siblings per step")
+def lattice_plot(metrics: Metrics) -> go.Figure:
+    """The token lattice of the isolated and visible runs, from the stored arcs."""
+    runs = [CapturedRun(name=r.name, prompt="", mode=r.mode, layout=TokenLayout.from_dict(r.layout), token_strings=r.tokens,
+                        layers=[], attention={}) for r in metrics.figures.lattice]
+    edges = [[asdict(e) for e in r.edges] for r in metrics.figures.lattice]
+    return token_lattice(*runs, edges=edges, title="Token lattice: siblings stacked per step, arcs = attention to earlier tokens")
 
 
 def multi_plot(multi: MultiPrompt) -> go.Figure:

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import ExperimentFileError
 from .codec import decode, encode
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the token lattice replaces the branching scatter; entropy heatmap; head grid
 MODES = ("isolated", "visible")
 
 
@@ -346,6 +346,35 @@ class HeatmapData:
 
 
 @dataclass
+class HeadGridData:
+    """Every layer × head of one step of the isolated run: attention ``[layer][head][query][key]``."""
+
+    step: int
+    layers: list[int]
+    attention: list[list[list[list[float]]]]
+
+
+@dataclass
+class LatticeEdge:
+    step: int
+    query: int
+    key: int
+    weight: float
+    parallel: bool
+
+
+@dataclass
+class LatticeRun:
+    """One run of the token lattice: its layout and token texts, and its attention arcs above the lowest threshold."""
+
+    name: str
+    mode: str
+    layout: dict[str, Any]
+    tokens: list[str]
+    edges: list[LatticeEdge]
+
+
+@dataclass
 class EntropyPoint:
     run: str
     mode: str
@@ -363,8 +392,8 @@ class FigureData:
     heads_step: int | None = None
     heatmaps: list[HeatmapData] = field(default_factory=list)
     heatmap_step: int | None = None
-    branching_layout: dict[str, Any] | None = None
-    branching_tokens: list[str] = field(default_factory=list)
+    lattice: list[LatticeRun] = field(default_factory=list)
+    head_grid: HeadGridData | None = None
 
 
 @dataclass
