@@ -96,10 +96,9 @@ def test_leftovers_of_dead_conversions_are_removed_and_live_ones_kept(fake_zoo, 
     dead = [p for p in target.parent.iterdir() if p.is_dir() and p.name.startswith(convert.tmp_prefix(target))]
     assert len(dead) == 1
     with atomic_directory(target, prefix=convert.tmp_prefix(target)) as live:
+        assert not dead[0].exists(), "a writer's first step removes the leftovers of ended writers"
         convert.converted_dir(entry)  # converts while a live conversion (this block) owns `live`
         assert live.is_dir(), "a folder owned by a live process must never be touched"
-        assert not dead[0].exists() and not dead[0].with_name(dead[0].name + ".lock").exists()
-    assert "removing" in capsys.readouterr().err
     assert remove_abandoned(target, convert.tmp_prefix(target)) == []
 
 

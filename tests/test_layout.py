@@ -43,7 +43,6 @@ def test_truncate_bumps_the_version_so_memoised_masks_are_rebuilt():
     layout.append_step([30], [0.9])
     layout.append_step([31], [0.8])  # again 5 tokens and 2 queries, now two steps of one token
     fresh = _layout_with_steps([1, 1])
-    fresh.token_ids[3:] = [30, 31]
     assert torch.equal(blocked(2, 5), fresh.blocked("isolated", n_queries=2, n_keys=5))
     assert not bool(blocked(2, 5)[1, 3])
     assert torch.equal(layout.positions("shared"), torch.tensor([0.0, 1, 2, 3, 4]))

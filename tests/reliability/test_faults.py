@@ -307,29 +307,23 @@ def test_models_verify_hashes_what_a_normal_load_trusts(zoo_cache):
 
 
 def test_leftover_conversion_folders(zoo_cache, capsys):
-    """A killed conversion leaves NAME.tmp-*: reported, removed when its owner is gone, kept while it lives."""
-    import fcntl
-
+    """A killed conversion leaves NAME.tmp-*: reported, removed when its writer is gone, kept while it lives."""
+    from tempo_lens.atomic import owner_tag
     from tempo_lens.convert import converted_dir, tmp_prefix
     from tempo_lens.model_cache import cache_problem
+    from tests.reliability.conftest import dead_owner_tag
 
     entry, target, calls = zoo_cache
     shutil.rmtree(target)
-    killed = target.parent / f"{tmp_prefix(target)}999999-dead"
-    running = target.parent / f"{tmp_prefix(target)}1-live"
+    killed = target.parent / f"{tmp_prefix(target)}{dead_owner_tag()}-dead"
+    running = target.parent / f"{tmp_prefix(target)}{owner_tag()}-live"  # this process: alive
     for leftover in (killed, running):
         leftover.mkdir()
         (leftover / "model.safetensors").write_bytes(b"half")
-        leftover.with_name(leftover.name + ".lock").touch()
-    holder = os.open(running.with_name(running.name + ".lock"), os.O_RDWR)
-    fcntl.flock(holder, fcntl.LOCK_EX)  # a live conversion holds its lock
-    try:
-        assert cache_problem(target) == "not converted yet"
-        assert converted_dir(entry) == target and len(calls) == 2
-        assert not killed.exists(), "a folder whose owner is gone is removed at once, not after an hour"
-        assert running.exists(), "a folder owned by a live process is never touched"
-    finally:
-        os.close(holder)
+    assert cache_problem(target) == "not converted yet"
+    assert converted_dir(entry) == target and len(calls) == 2
+    assert not killed.exists(), "a folder whose writer is gone is removed at once, not after an hour"
+    assert running.exists(), "a folder of a live writer is never touched"
     assert "removing" in capsys.readouterr().err
     assert cache_problem(target) is None
 
