@@ -41,7 +41,7 @@ analyze-models: $(STAMP)
 	$(PY) -m tempo_lens.cli analyze analyses --models "$(MODELS)"
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 check-page: $(STAMP)
 	bash scripts/check_page.sh

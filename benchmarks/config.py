@@ -43,7 +43,8 @@ class BenchConfig:
 
 
 TARGETS = {
-    "parallel": 1.15,     # TEMPO step with k siblings / plain one-token decode
+    "parallel": 1.15,     # TEMPO step with k siblings / plain one-token decode, default settings
+    "bridge_over_hf": 1.20,   # bridge cached decode, default settings / raw HF eager cached decode
     "hooks": 1.10,        # hooks on / off at equal work
     "capture": 1.20,      # capture all layers / no capture
     "analysis_s": 1.0,    # seconds for every report metric over 100 steps

@@ -99,6 +99,11 @@ def fmt_ratio(r: dict) -> str:
     return f"{r['ratio']:.2f}x  [{r['q1']:.2f}-{r['q3']:.2f}; fastest {r['fastest']:.2f}x]"
 
 
+def paths_label(paths: Sequence[str]) -> str:
+    """The speed paths a section ran with, for its title."""
+    return "fast paths on: " + "; ".join(paths) if paths else "fast paths off: stock TransformerBridge"
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A left-aligned plain-text table with a dashed rule under the headers."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]

@@ -1,7 +1,8 @@
-"""Sections 1b and 1c: what limits target 1 (the linear layers with k rows), and target 1 with prepacked weights.
+"""Sections 1b and 1c: what limits target 1 (the linear layers with k rows), and target 1 with the fast paths off.
 
 1b times one forward's linear layers alone, with the model's own weights, in three layouts; 1c runs
-target 1 again inside :class:`tempo_lens.cpu_linears.PrepackedLinears` (the package's opt-in oneDNN path).
+target 1 again on the stock TransformerBridge (:func:`tempo_lens.fast_paths.stock_paths`), beside the
+defaults (prepacked oneDNN linears and fast norms, :mod:`tempo_lens.fast_paths`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from tempo_lens.cpu_linears import PrepackedLinears, linear_modules, packed_linear
-from tempo_lens.generation import forward_step, select_siblings
+from tempo_lens.fast_paths import fast_paths_on, stock_paths
+from tempo_lens.generation import select_siblings
 
 from .config import BenchConfig
 from .harness import PERF, Block, fmt_ratio, interleave, pooled_median, ratio, table
-from .steps import FixedContext, hooks_ctx, plain_decode_block, tempo_step_block, with_context
+from .steps import FixedContext, hooks_ctx, plain_decode_block, step_forward, tempo_step_block, with_context
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -82,41 +84,42 @@ def bench_linear(model: "TransformerBridge", cfg: BenchConfig) -> dict:
             "samples": samples}
 
 
-def bench_prepacked(model: "TransformerBridge", cfg: BenchConfig) -> dict:
-    """Target 1 again with oneDNN-prepacked linear weights (opt-in tempo_lens.cpu_linears): does the k-row penalty go away?"""
-    fast = PrepackedLinears(model)
-    if not fast.available:
-        return {"skipped": "oneDNN prepacked linears unavailable (torch.ops.mkldnn._linear_pointwise, CPU fp32 only)"}
+def bench_stock(model: "TransformerBridge", cfg: BenchConfig) -> dict:
+    """Target 1 with the fast paths forced off (``tempo_lens.fast_paths.stock_paths``), beside the defaults.
+
+    Variants: the 1-token decode with the defaults, and the decode and TEMPO steps on the stock paths.
+    """
     ctx = FixedContext(model, cfg.context, cfg.mode, cfg.seed)
     k_max = max(cfg.ks)
-    with torch.no_grad():   # same logits? one TEMPO step both ways
+    with torch.no_grad():   # what the fast paths change in the logits: one TEMPO step both ways
         ids, probs, _ = select_siblings(ctx.distribution, 0.0, k_max)
         ctx.layout.append_step(ids, probs)
         with hooks_ctx(model, ctx.hooks):
-            stock = forward_step(model, [ids], ctx.cache)[0]
+            fast = step_forward(model, ids, ctx.cache)
             ctx.cache.crop(-k_max)
-            with fast.active():
-                packed = forward_step(model, [ids], ctx.cache)[0]
+            with stock_paths(model):
+                stock = step_forward(model, ids, ctx.cache)
             ctx.rollback(k_max)
-    parity = float((stock - packed).abs().max())
+    stock_ctx = lambda: stock_paths(model)  # noqa: E731
     variants: dict[str, Block] = {
         "decode_1": plain_decode_block(ctx),
-        "fast_decode_1": with_context(fast.active, plain_decode_block(ctx)),
+        "stock_decode_1": with_context(stock_ctx, plain_decode_block(ctx)),
     }
     for k in cfg.ks:
-        variants[f"fast_tempo_{k}"] = with_context(fast.active, tempo_step_block(ctx, k))
-    groups = [("decode_1", "fast_decode_1", f"fast_tempo_{k}") for k in cfg.ks]
+        variants[f"stock_tempo_{k}"] = with_context(stock_ctx, tempo_step_block(ctx, k))
+    groups = [("decode_1", "stock_decode_1", f"stock_tempo_{k}") for k in cfg.ks]
     samples = interleave(variants, groups, cfg.linear_rounds, 1)
     rows = [{
         "k": k,
-        "fast_tempo_ms": 1e3 * pooled_median(samples, f"fast_tempo_{k}"),
-        "vs_fast_decode": ratio(samples, f"fast_tempo_{k}", "fast_decode_1"),
-        "vs_stock_decode": ratio(samples, f"fast_tempo_{k}", "decode_1"),
+        "stock_tempo_ms": 1e3 * pooled_median(samples, f"stock_tempo_{k}"),
+        "vs_stock_decode": ratio(samples, f"stock_tempo_{k}", "stock_decode_1"),
+        "vs_default_decode": ratio(samples, f"stock_tempo_{k}", "decode_1"),
     } for k in cfg.ks]
     return {
-        "context": cfg.context, "parity_max_abs_logit_diff": parity, "rows": rows,
-        "decode_ms": 1e3 * pooled_median(samples, "decode_1"), "fast_decode_ms": 1e3 * pooled_median(samples, "fast_decode_1"),
-        "fast_decode_vs_stock": ratio(samples, "fast_decode_1", "decode_1"), "samples": samples,
+        "context": cfg.context, "paths": fast_paths_on(model), "parity_max_abs_logit_diff": float((fast - stock).abs().max()),
+        "rows": rows, "decode_ms": 1e3 * pooled_median(samples, "decode_1"),
+        "stock_decode_ms": 1e3 * pooled_median(samples, "stock_decode_1"),
+        "default_decode_vs_stock": ratio(samples, "decode_1", "stock_decode_1"), "samples": samples,
     }
 
 
@@ -130,15 +133,13 @@ def format_linear(li: dict) -> list[str]:
     ]
 
 
-def format_prepacked(pp: dict) -> list[str]:
-    out = ["\n[1c] target 1 with oneDNN-prepacked linear weights (opt-in `tempo_lens.cpu_linears`: instance-level forward "
-           "overrides on the HF nn.Linear modules; TransformerLens untouched, hooks on)"]
-    if "skipped" in pp:
-        return out + [f"skipped: {pp['skipped']}"]
-    out.append(f"same logits as the stock forward: max |dlogit| {pp['parity_max_abs_logit_diff']:.1e}; "
-               f"1-token decode {pp['decode_ms']:.1f} ms stock, {pp['fast_decode_ms']:.1f} ms prepacked "
-               f"({fmt_ratio(pp['fast_decode_vs_stock'])})")
-    out.append(table(["k", "TEMPO ms (prepacked)", "TEMPO / prepacked decode", "TEMPO / stock decode"],
-                     [[r["k"], f"{r['fast_tempo_ms']:.1f}", fmt_ratio(r["vs_fast_decode"]), fmt_ratio(r["vs_stock_decode"])]
-                      for r in pp["rows"]]))
+def format_stock(st: dict) -> list[str]:
+    out = [f"\n[1c] target 1 with the fast paths forced off (stock TransformerBridge, `load_model(fast=False)`; "
+           f"the defaults switch on: {'; '.join(st['paths']) or 'nothing here'})",
+           f"logits, defaults vs stock: max |dlogit| {st['parity_max_abs_logit_diff']:.1e}; 1-token decode "
+           f"{st['decode_ms']:.1f} ms with the defaults, {st['stock_decode_ms']:.1f} ms stock "
+           f"(defaults / stock {fmt_ratio(st['default_decode_vs_stock'])})"]
+    out.append(table(["k", "TEMPO ms (stock)", "TEMPO / decode, both stock", "TEMPO stock / decode with defaults"],
+                     [[r["k"], f"{r['stock_tempo_ms']:.1f}", fmt_ratio(r["vs_stock_decode"]), fmt_ratio(r["vs_default_decode"])]
+                      for r in st["rows"]]))
     return out

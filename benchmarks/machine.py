@@ -65,6 +65,7 @@ def machine_info() -> dict:
 
 
 def model_info(model: "TransformerBridge") -> dict:
+    from tempo_lens.fast_paths import fast_paths_on
     from tempo_lens.model import model_name
 
     cfg = model.cfg
@@ -73,6 +74,7 @@ def model_info(model: "TransformerBridge") -> dict:
         "name": str(model_name(model)), "n_layers": int(cfg.n_layers), "n_heads": int(cfg.n_heads),
         "d_model": int(cfg.d_model), "d_vocab": int(cfg.d_vocab), "params": int(n_params),
         "dtype": str(next(model.original_model.parameters()).dtype).replace("torch.", ""),
+        "fast_paths": fast_paths_on(model),
     }
 
 

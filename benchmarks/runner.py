@@ -15,7 +15,7 @@ from .analysis import bench_analysis
 from .capture import bench_capture
 from .config import BenchConfig
 from .harness import PERF, jsonable
-from .linear import bench_linear, bench_prepacked
+from .linear import bench_linear, bench_stock
 from .machine import load_models, loadavg, machine_info, model_info
 from .overhead import bench_hf
 from .parallel import bench_parallel
@@ -48,7 +48,7 @@ def run_all(model: "TransformerBridge | None", hf: Any, cfg: BenchConfig, sectio
         timed("parallel", lambda: bench_parallel(model, cfg))
     if 1 in sections:
         timed("linear", lambda: bench_linear(model, cfg))
-        timed("prepacked", lambda: bench_prepacked(model, cfg))
+        timed("stock", lambda: bench_stock(model, cfg))
     if 3 in sections:
         timed("scaling", lambda: bench_scaling(model, cfg))
     if 4 in sections and hf is not None:

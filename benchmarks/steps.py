@@ -31,6 +31,11 @@ def device_of(model: "TransformerBridge") -> torch.device:
     return next(model.original_model.parameters()).device
 
 
+def step_forward(model: "TransformerBridge", ids: list[int], cache: Any) -> Float[Tensor, "pos d_vocab"]:
+    """One cached forward of one row of new tokens; returns their logits rows."""
+    return forward_step(model, [ids], cache)[0]
+
+
 class FixedContext:
     """C context tokens prefilled in a KV cache; each timed step appends tokens, then :meth:`rollback`."""
 
@@ -45,7 +50,7 @@ class FixedContext:
         self.hooks = tempo_hooks(model, self.layout, mode)
         with torch.no_grad():
             self.cache = new_cache(model)
-            logits = forward_step(model, [ids], self.cache)[0]
+            logits = step_forward(model, ids, self.cache)
             self.distribution = torch.softmax(logits[-1].float(), dim=-1)
             self.hf_cache = None
             if hf is not None:
@@ -111,7 +116,7 @@ def _decode_block(ctx: FixedContext, forward: Callable[[int], Tensor], hf: bool,
 
 def plain_decode_block(ctx: FixedContext, probe: Any = NO_PROBE) -> Block:
     """Ordinary cached decoding through the bridge, no hooks."""
-    return _decode_block(ctx, lambda token: forward_step(ctx.model, [[token]], ctx.cache)[0][-1], False, probe)
+    return _decode_block(ctx, lambda token: step_forward(ctx.model, [token], ctx.cache)[-1], False, probe)
 
 
 def _tempo_block(ctx: FixedContext, k: int, forward: Callable[[list[int]], Tensor], hooks: list,
@@ -148,7 +153,7 @@ def tempo_step_block(
     ``after_forward`` runs inside the timed region (capture).
     """
     hooks = (ctx.hooks if hooks_on else []) + (extra_hooks or [])
-    return _tempo_block(ctx, k, lambda ids: forward_step(ctx.model, [ids], ctx.cache)[0], hooks,
+    return _tempo_block(ctx, k, lambda ids: step_forward(ctx.model, ids, ctx.cache), hooks,
                         after_forward, probe, lambda: ctx.rollback(k))
 
 

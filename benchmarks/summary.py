@@ -7,8 +7,8 @@ from typing import Callable
 from .analysis import format_analysis
 from .capture import format_capture
 from .config import TARGETS
-from .harness import table
-from .linear import format_linear, format_prepacked
+from .harness import paths_label, table
+from .linear import format_linear, format_stock
 from .overhead import format_hf
 from .parallel import format_parallel
 from .profiling import format_profile
@@ -16,7 +16,7 @@ from .scaling import format_scaling
 from .sweep import format_sweep
 
 FORMATTERS: dict[str, Callable[[dict], list[str]]] = {
-    "parallel": format_parallel, "linear": format_linear, "prepacked": format_prepacked, "scaling": format_scaling,
+    "parallel": format_parallel, "linear": format_linear, "stock": format_stock, "scaling": format_scaling,
     "hf": format_hf, "profile": format_profile, "capture": format_capture, "analysis": format_analysis,
     "sweep": format_sweep,
 }
@@ -48,17 +48,22 @@ def _sweep_rows(sw: dict) -> list[dict]:
     return rows
 
 
+def _settings(section: dict) -> str:
+    return "default settings" if section.get("paths") else "default settings, fast paths off here"
+
+
 def summarize(results: dict) -> list[dict]:
     """One row per target: goal, measured value, met."""
     s = results["sections"]
     rows = []
     if "parallel" in s:
         for row in s["parallel"]["rows"]:
-            rows.append(_at_most(f"1 parallel: TEMPO k={row['k']} / 1-token decode", "parallel", row["vs_decode"]["ratio"]))
-    if "prepacked" in s and "skipped" not in s["prepacked"]:
-        for row in s["prepacked"]["rows"]:
-            rows.append(_at_most(f"1c parallel, oneDNN-prepacked linears (opt-in tempo_lens.cpu_linears): k={row['k']}",
-                                 "parallel", row["vs_fast_decode"]["ratio"]))
+            rows.append(_at_most(f"1 parallel ({_settings(s['parallel'])}): TEMPO k={row['k']} / 1-token decode", "parallel",
+                                 row["vs_decode"]["ratio"]))
+    if "stock" in s:
+        for row in s["stock"]["rows"]:
+            r = row["vs_stock_decode"]["ratio"]
+            rows.append(_row(f"1c the same, fast paths forced off: k={row['k']}", "report", f"{r:.2f}x", r, None))
     if "parallel" in s:
         for row in s["parallel"]["rows"]:
             rows.append(_at_most(f"2 hooks: on / off, k={row['k']}", "hooks", row["hooks_on_off"]["ratio"]))
@@ -71,10 +76,10 @@ def summarize(results: dict) -> list[dict]:
                          f"{last['naive_over_cached']['ratio']:.1f}x",
                          sc["slope_cached"], sc["slope_cached"] <= 1.0 and last["naive_over_cached"]["ratio"] > 1.0))
     if "hf" in s:
-        r = s["hf"]["bridge_over_hf"]["ratio"]
-        rows.append(_row("4 TL overhead: bridge decode / HF eager decode", "report", f"{r:.2f}x", r, None))
-        r = s["hf"]["bridge_fast_norms_over_hf"]["ratio"]
-        rows.append(_row("4b the same with opt-in tempo_lens.fast_norms", "report", f"{r:.2f}x", r, None))
+        rows.append(_at_most(f"4 TL overhead ({_settings(s['hf'])}): bridge decode / HF eager decode", "bridge_over_hf",
+                             s["hf"]["bridge_over_hf"]["ratio"]))
+        r = s["hf"]["bridge_stock_over_hf"]["ratio"]
+        rows.append(_row("4 the same, fast paths forced off", "report", f"{r:.2f}x", r, None))
     if "capture" in s:
         for row in s["capture"]["rows"]:
             r = row["capture_over_none"]["ratio"]
@@ -102,6 +107,8 @@ def _header(results: dict) -> list[str]:
     if info:
         out.append(f"model   : {info['name']} ({info['n_layers']} layers, {info['n_heads']} heads, d_model {info['d_model']}, "
                    f"{info['params'] / 1e6:.0f}M params, {info['dtype']}), mode {results['config']['mode']}")
+        out.append(f"settings: the defaults of tempo_lens.load_model, {paths_label(info.get('fast_paths', []))}; "
+                   "'stock' variants force them off (tempo_lens.fast_paths.stock_paths)")
     out.append("timing  : each ratio compares two variants run back to back, round after round (order rotated); shown as "
                "median of the per-round paired ratios [quartiles; 'fastest' = ratio of the fastest steps, the least "
                "disturbed by other load]")

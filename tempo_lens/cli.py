@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--dtype", choices=DTYPE_CHOICES, default=None, help="model dtype (default float32)")
     a.set_defaults(func=cmd_analyze)
     models_command.add_parser(sub)
+    for command in sub.choices.values():
+        command.add_argument("--no-fast", action="store_true", default=argparse.SUPPRESS,
+                             help="load models with the stock TransformerBridge paths (sets TEMPO_LENS_FAST=0)")
     return parser
 
 
@@ -260,6 +263,8 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         os.environ.setdefault(name, value)
     parser = build_parser()  # imports the generation settings (and torch)
     args = parser.parse_args(argv)
+    if getattr(args, "no_fast", False):
+        os.environ["TEMPO_LENS_FAST"] = "0"
     try:
         return int(args.func(args) or 0)
     except TempoLensError as exc:

@@ -1,4 +1,4 @@
-"""Opt-in CPU speed-up: run the model's linear layers on oneDNN with prepacked weights.
+"""CPU speed-up: run the model's linear layers on oneDNN with prepacked weights.
 
 On CPU, a forward of 2-8 new tokens costs 1.5-2x one token with the stock weight layout (small-row
 matrix products reread every weight); with oneDNN-prepacked weights (what torch.compile's CPU weight
@@ -8,6 +8,12 @@ the Hugging Face ``nn.Linear`` modules get instance-level ``forward`` overrides;
 hook are untouched. Inference only (no autograd through the packed weights), fp32 CPU only, and the packed
 copy holds a second copy of the linear weights while active. It packs on entry, so weights edited before
 entering are used. Where oneDNN is unavailable it changes nothing (``available`` says which).
+
+:func:`install_prepacked_linears` makes it permanent (what :mod:`tempo_lens.fast_paths` does by default):
+each linear then runs :class:`PackedLinearForward`, which takes the stock ``F.linear`` path for one row
+and whenever the packed one would be wrong (autograd wants the weight or the input, or they are not fp32
+on CPU), and repacks when the weight is replaced or edited in place (its version counter moves). An edit
+through ``weight.data``, which autograd does not see either, is not noticed: install again after one.
 
 Example::
 
@@ -67,16 +73,106 @@ class PrepackedLinears:
         if not self.available:
             yield False
             return
+        before = [vars(module).get("forward") for module in self.modules]
         for module, weight in zip(self.modules, self.packed):
             module.forward = lambda x, weight=weight, bias=module.bias: packed_linear(x, weight, bias)
         try:
             with torch.no_grad():
                 yield True
         finally:
-            for module in self.modules:
-                del module.forward
+            _restore_forwards(self.modules, before)
 
 
 def prepacked_linears(model: Any):
     """Pack now and run the model's linears on the packed weights inside the block; yields whether it could."""
     return PrepackedLinears(model).active()
+
+
+def _restore_forwards(modules: list[torch.nn.Linear], forwards: list[Any]) -> None:
+    """Put back each module's instance-level ``forward`` (``None``: the class's own)."""
+    for module, forward in zip(modules, forwards):
+        if forward is None:
+            vars(module).pop("forward", None)
+        else:
+            module.forward = forward
+
+
+class PackedLinearForward:
+    """An ``nn.Linear``'s permanent forward on a prepacked copy of its weight, with the stock path as fallback.
+
+    The stock ``F.linear`` runs for a single row (a one-token decode: there MKL reads each weight once
+    and is as fast or faster, and the result is the stock one bit for bit), when autograd needs the weight
+    or the input, or when either is not fp32 on CPU; the weight is repacked when it is replaced or edited
+    in place. Copies and pickles drop the packed
+    tensor (oneDNN's opaque tensors cannot be copied) and repack on first use.
+    """
+
+    def __init__(self, module: torch.nn.Linear, packed: Tensor | None = None):
+        self.module, self.packed = module, packed
+        self.key = _weight_key(module.weight) if packed is not None else None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        module = self.module
+        weight = module.weight
+        if (x.numel() <= x.shape[-1] or x.dtype != torch.float32 or x.device.type != "cpu"
+                or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
+            return torch.nn.functional.linear(x, weight, module.bias)
+        key = _weight_key(weight)
+        if key != self.key:
+            self.packed, self.key = pack_weight(weight), key
+        if self.packed is None:
+            return torch.nn.functional.linear(x, weight, module.bias)
+        return packed_linear(x, self.packed, module.bias)
+
+    def __getstate__(self) -> dict:
+        return {"module": self.module}
+
+    def __setstate__(self, state: dict) -> None:
+        self.module, self.packed, self.key = state["module"], None, None
+
+
+def _weight_key(weight: Tensor) -> tuple:
+    return weight.data_ptr(), weight._version, weight.dtype, weight.device
+
+
+def packed_bytes(modules: list[torch.nn.Linear]) -> int:
+    """Bytes the packed copies of these linears' weights take (one more copy of those weights)."""
+    return sum(m.weight.numel() * m.weight.element_size() for m in modules)
+
+
+def install_prepacked_linears(model: Any) -> int:
+    """Pack every linear weight now and keep the packed forwards; returns how many (0: none could be packed).
+
+    All or nothing: where one weight cannot be packed (not fp32 CPU, no oneDNN), nothing changes.
+    Calling it again repacks (after weights were edited through ``.data``).
+    """
+    prepacked = PrepackedLinears(model)
+    if not prepacked.available:
+        return 0
+    for module, packed in zip(prepacked.modules, prepacked.packed):
+        module.forward = PackedLinearForward(module, packed)
+    return len(prepacked.modules)
+
+
+def installed_linears(model: Any) -> list[torch.nn.Linear]:
+    """The linears running :class:`PackedLinearForward`."""
+    return [m for m in linear_modules(model) if isinstance(vars(m).get("forward"), PackedLinearForward)]
+
+
+def remove_prepacked_linears(model: Any) -> int:
+    """Undo :func:`install_prepacked_linears` (the packed copies are freed); returns how many linears."""
+    modules = installed_linears(model)
+    for module in modules:
+        del module.forward
+    return len(modules)
+
+
+@contextlib.contextmanager
+def stock_linears(model: Any) -> Iterator[int]:
+    """Inside the block, installed packed forwards are set aside (kept, not repacked); yields how many."""
+    modules = installed_linears(model)
+    forwards = [vars(m).pop("forward") for m in modules]
+    try:
+        yield len(modules)
+    finally:
+        _restore_forwards(modules, forwards)

@@ -1,4 +1,4 @@
-"""Opt-in speed-up: skip TransformerBridge norm statistics that nothing observes.
+"""Speed-up: skip TransformerBridge norm statistics that nothing observes (on by default, :mod:`tempo_lens.fast_paths`).
 
 TransformerLens 4.3.0's normalization bridges compute the statistics for ``hook_scale`` and
 ``hook_normalized`` on every call, then return the wrapped Hugging Face module's own output unless a
@@ -12,7 +12,7 @@ otherwise takes the bridge's own path, so every hook still fires whenever someth
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from torch import Tensor
 
@@ -23,49 +23,79 @@ def _has_hooks(hook_point: Any) -> bool:
     return bool(hook_point.fwd_hooks or hook_point.bwd_hooks)
 
 
+class _FastNormForward:
+    """A norm bridge's forward: the wrapped module alone while neither hook point is observed.
+
+    A callable object rather than a closure, so a deep copy of the model gets one bound to the copy.
+    """
+
+    def __init__(self, module: Any):
+        self.module = module
+
+    def __call__(self, x: Tensor) -> Tensor:
+        module = self.module
+        component = module.original_component
+        if (_has_hooks(module.hook_scale) or _has_hooks(module.hook_normalized) or component is None
+                or type(component).__name__ == "Identity"):
+            return type(module)._hf_autograd_forward_with_hooks(module, x)
+        result = component(x)
+        return result if result.dtype == x.dtype else result.to(x.dtype)
+
+
 def skip_unobserved_norm_statistics(model: Any) -> int:
     """Patch every norm bridge of ``model`` that takes the native path; returns how many (0 if none apply)."""
+    return len(_patch(model))
+
+
+def patched_norms(model: Any) -> list[Any]:
+    """The norm bridges of ``model`` that run the fast path."""
+    return [module for module in model.modules() if getattr(module, _FLAG, False)]
+
+
+def _patch(model: Any) -> list[Any]:
+    return _patch_modules(model.modules())
+
+
+def _patch_modules(candidates: Iterable[Any]) -> list[Any]:
     from transformer_lens.model_bridge.generalized_components.normalization import NormalizationBridge
 
-    patched = 0
-    for module in model.modules():
+    patched = []
+    for module in candidates:
         if not isinstance(module, NormalizationBridge) or getattr(module, _FLAG, False):
             continue
         if not hasattr(module, "_hf_autograd_forward_with_hooks") or not hasattr(module, "hook_scale"):
             continue
-        bridge_path = module._hf_autograd_forward_with_hooks
-
-        def forward(x: Tensor, module=module, bridge_path=bridge_path) -> Tensor:
-            if _has_hooks(module.hook_scale) or _has_hooks(module.hook_normalized):
-                return bridge_path(x)
-            component = module.original_component
-            if component is None or type(component).__name__ == "Identity":
-                return bridge_path(x)
-            result = component(x)
-            return result if result.dtype == x.dtype else result.to(x.dtype)
-
-        module._hf_autograd_forward_with_hooks = forward
+        module._hf_autograd_forward_with_hooks = _FastNormForward(module)
         setattr(module, _FLAG, True)
-        patched += 1
+        patched.append(module)
     return patched
 
 
-def restore_norm_statistics(model: Any) -> int:
-    """Undo :func:`skip_unobserved_norm_statistics`; returns how many norm bridges were restored."""
-    restored = 0
-    for module in model.modules():
-        if getattr(module, _FLAG, False):
-            del module._hf_autograd_forward_with_hooks
-            delattr(module, _FLAG)
-            restored += 1
-    return restored
+def restore_norm_statistics(model: Any, modules: list[Any] | None = None) -> int:
+    """Undo :func:`skip_unobserved_norm_statistics` (on ``modules``, default all); returns how many were restored."""
+    modules = patched_norms(model) if modules is None else modules
+    for module in modules:
+        del module._hf_autograd_forward_with_hooks
+        delattr(module, _FLAG)
+    return len(modules)
 
 
 @contextlib.contextmanager
 def fast_norms(model: Any) -> Iterator[int]:
-    """The fast path inside a ``with`` block only; yields how many norm bridges it covers."""
-    patched = skip_unobserved_norm_statistics(model)
+    """The fast path inside a ``with`` block only; yields how many norm bridges it newly covers."""
+    patched = _patch(model)
     try:
-        yield patched
+        yield len(patched)
     finally:
-        restore_norm_statistics(model)
+        restore_norm_statistics(model, patched)
+
+
+@contextlib.contextmanager
+def stock_norms(model: Any) -> Iterator[int]:
+    """Inside the block, every norm bridge takes TransformerLens's own path; yields how many were fast before."""
+    restored = patched_norms(model)
+    restore_norm_statistics(model, restored)
+    try:
+        yield len(restored)
+    finally:
+        _patch_modules(restored)

@@ -132,12 +132,14 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     device_map: str | dict | None = None,
+    fast: bool | None = None,
 ) -> Any:
     """A TransformerLens ``TransformerBridge`` ready for TEMPO: eager attention, eval mode, working KV cache.
 
     ``name_or_path``: a zoo name (``tempo-lens models`` lists them; ``None`` is ``smollm2-135m``), a
     local folder or a Hugging Face name. ``dtype``: ``float32`` (default), ``bfloat16`` or ``float16``.
-    ``device_map`` passes through (multi-GPU models); it excludes ``device``.
+    ``device_map`` passes through (multi-GPU models); it excludes ``device``. The exact speed paths
+    of :mod:`tempo_lens.fast_paths` are on unless ``fast=False`` or ``TEMPO_LENS_FAST=0``.
     """
     torch_dtype = parse_dtype(dtype)
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
@@ -154,6 +156,9 @@ def load_model(
     problem = hooks_problem(bridge)
     if problem:
         raise ModelUnavailableError(f"model {name!r} cannot be used: {problem}")
+    from .fast_paths import apply_fast_paths
+
+    apply_fast_paths(bridge, fast)
     bridge.tempo_lens_model_name = name
     return bridge
 

@@ -37,6 +37,19 @@ def test_generate_json_schema(tiny_dirs, tiny_llama, capsys):
     assert data["steps"][-1]["pruned"] == [False, False, False]  # the newest set is never scored
 
 
+def test_no_fast_loads_the_stock_bridge(tiny_dirs, monkeypatch, capsys):
+    from tempo_lens import model as model_module
+    from tempo_lens.fast_paths import ENV, fast_paths_on
+
+    loaded = []
+    real = model_module.load_model
+    monkeypatch.setattr(model_module, "load_model", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
+    monkeypatch.setenv(ENV, "1")
+    assert main(["generate", "t1 t17", "--model", str(tiny_dirs["llama"]), "--max-steps", "1", "--no-fast"]) == 0
+    assert os.environ[ENV] == "0" and fast_paths_on(loaded[0]) == []
+    capsys.readouterr()
+
+
 def test_generate_prints_the_bracketed_text(tiny_dirs, capsys):
     assert main(["generate", "t1 t17 t42", "--model", str(tiny_dirs["llama"]), "--threshold", "1e-6",
                  "--max-parallel", "2", "--max-steps", "2"]) == 0

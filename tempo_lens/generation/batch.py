@@ -1,13 +1,15 @@
 """Batched TEMPO: many prompts through one forward per step, each row exactly as ``generate`` makes it.
 
-Rows differ in prompt length, in how many siblings each step keeps and in when they stop, so every
-forward feeds ``q`` = the widest row's new tokens, and narrower rows are left-padded (their real tokens
-are the last ones of the block). A :class:`PaddedBatch` maps each row's physical tokens to batch
-columns; from it come, per row, the positions (``[batch, K]``, padding at 0) for the rotary hooks and
-the mask (``[batch, q, K]``: a row's own layout mask on its columns, every padding column hidden) for
-the attention-score hooks. Padding is never attended, never selected and shifts no logical position;
-a finished row feeds only padding. Each row's patterns are cut back to its own columns before capture
-and pruning see them, so they have the shapes a lone generation records.
+Rows differ in prompt length, in how many siblings each step keeps and in when they stop. Each row
+lives in a *lane* (a batch index of the forward); several short rows may share one lane, their tokens
+side by side, which saves the padding a lane per row would need. Every forward feeds ``q`` = the
+widest lane's new tokens; narrower lanes are left-padded. A :class:`LaneBatch` maps each row's physical
+tokens to lane columns; from it come, per lane, the positions (``[batch, K]``, padding at 0) for the
+rotary hooks and the mask (``[batch, q, K]``: each row's own layout mask on its queries and columns,
+every other column hidden) for the attention-score hooks. So a row never sees padding or another
+row, and padding shifts no logical position; a finished row feeds nothing. Each row's patterns are cut
+back to its own queries and columns before capture and pruning see them, so they have the shapes a
+lone generation records.
 """
 
 from __future__ import annotations
@@ -31,54 +33,80 @@ from .row import GenerationRow, resolve_config
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
+LANE_KEYS = 512  # rows share a lane while their longest possible layouts fit in this many key columns
+
+
+def assign_lanes(lengths: Sequence[int], share: bool, lane_keys: int) -> list[int]:
+    """The lane of each row: as few lanes as hold ``sum(lengths)`` at ``lane_keys`` each, consecutive rows evenly.
+
+    ``share=False`` gives every row its own lane (rows whose own hooks read their lane's last tokens).
+    Attention in a shared lane costs (its tokens)^2, so the bound keeps that below the weight work saved.
+    """
+    n = len(lengths)
+    n_lanes = n if not share else min(n, max(1, -(-sum(lengths) // lane_keys)))
+    return [i * n_lanes // n for i in range(n)]
+
 
 @dataclass
-class PaddedBatch:
-    """Which batch column holds each physical token of each row, and the per-row positions and masks."""
+class LaneBatch:
+    """Which lane and columns hold each row's physical tokens, and the per-lane positions and masks."""
 
     rows: list[GenerationRow]
+    lanes: list[int]
     pad_id: int = 0
     columns: list[list[int]] = field(default_factory=list)
+    queries: list[slice] = field(default_factory=list)
     n_columns: int = 0
     positions: Float[Tensor, "batch key_pos"] | None = None
     mask: Bool[Tensor, "batch query_pos key_pos"] | None = None
 
     def __post_init__(self) -> None:
         self.columns = [[] for _ in self.rows]
+        self.n_lanes = max(self.lanes) + 1
 
     def feed(self, new_tokens: Sequence[Sequence[int]]) -> list[list[int]]:
-        """Place each row's new tokens (already in its layout) right-aligned in a block of ``q`` columns.
+        """Place each row's new tokens (already in its layout) in its lane, each lane right-aligned in ``q`` columns.
 
-        Returns the padded token rows for the forward and rebuilds positions and mask for it.
+        Returns the padded token lanes for the forward and rebuilds positions and mask for it.
         """
-        q = max(len(t) for t in new_tokens)
-        start = self.n_columns
-        self.n_columns += q
-        padded = []
-        for cols, tokens in zip(self.columns, new_tokens):
-            cols.extend(range(start + q - len(tokens), start + q))
-            padded.append([self.pad_id] * (q - len(tokens)) + [int(t) for t in tokens])
-        self._build(q, [len(t) for t in new_tokens])
-        return padded
+        fed: list[list[int]] = [[] for _ in range(self.n_lanes)]
+        offsets = []
+        for lane, tokens in zip(self.lanes, new_tokens):
+            offsets.append(len(fed[lane]))
+            fed[lane].extend(int(t) for t in tokens)
+        q = max(len(tokens) for tokens in fed)
+        start, self.n_columns = self.n_columns, self.n_columns + q
+        self.queries = []
+        for cols, lane, offset, tokens in zip(self.columns, self.lanes, offsets, new_tokens):
+            first = q - len(fed[lane]) + offset
+            self.queries.append(slice(first, first + len(tokens)))
+            cols.extend(range(start + first, start + first + len(tokens)))
+        self._build(q)
+        return [[self.pad_id] * (q - len(tokens)) + tokens for tokens in fed]
 
-    def _build(self, q: int, n_new: list[int]) -> None:
-        batch, k = len(self.rows), self.n_columns
-        positions = torch.zeros(batch, k)
-        mask = torch.ones(batch, q, k, dtype=torch.bool)
-        for i, (row, cols) in enumerate(zip(self.rows, self.columns)):
+    def _build(self, q: int) -> None:
+        positions = torch.zeros(self.n_lanes, self.n_columns)
+        mask = torch.ones(self.n_lanes, q, self.n_columns, dtype=torch.bool)
+        for row, lane, cols, queries in zip(self.rows, self.lanes, self.columns, self.queries):
             index = torch.tensor(cols, dtype=torch.long)
-            positions[i, index] = row.layout.positions("shared")
-            if n_new[i]:
-                own = row.layout.blocked(row.config.mode, n_queries=n_new[i], n_keys=len(row.layout))
-                mask[i, q - n_new[i] :, index] = own
+            positions[lane, index] = row.layout.positions("shared")
+            n_new = queries.stop - queries.start
+            if n_new:
+                own = row.layout.blocked(row.config.mode, n_queries=n_new, n_keys=len(row.layout))
+                mask[lane, queries, index] = own
         self.positions, self.mask = positions, mask
 
-    def row_patterns(self, patterns: dict[int, Tensor], i: int, n_new: int) -> dict[int, Tensor]:
+    def row_logits(self, logits: Float[Tensor, "batch pos d_vocab"], i: int) -> Float[Tensor, "pos d_vocab"]:
+        """Row ``i``'s logits rows of the last forward (one per token it fed)."""
+        return logits[self.lanes[i], self.queries[i]]
+
+    def row_patterns(self, patterns: dict[int, Tensor], i: int) -> dict[int, Tensor]:
         """Row ``i``'s patterns on its own queries and key columns: ``[1, head, n_new, K_row]``."""
         index = torch.tensor(self.columns[i], dtype=torch.long)
+        lane = self.lanes[i]
         out = {}
         for layer, pattern in patterns.items():
-            rows = pattern[i : i + 1, :, pattern.shape[2] - n_new :]
+            rows = pattern[lane : lane + 1, :, self.queries[i]]
             out[layer] = rows.index_select(-1, index.to(rows.device))
         return out
 
@@ -98,9 +126,15 @@ def _pad_id(model: "TransformerBridge") -> int:
     return 0
 
 
+def _lanes(rows: list[GenerationRow]) -> list[int]:
+    """Rows with hooks of their own (similarity pruning reads its lane's last tokens) get a lane each."""
+    share = not any(row.hooks for row in rows)
+    return assign_lanes([len(row.ids) + row.config.max_steps * row.config.max_parallel for row in rows], share, LANE_KEYS)
+
+
 def _run_rows(model: "TransformerBridge", rows: list[GenerationRow]) -> None:
     """Drive ``rows`` to their end through one forward per step."""
-    batch = PaddedBatch(rows, pad_id=_pad_id(model))
+    batch = LaneBatch(rows, _lanes(rows), pad_id=_pad_id(model))
     layers = set().union(*(row.recorded_layers for row in rows))
     with PatternRecorder(layers) as recorder, torch.no_grad():
         hooks = batch.hooks(model) + recorder.hooks() + [h for row in rows for h in row.hooks]
@@ -109,14 +143,14 @@ def _run_rows(model: "TransformerBridge", rows: list[GenerationRow]) -> None:
             logits = forward_step(model, batch.feed([row.ids for row in rows]), cache)
             recorder.take()
             for i, row in enumerate(rows):
-                row.read_prompt(logits[i])
+                row.read_prompt(batch.row_logits(logits, i))
             while not all(row.done for row in rows):
                 new = [[] if row.done else row.choose() for row in rows]
                 logits = forward_step(model, batch.feed(new), cache)
                 patterns = recorder.take()
                 for i, (row, ids) in enumerate(zip(rows, new)):
                     if ids:
-                        row.read_step(logits[i, logits.shape[1] - len(ids) :], batch.row_patterns(patterns, i, len(ids)))
+                        row.read_step(batch.row_logits(logits, i), batch.row_patterns(patterns, i))
 
 
 def generate_batch(

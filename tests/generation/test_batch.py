@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from tempo_lens.errors import InvalidInputError
+from tempo_lens.generation import batch as batch_module
 from tempo_lens.generation import generate, generate_batch
+from tempo_lens.generation.batch import assign_lanes
 from tempo_lens.pruning import AttentionPruning, SimilarityPruning
 
 PROMPTS = [[1, 17, 42, 5, 63, 8], [5, 6], [7, 8, 9, 10, 11, 12, 13, 14, 15], [33]]
@@ -74,6 +76,26 @@ def test_eos_in_one_row_only_stops_that_row(tiny_llama):
         config.eos_token_id = old
     assert batched[0].stop_reason == "eos" and batched[0].layout.n_steps == 2
     assert any(r.layout.n_steps == 5 for r in batched[1:])  # the others went on
+    assert_rows_equal(singles, batched, logit_tol=1e-4)
+
+
+def test_lanes_cover_the_rows_evenly():
+    assert assign_lanes([88] * 16, True, 512) == [0] * 6 + [1] * 5 + [2] * 5  # ceil(1408 / 512) = 3 lanes
+    assert assign_lanes([10, 20, 30], True, 512) == [0, 0, 0]
+    assert assign_lanes([10, 20, 30], False, 512) == [0, 1, 2]
+    assert assign_lanes([600, 5], True, 512) == [0, 1]
+
+
+@pytest.mark.parametrize("lane_keys", [1, 10**6], ids=["lane-per-row", "one-lane"])
+@pytest.mark.parametrize("mode", ["isolated", "visible"])
+def test_every_lane_layout_equals_one_at_a_time(tiny_llama, monkeypatch, lane_keys, mode):
+    """A lane per row (left padding) and all rows side by side in one lane give what generate gives."""
+    monkeypatch.setattr(batch_module, "LANE_KEYS", lane_keys)
+    settings = dict(threshold=0.02, max_parallel=8, max_steps=5, mode=mode, capture=True, keep_logits=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        singles = [generate(tiny_llama, p, **settings) for p in PROMPTS]
+        batched = generate_batch(tiny_llama, PROMPTS, **settings)
     assert_rows_equal(singles, batched, logit_tol=1e-4)
 
 

@@ -1,0 +1,94 @@
+"""The exact speed paths, on by default for every model :func:`tempo_lens.load_model` returns.
+
+Two parity-tested paths change how a forward is computed, never what it computes:
+
+- fast norms (:mod:`tempo_lens.fast_norms`): a norm bridge skips the ``hook_scale`` / ``hook_normalized``
+  statistics while nothing is attached to either hook point (bit-identical; any device and dtype);
+- prepacked linears (:mod:`tempo_lens.cpu_linears`): fp32 CPU linear layers fed two or more rows run on
+  oneDNN with prepacked weights, so a step with 2-8 siblings, or a batch, costs about what a one-token
+  decode does per weight read (logits within 1e-4 of the stock ones; a single row keeps the stock kernel
+  and its bits). They keep a second copy of the linear weights, so by default they are applied only
+  where that copy takes at most a quarter of the free memory (``fast=True`` applies them regardless).
+
+The one switch: ``load_model(..., fast=False)``, or the environment variable ``TEMPO_LENS_FAST=0``
+(``tempo-lens --no-fast`` sets it), loads the stock TransformerBridge. :func:`stock_paths` sets both
+aside inside a ``with`` block (for comparisons) and :func:`remove_fast_paths` undoes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import TYPE_CHECKING, Iterator
+
+from .cpu_linears import (
+    install_prepacked_linears, installed_linears, linear_modules, packed_bytes, remove_prepacked_linears, stock_linears,
+)
+from .errors import InvalidInputError
+from .fast_norms import patched_norms, restore_norm_statistics, skip_unobserved_norm_statistics, stock_norms
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+ENV = "TEMPO_LENS_FAST"
+_OFF, _ON, _AUTO = {"0", "false", "off", "no"}, {"1", "true", "on", "yes"}, {"", "auto"}
+PACKED_SHARE_OF_FREE = 0.25   # prepack by default only where the packed copy takes at most this share of free memory
+
+
+def fast_setting(fast: bool | None = None) -> bool | None:
+    """``fast`` when given, else ``TEMPO_LENS_FAST``: False (off), True (every path) or None (default: auto)."""
+    if fast is not None:
+        return bool(fast)
+    value = os.environ.get(ENV, "").strip().lower()
+    if value in _AUTO:
+        return None
+    if value in _OFF | _ON:
+        return value in _ON
+    raise InvalidInputError(f"{ENV}={os.environ[ENV]!r} is not understood; set it to 0 (stock paths), 1 (all fast paths) or unset it")
+
+
+def apply_fast_paths(model: "TransformerBridge", fast: bool | None = None) -> list[str]:
+    """Switch the exact speed paths on where they apply; returns a description of each path now on.
+
+    ``fast`` is the switch (None: ``TEMPO_LENS_FAST``, else the default): False changes nothing, True also
+    applies the prepacked linears where their copy takes more than a quarter of the free memory.
+    Calling it again repacks the linears (after editing weights through ``.data``).
+    """
+    from .generation.memory import available_bytes
+
+    setting = fast_setting(fast)
+    if setting is False:
+        return fast_paths_on(model)
+    skip_unobserved_norm_statistics(model)
+    params = next(model.original_model.parameters())
+    extra = packed_bytes(linear_modules(model))
+    if setting or extra <= PACKED_SHARE_OF_FREE * available_bytes(params.device):
+        remove_prepacked_linears(model)
+        install_prepacked_linears(model)
+    return fast_paths_on(model)
+
+
+def fast_paths_on(model: "TransformerBridge") -> list[str]:
+    """What is on now, one line per path (empty: the stock bridge)."""
+    on = []
+    norms = len(patched_norms(model))
+    if norms:
+        on.append(f"fast norms ({norms} norm bridges skip unobserved hook statistics)")
+    linears = installed_linears(model)
+    if linears:
+        on.append(f"prepacked linears ({len(linears)} fp32 CPU linears on oneDNN, +{packed_bytes(linears) / 2**20:.0f} MB)")
+    return on
+
+
+def remove_fast_paths(model: "TransformerBridge") -> None:
+    """Back to the stock TransformerBridge paths (the packed copies are freed)."""
+    restore_norm_statistics(model)
+    remove_prepacked_linears(model)
+
+
+@contextlib.contextmanager
+def stock_paths(model: "TransformerBridge") -> Iterator[list[str]]:
+    """Inside the block the model runs its stock paths; yields what was set aside (kept, not repacked)."""
+    was_on = fast_paths_on(model)
+    with stock_norms(model), stock_linears(model):
+        yield was_on
