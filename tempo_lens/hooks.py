@@ -24,7 +24,7 @@ valid in any vocabulary). A hand-built layout stands in for a generation:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
 
 import torch
 from jaxtyping import Bool, Float
@@ -33,11 +33,14 @@ from torch import Tensor
 from .errors import InvalidInputError
 from .layout import Mode, TokenLayout
 
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
 Hook = tuple[str, Callable[..., Tensor]]
 PositionSource = Union[TokenLayout, Tensor, Callable[[], Tensor]]
 
 
-def _attn_score_hook_names(model: Any, layers: Iterable[int] | None = None) -> list[str]:
+def _attn_score_hook_names(model: "TransformerBridge", layers: Iterable[int] | None = None) -> list[str]:
     n_layers = model.cfg.n_layers
     chosen = range(n_layers) if layers is None else layers
     return [f"blocks.{layer}.attn.hook_attn_scores" for layer in chosen]
@@ -63,12 +66,12 @@ def _fit(table: Tensor, reference: Tensor) -> Tensor:
     return table if table.shape[0] != reference.shape[0] else table.expand_as(reference)
 
 
-def has_rotary(model: Any) -> bool:
+def has_rotary(model: "TransformerBridge") -> bool:
     """Whether ``model`` exposes ``rotary_emb.hook_cos`` (RoPE models: Llama, Qwen, Mistral, ...)."""
     return "rotary_emb.hook_cos" in model.hook_dict and hasattr(model, "rotary_emb")
 
 
-def has_learned_positions(model: Any) -> bool:
+def has_learned_positions(model: "TransformerBridge") -> bool:
     """Whether ``model`` adds a learned position table at ``hook_pos_embed`` (GPT-2 family) and has no RoPE."""
     return "hook_pos_embed" in model.hook_dict and hasattr(model, "pos_embed") and not has_rotary(model)
 
@@ -106,7 +109,7 @@ def record_rotary_calls(rotary_bridge: Any) -> dict[str, Any]:
 
 # ---- positions ---------------------------------------------------------------------------------
 
-def rope_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
+def rope_position_hooks(model: "TransformerBridge", positions: PositionSource) -> list[Hook]:
     """RoPE at chosen (logical, shared, even fractional) positions instead of physical indices.
 
     Targets ``rotary_emb.hook_cos`` and ``rotary_emb.hook_sin`` (``[batch, q, d_head]``) and returns the
@@ -151,16 +154,16 @@ def rope_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
         _, cos, sin = memo[call_key]
         return _fit(cos, reference), _fit(sin, reference)
 
-    def hook_cos(cos: Float[Tensor, "batch q d_head"], hook: Any = None) -> Tensor:
+    def hook_cos(cos: Float[Tensor, "batch query_pos d_head"], hook: Any = None) -> Tensor:
         return cos_sin(cos)[0]
 
-    def hook_sin(sin: Float[Tensor, "batch q d_head"], hook: Any = None) -> Tensor:
+    def hook_sin(sin: Float[Tensor, "batch query_pos d_head"], hook: Any = None) -> Tensor:
         return cos_sin(sin)[1]
 
     return [("rotary_emb.hook_cos", hook_cos), ("rotary_emb.hook_sin", hook_sin)]
 
 
-def learned_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
+def learned_position_hooks(model: "TransformerBridge", positions: PositionSource) -> list[Hook]:
     """Learned absolute position embeddings at chosen integer positions (GPT-2 family).
 
     Targets ``hook_pos_embed`` (``[batch, q, d_model]``) and returns rows of the model's own position
@@ -176,7 +179,7 @@ def learned_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
         raise InvalidInputError(f"{type(model).__name__} has no learned position table at hook_pos_embed")
     table = model.pos_embed.original_component.weight
 
-    def hook_pos(pos_embed: Float[Tensor, "batch q d_model"], hook: Any = None) -> Tensor:
+    def hook_pos(pos_embed: Float[Tensor, "batch query_pos d_model"], hook: Any = None) -> Tensor:
         all_positions = _positions_of(positions)[0]()
         n = pos_embed.shape[-2]
         wanted = all_positions[..., -n:]
@@ -188,7 +191,7 @@ def learned_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
     return [("hook_pos_embed", hook_pos)]
 
 
-def tempo_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
+def tempo_position_hooks(model: "TransformerBridge", positions: PositionSource) -> list[Hook]:
     """Shared logical positions through whichever position mechanism the model has (RoPE or learned).
 
     :func:`rope_position_hooks` (``rotary_emb.hook_cos`` / ``hook_sin``, ``[batch, q, d_head]``) on a RoPE
@@ -217,8 +220,8 @@ def masked_threshold(dtype: torch.dtype) -> float:
 
 
 def attention_block_hooks(
-    model: Any,
-    blocked: Callable[[int, int], Bool[Tensor, "query key"]],
+    model: "TransformerBridge",
+    blocked: Callable[[int, int], Bool[Tensor, "query_pos key_pos"]],
     layers: Iterable[int] | None = None,
 ) -> list[Hook]:
     """Set scores to ``-inf`` wherever ``blocked(q, K)`` is True, at every ``hook_attn_scores``.
@@ -256,7 +259,7 @@ def attention_block_hooks(
             memo.update(source=mask, device=device, fixed=fixed)
         return memo["fixed"]
 
-    def hook_scores(scores: Float[Tensor, "batch head q key"], hook: Any = None) -> Tensor:
+    def hook_scores(scores: Float[Tensor, "batch head_index query_pos key_pos"], hook: Any = None) -> Tensor:
         q, k = scores.shape[-2], scores.shape[-1]
         mask = prepared(blocked(q, k), q, k, scores.device)
         return scores if mask is None else scores.masked_fill(mask, float("-inf"))
@@ -286,7 +289,7 @@ def layout_blocked_fn(layout: TokenLayout, mode: Mode = "isolated", apply_prunin
     return blocked
 
 
-def isolation_mask_hooks(model: Any, layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
+def isolation_mask_hooks(model: "TransformerBridge", layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
     """Isolated TEMPO attention: siblings of one step cannot see each other (each still sees itself).
 
     Targets ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``) of ``layers`` (default all),
@@ -301,7 +304,7 @@ def isolation_mask_hooks(model: Any, layout: TokenLayout, layers: Iterable[int] 
     return attention_block_hooks(model, layout_blocked_fn(layout, "isolated", apply_pruning=False), layers)
 
 
-def pruned_keys_mask_hooks(model: Any, layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
+def pruned_keys_mask_hooks(model: "TransformerBridge", layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
     """Retroactive pruning: a token pruned after step p is hidden (``-inf``) from every query of a later step.
 
     Targets ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``) of ``layers`` (default all);
@@ -316,7 +319,7 @@ def pruned_keys_mask_hooks(model: Any, layout: TokenLayout, layers: Iterable[int
     return attention_block_hooks(model, layout_blocked_fn(layout, "visible", apply_pruning=True), layers)
 
 
-def tempo_hooks(model: Any, layout: TokenLayout, mode: Mode = "isolated", positions: PositionSource | None = None) -> list[Hook]:
+def tempo_hooks(model: "TransformerBridge", layout: TokenLayout, mode: Mode = "isolated", positions: PositionSource | None = None) -> list[Hook]:
     """Everything a TEMPO forward needs: shared positions plus one mask hook per layer (isolation + pruning).
 
     Targets the position hooks of :func:`tempo_position_hooks` (``rotary_emb.hook_cos`` / ``hook_sin``,
@@ -335,7 +338,7 @@ def tempo_hooks(model: Any, layout: TokenLayout, mode: Mode = "isolated", positi
 
 # ---- interventions and reading -----------------------------------------------------------------
 
-def fractional_positions(layout: TokenLayout, spacing: float = 1e-3) -> Float[Tensor, "n_tokens"]:
+def fractional_positions(layout: TokenLayout, spacing: float = 1e-3) -> Float[Tensor, "pos"]:
     """Near-identical distinct positions: the r-th sibling of a step sits at ``logical + r * spacing``.
 
     Returns a float32 ``[n_tokens]`` tensor for :func:`rope_position_hooks` / :func:`tempo_hooks`
@@ -374,7 +377,7 @@ def fractional_positions(layout: TokenLayout, spacing: float = 1e-3) -> Float[Te
 
 
 def attention_bias_hooks(
-    model: Any,
+    model: "TransformerBridge",
     key_mask: Callable[[int], Bool[Tensor, "key"]] | Bool[Tensor, "key"],
     bias: float,
     layers: Iterable[int] | None = None,
@@ -394,7 +397,7 @@ def attention_bias_hooks(
     """
     head_index = slice(None) if heads is None else torch.as_tensor(list(heads), dtype=torch.long)
 
-    def hook_scores(scores: Float[Tensor, "batch head q key"], hook: Any = None) -> Tensor:
+    def hook_scores(scores: Float[Tensor, "batch head_index query_pos key_pos"], hook: Any = None) -> Tensor:
         k = scores.shape[-1]
         keys = key_mask(k) if callable(key_mask) else key_mask[:k]
         add = torch.zeros(scores.shape[1], k, dtype=scores.dtype, device=scores.device)
@@ -429,7 +432,7 @@ class PatternRecorder:
 
     def hooks(self) -> list[Hook]:
         def make(layer: int) -> Callable[..., Tensor]:
-            def hook_pattern(pattern: Float[Tensor, "batch head q key"], hook: Any = None) -> Tensor:
+            def hook_pattern(pattern: Float[Tensor, "batch head_index query_pos key_pos"], hook: Any = None) -> Tensor:
                 self.patterns[layer] = pattern.detach()
                 return pattern
 

@@ -226,7 +226,7 @@ class TokenLayout:
         return [i for i in self.step_range(step) if not self.is_pruned(i)]
 
     # ---- tensors --------------------------------------------------------------------------
-    def positions(self, kind: Literal["shared", "unique"] = "shared") -> Float[Tensor, "n_tokens"]:
+    def positions(self, kind: Literal["shared", "unique"] = "shared") -> Float[Tensor, "pos"]:
         """Logical positions (``"shared"``: siblings share one) or physical indices (``"unique"``)."""
         if kind == "shared":
             return torch.tensor(self.logical_positions, dtype=torch.float32)
@@ -234,17 +234,17 @@ class TokenLayout:
             return torch.arange(len(self), dtype=torch.float32)
         raise InvalidInputError(f"unknown positions {kind!r}; use 'shared', 'unique' or a tensor")
 
-    def steps_tensor(self) -> Int[Tensor, "n_tokens"]:
+    def steps_tensor(self) -> Int[Tensor, "pos"]:
         return torch.tensor(self.steps, dtype=torch.long)
 
-    def pruned_at_tensor(self) -> Int[Tensor, "n_tokens"]:
+    def pruned_at_tensor(self) -> Int[Tensor, "pos"]:
         return torch.tensor(self.pruned_at, dtype=torch.long)
 
-    def parallel_tensor(self) -> Bool[Tensor, "n_tokens"]:
+    def parallel_tensor(self) -> Bool[Tensor, "pos"]:
         sizes = self.step_sizes()
         return torch.tensor([s >= 0 and sizes[s] >= 2 for s in self.steps], dtype=torch.bool)
 
-    def hidden_tensor(self, step: int | Int[Tensor, "*steps 1"]) -> Bool[Tensor, "*steps n_tokens"]:
+    def hidden_tensor(self, step: int | Int[Tensor, "*steps 1"]) -> Bool[Tensor, "*steps pos"]:
         """:meth:`is_hidden` for every token; ``step`` may be a column of query steps (one row each)."""
         pruned_at = self.pruned_at_tensor()
         return (pruned_at != NOT_PRUNED) & (pruned_at < step)
@@ -255,7 +255,7 @@ class TokenLayout:
         n_queries: int | None = None,
         n_keys: int | None = None,
         apply_pruning: bool = True,
-    ) -> Bool[Tensor, "query key"]:
+    ) -> Bool[Tensor, "query_pos key_pos"]:
         """Which (query, key) pairs a forward over physical ``[n_keys - n_queries, n_keys)`` must not attend.
 
         Causal over the physical order; in ``"isolated"`` mode a token also cannot see the other
@@ -279,7 +279,7 @@ class TokenLayout:
         blocked[torch.arange(n_queries), query_index] = False
         return blocked
 
-    def additive_mask(self, mode: Mode = "isolated", dtype: torch.dtype = torch.float32, **kwargs) -> Float[Tensor, "query key"]:
+    def additive_mask(self, mode: Mode = "isolated", dtype: torch.dtype = torch.float32, **kwargs) -> Float[Tensor, "query_pos key_pos"]:
         """The same mask as 0 / -inf, ready to add to attention scores (and for HF's 4D float mask)."""
         blocked = self.blocked(mode, **kwargs)
         return torch.zeros(blocked.shape, dtype=dtype).masked_fill(blocked, float("-inf"))

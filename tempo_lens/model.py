@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,6 +24,9 @@ from .errors import InvalidInputError, ModelUnavailableError
 from .model_cache import cache_problem, cache_root  # noqa: F401  (re-exported)
 from .model_check import folder_problem, hooks_problem
 from .zoo import DEFAULT_MODEL, ZOO, is_zoo_name, part_paths, zoo_model
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 EMBEDDED_MODEL_NAME = ZOO[DEFAULT_MODEL].title
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -163,6 +166,6 @@ def load_model(
     return bridge
 
 
-def model_name(model: Any) -> str:
+def model_name(model: "TransformerBridge") -> str:
     """The name a bridge was loaded under (for records and reports)."""
     return getattr(model, "tempo_lens_model_name", None) or getattr(model.cfg, "model_name", "model")

@@ -14,7 +14,10 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 _JSON_LIMIT = 64 * 2**20
 _DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
@@ -110,7 +113,7 @@ def folder_problem(directory: Path) -> str | None:
     return _config_weights_problem(config, shapes)
 
 
-def hooks_problem(model: Any) -> str | None:
+def hooks_problem(model: "TransformerBridge") -> str | None:
     """What a loaded bridge lacks for TEMPO (positions, score masks, patterns), or None.
 
     Besides the hook names, a forward of a short prompt checks that the position hook and the score
@@ -149,7 +152,7 @@ def hooks_problem(model: Any) -> str | None:
     return None
 
 
-def _probe_tokens(model: Any) -> Any:
+def _probe_tokens(model: "TransformerBridge") -> Any:
     """A short real prompt (with the model's BOS when it uses one): token 0 alone can hide overflows."""
     import torch
 

@@ -9,7 +9,7 @@ applies unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence, Union
+from typing import TYPE_CHECKING, Any, Literal, Sequence, Union
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from .capture import resolve_layers
 from .errors import InvalidInputError
 from .hooks import PatternRecorder, attention_block_hooks, layout_blocked_fn, tempo_position_hooks
 from .layout import MODES, TokenLayout
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 PositionsArg = Union[Literal["shared", "unique"], Tensor]
 MaskArg = Union[Literal["isolated", "visible"], Tensor]
@@ -45,7 +48,7 @@ def _blocked_fn(layout: TokenLayout, mask: MaskArg):
     return layout_blocked_fn(layout, mask, apply_pruning=True)
 
 
-def _check_arguments(model: Any, layout: Any) -> None:
+def _check_arguments(model: "TransformerBridge", layout: Any) -> None:
     if not isinstance(layout, TokenLayout):
         raise InvalidInputError(f"replay needs a TokenLayout (result.layout or run.layout), got {type(layout).__name__}")
     if not len(layout):
@@ -67,7 +70,7 @@ def _positions(layout: TokenLayout, positions: PositionsArg) -> Float[Tensor, "p
     return pos
 
 
-def _extra_hooks(model: Any, extra_hooks: Sequence[tuple[str, Any]] | None) -> list:
+def _extra_hooks(model: "TransformerBridge", extra_hooks: Sequence[tuple[str, Any]] | None) -> list:
     hooks = list(extra_hooks or [])
     names = set(model.hook_dict) if hasattr(model, "hook_dict") else None
     for hook in hooks:
@@ -80,7 +83,7 @@ def _extra_hooks(model: Any, extra_hooks: Sequence[tuple[str, Any]] | None) -> l
 
 
 def replay(
-    model: Any,
+    model: "TransformerBridge",
     layout: TokenLayout,
     positions: PositionsArg = "shared",
     mask: MaskArg = "isolated",

@@ -16,7 +16,7 @@ from jaxtyping import Float
 from ..errors import InvalidInputError
 from ..layout import TokenLayout
 
-AttentionStep = Float[np.ndarray, "layer batch head query key"]
+AttentionStep = Float[np.ndarray, "layer batch head_index query_pos key_pos"]
 
 
 def as_numpy(x: Any) -> np.ndarray:

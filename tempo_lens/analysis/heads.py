@@ -68,7 +68,7 @@ def head_specialisation(
     ``n_heads``) maps each head to the KV head it shares under GQA: ``head // (n_heads // n_kv_heads)``.
     """
     a, _ = step_attention(attention, layout, step)
-    p: Float[np.ndarray, "batch head query key"] = a.mean(axis=0)
+    p: Float[np.ndarray, "batch head_index query_pos key_pos"] = a.mean(axis=0)
     n_queries, n_keys = p.shape[-2:]
     visible = ~layout.blocked(mode, n_queries=n_queries, n_keys=n_keys).numpy()
     recent_mask, distant_mask = recent_distant_masks(visible)
