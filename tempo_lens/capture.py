@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, OutOfRangeError
 from .layout import TokenLayout
 
 
@@ -42,7 +42,7 @@ def resolve_layers(layers: Sequence[int] | None, n_layers: int, what: str = "lay
     """Layer numbers of a model with ``n_layers`` (None: all; negative counts from the last), sorted, or a clear error."""
     if layers is None:
         return list(range(n_layers))
-    if isinstance(layers, (str, bytes)) or not all(isinstance(l, (int, np.integer)) and not isinstance(l, bool) for l in layers):
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable) or not all(isinstance(l, (int, np.integer)) and not isinstance(l, bool) for l in layers):
         raise InvalidInputError(f"{what} must be a list of layer numbers, got {layers!r}")
     bad = [int(l) for l in layers if not -n_layers <= l < n_layers]
     if bad:
@@ -138,8 +138,16 @@ class CapturedRun:
         """The captured generation steps, in order."""
         return sorted(s for s in self.attention if s >= 0)
 
+    def step_array(self, step: int) -> np.ndarray:
+        """The captured attention of ``step``, or a clear error naming the captured steps."""
+        if step not in self.attention:
+            raise OutOfRangeError(f"step {step!r} was not captured in run {self.name!r} (captured steps: {self.step_ids})")
+        return self.attention[step]
+
     @classmethod
     def from_result(cls, result, name: str = "run", **meta) -> "CapturedRun":
+        if not (hasattr(result, "capture") and hasattr(result, "layout") and hasattr(result, "to_json_dict")):
+            raise InvalidInputError(f"CapturedRun.from_result needs a GenerationResult (from generate), got {type(result).__name__}")
         if result.capture is None:
             raise InvalidInputError("this generation captured no attention; pass capture=True to generate()")
         info = result.to_json_dict()
@@ -164,7 +172,7 @@ def as_run(source: Any, name: str | None = None) -> CapturedRun:
     if isinstance(source, CapturedRun):
         return source
     if hasattr(source, "layout") and hasattr(source, "capture") and hasattr(source, "to_json_dict"):
-        return CapturedRun.from_result(source, name=name or f"{source.mode}")
+        return CapturedRun.from_result(source, name=name or f"{source.mode}-0")
     raise InvalidInputError(
         f"expected a captured run or a generation result, got {type(source).__name__}; "
         "pass generate(..., capture=True)'s result, a run of load_experiment(...).runs, or a list of them"
@@ -178,5 +186,5 @@ def as_runs(source: Any) -> list[CapturedRun]:
     if hasattr(source, "runs") and not isinstance(source, (list, tuple)):
         source = source.runs
     if isinstance(source, Iterable) and not isinstance(source, (str, bytes, np.ndarray)):
-        return [as_run(item, name=f"run{i}") for i, item in enumerate(source)]
+        return [as_run(item, name=None if isinstance(item, CapturedRun) else f"{getattr(item, 'mode', 'run')}-{i}") for i, item in enumerate(source)]
     return [as_run(source)]

@@ -1,26 +1,39 @@
 """The ``tempo-lens`` command: generate, run experiments, build the findings report.
 
-Every deliberate error is printed as one line (``error: ...``) with a non-zero exit status.
+Every deliberate error is printed as one line (``error: ...``) with a non-zero exit status, and every
+input (flags, config keys, files) is checked before the model loads where it can be. Ctrl-C (at any
+moment, imports included) and SIGTERM end the command with one line and no traceback, after the
+``finally`` blocks have removed any half-written folder.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
-import math
-import os
-import sys
-from pathlib import Path
-from typing import Sequence
+from .signals import Terminated, exit_quietly_on_signals, interrupts_raise, is_command_line
 
-from .errors import InvalidInputError, TempoLensError
+if is_command_line():  # first, before anything slow is imported: from here on Ctrl-C is one quiet line
+    exit_quietly_on_signals()
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Sequence  # noqa: E402
+
+from . import models_command  # noqa: E402
+from .errors import InvalidInputError, TempoLensError  # noqa: E402
 
 ENVIRONMENT_DEFAULTS = {
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     # Spinning OpenMP threads make a shared 2-core machine up to 20x slower; read when torch loads.
     "OMP_WAIT_POLICY": "PASSIVE",
 }
+
+
+DTYPE_CHOICES = ("float32", "bfloat16", "float16")
 
 
 def _progress(message: str) -> None:
@@ -32,6 +45,21 @@ def _text_arg(value: str, what: str) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidInputError(f"the {what} is not valid UTF-8; pass UTF-8 text") from None
+    return value
+
+
+def _path_arg(value: str, flag: str) -> Path:
+    """A path flag: not empty, no NUL byte (undecodable bytes are fine: they name the same file)."""
+    if not value.strip():
+        raise InvalidInputError(f"{flag} is empty; give a path")
+    if "\0" in value:
+        raise InvalidInputError(f"{flag} {value!r} contains a NUL byte; give a real path")
+    return Path(value)
+
+
+def _model_arg(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise InvalidInputError("--model is empty; give a model name or folder, or leave the flag out")
     return value
 
 
@@ -73,13 +101,18 @@ def generation_overrides(args: argparse.Namespace) -> dict:
     overrides = {}
     for name in GenerationConfig.keys():
         value = getattr(args, name, None)
-        if value is None:
-            continue
-        overrides[name] = parse_setting_text(name, value) if isinstance(value, str) else value
-        try:
-            GenerationConfig(**{name: overrides[name]})
-        except InvalidInputError as exc:
-            raise InvalidInputError(f"--{name.replace('_', '-')}: {exc}") from None
+        if value is not None:
+            overrides[name] = parse_setting_text(name, value) if isinstance(value, str) else value
+    try:
+        GenerationConfig(**overrides)
+    except InvalidInputError as exc:
+        for name, value in overrides.items():  # name the flag when one value alone is the problem
+            try:
+                GenerationConfig(**{name: value})
+            except InvalidInputError as alone:
+                if str(alone) == str(exc):
+                    raise InvalidInputError(f"--{name.replace('_', '-')}: {exc}") from None
+        raise
     if args.prune_threshold is not None and args.prune_similarity is not None:
         raise InvalidInputError("choose one pruning strategy: --prune-threshold (attention) or --prune-similarity (hidden states)")
     for flag, value, strategy, what in (
@@ -102,26 +135,31 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not prompt.strip():
         raise InvalidInputError("the prompt is empty; pass some text, e.g. tempo-lens generate \"The cat sat on the\"")
     config = GenerationConfig(**generation_overrides(args))  # every setting checked before the model loads
-    model = load_model(args.model, dtype=args.dtype)
+    model = load_model(_model_arg(args.model), dtype=args.dtype)
     result = generate(model, prompt, config)
-    if args.json:
-        print(json.dumps(result.to_json_dict(), ensure_ascii=False, allow_nan=False))
+    if args.json:  # strict JSON: non-finite numbers are null (to_json_dict), non-UTF-8 terminals get \u escapes
+        utf8 = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "") == "utf8"
+        print(json.dumps(result.to_json_dict(), ensure_ascii=not utf8, allow_nan=False))
     else:
         print(result.text)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .experiment import check_can_write, load_config, parse_shard, run_experiment, save_experiment, shard_folder
+    from .experiment import (
+        check_can_write, check_shard_target, load_config, parse_shard, run_experiment, save_experiment, shard_folder,
+    )
 
-    config = load_config(args.config).with_model(args.model, args.dtype)
+    config = load_config(_path_arg(args.config, "the config path")).with_model(_model_arg(args.model), args.dtype)
     if args.batch_size is not None:
         from .generation.config import check_int
 
         batch_size = _number(args.batch_size, "--batch-size", "an integer >= 1")
         config = dataclasses.replace(config, batch_size=check_int(int(batch_size) if batch_size.is_integer() else batch_size, "--batch-size", 1))
     shard = parse_shard(args.shard)
-    out = shard_folder(Path(args.out) if args.out else Path("runs") / config.name, shard)
+    out = shard_folder(_path_arg(args.out, "--out") if args.out is not None else Path("runs") / config.name, shard)
+    if shard is not None:
+        check_shard_target(out.parent, shard)
     check_can_write(out, args.overwrite)  # before the run, so a refusal costs nothing
     experiment = run_experiment(config, shard=shard, progress=_progress)
     path = save_experiment(experiment, out, overwrite=args.overwrite)
@@ -133,14 +171,16 @@ def cmd_merge(args: argparse.Namespace) -> int:
     """Join the ``shard-i-of-n`` folders of ``run --shard`` into one experiment folder, written atomically."""
     from .experiment import METADATA, load_experiment, save_experiment
 
-    folder = Path(args.folder)
-    experiment = load_experiment(folder)  # every shard present, checksums verified, runs in prompt order
+    folder = _path_arg(args.folder, "the shards folder")
+    out = _path_arg(args.out, "--out") if args.out is not None else folder
+    if out.resolve() != folder.resolve() and folder.resolve() in out.resolve().parents:
+        raise InvalidInputError(f"--out {out} is inside {folder}; write the merged experiment outside the shards folder")
+    experiment = load_experiment(folder)  # exactly one split of one config, checksums verified, runs in prompt order
     if experiment.shard is not None:
         raise InvalidInputError(f"{folder} is shard {experiment.shard} of an experiment; pass the folder that holds every shard-i-of-n folder")
     if (folder / METADATA).exists():
         _progress(f"{folder} is already one experiment folder; nothing to merge")
         return 0
-    out = Path(args.out) if args.out else folder
     in_place = out.resolve() == folder.resolve()
     path = save_experiment(experiment, out, overwrite=args.overwrite or in_place)
     _progress(f"merged {len(experiment.runs)} runs into {path}" + ("" if in_place else f" (shards kept in {folder})"))
@@ -148,13 +188,21 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .report.pipeline import analyze
+    from .report.pipeline import analyze, analyze_models
 
-    analyze(Path(args.folder), model=args.model, progress=_progress, quick=args.quick)
+    folder = _path_arg(args.folder, "the analyses folder")
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise InvalidInputError(f"the analyses folder {str(folder)!r} {what}; pass a folder of experiment configs (*.toml) or saved runs")
+    if args.models:
+        if args.model or args.out or args.quick:
+            raise InvalidInputError("--models runs its own models into FOLDER/models/NAME; do not combine it with --model, --out or --quick")
+        analyze_models(folder, [m.strip() for m in args.models.split(",") if m.strip()], progress=_progress,
+                       overwrite=args.overwrite, dtype=args.dtype)
+        return 0
+    analyze(folder, model=_model_arg(args.model), progress=_progress, quick=args.quick, overwrite=args.overwrite,
+            out=Path(args.out) if args.out else None, dtype=args.dtype)
     return 0
-
-
-DTYPE_CHOICES = ("float32", "bfloat16", "float16")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -192,21 +240,28 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     m.set_defaults(func=cmd_merge)
 
-    a = sub.add_parser("analyze", help="run the experiments of a folder of configs and write the findings report")
-    a.add_argument("folder", nargs="?", default="analyses")
-    a.add_argument("--model", default=None)
-    a.add_argument("--quick", action="store_true", help="skip the multi-prompt validation (for smoke runs)")
+    a = sub.add_parser("analyze", help="run a folder's experiment configs (or read its saved runs) and write the findings report")
+    a.add_argument("folder", nargs="?", default="analyses", help="a folder of configs (*.toml, any names) or of saved experiments")
+    a.add_argument("--model", default=None, help="model name or path for every config (default: each config's own)")
+    a.add_argument("--out", default=None, help="where runs/ and report/ go (default: FOLDER)")
+    a.add_argument("--overwrite", action="store_true",
+                   help="replace run folders and report files that analyze did not write itself (other files are always kept)")
+    a.add_argument("--models", default=None,
+                   help="cross-model study: comma-separated model names or `all` (the zoo); each into FOLDER/models/NAME")
+    a.add_argument("--quick", action="store_true", help="run only the single-prompt configs (for smoke runs)")
+    a.add_argument("--dtype", choices=DTYPE_CHOICES, default=None, help="model dtype (default float32)")
     a.set_defaults(func=cmd_analyze)
+    models_command.add_parser(sub)
     for command in sub.choices.values():
         command.add_argument("--no-fast", action="store_true", default=argparse.SUPPRESS,
                              help="load models with the stock TransformerBridge paths (sets TEMPO_LENS_FAST=0)")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _dispatch(argv: Sequence[str] | None) -> int:
     for name, value in ENVIRONMENT_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    parser = build_parser()
+    parser = build_parser()  # imports the generation settings (and torch)
     args = parser.parse_args(argv)
     if getattr(args, "no_fast", False):
         os.environ["TEMPO_LENS_FAST"] = "0"
@@ -215,13 +270,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TempoLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): nothing more to say
+        _quiet_stdout()
+        return 1
     except OSError as exc:  # disk full, permission denied, a path through a file: the system's own words
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         print(f"error: {exc.strerror or exc}{where}; check the path and free space, then retry", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; nothing half-written was left behind", file=sys.stderr)
-        return 130
+    except MemoryError:
+        print("error: out of memory; lower max_parallel, max_steps or --batch-size, or use a smaller model", file=sys.stderr)
+        return 2
+
+
+def _quiet_stdout() -> None:
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; ``argv`` None reads ``sys.argv`` (the installed ``tempo-lens`` and ``python -m``).
+
+    As the program, Ctrl-C and SIGTERM end it at once with one line, except inside a write, where they
+    raise so the half-written folder is removed first (:mod:`tempo_lens.signals`). Called in-process
+    with ``argv``, KeyboardInterrupt (and SIGTERM, while the command runs) becomes one line and 130 / 143.
+    """
+    program = argv is None
+    if program:
+        exit_quietly_on_signals()
+        for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a token gets an escape, not a crash
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
+    try:
+        with contextlib.nullcontext() if program else interrupts_raise():
+            return _dispatch(argv)
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{what}; nothing half-written was left behind", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

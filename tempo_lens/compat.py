@@ -43,7 +43,7 @@ def ensure_kv_cache(model: "TransformerBridge") -> int:
     return wrapped
 
 
-def cache_kwarg_name(hf_model: Any) -> str:
+def cache_kwarg_name(hf_model: "TransformerBridge") -> str:
     """The keyword under which this Hugging Face model's forward takes its KV cache."""
     params = inspect.signature(hf_model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"

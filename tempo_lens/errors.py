@@ -15,6 +15,10 @@ class InvalidInputError(TempoLensError, ValueError):
     """An argument is out of range or malformed (threshold, prompt, steps, mode, ...)."""
 
 
+class OutOfRangeError(InvalidInputError, IndexError):
+    """A step, rank or layer number outside what exists (an IndexError too, for callers that catch that)."""
+
+
 class ModelUnavailableError(TempoLensError, OSError):
     """A model name or path cannot be loaded here (unknown, offline, or not a supported architecture)."""
 

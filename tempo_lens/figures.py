@@ -15,7 +15,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .analysis._arrays import as_attention
+from .capture import as_run
 from .analysis.heads import HEAD_GROUPS
+from .errors import InvalidInputError
 from .layout import TokenLayout
 
 MODE_COLOURS = {"isolated": "#1f77b4", "visible": "#ff7f0e", "unique": "#2ca02c"}
@@ -133,19 +135,28 @@ def attention_heatmap(run: Any, step: int, layer: int | None = None, head: int |
     ``layer`` is a model layer index (one of ``run.layers``). Tick labels mark parallel (``∥``) and
     pruned-hidden (``✗``) keys; the step's own siblings are outlined.
     """
-    a = as_attention(run.attention[step])
+    run = as_run(run)
+    a = as_attention(run.step_array(step))
     if layer is not None:
         if layer not in run.layers:
-            raise ValueError(f"layer {layer} was not captured (captured: {list(run.layers)})")
+            raise InvalidInputError(f"layer {layer} was not captured (captured: {list(run.layers)})")
         a = a[[list(run.layers).index(layer)]]
     if head is not None:
+        if not (isinstance(head, int) and 0 <= head < a.shape[2]):
+            raise InvalidInputError(f"head {head!r} is not a head of this model (0..{a.shape[2] - 1})")
         a = a[:, :, [head]]
     z = a.mean(axis=(0, 1, 2))
-    n_queries, n_keys = z.shape
     siblings = run.layout.step_range(step)
-    labels = key_labels(run.layout, run.token_strings, step, n_keys)
+    labels = key_labels(run.layout, run.token_strings, step, z.shape[1])
     what = f"layer {layer}" if layer is not None else "mean over layers"
     what += f", head {head}" if head is not None else ", mean over heads"
+    return heatmap_figure(z, labels, siblings, f"{html.escape(str(run.name))} ({run.mode}), step {step}: {what}")
+
+
+def heatmap_figure(z: Any, labels: Sequence[str], siblings: range, title: str) -> go.Figure:
+    """A queries x keys attention matrix with key labels (``labels[k]``); the siblings' key columns outlined."""
+    z = np.asarray(z, dtype=np.float64)
+    n_queries, n_keys = z.shape
     fig = go.Figure(go.Heatmap(
         z=z, x=list(range(n_keys)), y=list(range(n_queries)), colorscale="Viridis", name="attention",
         customdata=np.array([[labels[k] for k in range(n_keys)] for _ in range(n_queries)]),
@@ -155,9 +166,9 @@ def attention_heatmap(run: Any, step: int, layer: int | None = None, head: int |
     fig.add_shape(type="rect", x0=siblings.start - 0.5, x1=siblings.stop - 0.5, y0=-0.5, y1=n_queries - 0.5,
                   line=dict(color="white", width=2))
     fig.update_layout(
-        title=f"{html.escape(str(run.name))} ({run.mode}), step {step}: {what}",
+        title=title,
         xaxis=dict(title="key (∥ parallel, ✗ pruned)", tickmode="array", tickvals=list(range(n_keys)),
-                   ticktext=labels, tickangle=-60),
+                   ticktext=list(labels), tickangle=-60),
         yaxis=dict(title="query sibling", tickmode="array", tickvals=list(range(n_queries)),
                    ticktext=[labels[i] for i in siblings], autorange="reversed"),
     )
@@ -170,6 +181,8 @@ def branching_figure(layout: TokenLayout, token_strings: Sequence[str], *,
 
     Traces: "kept", "pruned" (when any) and "most likely" (the line through each step's top sibling).
     """
+    if not isinstance(layout, TokenLayout) or not isinstance(token_strings, Sequence) or len(token_strings) != len(layout):
+        raise InvalidInputError("branching_figure needs a TokenLayout and one token text per token (result.layout, result.token_strings)")
     steps = np.array(layout.steps)
     generated = np.flatnonzero(steps >= 0)
     probs = np.array(layout.probs, dtype=np.float64)
@@ -235,7 +248,7 @@ def step_slider(figures: dict[int, go.Figure], *, active: int | None = None) -> 
     ``active`` is the step shown first (default the first one).
     """
     if not figures:
-        raise ValueError("step_slider needs at least one figure")
+        raise InvalidInputError("step_slider needs at least one figure (a dict step -> figure)")
     steps = sorted(figures)
     shown = steps.index(active) if active in steps else 0
     fig = go.Figure()

@@ -24,7 +24,7 @@ valid in any vocabulary). A hand-built layout stands in for a generation:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
 
 import torch
 from jaxtyping import Bool, Float
@@ -33,50 +33,93 @@ from torch import Tensor
 from .errors import InvalidInputError
 from .layout import Mode, TokenLayout
 
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
 Hook = tuple[str, Callable[..., Tensor]]
 PositionSource = Union[TokenLayout, Tensor, Callable[[], Tensor]]
 
 
-def _attn_score_hook_names(model: Any, layers: Iterable[int] | None = None) -> list[str]:
+def _attn_score_hook_names(model: "TransformerBridge", layers: Iterable[int] | None = None) -> list[str]:
     n_layers = model.cfg.n_layers
     chosen = range(n_layers) if layers is None else layers
     return [f"blocks.{layer}.attn.hook_attn_scores" for layer in chosen]
 
 
-def _positions_of(source: PositionSource) -> tuple[Callable[[], Tensor], tuple, Any]:
-    """(a function giving the positions of every physical token, memo key, object the memo must hold).
+def _positions_of(source: PositionSource) -> tuple[Callable[[], Tensor], tuple]:
+    """(a function giving the positions of every physical token, memo key) for a layout, tensor or callable.
 
-    For a layout the key is its version, so a memo hit builds no tensor. For a tensor (or a callable's
-    result) the key is its identity and in-place version counter; the memo holds the tensor itself, so
-    its id cannot be reused by another tensor while the memo entry lives.
+    For a layout the key comes from its version alone, so a memo hit builds no tensor. A tensor (edited
+    in place or not) and a callable's result are keyed by their values, so a memo never outlives them.
     """
     if isinstance(source, TokenLayout):
-        return (lambda: source.positions("shared")), ("layout", id(source), source.version), source
-    tensor = source if isinstance(source, Tensor) else source()
-    return (lambda: tensor), ("tensor", id(tensor), tensor._version), tensor
+        return (lambda: source.positions("shared")), ("layout", id(source), source.version)
+    positions = source if isinstance(source, Tensor) else source()
+    if not isinstance(positions, Tensor):
+        raise InvalidInputError(f"positions must be a TokenLayout, a tensor or a callable returning one, got {type(positions).__name__}")
+    values = positions.detach().to("cpu", torch.float64).numpy().tobytes()
+    return (lambda: positions), ("values", tuple(positions.shape), values)
 
 
-def has_rotary(model: Any) -> bool:
+def _fit(table: Tensor, reference: Tensor) -> Tensor:
+    """A cos/sin table shaped like the hook's input, or ``[batch, q, d_head]`` when it has one row per batch row."""
+    return table if table.shape[0] != reference.shape[0] else table.expand_as(reference)
+
+
+def has_rotary(model: "TransformerBridge") -> bool:
     """Whether ``model`` exposes ``rotary_emb.hook_cos`` (RoPE models: Llama, Qwen, Mistral, ...)."""
     return "rotary_emb.hook_cos" in model.hook_dict and hasattr(model, "rotary_emb")
 
 
-def has_learned_positions(model: Any) -> bool:
+def has_learned_positions(model: "TransformerBridge") -> bool:
     """Whether ``model`` adds a learned position table at ``hook_pos_embed`` (GPT-2 family) and has no RoPE."""
     return "hook_pos_embed" in model.hook_dict and hasattr(model, "pos_embed") and not has_rotary(model)
 
 
+_SIMPLE = (str, int, float, bool, type(None))
+
+
+def record_rotary_calls(rotary_bridge: Any) -> dict[str, Any]:
+    """The arguments, besides ``x`` and ``position_ids``, of the rotary embedding call in progress.
+
+    Some models call their rotary embedding more than once per forward with different arguments,
+    e.g. Gemma 3 once per attention type (``layer_type``: full attention with base 1e6, sliding with
+    1e4). ``hook_cos`` / ``hook_sin`` only see the resulting table, so a forward pre-hook on the
+    rotary bridge (installed once per module, harmless for every other hook) keeps the current call's
+    other arguments in the returned dict (``"current"``: args, kwargs, and a memo key, None when an
+    argument is not a plain value); the position hooks pass them on when they evaluate the table at
+    the wanted positions, so each call gets its own base.
+    """
+    calls = getattr(rotary_bridge, "_tempo_lens_rotary_calls", None)
+    if calls is not None:
+        return calls
+    calls = {}
+
+    def remember(module: Any, args: tuple, kwargs: dict) -> None:
+        extra_args = tuple(args[2:])
+        extra_kwargs = {k: v for k, v in kwargs.items() if k not in ("x", "position_ids")}
+        simple = all(isinstance(v, _SIMPLE) for v in (*extra_args, *extra_kwargs.values()))
+        key = (extra_args, tuple(sorted(extra_kwargs.items()))) if simple else None  # None: never memoised
+        calls["current"] = (extra_args, extra_kwargs, key)
+
+    rotary_bridge.register_forward_pre_hook(remember, with_kwargs=True)
+    rotary_bridge._tempo_lens_rotary_calls = calls
+    return calls
+
+
 # ---- positions ---------------------------------------------------------------------------------
 
-def rope_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
+def rope_position_hooks(model: "TransformerBridge", positions: PositionSource) -> list[Hook]:
     """RoPE at chosen (logical, shared, even fractional) positions instead of physical indices.
 
     Targets ``rotary_emb.hook_cos`` and ``rotary_emb.hook_sin`` (``[batch, q, d_head]``) and returns the
     model's own rotary embedding (``model.rotary_emb.original_component``, which fires no hooks)
-    evaluated at the positions of the forward's last ``q`` tokens. ``positions`` is a
-    :class:`TokenLayout` (its logical positions), a float tensor with one position per physical token
-    (``[n_tokens]``, or ``[batch, n_tokens]`` for one row of positions per batch row; the hook then
-    returns ``[batch, q, d_head]``), or a callable returning one. Example::
+    evaluated at the positions of the forward's last ``q`` tokens, with the call's other arguments
+    passed on unchanged (:func:`record_rotary_calls`: e.g. Gemma 3's ``layer_type``, so each attention
+    type keeps its own base). ``positions`` is a :class:`TokenLayout` (its logical positions), a float
+    tensor with one position per physical token (``[n_tokens]``, or ``[batch, n_tokens]`` for one row
+    of positions per batch row; the hook then returns ``[batch, q, d_head]``), or a callable returning
+    one. Example::
 
         tokens = torch.tensor([[1, 10, 11, 12, 13]])
         hooks = rope_position_hooks(model, torch.tensor([0., 1., 2., 2., 3.]))
@@ -88,35 +131,39 @@ def rope_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
             "position embeddings (GPT-2 family) or tempo_position_hooks to choose automatically."
         )
     rotary = model.rotary_emb.original_component
-    memo: dict[str, Any] = {"key": None}
+    calls = record_rotary_calls(model.rotary_emb)
+    memo: dict[Any, tuple[Any, Tensor, Tensor]] = {}  # one table per distinct call (e.g. per layer type)
 
     def cos_sin(reference: Tensor) -> tuple[Tensor, Tensor]:
-        get_positions, source_key, held = _positions_of(positions)
+        extra_args, extra_kwargs, call_key = calls.get("current", ((), {}, ()))
+        get_positions, source_key = _positions_of(positions)
         n = reference.shape[-2]
         key = (source_key, n, reference.dtype, reference.device)
-        if memo["key"] != key:
+        if call_key is None or call_key not in memo or memo[call_key][0] != key:
             all_positions = get_positions()
             if n > all_positions.shape[-1]:
                 raise InvalidInputError(f"the forward has {n} tokens but only {all_positions.shape[-1]} positions were given")
             wanted = all_positions[..., -n:].to(device=reference.device, dtype=torch.float32)
             wanted = wanted[None, :] if wanted.ndim == 1 else wanted
             with torch.no_grad():
-                cos, sin = rotary(reference, wanted)
-            memo.update(key=key, held=held, cos=cos.to(reference.dtype), sin=sin.to(reference.dtype))
-        if memo["cos"].shape[0] != reference.shape[0]:  # one row of positions per batch row
-            return memo["cos"], memo["sin"]
-        return memo["cos"].expand_as(reference), memo["sin"].expand_as(reference)
+                cos, sin = rotary(reference, wanted, *extra_args, **extra_kwargs)
+            entry = (key, cos.to(reference.dtype), sin.to(reference.dtype))
+            if call_key is None:
+                return _fit(entry[1], reference), _fit(entry[2], reference)
+            memo[call_key] = entry
+        _, cos, sin = memo[call_key]
+        return _fit(cos, reference), _fit(sin, reference)
 
-    def hook_cos(cos: Float[Tensor, "batch q d_head"], hook: Any = None) -> Tensor:
+    def hook_cos(cos: Float[Tensor, "batch query_pos d_head"], hook: Any = None) -> Tensor:
         return cos_sin(cos)[0]
 
-    def hook_sin(sin: Float[Tensor, "batch q d_head"], hook: Any = None) -> Tensor:
+    def hook_sin(sin: Float[Tensor, "batch query_pos d_head"], hook: Any = None) -> Tensor:
         return cos_sin(sin)[1]
 
     return [("rotary_emb.hook_cos", hook_cos), ("rotary_emb.hook_sin", hook_sin)]
 
 
-def learned_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
+def learned_position_hooks(model: "TransformerBridge", positions: PositionSource) -> list[Hook]:
     """Learned absolute position embeddings at chosen integer positions (GPT-2 family).
 
     Targets ``hook_pos_embed`` (``[batch, q, d_model]``) and returns rows of the model's own position
@@ -132,7 +179,7 @@ def learned_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
         raise InvalidInputError(f"{type(model).__name__} has no learned position table at hook_pos_embed")
     table = model.pos_embed.original_component.weight
 
-    def hook_pos(pos_embed: Float[Tensor, "batch q d_model"], hook: Any = None) -> Tensor:
+    def hook_pos(pos_embed: Float[Tensor, "batch query_pos d_model"], hook: Any = None) -> Tensor:
         all_positions = _positions_of(positions)[0]()
         n = pos_embed.shape[-2]
         wanted = all_positions[..., -n:]
@@ -144,7 +191,7 @@ def learned_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
     return [("hook_pos_embed", hook_pos)]
 
 
-def tempo_position_hooks(model: Any, positions: PositionSource) -> list[Hook]:
+def tempo_position_hooks(model: "TransformerBridge", positions: PositionSource) -> list[Hook]:
     """Shared logical positions through whichever position mechanism the model has (RoPE or learned).
 
     :func:`rope_position_hooks` (``rotary_emb.hook_cos`` / ``hook_sin``, ``[batch, q, d_head]``) on a RoPE
@@ -173,8 +220,8 @@ def masked_threshold(dtype: torch.dtype) -> float:
 
 
 def attention_block_hooks(
-    model: Any,
-    blocked: Callable[[int, int], Bool[Tensor, "query key"]],
+    model: "TransformerBridge",
+    blocked: Callable[[int, int], Bool[Tensor, "query_pos key_pos"]],
     layers: Iterable[int] | None = None,
 ) -> list[Hook]:
     """Set scores to ``-inf`` wherever ``blocked(q, K)`` is True, at every ``hook_attn_scores``.
@@ -212,7 +259,7 @@ def attention_block_hooks(
             memo.update(source=mask, device=device, fixed=fixed)
         return memo["fixed"]
 
-    def hook_scores(scores: Float[Tensor, "batch head q key"], hook: Any = None) -> Tensor:
+    def hook_scores(scores: Float[Tensor, "batch head_index query_pos key_pos"], hook: Any = None) -> Tensor:
         q, k = scores.shape[-2], scores.shape[-1]
         mask = prepared(blocked(q, k), q, k, scores.device)
         return scores if mask is None else scores.masked_fill(mask, float("-inf"))
@@ -242,7 +289,7 @@ def layout_blocked_fn(layout: TokenLayout, mode: Mode = "isolated", apply_prunin
     return blocked
 
 
-def isolation_mask_hooks(model: Any, layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
+def isolation_mask_hooks(model: "TransformerBridge", layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
     """Isolated TEMPO attention: siblings of one step cannot see each other (each still sees itself).
 
     Targets ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``) of ``layers`` (default all),
@@ -257,7 +304,7 @@ def isolation_mask_hooks(model: Any, layout: TokenLayout, layers: Iterable[int] 
     return attention_block_hooks(model, layout_blocked_fn(layout, "isolated", apply_pruning=False), layers)
 
 
-def pruned_keys_mask_hooks(model: Any, layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
+def pruned_keys_mask_hooks(model: "TransformerBridge", layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
     """Retroactive pruning: a token pruned after step p is hidden (``-inf``) from every query of a later step.
 
     Targets ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``) of ``layers`` (default all);
@@ -272,7 +319,7 @@ def pruned_keys_mask_hooks(model: Any, layout: TokenLayout, layers: Iterable[int
     return attention_block_hooks(model, layout_blocked_fn(layout, "visible", apply_pruning=True), layers)
 
 
-def tempo_hooks(model: Any, layout: TokenLayout, mode: Mode = "isolated", positions: PositionSource | None = None) -> list[Hook]:
+def tempo_hooks(model: "TransformerBridge", layout: TokenLayout, mode: Mode = "isolated", positions: PositionSource | None = None) -> list[Hook]:
     """Everything a TEMPO forward needs: shared positions plus one mask hook per layer (isolation + pruning).
 
     Targets the position hooks of :func:`tempo_position_hooks` (``rotary_emb.hook_cos`` / ``hook_sin``,
@@ -291,11 +338,11 @@ def tempo_hooks(model: Any, layout: TokenLayout, mode: Mode = "isolated", positi
 
 # ---- interventions and reading -----------------------------------------------------------------
 
-def fractional_positions(layout: TokenLayout, spacing: float = 1e-3) -> Float[Tensor, "n_tokens"]:
+def fractional_positions(layout: TokenLayout, spacing: float = 1e-3) -> Float[Tensor, "pos"]:
     """Near-identical distinct positions: the r-th sibling of a step sits at ``logical + r * spacing``.
 
     Returns a float32 ``[n_tokens]`` tensor for :func:`rope_position_hooks` / :func:`tempo_hooks`
-    (``positions=``) or :func:`tempo_lens.replay.replay`, which evaluate the rotary embedding there at
+    (``positions=``) or :func:`tempo_lens.replay`, which evaluate the rotary embedding there at
     ``rotary_emb.hook_cos`` / ``hook_sin`` (RoPE models only: learned tables refuse fractions).
     Positions are float32 (as the rotary embedding computes them), so far into a long context a small
     spacing can round siblings onto one position; that, or a spacing that reaches the next logical
@@ -330,7 +377,7 @@ def fractional_positions(layout: TokenLayout, spacing: float = 1e-3) -> Float[Te
 
 
 def attention_bias_hooks(
-    model: Any,
+    model: "TransformerBridge",
     key_mask: Callable[[int], Bool[Tensor, "key"]] | Bool[Tensor, "key"],
     bias: float,
     layers: Iterable[int] | None = None,
@@ -350,7 +397,7 @@ def attention_bias_hooks(
     """
     head_index = slice(None) if heads is None else torch.as_tensor(list(heads), dtype=torch.long)
 
-    def hook_scores(scores: Float[Tensor, "batch head q key"], hook: Any = None) -> Tensor:
+    def hook_scores(scores: Float[Tensor, "batch head_index query_pos key_pos"], hook: Any = None) -> Tensor:
         k = scores.shape[-1]
         keys = key_mask(k) if callable(key_mask) else key_mask[:k]
         add = torch.zeros(scores.shape[1], k, dtype=scores.dtype, device=scores.device)
@@ -385,7 +432,7 @@ class PatternRecorder:
 
     def hooks(self) -> list[Hook]:
         def make(layer: int) -> Callable[..., Tensor]:
-            def hook_pattern(pattern: Float[Tensor, "batch head q key"], hook: Any = None) -> Tensor:
+            def hook_pattern(pattern: Float[Tensor, "batch head_index query_pos key_pos"], hook: Any = None) -> Tensor:
                 self.patterns[layer] = pattern.detach()
                 return pattern
 

@@ -7,18 +7,20 @@ derives everything else from that: which tokens are parallel, a step's physical 
 mask of any forward pass. Hooks, generation, capture, analysis and the report all read it; none of
 them recomputes these facts another way.
 
-The layout is the one mutable object a generation updates (:meth:`append_step`, :meth:`prune`,
-:meth:`truncate`); ``version`` increases on every change so readers can memoise derived tensors.
+The layout is the one mutable object a generation updates, and only through its operations
+(:meth:`append_step`, :meth:`prune`, :meth:`unprune`, :meth:`truncate`); its columns read as lists
+but refuse edits, and ``version`` increases on every change so readers can memoise derived tensors.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Iterable, Literal, Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
+
+from .errors import InvalidInputError, OutOfRangeError
 
 PROMPT_STEP = -1
 NOT_PRUNED = -1
@@ -26,65 +28,114 @@ Mode = Literal["isolated", "visible"]
 MODES: tuple[str, ...] = ("isolated", "visible")
 
 
-@dataclass
-class TokenLayout:
-    """Physical index -> (token id, step, logical position, probability, pruned-at step, prune score)."""
+COLUMNS = ("token_ids", "steps", "logical_positions", "probs", "pruned_at", "prune_scores")
 
-    token_ids: list[int] = field(default_factory=list)
-    steps: list[int] = field(default_factory=list)
-    logical_positions: list[int] = field(default_factory=list)
-    probs: list[float] = field(default_factory=list)
-    pruned_at: list[int] = field(default_factory=list)
-    prune_scores: list[float] = field(default_factory=list)
-    version: int = 0
+
+class ReadOnlyList(list):
+    """A column as its readers see it: a list that refuses changes (the layout changes only through its operations)."""
+
+    def _refuse(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("a TokenLayout's columns are read-only; change the layout with append_step, prune, unprune or truncate")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse  # type: ignore[assignment]
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse  # type: ignore[assignment]
+
+
+class TokenLayout:
+    """Physical index -> (token id, step, logical position, probability, pruned-at step, prune score).
+
+    The columns (``token_ids``, ``steps``, ``logical_positions``, ``probs``, ``pruned_at``,
+    ``prune_scores``) read as lists and cannot be edited in place; every change goes through
+    :meth:`append_step`, :meth:`prune`, :meth:`unprune` or :meth:`truncate`, which bump ``version``, so
+    tensors memoised on the version can never go stale.
+    """
+
+    def __init__(self, token_ids: Sequence[int] = (), steps: Sequence[int] = (), logical_positions: Sequence[int] = (),
+                 probs: Sequence[float] = (), pruned_at: Sequence[int] = (), prune_scores: Sequence[float] = ()):
+        values = (token_ids, steps, logical_positions, probs, pruned_at, prune_scores)
+        lengths = {name: len(v) for name, v in zip(COLUMNS, values)}
+        if len(set(lengths.values())) != 1:
+            raise InvalidInputError(f"layout columns differ in length: {lengths}")
+        self._columns: dict[str, list] = {name: list(v) for name, v in zip(COLUMNS, values)}
+        self._version = 0
+        self._views: dict[str, ReadOnlyList] = {}
+
+    def _view(self, name: str) -> ReadOnlyList:
+        view = self._views.get(name)
+        if view is None:
+            view = self._views[name] = ReadOnlyList(self._columns[name])
+        return view
+
+    token_ids = property(lambda self: self._view("token_ids"), doc="Token id per physical index.")
+    steps = property(lambda self: self._view("steps"), doc="Step per physical index (-1 for the prompt).")
+    logical_positions = property(lambda self: self._view("logical_positions"), doc="Logical (RoPE) position per token.")
+    probs = property(lambda self: self._view("probs"), doc="Selection probability per token (NaN for the prompt).")
+    pruned_at = property(lambda self: self._view("pruned_at"), doc="Step after whose forward a token was pruned (-1: never).")
+    prune_scores = property(lambda self: self._view("prune_scores"), doc="The score that pruned a token (NaN: not pruned).")
+
+    @property
+    def version(self) -> int:
+        """Increases on every change; readers memoise derived tensors on it."""
+        return self._version
+
+    def _changed(self) -> None:
+        self._version += 1
+        self._views = {}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TokenLayout) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"TokenLayout(n_prompt={self.n_prompt}, step_sizes={self.step_sizes()}, pruned={sum(self.is_pruned(i) for i in range(len(self)))})"
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_prompt(cls, token_ids: Sequence[int]) -> "TokenLayout":
         """A layout holding only the prompt at physical = logical positions 0..P-1."""
-        layout = cls()
         n = len(token_ids)
-        layout.token_ids = [int(t) for t in token_ids]
-        layout.steps = [PROMPT_STEP] * n
-        layout.logical_positions = list(range(n))
-        layout.probs = [float("nan")] * n
-        layout.pruned_at = [NOT_PRUNED] * n
-        layout.prune_scores = [float("nan")] * n
-        return layout
+        return cls([int(t) for t in token_ids], [PROMPT_STEP] * n, list(range(n)), [float("nan")] * n,
+                   [NOT_PRUNED] * n, [float("nan")] * n)
 
     def append_step(self, token_ids: Sequence[int], probs: Sequence[float]) -> range:
         """Append one step's siblings (highest probability first) at the next logical position."""
         if len(token_ids) == 0 or len(token_ids) != len(probs):
-            raise ValueError("a step needs at least one token and one probability per token")
-        step = self.n_steps
-        position = self.next_logical_position
-        start = len(self)
+            raise InvalidInputError("a step needs at least one token and one probability per token")
+        step, position, start = self.n_steps, self.next_logical_position, len(self)
+        c = self._columns
         for token, prob in zip(token_ids, probs):
-            self.token_ids.append(int(token))
-            self.steps.append(step)
-            self.logical_positions.append(position)
-            self.probs.append(float(prob))
-            self.pruned_at.append(NOT_PRUNED)
-            self.prune_scores.append(float("nan"))
-        self.version += 1
+            c["token_ids"].append(int(token))
+            c["steps"].append(step)
+            c["logical_positions"].append(position)
+            c["probs"].append(float(prob))
+            c["pruned_at"].append(NOT_PRUNED)
+            c["prune_scores"].append(float("nan"))
+        self._changed()
         return range(start, len(self))
 
     def prune(self, physical: Iterable[int], at_step: int, score: float) -> None:
         """Mark tokens as pruned after ``at_step``'s forward: queries of later steps no longer see them."""
         physical = list(physical)
         if not 0 <= at_step < self.n_steps:
-            raise ValueError(f"cannot prune at step {at_step}: the layout has steps 0..{self.n_steps - 1}")
+            raise InvalidInputError(f"cannot prune at step {at_step}: the layout has steps 0..{self.n_steps - 1}")
         for index in physical:  # check everything first: a refused decision changes nothing
             if self.pruned_at[index] != NOT_PRUNED:
-                raise ValueError(f"token {index} was already pruned at step {self.pruned_at[index]}")
+                raise InvalidInputError(f"token {index} was already pruned at step {self.pruned_at[index]}")
             if self.steps[index] >= at_step:
-                raise ValueError(f"token {index} of step {self.steps[index]} cannot be pruned at step {at_step}")
+                raise InvalidInputError(f"token {index} of step {self.steps[index]} cannot be pruned at step {at_step}")
         if len(set(physical)) != len(physical):
-            raise ValueError(f"a token is listed twice in {physical}")
+            raise InvalidInputError(f"a token is listed twice in {physical}")
         for index in physical:
-            self.pruned_at[index] = at_step
-            self.prune_scores[index] = float(score)
-        self.version += 1
+            self._columns["pruned_at"][index] = at_step
+            self._columns["prune_scores"][index] = float(score)
+        self._changed()
+
+    def unprune(self, physical: Iterable[int] | None = None) -> None:
+        """Undo the pruning of ``physical`` tokens (default: every token), e.g. to replay a run unpruned."""
+        chosen = range(len(self)) if physical is None else list(physical)
+        for index in chosen:
+            self._columns["pruned_at"][index] = NOT_PRUNED
+            self._columns["prune_scores"][index] = float("nan")
+        self._changed()
 
     def truncate(self, n_tokens: int) -> None:
         """Keep the first ``n_tokens`` tokens, as if the later steps had never been appended.
@@ -94,23 +145,22 @@ class TokenLayout:
         tensors (position and mask hooks) are rebuilt; truncating to the current length changes nothing.
         """
         if not 0 <= n_tokens <= len(self):
-            raise ValueError(f"cannot truncate to {n_tokens} tokens: the layout has {len(self)}")
+            raise InvalidInputError(f"cannot truncate to {n_tokens} tokens: the layout has {len(self)}")
         if 0 < n_tokens < len(self) and self.steps[n_tokens] >= 0 and self.steps[n_tokens] == self.steps[n_tokens - 1]:
-            raise ValueError(f"cannot truncate to {n_tokens} tokens: that splits step {self.steps[n_tokens]}; cut at a step boundary")
+            raise InvalidInputError(f"cannot truncate to {n_tokens} tokens: that splits step {self.steps[n_tokens]}; cut at a step boundary")
         if n_tokens == len(self):
             return
-        for column in (self.token_ids, self.steps, self.logical_positions, self.probs, self.pruned_at, self.prune_scores):
+        for column in self._columns.values():
             del column[n_tokens:]
+        self._changed()
         n_steps = self.n_steps
-        for index, at in enumerate(self.pruned_at):
-            if at != NOT_PRUNED and at >= n_steps:
-                self.pruned_at[index] = NOT_PRUNED
-                self.prune_scores[index] = float("nan")
-        self.version += 1
+        undone = [i for i, at in enumerate(self.pruned_at) if at != NOT_PRUNED and at >= n_steps]
+        if undone:
+            self.unprune(undone)
 
     # ---- basic facts --------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.token_ids)
+        return len(self._columns["token_ids"])
 
     @property
     def n_prompt(self) -> int:
@@ -128,14 +178,14 @@ class TokenLayout:
         """Physical indices of a step's siblings (steps are stored contiguously)."""
         indices = [i for i, s in enumerate(self.steps) if s == step]
         if not indices:
-            raise IndexError(f"no step {step} (the layout has {self.n_steps} steps)")
+            raise OutOfRangeError(f"no step {step} (the layout has {self.n_steps} steps)")
         return range(indices[0], indices[-1] + 1)
 
     def physical_index(self, step: int, rank: int) -> int:
         """The physical index of sibling ``rank`` (0 = most likely) of ``step``; step -1 indexes the prompt."""
         r = range(self.n_prompt) if step == PROMPT_STEP else self.step_range(step)
         if not 0 <= rank < len(r):
-            raise IndexError(f"step {step} has {len(r)} token(s); no rank {rank}")
+            raise OutOfRangeError(f"step {step} has {len(r)} token(s); no rank {rank}")
         return r.start + rank
 
     def rank_of(self, index: int) -> int:
@@ -146,8 +196,7 @@ class TokenLayout:
     def unpruned(self) -> "TokenLayout":
         """A copy with every pruning decision undone (the same tokens, nothing hidden)."""
         copy = TokenLayout.from_dict(self.to_dict())
-        copy.pruned_at = [NOT_PRUNED] * len(copy)
-        copy.prune_scores = [float("nan")] * len(copy)
+        copy.unprune()
         return copy
 
     def step_sizes(self) -> list[int]:
@@ -177,25 +226,25 @@ class TokenLayout:
         return [i for i in self.step_range(step) if not self.is_pruned(i)]
 
     # ---- tensors --------------------------------------------------------------------------
-    def positions(self, kind: Literal["shared", "unique"] = "shared") -> Float[Tensor, "n_tokens"]:
+    def positions(self, kind: Literal["shared", "unique"] = "shared") -> Float[Tensor, "pos"]:
         """Logical positions (``"shared"``: siblings share one) or physical indices (``"unique"``)."""
         if kind == "shared":
             return torch.tensor(self.logical_positions, dtype=torch.float32)
         if kind == "unique":
             return torch.arange(len(self), dtype=torch.float32)
-        raise ValueError(f"unknown positions {kind!r}; use 'shared', 'unique' or a tensor")
+        raise InvalidInputError(f"unknown positions {kind!r}; use 'shared', 'unique' or a tensor")
 
-    def steps_tensor(self) -> Int[Tensor, "n_tokens"]:
+    def steps_tensor(self) -> Int[Tensor, "pos"]:
         return torch.tensor(self.steps, dtype=torch.long)
 
-    def pruned_at_tensor(self) -> Int[Tensor, "n_tokens"]:
+    def pruned_at_tensor(self) -> Int[Tensor, "pos"]:
         return torch.tensor(self.pruned_at, dtype=torch.long)
 
-    def parallel_tensor(self) -> Bool[Tensor, "n_tokens"]:
+    def parallel_tensor(self) -> Bool[Tensor, "pos"]:
         sizes = self.step_sizes()
         return torch.tensor([s >= 0 and sizes[s] >= 2 for s in self.steps], dtype=torch.bool)
 
-    def hidden_tensor(self, step: int | Int[Tensor, "*steps 1"]) -> Bool[Tensor, "*steps n_tokens"]:
+    def hidden_tensor(self, step: int | Int[Tensor, "*steps 1"]) -> Bool[Tensor, "*steps pos"]:
         """:meth:`is_hidden` for every token; ``step`` may be a column of query steps (one row each)."""
         pruned_at = self.pruned_at_tensor()
         return (pruned_at != NOT_PRUNED) & (pruned_at < step)
@@ -206,7 +255,7 @@ class TokenLayout:
         n_queries: int | None = None,
         n_keys: int | None = None,
         apply_pruning: bool = True,
-    ) -> Bool[Tensor, "query key"]:
+    ) -> Bool[Tensor, "query_pos key_pos"]:
         """Which (query, key) pairs a forward over physical ``[n_keys - n_queries, n_keys)`` must not attend.
 
         Causal over the physical order; in ``"isolated"`` mode a token also cannot see the other
@@ -214,7 +263,7 @@ class TokenLayout:
         A query always keeps its own key.
         """
         if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; use 'isolated' or 'visible'")
+            raise InvalidInputError(f"unknown mode {mode!r}; use 'isolated' or 'visible'")
         n_keys = len(self) if n_keys is None else n_keys
         n_queries = n_keys if n_queries is None else n_queries
         steps = self.steps_tensor()[:n_keys]
@@ -230,7 +279,7 @@ class TokenLayout:
         blocked[torch.arange(n_queries), query_index] = False
         return blocked
 
-    def additive_mask(self, mode: Mode = "isolated", dtype: torch.dtype = torch.float32, **kwargs) -> Float[Tensor, "query key"]:
+    def additive_mask(self, mode: Mode = "isolated", dtype: torch.dtype = torch.float32, **kwargs) -> Float[Tensor, "query_pos key_pos"]:
         """The same mask as 0 / -inf, ready to add to attention scores (and for HF's 4D float mask)."""
         blocked = self.blocked(mode, **kwargs)
         return torch.zeros(blocked.shape, dtype=dtype).masked_fill(blocked, float("-inf"))
@@ -248,13 +297,11 @@ class TokenLayout:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TokenLayout":
-        keys = ("token_ids", "steps", "logical_positions", "probs", "pruned_at", "prune_scores")
-        missing = [k for k in keys if k not in data]
+        if not isinstance(data, dict):
+            raise InvalidInputError(f"a layout is a table like TokenLayout.to_dict() gives, got {type(data).__name__}")
+        missing = [k for k in COLUMNS if k not in data]
         if missing:
-            raise KeyError(f"layout is missing {missing}")
-        lengths = {k: len(data[k]) for k in keys}
-        if len(set(lengths.values())) != 1:
-            raise ValueError(f"layout columns differ in length: {lengths}")
+            raise InvalidInputError(f"layout is missing {missing}")
         nan = float("nan")
         layout = cls(
             token_ids=[int(t) for t in data["token_ids"]],
@@ -271,15 +318,15 @@ class TokenLayout:
         """Check the invariants: prompt first, steps contiguous and increasing, positions as TEMPO defines them."""
         n_prompt = self.n_prompt
         if self.steps[:n_prompt] != [PROMPT_STEP] * n_prompt:
-            raise ValueError("prompt tokens must come first")
+            raise InvalidInputError("prompt tokens must come first")
         generated = self.steps[n_prompt:]
         for i, (previous, current) in enumerate(zip([PROMPT_STEP] + generated, generated), start=n_prompt):
             if current not in (previous, previous + 1):
-                raise ValueError(f"token {i}: step {current} after step {previous}; steps must be contiguous")
+                raise InvalidInputError(f"token {i}: step {current} after step {previous}; steps must be contiguous")
         for i, (s, p) in enumerate(zip(self.steps, self.logical_positions)):
             want = i if s == PROMPT_STEP else n_prompt + s
             if p != want:
-                raise ValueError(f"token {i}: logical position {p}, expected {want}")
+                raise InvalidInputError(f"token {i}: logical position {p}, expected {want}")
         for i, at in enumerate(self.pruned_at):
             if at != NOT_PRUNED and not (self.steps[i] < at < max(self.n_steps, 1)):
-                raise ValueError(f"token {i}: pruned at step {at}, outside its lifetime")
+                raise InvalidInputError(f"token {i}: pruned at step {at}, outside its lifetime")

@@ -53,6 +53,9 @@ class ThresholdSchedule:
             check_threshold(self.final, "final threshold")
         if self.kind == "relu" and not (0.0 <= self.knee <= 1.0):
             raise InvalidInputError(f"relu knee must be in [0, 1], got {self.knee}")
+        if self.kind == "bezier" and not all(isinstance(p, (int, float)) and 0.0 <= p <= 1.0 for p in (self.p1, self.p2)):
+            raise InvalidInputError(f"bezier control points must be numbers in [0, 1] (so the threshold stays between "
+                                    f"start and final), got {self.p1!r}, {self.p2!r}")
 
     def at(self, step: int, max_steps: int) -> float:
         t = step / max(1, max_steps - 1)

@@ -20,11 +20,14 @@ sibling's own row predicts the *next* step's tokens. Both readings are what the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 
 from .errors import InvalidInputError
 from .layout import MODES, PROMPT_STEP, TokenLayout
 from .text import visible_token
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 NEXT_TOKEN_SOURCES = ("mixture", "top", "last")
 
@@ -75,7 +78,7 @@ class RunView:
 RunSource = Any  # GenerationResult | CapturedRun | TokenLayout | RunView
 
 
-def run_view(source: RunSource, model: Any = None) -> RunView:
+def run_view(source: RunSource, model: "TransformerBridge | None" = None) -> RunView:
     """A :class:`RunView` of a :class:`GenerationResult`, a :class:`CapturedRun`, a bare layout or a view.
 
     A bare layout has no token texts (they are decoded with ``model.tokenizer`` when given), no mode
@@ -103,7 +106,7 @@ def run_view(source: RunSource, model: Any = None) -> RunView:
                    str(getattr(source, "name", "run")))
 
 
-def siblings(source: RunSource, steps: Iterable[int] | None = None, model: Any = None) -> list[Sibling]:
+def siblings(source: RunSource, steps: Iterable[int] | None = None, model: "TransformerBridge | None" = None) -> list[Sibling]:
     """Every sibling of ``steps`` (default all steps), step by step, rank by rank."""
     view = run_view(source, model)
     chosen = range(view.layout.n_steps) if steps is None else steps

@@ -46,3 +46,34 @@ def embedded_hf():
     from tempo_lens.model import embedded_model_dir
 
     return AutoModelForCausalLM.from_pretrained(embedded_model_dir(), attn_implementation="eager", dtype=torch.float32).eval()
+
+
+@pytest.fixture
+def fake_zoo(tmp_path, monkeypatch):
+    """Register fake zoo models (part wheels under a temporary sys.path entry, an empty cache, no transformers).
+
+    Returns ``add(name, payload, **overrides) -> ZooModel``; the fake dequantiser writes a small folder.
+    """
+    import tempo_lens.convert as convert
+    from tempo_lens import zoo
+    from tests.helpers import fake_dequantise, fake_zoo_model
+
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("TEMPO_LENS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(convert, "dequantise", fake_dequantise)
+
+    def add(name: str, payload: bytes = b"GGUF" + bytes(range(256)) * 40, **overrides):
+        entry = fake_zoo_model(site, name, payload, **overrides)
+        monkeypatch.setitem(zoo.ZOO, name, entry)
+        return entry
+
+    return add
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that loads the embedded 30-layer model is ``slow``, whether or not it says so."""
+    for item in items:
+        if "embedded_model" in getattr(item, "fixturenames", ()) or "embedded_hf" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-TINY_ARCHITECTURES = ("llama", "llama3_scaling", "qwen2", "gpt2")
+TINY_ARCHITECTURES = ("llama", "llama3_scaling", "qwen2", "gemma3", "gpt2")
 TINY_VOCAB = 96
 
 
@@ -22,7 +22,7 @@ def _tokenizer():
 
 
 def tiny_config(name: str):
-    from transformers import GPT2Config, LlamaConfig, Qwen2Config
+    from transformers import Gemma3TextConfig, GPT2Config, LlamaConfig, Qwen2Config
 
     if name == "gpt2":  # learned absolute positions: TEMPO goes through hook_pos_embed
         return GPT2Config(vocab_size=TINY_VOCAB, n_embd=64, n_layer=3, n_head=4, n_positions=128, bos_token_id=1, eos_token_id=2)
@@ -40,6 +40,11 @@ def tiny_config(name: str):
         return LlamaConfig(**common, rope_parameters=rope)
     if name == "qwen2":
         return Qwen2Config(**common, rope_theta=10000.0)
+    if name == "gemma3":  # two rotary tables per forward: one per attention type, each with its own base
+        rope = {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}
+        return Gemma3TextConfig(**common, head_dim=16, query_pre_attn_scalar=16, pad_token_id=0, sliding_window=64,
+                                layer_types=["sliding_attention", "full_attention", "sliding_attention"], rope_parameters=rope)
     raise KeyError(name)
 
 
@@ -91,3 +96,67 @@ def hf_oracle_logits(hf_model, layout, mode: str = "isolated", positions: Tensor
     mask = reference_mask(layout, mode)[None, None]
     with torch.no_grad():
         return hf_model(input_ids=ids, position_ids=pos, attention_mask=mask).logits[0]
+
+
+# ---- a fake model zoo: part "wheels" on a temporary sys.path entry, and a fake dequantiser ---------------
+
+def fake_zoo_model(site: Path, name: str, payload: bytes, n_parts: int = 3, **overrides):
+    """A zoo entry whose GGUF is ``payload`` split over ``n_parts`` fake part wheels written under ``site``.
+
+    Each part package raises on import: the zoo must find its files without importing it. Put
+    ``site`` on ``sys.path`` to "install" the parts.
+    """
+    import hashlib
+
+    from tempo_lens.zoo import Part, ZooModel
+
+    parts = []
+    step = -(-len(payload) // n_parts)
+    for i in range(1, n_parts + 1):
+        module = f"fakezoo_{name.replace('-', '_').replace('.', '_')}_part{i}"
+        (site / module / "data").mkdir(parents=True, exist_ok=True)
+        (site / module / "__init__.py").write_text("raise ImportError('a part wheel must never be imported')\n")
+        (site / module / "data" / f"part{i:02d}.bin").write_bytes(payload[(i - 1) * step : i * step])
+        parts.append(Part(f"fakezoo-{name}-part{i}", "1.0.0", module, f"data/part{i:02d}.bin"))
+    fields = dict(
+        name=name, title=f"Fake {name}", architecture="llama", quantisation="Q4_0", parts=tuple(parts),
+        gguf_file=f"{name}.gguf", gguf_bytes=len(payload), gguf_sha256=hashlib.sha256(payload).hexdigest(),
+        layers=3, heads=4, kv_heads=2, d_model=64, params=1000, disk_bytes=10_000, fp32_memory_bytes=4000, licence="test",
+    )
+    fields.update(overrides)
+    return ZooModel(**fields)
+
+
+def fake_dequantise(gguf: Path, out: Path, title: str) -> None:
+    """Stands in for transformers: a small model folder whose weights record the joined GGUF's bytes."""
+    import json
+
+    from safetensors.torch import save_file
+
+    data = torch.frombuffer(bytearray(gguf.read_bytes()), dtype=torch.uint8)
+    save_file({"gguf": data.clone(), "w": torch.randn(64, 64)}, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "_name_or_path": title}))
+    (out / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {"vocab": {f"t{i}": i for i in range(50)}}}))
+
+
+def hf_stepwise_logits(hf_model, layout, mode: str = "isolated") -> list[Tensor]:
+    """HF eager with its own KV cache, fed like a TEMPO generation: the prompt, then one step at a time.
+
+    Each forward gets explicit position_ids and its rows of the 0/-inf 4D mask; returns the logits of
+    every step's rows. Same chunking as the generation, so fp32 rounding matches too: cached decoding
+    differs from one full forward by up to ~1e-3 on a 28-layer model, in HF itself.
+    """
+    from transformers import DynamicCache
+
+    ids = torch.tensor([layout.token_ids])
+    pos = torch.tensor(layout.logical_positions)[None]
+    mask = reference_mask(layout, mode)[None, None]
+    cache = DynamicCache(config=hf_model.config)
+    bounds = [0, layout.step_range(0).start] + [layout.step_range(s).stop for s in range(layout.n_steps)]
+    rows = []
+    with torch.no_grad():
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            out = hf_model(input_ids=ids[:, a:b], position_ids=pos[:, a:b], attention_mask=mask[..., a:b, :b],
+                           past_key_values=cache, use_cache=True).logits[0]
+            rows.append(out)
+    return rows[1:]

@@ -99,5 +99,5 @@ def test_config_chooses_the_similarity_strategy(tmp_path):
 
     path = tmp_path / "s.toml"
     path.write_text('prompt = "x"\n[pruning]\nstrategy = "similarity"\nsimilarity_threshold = 0.8\nlayer = 2\n')
-    strategy = pruning_from_config(load_config(path).pruning)
+    strategy = load_config(path).generation.pruning
     assert isinstance(strategy, SimilarityPruning) and strategy.similarity_threshold == 0.8 and strategy.layer == 2

@@ -24,6 +24,7 @@ max_parallel = 3
 max_steps = 3
 modes = ["isolated", "visible"]
 controls = ["unique_positions", "toggled_mask"]
+batch_size = 1   # exact equality needs the same rows per forward in every split (batches agree to float noise)
 
 [pruning]
 attention_threshold = 1e9   # every earlier set collapses: pruning state must survive sharding

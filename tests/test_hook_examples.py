@@ -30,7 +30,7 @@ FACTORIES = (
 )
 NEEDS_ROPE = {"rope_position_hooks", "fractional_positions"}
 NEEDS_LEARNED = {"learned_position_hooks"}
-ROPE_ARCHITECTURES = ("llama", "llama3_scaling", "qwen2")
+ROPE_ARCHITECTURES = ("llama", "llama3_scaling", "qwen2", "gemma3")
 
 
 def docstring_example(obj) -> str | None:
@@ -49,11 +49,27 @@ def docstring_example(obj) -> str | None:
     return None
 
 
-def readme_blocks() -> list[str]:
+def readme_blocks(heading: str = README_SECTION) -> list[str]:
     text = README.read_text(encoding="utf-8")
-    assert README_SECTION in text, f"README.md has no {README_SECTION!r} section"
-    section = text.split(README_SECTION, 1)[1].split("\n## ", 1)[0]
+    assert heading in text, f"README.md has no {heading!r} section"
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("heading", ["## Using tempo_lens", "## Research tools on siblings"])
+def test_readme_api_examples_run_as_pasted(heading, embedded_model, monkeypatch, tmp_path, capsys):
+    """Every block of these sections, in order, in one fresh session (``load_model()`` is the loaded embedded model)."""
+    import tempo_lens
+
+    blocks = readme_blocks(heading)
+    assert blocks and blocks[0].lstrip().startswith("import tempo_lens")
+    monkeypatch.setattr(tempo_lens, "load_model", lambda *args, **kwargs: embedded_model)
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "readme_example"}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"<README {heading} block {i}>", "exec"), namespace)
+    assert "Traceback" not in capsys.readouterr().out
 
 
 def example_namespace(model) -> dict:
@@ -132,12 +148,15 @@ def test_docstring_examples_change_what_they_claim(tiny_llama):
 
 
 @pytest.mark.parametrize("arch", ROPE_ARCHITECTURES)
-def test_readme_hook_examples_run(arch, tiny_bridges, capsys):
+def test_readme_hook_examples_run(arch, tiny_bridges, capsys, monkeypatch):
+    """The blocks as pasted, in one session; ``load_model()`` hands out a tiny bridge of each architecture."""
+    import tempo_lens
+
     blocks = readme_blocks()
     assert len(blocks) >= 3, "the README section should show positions + isolation, the bias and recorder, replays"
-    namespace = {"model": tiny_bridges[arch], "__name__": "readme_example"}
+    monkeypatch.setattr(tempo_lens, "load_model", lambda *args, **kwargs: tiny_bridges[arch])
+    namespace = {"__name__": "readme_example"}
     for i, block in enumerate(blocks):
-        assert "model =" not in block, "README blocks use the `model` variable the prose defines, not their own"
         exec(compile(block, f"<README hooks block {i}>", "exec"), namespace)
     out = capsys.readouterr().out
     assert "bias 2.0" in out
@@ -150,7 +169,7 @@ def test_readme_hook_examples_run(arch, tiny_bridges, capsys):
 def test_replay_extra_hooks_act_before_the_recorder(tiny_llama):
     """``replay(extra_hooks=...)``: the hooks change the forward, and the returned attention is the changed one."""
     from tempo_lens.layout import TokenLayout
-    from tempo_lens.replay import replay
+    from tempo_lens.replaying import replay
 
     layout = TokenLayout.from_prompt([1, 10, 11])
     layout.append_step([12, 13], [0.6, 0.3])

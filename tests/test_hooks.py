@@ -13,7 +13,7 @@ from tempo_lens.hooks import (
     rope_position_hooks, tempo_hooks, tempo_position_hooks,
 )
 from tempo_lens.layout import TokenLayout
-from tests.helpers import hf_eager, hf_oracle_logits
+from tests.helpers import TINY_ARCHITECTURES, hf_eager, hf_oracle_logits
 
 
 def _layout() -> TokenLayout:
@@ -24,7 +24,7 @@ def _layout() -> TokenLayout:
     return layout
 
 
-@pytest.mark.parametrize("arch", ["llama", "llama3_scaling", "qwen2", "gpt2"])
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
 @pytest.mark.parametrize("mode", ["isolated", "visible"])
 def test_run_with_hooks_matches_hf_full_forward(tiny_bridges, tiny_dirs, arch, mode):
     layout = _layout()
@@ -117,3 +117,65 @@ def test_pattern_recorder_keeps_chosen_layers(tiny_llama):
     assert sorted(patterns) == [0, 2] and patterns[0].shape == (1, 4, 4, 4)
     assert torch.allclose(patterns[2].sum(-1), torch.ones(1, 4, 4))
     assert recorder.take() == {}
+
+
+def _fresh_rope_logits(model, tokens, positions):
+    with torch.no_grad():
+        return model.run_with_hooks(tokens, fwd_hooks=rope_position_hooks(model, positions.clone()))
+
+
+def test_position_tensor_edited_in_place_is_seen(tiny_llama):
+    """The memo must not serve the cos/sin of a tensor's old values after an in-place edit."""
+    tokens = torch.tensor([[1, 17, 42, 43, 5]])
+    positions = torch.tensor([0.0, 1.0, 2.0, 2.0, 3.0])
+    hooks = rope_position_hooks(tiny_llama, positions)
+    with torch.no_grad():
+        tiny_llama.run_with_hooks(tokens, fwd_hooks=hooks)
+        positions[3:] += 1.0  # unique positions now
+        edited = tiny_llama.run_with_hooks(tokens, fwd_hooks=hooks)
+    assert torch.equal(edited, _fresh_rope_logits(tiny_llama, tokens, positions))
+
+
+@pytest.mark.parametrize("returns", ["a fresh tensor", "one buffer updated in place"])
+def test_position_callable_is_never_stale(tiny_llama, returns):
+    """A callable's positions are re-read at every call, whether it returns new tensors (whose ids CPython
+    reuses) or the same tensor object with new values."""
+    values = torch.tensor([[0.0, 1.0, 2.0, 2.0, 3.0], [0.0, 1.0, 2.0, 3.0, 4.0], [0.0, 0.5, 1.0, 1.0, 9.0]]).repeat(3, 1)
+    buffer = values[0].clone()
+    current = {"i": 0}
+
+    def source():
+        if returns == "a fresh tensor":
+            return values[current["i"]].clone()
+        return buffer.copy_(values[current["i"]])
+
+    (_, hook_cos), _ = rope_position_hooks(tiny_llama, source)
+    reference = torch.zeros(1, 5, tiny_llama.cfg.d_head)
+    rotary = tiny_llama.rotary_emb.original_component
+    expected = [rotary(reference, v[None])[0] for v in values]
+    got = []
+    for i in range(len(values)):
+        current["i"] = i
+        got.append(hook_cos(reference))
+    stale = [i for i in range(len(values)) if not torch.equal(got[i], expected[i])]
+    assert not stale, f"stale cos/sin at calls {stale}"
+
+
+def test_each_rotary_call_gets_its_own_arguments(tiny_bridges):
+    """Gemma 3 calls its rotary embedding once per attention type; each call's table keeps its own base."""
+    model = tiny_bridges["gemma3"]
+    rotary = model.rotary_emb.original_component
+    positions = torch.tensor([0.0, 1.0, 2.0, 2.0, 3.0])
+    seen = []
+
+    def grab(cos, hook):
+        seen.append(cos.detach().clone())
+
+    with torch.no_grad():
+        model.run_with_hooks(torch.tensor([[1, 17, 42, 43, 5]]), fwd_hooks=rope_position_hooks(model, positions) + [("rotary_emb.hook_cos", grab)])
+    expected = {layer_type: rotary(seen[0], positions[None], layer_type)[0] for layer_type in ("full_attention", "sliding_attention")}
+    assert len(seen) == 2
+    assert not torch.allclose(expected["full_attention"], expected["sliding_attention"])
+    for table in seen:  # each call got exactly one of the two bases' tables at the wanted positions
+        assert sum(torch.equal(table, e) for e in expected.values()) == 1
+    assert not torch.equal(seen[0], seen[1])

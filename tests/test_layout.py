@@ -43,7 +43,6 @@ def test_truncate_bumps_the_version_so_memoised_masks_are_rebuilt():
     layout.append_step([30], [0.9])
     layout.append_step([31], [0.8])  # again 5 tokens and 2 queries, now two steps of one token
     fresh = _layout_with_steps([1, 1])
-    fresh.token_ids[3:] = [30, 31]
     assert torch.equal(blocked(2, 5), fresh.blocked("isolated", n_queries=2, n_keys=5))
     assert not bool(blocked(2, 5)[1, 3])
     assert torch.equal(layout.positions("shared"), torch.tensor([0.0, 1, 2, 3, 4]))
@@ -65,3 +64,21 @@ def test_truncate_to_the_whole_layout_or_into_the_prompt():
     assert layout.to_dict() == _layout_with_steps([2]).to_dict() and layout.version == version
     layout.truncate(2)
     assert layout.to_dict() == TokenLayout.from_prompt([1, 10]).to_dict()
+
+
+def test_columns_are_read_only_and_operations_bump_the_version():
+    layout = TokenLayout.from_prompt([1, 2, 3])
+    layout.append_step([4, 5], [0.6, 0.3])
+    assert layout.token_ids == [1, 2, 3, 4, 5] and layout.token_ids + [6] == [1, 2, 3, 4, 5, 6]
+    for edit in (lambda: layout.token_ids.append(9), lambda: layout.pruned_at.__setitem__(4, 0),
+                 lambda: layout.probs.extend([1.0]), lambda: layout.steps.pop()):
+        with pytest.raises(TypeError, match="read-only"):
+            edit()
+    with pytest.raises(AttributeError):
+        layout.version = 7
+    version = layout.version
+    layout.append_step([6], [0.9])
+    layout.prune([4], at_step=1, score=0.1)
+    assert layout.version == version + 2 and layout.is_pruned(4)
+    layout.unprune([4])
+    assert not layout.is_pruned(4) and layout.version == version + 3

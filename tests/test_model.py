@@ -59,22 +59,27 @@ def test_missing_local_path_is_a_clear_error():
         load_model("/definitely/not/here")
 
 
-def test_corrupt_cache_is_detected_and_rebuilt(tmp_path, monkeypatch, capsys):
+@pytest.mark.slow
+def test_same_size_cache_damage_is_rebuilt_before_any_output(tmp_path, monkeypatch):
+    """4 KiB overwritten mid-weights (size kept): `generate` rebuilds the cache first, then prints real text."""
+    import os
+
+    from tests.reliability.conftest import run_cli
+
     source = embedded_model_dir()
+    expected = run_cli(["generate", "The cat sat on the", "--max-steps", "3"])
     monkeypatch.setenv("TEMPO_LENS_CACHE", str(tmp_path))
     target = tmp_path / source.name
     shutil.copytree(source, target)
     assert cache_problem(target) is None
     weights = target / "model.safetensors"
-    with open(weights, "r+b") as handle:  # truncate: a half-written file
-        handle.truncate(weights.stat().st_size // 2)
-    assert "differ" in cache_problem(target)
-    rebuilt = embedded_model_dir()
-    assert rebuilt == target and cache_problem(target) is None
-    assert "unusable" in capsys.readouterr().err
-    # an interrupted conversion: no completion marker
-    (target / "tempo_lens_complete.json").unlink()
-    assert "marker" in cache_problem(target)
+    with open(weights, "r+b") as handle:
+        handle.seek(weights.stat().st_size // 2)
+        handle.write(os.urandom(4096))
+    assert "model.safetensors differs from its sha256" in cache_problem(target)
+    rc, out, err = run_cli(["generate", "The cat sat on the", "--max-steps", "3"])
+    assert rc == 0 and "unusable" in err and "rebuilding" in err
+    assert out == expected[1] and cache_problem(target, full=True) is None
 
 
 def test_kv_cache_shim_is_per_instance(tiny_dirs):

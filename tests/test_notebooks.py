@@ -82,3 +82,4 @@ def test_attention_notebook_runs_the_experiments_when_absent(tmp_path):
     for name in ("exp1_isolated", "exp1_visible"):
         experiment = load_experiment(tmp_path / "analyses" / "runs" / name)
         assert {r.meta.get("variant") for r in experiment.runs} == {"generated", "unique_positions", "toggled_mask"}
+    assert (tmp_path / "analyses" / ".tempo-lens-analyze.json").is_file()  # recorded, so `make analyze` may replace them

@@ -172,7 +172,7 @@ def test_similarity_pruning_masks_and_matches_hf(tiny_llama, tiny_dirs, mode):
 
 def test_similarity_states_are_each_tokens_residual_stream(tiny_llama):
     from tempo_lens.pruning import SimilarityPruning
-    from tempo_lens.replay import replay
+    from tempo_lens.replaying import replay
 
     result = generate(tiny_llama, TINY_PROMPT, max_steps=3, **TOP3)
     session = SimilarityPruning(1.01, layer=1).start(tiny_llama, result.layout)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from tempo_lens.generation import GenerationResult
+from tempo_lens.generation import GenerationConfig, GenerationResult
 from tempo_lens.layout import TokenLayout
-from tempo_lens.schedules import ThresholdSchedule
 from tempo_lens.text import bracketed, visible_token
 
 
@@ -24,8 +23,7 @@ def test_generation_text_and_clean_text():
     layout.append_step([3, 4, 5], [0.5, 0.3, 0.2])
     layout.append_step([6], [0.9])
     result = GenerationResult(
-        model="m", prompt="Hi", prompt_text="Hi", mode="isolated", schedule=ThresholdSchedule.parse(0.1, None),
-        next_token_source="mixture", max_steps=2, max_parallel=3, layout=layout,
+        model="m", prompt="Hi", prompt_text="Hi", config=GenerationConfig(max_steps=2, max_parallel=3), layout=layout,
         token_strings=["<s>", "Hi", " a", "\n", " She", "\n"], thresholds=[0.1, 0.1], stop_reason="max_steps",
         n_layers=1, n_heads=1, clean_text="Hi a\n",
     )

@@ -16,7 +16,7 @@ from jaxtyping import Float
 from ..errors import InvalidInputError
 from ..layout import TokenLayout
 
-AttentionStep = Float[np.ndarray, "layer batch head query key"]
+AttentionStep = Float[np.ndarray, "layer batch head_index query_pos key_pos"]
 
 
 def as_numpy(x: Any) -> np.ndarray:
@@ -28,8 +28,11 @@ def as_numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().to("cpu")
         x = (x if x.dtype in (torch.float32, torch.float64) else x.float()).numpy()
-    x = np.asarray(x)
-    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
+    try:
+        x = np.asarray(x)
+        return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"expected numbers (an attention array), got {type(x).__name__}") from None
 
 
 def as_attention(attention: Any) -> AttentionStep:
@@ -47,6 +50,10 @@ def step_attention(attention: Any, layout: TokenLayout, step: int) -> tuple[Atte
     :mod:`tempo_lens.capture` records them.
     """
     a = as_attention(attention)
+    if not isinstance(layout, TokenLayout):
+        raise InvalidInputError(f"expected the run's TokenLayout (run.layout), got {type(layout).__name__}")
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+        raise InvalidInputError(f"step must be a step number, got {step!r}")
     siblings = layout.step_range(step)
     n_queries, n_keys = a.shape[-2:]
     if n_queries != len(siblings) or n_keys != siblings.stop:
@@ -55,3 +62,9 @@ def step_attention(attention: Any, layout: TokenLayout, step: int) -> tuple[Atte
             f"attention should be [.., {len(siblings)}, {siblings.stop}]; got {a.shape}. Is this the right layout?"
         )
     return a, siblings
+
+
+def layer_labels(attention: Any, n_captured: int) -> list[int]:
+    """The model layer numbers of a captured step: its own (``StepAttention.layers``), else ``0..L-1``."""
+    layers = getattr(attention, "layers", None)
+    return list(layers) if layers is not None else list(range(n_captured))

@@ -1,4 +1,4 @@
-"""Layer attention entropy (SPEC §4, §7): how focused each layer's attention is at one step.
+"""Layer attention entropy (``docs/definitions.md``): how focused each layer's attention is at one step.
 
 ``H_l = mean over batch, heads, queries of -sum_k A log(A + 1e-10)`` (natural log, not normalised,
 so it grows with the number of keys: compare layers within a step, not across distant steps).
@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Float
 
-from ._arrays import as_attention
+from ..capture import as_run, as_runs
+from ..errors import InvalidInputError
+from ._arrays import as_attention, layer_labels
 
 EPS = 1e-10
 FOCUSED, MID, DIFFUSE = "most focused", "mid", "most diffuse"
@@ -51,18 +53,31 @@ def depth_third(layer: int, n_layers: int) -> str:
 
 
 def layer_entropy_table(
-    attention: Any, layers: Sequence[int] | None = None, *, n_layers: int | None = None
+    source: Any, layers: Sequence[int] | None = None, *, n_layers: int | None = None, step: int | None = None
 ) -> pd.DataFrame:
-    """Columns layer, entropy, group, depth for one step.
+    """Columns layer, entropy, group, depth for one captured step; with run, mode, step for runs.
 
-    ``layers`` are the model layer indices of the captured layers (default ``0..L-1``); ``n_layers`` is
-    the model's depth for the thirds (default ``max(layers) + 1``: pass it when the capture skipped the
-    last layers).
+    ``source`` is one step's attention (an array or ``result.capture[step]``), or runs / results / an
+    experiment, for which every captured step (or only ``step``) gets its rows. ``layers`` are the
+    model layer numbers of the captured layers (default: the capture's own, else ``0..L-1``);
+    ``n_layers`` is the model's depth for the thirds (default: the run's ``n_layers``, else
+    ``max(layers) + 1``).
     """
-    h = layer_entropy(attention)
-    layers = list(range(len(h))) if layers is None else [int(l) for l in layers]
+    if _is_runs(source):
+        frames = []
+        for run in as_runs(source):
+            depth = n_layers or run.meta.get("n_layers")
+            for s in ([step] if step is not None else run.step_ids):
+                frame = layer_entropy_table(run.attention[s], run.layers, n_layers=depth)
+                frame.insert(0, "step", s)
+                frame.insert(0, "mode", run.mode)
+                frame.insert(0, "run", run.name)
+                frames.append(frame)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "mode", "step", *ENTROPY_COLUMNS])
+    h = layer_entropy(source)
+    layers = layer_labels(source, len(h)) if layers is None else [int(l) for l in layers]
     if len(layers) != len(h):
-        raise ValueError(f"{len(layers)} layer labels for {len(h)} captured layers")
+        raise InvalidInputError(f"{len(layers)} layer labels for {len(h)} captured layers")
     n_layers = max(layers) + 1 if n_layers is None else int(n_layers)
     return pd.DataFrame({
         "layer": layers,
@@ -70,6 +85,16 @@ def layer_entropy_table(
         "group": entropy_groups(h),
         "depth": [depth_third(l, n_layers) for l in layers],
     })
+
+
+def _is_runs(source: Any) -> bool:
+    """Runs, results or an experiment rather than one step's array."""
+    if hasattr(source, "layout") or hasattr(source, "runs"):
+        return True
+    return isinstance(source, (list, tuple)) and bool(source) and hasattr(source[0], "layout")
+
+
+ENTROPY_COLUMNS = ["layer", "entropy", "group", "depth"]
 
 
 def depth_pattern(table: pd.DataFrame) -> pd.DataFrame:
@@ -87,11 +112,12 @@ def depth_pattern(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def entropy_by_step(run: Any, steps: Sequence[int] | None = None) -> pd.DataFrame:
-    """Long format (run, mode, step, layer, entropy) over a run's captured steps, for the figures."""
+    """Long format (run, mode, step, layer, entropy) over a run's (or result's) captured steps, for the figures."""
+    run = as_run(run)
     chosen = run.step_ids if steps is None else list(steps)
     frames = [
         pd.DataFrame({"run": run.name, "mode": run.mode, "step": step, "layer": list(run.layers),
-                      "entropy": layer_entropy(run.attention[step])})
+                      "entropy": layer_entropy(run.step_array(step))})
         for step in chosen
     ]
     if not frames:

@@ -1,4 +1,4 @@
-"""Head specialisation (SPEC §4, §7): recent vs distant attention, entropy and peak of every head.
+"""Head specialisation (``docs/definitions.md``): recent vs distant attention, entropy and peak of every head.
 
 At one step the attention is averaged over the captured layers to ``P[batch, head, query, key]``.
 Per query row, only the keys the row could see count (``~layout.blocked(mode, ...)``: causal,
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Bool, Float
 
+from ..errors import InvalidInputError
 from ..layout import Mode, TokenLayout
 from ._arrays import step_attention
 
@@ -67,7 +68,7 @@ def head_specialisation(
     ``n_heads``) maps each head to the KV head it shares under GQA: ``head // (n_heads // n_kv_heads)``.
     """
     a, _ = step_attention(attention, layout, step)
-    p: Float[np.ndarray, "batch head query key"] = a.mean(axis=0)
+    p: Float[np.ndarray, "batch head_index query_pos key_pos"] = a.mean(axis=0)
     n_queries, n_keys = p.shape[-2:]
     visible = ~layout.blocked(mode, n_queries=n_queries, n_keys=n_keys).numpy()
     recent_mask, distant_mask = recent_distant_masks(visible)
@@ -83,7 +84,7 @@ def head_specialisation(
     n_heads = p.shape[1]
     n_kv_heads = n_heads if n_kv_heads is None else int(n_kv_heads)
     if n_kv_heads < 1 or n_heads % n_kv_heads:
-        raise ValueError(f"{n_heads} heads cannot share {n_kv_heads} KV heads evenly")
+        raise InvalidInputError(f"{n_heads} heads cannot share {n_kv_heads} KV heads evenly")
     heads = np.arange(n_heads)
     groups = group_heads(per_head["entropy"], per_head["recent"], per_head["distant"])
     return pd.DataFrame({"head": heads, "kv_head": heads // (n_heads // n_kv_heads), **per_head, "group": groups})

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Float
 
+from ..capture import as_runs
 from ..layout import TokenLayout
 from ._arrays import step_attention
 
@@ -48,11 +49,11 @@ def intra_step_attention(attention: Any, layout: TokenLayout, step: int) -> pd.D
 def intra_step_table(runs: Iterable[Any]) -> pd.DataFrame:
     """:func:`intra_step_attention` over every captured step of every run, with run, mode, token, prob.
 
-    ``runs`` are :class:`~tempo_lens.capture.CapturedRun` objects; single-sibling steps add no rows.
+    ``runs``: captured runs or generation results (one, a list, or an experiment); single-sibling steps add no rows.
     """
     columns = ["run", "mode", *INTRA_COLUMNS[:3], "token", "prob", *INTRA_COLUMNS[3:]]
     frames = []
-    for run in runs:
+    for run in as_runs(runs):
         for step in run.step_ids:
             frame = intra_step_attention(run.attention[step], run.layout, step)
             if frame.empty:

@@ -1,4 +1,4 @@
-"""Parallel : non-parallel attention ratio (SPEC §4, §7).
+"""Parallel : non-parallel attention ratio (``docs/definitions.md``).
 
 At step ``s`` the captured attention is averaged to one weight per key,
 ``a = A.mean(layer, batch, head, query)``, and the keys before the step's first sibling are split
@@ -25,8 +25,10 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Bool, Float, Int
 
+from ..capture import as_runs
+from ..errors import InvalidInputError
 from ..layout import TokenLayout
-from ._arrays import step_attention
+from ._arrays import layer_labels, step_attention
 
 NO_PARALLEL = "no earlier parallel set"
 NO_OTHER = "no other keys"
@@ -152,12 +154,12 @@ def parallel_ratio(attention: Any, layout: TokenLayout, step: int, *, exclude_fi
 def ratio_table(runs: Iterable[Any], *, exclude_first: bool = False) -> pd.DataFrame:
     """One row per (run, step) for every step >= 0 with a captured array; missing steps keep their reason.
 
-    ``runs`` are :class:`~tempo_lens.capture.CapturedRun` objects. Columns: run, prompt, mode, step,
+    ``runs``: captured runs or generation results (one, a list, or an experiment). Columns: run, prompt, mode, step,
     ratio, parallel_mean, other_mean, parallel_set_mass, n_parallel_keys, n_other_keys,
     n_parallel_sets, missing_reason, set_ratio (= parallel_set_mass / other_mean).
     """
     rows = []
-    for run in runs:
+    for run in as_runs(runs):
         for step in run.step_ids:
             result = parallel_ratio(run.attention[step], run.layout, step, exclude_first=exclude_first)
             row = asdict(result)
@@ -203,14 +205,17 @@ def _grouped_ratio(
 def ratio_by_layer(
     attention: Any, layout: TokenLayout, step: int, *, layers: Sequence[int] | None = None, exclude_first: bool = False
 ) -> pd.DataFrame:
-    """The ratio per captured layer (averaged over batch, heads, queries); ``layers`` labels the rows.
+    """The ratio per captured layer (averaged over batch, heads, queries); rows are labelled by model layer.
+
+    The labels come from ``layers``, else from a :class:`~tempo_lens.capture.StepAttention`'s own layer
+    numbers (``result.capture[step]``), else ``0..L-1``.
 
     Columns: layer, step, ratio, parallel_mean, other_mean, parallel_set_mass, missing_reason.
     """
     a, _ = step_attention(attention, layout, step)
-    layers = list(range(a.shape[0])) if layers is None else list(layers)
+    layers = layer_labels(attention, a.shape[0]) if layers is None else list(layers)
     if len(layers) != a.shape[0]:
-        raise ValueError(f"{len(layers)} layer labels for {a.shape[0]} captured layers")
+        raise InvalidInputError(f"{len(layers)} layer labels for {a.shape[0]} captured layers")
     return _grouped_ratio(a.mean(axis=(1, 2, 3), dtype=np.float64), layout, step, exclude_first, "layer", layers)
 
 

@@ -3,7 +3,7 @@
 One prompt is one sample; the report states multi-prompt means with a 95 % percentile-bootstrap
 interval, paired comparisons (isolated vs visible on the same tokens) with a two-sided sign-flip
 permutation test, and picks its words ("less" / "more" / "no reliable difference") from the
-interval in the multi-prompt section and from the point estimate in single-run tables (SPEC §7).
+interval in the multi-prompt section and from the point estimate in single-run tables (``docs/definitions.md``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+
+from ..errors import InvalidInputError
 
 LESS, MORE = "less", "more"
 NO_RELIABLE = "no reliable difference"
@@ -22,9 +24,24 @@ DIFFERENCE_NULL = 0.0
 EXACT_LIMIT = 2**16  # enumerate every sign pattern when there are at most this many
 
 
+def _numbers(values: Any, what: str = "values") -> np.ndarray:
+    """A flat float64 array, or a clear error for text and other non-numbers."""
+    try:
+        return np.asarray(values, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{what} must be numbers, got {type(values).__name__}") from None
+
+
 def _clean(values: Any) -> np.ndarray:
-    x = np.asarray(values, dtype=np.float64).ravel()
+    x = _numbers(values)
     return x[~np.isnan(x)]
+
+
+def _check_resampling(n: object, name: str, ci: float = 0.5) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InvalidInputError(f"{name} must be an integer >= 1, got {n!r}")
+    if not (isinstance(ci, (int, float)) and 0.0 < ci < 1.0):
+        raise InvalidInputError(f"ci must be a level in (0, 1), e.g. 0.95, got {ci!r}")
 
 
 def bootstrap_ci(values: Any, n_boot: int = 10000, ci: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
@@ -32,6 +49,7 @@ def bootstrap_ci(values: Any, n_boot: int = 10000, ci: float = 0.95, seed: int =
 
     No values: all NaN; fewer than 2 values: the mean with ``lo = hi = nan`` (no spread to resample).
     """
+    _check_resampling(n_boot, "n_boot", ci)
     x = _clean(values)
     if len(x) == 0:
         return float("nan"), float("nan"), float("nan")
@@ -52,10 +70,10 @@ def paired_permutation_test(a: Any, b: Any, n_perm: int = 10000, seed: int = 0) 
     with the observed statistic counted, ``p = (1 + #{|flipped| >= |observed|}) / (n_perm + 1)``.
     Identical samples give p = 1; no pairs give NaN.
     """
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
+    _check_resampling(n_perm, "n_perm")
+    a, b = _numbers(a, "a"), _numbers(b, "b")
     if a.shape != b.shape:
-        raise ValueError(f"paired samples differ in length: {a.shape} vs {b.shape}")
+        raise InvalidInputError(f"paired samples differ in length: {a.shape} vs {b.shape}")
     d = a - b
     d = d[~np.isnan(d)]
     n = len(d)

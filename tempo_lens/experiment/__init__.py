@@ -5,6 +5,7 @@ Data flows one way: config → runner → storage → analysis → report.
 
 from .config import CONTROLS, DTYPES, ExperimentConfig, config_from_dict, load_config, pruning_from_config
 from .runner import model_facts, package_versions, parse_shard, run_experiment, shard_folder
+from .shards import check_shard_target, merge_experiments, shard_folders
 from .storage import (
     ARRAYS,
     FORMAT_VERSION,
@@ -12,13 +13,13 @@ from .storage import (
     Experiment,
     check_can_write,
     load_experiment,
-    merge_experiments,
     recover_interrupted_overwrite,
     save_experiment,
 )
 
 __all__ = [
     "ARRAYS", "CONTROLS", "DTYPES", "Experiment", "ExperimentConfig", "FORMAT_VERSION", "METADATA", "check_can_write",
+    "check_shard_target",
     "config_from_dict", "load_config", "load_experiment", "merge_experiments", "model_facts", "package_versions",
-    "parse_shard", "pruning_from_config", "recover_interrupted_overwrite", "run_experiment", "save_experiment", "shard_folder",
+    "parse_shard", "pruning_from_config", "recover_interrupted_overwrite", "run_experiment", "save_experiment", "shard_folder", "shard_folders",
 ]

@@ -9,6 +9,7 @@ generation setting of :class:`~tempo_lens.generation.GenerationConfig` (``thresh
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +23,8 @@ CONTROLS = ("unique_positions", "toggled_mask")
 DTYPES = ("float32", "bfloat16", "float16")
 EXPERIMENT_KEYS = ("name", "prompt", "prompts", "prompts_file", "model", "dtype", "mode", "modes", "controls", "batch_size")
 MAX_PROMPTS_FILE_BYTES = 16 * 2**20
+MAX_CONFIG_BYTES = 2**20
+MAX_NAME_CHARS = 100
 
 
 @dataclass(frozen=True)
@@ -52,31 +55,66 @@ class ExperimentConfig:
         }
 
 
-def _read_prompts_file(path: Path, source: str) -> list[str]:
-    if not path.is_file():
-        what = "does not exist" if not path.exists() else "is not a regular file"
-        raise ConfigError(f"{source}: prompts_file {str(path)!r} {what}; give a UTF-8 text file with one prompt per line")
-    if path.stat().st_size > MAX_PROMPTS_FILE_BYTES:
-        raise ConfigError(f"{source}: prompts_file {str(path)!r} is larger than {MAX_PROMPTS_FILE_BYTES >> 20} MiB; split it")
+def read_text_file(path: Path, what: str, limit: int) -> str:
+    """A UTF-8 text file (a leading BOM is dropped), or a ConfigError naming ``what`` and the fix.
+
+    Only regular files are read (a FIFO, ``/dev/zero`` or a folder is refused before anything is read,
+    so nothing blocks or fills memory), up to ``limit`` bytes; binary and non-UTF-8 files are refused.
+    """
+    name = repr(str(path))
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read prompts_file {str(path)!r}: {exc.strerror}") from None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {name} does not exist; check the path") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {name} is a folder; pass a file") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot open {what} {name} ({getattr(exc, 'strerror', None) or exc}); check the path and its permissions") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"{what} {name} is a folder; pass a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{what} {name} is not a regular file (a device, pipe or socket); pass a text file")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        if info.st_size > limit:
+            raise ConfigError(f"{what} {name} is larger than {limit >> 20} MiB; is it the right file? Split it if it is")
+        try:
+            data = handle.read(limit + 1)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {what} {name} ({exc.strerror}); check the file") from None
+    if len(data) > limit:
+        raise ConfigError(f"{what} {name} is larger than {limit >> 20} MiB; is it the right file? Split it if it is")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(f"{what} {name} is UTF-16 text, not UTF-8; convert it, e.g. `iconv -f utf-16 -t utf-8`")
     if b"\0" in data:
-        raise ConfigError(f"{source}: prompts_file {str(path)!r} is a binary file; give UTF-8 text, one prompt per line")
+        raise ConfigError(f"{what} {name} is a binary file; give UTF-8 text")
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"{source}: prompts_file {str(path)!r} is not UTF-8 (byte {exc.start}); convert it, e.g. `iconv -f latin1 -t utf-8`"
+            f"{what} {name} is not UTF-8 (byte {exc.start}); convert it, e.g. `iconv -f latin1 -t utf-8`"
         ) from None
+
+
+def _read_prompts_file(path: Path, source: str) -> list[str]:
+    try:
+        text = read_text_file(path, "prompts_file", MAX_PROMPTS_FILE_BYTES)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc} (one prompt per line)") from None
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def _prompts(data: dict, source: str, base_dir: Path | None) -> list[str]:
+    given = [key for key in ("prompt", "prompts", "prompts_file") if key in data]
+    if len(given) > 1:
+        raise ConfigError(f"{source}: give one of prompt, prompts or prompts_file, not {' and '.join(given)}")
     if "prompts_file" in data:
-        if not isinstance(data["prompts_file"], str):
-            raise ConfigError(f"{source}: prompts_file must be a string, got {data['prompts_file']!r}")
+        if not isinstance(data["prompts_file"], str) or not data["prompts_file"].strip():
+            raise ConfigError(f"{source}: prompts_file must be a string (a file name), got {data['prompts_file']!r}")
         path = Path(data["prompts_file"])
         prompts = _read_prompts_file((base_dir / path) if base_dir and not path.is_absolute() else path, source)
     elif "prompts" in data:
@@ -92,6 +130,8 @@ def _prompts(data: dict, source: str, base_dir: Path | None) -> list[str]:
 
 def config_from_dict(data: dict, source: str = "config", base_dir: Path | None = None) -> ExperimentConfig:
     """Validate a parsed config: unknown keys, missing prompts, wrong types and ranges are named."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a config is a table of settings, got {type(data).__name__}")
     try:
         allowed = set(EXPERIMENT_KEYS) | set(GenerationConfig.keys())
         if "seed" in data:
@@ -102,20 +142,28 @@ def config_from_dict(data: dict, source: str = "config", base_dir: Path | None =
                 raise InvalidInputError(f"{key} must be a string, got {data[key]!r}")
         if data.get("dtype") is not None and data["dtype"] not in DTYPES:
             raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got {data['dtype']!r}")
+        check_name(data.get("name"))
+        if "model" in data and not data["model"].strip():
+            raise InvalidInputError("model is empty; give a model name or folder, or remove the key for the embedded default model")
+        if "mode" in data and "modes" in data:
+            raise InvalidInputError("give mode or modes, not both")
         modes = data.get("modes", data.get("mode", "isolated"))
         modes = [modes] if isinstance(modes, str) else modes
-        if not isinstance(modes, list) or not modes or any(m not in MODES for m in modes):
-            raise InvalidInputError(f"mode must be 'isolated', 'visible' or a list of them, got {modes!r}")
+        if not isinstance(modes, list) or not modes or any(m not in MODES for m in modes) or len(set(modes)) < len(modes):
+            raise InvalidInputError(f"mode must be 'isolated', 'visible' or a list of them (each once), got {modes!r}")
         controls = data.get("controls", [])
-        if not isinstance(controls, list) or any(c not in CONTROLS for c in controls):
-            raise InvalidInputError(f"controls must be a list drawn from {list(CONTROLS)}, got {controls!r}")
+        if not isinstance(controls, list) or any(c not in CONTROLS for c in controls) or len(set(controls)) < len(controls):
+            raise InvalidInputError(f"controls must be a list drawn from {list(CONTROLS)} (each once), got {controls!r}")
         batch_size = data.get("batch_size")
         if batch_size is not None:
             batch_size = check_int(batch_size, "batch_size", 1)
         settings = {k: v for k, v in data.items() if k in GenerationConfig.keys() and k != "mode"}
         capture = settings.get("capture", {})
-        if isinstance(capture, dict) and capture.get("layers") == []:
-            raise InvalidInputError("[capture] layers is empty, so nothing would be measured; list layers or use \"all\"")
+        if capture is False:
+            raise InvalidInputError("capture = false: an experiment always captures attention; remove the key or use a [capture] table")
+        for key in ("layers", "steps"):
+            if isinstance(capture, dict) and capture.get(key) == []:
+                raise InvalidInputError(f"[capture] {key} is empty, so nothing would be measured; list {key} or use \"all\"")
         settings["capture"] = {} if capture is None else capture  # experiments always capture
         generation = GenerationConfig(mode=modes[0], **settings)
         prompts = _prompts(data, source, base_dir)
@@ -124,20 +172,34 @@ def config_from_dict(data: dict, source: str = "config", base_dir: Path | None =
     except TypeError as exc:  # a table where a value belongs, or the reverse
         raise ConfigError(f"{source}: {exc}") from None
     name = data.get("name") or (Path(source).stem if source != "config" else "experiment")
+    if not data.get("name"):
+        try:
+            check_name(name)
+        except InvalidInputError:
+            name = "experiment"
     return ExperimentConfig(name=str(name), prompts=prompts, model=data.get("model") or None, dtype=data.get("dtype"),
                             modes=modes, controls=controls, generation=generation, batch_size=batch_size)
 
 
+def check_name(name: object) -> None:
+    """An experiment name becomes a folder (``runs/NAME``): one plain, visible path component."""
+    if name is None:
+        return
+    bad = (not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS or name.startswith(".")
+           or any(c in name for c in "/\\") or any(ord(c) < 32 for c in name))
+    if bad:
+        raise InvalidInputError(
+            f"name must be a plain folder name (no / or \\, not starting with '.', at most {MAX_NAME_CHARS} "
+            f"characters), got {name!r}; e.g. name = \"exp1\""
+        )
+
+
 def load_config(path: str | os.PathLike) -> ExperimentConfig:
+    """Read and check a TOML config (a regular UTF-8 file of at most 1 MiB)."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise ConfigError(f"the config must be a path to a .toml file, got {path!r}")
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config file {str(path)!r} is a folder; pass a .toml file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {str(path)!r} ({exc}); pass a UTF-8 TOML file") from None
+    text = read_text_file(path, "config file", MAX_CONFIG_BYTES)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -10,6 +10,7 @@ isolation mask toggled (a paired isolated-vs-visible comparison on identical tok
 from __future__ import annotations
 
 import platform
+import re
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -36,15 +37,19 @@ def package_versions() -> dict:
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``"i/n"`` as ``(i, n)`` with ``0 <= i < n`` (None stays None)."""
+    """``"i/n"`` as ``(i, n)`` with ``0 <= i < n <= 10000`` (None stays None)."""
+    from .shards import MAX_SHARDS
+
     if text is None:
         return None
-    try:
-        index, count = (int(p) for p in text.split("/"))
-    except ValueError:
-        raise InvalidInputError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None:
+        raise InvalidInputError(f"--shard must look like i/n (e.g. 0/4), got {text!r}")
+    index, count = int(match[1]), int(match[2])
     if count < 1 or not 0 <= index < count:
         raise InvalidInputError(f"--shard {text}: need 0 <= i < n (e.g. 0/4 .. 3/4)")
+    if count > MAX_SHARDS:
+        raise InvalidInputError(f"--shard {text}: at most {MAX_SHARDS} shards; use fewer")
     return index, count
 
 
@@ -78,7 +83,7 @@ def run_experiment(
     """Generate every (prompt, mode) of the config (this shard's prompts only), with capture and controls."""
     from ..generation import generate_batch
     from ..model import load_model
-    from ..replay import replay
+    from ..replaying import replay
 
     model = model if model is not None else load_model(config.model, dtype=config.dtype)
     indices = list(range(len(config.prompts)))
@@ -90,7 +95,9 @@ def run_experiment(
             progress(f"{config.name}: {len(indices)} prompt(s), {mode}")
         settings = config.generation.replace(mode=mode)
         results = generate_batch(model, [config.prompts[i] for i in indices], settings, batch_size=config.batch_size)
-        for index, result in zip(indices, results):
+        for done, (index, result) in enumerate(zip(indices, results), start=1):
+            if progress:
+                progress(f"{config.name}: prompt {index + 1}/{len(config.prompts)} {mode}: controls ({done}/{len(indices)})")
             name = f"p{index:02d}-{mode}"
             run = CapturedRun.from_result(result, name=name, variant="generated", prompt_index=index)
             group = runs[(index, mode)] = [run]

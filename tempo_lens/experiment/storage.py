@@ -5,7 +5,8 @@ layout and token texts, a checksum of the arrays) and ``attention.npz`` (compres
 ``[layers, batch, heads, queries, keys]``). It is written into a temporary sibling folder and renamed
 into place, so a crash never leaves a half-written experiment that loads as valid, and the previous
 result stays intact until the new one is complete. ``--shard i/n`` runs every n-th prompt; shard folders
-placed side by side (``shard-i-of-n``) are merged by :func:`load_experiment`.
+placed side by side (``shard-i-of-n``) are merged by :func:`load_experiment`, which refuses anything that
+is not exactly one split of one config (:mod:`.shards`).
 """
 
 from __future__ import annotations
@@ -13,19 +14,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from ..atomic import atomic_directory, backups
+from ..atomic import abandoned_backups, atomic_directory, remove_abandoned
 from ..capture import CapturedRun
-from ..errors import ExperimentFileError
+from ..errors import ExperimentFileError, InvalidInputError
 from ..layout import TokenLayout
 
 FORMAT_VERSION = 3  # 2: metadata carries a checksum of its own content; 3: GenerationConfig keys, no seed, mask of controls
@@ -73,12 +72,13 @@ def recover_interrupted_overwrite(target: Path) -> Path | None:
     """Put back the previous result when an overwrite was killed between its two renames.
 
     :func:`save_experiment` moves the old folder aside (``.NAME.old-*``) and then moves the new one in;
-    a process killed between the two leaves no ``NAME`` at all. If so, the newest complete backup is
-    renamed back (and returned), so the previous result is never lost.
+    a process killed between the two leaves no ``NAME`` at all. If so, the newest complete backup whose
+    writer has ended is renamed back (and returned), so the previous result is never lost; a backup of a
+    write still running is left to that write.
     """
     if target.exists() or target.is_symlink() or not target.parent.is_dir():
         return None
-    complete = [p for p in backups(target) if (p / METADATA).is_file()]
+    complete = [p for p in abandoned_backups(target) if (p / METADATA).is_file()]
     if not complete:
         return None
     os.replace(complete[-1], target)
@@ -115,23 +115,26 @@ def check_can_write(target: Path, overwrite: bool) -> None:
         )
 
 
-_STALE_TMP_S = 3600  # a write takes seconds; an older temporary folder was left by a killed process
-
-
-def _remove_stale_tmp(target: Path) -> None:
-    """Delete temporary folders that killed writes into ``target`` left behind (never a recent one)."""
-    now = time.time()
-    for leftover in target.parent.glob(f".{target.name}.tmp-*"):
-        if leftover.is_dir() and now - leftover.stat().st_mtime > _STALE_TMP_S:
-            shutil.rmtree(leftover, ignore_errors=True)
+def folder_path(directory: object, what: str = "experiment folder") -> Path:
+    """``directory`` as a Path, or a clear error for None, numbers and text with NUL bytes."""
+    if not isinstance(directory, (str, os.PathLike)) or not str(directory).strip():
+        raise InvalidInputError(f"the {what} must be a path (text or pathlib.Path), got {directory!r}")
+    if "\0" in str(directory):
+        raise InvalidInputError(f"the {what} {str(directory)!r} contains a NUL byte; pass a real path")
+    return Path(directory)
 
 
 def save_experiment(experiment: Experiment, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write atomically: a temporary sibling folder, then a rename; an existing folder needs ``overwrite``."""
-    target = Path(directory)
+    """Write atomically: a temporary sibling folder, then a rename; an existing folder needs ``overwrite``.
+
+    Temporary folders that killed writes into the same target left behind are removed first.
+    """
+    if not isinstance(experiment, Experiment):
+        raise InvalidInputError(f"save_experiment needs an Experiment (from run_experiment or load_experiment), got {type(experiment).__name__}")
+    target = folder_path(directory)
     check_can_write(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_tmp(target)
+    remove_abandoned(target)
     with atomic_directory(target) as tmp:
         arrays = {}
         runs_meta = []
@@ -233,29 +236,16 @@ def _load_single(directory: Path) -> Experiment:
 
 
 def load_experiment(directory: str | os.PathLike) -> Experiment:
-    """Reload an experiment without the model; a folder of ``shard-i-of-n`` folders is merged."""
-    directory = Path(directory)
+    """Reload an experiment without the model; a folder of ``shard-i-of-n`` folders is merged.
+
+    The shards must add up to exactly one split of one config (see :func:`.shards.shard_folders`).
+    """
+    from .shards import merge_experiments, shard_folders  # shards builds on this module
+
+    directory = folder_path(directory)
     recover_interrupted_overwrite(directory)
-    shards = sorted(directory.glob("shard-*-of-*")) if directory.is_dir() and not (directory / METADATA).exists() else []
-    if not shards:
+    folders = shard_folders(directory)
+    if not folders:
         return _load_single(directory)
-    parts = [_load_single(s) for s in shards]
+    parts = [_load_single(folder) for folder in folders]
     return merge_experiments(parts, path=directory)
-
-
-def merge_experiments(parts: Sequence[Experiment], path: Path | None = None) -> Experiment:
-    """Join shards of one experiment (same config and model); every shard must be present once."""
-    first = parts[0]
-    for part in parts[1:]:
-        if part.config != first.config or part.model != first.model:
-            raise ExperimentFileError("shards come from different configs or models; they cannot be merged")
-    shard_ids = sorted(p.shard for p in parts if p.shard)
-    if shard_ids:
-        count = int(shard_ids[0].split("/")[1])
-        expected = [f"{i}/{count}" for i in range(count)]
-        if sorted(shard_ids) != sorted(expected):
-            raise ExperimentFileError(f"shards present {shard_ids}, expected {expected}; run the missing shards first")
-    runs = sorted((r for p in parts for r in p.runs), key=lambda r: (r.meta.get("prompt_index", 0), r.name))
-    return Experiment(config=first.config, runs=runs, model=first.model, versions=first.versions, shard=None, path=path)
-
-

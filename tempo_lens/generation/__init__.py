@@ -5,17 +5,18 @@
 - :mod:`.row`: one prompt's generation as a state machine, shared by both generators;
 - :mod:`.single` / :mod:`.batch`: one prompt per forward, or many through one padded forward;
 - :mod:`.memory`: the memory estimate that refuses oversized settings and sizes batches;
-- :mod:`.result`: :class:`GenerationResult` and its per-step records.
+- :mod:`.result`: :class:`GenerationResult` and its per-step records; :mod:`.saved`: one result on disk.
 """
 
 from .batch import generate_batch
 from .config import NEXT_TOKEN_SOURCES, GenerationConfig, check_int, pruning_from_mapping
 from .single import forward_step, generate, new_cache
 from .result import GenerationResult, StepRecord
+from .saved import load_result
 from .steps import eos_token_ids, next_distribution, prompt_token_ids, select_siblings
 
 __all__ = [
     "GenerationConfig", "GenerationResult", "NEXT_TOKEN_SOURCES", "StepRecord", "check_int", "eos_token_ids",
-    "forward_step", "generate", "generate_batch", "new_cache", "next_distribution", "prompt_token_ids",
+    "forward_step", "generate", "generate_batch", "load_result", "new_cache", "next_distribution", "prompt_token_ids",
     "pruning_from_mapping", "select_siblings",
 ]

@@ -116,10 +116,12 @@ class LaneBatch:
 
 
 def _pad_id(model: "TransformerBridge") -> int:
+    """A token id to fill padding with (never attended): the tokenizer's pad or EOS id when it is in the vocabulary."""
     tokenizer = getattr(model, "tokenizer", None)
+    vocab = int(model.cfg.d_vocab)
     for name in ("pad_token_id", "eos_token_id"):
         value = getattr(tokenizer, name, None)
-        if isinstance(value, int):
+        if isinstance(value, int) and 0 <= value < vocab:
             return value
     return 0
 
@@ -182,6 +184,8 @@ def generate_batch(
     for first in range(0, len(prompts), batch_size):
         chunk = prompts[first : first + batch_size]
         rows = [GenerationRow.start(model, p, config, row=i, keep_logits=keep_logits) for i, p in enumerate(chunk)]
+        for row in rows:
+            row.warn_stacklevel = 4  # choose → _run_rows → generate_batch → caller
         _run_rows(model, rows)
         results.extend(row.result() for row in rows)
     return results

@@ -21,6 +21,7 @@ from ..pruning import AttentionPruning, SimilarityPruning
 from ..schedules import ThresholdSchedule, check_threshold
 
 NEXT_TOKEN_SOURCES = ("mixture", "top", "last")
+MAX_PARALLEL_LIMIT = 1 << 18  # larger than any vocabulary: a step cannot have more siblings
 PruningStrategy = AttentionPruning | SimilarityPruning
 
 
@@ -32,8 +33,8 @@ def _setting(default: Any, help: str, *, flag: bool = True, choices: Sequence[st
     return field(default=default, metadata=metadata)
 
 
-def check_int(value: object, name: str, minimum: int) -> int:
-    """An integer of at least ``minimum`` (``max_steps``, ``max_parallel``, ...), or a clear error."""
+def check_int(value: object, name: str, minimum: int, maximum: int | None = None) -> int:
+    """An integer in ``[minimum, maximum]`` (``max_steps``, ``max_parallel``, ...), or a clear error."""
     if isinstance(value, bool) or not isinstance(value, int):
         if hasattr(value, "__index__") and not isinstance(value, bool):
             value = value.__index__()  # numpy integers
@@ -41,6 +42,8 @@ def check_int(value: object, name: str, minimum: int) -> int:
             raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
         raise InvalidInputError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise InvalidInputError(f"{name} {value} is far beyond anything sensible (at most {maximum:,}); check the value")
     return int(value)
 
 
@@ -136,8 +139,10 @@ class GenerationConfig:
             set_(self, "threshold_schedule", self.threshold_schedule.to_text())
         set_(self, "threshold", check_threshold(self.threshold))
         set_(self, "max_steps", check_int(self.max_steps, "max_steps", 1))
-        set_(self, "max_parallel", check_int(self.max_parallel, "max_parallel", 1))
+        set_(self, "max_parallel", check_int(self.max_parallel, "max_parallel", 1, MAX_PARALLEL_LIMIT))
         set_(self, "min_steps", check_int(self.min_steps, "min_steps", 0))
+        if self.min_steps > self.max_steps:
+            raise InvalidInputError(f"min_steps ({self.min_steps}) is more than max_steps ({self.max_steps}); lower min_steps or raise max_steps")
         check_choice(self.mode, "mode", MODES)
         check_choice(self.next_token_source, "next_token_source", NEXT_TOKEN_SOURCES)
         if self.threshold_schedule is not None and not isinstance(self.threshold_schedule, str):
@@ -150,6 +155,10 @@ class GenerationConfig:
         if self.pruning is not None and not isinstance(self.pruning, (AttentionPruning, SimilarityPruning)):
             raise InvalidInputError(f"pruning must be AttentionPruning, SimilarityPruning or a settings table, got {self.pruning!r}")
         set_(self, "capture", capture_from_value(self.capture))
+        late = sorted(s for s in (self.capture.steps or []) if s >= self.max_steps) if self.capture else []
+        if late:
+            raise InvalidInputError(f"capture steps {late} are never reached with max_steps {self.max_steps} (steps 0..{self.max_steps - 1}); "
+                                    "lower them or raise max_steps")
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
@@ -159,6 +168,8 @@ class GenerationConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str = "the settings") -> "GenerationConfig":
         """From plain values (a TOML table, JSON): unknown keys are named with a 'did you mean' hint."""
+        if not isinstance(data, Mapping):
+            raise InvalidInputError(f"{where} must be a table of settings, got {type(data).__name__}")
         reject_unknown(data, cls.keys(), where)
         return cls(**dict(data))
 

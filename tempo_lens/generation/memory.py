@@ -41,8 +41,9 @@ def generation_bytes(model: "TransformerBridge", n_prompt: int, max_steps: int, 
     n_heads, n_layers = int(cfg.n_heads), int(cfg.n_layers)
     n_kv = int(getattr(cfg, "n_key_value_heads", None) or n_heads)
     d_head = int(getattr(cfg, "d_head", None) or cfg.d_model // n_heads)
-    n_tokens = n_prompt + max_steps * max_parallel
-    widest = max(n_prompt, max_parallel)
+    width = min(max_parallel, int(cfg.d_vocab))  # a step cannot hold more siblings than the vocabulary
+    n_tokens = n_prompt + max_steps * width
+    widest = max(n_prompt, width)
     kv_cache = 2 * n_layers * n_kv * d_head * n_tokens * dtype_bytes
     scores = 3 * n_heads * widest * n_tokens * 4  # scores, mask and pattern of one layer at a time
     logits = 2 * widest * int(cfg.d_vocab) * 4

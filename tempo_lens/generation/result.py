@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor
 
@@ -12,6 +14,17 @@ from ..pruning import PruneEvent
 from ..schedules import ThresholdSchedule
 from ..text import bracketed
 from .config import GenerationConfig
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (NumPy ones too) as None, so it is strict JSON."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) or type(value).__name__ in ("float32", "float64", "float16"):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 @dataclass
@@ -123,7 +136,8 @@ class GenerationResult:
         return self.config.threshold
 
     def to_json_dict(self) -> dict:
-        return {
+        """Plain values for JSON; a non-finite number (a NaN probability or prune score) is null."""
+        return json_safe({
             "model": self.model,
             "prompt": self.prompt,
             "mode": self.mode,
@@ -138,4 +152,16 @@ class GenerationResult:
             "clean_text": self.clean_text,
             "stop_reason": self.stop_reason,
             "pruning": self.pruning,
-        }
+        })
+
+    def save(self, directory, *, overwrite: bool = False):
+        """Write this result (settings, layout, capture) to a folder; :func:`load_result` reads it back."""
+        from .saved import save_result
+
+        return save_result(self, directory, overwrite=overwrite)
+
+    def to_dataframe(self):
+        """One row per token: physical index, step, rank, logical position, token, probability, pruning."""
+        from .saved import token_table
+
+        return token_table(self)

@@ -47,6 +47,7 @@ class GenerationRow:
     distribution: Tensor | None = None
     stop_reason: str | None = None
     capped_warned: bool = False
+    warn_stacklevel: int = 3  # the user's call: choose → generate → caller
 
     @classmethod
     def start(cls, model: "TransformerBridge", prompt: Any, config: GenerationConfig, row: int = 0,
@@ -96,7 +97,7 @@ class GenerationRow:
             warnings.warn(
                 f"step {step}: {n_above} tokens clear threshold {threshold:g}; keeping the top {config.max_parallel} "
                 "(raise max_parallel or the threshold to change this)",
-                stacklevel=4,
+                stacklevel=self.warn_stacklevel,
             )
             self.capped_warned = True
         self.layout.append_step(ids, sibling_probs)

@@ -39,6 +39,11 @@ def eos_token_ids(model: "TransformerBridge") -> set[int]:
 def prompt_token_ids(model: "TransformerBridge", prompt: str | Sequence[int] | Tensor, chat: bool = False) -> list[int]:
     """The ids fed to the model for a prompt (BOS included when the tokenizer adds one)."""
     if isinstance(prompt, Tensor):
+        if prompt.is_floating_point() or prompt.is_complex() or prompt.dtype == torch.bool:
+            raise InvalidInputError(f"a prompt tensor must hold integer token ids, got dtype {prompt.dtype}")
+        if prompt.dim() > 2 or (prompt.dim() == 2 and prompt.shape[0] != 1):
+            raise InvalidInputError(f"a prompt tensor is one sequence [pos] or [1, pos], got shape {tuple(prompt.shape)}; "
+                                    "for many prompts use generate_batch")
         prompt = prompt.flatten().tolist()
     if isinstance(prompt, (bytes, bytearray)):
         try:
@@ -64,9 +69,14 @@ def prompt_token_ids(model: "TransformerBridge", prompt: str | Sequence[int] | T
             return [int(i) for i in ids]
         return [int(i) for i in tokenizer(prompt)["input_ids"]]
     try:
-        ids = [int(i) for i in prompt]
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"the prompt must be text or a flat sequence of token ids, got {type(prompt).__name__}") from None
+        items = list(prompt)
+    except TypeError:
+        items = None
+    odd = [i for i in items or [] if isinstance(i, bool) or not hasattr(i, "__index__")]
+    if items is None or odd:
+        raise InvalidInputError(f"the prompt must be text or a flat sequence of integer token ids, got {type(prompt).__name__}"
+                                + (f" holding {odd[0]!r}" if odd else ""))
+    ids = [int(i) for i in items]
     if not ids:
         raise InvalidInputError("the prompt is empty; pass some text or at least one token id")
     vocab = model.cfg.d_vocab

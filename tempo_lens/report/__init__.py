@@ -1,5 +1,15 @@
-"""The findings report: metrics from experiment files, rendered as FINDINGS.md, report.html and metrics.json."""
+"""The findings report: metrics from experiment files, rendered as FINDINGS.md, report.html and metrics.json.
 
-from .metrics import ReportInputs, compute_metrics, reference_values
+Data flows one way: experiments -> :func:`compute_metrics` (a typed :class:`Metrics`, written as
+``metrics.json``) -> :func:`render_findings` (words from :mod:`.verdicts`) -> Markdown and HTML.
+"""
 
-__all__ = ["ReportInputs", "compute_metrics", "reference_values"]
+from .findings import render_findings
+from .inputs import ReportInputs, RunRef, choose_inputs
+from .metrics import compute_metrics, reference_values, single_run_metrics
+from .schema import SCHEMA_VERSION, Metrics, parse_metrics, read_metrics
+
+__all__ = [
+    "SCHEMA_VERSION", "Metrics", "ReportInputs", "RunRef", "choose_inputs", "compute_metrics", "parse_metrics",
+    "read_metrics", "reference_values", "render_findings", "single_run_metrics",
+]

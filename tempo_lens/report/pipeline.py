@@ -1,75 +1,161 @@
-"""``make analyze``: run the experiment configs of a folder, then build the report from their files.
+"""``tempo-lens analyze``: run a folder's experiment configs (or read its saved runs), then write the report.
 
-The model is loaded once; every experiment is saved atomically under ``FOLDER/runs/NAME`` and the
-report is built only from those saved folders, then written atomically to ``FOLDER/report``.
+- A folder with configs (``*.toml``, any names): the model is loaded once, every config runs into
+  ``OUT/runs/NAME`` and the report is built only from those saved folders.
+- A folder without configs but with saved experiments (``FOLDER/NAME`` or ``FOLDER/runs/NAME``): the
+  report is built from them, no model needed.
+- ``models=[...]`` (``make analyze-models``): the single-prompt and multi-prompt configs run on each
+  model into ``FOLDER/models/NAME`` (models that cannot be loaded are skipped with their reason), then
+  the main report is rebuilt from ``FOLDER/runs`` with the Cross-model section.
+
+Which experiment feeds which section: :mod:`.inputs`. What may be overwritten: :mod:`.outputs`.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import gc
 import time
 from pathlib import Path
 from typing import Callable
 
-from ..atomic import atomic_directory
-from ..errors import ConfigError
-from ..experiment import load_config, load_experiment, run_experiment, save_experiment
-from .metrics import ReportInputs
+from ..errors import ConfigError, TempoLensError
+from ..experiment import METADATA, ExperimentConfig, load_config, load_experiment, run_experiment
+from .cross_model import collect_entries, folder_name, zoo_names
+from .inputs import MULTI, SINGLE, check_pair, choose_inputs, config_role
+from .outputs import OutputPlan
 
-REQUIRED = ("exp1_isolated", "exp1_visible")
-OPTIONAL = ("multi_prompt", "pruning")
+Progress = Callable[[str], None]
 
 
-def run_configs(folder: Path, model_name: str | None, progress: Callable[[str], None], names: tuple[str, ...]) -> dict[str, Path]:
+def find_configs(folder: Path) -> dict[str, ExperimentConfig]:
+    """Every ``*.toml`` config directly in ``folder``, by experiment name (two configs may not share a name)."""
+    configs: dict[str, ExperimentConfig] = {}
+    for path in sorted(folder.glob("*.toml")):
+        config = load_config(path)
+        if config.name in configs:
+            raise ConfigError(f"two configs in {folder} are both named {config.name!r}; give each experiment its own `name`")
+        configs[config.name] = config
+    return configs
+
+
+def _is_experiment(path: Path) -> bool:
+    return path.is_dir() and ((path / METADATA).is_file() or any(path.glob("shard-*-of-*")))
+
+
+def find_saved(folder: Path) -> dict[str, Path]:
+    """Saved experiment folders in ``folder/runs`` or directly in ``folder``, by folder name."""
+    for base in (folder / "runs", folder):
+        found = {p.name: p for p in sorted(base.iterdir()) if _is_experiment(p)} if base.is_dir() else {}
+        if found:
+            return found
+    return {}
+
+
+def _select(configs: dict[str, ExperimentConfig], roles: tuple[str, ...]) -> dict[str, ExperimentConfig]:
+    return {name: c for name, c in configs.items() if config_role(c.to_dict()) in roles}
+
+
+def run_configs(configs: dict[str, ExperimentConfig], model_name: str | None, plan: OutputPlan, progress: Progress,
+                dtype: str | None = None) -> dict[str, Path]:
+    """Run each config on one loaded model and save it through ``plan``; returns the saved folders by name."""
     from ..model import load_model
 
-    configs = {}
-    for name in names:
-        path = folder / f"{name}.toml"
-        if path.exists():
-            configs[name] = load_config(path)
-        elif name in REQUIRED:
-            raise ConfigError(f"{path} is missing; `make analyze` needs {', '.join(n + '.toml' for n in REQUIRED)} in {folder}")
-    chosen = model_name or configs[REQUIRED[0]].model
+    first = next(iter(configs.values()))
+    chosen, dtype = model_name or first.model, dtype or first.dtype
     progress(f"loading model {chosen or 'SmolLM2-135M-Instruct (embedded default)'}")
-    model = load_model(chosen)
+    model = load_model(chosen, dtype=dtype)
+    n_params = int(sum({p.data_ptr(): p.numel() for p in model.parameters()}.values()))  # shared storage once
     out = {}
-    for name, config in configs.items():
-        config.model = chosen
-        started = time.perf_counter()
-        experiment = run_experiment(config, model, progress=progress)
-        out[name] = save_experiment(experiment, folder / "runs" / name, overwrite=True)
-        progress(f"{name}: {len(experiment.runs)} runs saved to {out[name]} in {time.perf_counter() - started:.1f} s")
+    try:
+        for name, config in configs.items():
+            config = dataclasses.replace(config, model=chosen, dtype=dtype)
+            started = time.perf_counter()
+            experiment = run_experiment(config, model, progress=progress)
+            experiment.model["n_params"] = n_params
+            out[name] = plan.save_run(experiment, name)
+            progress(f"{name}: {len(experiment.runs)} runs saved to {out[name]} in {time.perf_counter() - started:.1f} s")
+    finally:
+        del model
+        gc.collect()
     return out
 
 
-def write_report(inputs: ReportInputs, target: Path) -> Path:
-    """Compute, render and write FINDINGS.md, report.html and metrics.json atomically into ``target``."""
+def build_report(paths: dict[str, Path], plan: OutputPlan, progress: Progress, cross_model_dir: Path | None = None) -> Path:
+    """Load the saved experiments, compute the metrics, render and write the report through ``plan``."""
     from .findings import render_findings
+    from .metrics import compute_metrics
+    from .schema import metrics_json, parse_metrics
 
-    from . import compute_metrics
+    experiments = {name: load_experiment(path) for name, path in paths.items()}
+    inputs = choose_inputs(experiments.values())
+    unused = sorted(set(experiments) - inputs.used())
+    if unused:
+        progress(f"not used by the report (another experiment already fills its role): {', '.join(unused)}")
+    cross = collect_entries(cross_model_dir, progress) if cross_model_dir is not None else []
+    text = metrics_json(compute_metrics(inputs, cross))
+    document = render_findings(parse_metrics(text))  # the renderer reads the metrics back, as any reader would
+    return plan.write_report({"FINDINGS.md": document.to_markdown(), "report.html": document.to_html(), "metrics.json": text})
 
-    metrics = compute_metrics(inputs)
-    document = render_findings(metrics, inputs)
-    with atomic_directory(target) as tmp:
-        (tmp / "FINDINGS.md").write_text(document.to_markdown(), encoding="utf-8")
-        (tmp / "report.html").write_text(document.to_html(), encoding="utf-8")
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, ensure_ascii=False), encoding="utf-8")
+
+def analyze(folder: Path, model: str | None = None, progress: Progress = print, quick: bool = False,
+            overwrite: bool = False, out: Path | None = None, dtype: str | None = None) -> Path:
+    started = time.perf_counter()
+    folder = Path(folder)
+    out = Path(out) if out is not None else folder
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is not a folder; pass a folder of experiment configs (*.toml) or of saved runs")
+    configs = find_configs(folder)
+    plan = OutputPlan(out, overwrite)
+    if configs:
+        if quick and _select(configs, (SINGLE,)):
+            configs = _select(configs, (SINGLE,))
+        check_pair({name: c.to_dict() for name, c in configs.items()})  # refuse before the model is loaded
+        plan.check(list(configs))
+        paths = run_configs(configs, model, plan, progress, dtype=dtype)
+    else:
+        paths = find_saved(folder)
+        if not paths:
+            raise ConfigError(f"{folder} holds no experiment configs (*.toml) and no saved experiments; "
+                              "pass a folder of configs, or the folder `tempo-lens run` wrote")
+        plan.check()
+        progress(f"no configs in {folder}: building the report from {len(paths)} saved experiment(s)")
+    progress("building the report from the saved experiment files")
+    target = build_report(paths, plan, progress, cross_model_dir=out / "models")
+    progress(f"wrote {target / 'FINDINGS.md'}, {target / 'report.html'}, {target / 'metrics.json'} "
+             f"({time.perf_counter() - started:.0f} s in all)")
     return target
 
 
-def analyze(folder: Path, model: str | None = None, progress: Callable[[str], None] = print, quick: bool = False) -> Path:
+def analyze_models(folder: Path, models: list[str], progress: Progress = print, overwrite: bool = False,
+                   dtype: str | None = None) -> Path | None:
+    """The cross-model study: each model into ``folder/models/NAME``, then the main report with the Cross-model section."""
     started = time.perf_counter()
-    names = REQUIRED if quick else REQUIRED + OPTIONAL
-    paths = run_configs(folder, model, progress, names)
-    progress("building the report from the saved experiment files")
-    inputs = ReportInputs(
-        isolated=load_experiment(paths["exp1_isolated"]),
-        visible=load_experiment(paths["exp1_visible"]),
-        multi=load_experiment(paths["multi_prompt"]) if "multi_prompt" in paths else None,
-        pruning=load_experiment(paths["pruning"]) if "pruning" in paths else None,
-    )
-    target = write_report(inputs, folder / "report")
-    progress(f"wrote {target / 'FINDINGS.md'}, {target / 'report.html'}, {target / 'metrics.json'} "
-             f"({time.perf_counter() - started:.0f} s in all)")
+    folder = Path(folder)
+    names = zoo_names() if models == ["all"] else models
+    configs = _select(find_configs(folder), (SINGLE, MULTI))
+    if not configs:
+        raise ConfigError(f"{folder} has no single-prompt or multi-prompt configs (*.toml) to run on each model")
+    check_pair({name: c.to_dict() for name, c in configs.items()})
+    plans = {name: OutputPlan(folder / "models" / folder_name(name), overwrite) for name in names}
+    for plan in plans.values():
+        plan.check(list(configs))
+    main_plan = OutputPlan(folder, overwrite)
+    main_runs = find_saved(folder / "runs") if (folder / "runs").is_dir() else {}
+    if main_runs:
+        main_plan.check()
+    for name, plan in plans.items():
+        began = time.perf_counter()
+        try:
+            paths = run_configs(configs, name, plan, progress, dtype=dtype)
+        except TempoLensError as exc:
+            progress(f"skipping model {name}: {exc}")
+            continue
+        build_report(paths, plan, progress)
+        progress(f"model {name}: report in {plan.report_dir} ({time.perf_counter() - began:.0f} s)")
+    if not main_runs:
+        progress(f"{folder / 'runs'} holds no saved experiments: run `make analyze` to write the main report with the Cross-model section")
+        return None
+    target = build_report(main_runs, main_plan, progress, cross_model_dir=folder / "models")
+    progress(f"wrote {target / 'FINDINGS.md'} with the Cross-model section ({time.perf_counter() - started:.0f} s in all)")
     return target

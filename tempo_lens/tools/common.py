@@ -17,7 +17,7 @@ from torch import Tensor
 from ..errors import InvalidInputError
 from ..layout import MODES, TokenLayout
 from ..hooks import attention_block_hooks, tempo_position_hooks
-from ..replay import MaskArg, PositionsArg, ReplayResult, _blocked_fn, replay
+from ..replaying import MaskArg, PositionsArg, ReplayResult, _blocked_fn, replay
 from ..siblings import RunView
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def batched_logits(
 ) -> Float[Tensor, "batch n_tokens d_vocab"]:
     """``batch`` copies of the replay under ``condition`` in one forward, for hooks that patch each copy differently.
 
-    The same positions and mask hooks as :func:`~tempo_lens.replay.replay`; copy ``b`` alone gives replay's logits.
+    The same positions and mask hooks as :func:`~tempo_lens.replay`; copy ``b`` alone gives replay's logits.
     """
     layout = condition.layout(layout)
     positions = condition.positions

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..capture import CapturedRun
+from ..capture import CapturedRun, as_run
 from ..errors import InvalidInputError
 
 
 def as_captured(run: Any) -> CapturedRun:
     """A :class:`CapturedRun` from itself or from a GenerationResult generated with ``capture=True``."""
-    if isinstance(run, CapturedRun):
-        return run
-    if getattr(run, "capture", None) is not None and hasattr(run, "layout"):
-        return CapturedRun.from_result(run, name=f"{run.mode} run")
+    if isinstance(run, CapturedRun) or (getattr(run, "capture", None) is not None and hasattr(run, "layout")):
+        return as_run(run)
     raise InvalidInputError(
         f"this view needs captured attention; pass a CapturedRun or generate(..., capture=True) (got {type(run).__name__})"
     )

@@ -13,6 +13,7 @@ import html
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from jaxtyping import Float
 from plotly.subplots import make_subplots
@@ -28,22 +29,27 @@ def entropy_heatmap(*runs: Any, title: str = "Attention entropy (nats) per layer
     """Layer × step entropy of each run side by side (CapturedRun or GenerationResult with capture)."""
     if not runs:
         raise ValueError("entropy_heatmap needs at least one run")
-    captured = [as_captured(r) for r in runs]
-    frames = [entropy_by_step(r) for r in captured]
-    values = np.concatenate([f["entropy"].to_numpy() for f in frames])
+    table = pd.concat([entropy_by_step(as_captured(r)) for r in runs], ignore_index=True)
+    return entropy_heatmap_from_table(table, title=title)
+
+
+def entropy_heatmap_from_table(table: pd.DataFrame, title: str = "Attention entropy (nats) per layer and step") -> go.Figure:
+    """The same figure from a long table (run, mode, step, layer, entropy), e.g. :func:`entropy_by_step`'s."""
+    values = table["entropy"].dropna().to_numpy(dtype=float)
     zmin, zmax = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
-    fig = make_subplots(rows=1, cols=len(captured), shared_yaxes=True, horizontal_spacing=0.04,
-                        subplot_titles=[f"{html.escape(r.name)} ({r.mode})" for r in captured])
-    for col, (run, frame) in enumerate(zip(captured, frames), start=1):
-        table = frame.pivot(index="layer", columns="step", values="entropy")
+    runs = list(dict.fromkeys(zip(table["run"], table["mode"])))
+    fig = make_subplots(rows=1, cols=max(1, len(runs)), shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=[f"{html.escape(str(name))} ({mode})" for name, mode in runs])
+    for col, (name, mode) in enumerate(runs, start=1):
+        part = table[(table["run"] == name) & (table["mode"] == mode)].pivot(index="layer", columns="step", values="entropy")
         fig.add_trace(go.Heatmap(
-            z=table.to_numpy(), x=list(table.columns), y=list(table.index), zmin=zmin, zmax=zmax, colorscale="Viridis",
-            showscale=col == len(captured), colorbar=dict(title="nats"), name=run.name,
-            hovertemplate="step %{x}, layer %{y}<br>entropy %{z:.3f} nats<extra>" + html.escape(run.name) + "</extra>",
+            z=part.to_numpy(dtype=float), x=list(part.columns), y=list(part.index), zmin=zmin, zmax=zmax, colorscale="Viridis",
+            showscale=col == len(runs), colorbar=dict(title="nats"), name=str(name),
+            hovertemplate="step %{x}, layer %{y}<br>entropy %{z:.3f} nats<extra>" + html.escape(str(name)) + "</extra>",
         ), row=1, col=col)
         fig.update_xaxes(title_text="step", dtick=1, row=1, col=col)
     fig.update_yaxes(title_text="layer", autorange="reversed", row=1, col=1)
-    fig.update_layout(title=title, height=max(320, 16 * len(captured[0].layers) + 160))
+    fig.update_layout(title=title, height=max(320, 16 * table["layer"].nunique() + 160))
     return fig
 
 
@@ -64,7 +70,7 @@ def head_grid(run: Any, step: int, *, zmax: float | None = None, title: str | No
     attention sink on token 0 does not wash out the rest); hover gives the exact weight.
     """
     run = as_captured(run)
-    a, siblings = step_attention(run.attention[step], run.layout, step)
+    a, siblings = step_attention(run.step_array(step), run.layout, step)
     attention = a.mean(axis=1)  # [layer, head, query, key] (batch 1)
     n_layers, n_heads, n_q, n_k = attention.shape
     parallel = run.layout.parallel_tensor().numpy()[:n_k]

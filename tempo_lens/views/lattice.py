@@ -124,11 +124,14 @@ def token_lattice(
     thresholds: Sequence[float] = THRESHOLDS,
     prompt_tokens: int | None = 8,
     title: str = "Token lattice: attention of later tokens to earlier ones",
+    edges: Sequence[list[dict]] | None = None,
 ) -> go.Figure:
     """The lattice of one or more captured runs (CapturedRun, or a GenerationResult with capture), stacked.
 
     ``thresholds``: the slider's stops (arcs below the first are never drawn); ``prompt_tokens``: how
-    many trailing prompt tokens to show (None: all; arcs to hidden ones are left out).
+    many trailing prompt tokens to show (None: all; arcs to hidden ones are left out). ``edges``: one
+    :func:`lattice_edges` list per run, when they were computed earlier (the report stores them, so
+    its runs need no attention arrays here).
     """
     if not runs:
         raise ValueError("token_lattice needs at least one run")
@@ -142,8 +145,8 @@ def token_lattice(
         layout = run.layout
         first = 0 if prompt_tokens is None else max(0, layout.n_prompt - prompt_tokens)
         shown = list(range(first, len(layout)))
-        edges = lattice_edges(run, layer, head, min_weight=thresholds[0])
-        for trace, b in _edge_traces(run, edges, set(shown), thresholds):
+        run_edges = edges[row - 1] if edges is not None else lattice_edges(run, layer, head, min_weight=thresholds[0])
+        for trace, b in _edge_traces(run, run_edges, set(shown), thresholds):
             fig.add_trace(trace, row=row, col=1)
             bins.append(b)
         fig.add_trace(_node_trace(run, shown), row=row, col=1)

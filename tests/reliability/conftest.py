@@ -44,6 +44,30 @@ def short_ctx_model(short_ctx_dir):
     return load_model(str(short_ctx_dir), device="cpu")
 
 
+@pytest.fixture
+def no_forward(monkeypatch):
+    """Fail the test if any model forward of a generation runs (refusals must come first)."""
+    import tempo_lens.generation.batch as batch
+    import tempo_lens.generation.single as single
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a forward pass ran before the input was refused")
+
+    for module in (single, batch):
+        monkeypatch.setattr(module, "forward_step", forbidden)
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fail the test if a model is loaded: inputs that do not depend on the model are refused before."""
+    import tempo_lens.model as model
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was refused")
+
+    monkeypatch.setattr(model, "load_model", forbidden)
+
+
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
     """``tempo_lens.cli.main(argv)`` in-process: (exit status, stdout, stderr); argparse exits are caught."""
     from tempo_lens.cli import main
@@ -76,6 +100,31 @@ def snapshot(root: Path) -> dict[str, str]:
         if path.is_file():
             files[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return files
+
+
+def start_slow_run(folder: Path, model: Path, out: Path, max_steps: int, extra: str = ""):
+    """``tempo-lens run --overwrite`` of eight prompts with four siblings per step (seconds long), stderr piped."""
+    import subprocess
+
+    prompts = ", ".join(f'"t1 t{10 + i} t{40 + i}"' for i in range(8))
+    config = folder / "slow.toml"
+    config.write_text(f'prompts = [{prompts}]\nmodel = "{model}"\nthreshold = 1e-6\nmax_parallel = 4\n'
+                      f"max_steps = {max_steps}\n{extra}")
+    return subprocess.Popen([str(CLI), "run", str(config), "--out", str(out), "--overwrite"], cwd=folder,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=subprocess_env())
+
+
+def dead_owner_tag() -> str:
+    """``MACHINE-PID-START`` of a process of this machine that has ended (as temporary folder names carry it)."""
+    import subprocess
+
+    from tempo_lens.atomic import owner_tag
+
+    child = subprocess.Popen([sys.executable, "-c", "from tempo_lens.atomic import owner_tag; print(owner_tag())"],
+                             stdout=subprocess.PIPE, text=True, env=subprocess_env())
+    tag = child.communicate(timeout=60)[0].strip()
+    assert tag.split("-")[0] == owner_tag().split("-")[0] and child.returncode == 0
+    return tag
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -21,7 +21,7 @@ import pytest
 
 from tempo_lens.errors import ExperimentFileError
 from tempo_lens.experiment import config_from_dict, load_experiment, run_experiment, save_experiment
-from tests.reliability.conftest import CLI, assert_clean_refusal, run_cli, snapshot, subprocess_env
+from tests.reliability.conftest import assert_clean_refusal, run_cli, snapshot, start_slow_run, subprocess_env
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +75,8 @@ def _kill_when(process: subprocess.Popen, stream, marker: str, limit_s: float = 
 def test_sigkill_during_a_real_run_keeps_the_previous_result(previous, tiny_dirs, tmp_path):
     out = tmp_path / "exp"
     shutil.copytree(previous, out)
-    config = tmp_path / "slow.toml"
-    prompts = ", ".join(f'"t1 t{10 + i} t{40 + i}"' for i in range(8))
-    config.write_text(f'prompts = [{prompts}]\nmodel = "{tiny_dirs["llama"]}"\nthreshold = 1e-6\nmax_parallel = 4\n'
-                      'max_steps = 12\nmodes = ["isolated", "visible"]\n')
     before = snapshot(out)
-    process = subprocess.Popen([str(CLI), "run", str(config), "--out", str(out), "--overwrite"], cwd=tmp_path,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=subprocess_env())
+    process = start_slow_run(tmp_path, tiny_dirs["llama"], out, max_steps=12, extra='modes = ["isolated", "visible"]\n')
     _kill_when(process, process.stderr, "prompt 2/8")
     process.stderr.close()
     _assert_previous_intact(out, before, previous)
@@ -90,7 +85,7 @@ def test_sigkill_during_a_real_run_keeps_the_previous_result(previous, tiny_dirs
 
 WRITER = r"""
 import os, sys, time, numpy
-import tempo_lens.experiment as experiment
+import tempo_lens.experiment.storage as experiment
 point, source, target = sys.argv[1:4]
 if point == "arrays":   # killed after the arrays are written, before the metadata
     original = numpy.savez_compressed
@@ -158,7 +153,7 @@ def _rerun_setup(previous, tiny_dirs, tmp_path):
 
 
 def test_disk_full_while_writing_keeps_the_previous_result(previous, tiny_dirs, tmp_path, monkeypatch):
-    import tempo_lens.experiment as experiment
+    import tempo_lens.experiment.storage as experiment
 
     out, config, before = _rerun_setup(previous, tiny_dirs, tmp_path)
 
@@ -176,7 +171,7 @@ def test_disk_full_while_writing_keeps_the_previous_result(previous, tiny_dirs, 
 
 
 def test_failed_final_rename_puts_the_previous_result_back(previous, tmp_path, monkeypatch):
-    import tempo_lens.experiment as experiment
+    import tempo_lens.experiment.storage as experiment
 
     out = tmp_path / "exp"
     shutil.copytree(previous, out)
@@ -211,87 +206,124 @@ def test_ctrl_c_during_a_run_leaves_nothing_behind(previous, tiny_dirs, tmp_path
 
 # ---- the model cache ------------------------------------------------------------------------------------
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """An empty TEMPO_LENS_CACHE and a fake converter that records its calls and writes a complete cache."""
-    import tempo_lens.model as model
-
-    monkeypatch.setenv("TEMPO_LENS_CACHE", str(tmp_path))
-    calls: list[Path] = []
-
-    def fake_convert(target: Path) -> None:
-        calls.append(target)
-        write_fake_cache(target)
-
-    monkeypatch.setattr(model, "_convert_embedded", fake_convert)
-    return tmp_path / f"{model.EMBEDDED_MODEL_NAME}-fp32", calls
+def _overwrite_middle(path: Path, data: bytes, keep_mtime: bool = False) -> None:
+    """Overwrite bytes in the middle of ``path``, keeping its size (and, if asked, its mtime)."""
+    stat = path.stat()
+    with open(path, "r+b") as handle:
+        handle.seek(stat.st_size // 2 - len(data) // 2)
+        handle.write(data)
+    if keep_mtime:
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
-def write_fake_cache(target: Path) -> None:
-    import torch
-    from safetensors.torch import save_file
-
-    import tempo_lens.model as model
-
-    target.mkdir(parents=True, exist_ok=True)
-    save_file({"w": torch.zeros(4, 4)}, str(target / "model.safetensors"))
-    (target / "config.json").write_text("{}")
-    marker = {"format": model._CACHE_FORMAT, "source": "fake", "files": model._describe_files(target)}
-    (target / model._MARKER).write_text(json.dumps(marker))
-
-
-def _corrupt_header_keep_size(target: Path) -> None:
-    weights = target / "model.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[8:16] = b"\xff" * 8  # the JSON header becomes garbage, the size stays the same
-    weights.write_bytes(bytes(data))
+def _edit_config(target: Path) -> None:
+    config = json.loads((target / "config.json").read_text())
+    config["hidden_size"] = 128
+    (target / "config.json").write_text(json.dumps(config))
 
 
 CACHE_DAMAGE = {
     "no_marker": (lambda t: (t / "tempo_lens_complete.json").unlink(), "marker"),
     "marker_garbage": (lambda t: (t / "tempo_lens_complete.json").write_text("{not json"), "unreadable completion marker"),
-    "marker_old_format": (lambda t: (t / "tempo_lens_complete.json").write_text('{"format": 0, "files": {}}'), "cache format"),
-    "weights_truncated": (lambda t: os.truncate(t / "model.safetensors", 10), "differ"),
-    "file_missing": (lambda t: (t / "config.json").unlink(), "differ"),
-    "header_corrupt": (_corrupt_header_keep_size, "unreadable weights"),
+    "marker_old_format": (lambda t: (t / "tempo_lens_complete.json").write_text('{"format": 1, "files": {}}'), "cache format"),
+    "weights_truncated": (lambda t: os.truncate(t / "model.safetensors", 10), "model.safetensors differs"),
+    "file_missing": (lambda t: (t / "config.json").unlink(), "missing config.json"),
+    "file_added": (lambda t: (t / "notes.txt").write_text("x"), "unexpected notes.txt"),
+    "weights_4k_same_size": (lambda t: _overwrite_middle(t / "model.safetensors", os.urandom(4096)), "model.safetensors differs from its sha256"),
+    "weights_4k_mtime_restored": (lambda t: _overwrite_middle(t / "model.safetensors", os.urandom(4096), keep_mtime=True),
+                                  "model.safetensors differs from its sha256"),
+    "header_corrupt": (lambda t: _overwrite_middle(t / "model.safetensors", b"\xff" * 8), "model.safetensors differs"),
+    "config_hidden_size": (_edit_config, "config.json differs"),
+    "tokenizer_nul_bytes": (lambda t: _overwrite_middle(t / "tokenizer.json", bytes(64)), "tokenizer.json differs from its sha256"),
 }
 
 
-@pytest.mark.parametrize("case", sorted(CACHE_DAMAGE))
-def test_damaged_cache_is_reported_and_rebuilt(case, cache, capsys):
-    from tempo_lens.model import cache_problem, embedded_model_dir
+@pytest.fixture
+def zoo_cache(fake_zoo, monkeypatch):
+    """A fake zoo model converted into an empty cache, a conversion counter, and weights treated as large."""
+    import tempo_lens.convert as convert
+    import tempo_lens.model_cache as model_cache
 
-    target, calls = cache
-    write_fake_cache(target)
-    assert cache_problem(target) is None
+    monkeypatch.setattr(model_cache, "ALWAYS_HASH_BYTES", 1024)  # the fake weights are checked like real ones
+    calls: list[Path] = []
+    dequantise = convert.dequantise
+
+    def counting(gguf: Path, out: Path, title: str) -> None:
+        calls.append(out)
+        dequantise(gguf, out, title)
+
+    monkeypatch.setattr(convert, "dequantise", counting)
+    entry = fake_zoo("fake-cache")
+    target = convert.converted_dir(entry)
+    assert len(calls) == 1
+    return entry, target, calls
+
+
+@pytest.mark.parametrize("case", sorted(CACHE_DAMAGE))
+def test_damaged_cache_is_reported_and_rebuilt(case, zoo_cache, capsys):
+    from tempo_lens.convert import converted_dir
+    from tempo_lens.model_cache import cache_problem
+
+    entry, target, calls = zoo_cache
+    capsys.readouterr()
     damage, fragment = CACHE_DAMAGE[case]
     damage(target)
     assert fragment in cache_problem(target)
-    assert embedded_model_dir() == target
-    assert calls == [target], "a damaged cache must be rebuilt exactly once"
+    assert converted_dir(entry) == target
+    assert len(calls) == 2, "a damaged cache must be rebuilt exactly once"
     assert "unusable" in capsys.readouterr().err
+    assert cache_problem(target, full=True) is None
+    converted_dir(entry)
+    assert len(calls) == 2, "an intact cache must not be rebuilt"
+
+
+def test_touched_cache_is_rehashed_once_and_kept(zoo_cache):
+    from tempo_lens.convert import converted_dir
+    from tempo_lens.model_cache import MARKER, cache_problem
+
+    entry, target, calls = zoo_cache
+    os.utime(target / "model.safetensors")  # same bytes, new mtime (a copy, a backup tool)
+    before = (target / MARKER).read_text()
+    assert cache_problem(target) is None and converted_dir(entry) == target and len(calls) == 1
+    assert (target / MARKER).read_text() != before, "the marker learns the new fingerprint, so the next load is cheap"
+
+
+def test_models_verify_hashes_what_a_normal_load_trusts(zoo_cache):
+    """Damage behind an unchanged fingerprint: only the full check (`tempo-lens models --verify`) sees it."""
+    from tempo_lens.model_cache import MARKER, cache_problem
+
+    entry, target, calls = zoo_cache
+    _overwrite_middle(target / "model.safetensors", os.urandom(4096))
+    marker = json.loads((target / MARKER).read_text())
+    stat = (target / "model.safetensors").stat()
+    marker["files"]["model.safetensors"].update(mtime_ns=stat.st_mtime_ns, ctime_ns=stat.st_ctime_ns)
+    (target / MARKER).write_text(json.dumps(marker))
     assert cache_problem(target) is None
-    embedded_model_dir()
-    assert calls == [target], "an intact cache must not be rebuilt"
+    assert "model.safetensors differs from its sha256" in cache_problem(target, full=True)
+    rc, out, _ = run_cli(["models", "--verify"])
+    assert rc == 1 and "fake-cache" in out and "damaged" in out and "sha256" in out
+    rc, out, _ = run_cli(["models"])
+    assert rc == 0
 
 
-def test_leftover_conversion_folders(cache, capsys):
-    """A killed conversion leaves NAME.tmp-*: reported, the cache is rebuilt, and stale leftovers are removed."""
-    from tempo_lens.model import cache_problem, embedded_model_dir
+def test_leftover_conversion_folders(zoo_cache, capsys):
+    """A killed conversion leaves NAME.tmp-*: reported, removed when its writer is gone, kept while it lives."""
+    from tempo_lens.atomic import owner_tag
+    from tempo_lens.convert import converted_dir, tmp_prefix
+    from tempo_lens.model_cache import cache_problem
+    from tests.reliability.conftest import dead_owner_tag
 
-    target, calls = cache
-    stale = target.parent / f"{target.name}.tmp-killed"
-    fresh = target.parent / f"{target.name}.tmp-running"
-    for leftover in (stale, fresh):
-        leftover.mkdir(parents=True)
+    entry, target, calls = zoo_cache
+    shutil.rmtree(target)
+    killed = target.parent / f"{tmp_prefix(target)}{dead_owner_tag()}-dead"
+    running = target.parent / f"{tmp_prefix(target)}{owner_tag()}-live"  # this process: alive
+    for leftover in (killed, running):
+        leftover.mkdir()
         (leftover / "model.safetensors").write_bytes(b"half")
-    old = time.time() - 2 * 3600
-    os.utime(stale, (old, old))
-    problem = cache_problem(target)
-    assert "interrupted conversion" in problem and stale.name in problem
-    assert embedded_model_dir() == target and calls == [target]
-    assert not stale.exists(), "a leftover from hours ago is removed"
-    assert fresh.exists(), "a conversion that may still be running is left alone"
+    assert cache_problem(target) == "not converted yet"
+    assert converted_dir(entry) == target and len(calls) == 2
+    assert not killed.exists(), "a folder whose writer is gone is removed at once, not after an hour"
+    assert running.exists(), "a folder of a live writer is never touched"
     assert "removing" in capsys.readouterr().err
     assert cache_problem(target) is None
 
@@ -301,6 +333,8 @@ def test_interrupted_real_conversion_cleans_up_and_is_retried(tmp_path, monkeypa
     import transformers
 
     import tempo_lens.model as model
+    from tempo_lens.model_cache import cache_problem
+    from tempo_lens.zoo import DEFAULT_MODEL, ZOO
 
     monkeypatch.setenv("TEMPO_LENS_CACHE", str(tmp_path))
     try:
@@ -312,8 +346,8 @@ def test_interrupted_real_conversion_cleans_up_and_is_retried(tmp_path, monkeypa
         raise KeyboardInterrupt
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", interrupted)
-    target = tmp_path / f"{model.EMBEDDED_MODEL_NAME}-fp32"
+    target = tmp_path / ZOO[DEFAULT_MODEL].cache_name
     with pytest.raises(KeyboardInterrupt):
         model.embedded_model_dir()
-    assert list(tmp_path.iterdir()) == []
-    assert model.cache_problem(target) == "not converted yet"
+    assert [p.name for p in tmp_path.iterdir()] == [f".{target.name}.lock"]  # the lock file only
+    assert cache_problem(target) == "not converted yet"

@@ -15,7 +15,7 @@ from tempo_lens.hooks import (
 )
 from tempo_lens.layout import TokenLayout
 from tempo_lens.pruning import AttentionPruning
-from tempo_lens.replay import replay
+from tempo_lens.replaying import replay
 
 HALF = (torch.bfloat16, torch.float16)
 PROMPT = [1, 17, 42, 5]

@@ -2,54 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import math
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tempo_lens.cli import main
-from tempo_lens.experiment import load_experiment
-
-REFERENCE_SECTIONS = [
-    "## Executive Summary", "## Key Findings", "### 1. Parallel Tokens Receive", "### 2. Isolation Mode Has",
-    "### 3. Layer-Wise Attention Patterns", "### 4. Attention Head Specialization", "## Mechanistic Explanations",
-    "## Implications for TEMPO", "## Comparison to Baseline", "## Data Summary",
-    "## Beyond the Reference Report", "### 4. Multi-prompt validation", "### 5. Pruned vs surviving tokens",
-    "## Comparison with the Reference Report", "### Why Do Parallel Tokens Receive", "## Future Research Directions",
-    "## Conclusion",
-]
-COMMON = 'threshold = 1e-6\nmax_parallel = 2\nmax_steps = 5\nseed = 42\n'
-
-
-@pytest.fixture(scope="module")
-def report(tiny_dirs, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("analyses")
-    exp1 = 'prompt = "t1 t17 t42 t5"\ncontrols = ["unique_positions", "toggled_mask"]\n' + COMMON
-    (folder / "exp1_isolated.toml").write_text('name = "exp1_isolated"\nmode = "isolated"\n' + exp1)
-    (folder / "exp1_visible.toml").write_text('name = "exp1_visible"\nmode = "visible"\n' + exp1)
-    (folder / "multi_prompt.toml").write_text(
-        'name = "multi_prompt"\nprompts = ["t1 t17 t42 t5", "t1 t9 t33", "t1 t50 t60 t70", "t1 t3 t4"]\n'
-        'modes = ["isolated", "visible"]\ncontrols = ["unique_positions", "toggled_mask"]\n' + COMMON)
-    (folder / "pruning.toml").write_text(
-        'name = "pruning"\nprompts = ["t1 t17 t42 t5", "t1 t9 t33"]\nmode = "isolated"\n' + COMMON + '[pruning]\nattention_threshold = 1.0\n')
-    assert main(["analyze", str(folder), "--model", str(tiny_dirs["llama"])]) == 0
-    out = folder / "report"
-    return {
-        "folder": folder,
-        "md": (out / "FINDINGS.md").read_text(),
-        "html": (out / "report.html").read_text(),
-        "metrics": json.loads((out / "metrics.json").read_text()),
-        "iso": load_experiment(folder / "runs" / "exp1_isolated"),
-        "vis": load_experiment(folder / "runs" / "exp1_visible"),
-        "multi": load_experiment(folder / "runs" / "multi_prompt"),
-    }
+from tests.report.conftest import REFERENCE_SECTIONS
 
 
 def naive_ratio(array, layout, step, exclude_first=False):
-    """SPEC §4 written out with plain loops over the layout's lists."""
+    """The ratio of docs/definitions.md written out with plain loops over the layout's lists."""
     a = array.mean(axis=(0, 1, 2, 3), dtype=np.float64)
     sizes = Counter(s for s in layout.steps if s >= 0)
     start = layout.steps.index(step)
@@ -97,7 +60,10 @@ def test_ratio_table_equals_recomputation(report):
         run = runs[mode]
         expected = naive_ratio(run.attention[int(step)], run.layout, int(step))
         assert x(ratio) == pytest.approx(expected, abs=6e-4)
-        assert ("less" in words) == (expected < 1)
+        if abs(expected - 1) < 0.05:  # the tolerance of docs/definitions.md
+            assert words.startswith("about equal")
+        else:
+            assert ("less" in words) == (expected < 1) and ("more" in words) == (expected > 1)
         listed.add((int(step), mode))
     for mode, run in runs.items():
         for step in run.attention:
@@ -122,7 +88,7 @@ def test_confound_and_baseline_tables_equal_recomputation(report):
 
 def test_entropy_table_equals_recomputation(report):
     gen = report["iso"].generated()[0]
-    step = report["metrics"]["single_run"]["entropy"]["step"]
+    step = report["metrics"]["single_run"]["entropy_step"]
     A = gen.attention[step]
     entropy = [float((-(A[l] * np.log(A[l] + 1e-10)).sum(-1)).mean()) for l in range(A.shape[0])]
     order = sorted(range(len(entropy)), key=lambda l: entropy[l])
@@ -135,9 +101,9 @@ def test_entropy_table_equals_recomputation(report):
 
 def test_head_table_equals_recomputation(report):
     gen = report["iso"].generated()[0]
-    step = report["metrics"]["single_run"]["heads"]["step"]
+    step = report["metrics"]["single_run"]["entropy_step"]
     p = gen.attention[step].mean(axis=0)[0]  # [head, q, k]
-    metrics = {r["head"]: r for r in report["metrics"]["single_run"]["heads"]["rows"]}
+    metrics = {r["head"]: r for r in report["metrics"]["single_run"]["heads"]}
     for head in range(p.shape[0]):
         rows = p[head]
         entropy = np.mean([-(r * np.log(r + 1e-10)).sum() for r in rows])
@@ -156,7 +122,7 @@ def test_multi_prompt_means_equal_recomputation(report):
             values = [v for v in values if v is not None]
             if values:
                 per_run.append(sum(values) / len(values))
-        summary = report["metrics"]["multi_prompt"]["modes"][mode]["ratio"]
+        summary = next(m for m in report["metrics"]["multi_prompt"]["modes"] if m["mode"] == mode)["ratio"]
         assert summary["mean"] == pytest.approx(sum(per_run) / len(per_run))
         assert summary["lo"] <= summary["mean"] <= summary["hi"]
 
@@ -186,21 +152,21 @@ def test_rerun_replaces_the_report_atomically(report, tiny_dirs):
     before = sorted(p.name for p in folder.iterdir())
     assert main(["analyze", str(folder), "--model", str(tiny_dirs["llama"]), "--quick"]) == 0
     assert sorted(p.name for p in folder.iterdir()) == before
-    assert "Not run (quick mode)." in (folder / "report" / "FINDINGS.md").read_text()
+    assert "Not run (no multi-prompt experiment, or quick mode)." in (folder / "report" / "FINDINGS.md").read_text()
 
 
 def test_pruning_metrics_with_partly_pruned_sets(tiny_llama):
     """SimilarityPruning may keep several siblings of a set: only the pruned ones are labelled pruned."""
     from tempo_lens.experiment import config_from_dict, run_experiment
-    from tempo_lens.report.metrics import pruning_metrics
+    from tempo_lens.report.multi import pruning_metrics
 
     config = config_from_dict({"name": "p", "prompts": ["t1 t17 t42 t5"], "threshold": 1e-6, "max_parallel": 3, "max_steps": 4,
                                "pruning": {"strategy": "similarity", "similarity_threshold": -1.0}})
     experiment = run_experiment(config, tiny_llama)
     layout = experiment.generated()[0].layout
-    layout.pruned_at[layout.step_range(0).start + 1] = -1  # keep the second sibling of step 0: a partly pruned set
+    layout.unprune([layout.step_range(0).start + 1])  # keep the second sibling of step 0: a partly pruned set
     metrics = pruning_metrics(experiment)
-    step0 = [e for e in metrics["events"] if e["set_step"] == 0]
-    assert [e["outcome"] for e in step0] == ["kept (top sibling)", "kept (not pruned)", "pruned"]
-    assert all(e["step"] == 1 for e in step0)
-    assert metrics["strategy"]["strategy"] == "similarity"
+    step0 = [e for e in metrics.events if e.set_step == 0]
+    assert [e.outcome for e in step0] == ["kept (top sibling)", "kept (not pruned)", "pruned"]
+    assert all(e.step == 1 for e in step0)
+    assert metrics.strategy["strategy"] == "similarity"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tempo_lens.capture import CapturedRun
-from tempo_lens.replay import replay
+from tempo_lens.replaying import replay
 from tempo_lens.tools import logit_lens, lens_logits
 from tests.helpers import hf_eager, hf_oracle_logits
 from tests.tools.conftest import tiny_run

@@ -9,7 +9,7 @@ applies unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence, Union
+from typing import TYPE_CHECKING, Any, Literal, Sequence, Union
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from .capture import resolve_layers
 from .errors import InvalidInputError
 from .hooks import PatternRecorder, attention_block_hooks, layout_blocked_fn, tempo_position_hooks
 from .layout import MODES, TokenLayout
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 PositionsArg = Union[Literal["shared", "unique"], Tensor]
 MaskArg = Union[Literal["isolated", "visible"], Tensor]
@@ -45,8 +48,42 @@ def _blocked_fn(layout: TokenLayout, mask: MaskArg):
     return layout_blocked_fn(layout, mask, apply_pruning=True)
 
 
+def _check_arguments(model: "TransformerBridge", layout: Any) -> None:
+    if not isinstance(layout, TokenLayout):
+        raise InvalidInputError(f"replay needs a TokenLayout (result.layout or run.layout), got {type(layout).__name__}")
+    if not len(layout):
+        raise InvalidInputError("the layout is empty; replay a generation's layout")
+    if not (hasattr(model, "cfg") and hasattr(model, "original_model") and hasattr(model, "hooks")):
+        raise InvalidInputError(f"replay needs the TransformerBridge from load_model(), got {type(model).__name__}")
+
+
+def _positions(layout: TokenLayout, positions: PositionsArg) -> Float[Tensor, "pos"]:
+    if isinstance(positions, str):
+        return layout.positions(positions)
+    if not isinstance(positions, (Tensor, np.ndarray, list, tuple)):
+        raise InvalidInputError(f"positions must be 'shared', 'unique' or one number per token, got {type(positions).__name__}")
+    pos = torch.as_tensor(positions).to(torch.float32).flatten()
+    if pos.shape[0] != len(layout):
+        raise InvalidInputError(f"positions has {pos.shape[0]} entries for {len(layout)} tokens")
+    if not torch.isfinite(pos).all():
+        raise InvalidInputError("positions must be finite numbers (no NaN or inf)")
+    return pos
+
+
+def _extra_hooks(model: "TransformerBridge", extra_hooks: Sequence[tuple[str, Any]] | None) -> list:
+    hooks = list(extra_hooks or [])
+    names = set(model.hook_dict) if hasattr(model, "hook_dict") else None
+    for hook in hooks:
+        if not (isinstance(hook, (tuple, list)) and len(hook) == 2 and (isinstance(hook[0], str) or callable(hook[0]))
+                and callable(hook[1])):
+            raise InvalidInputError(f"extra_hooks must be (hook name, function) pairs, got {hook!r}")
+        if names is not None and isinstance(hook[0], str) and hook[0] not in names:
+            raise InvalidInputError(f"extra_hooks: this model has no hook point {hook[0]!r} (e.g. blocks.0.attn.hook_pattern)")
+    return hooks
+
+
 def replay(
-    model: Any,
+    model: "TransformerBridge",
     layout: TokenLayout,
     positions: PositionsArg = "shared",
     mask: MaskArg = "isolated",
@@ -65,13 +102,12 @@ def replay(
     run after the replay's own position and mask hooks and before its pattern recorder, so the
     returned attention is the one the model used.
     """
-    pos = layout.positions(positions) if isinstance(positions, str) else positions.to(torch.float32)
-    if pos.shape[0] != len(layout):
-        raise InvalidInputError(f"positions has {pos.shape[0]} entries for {len(layout)} tokens")
+    _check_arguments(model, layout)
+    pos = _positions(layout, positions)
     chosen = resolve_layers(layers, int(model.cfg.n_layers), "replay layers")
     recorder = PatternRecorder(chosen)
     hooks = tempo_position_hooks(model, pos) + attention_block_hooks(model, _blocked_fn(layout, mask))
-    hooks += list(extra_hooks or []) + recorder.hooks()
+    hooks += _extra_hooks(model, extra_hooks) + recorder.hooks()
     device = next(model.original_model.parameters()).device
     tokens = torch.tensor([layout.token_ids], dtype=torch.long, device=device)
     cache = None

@@ -7,7 +7,7 @@ import torch
 
 from tempo_lens.generation import generate
 from tempo_lens.pruning import AttentionPruning
-from tempo_lens.replay import replay
+from tempo_lens.replaying import replay
 from tests.helpers import hf_eager, hf_oracle_logits
 
 TINY_PROMPT = [1, 17, 42, 5, 63, 8]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tempo_lens.errors import ConfigError, ExperimentFileError
+from tempo_lens.pruning import AttentionPruning
 from tempo_lens.experiment import (
     FORMAT_VERSION, config_from_dict, load_config, load_experiment, run_experiment, save_experiment, shard_folder,
 )
@@ -53,7 +54,7 @@ def test_existing_folder_is_refused_without_overwrite(tiny_experiment, tmp_path)
 
 def test_a_crash_mid_write_leaves_the_previous_result(tiny_experiment, tmp_path, monkeypatch):
     path = save_experiment(tiny_experiment, tmp_path / "exp")
-    import tempo_lens.experiment as module
+    import tempo_lens.experiment.storage as module
 
     def boom(*args, **kwargs):
         raise RuntimeError("killed mid-write")
@@ -101,7 +102,7 @@ def test_damaged_folders_are_refused(tiny_experiment, tmp_path, damage):
 
 
 def test_shards_merge_to_the_whole(tiny_llama, tmp_path):
-    config = config_from_dict({**TINY, "name": "sharded"})
+    config = config_from_dict({**TINY, "name": "sharded", "batch_size": 1})  # same rows per forward in every split
     whole = run_experiment(config, tiny_llama)
     for i in range(2):
         save_experiment(run_experiment(config, tiny_llama, shard=(i, 2)), shard_folder(tmp_path / "out", (i, 2)))
@@ -116,12 +117,13 @@ def test_config_file_errors(tmp_path):
     good = tmp_path / "good.toml"
     good.write_text('prompt = "The cat sat on the"\nthreshold = 0.1\nmode = "visible"\n[pruning]\nattention_threshold = 0.5\n')
     config = load_config(good)
-    assert config.name == "good" and config.modes == ["visible"] and config.pruning == {"attention_threshold": 0.5}
+    assert config.name == "good" and config.modes == ["visible"]
+    assert config.generation.pruning == AttentionPruning(attention_threshold=0.5)
     cases = {
         'promt = "x"\n': "did you mean 'prompt'",
         'threshold = 0.1\n': "missing key 'prompt'",
         'prompt = "x"\nthreshold = 2\n': "threshold",
-        'prompt = "x"\nthreshold = "high"\n': "wrong type",
+        'prompt = "x"\nthreshold = "high"\n': "must be a number",
         'prompt = "x"\nmode = "both"\n': "mode",
         'prompt = "x"\n[pruning]\nattention_treshold = 1\n': "did you mean 'attention_threshold'",
         'prompt = "x"\n[capture]\nlayers = "some"\n': "capture.layers",

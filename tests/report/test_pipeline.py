@@ -1,0 +1,112 @@
+"""`tempo-lens analyze` on any folder: configs of any name or saved runs; it never deletes or silently replaces what it did not write."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from tempo_lens.cli import main
+
+SETTINGS = 'prompt = "t1 t17 t42 t5"\nthreshold = 1e-6\nmax_parallel = 2\nmax_steps = 3\n'
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (hidden ones too) with its sha256."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    (tmp_path / "my first.toml").write_text('name = "alpha"\nmode = "isolated"\n' + SETTINGS)
+    (tmp_path / "other.toml").write_text('name = "beta"\nmode = "visible"\n' + SETTINGS)
+    return tmp_path
+
+
+def analyze(folder: Path, model: Path, *extra: str) -> int:
+    return main(["analyze", str(folder), "--model", str(model), *extra])
+
+
+def test_configs_with_any_names(folder, tiny_dirs):
+    assert analyze(folder, tiny_dirs["llama"]) == 0
+    md = (folder / "report" / "FINDINGS.md").read_text()
+    assert "**Experiments:** alpha vs beta" in md
+    assert (folder / "runs" / "alpha" / "metadata.json").is_file() and (folder / "runs" / "beta" / "metadata.json").is_file()
+
+
+def test_one_config_with_both_modes(tmp_path, tiny_dirs):
+    (tmp_path / "pair.toml").write_text('name = "pair"\nmodes = ["isolated", "visible"]\n' + SETTINGS)
+    assert analyze(tmp_path, tiny_dirs["llama"]) == 0
+    assert "**Experiments:** pair vs pair" in (tmp_path / "report" / "FINDINGS.md").read_text()
+
+
+def test_a_folder_of_saved_runs(folder, tiny_dirs, tmp_path_factory):
+    saved = tmp_path_factory.mktemp("saved")
+    for config, name in (("my first.toml", "x"), ("other.toml", "y")):
+        assert main(["run", str(folder / config), "--out", str(saved / name), "--model", str(tiny_dirs["llama"])]) == 0
+    before = snapshot(saved)
+    assert main(["analyze", str(saved)]) == 0
+    after = snapshot(saved)
+    assert {k: v for k, v in after.items() if k in before} == before  # the runs are untouched
+    assert {"report/FINDINGS.md", "report/report.html", "report/metrics.json"} <= set(after)
+
+
+def test_refuses_run_folders_it_did_not_write(folder, tiny_dirs, capsys):
+    target = folder / "runs" / "alpha"
+    assert main(["run", str(folder / "my first.toml"), "--out", str(target), "--model", str(tiny_dirs["llama"])]) == 0
+    before = snapshot(folder)
+    capsys.readouterr()
+    assert analyze(folder, Path("no-such-model")) == 2  # refused before the (unloadable) model is touched
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(target) in err and "--overwrite" in err and "Traceback" not in err
+    assert snapshot(folder) == before
+    assert analyze(folder, tiny_dirs["llama"], "--overwrite") == 0
+
+
+def test_rerun_replaces_its_own_output_and_keeps_other_files(folder, tiny_dirs):
+    assert analyze(folder, tiny_dirs["llama"]) == 0
+    report = folder / "report"
+    (report / "notes.md").write_text("x\n")
+    (report / "screenshot.png").write_bytes(b"\x89PNG fake")
+    (report / "sub").mkdir()
+    (report / "sub" / "keep.txt").write_text("keep")
+    kept = {k: v for k, v in snapshot(folder).items() if k.startswith(("report/notes", "report/screenshot", "report/sub"))}
+    assert analyze(folder, tiny_dirs["llama"]) == 0  # its own earlier output: replaced without --overwrite
+    assert analyze(folder, tiny_dirs["llama"], "--overwrite") == 0
+    after = snapshot(folder)
+    assert {k: after.get(k) for k in kept} == kept
+    assert not [p for p in report.iterdir() if ".tmp-" in p.name]
+
+
+def test_an_edited_report_file_is_not_replaced_without_overwrite(folder, tiny_dirs, capsys):
+    assert analyze(folder, tiny_dirs["llama"]) == 0
+    findings = folder / "report" / "FINDINGS.md"
+    findings.write_text(findings.read_text() + "\nmy own conclusion\n")
+    before = snapshot(folder)
+    assert analyze(folder, tiny_dirs["llama"]) == 2
+    assert "FINDINGS.md" in capsys.readouterr().err
+    assert snapshot(folder) == before
+    assert analyze(folder, tiny_dirs["llama"], "--overwrite") == 0
+    assert "my own conclusion" not in findings.read_text()
+
+
+def test_a_run_folder_with_foreign_files_is_refused_even_with_overwrite(folder, tiny_dirs, capsys):
+    assert analyze(folder, tiny_dirs["llama"]) == 0
+    (folder / "runs" / "alpha" / "notes.md").write_text("mine")
+    before = snapshot(folder)
+    assert analyze(folder, tiny_dirs["llama"], "--overwrite") == 2
+    assert "notes.md" in capsys.readouterr().err
+    assert snapshot(folder) == before
+
+
+def test_no_isolated_and_visible_pair_is_one_error_line(tmp_path, tiny_dirs, capsys):
+    (tmp_path / "only.toml").write_text('name = "only"\nmode = "isolated"\n' + SETTINGS)
+    assert analyze(tmp_path, tiny_dirs["llama"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "isolated and a visible generation" in err and err.count("\n") == 1
+
+
+def test_an_empty_folder_is_one_error_line(tmp_path, capsys):
+    assert main(["analyze", str(tmp_path)]) == 2
+    assert "no experiment configs" in capsys.readouterr().err
