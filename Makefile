@@ -37,7 +37,7 @@ analyze: $(STAMP)
 # The exp1 pair and the multi-prompt set on every zoo model (MODELS=a,b for a subset; models not installed
 # are skipped with a message), each into analyses/models/NAME/, then analyses/report/ gets the Cross-model section.
 MODELS ?= all
-analyze-models: $(STAMP)
+analyze-models: models
 	$(PY) -m tempo_lens.cli analyze analyses --models "$(MODELS)"
 
 bench: $(STAMP)

@@ -6,7 +6,8 @@
   report is built from them, no model needed.
 - ``models=[...]`` (``make analyze-models``): the single-prompt and multi-prompt configs run on each
   model into ``FOLDER/models/NAME`` (models that cannot be loaded are skipped with their reason), then
-  the main report is rebuilt from ``FOLDER/runs`` with the Cross-model section.
+  the main report is rebuilt from ``FOLDER/runs`` with the Cross-model section (the main runs are made
+  first, on the default model, when the folder has none).
 
 Which experiment feeds which section: :mod:`.inputs`. What may be overwritten: :mod:`.outputs`.
 """
@@ -128,7 +129,7 @@ def analyze(folder: Path, model: str | None = None, progress: Progress = print, 
 
 
 def analyze_models(folder: Path, models: list[str], progress: Progress = print, overwrite: bool = False,
-                   dtype: str | None = None) -> Path | None:
+                   dtype: str | None = None) -> Path:
     """The cross-model study: each model into ``folder/models/NAME``, then the main report with the Cross-model section."""
     started = time.perf_counter()
     folder = Path(folder)
@@ -144,6 +145,10 @@ def analyze_models(folder: Path, models: list[str], progress: Progress = print, 
     main_runs = find_saved(folder / "runs") if (folder / "runs").is_dir() else {}
     if main_runs:
         main_plan.check()
+    else:  # the Cross-model section lives in the main report: write the main runs first (plain `make analyze`)
+        progress(f"{folder / 'runs'} holds no saved experiments: running the main analysis on the default model first")
+        analyze(folder, progress=progress, overwrite=overwrite, dtype=dtype)
+        main_runs = find_saved(folder / "runs")
     for name, plan in plans.items():
         began = time.perf_counter()
         try:
@@ -153,9 +158,6 @@ def analyze_models(folder: Path, models: list[str], progress: Progress = print, 
             continue
         build_report(paths, plan, progress)
         progress(f"model {name}: report in {plan.report_dir} ({time.perf_counter() - began:.0f} s)")
-    if not main_runs:
-        progress(f"{folder / 'runs'} holds no saved experiments: run `make analyze` to write the main report with the Cross-model section")
-        return None
     target = build_report(main_runs, main_plan, progress, cross_model_dir=folder / "models")
     progress(f"wrote {target / 'FINDINGS.md'} with the Cross-model section ({time.perf_counter() - started:.0f} s in all)")
     return target
