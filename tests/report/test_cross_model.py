@@ -64,9 +64,12 @@ def test_direction_words_follow_the_intervals(study):
         assert f"[{ratio.lo:.3f}, {ratio.hi:.3f}]" in cell
 
 
-def test_a_model_that_cannot_load_is_skipped_with_a_message(tiny_dirs, tmp_path, capsys):
-    (tmp_path / "pair.toml").write_text('name = "pair"\nprompt = "t1 t17 t42 t5"\nmodes = ["isolated", "visible"]\n' + SETTINGS)
+def test_a_model_that_cannot_load_is_skipped_and_missing_main_runs_are_made_first(tiny_dirs, tmp_path, capsys):
+    (tmp_path / "pair.toml").write_text(f'name = "pair"\nmodel = "{tiny_dirs["llama"]}"\nprompt = "t1 t17 t42 t5"\n'
+                                        'modes = ["isolated", "visible"]\n' + SETTINGS)
     assert main(["analyze", str(tmp_path), "--models", str(tmp_path / "missing-model")]) == 0
     err = capsys.readouterr().err
     assert "skipping model" in err and "missing-model" in err
-    assert "run `make analyze`" in err  # no main runs yet: the report is not rebuilt
+    assert "running the main analysis" in err and (tmp_path / "runs" / "pair").is_dir()
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["model"]["name"] == str(tiny_dirs["llama"]) and metrics["cross_model"] == []
