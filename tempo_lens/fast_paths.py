@@ -1,7 +1,10 @@
 """The exact speed paths, on by default for every model :func:`tempo_lens.load_model` returns.
 
-Two parity-tested paths change how a forward is computed, never what it computes:
+Three parity-tested paths change how a forward is computed, never what it computes:
 
+- lean dispatch (:mod:`tempo_lens.lean_dispatch`): each block bridge reads its wrapped layer's signature
+  once instead of on every call, and a component whose wrapped module is not offloaded by Accelerate is
+  called without the (then empty) device-alignment context (bit-identical; any device and dtype);
 - fast norms (:mod:`tempo_lens.fast_norms`): a norm bridge skips the ``hook_scale`` / ``hook_normalized``
   statistics while nothing is attached to either hook point (bit-identical; any device and dtype);
 - prepacked linears (:mod:`tempo_lens.cpu_linears`): fp32 CPU linear layers fed two or more rows run on
@@ -25,6 +28,7 @@ from .cpu_linears import (
     install_prepacked_linears, installed_linears, linear_modules, packed_bytes, remove_prepacked_linears, stock_linears,
 )
 from .errors import InvalidInputError
+from .lean_dispatch import lean_components, lean_dispatch, restore_dispatch, stock_dispatch
 from .fast_norms import patched_norms, restore_norm_statistics, skip_unobserved_norm_statistics, stock_norms
 
 if TYPE_CHECKING:
@@ -59,6 +63,7 @@ def apply_fast_paths(model: "TransformerBridge", fast: bool | None = None) -> li
     setting = fast_setting(fast)
     if setting is False:
         return fast_paths_on(model)
+    lean_dispatch(model)
     skip_unobserved_norm_statistics(model)
     params = next(model.original_model.parameters())
     extra = packed_bytes(linear_modules(model))
@@ -71,6 +76,9 @@ def apply_fast_paths(model: "TransformerBridge", fast: bool | None = None) -> li
 def fast_paths_on(model: "TransformerBridge") -> list[str]:
     """What is on now, one line per path (empty: the stock bridge)."""
     on = []
+    lean = len(lean_components(model))
+    if lean:
+        on.append(f"lean dispatch ({lean} components skip per-call signature and device-alignment bookkeeping)")
     norms = len(patched_norms(model))
     if norms:
         on.append(f"fast norms ({norms} norm bridges skip unobserved hook statistics)")
@@ -82,6 +90,7 @@ def fast_paths_on(model: "TransformerBridge") -> list[str]:
 
 def remove_fast_paths(model: "TransformerBridge") -> None:
     """Back to the stock TransformerBridge paths (the packed copies are freed)."""
+    restore_dispatch(model)
     restore_norm_statistics(model)
     remove_prepacked_linears(model)
 
@@ -90,5 +99,5 @@ def remove_fast_paths(model: "TransformerBridge") -> None:
 def stock_paths(model: "TransformerBridge") -> Iterator[list[str]]:
     """Inside the block the model runs its stock paths; yields what was set aside (kept, not repacked)."""
     was_on = fast_paths_on(model)
-    with stock_norms(model), stock_linears(model):
+    with stock_dispatch(model), stock_norms(model), stock_linears(model):
         yield was_on
