@@ -1,6 +1,7 @@
 """The exact speed paths, on by default for every model :func:`tempo_lens.load_model` returns.
 
-Three parity-tested paths change how a forward is computed, never what it computes:
+Three parity-tested paths change how a forward is computed, never what it computes (beyond the rounding
+of the prepacked linears):
 
 - lean dispatch (:mod:`tempo_lens.lean_dispatch`): each block bridge reads its wrapped layer's signature
   once instead of on every call, and a component whose wrapped module is not offloaded by Accelerate is
@@ -9,12 +10,12 @@ Three parity-tested paths change how a forward is computed, never what it comput
   statistics while nothing is attached to either hook point (bit-identical; any device and dtype);
 - prepacked linears (:mod:`tempo_lens.cpu_linears`): fp32 CPU linear layers fed two or more rows run on
   oneDNN with prepacked weights, so a step with 2-8 siblings, or a batch, costs about what a one-token
-  decode does per weight read (logits within 1e-4 of the stock ones; a single row keeps the stock kernel
-  and its bits). They keep a second copy of the linear weights, so by default they are applied only
+  decode does per weight read (they round differently: logits within 1e-4 of the stock ones on the tiny test
+  models, 1e-3 on the embedded model; a single row keeps the stock kernel and its bits). They keep a second copy of the linear weights, so by default they are applied only
   where that copy takes at most half of the free memory (``fast=True`` applies them regardless).
 
 The one switch: ``load_model(..., fast=False)``, or the environment variable ``TEMPO_LENS_FAST=0``
-(``tempo-lens --no-fast`` sets it), loads the stock TransformerBridge. :func:`stock_paths` sets both
+(``tempo-lens --no-fast`` sets it), loads the stock TransformerBridge. :func:`stock_paths` sets them
 aside inside a ``with`` block (for comparisons) and :func:`remove_fast_paths` undoes them.
 """
 
