@@ -97,21 +97,33 @@ def _parse_owner(rest: str) -> tuple[str, int, int] | None:
     return parts[0], int(parts[1]), int(parts[2])
 
 
-def _lock_is_free(folder: Path) -> bool | None:
-    """Whether nobody holds the writer's lock on ``folder`` (None: this file system cannot tell)."""
+def _try_lock(folder: Path) -> tuple[int | None, OSError | None]:
+    """Open ``folder`` and try an exclusive, non-blocking flock: (descriptor or None, the flock's error or None).
+
+    The descriptor is None where the folder cannot be opened or the platform has no ``flock``.
+    """
     if fcntl is None:
-        return None
+        return None, None
     try:
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
-        return None
+        return None, None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
     except OSError as exc:
-        return False if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) else None
-    finally:
-        os.close(fd)
+        return fd, exc
+    return fd, None
+
+
+def _lock_is_free(folder: Path) -> bool | None:
+    """Whether nobody holds the writer's lock on ``folder`` (None: this file system cannot tell)."""
+    fd, error = _try_lock(folder)
+    if fd is None:
+        return None
+    os.close(fd)
+    if error is None:
+        return True
+    return False if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) else None
 
 
 def writer_gone(folder: Path, prefix: str, legacy_stale_s: float = LEGACY_STALE_S) -> bool:
@@ -186,17 +198,7 @@ def swap_into_place(tmp: Path, target: Path) -> None:
 
 def _hold_lock(folder: Path) -> int | None:
     """Open ``folder`` and hold an exclusive flock on it (None where the file system has no locks)."""
-    if fcntl is None:
-        return None
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        pass
-    return fd
+    return _try_lock(folder)[0]
 
 
 @contextlib.contextmanager

