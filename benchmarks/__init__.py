@@ -17,6 +17,9 @@ settings of ``tempo_lens.load_model`` (the fast paths of ``tempo_lens.fast_paths
 7. throughput sweep: 16 prompts x 10 steps, ``generate_batch`` in batches of 1, 4, 16 / one at a time, with peak
    memory per batch size (:mod:`~benchmarks.sweep`, :mod:`~benchmarks.memory`)
 
+Apart from the sections, ``python -m benchmarks.wait_policy`` (:mod:`~benchmarks.wait_policy`) measures a decode and
+a k-sibling forward under three OpenMP wait policies, one process alone and two at once.
+
 :mod:`~benchmarks.summary` prints the tables and the summary; :mod:`~benchmarks.runner` is the command line.
 
 Usage::
