@@ -27,16 +27,17 @@ POLICIES = {
 }
 
 
-def measure(k: int, context: int, rounds: int) -> dict:
+def measure(k: int, context: int, rounds: int, model_path: str | None = None) -> dict:
     """In this process: cached forwards of 1 and of ``k`` tokens at ``context``, alternating."""
     import torch
 
     from tempo_lens import load_model
     from tempo_lens.generation import forward_step, new_cache
 
-    model = load_model()
+    model = load_model(model_path)
     generator = torch.Generator().manual_seed(context)
-    ids = torch.randint(3, int(model.cfg.d_vocab), (context,), generator=generator).tolist()
+    ids = torch.randint(3, int(model.cfg.d_vocab), (context + k,), generator=generator).tolist()
+    ids, new = ids[:context], ids[context:]
     times: dict[int, list[float]] = {1: [], k: []}
     with torch.no_grad():
         cache = new_cache(model)
@@ -44,7 +45,7 @@ def measure(k: int, context: int, rounds: int) -> dict:
         for r in range(rounds + 2):  # two warm-up rounds
             for n in ((1, k) if r % 2 else (k, 1)):
                 started = time.perf_counter()
-                forward_step(model, [list(range(100, 100 + n))], cache)
+                forward_step(model, [new[:n]], cache)
                 elapsed = time.perf_counter() - started
                 cache.crop(-n)
                 if r >= 2:
@@ -54,10 +55,11 @@ def measure(k: int, context: int, rounds: int) -> dict:
             "k_over_decode": statistics.median(paired)}
 
 
-def _children(env_extra: dict, at_once: int, k: int, context: int, rounds: int) -> list[dict]:
+def _children(env_extra: dict, at_once: int, k: int, context: int, rounds: int, model_path: str | None) -> list[dict]:
     env = {key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env.update({key: value for key, value in env_extra.items() if value})
     command = [sys.executable, "-m", "benchmarks.wait_policy", "--child", f"{k},{context},{rounds}"]
+    command += ["--model", model_path] if model_path else []
     procs = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
              for _ in range(at_once)]
     outs = []
@@ -74,18 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=8, help="tokens in the k-sibling forward (default 8)")
     parser.add_argument("--context", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--model", default=None, help="a local model directory instead of the embedded SmolLM2-135M")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         k, context, rounds = (int(x) for x in args.child.split(","))
-        print(json.dumps(measure(k, context, rounds)))
+        print(json.dumps(measure(k, context, rounds, args.model)))
         return 0
-    print(f"embedded model, context {args.context}, k = {args.k}, {args.rounds} alternating rounds per process; "
+    print(f"{args.model or 'embedded model'}, context {args.context}, k = {args.k}, {args.rounds} alternating rounds per process; "
           f"load average at start {os.getloadavg()[0]:.2f}")
     print(f"{'policy':36s} {'processes':>9s} {'decode ms':>10s} {'k ms':>8s} {'k / decode':>10s}")
     for label, env in POLICIES.items():
         for at_once in (1, 2):
-            for out in _children(env, at_once, args.k, args.context, args.rounds):
+            for out in _children(env, at_once, args.k, args.context, args.rounds, args.model):
                 print(f"{label:36s} {at_once:>9d} {out['decode_ms']:>10.1f} {out['k_ms']:>8.1f} {out['k_over_decode']:>9.2f}x")
     print(f"load average at end {os.getloadavg()[0]:.2f}")
     return 0

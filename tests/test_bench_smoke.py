@@ -98,3 +98,13 @@ def test_gpu_reference_shape_script_runs_tiny(capsys):
     assert gpu_reference_shape.main(["--tiny", "--rounds", "1", "--context", "32"]) == 0
     out = capsys.readouterr().out
     assert "plain cached decode" in out and "TEMPO k=8" in out and "tokens/s" in out
+
+
+def test_wait_policy_runs_each_policy_in_fresh_processes(tmp_path, capsys):
+    from benchmarks import wait_policy
+
+    directory = build_tiny_model("llama", tmp_path / "llama")
+    assert wait_policy.main(["--model", str(directory), "--k", "2", "--context", "8", "--rounds", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.rstrip().endswith("x")]
+    assert len(rows) == 3 * (1 + 2)  # three policies, one process alone and two at once
+    assert all(float(row.split()[-1].rstrip("x")) > 0 for row in rows)
