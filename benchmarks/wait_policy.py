@@ -3,7 +3,7 @@
 ``make``, the CLI and ``make bench`` set ``OMP_WAIT_POLICY=PASSIVE``: idle OpenMP threads sleep at once
 instead of spinning. Spinning threads take cores from other processes; with two processes on two cores the
 default policy makes each step several times slower. Alone on the machine, though, sleeping threads must be
-woken for every parallel region, and a step pays for that. The policy is read when OpenMP starts, so each
+woken for every parallel region, and a step pays for that (one policy runs a single thread, which never waits). The policy is read when OpenMP starts, so each
 setting runs in fresh processes: one alone, then two at once. Each process times a cached forward of 1 and
 of k new tokens at a fixed context, alternating, and reports the medians and the median paired ratio.
 """
@@ -20,8 +20,11 @@ import time
 
 from .memory import ROOT
 
+THREADS = "TEMPO_LENS_BENCH_THREADS"  # torch.set_num_threads in the measuring process (unset: torch's choice)
+
 POLICIES = {
     "PASSIVE (the project's setting)": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "PASSIVE, one thread": {"OMP_WAIT_POLICY": "PASSIVE", THREADS: "1"},
     "GOMP_SPINCOUNT=10000 (short spin)": {"OMP_WAIT_POLICY": "", "GOMP_SPINCOUNT": "10000"},
     "OpenMP default (spin, then sleep)": {"OMP_WAIT_POLICY": ""},
 }
@@ -34,6 +37,8 @@ def measure(k: int, context: int, rounds: int, model_path: str | None = None) ->
     from tempo_lens import load_model
     from tempo_lens.generation import forward_step, new_cache
 
+    if os.environ.get(THREADS):
+        torch.set_num_threads(int(os.environ[THREADS]))
     model = load_model(model_path)
     generator = torch.Generator().manual_seed(context)
     ids = torch.randint(3, int(model.cfg.d_vocab), (context + k,), generator=generator).tolist()
@@ -56,7 +61,7 @@ def measure(k: int, context: int, rounds: int, model_path: str | None = None) ->
 
 
 def _children(env_extra: dict, at_once: int, k: int, context: int, rounds: int, model_path: str | None) -> list[dict]:
-    env = {key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env = {key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", THREADS)}
     env.update({key: value for key, value in env_extra.items() if value})
     command = [sys.executable, "-m", "benchmarks.wait_policy", "--child", f"{k},{context},{rounds}"]
     command += ["--model", model_path] if model_path else []
