@@ -21,6 +21,7 @@ The call path is per instance: the component's class is swapped for a subclass t
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
 import sys
 from typing import TYPE_CHECKING, Any, Iterator
@@ -76,17 +77,27 @@ def _lean_call(self: Any, *args: Any, **kwargs: Any) -> Any:
 def _lean_class(base: type) -> type:
     """One subclass of ``base`` per base class, differing only in ``__call__``.
 
-    It keeps ``__name__`` (so ``repr(model)`` reads as before) and is reachable from this module under a
-    unique attribute, so pickling a model finds it.
+    It keeps ``__name__`` (so ``repr(model)`` reads as before). Its qualified name encodes ``base``, and this
+    module builds it again on first lookup (:func:`__getattr__`), so a pickled component loads in a fresh process.
     """
-    attribute = _LEAN_PREFIX + base.__module__.replace(".", "_") + "_" + base.__qualname__.replace(".", "_")
-    module = sys.modules[__name__]
-    lean = getattr(module, attribute, None)
+    attribute = _LEAN_PREFIX + base.__module__.replace(".", ":") + "::" + base.__qualname__.replace(".", ":")
+    lean = vars(sys.modules[__name__]).get(attribute)
     if lean is None:
         lean = type(base.__name__, (base,), {"__call__": _lean_call, "__module__": __name__, "__qualname__": attribute,
                                              "_tempo_lens_lean_base": base})
-        setattr(module, attribute, lean)
+        setattr(sys.modules[__name__], attribute, lean)
     return lean
+
+
+def __getattr__(name: str) -> type:
+    """The lean class named ``name`` (pickle looks classes up by module and qualified name)."""
+    if not name.startswith(_LEAN_PREFIX) or "::" not in name:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module_name, qualname = name[len(_LEAN_PREFIX):].split("::", 1)
+    base: Any = importlib.import_module(module_name.replace(":", "."))
+    for part in qualname.split(":"):
+        base = getattr(base, part)
+    return _lean_class(base)
 
 
 def _is_lean(module: Any) -> bool:

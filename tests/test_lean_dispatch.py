@@ -112,3 +112,16 @@ def test_a_replaced_wrapped_layer_is_read_afresh(tiny_dirs):
 
     block.original_component.forward = forward  # accepts **kwargs: everything passes
     assert block._filter_kwargs_for_forward(kwargs) == kwargs
+
+
+def test_a_pickled_component_loads_in_a_fresh_process(tiny_dirs):
+    import pickle
+    import subprocess
+    import sys
+
+    model = load_model(str(tiny_dirs["llama"]), device="cpu", fast=False)
+    lean_dispatch(model)
+    code = ("import pickle, sys; x = pickle.loads(sys.stdin.buffer.read()); "
+            "print(type(x).__name__, type(x)._tempo_lens_lean_base.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(model.ln_final), capture_output=True, check=True)
+    assert out.stdout.decode().split() == [type(model.ln_final).__name__] * 2
