@@ -11,8 +11,9 @@ of the prepacked linears):
 - prepacked linears (:mod:`tempo_lens.cpu_linears`): fp32 CPU linear layers fed two or more rows run on
   oneDNN with prepacked weights, so a step with 2-8 siblings, or a batch, costs about what a one-token
   decode does per weight read (they round differently: logits within 1e-4 of the stock ones on the tiny test
-  models, 1e-3 on the embedded model; a single row keeps the stock kernel and its bits). They keep a second copy of the linear weights, so by default they are applied only
-  where that copy takes at most half of the free memory (``fast=True`` applies them regardless).
+  models, 1e-3 on the embedded model; a single row keeps the stock kernel and its bits). They keep a second
+  copy of the linear weights, so by default they are applied only where that copy takes at most half of the
+  free memory (``fast=True`` applies them regardless).
 
 The one switch: ``load_model(..., fast=False)``, or the environment variable ``TEMPO_LENS_FAST=0``
 (``tempo-lens --no-fast`` sets it), loads the stock TransformerBridge. :func:`stock_paths` sets them

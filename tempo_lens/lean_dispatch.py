@@ -70,7 +70,7 @@ class _CachedKwargsFilter:
 def _lean_call(self: Any, *args: Any, **kwargs: Any) -> Any:
     component = self._modules.get("_original_component")
     if component is not None and getattr(component, "_hf_hook", None) is not None:
-        return type(self).__mro__[1].__call__(self, *args, **kwargs)  # offloaded: the stock path materialises it
+        return type(self)._tempo_lens_lean_base.__call__(self, *args, **kwargs)  # offloaded: the stock path materialises it
     return nn.Module.__call__(self, *args, **kwargs)
 
 

@@ -11,7 +11,6 @@ from torch import Tensor
 from ..capture import CapturedAttention
 from ..layout import TokenLayout
 from ..pruning import PruneEvent
-from ..schedules import ThresholdSchedule
 from ..text import bracketed
 from .config import GenerationConfig
 
@@ -122,7 +121,6 @@ class GenerationResult:
     def text(self) -> str:
         """The prompt, then per step the token or ``[a/b/c]`` (whitespace siblings visible); pruned as ``~~b~~``."""
         return self.prompt_text + "".join(bracketed(r.tokens, r.pruned) for r in self.steps)
-
 
     def to_json_dict(self) -> dict:
         """Plain values for JSON; a non-finite number (a NaN probability or prune score) is null."""

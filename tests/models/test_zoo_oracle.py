@@ -18,7 +18,6 @@ import gc
 import time
 
 import pytest
-import torch
 
 from tempo_lens.zoo import ZOO, is_installed
 
