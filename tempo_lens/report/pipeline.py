@@ -141,10 +141,9 @@ def analyze_models(folder: Path, models: list[str], progress: Progress = print, 
     plans = {name: OutputPlan(folder / "models" / folder_name(name), overwrite) for name in names}
     for plan in plans.values():
         plan.check(list(configs))
-    main_plan = OutputPlan(folder, overwrite)
     main_runs = find_saved(folder / "runs") if (folder / "runs").is_dir() else {}
     if main_runs:
-        main_plan.check()
+        OutputPlan(folder, overwrite).check()  # refuse before any model runs
     else:  # the Cross-model section lives in the main report: write the main runs first (plain `make analyze`)
         progress(f"{folder / 'runs'} holds no saved experiments: running the main analysis on the default model first")
         analyze(folder, progress=progress, overwrite=overwrite, dtype=dtype)
@@ -158,6 +157,7 @@ def analyze_models(folder: Path, models: list[str], progress: Progress = print, 
             continue
         build_report(paths, plan, progress)
         progress(f"model {name}: report in {plan.report_dir} ({time.perf_counter() - began:.0f} s)")
+    main_plan = OutputPlan(folder, overwrite)  # read now, so the manifest keeps the main runs written above
     target = build_report(main_runs, main_plan, progress, cross_model_dir=folder / "models")
     progress(f"wrote {target / 'FINDINGS.md'} with the Cross-model section ({time.perf_counter() - started:.0f} s in all)")
     return target
