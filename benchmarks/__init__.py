@@ -2,7 +2,7 @@
 
 Every number printed is a *ratio* of two variants measured side by side in one run
 (:mod:`benchmarks.harness`); nothing here is a timed assertion. Every section runs with the default
-settings of ``tempo_lens.load_model`` (the fast paths of ``tempo_lens.fast_paths`` on) and says so;
+settings of ``tempo_lens.load_model`` (the fast paths of ``tempo_lens.backends.bridge.fast_paths`` on) and says so;
 "stock" variants force the fast paths off. Each section is one module:
 
 1. parallel tokens almost free: TEMPO step with k siblings (hooks on) / plain one-token decode

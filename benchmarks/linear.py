@@ -1,8 +1,8 @@
 """Sections 1b and 1c: what limits target 1 (the linear layers with k rows), and target 1 with the fast paths off.
 
 1b times one forward's linear layers alone, with the model's own weights, in three layouts; 1c runs
-target 1 again on the stock TransformerBridge (:func:`tempo_lens.fast_paths.stock_paths`), beside the
-defaults (prepacked oneDNN linears and fast norms, :mod:`tempo_lens.fast_paths`).
+target 1 again on the stock TransformerBridge (:func:`tempo_lens.backends.bridge.fast_paths.stock_paths`), beside the
+defaults (prepacked oneDNN linears and fast norms, :mod:`tempo_lens.backends.bridge.fast_paths`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from tempo_lens.cpu_linears import PrepackedLinears, linear_modules, packed_linear
-from tempo_lens.fast_paths import fast_paths_on, stock_paths
+from tempo_lens.backends.bridge.cpu_linears import PrepackedLinears, linear_modules, packed_linear
+from tempo_lens.backends.bridge.fast_paths import fast_paths_on, stock_paths
 from tempo_lens.generation import select_siblings
 
 from .config import BenchConfig
@@ -85,7 +85,7 @@ def bench_linear(model: "TransformerBridge", cfg: BenchConfig) -> dict:
 
 
 def bench_stock(model: "TransformerBridge", cfg: BenchConfig) -> dict:
-    """Target 1 with the fast paths forced off (``tempo_lens.fast_paths.stock_paths``), beside the defaults.
+    """Target 1 with the fast paths forced off (``tempo_lens.backends.bridge.fast_paths.stock_paths``), beside the defaults.
 
     Variants: the 1-token decode with the defaults, and the decode and TEMPO steps on the stock paths.
     """

@@ -65,7 +65,7 @@ def machine_info() -> dict:
 
 
 def model_info(model: "TransformerBridge") -> dict:
-    from tempo_lens.fast_paths import fast_paths_on
+    from tempo_lens.backends.bridge.fast_paths import fast_paths_on
     from tempo_lens.model import model_name
 
     cfg = model.cfg

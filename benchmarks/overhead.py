@@ -1,6 +1,6 @@
 """Section 4: what TransformerLens adds, the bridge's cached decode against raw HF eager on the same weights.
 
-The bridge runs with its default paths (:mod:`tempo_lens.fast_paths`) and, for comparison, with them
+The bridge runs with its default paths (:mod:`tempo_lens.backends.bridge.fast_paths`) and, for comparison, with them
 forced off; raw HF eager runs stock and, to separate the wrappers' cost from the kernels', with the
 same prepacked linears the bridge's defaults use.
 """
@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tempo_lens.cpu_linears import prepacked_linears
-from tempo_lens.fast_paths import fast_paths_on, stock_paths
+from tempo_lens.backends.bridge.cpu_linears import prepacked_linears
+from tempo_lens.backends.bridge.fast_paths import fast_paths_on, stock_paths
 from tempo_lens.generation import select_siblings
 
 from .config import BenchConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tempo_lens.fast_paths import fast_paths_on
+from tempo_lens.backends.bridge.fast_paths import fast_paths_on
 
 from .config import BenchConfig
 from .harness import Block, fmt_ratio, interleave, paths_label, pooled_median, ratio, table

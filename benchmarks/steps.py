@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tempo_lens.compat import cache_kwarg_name
+from tempo_lens.backends.bridge.kv_cache import cache_kwarg_name
 from tempo_lens.generation import forward_step, new_cache, next_distribution, select_siblings
 from tempo_lens.hooks import tempo_hooks
 from tempo_lens.layout import TokenLayout

@@ -108,7 +108,7 @@ def _header(results: dict) -> list[str]:
         out.append(f"model   : {info['name']} ({info['n_layers']} layers, {info['n_heads']} heads, d_model {info['d_model']}, "
                    f"{info['params'] / 1e6:.0f}M params, {info['dtype']}), mode {results['config']['mode']}")
         out.append(f"settings: the defaults of tempo_lens.load_model, {paths_label(info.get('fast_paths', []))}; "
-                   "'stock' variants force them off (tempo_lens.fast_paths.stock_paths)")
+                   "'stock' variants force them off (tempo_lens.backends.bridge.fast_paths.stock_paths)")
     out.append("timing  : each ratio compares two variants run back to back, round after round (order rotated); shown as "
                "median of the per-round paired ratios [quartiles; 'fastest' = ratio of the fastest steps, the least "
                "disturbed by other load]")

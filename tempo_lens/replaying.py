@@ -16,6 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .backends import backend_for
 from .capture import resolve_layers
 from .errors import InvalidInputError
 from .hooks import PatternRecorder, attention_block_hooks, layout_blocked_fn, tempo_position_hooks
@@ -48,16 +49,21 @@ def _blocked_fn(layout: TokenLayout, mask: MaskArg):
     return layout_blocked_fn(layout, mask, apply_pruning=True)
 
 
+def replay_hooks(model: "TransformerBridge", layout: TokenLayout, positions: Tensor, mask: MaskArg) -> list:
+    """The position and mask hooks of a teacher-forced replay of ``layout`` (shared by every replay-based tool)."""
+    return tempo_position_hooks(model, positions) + attention_block_hooks(model, _blocked_fn(layout, mask))
+
+
 def _check_arguments(model: "TransformerBridge", layout: Any) -> None:
     if not isinstance(layout, TokenLayout):
         raise InvalidInputError(f"replay needs a TokenLayout (result.layout or run.layout), got {type(layout).__name__}")
     if not len(layout):
         raise InvalidInputError("the layout is empty; replay a generation's layout")
-    if not (hasattr(model, "cfg") and hasattr(model, "original_model") and hasattr(model, "hooks")):
-        raise InvalidInputError(f"replay needs the TransformerBridge from load_model(), got {type(model).__name__}")
+    backend_for(model)  # refuses anything but a TransformerBridge or HookedTransformer
 
 
-def _positions(layout: TokenLayout, positions: PositionsArg) -> Float[Tensor, "pos"]:
+def replay_positions(layout: TokenLayout, positions: PositionsArg) -> Float[Tensor, "pos"]:
+    """One float position per token: the layout's shared or unique positions, or the given numbers, checked."""
     if isinstance(positions, str):
         return layout.positions(positions)
     if not isinstance(positions, (Tensor, np.ndarray, list, tuple)):
@@ -103,19 +109,18 @@ def replay(
     returned attention is the one the model used.
     """
     _check_arguments(model, layout)
-    pos = _positions(layout, positions)
     chosen = resolve_layers(layers, int(model.cfg.n_layers), "replay layers")
     recorder = PatternRecorder(chosen)
-    hooks = tempo_position_hooks(model, pos) + attention_block_hooks(model, _blocked_fn(layout, mask))
+    hooks = replay_hooks(model, layout, replay_positions(layout, positions), mask)
     hooks += _extra_hooks(model, extra_hooks) + recorder.hooks()
-    device = next(model.original_model.parameters()).device
-    tokens = torch.tensor([layout.token_ids], dtype=torch.long, device=device)
+    backend = backend_for(model)
+    tokens = torch.tensor([layout.token_ids], dtype=torch.long, device=backend.device)
     cache = None
     with torch.no_grad(), model.hooks(fwd_hooks=hooks):
         if run_with_cache:
-            logits, cache = model.run_with_cache(tokens, names_filter=names_filter)
+            logits, cache = backend.run_with_cache(tokens, names_filter)
         else:
-            logits = model(tokens)
+            logits = backend.forward(tokens)
     patterns = recorder.take()
     attention = {}
     if chosen:  # layers=[] records nothing

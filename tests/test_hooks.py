@@ -65,10 +65,15 @@ def test_learned_positions_refuse_fractional(tiny_bridges):
         rope_position_hooks(gpt2, torch.tensor([0.0]))
 
 
-def test_model_without_position_hooks_is_refused():
+def test_model_without_position_hooks_is_refused(tiny_bridges, monkeypatch):
     fake = SimpleNamespace(hook_dict={}, cfg=SimpleNamespace(model_name="fake-model"))
-    with pytest.raises(InvalidInputError, match="neither rotary_emb.hook_cos nor hook_pos_embed"):
+    with pytest.raises(InvalidInputError, match="TransformerBridge or HookedTransformer"):
         tempo_position_hooks(fake, torch.tensor([0.0]))
+    from tempo_lens.backends.bridge import BridgeBackend
+
+    monkeypatch.setattr(BridgeBackend, "position_kind", lambda self: None)
+    with pytest.raises(InvalidInputError, match="exposes neither rotary position hooks nor hook_pos_embed"):
+        tempo_position_hooks(tiny_bridges["llama"], torch.tensor([0.0]))
 
 
 def test_mask_hooks_share_one_prepared_mask_per_forward():

@@ -9,7 +9,7 @@ import torch
 
 from tempo_lens import load_model
 from tempo_lens.errors import ModelUnavailableError
-from tempo_lens.fast_paths import stock_paths
+from tempo_lens.backends.bridge.fast_paths import stock_paths
 from tempo_lens.generation import forward_step, new_cache
 from tempo_lens.model import cache_problem, embedded_model_dir
 
@@ -87,7 +87,7 @@ def test_kv_cache_shim_is_per_instance(tiny_dirs):
     from transformer_lens.model_bridge import TransformerBridge
     from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
 
-    from tempo_lens.compat import ensure_kv_cache
+    from tempo_lens.backends.bridge.kv_cache import ensure_kv_cache
 
     shipped = AttentionBridge.__dict__["_update_kv_cache"]
     plain = TransformerBridge.boot_transformers(str(tiny_dirs["llama"]), device="cpu")

@@ -58,9 +58,10 @@ def shard_folder(out: Path, shard: tuple[int, int] | None) -> Path:
 
 
 def model_facts(model: "TransformerBridge") -> dict:
+    from ..backends import backend_for
     from ..model import model_name
 
-    cfg = model.cfg
+    cfg, backend = model.cfg, backend_for(model)
     return {
         "name": model_name(model),
         "n_layers": int(cfg.n_layers),
@@ -68,8 +69,9 @@ def model_facts(model: "TransformerBridge") -> dict:
         "n_kv_heads": int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads),
         "d_model": int(cfg.d_model),
         "n_ctx": int(cfg.n_ctx),
-        "n_params": int(sum(p.numel() for p in model.original_model.parameters())),
-        "dtype": str(next(model.original_model.parameters()).dtype).removeprefix("torch."),
+        "n_params": backend.n_params(),
+        "dtype": str(backend.dtype).removeprefix("torch."),
+        "backend": backend.name,
     }
 
 

@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from ..compat import ensure_kv_cache
+from ..backends import backend_for
 from ..errors import InvalidInputError
 from ..hooks import PatternRecorder, attention_block_hooks, tempo_position_hooks
 from .config import GenerationConfig
@@ -139,7 +139,7 @@ def _run_rows(model: "TransformerBridge", rows: list[GenerationRow]) -> None:
     with PatternRecorder(layers) as recorder, torch.no_grad():
         hooks = batch.hooks(model) + recorder.hooks() + [h for row in rows for h in row.hooks]
         with model.hooks(fwd_hooks=hooks):
-            cache = new_cache(model)
+            cache = new_cache(model, batch.n_lanes)
             logits = forward_step(model, batch.feed([row.ids for row in rows]), cache)
             recorder.take()
             for i, row in enumerate(rows):
@@ -179,7 +179,7 @@ def generate_batch(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     check_fits(model, longest, config.max_steps, config.max_parallel, min(batch_size, len(prompts)))
-    ensure_kv_cache(model)
+    backend_for(model).prepare()
     results: list[GenerationResult] = []
     for first in range(0, len(prompts), batch_size):
         chunk = prompts[first : first + batch_size]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..backends import backend_for
 from ..errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def generation_bytes(model: "TransformerBridge", n_prompt: int, max_steps: int, 
 
 def check_fits(model: "TransformerBridge", n_prompt: int, max_steps: int, max_parallel: int, batch: int = 1) -> None:
     """Refuse settings whose estimated memory exceeds what is free, naming the settings to lower."""
-    device = next(model.original_model.parameters()).device
+    device = backend_for(model).device
     need, free = generation_bytes(model, n_prompt, max_steps, max_parallel, batch), available_bytes(device)
     if need > free:
         raise InvalidInputError(
@@ -64,6 +65,6 @@ def check_fits(model: "TransformerBridge", n_prompt: int, max_steps: int, max_pa
 
 def default_batch_size(model: "TransformerBridge", n_prompt: int, max_steps: int, max_parallel: int) -> int:
     """The largest batch up to 16 whose estimate fits in a quarter of the free memory (at least 1)."""
-    device = next(model.original_model.parameters()).device
+    device = backend_for(model).device
     per_row = max(1, generation_bytes(model, n_prompt, max_steps, max_parallel))
     return int(max(1, min(MAX_AUTO_BATCH, available_bytes(device) // 4 // per_row)))

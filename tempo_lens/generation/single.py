@@ -12,7 +12,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..compat import cache_kwarg_name, ensure_kv_cache
+from ..backends import backend_for
 from ..hooks import PatternRecorder, tempo_hooks
 from .config import GenerationConfig
 from .result import GenerationResult
@@ -23,19 +23,17 @@ if TYPE_CHECKING:
 
 
 def model_device(model: "TransformerBridge") -> torch.device:
-    return next(model.original_model.parameters()).device
+    return backend_for(model).device
 
 
-def new_cache(model: "TransformerBridge") -> Any:
-    from transformers import DynamicCache
-
-    return DynamicCache(config=model.original_model.config)
+def new_cache(model: "TransformerBridge", batch: int = 1) -> Any:
+    """An empty KV cache of the model's own kind for ``batch`` rows."""
+    return backend_for(model).new_cache(batch)
 
 
 def forward_step(model: "TransformerBridge", tokens: Sequence[Sequence[int]], cache: Any) -> Float[Tensor, "batch pos d_vocab"]:
     """One cached forward of new tokens (one list per batch row); returns their logits rows."""
-    ids = torch.tensor(tokens, dtype=torch.long, device=model_device(model))
-    return model(ids, **{cache_kwarg_name(model.original_model): cache, "use_cache": True})
+    return backend_for(model).forward_step([list(t) for t in tokens], cache)
 
 
 def generate(
@@ -46,7 +44,7 @@ def generate(
     keep_logits: bool = False,
     **overrides: Any,
 ) -> GenerationResult:
-    """Generate with TEMPO on a TransformerBridge.
+    """Generate with TEMPO on a TransformerBridge or HookedTransformer.
 
     ``config`` holds the settings (:class:`GenerationConfig`; default settings when None); keyword
     ``overrides`` change single fields, e.g. ``generate(model, "The cat sat on the", threshold=0.1,
@@ -57,7 +55,7 @@ def generate(
     """
     config = resolve_config(config, overrides)
     row = GenerationRow.start(model, prompt, config, keep_logits=keep_logits)
-    ensure_kv_cache(model)
+    backend_for(model).prepare()
     with PatternRecorder(row.recorded_layers) as recorder, torch.no_grad():
         hooks = tempo_hooks(model, row.layout, config.mode) + recorder.hooks() + row.hooks
         with model.hooks(fwd_hooks=hooks):

@@ -8,6 +8,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..backends import backend_for
 from ..errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -23,17 +24,7 @@ def decode(tokenizer: Any, ids: Sequence[int]) -> str:
 
 def eos_token_ids(model: "TransformerBridge") -> set[int]:
     """EOS ids of the tokenizer and of the generation config."""
-    ids: set[int] = set()
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None and getattr(tokenizer, "eos_token_id", None) is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    config = getattr(getattr(model, "original_model", None), "generation_config", None)
-    eos = getattr(config, "eos_token_id", None)
-    if isinstance(eos, int):
-        ids.add(eos)
-    elif isinstance(eos, (list, tuple)):
-        ids.update(int(e) for e in eos)
-    return ids
+    return backend_for(model).eos_token_ids()
 
 
 def prompt_token_ids(model: "TransformerBridge", prompt: str | Sequence[int] | Tensor, chat: bool = False) -> list[int]:

@@ -27,6 +27,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..backends import backend_for
 from ..errors import InvalidInputError
 from ..siblings import RunSource, Sibling, reader_rows, run_view
 from .common import Condition, cached_replay, check_steps, default_condition
@@ -75,7 +76,7 @@ def _terms(model: "TransformerBridge", cache: dict[str, Tensor], rows: list[int]
 def _unembed_directions(model: "TransformerBridge", cache: dict[str, Tensor], rows: list[int], token_ids: list[int]
                         ) -> tuple[Float[Tensor, "row d_model sibling"], Float[Tensor, "sibling"]]:
     """Per row, the frozen-scale direction each term is read along, and the constant ``final_bias`` per token."""
-    norm = model.ln_final.original_component
+    norm = backend_for(model).final_norm()
     x, scale = cache["ln_final.hook_in"][rows].float(), cache["ln_final.hook_scale"][rows].float()
     centred = torch.allclose((x - x.mean(-1, keepdim=True)) / scale, cache["ln_final.hook_normalized"][rows].float(), atol=1e-4)
     W_U = model.W_U.float()[:, token_ids]

@@ -16,8 +16,8 @@ from torch import Tensor
 
 from ..errors import InvalidInputError
 from ..layout import MODES, TokenLayout
-from ..hooks import attention_block_hooks, tempo_position_hooks
-from ..replaying import MaskArg, PositionsArg, ReplayResult, _blocked_fn, replay
+from ..backends import backend_for
+from ..replaying import MaskArg, PositionsArg, ReplayResult, replay, replay_hooks, replay_positions
 from ..siblings import RunView
 
 if TYPE_CHECKING:
@@ -79,13 +79,12 @@ def batched_logits(
     The same positions and mask hooks as :func:`~tempo_lens.replay`; copy ``b`` alone gives replay's logits.
     """
     layout = condition.layout(layout)
-    positions = condition.positions
-    positions = layout.positions(positions) if isinstance(positions, str) else positions.to(torch.float32)
-    hooks = tempo_position_hooks(model, positions) + attention_block_hooks(model, _blocked_fn(layout, condition.mask))
-    device = next(model.original_model.parameters()).device
-    tokens = torch.tensor([layout.token_ids] * batch, dtype=torch.long, device=device)
+    positions = replay_positions(layout, condition.positions)
+    hooks = replay_hooks(model, layout, positions, condition.mask)
+    backend = backend_for(model)
+    tokens = torch.tensor([layout.token_ids] * batch, dtype=torch.long, device=backend.device)
     with torch.no_grad(), model.hooks(fwd_hooks=hooks + list(extra_hooks)):
-        return model(tokens).detach().cpu()
+        return backend.forward(tokens).detach().cpu()
 
 
 def check_steps(layout: TokenLayout, steps: Sequence[int] | None) -> list[int]:

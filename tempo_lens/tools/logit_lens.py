@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..backends import backend_for
 from ..siblings import RunSource, reader_rows, run_view
 from .common import Condition, cached_replay, check_layers, check_steps, default_condition, kl_divergence, mix_log_probs
 
@@ -34,8 +35,9 @@ COLUMNS = ["layer", "relation", "step", "rank", "token_id", "token", "reader", "
 
 def lens_logits(model: "TransformerBridge", resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
     """Final norm then unembedding applied to a residual stream (the model's own modules, no hooks fired)."""
+    backend = backend_for(model)
     with torch.no_grad():
-        return model.unembed.original_component(model.ln_final.original_component(resid)).float()
+        return backend.unembed_logits(backend.final_norm()(resid)).float()
 
 
 def _score(log_p: Float[Tensor, "d_vocab"], final_log_p: Float[Tensor, "d_vocab"], token_ids: list[int]) -> tuple[list[float], list[int], float]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tempo_lens import load_model
-from tempo_lens.cpu_linears import (
+from tempo_lens.backends.bridge.cpu_linears import (
     PackedLinearForward, install_prepacked_linears, installed_linears, linear_modules, prepacked_linears,
     remove_prepacked_linears,
 )

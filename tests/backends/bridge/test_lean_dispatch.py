@@ -11,7 +11,7 @@ import torch
 
 from tempo_lens import load_model
 from tempo_lens.generation import generate
-from tempo_lens.lean_dispatch import lean_components, lean_dispatch, restore_dispatch, stock_dispatch
+from tempo_lens.backends.bridge.lean_dispatch import lean_components, lean_dispatch, restore_dispatch, stock_dispatch
 
 PROMPT = [1, 17, 42, 5, 63, 8]
 TOKENS = torch.tensor([PROMPT])

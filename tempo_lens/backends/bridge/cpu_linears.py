@@ -9,7 +9,7 @@ hook are untouched. Inference only (no autograd through the packed weights), fp3
 copy holds a second copy of the linear weights while active. It packs on entry, so weights edited before
 entering are used. Where oneDNN is unavailable it changes nothing (``available`` says which).
 
-:func:`install_prepacked_linears` makes it permanent (what :mod:`tempo_lens.fast_paths` does by default):
+:func:`install_prepacked_linears` makes it permanent (what :mod:`tempo_lens.backends.bridge.fast_paths` does by default):
 each linear then runs :class:`PackedLinearForward`, which takes the stock ``F.linear`` path for one row
 and whenever the packed one would be wrong (autograd wants the weight or the input, or they are not fp32
 on CPU), and repacks when the weight is replaced or edited in place (its version counter moves). An edit

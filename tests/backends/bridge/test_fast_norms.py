@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tempo_lens import load_model
-from tempo_lens.fast_norms import (
+from tempo_lens.backends.bridge.fast_norms import (
     fast_norms, patched_norms, restore_norm_statistics, skip_unobserved_norm_statistics, stock_norms,
 )
 from tempo_lens.generation import generate

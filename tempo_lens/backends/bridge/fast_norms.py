@@ -1,4 +1,4 @@
-"""Speed-up: skip TransformerBridge norm statistics that nothing observes (on by default, :mod:`tempo_lens.fast_paths`).
+"""Speed-up: skip TransformerBridge norm statistics that nothing observes (on by default, :mod:`tempo_lens.backends.bridge.fast_paths`).
 
 TransformerLens 4.3.0's normalization bridges compute the statistics for ``hook_scale`` and
 ``hook_normalized`` on every call, then return the wrapped Hugging Face module's own output unless a

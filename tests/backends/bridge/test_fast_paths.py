@@ -14,7 +14,7 @@ import torch
 
 from tempo_lens import load_model
 from tempo_lens.errors import InvalidInputError
-from tempo_lens.fast_paths import ENV, apply_fast_paths, fast_paths_on, remove_fast_paths, stock_paths
+from tempo_lens.backends.bridge.fast_paths import ENV, apply_fast_paths, fast_paths_on, remove_fast_paths, stock_paths
 from tempo_lens.generation import generate, generate_batch
 from tempo_lens.pruning import AttentionPruning
 from tests.generation.test_batch import PROMPTS, assert_rows_equal

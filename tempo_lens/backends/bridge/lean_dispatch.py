@@ -1,4 +1,4 @@
-"""Speed-up: the bridge's per-call bookkeeping done once per module (on by default, :mod:`tempo_lens.fast_paths`).
+"""Speed-up: the bridge's per-call bookkeeping done once per module (on by default, :mod:`tempo_lens.backends.bridge.fast_paths`).
 
 TransformerLens 4.3.0 spends two pieces of Python on every component call that give the same answer
 every time for a model that is not offloaded:

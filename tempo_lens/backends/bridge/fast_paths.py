@@ -3,12 +3,12 @@
 Three parity-tested paths change how a forward is computed, never what it computes (beyond the rounding
 of the prepacked linears):
 
-- lean dispatch (:mod:`tempo_lens.lean_dispatch`): each block bridge reads its wrapped layer's signature
+- lean dispatch (:mod:`tempo_lens.backends.bridge.lean_dispatch`): each block bridge reads its wrapped layer's signature
   once instead of on every call, and a component whose wrapped module is not offloaded by Accelerate is
   called without the (then empty) device-alignment context (bit-identical; any device and dtype);
-- fast norms (:mod:`tempo_lens.fast_norms`): a norm bridge skips the ``hook_scale`` / ``hook_normalized``
+- fast norms (:mod:`tempo_lens.backends.bridge.fast_norms`): a norm bridge skips the ``hook_scale`` / ``hook_normalized``
   statistics while nothing is attached to either hook point (bit-identical; any device and dtype);
-- prepacked linears (:mod:`tempo_lens.cpu_linears`): fp32 CPU linear layers fed two or more rows run on
+- prepacked linears (:mod:`tempo_lens.backends.bridge.cpu_linears`): fp32 CPU linear layers fed two or more rows run on
   oneDNN with prepacked weights, so a step with 2-8 siblings, or a batch, costs about what a one-token
   decode does per weight read (they round differently: logits within 1e-4 of the stock ones on the tiny test
   models, 1e-3 on the embedded model; a single row keeps the stock kernel and its bits). They keep a second
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Iterator
 from .cpu_linears import (
     install_prepacked_linears, installed_linears, linear_modules, packed_bytes, remove_prepacked_linears, stock_linears,
 )
-from .errors import InvalidInputError
+from ...errors import InvalidInputError
 from .lean_dispatch import lean_components, lean_dispatch, restore_dispatch, stock_dispatch
 from .fast_norms import patched_norms, restore_norm_statistics, skip_unobserved_norm_statistics, stock_norms
 
@@ -60,7 +60,7 @@ def apply_fast_paths(model: "TransformerBridge", fast: bool | None = None) -> li
     applies the prepacked linears where their copy takes more than half of the free memory.
     Calling it again repacks the linears (after editing weights through ``.data``).
     """
-    from .generation.memory import available_bytes
+    from ...generation.memory import available_bytes
 
     setting = fast_setting(fast)
     if setting is False:

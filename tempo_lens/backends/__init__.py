@@ -1,0 +1,58 @@
+"""Everything that depends on the model's class, behind one interface (:class:`~.base.Backend`).
+
+- ``bridge`` (:mod:`.bridge`): TransformerLens's ``TransformerBridge`` (TransformerLens 3.9 and 4.x), with
+  its KV-cache shim and exact speed paths;
+- ``hooked`` (:mod:`.hooked`): ``HookedTransformer`` and its subclasses, e.g. SAELens's
+  ``HookedSAETransformer`` (TransformerLens 3.x).
+
+:func:`backend_for` picks the backend of a model that a user built or :func:`tempo_lens.load_model`
+loaded; :func:`load` boots one from a resolved folder or Hugging Face name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+import torch
+
+from ..errors import InvalidInputError
+from .base import Backend, BackendName
+
+BACKENDS: tuple[str, ...] = get_args(BackendName)
+
+
+def backend_for(model: Any) -> Backend:
+    """The backend serving ``model``; anything but a TransformerBridge or HookedTransformer is refused."""
+    from .bridge import BridgeBackend, is_bridge
+    from .hooked import HookedBackend, is_hooked
+
+    if is_bridge(model):
+        return BridgeBackend(model)
+    if is_hooked(model):
+        return HookedBackend(model)
+    raise InvalidInputError(
+        f"tempo_lens needs a TransformerLens TransformerBridge or HookedTransformer (e.g. from tempo_lens.load_model()), "
+        f"got {type(model).__name__}"
+    )
+
+
+def check_backend_name(backend: Any) -> BackendName:
+    if backend not in BACKENDS:
+        raise InvalidInputError(f"backend {backend!r} is not known; choose one of {', '.join(BACKENDS)}")
+    return backend
+
+
+def load(path: str, name: str, backend: BackendName, dtype: torch.dtype, device: str | None, device_map: Any) -> Any:
+    """Boot the model at ``path`` (a folder or a Hugging Face name) as ``backend``'s model class."""
+    if backend == "hooked":
+        if device_map is not None:
+            raise InvalidInputError("device_map is supported by backend='bridge' only; pass device= for backend='hooked'")
+        from .hooked.loading import load_hooked
+
+        return load_hooked(path, name, dtype, device or "cpu")
+    from .bridge.loading import load_bridge
+
+    return load_bridge(path, name, dtype, device, device_map)
+
+
+__all__ = ["BACKENDS", "Backend", "BackendName", "backend_for", "check_backend_name", "load"]

@@ -1,0 +1,130 @@
+"""The one interface every stage uses to drive a TransformerLens model, whatever its class.
+
+Generation, replay, capture, pruning, the tools and the analysis read a model only through a
+:class:`Backend`: its device and weights, positions (the hooks that move tokens to chosen logical
+positions), the KV cache and one forward step, the final norm and unembedding, and EOS ids. Masks and
+patterns need nothing class-specific: both model classes expose ``blocks.L.attn.hook_attn_scores``
+(``[batch, head_index, query_pos, key_pos]``, masked entries at or below :func:`masked_threshold`) and
+``blocks.L.attn.hook_pattern``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, ClassVar, Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ..position_source import PositionSource, integer_positions, last_positions, positions_of
+
+BackendName = Literal["bridge", "hooked"]
+PositionKind = Literal["rotary", "learned"]
+Hook = tuple[str, Callable[..., Tensor]]
+
+
+class Backend(ABC):
+    """What tempo_lens needs of one model instance; subclasses hold everything that depends on its class."""
+
+    name: ClassVar[BackendName]
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    # ---- facts -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def weights(self) -> list[Tensor]:
+        """The model's parameters, each once."""
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights()[0].device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weights()[0].dtype
+
+    def n_params(self) -> int:
+        return int(sum(p.numel() for p in self.weights()))
+
+    @abstractmethod
+    def eos_token_ids(self) -> set[int]:
+        """EOS ids of the tokenizer and of the generation config."""
+
+    # ---- positions ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def position_kind(self) -> PositionKind | None:
+        """``"rotary"``, ``"learned"`` (absolute table at ``hook_pos_embed``) or None (TEMPO cannot share positions)."""
+
+    @abstractmethod
+    def position_hook_names(self) -> list[str]:
+        """The hook points the position hooks of this model use (checked at load, probed in a forward)."""
+
+    @abstractmethod
+    def rope_position_hooks(self, positions: PositionSource) -> list[Hook]:
+        """Rotary embeddings evaluated at ``positions`` instead of physical indices."""
+
+    @abstractmethod
+    def position_table(self) -> Float[Tensor, "n_ctx d_model"]:
+        """The learned absolute position table (GPT-2 family)."""
+
+    def learned_position_hooks(self, positions: PositionSource) -> list[Hook]:
+        """Rows of the learned position table at ``positions`` (``hook_pos_embed``, ``[batch, q, d_model]``)."""
+        table = self.position_table()
+
+        def hook_pos(pos_embed: Float[Tensor, "batch query_pos d_model"], hook: Any = None) -> Tensor:
+            wanted = integer_positions(last_positions(positions_of(positions)[0](), pos_embed.shape[-2]))
+            rows = table[wanted.to(table.device)].to(pos_embed.dtype)
+            return rows.expand_as(pos_embed) if rows.ndim == 2 else rows  # [batch, q, d_model]: one row per prompt
+
+        return [("hook_pos_embed", hook_pos)]
+
+    # ---- running -----------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Make the model ready for cached TEMPO decoding (idempotent)."""
+
+    @abstractmethod
+    def apply_speedups(self, fast: bool | None) -> list[str]:
+        """Switch on the exact speed paths this class has (``fast``: None default, False none); what is on."""
+
+    @abstractmethod
+    def new_cache(self, batch: int) -> Any:
+        """An empty KV cache for ``batch`` rows."""
+
+    @abstractmethod
+    def forward(self, tokens: Int[Tensor, "batch pos"], cache: Any = None) -> Float[Tensor, "batch pos d_vocab"]:
+        """Logits of ``tokens``; with a cache, they continue it (and it grows by them)."""
+
+    @abstractmethod
+    def run_with_cache(self, tokens: Int[Tensor, "batch pos"], names_filter: Any) -> tuple[Tensor, Any]:
+        """Logits and TransformerLens's activation cache of one full forward."""
+
+    def forward_step(self, tokens: list[list[int]], cache: Any) -> Float[Tensor, "batch pos d_vocab"]:
+        """One cached forward of new tokens (one list per batch row)."""
+        return self.forward(torch.tensor(tokens, dtype=torch.long, device=self.device), cache)
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def final_norm(self) -> torch.nn.Module:
+        """The final norm as a plain module (``weight``, optional ``bias``) that fires no hooks."""
+
+    @abstractmethod
+    def unembed_logits(self, normed: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
+        """Logits of normalised residuals (the model's own unembedding, no hooks)."""
+
+
+def eos_ids(tokenizer: Any, configured: Any) -> set[int]:
+    """EOS ids of the tokenizer and of a generation config's ``eos_token_id`` (an id or a list)."""
+    ids: set[int] = set()
+    if tokenizer is not None and getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif isinstance(configured, (list, tuple)):
+        ids.update(int(e) for e in configured)
+    return ids

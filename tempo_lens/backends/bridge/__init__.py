@@ -1,0 +1,87 @@
+"""The ``bridge`` backend: TransformerLens's ``TransformerBridge`` around a Hugging Face model.
+
+Positions go through ``rotary_emb.hook_cos`` / ``hook_sin`` (:mod:`.positions`) or ``hook_pos_embed``;
+the KV cache is the wrapped model's own (a transformers ``DynamicCache``), passed under the keyword
+its forward takes (:mod:`.kv_cache`, which also lets TransformerLens 4.x read it). The exact speed paths
+(:mod:`.fast_paths`) apply to bridges only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..base import Backend, Hook, PositionKind, eos_ids
+from .kv_cache import cache_kwarg_name, ensure_kv_cache
+from .positions import bridge_rope_hooks
+
+
+def is_bridge(model: Any) -> bool:
+    try:
+        from transformer_lens.model_bridge import TransformerBridge
+    except ImportError:  # a TransformerLens without the bridge
+        return False
+    return isinstance(model, TransformerBridge)
+
+
+class BridgeBackend(Backend):
+    name = "bridge"
+
+    def weights(self) -> list[Tensor]:
+        return list(self.model.original_model.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.original_model.parameters()).device
+
+    def eos_token_ids(self) -> set[int]:
+        config = getattr(self.model.original_model, "generation_config", None)
+        return eos_ids(getattr(self.model, "tokenizer", None), getattr(config, "eos_token_id", None))
+
+    def position_kind(self) -> PositionKind | None:
+        hooks = self.model.hook_dict
+        if "rotary_emb.hook_cos" in hooks and hasattr(self.model, "rotary_emb"):
+            return "rotary"
+        if "hook_pos_embed" in hooks and hasattr(self.model, "pos_embed"):
+            return "learned"
+        return None
+
+    def position_hook_names(self) -> list[str]:
+        kind = self.position_kind()
+        return ["rotary_emb.hook_cos", "rotary_emb.hook_sin"] if kind == "rotary" else ["hook_pos_embed"] if kind else []
+
+    def rope_position_hooks(self, positions: Any) -> list[Hook]:
+        return bridge_rope_hooks(self.model, positions)
+
+    def position_table(self) -> Tensor:
+        return self.model.pos_embed.original_component.weight
+
+    def prepare(self) -> None:
+        ensure_kv_cache(self.model)
+
+    def apply_speedups(self, fast: bool | None) -> list[str]:
+        from .fast_paths import apply_fast_paths
+
+        return apply_fast_paths(self.model, fast)
+
+    def new_cache(self, batch: int) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.original_model.config)
+
+    def forward(self, tokens: Tensor, cache: Any = None) -> Tensor:
+        if cache is None:
+            return self.model(tokens)
+        return self.model(tokens, **{cache_kwarg_name(self.model.original_model): cache, "use_cache": True})
+
+    def run_with_cache(self, tokens: Tensor, names_filter: Any) -> tuple[Tensor, Any]:
+        return self.model.run_with_cache(tokens, names_filter=names_filter)
+
+    def final_norm(self) -> torch.nn.Module:
+        return self.model.ln_final.original_component
+
+    def unembed_logits(self, normed: Tensor) -> Tensor:
+        return self.model.unembed.original_component(normed)
+

@@ -1,0 +1,89 @@
+"""The ``hooked`` backend: TransformerLens's ``HookedTransformer`` and its subclasses (SAELens's ``HookedSAETransformer``).
+
+Positions go through ``blocks.L.attn.hook_rot_q`` / ``hook_rot_k`` (:mod:`.positions`) or
+``hook_pos_embed``; the KV cache is TransformerLens's own ``HookedTransformerKeyValueCache``. Every
+forward passes an all-ones ``attention_mask``: TEMPO's masks (isolation, pruning, padding) go through
+``hook_attn_scores``, so TransformerLens must neither guess padding from token ids nor shift positions.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..base import Backend, Hook, PositionKind, eos_ids
+from .positions import hooked_rope_hooks
+
+log = logging.getLogger("tempo_lens")
+
+
+def is_hooked(model: Any) -> bool:
+    try:
+        from transformer_lens import HookedTransformer
+    except ImportError:  # TransformerLens 4 removed it
+        return False
+    return isinstance(model, HookedTransformer)
+
+
+def kv_cache_class() -> type:
+    """TransformerLens's KV cache for HookedTransformer, under its 3.x name or its older one."""
+    try:
+        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+    except ImportError:
+        from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache
+
+        return HookedTransformerKeyValueCache
+    return TransformerLensKeyValueCache
+
+
+class HookedBackend(Backend):
+    name = "hooked"
+
+    def weights(self) -> list[Tensor]:
+        return list(self.model.parameters())
+
+    def eos_token_ids(self) -> set[int]:
+        return eos_ids(getattr(self.model, "tokenizer", None), getattr(self.model, "tempo_lens_eos_token_id", None))
+
+    def position_kind(self) -> PositionKind | None:
+        kind = self.model.cfg.positional_embedding_type
+        if kind == "rotary" and "blocks.0.attn.hook_rot_q" in self.model.hook_dict:
+            return "rotary"
+        if kind == "standard" and "hook_pos_embed" in self.model.hook_dict:
+            return "learned"
+        return None
+
+    def position_hook_names(self) -> list[str]:
+        kind = self.position_kind()
+        if kind == "rotary":
+            return ["blocks.0.attn.hook_rot_q", "blocks.0.attn.hook_rot_k"]
+        return ["hook_pos_embed"] if kind else []
+
+    def rope_position_hooks(self, positions: Any) -> list[Hook]:
+        return hooked_rope_hooks(self.model, positions)
+
+    def position_table(self) -> Tensor:
+        return self.model.pos_embed.W_pos
+
+    def apply_speedups(self, fast: bool | None) -> list[str]:
+        if fast:
+            log.info("fast paths: none apply to a HookedTransformer; it runs its stock path")
+        return []
+
+    def new_cache(self, batch: int) -> Any:
+        return kv_cache_class().init_cache(self.model.cfg, self.device, batch)
+
+    def forward(self, tokens: Tensor, cache: Any = None) -> Tensor:
+        return self.model(tokens, past_kv_cache=cache, attention_mask=torch.ones_like(tokens))
+
+    def run_with_cache(self, tokens: Tensor, names_filter: Any) -> tuple[Tensor, Any]:
+        return self.model.run_with_cache(tokens, names_filter=names_filter, attention_mask=torch.ones_like(tokens))
+
+    def final_norm(self) -> torch.nn.Module:
+        return self.model.ln_final
+
+    def unembed_logits(self, normed: Tensor) -> Tensor:
+        return self.model.unembed(normed)
