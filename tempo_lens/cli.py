@@ -135,7 +135,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not prompt.strip():
         raise InvalidInputError("the prompt is empty; pass some text, e.g. tempo-lens generate \"The cat sat on the\"")
     config = GenerationConfig(**generation_overrides(args))  # every setting checked before the model loads
-    model = load_model(_model_arg(args.model), dtype=args.dtype)
+    model = load_model(_model_arg(args.model), dtype=args.dtype, backend=args.backend)
     result = generate(model, prompt, config)
     if args.json:  # strict JSON: non-finite numbers are null (to_json_dict), non-UTF-8 terminals get \u escapes
         utf8 = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "") == "utf8"
@@ -161,7 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if shard is not None:
         check_shard_target(out.parent, shard)
     check_can_write(out, args.overwrite)  # before the run, so a refusal costs nothing
-    experiment = run_experiment(config, shard=shard, progress=_progress)
+    experiment = run_experiment(config, shard=shard, progress=_progress, backend=args.backend)
     path = save_experiment(experiment, out, overwrite=args.overwrite)
     _progress(f"wrote {path}")
     return 0
@@ -198,10 +198,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if args.model or args.out or args.quick:
             raise InvalidInputError("--models runs its own models into FOLDER/models/NAME; do not combine it with --model, --out or --quick")
         analyze_models(folder, [m.strip() for m in args.models.split(",") if m.strip()], progress=_progress,
-                       overwrite=args.overwrite, dtype=args.dtype)
+                       overwrite=args.overwrite, dtype=args.dtype, backend=args.backend)
         return 0
     analyze(folder, model=_model_arg(args.model), progress=_progress, quick=args.quick, overwrite=args.overwrite,
-            out=Path(args.out) if args.out else None, dtype=args.dtype)
+            out=Path(args.out) if args.out else None, dtype=args.dtype, backend=args.backend)
     return 0
 
 
@@ -252,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--dtype", choices=DTYPE_CHOICES, default=None, help="model dtype (default float32)")
     a.set_defaults(func=cmd_analyze)
     models_command.add_parser(sub)
+    from .backends import BACKENDS
+
+    for command in (g, r, a):
+        command.add_argument("--backend", default="bridge", choices=BACKENDS,
+                             help="model class: bridge (TransformerBridge, default) or hooked (HookedTransformer, TransformerLens 3.x)")
     for command in sub.choices.values():
         command.add_argument("--no-fast", action="store_true", default=argparse.SUPPRESS,
                              help="load models with the stock TransformerBridge paths (sets TEMPO_LENS_FAST=0)")

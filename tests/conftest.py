@@ -28,6 +28,34 @@ def tiny_bridges(tiny_dirs):
 
 
 @pytest.fixture(scope="session")
+def tiny_hooked(tiny_dirs):
+    """The tiny models as HookedTransformers (TransformerLens 3.x only: `make test` runs these in .venv-tl3)."""
+    pytest.importorskip("transformer_lens", reason="TransformerLens is needed")
+    if not hooked_available():
+        pytest.skip("HookedTransformer needs TransformerLens 3.x; make test runs these tests in .venv-tl3")
+    from tempo_lens import load_model
+
+    return {name: load_model(str(path), backend="hooked", device="cpu") for name, path in tiny_dirs.items()}
+
+
+@pytest.fixture(scope="session")
+def embedded_hooked():
+    if not hooked_available():
+        pytest.skip("HookedTransformer needs TransformerLens 3.x; make test runs these tests in .venv-tl3")
+    from tempo_lens import load_model
+
+    return load_model(backend="hooked", device="cpu")
+
+
+def hooked_available() -> bool:
+    try:
+        from transformer_lens import HookedTransformer  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
 def tiny_llama(tiny_bridges):
     return tiny_bridges["llama"]
 
@@ -75,5 +103,5 @@ def fake_zoo(tmp_path, monkeypatch):
 def pytest_collection_modifyitems(config, items):
     """Every test that loads the embedded 30-layer model is ``slow``, whether or not it says so."""
     for item in items:
-        if "embedded_model" in getattr(item, "fixturenames", ()) or "embedded_hf" in getattr(item, "fixturenames", ()):
+        if any(f in getattr(item, "fixturenames", ()) for f in ("embedded_model", "embedded_hf", "embedded_hooked")):
             item.add_marker(pytest.mark.slow)

@@ -81,13 +81,17 @@ def run_experiment(
     *,
     shard: tuple[int, int] | None = None,
     progress: Callable[[str], None] | None = None,
+    backend: str = "bridge",
 ) -> Experiment:
-    """Generate every (prompt, mode) of the config (this shard's prompts only), with capture and controls."""
+    """Generate every (prompt, mode) of the config (this shard's prompts only), with capture and controls.
+
+    ``model``: a loaded model (any backend); else the config's model is loaded as ``backend``.
+    """
     from ..generation import generate_batch
     from ..model import load_model
     from ..replaying import replay
 
-    model = model if model is not None else load_model(config.model, dtype=config.dtype)
+    model = model if model is not None else load_model(config.model, dtype=config.dtype, backend=backend)
     indices = list(range(len(config.prompts)))
     if shard is not None:
         indices = indices[shard[0] :: shard[1]]

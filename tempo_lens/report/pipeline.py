@@ -58,14 +58,14 @@ def _select(configs: dict[str, ExperimentConfig], roles: tuple[str, ...]) -> dic
 
 
 def run_configs(configs: dict[str, ExperimentConfig], model_name: str | None, plan: OutputPlan, progress: Progress,
-                dtype: str | None = None) -> dict[str, Path]:
+                dtype: str | None = None, backend: str = "bridge") -> dict[str, Path]:
     """Run each config on one loaded model and save it through ``plan``; returns the saved folders by name."""
     from ..model import load_model
 
     first = next(iter(configs.values()))
     chosen, dtype = model_name or first.model, dtype or first.dtype
     progress(f"loading model {chosen or 'SmolLM2-135M-Instruct (embedded default)'}")
-    model = load_model(chosen, dtype=dtype)
+    model = load_model(chosen, dtype=dtype, backend=backend)
     n_params = int(sum({p.data_ptr(): p.numel() for p in model.parameters()}.values()))  # shared storage once
     out = {}
     try:
@@ -100,7 +100,7 @@ def build_report(paths: dict[str, Path], plan: OutputPlan, progress: Progress, c
 
 
 def analyze(folder: Path, model: str | None = None, progress: Progress = print, quick: bool = False,
-            overwrite: bool = False, out: Path | None = None, dtype: str | None = None) -> Path:
+            overwrite: bool = False, out: Path | None = None, dtype: str | None = None, backend: str = "bridge") -> Path:
     started = time.perf_counter()
     folder = Path(folder)
     out = Path(out) if out is not None else folder
@@ -113,7 +113,7 @@ def analyze(folder: Path, model: str | None = None, progress: Progress = print, 
             configs = _select(configs, (SINGLE,))
         check_pair({name: c.to_dict() for name, c in configs.items()})  # refuse before the model is loaded
         plan.check(list(configs))
-        paths = run_configs(configs, model, plan, progress, dtype=dtype)
+        paths = run_configs(configs, model, plan, progress, dtype=dtype, backend=backend)
     else:
         paths = find_saved(folder)
         if not paths:
@@ -129,7 +129,7 @@ def analyze(folder: Path, model: str | None = None, progress: Progress = print, 
 
 
 def analyze_models(folder: Path, models: list[str], progress: Progress = print, overwrite: bool = False,
-                   dtype: str | None = None) -> Path:
+                   dtype: str | None = None, backend: str = "bridge") -> Path:
     """The cross-model study: each model into ``folder/models/NAME``, then the main report with the Cross-model section."""
     started = time.perf_counter()
     folder = Path(folder)
@@ -146,12 +146,12 @@ def analyze_models(folder: Path, models: list[str], progress: Progress = print, 
         OutputPlan(folder, overwrite).check()  # refuse before any model runs
     else:  # the Cross-model section lives in the main report: write the main runs first (plain `make analyze`)
         progress(f"{folder / 'runs'} holds no saved experiments: running the main analysis on the default model first")
-        analyze(folder, progress=progress, overwrite=overwrite, dtype=dtype)
+        analyze(folder, progress=progress, overwrite=overwrite, dtype=dtype, backend=backend)
         main_runs = find_saved(folder / "runs")
     for name, plan in plans.items():
         began = time.perf_counter()
         try:
-            paths = run_configs(configs, name, plan, progress, dtype=dtype)
+            paths = run_configs(configs, name, plan, progress, dtype=dtype, backend=backend)
         except TempoLensError as exc:
             progress(f"skipping model {name}: {exc}")
             continue

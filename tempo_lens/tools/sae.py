@@ -1,0 +1,98 @@
+"""Sparse-autoencoder latents of every token of a TEMPO run, and how parallel tokens differ in them.
+
+Works with SAELens's SAEs (any object with ``encode`` and ``cfg.metadata.hook_name`` works) on any
+model tempo_lens serves. The run is replayed teacher-forced under its own mask and shared positions
+(:func:`~tempo_lens.tools.common.cached_replay`); when the SAE is attached to a ``HookedSAETransformer``
+(``model.add_sae(sae)``) its ``hook_sae_acts_post`` is read, otherwise the activation at the SAE's hook
+point is encoded with ``sae.encode``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..analysis.stats import bootstrap_ci
+from ..errors import InvalidInputError
+from ..siblings import RunSource, run_view
+from .common import Condition, cached_replay, default_condition
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+LATENT_COLUMNS = ["run", "step", "sibling", "token", "parallel", "latent", "activation"]
+
+
+def sae_hook_name(sae: Any) -> str:
+    """The hook point an SAE reads (SAELens: ``sae.cfg.metadata.hook_name``)."""
+    cfg = getattr(sae, "cfg", None)
+    name = getattr(getattr(cfg, "metadata", None), "hook_name", None) or getattr(cfg, "hook_name", None)
+    if not isinstance(name, str) or not hasattr(sae, "encode"):
+        raise InvalidInputError("sae must be an SAE with encode() and cfg.metadata.hook_name (e.g. a sae_lens SAE)")
+    return name
+
+
+def sae_latents(
+    model: "TransformerBridge",
+    source: RunSource,
+    sae: Any,
+    *,
+    condition: Condition | None = None,
+    min_activation: float = 0.0,
+) -> pd.DataFrame:
+    """One row per (generated token, active latent): step, sibling rank, token text, parallel, latent, activation.
+
+    ``source`` is a generation, a saved run or a layout; ``condition`` the replay (default: the run's own
+    mode at shared positions). Prompt tokens are left out; latents at or below ``min_activation`` too.
+    """
+    view = run_view(source, model)
+    hook = sae_hook_name(sae)
+    attached = f"{hook}.hook_sae_acts_post"
+    reads_attached = attached in model.hook_dict
+    replayed = cached_replay(model, view.layout, default_condition(view, condition), [attached if reads_attached else hook])
+    acts = replayed.cache[attached if reads_attached else hook]
+    if not reads_attached:
+        with torch.no_grad():
+            acts = sae.encode(acts.to(sae.W_enc.dtype if hasattr(sae, "W_enc") else acts.dtype))
+    acts = acts.detach().float().cpu().numpy()  # [n_tokens, d_sae]
+    layout, rows = view.layout, []
+    parallel = layout.parallel_tensor().tolist()
+    for index in range(layout.n_prompt, len(layout)):
+        active = np.nonzero(acts[index] > min_activation)[0]
+        sibling = view.sibling(index)
+        rows.extend((view.name, sibling.step, sibling.rank, sibling.token, bool(parallel[index]), int(latent),
+                     float(acts[index, latent])) for latent in active)
+    return pd.DataFrame(rows, columns=LATENT_COLUMNS)
+
+
+def compare_sae_latents(frames: Iterable[pd.DataFrame] | pd.DataFrame, top: int = 10, seed: int = 0) -> pd.DataFrame:
+    """Latents whose mean activation differs most between parallel and non-parallel tokens, across runs.
+
+    Per run, a latent's mean activation over its parallel tokens minus over its non-parallel ones (tokens
+    where it is inactive count as 0); then, over runs, the mean difference with a 95 % bootstrap interval
+    (runs resampled). Returns the ``top`` latents by absolute mean difference.
+    """
+    frame = frames if isinstance(frames, pd.DataFrame) else pd.concat(list(frames), ignore_index=True)
+    if frame.empty:
+        raise InvalidInputError("no active latents to compare; run sae_latents on generations first")
+    per_run = []
+    for run, part in frame.groupby("run"):
+        tokens = part.drop_duplicates(["step", "sibling"])
+        n_par, n_other = int(tokens.parallel.sum()), int((~tokens.parallel).sum())
+        if not n_par or not n_other:
+            continue  # a run without both kinds of token says nothing about the difference
+        sums = part.groupby(["latent", "parallel"]).activation.sum().unstack(fill_value=0.0)
+        diff = sums.get(True, 0.0) / n_par - sums.get(False, 0.0) / n_other
+        per_run.append(diff.rename(run))
+    if not per_run:
+        raise InvalidInputError("no run has both parallel and non-parallel generated tokens")
+    table = pd.concat(per_run, axis=1).fillna(0.0)
+    rows = []
+    for latent, values in table.iterrows():
+        mean, lo, hi = bootstrap_ci(values.to_numpy(), n_boot=2000, seed=seed) if len(values) > 1 else (values.iloc[0],) * 3
+        rows.append((int(latent), float(mean), float(lo), float(hi), len(values)))
+    out = pd.DataFrame(rows, columns=["latent", "difference", "ci_low", "ci_high", "n_runs"])
+    return out.reindex(out.difference.abs().sort_values(ascending=False).index).head(top).reset_index(drop=True)
