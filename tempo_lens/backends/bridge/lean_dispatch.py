@@ -1,6 +1,6 @@
 """Speed-up: the bridge's per-call bookkeeping done once per module (on by default, :mod:`tempo_lens.backends.bridge.fast_paths`).
 
-TransformerLens 4.3.0 spends two pieces of Python on every component call that give the same answer
+TransformerLens 4.3 spends two pieces of Python on every component call that give the same answer
 every time for a model that is not offloaded:
 
 - every block bridge runs ``inspect.signature`` on the wrapped layer's ``forward`` to filter its
@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import logging
 import sys
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -31,7 +32,9 @@ import torch.nn as nn
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
+log = logging.getLogger("tempo_lens")
 _FILTER = "_filter_kwargs_for_forward"
+_NOTED: list[bool] = []
 _LEAN_PREFIX = "_LeanDispatch_"
 
 
@@ -118,8 +121,21 @@ def _make_lean(module: Any) -> None:
     module.__class__ = _lean_class(type(module))
 
 
+def _note_missing_internals() -> None:
+    """One logged line per process when this TransformerLens lacks an internal the lean path skips (TL 3.x)."""
+    import transformer_lens.model_bridge.generalized_components.base as base
+    from transformer_lens.model_bridge.generalized_components.block import BlockBridge
+
+    missing = [what for what, present in (("per-call device alignment", hasattr(base, "align_module_device")),
+                                          ("per-call kwargs filter", hasattr(BlockBridge, _FILTER))) if not present]
+    if missing and not _NOTED:
+        _NOTED.append(True)
+        log.info("lean dispatch: this TransformerLens has no %s; those calls keep the stock path", " or ".join(missing))
+
+
 def lean_dispatch(model: "TransformerBridge") -> int:
     """Give every bridge component of ``model`` the lean forms; returns how many components changed."""
+    _note_missing_internals()
     changed = [m for m in _components(model) if not _is_lean(m)]
     for module in changed:
         _make_lean(module)

@@ -74,6 +74,8 @@ def test_offloaded_components_keep_the_device_alignment(tiny_dirs, monkeypatch):
     """A wrapped module carrying an Accelerate hook still goes through align_module_device."""
     import transformer_lens.model_bridge.generalized_components.base as base
 
+    if not hasattr(base, "align_module_device"):
+        pytest.skip("this TransformerLens calls components without Accelerate's device alignment (3.x)")
     aligned = []
 
     @contextlib.contextmanager

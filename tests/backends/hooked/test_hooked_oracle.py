@@ -40,7 +40,7 @@ def test_backends_agree(tiny_hooked, tiny_bridges, arch):
     for a, b in zip(hooked.step_logits, bridge.step_logits):
         assert (a - b).abs().max().item() < 1e-4
     for step in range(hooked.layout.n_steps):
-        assert abs(hooked.capture[step] - bridge.capture[step]).max() < 1e-5
+        assert abs(hooked.capture[step].array - bridge.capture[step].array).max() < 1e-5
 
 
 @pytest.mark.parametrize("mode", ["isolated", "visible"])

@@ -1,0 +1,27 @@
+"""README "Your own TransformerLens code": every python block, in order, in one session (TransformerLens 3.x + sae-lens)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_hook_examples import readme_blocks
+
+HEADING = "## Your own TransformerLens code"
+
+
+@pytest.mark.slow
+def test_readme_blocks_run_as_pasted(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("sae_lens", reason="sae-lens is installed in .venv-tl3 (make test runs this there)")
+    try:
+        from transformer_lens import HookedTransformer  # noqa: F401
+    except ImportError:
+        pytest.skip("HookedTransformer needs TransformerLens 3.x")
+    blocks = readme_blocks(HEADING)
+    assert len(blocks) == 3
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "readme_example"}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "True" in out.splitlines()  # the self-booted bridge generates the same text as the hooked model
+    assert "latent" in out and "difference" in out
