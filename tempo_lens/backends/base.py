@@ -110,6 +110,10 @@ class Backend(ABC):
     # ---- reading -----------------------------------------------------------------------------
 
     @abstractmethod
+    def final_residual_hook(self) -> str:
+        """The hook point holding the residual stream the final norm reads (``[batch, pos, d_model]``)."""
+
+    @abstractmethod
     def final_norm(self) -> torch.nn.Module:
         """The final norm as a plain module (``weight``, optional ``bias``) that fires no hooks."""
 

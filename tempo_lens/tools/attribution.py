@@ -39,9 +39,12 @@ COLUMNS = ["step", "rank", "token_id", "token", "reader_step", "reader_rank", "w
            "attribution", "logit"]
 
 
-def _names(n_layers: int) -> list[str]:
+FINAL = "final_residual"  # the cache key under which the final norm's input is kept, whatever its hook point
+
+
+def _names(n_layers: int, final_residual: str) -> list[str]:
     per_layer = [f"blocks.{l}.{n}" for l in range(n_layers) for n in ("attn.hook_z", "hook_attn_out", "hook_mlp_out")]
-    return ["blocks.0.hook_resid_pre", "ln_final.hook_in", "ln_final.hook_scale", "ln_final.hook_normalized"] + per_layer
+    return ["blocks.0.hook_resid_pre", final_residual, "ln_final.hook_scale", "ln_final.hook_normalized"] + per_layer
 
 
 def _terms(model: "TransformerBridge", cache: dict[str, Tensor], rows: list[int]) -> tuple[list[tuple], Float[Tensor, "term row d_model"]]:
@@ -66,8 +69,8 @@ def _terms(model: "TransformerBridge", cache: dict[str, Tensor], rows: list[int]
         labels.append(("mlp", layer, -1))
         vectors.append(cache[f"blocks.{layer}.hook_mlp_out"][rows])
     stacked = torch.stack([v.float() for v in vectors])
-    gap = (stacked.sum(0) - cache["ln_final.hook_in"][rows].float()).abs().max().item()
-    if gap > 1e-3 * (1 + cache["ln_final.hook_in"][rows].abs().max().item()):
+    gap = (stacked.sum(0) - cache[FINAL][rows].float()).abs().max().item()
+    if gap > 1e-3 * (1 + cache[FINAL][rows].abs().max().item()):
         raise InvalidInputError(f"the final residual differs from embed + attention + MLP outputs by {gap:.3g}; direct logit "
                                 "attribution needs pre-norm blocks that add hook_attn_out and hook_mlp_out to the residual")
     return labels, stacked
@@ -77,7 +80,7 @@ def _unembed_directions(model: "TransformerBridge", cache: dict[str, Tensor], ro
                         ) -> tuple[Float[Tensor, "row d_model sibling"], Float[Tensor, "sibling"]]:
     """Per row, the frozen-scale direction each term is read along, and the constant ``final_bias`` per token."""
     norm = backend_for(model).final_norm()
-    x, scale = cache["ln_final.hook_in"][rows].float(), cache["ln_final.hook_scale"][rows].float()
+    x, scale = cache[FINAL][rows].float(), cache["ln_final.hook_scale"][rows].float()
     centred = torch.allclose((x - x.mean(-1, keepdim=True)) / scale, cache["ln_final.hook_normalized"][rows].float(), atol=1e-4)
     W_U = model.W_U.float()[:, token_ids]
     directions = norm.weight.float()[None, :, None] * W_U[None] / scale[:, :, None]
@@ -107,7 +110,9 @@ def direct_logit_attribution(
     layout = view.layout
     chosen = check_steps(layout, steps)
     source = next_token_source or view.next_token_source
-    rep = cached_replay(model, layout, default_condition(view, condition), _names(int(model.cfg.n_layers)))
+    final_residual = backend_for(model).final_residual_hook()
+    rep = cached_replay(model, layout, default_condition(view, condition), _names(int(model.cfg.n_layers), final_residual))
+    rep.cache[FINAL] = rep.cache.pop(final_residual)
     records = []
     with torch.no_grad():
         for step in chosen:

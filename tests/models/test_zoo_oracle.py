@@ -84,3 +84,34 @@ def test_zoo_cache_verifies_in_full(name):
 
     _installed_or_skip(name)
     assert cache_problem(converted_dir(ZOO[name]), full=True) is None
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_zoo_model_on_hooked_transformer(name):
+    """The hooked backend (TransformerLens 3.x) on a zoo model: the HF oracle at every step, and the bridge's choices."""
+    try:
+        from transformer_lens import HookedTransformer  # noqa: F401
+    except ImportError:
+        pytest.skip("HookedTransformer needs TransformerLens 3.x; make test-models runs this in .venv-tl3")
+    from tempo_lens import load_model
+    from tempo_lens.convert import converted_dir
+    from tempo_lens.generation import generate
+    from tests.helpers import hf_eager, hf_oracle_logits
+
+    entry = _installed_or_skip(name)
+    results = {}
+    for backend in ("hooked", "bridge"):
+        model = load_model(name, backend=backend, device="cpu", fast=False)
+        results[backend] = {(prompt, mode): generate(model, prompt, threshold=0.05, max_steps=8, mode=mode, keep_logits=True)
+                            for prompt in PROMPTS for mode in ("isolated", "visible")}
+        del model
+        gc.collect()
+    hf = hf_eager(converted_dir(entry))
+    worst = {}
+    for (prompt, mode), result in results["hooked"].items():
+        deltas = _step_deltas(result, hf_oracle_logits(hf, result.layout, mode))
+        assert max(deltas) < BOUND, f"{name} hooked {mode} {prompt!r}: max |dlogit| per step {deltas}"
+        assert result.layout.token_ids == results["bridge"][prompt, mode].layout.token_ids
+        worst[mode] = max(worst.get(mode, 0.0), max(deltas))
+    print(f"\n{name} (hooked): max |dlogit| against the full forward, isolated / visible: "
+          f"{worst['isolated']:.2e} / {worst['visible']:.2e}")

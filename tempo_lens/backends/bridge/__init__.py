@@ -79,6 +79,9 @@ class BridgeBackend(Backend):
     def run_with_cache(self, tokens: Tensor, names_filter: Any) -> tuple[Tensor, Any]:
         return self.model.run_with_cache(tokens, names_filter=names_filter)
 
+    def final_residual_hook(self) -> str:
+        return "ln_final.hook_in"
+
     def final_norm(self) -> torch.nn.Module:
         return self.model.ln_final.original_component
 

@@ -82,6 +82,9 @@ class HookedBackend(Backend):
     def run_with_cache(self, tokens: Tensor, names_filter: Any) -> tuple[Tensor, Any]:
         return self.model.run_with_cache(tokens, names_filter=names_filter, attention_mask=torch.ones_like(tokens))
 
+    def final_residual_hook(self) -> str:
+        return f"blocks.{int(self.model.cfg.n_layers) - 1}.hook_resid_post"
+
     def final_norm(self) -> torch.nn.Module:
         return self.model.ln_final
 
