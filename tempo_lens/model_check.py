@@ -145,7 +145,7 @@ def hooks_problem(model: "TransformerBridge") -> str | None:
         what = "positions" if silent[0] == position_hook else "scores"
         return f"the TEMPO hooks cannot serve it: {silent[0]} exists but never fires in a forward (its {what} are computed elsewhere)"
     if not bool(torch.isfinite(logits).all()):
-        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        dtype = str(backend_for(model).dtype).removeprefix("torch.")
         return f"its logits are not finite in {dtype} on a short prompt (activations overflow this dtype); load it in bfloat16 or float32"
     return None
 
@@ -154,7 +154,9 @@ def _probe_tokens(model: "TransformerBridge") -> Any:
     """A short real prompt (with the model's BOS when it uses one): token 0 alone can hide overflows."""
     import torch
 
-    device = next(model.parameters()).device
+    from .backends import backend_for
+
+    device = backend_for(model).device
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is not None:
         try:

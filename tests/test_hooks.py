@@ -184,3 +184,14 @@ def test_each_rotary_call_gets_its_own_arguments(tiny_bridges):
     for table in seen:  # each call got exactly one of the two bases' tables at the wanted positions
         assert sum(torch.equal(table, e) for e in expected.values()) == 1
     assert not torch.equal(seen[0], seen[1])
+
+
+def test_position_hooks_install_nothing_outside_their_hook_points(tiny_bridges):
+    """Gemma 3's two rotary calls are told apart by value, so the rotary module keeps no hook and no attribute."""
+    model = tiny_bridges["gemma3"]
+    rotary = model.rotary_emb
+    before = (dict(rotary._forward_pre_hooks), dict(rotary._forward_hooks), set(vars(rotary)))
+    layout = TokenLayout.from_prompt([1, 10, 11])
+    layout.append_step([12, 13], [0.6, 0.3])
+    model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=tempo_hooks(model, layout))
+    assert (dict(rotary._forward_pre_hooks), dict(rotary._forward_hooks), set(vars(rotary))) == before
