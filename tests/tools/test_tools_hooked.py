@@ -37,4 +37,7 @@ def test_activation_patching(both):
 def test_direct_logit_attribution(both):
     hooked, bridge, run = both
     a, b = direct_logit_attribution(hooked, run, steps=[1]), direct_logit_attribution(bridge, run, steps=[1])
-    _close(a, b, ["attribution", "logit"], 1e-3)
+    # HookedTransformer keeps a zero attention-output bias for Llama (the bridge has none): a term that adds nothing
+    zero_bias = (a.component == "attn_bias") & (a.attribution == 0.0)
+    assert zero_bias.sum() == len(a) - len(b)
+    _close(a[~zero_bias].reset_index(drop=True), b, ["attribution", "logit"], 1e-3)

@@ -28,6 +28,19 @@ def is_hooked(model: Any) -> bool:
     return isinstance(model, HookedTransformer)
 
 
+class _NormView(torch.nn.Module):
+    """TransformerLens's final norm under the names the tools read (``weight``, ``bias``; TL calls them ``w``, ``b``)."""
+
+    def __init__(self, norm: torch.nn.Module):
+        super().__init__()
+        self.norm = norm
+        self.weight = norm.w
+        self.bias = getattr(norm, "b", None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x)
+
+
 def kv_cache_class() -> type:
     """TransformerLens's KV cache for HookedTransformer, under its 3.x name or its older one."""
     try:
@@ -86,7 +99,7 @@ class HookedBackend(Backend):
         return f"blocks.{int(self.model.cfg.n_layers) - 1}.hook_resid_post"
 
     def final_norm(self) -> torch.nn.Module:
-        return self.model.ln_final
+        return _NormView(self.model.ln_final)
 
     def unembed_logits(self, normed: Tensor) -> Tensor:
         return self.model.unembed(normed)
