@@ -164,7 +164,11 @@ def sequential_shares(pairs: pd.DataFrame) -> tuple[float, dict[str, float | Non
     raw = fit(pairs, RAW_TERMS)["parallel"]
     shares: dict[str, float | None] = {}
     previous, terms = raw, list(RAW_TERMS)
+    varying = varying_terms(pairs, TERMS)
     for term in TERMS[len(RAW_TERMS):]:
+        if term not in varying:
+            shares[term] = None  # constant here (sibling in isolated mode): it explains nothing and is not fitted
+            continue
         terms.append(term)
         now = fit(pairs, terms)["parallel"]
         shares[term] = _num((previous - now) / raw) if raw else None

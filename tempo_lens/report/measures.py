@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import bootstrap_ci, mode_averages, paired_permutation_test, ratio_table
+from ..analysis.distance import matched_ratio_table
 from ..capture import CapturedRun
 from .codec import clean
 from .schema import Interval
@@ -54,6 +55,14 @@ def mean_ratio_by_run(runs: list[CapturedRun], **kwargs: Any) -> dict[str, float
     if not runs:
         return {}
     averages = mode_averages(ratio_table(runs, **kwargs))
+    return dict(zip(averages["run"], averages["ratio"]))
+
+
+def mean_matched_by_run(runs: list[CapturedRun]) -> dict[str, float]:
+    """Each run's mean over its measured per-step distance-matched ratios (NaN when it has none)."""
+    if not runs:
+        return {}
+    averages = mode_averages(matched_ratio_table(runs))
     return dict(zip(averages["run"], averages["ratio"]))
 
 
