@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import plots
 from .document import Document
+from .findings_distance import distance_section
 from .schema import MODES, Interval, MultiPrompt, Pruning, SingleRun
 from .text import ci_text, ci_with_verdict, compared, difference, explains, mean_of, num, p_text, times
 from .verdicts import (
@@ -177,12 +178,14 @@ def beyond_section(doc: Document, single: SingleRun, multi: MultiPrompt | None, 
     doc.h(3, "2. Confounds: the attention sink and sibling mass")
     doc.p("The first token (BOS / attention sink) sits in the non-parallel bucket and takes a large share of attention. "
           "Sibling tokens with near-equal keys split attention, so the mass of a whole set is shown beside the per-token mean.")
-    doc.table(["Step", "Mode", "Ratio", "Ratio without first token", "Set mass / token mean"],
-              [[r.step, r.mode.upper(), times(r.ratio), times(r.ratio_no_sink), times(r.set_ratio)]
-               for r in sorted(single.ratios, key=lambda r: (r.step, r.mode))])
+    doc.table(["Step", "Mode", "Ratio", "Ratio without first token", "Generated-only ratio", "Distance-matched ratio",
+               "Set mass / token mean"],
+              [[r.step, r.mode.upper(), times(r.ratio), times(r.ratio_no_sink), times(r.ratio_generated), times(r.ratio_matched),
+                times(r.set_ratio)] for r in sorted(single.ratios, key=lambda r: (r.step, r.mode))])
     doc.p("Averages without the first token: " + ", ".join(
         f"{m} {times(single.no_sink_averages.get(m))} ({compared(point_direction(single.no_sink_averages.get(m)))})"
         for m in MODES) + ".")
+    distance_section(doc, single, multi)
     doc.h(3, "3. Intra-step attention (visible vs isolated)")
     doc.p("Each sibling is a query of its step's forward, so attention between siblings is measured directly "
           "(the reference fed one query per step and could not). Means over sibling rows:")

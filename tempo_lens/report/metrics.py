@@ -28,7 +28,7 @@ from ..analysis.reference_script import undo_chain_table
 from ..capture import CapturedRun
 from .figure_data import figure_data
 from .inputs import ReportInputs, RunRef
-from .measures import entropy_step_of, fnum, interval, records, sibling_preference
+from .measures import entropy_step_of, fnum, interval, records, run_depth, sibling_preference
 from .multi import multi_prompt_metrics, pruning_metrics
 from .schema import (
     SCHEMA_VERSION,
@@ -179,6 +179,7 @@ def single_run_metrics(inputs: ReportInputs) -> SingleRun:
         runs=[run_summary(ref) for ref in refs],
         generated_averages=_by_mode(mode_averages(generated)), matched_averages=_by_mode(mode_averages(matched)),
         layer_heads=records(layer_heads, LayerHeadRow) if layer_heads is not None else [],
+        depth_all_steps=records(depth, DepthThird) if (depth := run_depth(iso, model["n_layers"])) is not None else [],
     )
 
 

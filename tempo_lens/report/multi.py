@@ -12,14 +12,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..analysis import depth_pattern, layer_entropy, layer_entropy_table, mode_averages, ratio_table
+from ..analysis import mode_averages, ratio_table
 from ..analysis.head_map import head_map
 from ..analysis.regression import attention_regression, pair_table
 from ..analysis.reference_script import script_average
 from ..capture import CapturedRun
 from ..experiment import Experiment, pruning_from_config
 from .inputs import experiment_name
-from .measures import fnum, interval, mean_matched_by_run, mean_ratio_by_run, paired, records, sibling_preference
+from .measures import fnum, interval, mean_matched_by_run, mean_ratio_by_run, paired, records, run_depth, sibling_preference
 from .schema import (
     MODES,
     DepthInterval,
@@ -50,13 +50,7 @@ def _variants(experiment: Experiment, variant: str) -> dict[str, CapturedRun]:
 
 def _depth_intervals(runs: list[CapturedRun], n_layers: int) -> list[DepthInterval]:
     """Per depth third, the mean layer entropy of each run (averaged over its captured steps), across runs."""
-    per_run = []
-    for run in runs:
-        if not run.step_ids:
-            continue
-        h = np.mean([layer_entropy(run.attention[s]) for s in run.step_ids], axis=0)
-        table = layer_entropy_table(run.attention[run.step_ids[0]], run.layers, n_layers=n_layers).assign(entropy=h)
-        per_run.append(depth_pattern(table).set_index("depth"))
+    per_run = [table.set_index("depth") for run in runs if (table := run_depth(run, n_layers)) is not None]
     if not per_run:
         return []
     first = per_run[0]

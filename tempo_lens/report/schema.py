@@ -283,6 +283,7 @@ class SingleRun:
     generated_averages: ByMode = field(default_factory=ByMode)
     matched_averages: ByMode = field(default_factory=ByMode)
     layer_heads: list[LayerHeadRow] = field(default_factory=list)
+    depth_all_steps: list[DepthThird] = field(default_factory=list)  # isolated run, layer entropy averaged over every step
 
     def run(self, mode: str) -> RunSummary | None:
         return next((r for r in self.runs if r.mode == mode), None)

@@ -56,7 +56,7 @@ def test_interval_direction(ci, word):
 def test_the_interval_decides_and_the_test_can_only_weaken_it():
     weak = interval_verdict(Interval(0.039, 0.004, 0.089, n=13, p=0.065, null=0.0))
     assert weak.word == MORE and weak.confirmed is False and not weak.reliable
-    assert "by the interval only" in weak.phrase() and "0.065" in weak.phrase()
+    assert "the permutation test does not confirm it" in weak.phrase() and "0.065" in weak.phrase()
     strong = interval_verdict(Interval(0.036, 0.017, 0.056, n=13, p=0.004, null=0.0))
     assert strong.reliable and strong.phrase() == MORE
     # a small p never turns an interval that contains the null into a direction
