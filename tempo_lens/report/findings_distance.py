@@ -58,8 +58,9 @@ def factor_text(ci: Interval | None) -> str:
     return text
 
 
-def control_words(single: SingleRun, multi: MultiPrompt | None, mode: str = "isolated") -> tuple[str, dict[str, str], str]:
-    """(word without the first token, each control's word, where the words come from): prompts first, else this run."""
+def control_words(single: SingleRun | None, multi: MultiPrompt | None, mode: str = "isolated") -> tuple[str, dict[str, str], str]:
+    """(word without the first token, each control's word, where the words come from): prompts first, else this run
+    (``single`` None: across prompts only)."""
     m = multi.mode(mode) if multi else None
     if m is not None and m.ratio_no_sink.n >= 2 and m.ratio_matched is not None:
         controls = {"generated-only ratio": direction(m.ratio_generated), "distance-matched ratio": direction(m.ratio_matched)}
@@ -67,12 +68,14 @@ def control_words(single: SingleRun, multi: MultiPrompt | None, mode: str = "iso
         if coef is not None:
             controls["regression coefficient"] = direction(coef)
         return direction(m.ratio_no_sink), controls, f"across {multi.n_prompts} prompts"
+    if single is None:
+        return NOT_MEASURED, {}, "across prompts"
     controls = {"generated-only ratio": point_direction(single.generated_averages.get(mode)),
                 "distance-matched ratio": point_direction(single.matched_averages.get(mode))}
     return point_direction(single.no_sink_averages.get(mode)), controls, "in this run"
 
 
-def distance_verdict(single: SingleRun, multi: MultiPrompt | None, mode: str = "isolated") -> tuple[str, str]:
+def distance_verdict(single: SingleRun | None, multi: MultiPrompt | None, mode: str = "isolated") -> tuple[str, str]:
     no_sink, controls, where = control_words(single, multi, mode)
     return distance_reading(no_sink, controls), where
 
