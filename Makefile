@@ -8,7 +8,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: setup test analyze analyze-models bench check-page clean models test-models
+.PHONY: setup test analyze analyze-models study bench check-page clean models test-models
 
 setup: $(STAMP)
 
@@ -40,6 +40,12 @@ MODELS ?= all
 analyze-models: models
 	$(PY) -m tempo_lens.cli analyze analyses --models "$(MODELS)"
 
+# The study (docs/study.md): the 216-prompt set of analyses/study on every installed zoo model (STUDY_MODELS=a,b for a
+# subset), with the distance and token-kind controls and batching; an up-front time estimate, then progress per chunk.
+STUDY_MODELS ?=
+study: $(STAMP)
+	$(PY) -m tempo_lens.report.study analyses/study $(if $(STUDY_MODELS),--models "$(STUDY_MODELS)")
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
@@ -48,3 +54,4 @@ check-page: $(STAMP)
 
 clean:
 	rm -rf $(VENV) analyses/report analyses/runs analyses/models analyses/.tempo-lens-analyze.json
+	rm -rf analyses/study/report analyses/study/models analyses/study/.tempo-lens-analyze.json

@@ -1,0 +1,163 @@
+"""``make study``: a folder's configs on every installed zoo model, with an up-front time estimate and progress.
+
+The study folder (``analyses/study``) holds the single-prompt pair and a multi-prompt config over the
+study's prompt set (``docs/study.md``). For each model the configs run into ``FOLDER/models/NAME``
+(each model loaded once; the multi-prompt config in chunks of prompts, so progress and the time left
+show as it goes), and each model gets its own report. ``FOLDER/report`` is then built from the
+default model's runs (no second run of it) with the Cross-model section over every model.
+
+Usage: ``python -m tempo_lens.report.study FOLDER [--models a,b] [--chunks N]`` (``make study``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..errors import ConfigError, TempoLensError
+from ..experiment import ExperimentConfig, run_experiment
+from ..experiment.shards import merge_experiments
+from .cross_model import folder_name
+from .inputs import MULTI, SINGLE, check_pair, config_role
+from .outputs import OutputPlan
+from .pipeline import build_report, find_configs
+
+Progress = Callable[[str], None]
+
+# Measured on the 2-core CPU machine this project is developed on (docs/study.md): seconds per generated run of
+# 10 steps for SmolLM2-135M with batch 8, three other jobs sharing the CPU. Other models are scaled by their
+# parameter count (an estimate, and said so).
+SECONDS_PER_RUN = 1.8
+REFERENCE_PARAMS = 135e6
+DEFAULT_CHUNKS = 8
+
+
+def installed_zoo_models() -> list[str]:
+    """The zoo models whose parts are installed, in zoo order (the default model is always usable)."""
+    from ..zoo import DEFAULT_MODEL, ZOO, is_installed
+
+    return [name for name, model in ZOO.items() if name == DEFAULT_MODEL or is_installed(model)]
+
+
+def n_runs(config: ExperimentConfig) -> int:
+    """Generated runs plus control replays of one config (a replay is counted as a run: an upper bound)."""
+    return len(config.prompts) * len(config.modes) * (1 + len(config.controls))
+
+
+def estimate_seconds(configs: Sequence[ExperimentConfig], model: str) -> float:
+    """Seconds the configs should take on ``model`` on this machine class (scaled by parameters from the measured default)."""
+    from ..zoo import ZOO
+
+    params = ZOO[model].params if model in ZOO else REFERENCE_PARAMS
+    per_run = SECONDS_PER_RUN * max(1.0, params / REFERENCE_PARAMS)
+    return per_run * sum(n_runs(c) for c in configs)
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _run_chunked(config: ExperimentConfig, model, n_chunks: int, progress: Progress, label: str):
+    """The config's prompts in ``n_chunks`` shards (one model load), merged back into one experiment."""
+    if config_role(config.to_dict()) != MULTI or n_chunks <= 1:
+        return run_experiment(config, model)
+    n_chunks = min(n_chunks, len(config.prompts))
+    parts, started = [], time.perf_counter()
+    for i in range(n_chunks):
+        parts.append(run_experiment(config, model, shard=(i, n_chunks)))
+        elapsed = time.perf_counter() - started
+        left = elapsed / (i + 1) * (n_chunks - i - 1)
+        progress(f"{label}: {config.name} chunk {i + 1}/{n_chunks} done, {minutes(elapsed)} so far, about {minutes(left)} left")
+    merged = merge_experiments(parts)
+    merged.shard = None
+    return merged
+
+
+def run_model(configs: dict[str, ExperimentConfig], name: str, plan: OutputPlan, n_chunks: int, progress: Progress) -> dict[str, Path]:
+    """Every config on one model (loaded once), saved through ``plan``."""
+    from ..model import load_model
+
+    progress(f"{name}: loading")
+    model = load_model(name)
+    n_params = int(sum({p.data_ptr(): p.numel() for p in model.parameters()}.values()))
+    out = {}
+    try:
+        for config_name, config in configs.items():
+            config = dataclasses.replace(config, model=name)
+            began = time.perf_counter()
+            experiment = _run_chunked(config, model, n_chunks, progress, name)
+            experiment.model["n_params"] = n_params
+            out[config_name] = plan.save_run(experiment, config_name)
+            progress(f"{name}: {config_name}: {len(experiment.runs)} runs in {minutes(time.perf_counter() - began)}")
+    finally:
+        del model
+        gc.collect()
+    return out
+
+
+def study(folder: Path, models: list[str] | None = None, n_chunks: int = DEFAULT_CHUNKS, progress: Progress = print,
+          overwrite: bool = False) -> Path:
+    """Run the study folder on each model (default: every installed zoo model) and write every report."""
+    from ..zoo import DEFAULT_MODEL
+
+    started = time.perf_counter()
+    folder = Path(folder)
+    configs = {n: c for n, c in find_configs(folder).items() if config_role(c.to_dict()) in (SINGLE, MULTI)}
+    if not configs:
+        raise ConfigError(f"{folder} has no single-prompt or multi-prompt configs (*.toml) for a study")
+    check_pair({n: c.to_dict() for n, c in configs.items()})
+    names = models or installed_zoo_models()
+    plans = {name: OutputPlan(folder / "models" / folder_name(name), overwrite) for name in names}
+    for plan in plans.values():
+        plan.check(list(configs))
+    main_plan = OutputPlan(folder, overwrite)
+    main_plan.check()
+    prompts = sum(len(c.prompts) for c in configs.values() if config_role(c.to_dict()) == MULTI)
+    estimates = {name: estimate_seconds(list(configs.values()), name) for name in names}
+    progress(f"study: {prompts} prompts x {', '.join(sorted({m for c in configs.values() for m in c.modes}))} on "
+             f"{len(names)} model(s): {', '.join(names)}")
+    progress("estimated time on a 2-core CPU: " + ", ".join(f"{n} {minutes(s)}" for n, s in estimates.items())
+             + f"; about {minutes(sum(estimates.values()) * 1.1)} in all with the reports")
+    done: dict[str, dict[str, Path]] = {}
+    for i, name in enumerate(names, start=1):
+        began = time.perf_counter()
+        progress(f"model {i}/{len(names)}: {name} (estimated {minutes(estimates[name])})")
+        try:
+            done[name] = run_model(configs, name, plans[name], n_chunks, progress)
+        except TempoLensError as exc:
+            progress(f"skipping model {name}: {exc}")
+            continue
+        build_report(done[name], plans[name], progress)
+        progress(f"model {name}: report in {plans[name].report_dir} ({minutes(time.perf_counter() - began)}; "
+                 f"{minutes(time.perf_counter() - started)} since the start)")
+    main = done.get(DEFAULT_MODEL) or next(iter(done.values()), None)
+    if main is None:
+        raise ConfigError("no model of the study could run; see the messages above")
+    target = build_report(main, main_plan, progress, cross_model_dir=folder / "models")
+    progress(f"wrote {target / 'FINDINGS.md'} with the Cross-model section; the study took {minutes(time.perf_counter() - started)}")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tempo_lens.report.study", description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="the study folder (configs and prompts), e.g. analyses/study")
+    parser.add_argument("--models", default="", help="comma-separated model names (default: every installed zoo model)")
+    parser.add_argument("--chunks", type=int, default=DEFAULT_CHUNKS, help="pieces the prompt set is run in (progress after each)")
+    parser.add_argument("--overwrite", action="store_true", help="replace run folders and reports analyze did not write")
+    args = parser.parse_args(argv)
+    models = [m.strip() for m in args.models.split(",") if m.strip()] or None
+    try:
+        study(args.folder, models, args.chunks, progress=lambda m: print(f"[study] {m}", flush=True), overwrite=args.overwrite)
+    except TempoLensError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
