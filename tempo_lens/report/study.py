@@ -78,17 +78,19 @@ def _run_chunked(config: ExperimentConfig, model, n_chunks: int, progress: Progr
     return merged
 
 
-def run_model(configs: dict[str, ExperimentConfig], name: str, plan: OutputPlan, n_chunks: int, progress: Progress) -> dict[str, Path]:
-    """Every config on one model (loaded once), saved through ``plan``."""
+def run_model(configs: dict[str, ExperimentConfig], name: str, plan: OutputPlan, n_chunks: int, progress: Progress,
+              dtype: str | None = None) -> dict[str, Path]:
+    """Every config on one model (loaded once, on the GPU when there is one), saved through ``plan``."""
     from ..model import load_model
 
+    dtype = dtype or next(iter(configs.values())).dtype
     progress(f"{name}: loading")
-    model = load_model(name)
+    model = load_model(name, dtype=dtype)
     n_params = int(sum({p.data_ptr(): p.numel() for p in model.parameters()}.values()))
     out = {}
     try:
         for config_name, config in configs.items():
-            config = dataclasses.replace(config, model=name)
+            config = dataclasses.replace(config, model=name, dtype=dtype)
             began = time.perf_counter()
             experiment = _run_chunked(config, model, n_chunks, progress, name)
             experiment.model["n_params"] = n_params
@@ -101,7 +103,7 @@ def run_model(configs: dict[str, ExperimentConfig], name: str, plan: OutputPlan,
 
 
 def study(folder: Path, models: list[str] | None = None, n_chunks: int = DEFAULT_CHUNKS, progress: Progress = print,
-          overwrite: bool = False) -> Path:
+          overwrite: bool = False, dtype: str | None = None) -> Path:
     """Run the study folder on each model (default: every installed zoo model) and write every report."""
     from ..zoo import DEFAULT_MODEL
 
@@ -128,7 +130,7 @@ def study(folder: Path, models: list[str] | None = None, n_chunks: int = DEFAULT
         began = time.perf_counter()
         progress(f"model {i}/{len(names)}: {name} (estimated {minutes(estimates[name])})")
         try:
-            done[name] = run_model(configs, name, plans[name], n_chunks, progress)
+            done[name] = run_model(configs, name, plans[name], n_chunks, progress, dtype)
         except TempoLensError as exc:
             progress(f"skipping model {name}: {exc}")
             continue
@@ -149,10 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="", help="comma-separated model names (default: every installed zoo model)")
     parser.add_argument("--chunks", type=int, default=DEFAULT_CHUNKS, help="pieces the prompt set is run in (progress after each)")
     parser.add_argument("--overwrite", action="store_true", help="replace run folders and reports analyze did not write")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                        help="model dtype (default: the configs' own, else float32); bfloat16 for a big model on a GPU")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()] or None
     try:
-        study(args.folder, models, args.chunks, progress=lambda m: print(f"[study] {m}", flush=True), overwrite=args.overwrite)
+        study(args.folder, models, args.chunks, progress=lambda m: print(f"[study] {m}", flush=True), overwrite=args.overwrite,
+              dtype=args.dtype)
     except TempoLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
