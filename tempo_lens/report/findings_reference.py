@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .document import Document
 from .findings_controls import sharing_verdict, sink_verdict
+from .findings_distance import reading_sentence
 from .schema import MODES, Metrics, MultiPrompt, Pruning, ScriptChainRow, SingleRun
 from .text import ci_with_verdict, code, compared, difference, explains, layer_list, mean_of, num, points, times, value_range
 from .verdicts import NOT_MEASURED, TOLERANCE, definition_explains_gap, point_direction
@@ -44,8 +45,10 @@ def conclusion_section(doc: Document, single: SingleRun, multi: MultiPrompt | No
     if not ratios:
         doc.p("No step had an earlier parallel set, so this run cannot speak to parallel-token attention.")
         return
-    points_ = [f"With the intended definition, parallel tokens receive {compared(point_direction(mean_of(ratios)))} in this run "
-               f"({value_range(ratios, 3)}x per step)."]
+    lead = reading_sentence(single, multi).removeprefix("So, ")
+    points_ = [lead[:1].upper() + lead[1:],
+               f"The reference's reading (uncontrolled ratio, intended definition): parallel tokens receive "
+               f"{compared(point_direction(mean_of(ratios)))} in this run ({value_range(ratios, 3)}x per step)."]
     sink, where = sink_verdict(single, multi)
     points_.append(f"Leaving out the first token (attention sink): {where}, {explains('the first token', sink)} "
                    f"(without it: isolated {times(single.no_sink_averages.isolated)}, visible {times(single.no_sink_averages.visible)} in this run).")
