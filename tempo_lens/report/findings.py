@@ -87,7 +87,7 @@ def render_findings(metrics: Metrics) -> Document:
 
     doc.h(2, "Key Findings")
     heading = {LESS: "Reduced", MORE: "Increased"}.get(overall, "About Equal" if overall == MINIMAL else "Unmeasured")
-    doc.h(3, f"1. Parallel Tokens Receive {heading} Attention")
+    doc.h(3, f"1. Parallel Tokens Receive {heading} Attention (the reference's reading, before the controls)")
     doc.p("The ratio (`docs/definitions.md`): attention averaged over layers, batch, heads and the step's queries; the mean over "
           "earlier parallel-set tokens divided by the mean over every other earlier token (prompt and first token included). "
           "Every step with an earlier parallel set is listed.")
@@ -103,7 +103,8 @@ def render_findings(metrics: Metrics) -> Document:
     words = [point_direction(single.mode_averages.get(m)) for m in MODES]
     doc.p(f"**Interpretation:** per token, parallel tokens receive {compared(words[0])} in isolated mode, and "
           f"{compared(words[1])} in visible mode. Whether this is a property of shared positions, of the first token (attention sink), "
-          "or of the tokens themselves is what the controls below test.")
+          "or of the tokens themselves is what the controls below test (*Beyond the Reference Report*, 2 and 2b: the first token, "
+          "then distance and token kind).")
 
     _isolation_section(doc, single)
     _entropy_section(doc, single)
