@@ -99,6 +99,15 @@ def reading_sentence(single: SingleRun, multi: MultiPrompt | None, mode: str = "
     return f"Without the first token the ratio is not \"more\" {where}, so the distance controls have nothing to explain ({said})."
 
 
+def _shrink(before: Interval | None, after: Interval | None) -> str:
+    """How much of the excess over 1 is left once distance is matched (only when the ratio without the first token is above 1)."""
+    if before is None or after is None or before.mean is None or after.mean is None or before.mean <= 1:
+        return ""
+    left = (after.mean - 1) / (before.mean - 1)
+    return (f" Matching distance leaves {left * 100:.0f} % of the excess over 1 ({before.mean - 1:.3f} without the first "
+            f"token, {after.mean - 1:.3f} distance-matched).")
+
+
 def summary_paragraph(single: SingleRun, multi: MultiPrompt | None, mode: str = "isolated") -> str:
     """The executive summary's lead: the controlled numbers first, then the verdict."""
     m = multi.mode(mode) if multi else None
@@ -115,7 +124,7 @@ def summary_paragraph(single: SingleRun, multi: MultiPrompt | None, mode: str = 
     text = (f"**What survives the controls** ({multi.n_prompts} prompts, {mode} mode, mean [95 % interval over prompts]{n_note}). "
             f"Without the first token, the parallel : other ratio is {ci_with_verdict(m.ratio_no_sink)}. "
             f"Against generated, non-parallel tokens only: {ci_with_verdict(m.ratio_generated)}. Against non-parallel tokens at the "
-            f"same logical distance (±1): {ci_with_verdict(m.ratio_matched)}.")
+            f"same logical distance (±1): {ci_with_verdict(m.ratio_matched)}." + _shrink(m.ratio_no_sink, m.ratio_matched))
     if coef is not None:
         text += (f" In a regression of log attention over every (query, key) pair, with distance, prompt token, first token and "
                  f"sibling held fixed, a parallel key draws {factor_text(coef)} the attention of a non-parallel one "

@@ -3,8 +3,8 @@
 The study folder (``analyses/study``) holds the single-prompt pair and a multi-prompt config over the
 study's prompt set (``docs/study.md``). For each model the configs run into ``FOLDER/models/NAME``
 (each model loaded once; the multi-prompt config in chunks of prompts, so progress and the time left
-show as it goes), and each model gets its own report. ``FOLDER/report`` is then built from the
-default model's runs (no second run of it) with the Cross-model section over every model.
+show as it goes), and each model gets its own report. ``FOLDER/report`` is then the default model's
+report (its metrics, not recomputed) with the Cross-model section over every model.
 
 Usage: ``python -m tempo_lens.report.study FOLDER [--models a,b] [--chunks N]`` (``make study``).
 """
@@ -22,10 +22,11 @@ from typing import Callable, Sequence
 from ..errors import ConfigError, TempoLensError
 from ..experiment import ExperimentConfig, run_experiment
 from ..experiment.shards import merge_experiments
-from .cross_model import folder_name
+from .cross_model import collect_entries, folder_name
 from .inputs import MULTI, SINGLE, check_pair, config_role
 from .outputs import OutputPlan
-from .pipeline import build_report, find_configs
+from .pipeline import build_report, find_configs, write_report
+from .schema import read_metrics
 
 Progress = Callable[[str], None]
 
@@ -137,10 +138,13 @@ def study(folder: Path, models: list[str] | None = None, n_chunks: int = DEFAULT
         build_report(done[name], plans[name], progress)
         progress(f"model {name}: report in {plans[name].report_dir} ({minutes(time.perf_counter() - began)}; "
                  f"{minutes(time.perf_counter() - started)} since the start)")
-    main = done.get(DEFAULT_MODEL) or next(iter(done.values()), None)
+    main = DEFAULT_MODEL if DEFAULT_MODEL in done else next(iter(done), None)
     if main is None:
         raise ConfigError("no model of the study could run; see the messages above")
-    target = build_report(main, main_plan, progress, cross_model_dir=folder / "models")
+    # the main report is that model's metrics with the Cross-model section added: nothing is computed twice
+    metrics = read_metrics(plans[main].report_dir / "metrics.json")
+    metrics.cross_model = collect_entries(folder / "models", progress)
+    target = write_report(metrics, main_plan)
     progress(f"wrote {target / 'FINDINGS.md'} with the Cross-model section; the study took {minutes(time.perf_counter() - started)}")
     return target
 

@@ -199,3 +199,19 @@ def test_pruning_metrics_with_partly_pruned_sets(tiny_llama):
     assert [e.outcome for e in step0] == ["kept (top sibling)", "kept (not pruned)", "pruned"]
     assert all(e.step == 1 for e in step0)
     assert metrics.strategy["strategy"] == "similarity"
+
+
+def test_summary_leads_with_the_controls_and_the_controls_are_stored(report):
+    md = report["md"]
+    summary = md[md.index("## Executive Summary"):md.index("## Key Findings")]
+    assert summary.index("**What survives the controls**") < summary.index("**The reference's reading**")
+    assert "**LESS attention**" not in summary and "**MORE attention**" not in summary
+    multi = report["metrics"]["multi_prompt"]
+    iso = next(m for m in multi["modes"] if m["mode"] == "isolated")
+    assert {"ratio_generated", "ratio_matched"} <= set(iso)
+    terms = {c["term"] for r in multi["regression"] for c in r["coefficients"]}
+    assert terms == {"intercept", "parallel", "first", "prompt", "log_distance", "sibling"}
+    n_layers, n_heads = report["multi"].model["n_layers"], report["multi"].model["n_heads"]
+    assert len(multi["head_map"]) == n_layers * n_heads
+    assert "### 2b. Confounds: distance and token kind" in md and 'id="fig-head-map"' in report["html"]
+    assert len(report["metrics"]["single_run"]["layer_heads"]) == n_layers * n_heads
