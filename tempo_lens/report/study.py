@@ -30,10 +30,13 @@ from .schema import read_metrics
 
 Progress = Callable[[str], None]
 
-# Measured on the 2-core CPU machine this project is developed on (docs/study.md): seconds per generated run of
-# 10 steps for SmolLM2-135M with batch 8, three other jobs sharing the CPU. Other models are scaled by their
-# parameter count (an estimate, and said so).
-SECONDS_PER_RUN = 1.8
+# Measured by `make study` on the 2-core CPU machine this project is developed on, SmolLM2-135M, three other jobs
+# sharing the CPU (README): seconds per generated run of 10 steps with batch 8, and per run for the model's report.
+# Other zoo models are scaled by their measured speed relative to it (README, `make analyze-models`: seconds per
+# model on the 14-prompt set, conversion left out); other models by parameter count. An estimate, and said so.
+SECONDS_PER_RUN = 1.3
+REPORT_SECONDS_PER_RUN = 0.5
+RELATIVE_COST = {"smollm2-135m": 1.0, "qwen2.5-0.5b": 2.2, "qwen2.5-1.5b": 6.1, "gemma-3-270m": 1.6}
 REFERENCE_PARAMS = 135e6
 DEFAULT_CHUNKS = 8
 
@@ -51,11 +54,12 @@ def n_runs(config: ExperimentConfig) -> int:
 
 
 def estimate_seconds(configs: Sequence[ExperimentConfig], model: str) -> float:
-    """Seconds the configs should take on ``model`` on this machine class (scaled by parameters from the measured default)."""
+    """Seconds the configs should take on ``model`` on this machine class (see :data:`RELATIVE_COST`)."""
     from ..zoo import ZOO
 
     params = ZOO[model].params if model in ZOO else REFERENCE_PARAMS
-    per_run = SECONDS_PER_RUN * max(1.0, params / REFERENCE_PARAMS)
+    cost = RELATIVE_COST.get(model, max(1.0, params / REFERENCE_PARAMS))
+    per_run = SECONDS_PER_RUN * cost + REPORT_SECONDS_PER_RUN
     return per_run * sum(n_runs(c) for c in configs)
 
 
@@ -125,7 +129,7 @@ def study(folder: Path, models: list[str] | None = None, n_chunks: int = DEFAULT
     progress(f"study: {prompts} prompts x {', '.join(sorted({m for c in configs.values() for m in c.modes}))} on "
              f"{len(names)} model(s): {', '.join(names)}")
     progress("estimated time on a 2-core CPU: " + ", ".join(f"{n} {minutes(s)}" for n, s in estimates.items())
-             + f"; about {minutes(sum(estimates.values()) * 1.1)} in all with the reports")
+             + f"; about {minutes(sum(estimates.values()))} in all, reports included")
     done: dict[str, dict[str, Path]] = {}
     for i, name in enumerate(names, start=1):
         began = time.perf_counter()
