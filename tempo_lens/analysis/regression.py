@@ -9,7 +9,8 @@ batch and heads (the weight the ratio uses, per query row). The terms:
 - ``prompt``: the key is a prompt token; ``first``: the key is physical position 0;
 - ``sibling``: the key is a sibling of the query in its own step (visible mode only; isolated hides them).
 
-Fits are ordinary least squares by :func:`numpy.linalg.lstsq`. The coefficient of ``parallel`` is a
+Fits are ordinary least squares by :func:`numpy.linalg.lstsq` (the bootstrap's refits by batched
+:func:`numpy.linalg.pinv`, the same solution). The coefficient of ``parallel`` is a
 log factor: ``exp(beta)`` is how many times more attention a parallel key gets, the other terms held
 fixed. The **raw effect** is that coefficient with ``parallel`` and ``first`` only (the first token
 held fixed, as in the sink-excluded ratio the report's headline quotes); ``prompt``, ``log_distance``
@@ -104,13 +105,20 @@ def _design(pairs: pd.DataFrame, terms: Iterable[str]) -> tuple[np.ndarray, np.n
     return x, y
 
 
-def _lstsq(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """:func:`numpy.linalg.lstsq`, rows weighted by ``weights`` (a row counted ``w`` times) when given."""
-    if weights is not None:
-        keep = weights > 0
-        root = np.sqrt(weights[keep])
-        x, y = x[keep] * root[:, None], y[keep] * root
+def _lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(x, y, rcond=None)[0]
+
+
+def _refits(x: np.ndarray, y: np.ndarray, counts: np.ndarray, run_index: np.ndarray, chunk: int = 16) -> np.ndarray:
+    """Least-squares coefficients for each resample (``counts[resample, run]``: how often each run was drawn; a
+    pair weighs its run's count), by batched :func:`numpy.linalg.pinv`, one call per ``chunk`` resamples
+    (thousands of small solver calls cost more in overhead than in arithmetic). A weight of 0 leaves a zero row,
+    which changes nothing."""
+    out = []
+    for start in range(0, len(counts), chunk):
+        root = np.sqrt(counts[start : start + chunk][:, run_index])[:, :, None]  # [b, pair, 1]
+        out.append((np.linalg.pinv(x[None] * root) @ (y[None, :, None] * root))[..., 0])
+    return np.concatenate(out) if out else np.empty((0, x.shape[1]))
 
 
 def varying_terms(pairs: pd.DataFrame, terms: Iterable[str]) -> list[str]:
@@ -189,15 +197,18 @@ def attention_regression(pairs: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 
     raw_columns = [0, *(1 + used.index(t) for t in RAW_TERMS if t in used)]
     full = fit(pairs, TERMS)
     raw, shares = sequential_shares(pairs)
-    draws_full, draws_raw = [], []
     rng = np.random.default_rng(seed)
-    for _ in range(n_boot if len(runs) >= 2 else 0):
-        counts = np.bincount(rng.integers(0, len(runs), len(runs)), minlength=len(runs)).astype(np.float64)
-        weights = counts[run_index]
-        if np.ptp(x[weights > 0, raw_columns[1]]) == 0:
-            continue  # this resample has no parallel key (or nothing else)
-        draws_full.append(_lstsq(x, y, weights))
-        draws_raw.append(_lstsq(x[:, raw_columns], y, weights)[1])
+    n = n_boot if len(runs) >= 2 else 0
+    counts = np.zeros((n, len(runs)))
+    for i in range(n):
+        counts[i] = np.bincount(rng.integers(0, len(runs), len(runs)), minlength=len(runs))
+    # a resample without both parallel and non-parallel pairs cannot estimate the effect: left out
+    parallel = x[:, raw_columns[1]]
+    has_parallel = np.bincount(run_index, weights=parallel, minlength=len(runs)) > 0
+    has_other = np.bincount(run_index, weights=1 - parallel, minlength=len(runs)) > 0
+    counts = counts[(counts @ has_parallel > 0) & (counts @ has_other > 0)]
+    draws_full = list(_refits(x, y, counts, run_index))
+    draws_raw = list(_refits(x[:, raw_columns], y, counts, run_index)[:, 1])
     tail = (1 - ci) / 2 * 100
 
     def bounds(values: list[float]) -> tuple[float | None, float | None]:
