@@ -9,8 +9,9 @@ batch and heads (the weight the ratio uses, per query row). The terms:
 - ``prompt``: the key is a prompt token; ``first``: the key is physical position 0;
 - ``sibling``: the key is a sibling of the query in its own step (visible mode only; isolated hides them).
 
-Fits are ordinary least squares by :func:`numpy.linalg.lstsq` (the bootstrap's refits by batched
-:func:`numpy.linalg.pinv`, the same solution). The coefficient of ``parallel`` is a
+Fits are ordinary least squares by :func:`numpy.linalg.lstsq`; the bootstrap's refits use the same
+call on each run's rows compressed to their QR factor (:func:`_refits`: the same solution, computed
+from a few rows per run instead of every pair). The coefficient of ``parallel`` is a
 log factor: ``exp(beta)`` is how many times more attention a parallel key gets, the other terms held
 fixed. The **raw effect** is that coefficient with ``parallel`` and ``first`` only (the first token
 held fixed, as in the sink-excluded ratio the report's headline quotes); ``prompt``, ``log_distance``
@@ -109,16 +110,23 @@ def _lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(x, y, rcond=None)[0]
 
 
-def _refits(x: np.ndarray, y: np.ndarray, counts: np.ndarray, run_index: np.ndarray, chunk: int = 16) -> np.ndarray:
-    """Least-squares coefficients for each resample (``counts[resample, run]``: how often each run was drawn; a
-    pair weighs its run's count), by batched :func:`numpy.linalg.pinv`, one call per ``chunk`` resamples
-    (thousands of small solver calls cost more in overhead than in arithmetic). A weight of 0 leaves a zero row,
-    which changes nothing."""
-    out = []
-    for start in range(0, len(counts), chunk):
-        root = np.sqrt(counts[start : start + chunk][:, run_index])[:, :, None]  # [b, pair, 1]
-        out.append((np.linalg.pinv(x[None] * root) @ (y[None, :, None] * root))[..., 0])
-    return np.concatenate(out) if out else np.empty((0, x.shape[1]))
+def _refits(x: np.ndarray, y: np.ndarray, counts: np.ndarray, run_index: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients for each resample (``counts[resample, run]``: how often each run was drawn).
+
+    Every run's rows are first replaced by their QR factor: with ``X_r = Q_r R_r``, the problem
+    ``min sum_r c_r |y_r - X_r b|^2`` has the same solution as ``min sum_r c_r |Q_r' y_r - R_r b|^2`` (what
+    ``Q_r`` leaves out does not depend on ``b``), so each refit is :func:`numpy.linalg.lstsq` on at most
+    ``columns`` rows per drawn run, scaled by the square root of its count, instead of on every pair.
+    """
+    blocks = []
+    for r in range(counts.shape[1]):
+        q, factor = np.linalg.qr(x[run_index == r])
+        blocks.append((factor, q.T @ y[run_index == r]))
+    out = np.empty((len(counts), x.shape[1]))
+    for i, c in enumerate(counts):
+        drawn = [(np.sqrt(c[r]) * f, np.sqrt(c[r]) * t) for r, (f, t) in enumerate(blocks) if c[r] > 0]
+        out[i] = np.linalg.lstsq(np.vstack([f for f, _ in drawn]), np.concatenate([t for _, t in drawn]), rcond=None)[0]
+    return out
 
 
 def varying_terms(pairs: pd.DataFrame, terms: Iterable[str]) -> list[str]:

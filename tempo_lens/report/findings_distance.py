@@ -180,7 +180,8 @@ def distance_section(doc: Document, single: SingleRun, multi: MultiPrompt | None
           "the **distance-matched ratio** (each parallel key against the non-parallel keys, first token excluded, whose logical "
           "distance from the query is within ±1 of its own, averaged per step then per run); and a **regression** of log attention "
           "over every (query, key) pair on parallel key, first token, prompt token, log(1 + logical distance) and same-step sibling, "
-          "fitted by least squares with `numpy.linalg.lstsq`, intervals from 1000 resamples of the prompts.")
+          "fitted by least squares with `numpy.linalg.lstsq`, intervals from 1000 resamples of the prompts (each refitted "
+          "the same way).")
     doc.p("This run (point estimates): " + ", ".join(
         f"{m} generated-only {times(single.generated_averages.get(m))}, distance-matched {times(single.matched_averages.get(m))}"
         for m in MODES) + ".")

@@ -139,3 +139,21 @@ def test_head_map_by_hand():
             expected = fit(pairs.assign(attention=single), TERMS)["parallel"]
             assert coef[layer, head] == pytest.approx(expected)
     assert table["parallel_coef"].tolist() == pytest.approx(coef.ravel().tolist())
+
+
+def test_bootstrap_refits_equal_a_direct_weighted_fit():
+    from tempo_lens.analysis.regression import _design, _refits
+
+    beta = dict(intercept=-2.0, parallel=0.3, first=1.0, prompt=0.2, log_distance=-1.0, sibling=-0.5)
+    pairs = _synthetic(beta)
+    pairs["attention"] *= np.exp(np.random.default_rng(5).normal(0, 0.3, len(pairs)))
+    x, y = _design(pairs, TERMS)
+    runs, run_index = np.unique(pairs["run"], return_inverse=True)
+    counts = np.array([[2, 0, 1, 1, 0, 2], [1, 1, 1, 1, 1, 1]], dtype=float)
+    got = _refits(x, y, counts, run_index)
+    for c, b in zip(counts, got):
+        w = np.sqrt(c[run_index])
+        direct = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)[0]
+        assert b == pytest.approx(direct, abs=1e-9)
+    # all counts 1 is the plain fit
+    assert got[1] == pytest.approx(list(fit(pairs, TERMS).values()), abs=1e-9)
