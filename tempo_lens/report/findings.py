@@ -172,7 +172,7 @@ def _layer_heads(doc: Document, metrics: Metrics) -> None:
     measured = [h for h in cells if None not in (h.entropy, h.recent, h.distant)]
     counts = {g: sum(h.group == g for h in cells) for g in ("Long-range", "Balanced", "Diffuse")}
     doc.p(f"**Per (layer, head)** (the primary analysis; step {metrics.single_run.entropy_step}, isolated run, "
-          f"{len(cells)} heads = {metrics.model.n_layers} layers x {metrics.model.n_heads} heads, each on its own). The grouping rule below, "
+          f"{len(cells)} heads = {metrics.model.n_layers} layers x {metrics.model.n_heads} heads, each on its own). The grouping rule above, "
           "applied over every (layer, head) together: " + ", ".join(f"{g} {n}" for g, n in counts.items()) + ".")
     if measured:
         name = lambda h: f"L{h.layer}H{h.head}"  # noqa: E731
