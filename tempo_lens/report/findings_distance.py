@@ -204,7 +204,7 @@ def distance_section(doc: Document, single: SingleRun, multi: MultiPrompt | None
     if multi.head_map:
         doc.p("**Where it lives, per (layer, head)** (isolated runs; sink share = weight on position 0, averaged over steps and "
               "prompts; parallel coefficient = the regression's parallel term fitted to each head alone, distance and token kind "
-              "held fixed). Heads that stand out: " + standout_text(multi.head_map) + ".")
+              "held fixed; point estimates, no per-head interval). Heads that stand out: " + standout_text(multi.head_map) + ".")
         doc.figure("head-map", plots.head_map_plot(multi.head_map),
                    "Per (layer, head): share of attention on the first token (left) and the parallel coefficient with distance "
                    "and token kind held fixed (right; red = parallel keys favoured)")
