@@ -10,10 +10,11 @@ STAMP_TL3 := $(VENV_TL3)/.installed
 TL3_TESTS := tests/backends tests/test_hooks.py tests/generation tests/tools/test_sae.py tests/tools/test_tools_hooked.py tests/test_readme_tl3.py
 MODEL  ?=
 export OMP_WAIT_POLICY ?= PASSIVE
+export OPENBLAS_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: setup setup-tl3 test analyze analyze-models bench check-page clean models test-models
+.PHONY: setup setup-tl3 test analyze analyze-models study bench check-page clean models test-models
 
 setup: $(STAMP)
 
@@ -60,6 +61,12 @@ MODELS ?= all
 analyze-models: models
 	$(PY) -m tempo_lens.cli analyze analyses --models "$(MODELS)"
 
+# The study (docs/study.md): the 216-prompt set of analyses/study on every installed zoo model (STUDY_MODELS=a,b for a
+# subset), with the distance and token-kind controls and batching; an up-front time estimate, then progress per chunk.
+STUDY_MODELS ?=
+study: $(STAMP)
+	$(PY) -m tempo_lens.report.study analyses/study $(if $(STUDY_MODELS),--models "$(STUDY_MODELS)")
+
 # The TransformerLens 4.3 sections, then the two backends beside HF eager in the TL 3.9 world (both classes exist there).
 bench: $(STAMP) $(STAMP_TL3)
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
@@ -70,3 +77,4 @@ check-page: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(VENV_TL3) analyses/report analyses/runs analyses/models analyses/.tempo-lens-analyze.json
+	rm -rf analyses/study/report analyses/study/models analyses/study/.tempo-lens-analyze.json

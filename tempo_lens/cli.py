@@ -30,6 +30,8 @@ ENVIRONMENT_DEFAULTS = {
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     # Spinning OpenMP threads make a shared 2-core machine up to 20x slower; read when torch loads.
     "OMP_WAIT_POLICY": "PASSIVE",
+    # numpy's OpenBLAS threads, the same on small least-squares fits (the report's regression): up to 8x slower shared.
+    "OPENBLAS_NUM_THREADS": "1",
 }
 
 

@@ -90,28 +90,66 @@ def entropy_figure(entropy_long_df: pd.DataFrame, steps: Sequence[int] | None = 
     return fig
 
 
+MAX_TEXT_LABELS = 16  # more points than this: labels on hover only (printed labels would overlap)
+
+
 def head_scatter(
     head_df: pd.DataFrame, *, title: str = "Head specialisation: recent vs distant attention"
 ) -> go.Figure:
-    """Recent vs distant mean attention per head, one trace per group; hover shows head, KV head, entropy, max."""
+    """Recent vs distant mean attention per head, one trace per group; hover shows head, KV head, entropy, max.
+
+    With a ``layer`` column each point is one (layer, head), labelled ``L3H5``. Points carry printed labels
+    only when there are at most :data:`MAX_TEXT_LABELS`; the axes fit the points (not from 0), with the
+    ``recent = distant`` diagonal drawn across their range.
+    """
     fig = go.Figure()
     groups = [g for g in HEAD_GROUPS if g in set(head_df["group"])]
     groups += sorted(set(head_df["group"]) - set(groups))
+    show_text = len(head_df) <= MAX_TEXT_LABELS
     for i, group in enumerate(groups):
         part = head_df[head_df["group"] == group]
         kv = part["kv_head"] if "kv_head" in part else part["head"]
+        label = (("L" + part["layer"].astype(str) + "H") if "layer" in part else "") + part["head"].astype(str)
         fig.add_trace(go.Scatter(
-            x=part["recent"], y=part["distant"], mode="markers+text", name=group, text=part["head"].astype(str),
-            textposition="top center", marker=dict(size=10, color=_colour(group, GROUP_COLOURS, i)),
-            customdata=np.stack([part["head"], kv, part["entropy"], part["max"]], axis=-1),
+            x=part["recent"], y=part["distant"], mode="markers+text" if show_text else "markers", name=group,
+            text=label, textposition="top center", marker=dict(size=10 if show_text else 7, color=_colour(group, GROUP_COLOURS, i)),
+            customdata=np.stack([label, kv, part["entropy"], part["max"]], axis=-1),
             hovertemplate="head %{customdata[0]} (KV %{customdata[1]})<br>recent %{x:.3f}<br>distant %{y:.3f}"
             "<br>entropy %{customdata[2]:.3f}<br>max %{customdata[3]:.3f}<extra>" + group + "</extra>",
         ))
-    top = float(np.nanmax(head_df[["recent", "distant"]].to_numpy())) if len(head_df) else 1.0
-    fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="recent = distant",
+    values = head_df[["recent", "distant"]].to_numpy(dtype=float) if len(head_df) else np.array([[0.0, 1.0]])
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="recent = distant",
                              line=dict(dash="dash", color="grey"), hoverinfo="skip"))
+    pad = (hi - lo) * 0.08 or 0.01
     fig.update_layout(title=title, xaxis_title="recent (mean of last 3 visible keys)",
-                      yaxis_title="distant (mean of other visible keys)", legend_title="group")
+                      yaxis_title="distant (mean of other visible keys)", legend_title="group",
+                      xaxis=dict(range=[lo - pad, hi + pad]), yaxis=dict(range=[lo - pad, hi + pad]))
+    return fig
+
+
+def head_map_figure(cells: pd.DataFrame, *, title: str = "Per (layer, head): first-token share and parallel effect") -> go.Figure:
+    """Two layer × head heatmaps from a :func:`~tempo_lens.analysis.head_map.head_map` frame: ``sink_share`` (0-1) and
+    ``parallel_coef`` (log factor, diverging around 0; hover shows the factor)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("share of attention on the first token",
+                                                        "parallel coefficient (distance and token kind fixed)"),
+                        horizontal_spacing=0.12)
+    if len(cells):
+        sink = cells.pivot(index="layer", columns="head", values="sink_share")
+        coef = cells.pivot(index="layer", columns="head", values="parallel_coef").astype(float)
+        bound = float(np.nanmax(np.abs(coef.to_numpy()))) if np.isfinite(coef.to_numpy()).any() else 1.0
+        fig.add_trace(go.Heatmap(z=sink.to_numpy(), x=list(sink.columns), y=list(sink.index), colorscale="Blues", zmin=0, zmax=1,
+                                 colorbar=dict(x=0.44, title="share"),
+                                 hovertemplate="layer %{y} head %{x}<br>first-token share %{z:.3f}<extra></extra>"), 1, 1)
+        fig.add_trace(go.Heatmap(z=coef.to_numpy(), x=list(coef.columns), y=list(coef.index), colorscale="RdBu_r",
+                                 zmin=-bound, zmax=bound, customdata=np.exp(coef.to_numpy()), colorbar=dict(title="coef"),
+                                 hovertemplate="layer %{y} head %{x}<br>coefficient %{z:.3f}<br>factor %{customdata:.2f}x"
+                                 "<extra></extra>"), 1, 2)
+    fig.update_xaxes(title_text="head", dtick=1)
+    fig.update_yaxes(title_text="layer", autorange="reversed")
+    fig.update_layout(title=title)
     return fig
 
 

@@ -22,7 +22,7 @@ and every head is Balanced.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,7 @@ from jaxtyping import Bool, Float
 
 from ..errors import InvalidInputError
 from ..layout import Mode, TokenLayout
-from ._arrays import step_attention
+from ._arrays import layer_labels, step_attention
 
 EPS = 1e-10
 N_RECENT = 3
@@ -59,18 +59,8 @@ def recent_distant_masks(visible: Bool[np.ndarray, "query key"], n_recent: int =
     return recent, distant
 
 
-def head_specialisation(
-    attention: Any, layout: TokenLayout, step: int, mode: Mode, *, n_kv_heads: int | None = None
-) -> pd.DataFrame:
-    """Per head: head, kv_head, recent, distant, entropy, max, group (see the module docstring).
-
-    ``mode`` picks the mask that says which keys each query row could see; ``n_kv_heads`` (default
-    ``n_heads``) maps each head to the KV head it shares under GQA: ``head // (n_heads // n_kv_heads)``.
-    """
-    a, _ = step_attention(attention, layout, step)
-    p: Float[np.ndarray, "batch head_index query_pos key_pos"] = a.mean(axis=0)
-    n_queries, n_keys = p.shape[-2:]
-    visible = ~layout.blocked(mode, n_queries=n_queries, n_keys=n_keys).numpy()
+def _row_metrics(p: Float[np.ndarray, "*lead batch head_index query_pos key_pos"], visible: Bool[np.ndarray, "query key"]) -> dict[str, np.ndarray]:
+    """recent / distant / entropy / max per head, averaged over batch and query rows (leading axes kept)."""
     recent_mask, distant_mask = recent_distant_masks(visible)
     n_recent = recent_mask.sum(-1)
     n_distant = distant_mask.sum(-1)
@@ -78,8 +68,24 @@ def head_specialisation(
     distant = np.where(n_distant > 0, (p * distant_mask).sum(-1) / np.maximum(n_distant, 1), 0.0)
     entropy = -(p * np.log(p + EPS)).sum(-1)
     peak = p.max(-1)
-    per_head = {name: x.mean(axis=(0, 2)) for name, x in
-                dict(recent=recent, distant=distant, entropy=entropy, max=peak).items()}
+    return {name: x.mean(axis=(-3, -1)) for name, x in dict(recent=recent, distant=distant, entropy=entropy, max=peak).items()}
+
+
+def head_specialisation(
+    attention: Any, layout: TokenLayout, step: int, mode: Mode, *, n_kv_heads: int | None = None
+) -> pd.DataFrame:
+    """Per head: head, kv_head, recent, distant, entropy, max, group (see the module docstring).
+
+    Averaged over the captured layers first, as the reference did (*the reference's view*: head ``h`` of
+    one layer is unrelated to head ``h`` of another; :func:`layer_head_specialisation` keeps them apart).
+    ``mode`` picks the mask that says which keys each query row could see; ``n_kv_heads`` (default
+    ``n_heads``) maps each head to the KV head it shares under GQA: ``head // (n_heads // n_kv_heads)``.
+    """
+    a, _ = step_attention(attention, layout, step)
+    p: Float[np.ndarray, "batch head_index query_pos key_pos"] = a.mean(axis=0)
+    n_queries, n_keys = p.shape[-2:]
+    visible = ~layout.blocked(mode, n_queries=n_queries, n_keys=n_keys).numpy()
+    per_head = _row_metrics(p, visible)
 
     n_heads = p.shape[1]
     n_kv_heads = n_heads if n_kv_heads is None else int(n_kv_heads)
@@ -88,6 +94,25 @@ def head_specialisation(
     heads = np.arange(n_heads)
     groups = group_heads(per_head["entropy"], per_head["recent"], per_head["distant"])
     return pd.DataFrame({"head": heads, "kv_head": heads // (n_heads // n_kv_heads), **per_head, "group": groups})
+
+
+def layer_head_specialisation(
+    attention: Any, layout: TokenLayout, step: int, mode: Mode, *, layers: Sequence[int] | None = None
+) -> pd.DataFrame:
+    """Per captured (layer, head), not averaged over layers: layer, head, recent, distant, entropy, max, group.
+
+    The grouping rule of the module docstring is applied over every (layer, head) of the step together.
+    Layers are labelled by ``layers``, else the captured step's own layer numbers, else ``0..L-1``.
+    """
+    a, _ = step_attention(attention, layout, step)
+    n_queries, n_keys = a.shape[-2:]
+    visible = ~layout.blocked(mode, n_queries=n_queries, n_keys=n_keys).numpy()
+    cells = {k: v.ravel() for k, v in _row_metrics(a, visible).items()}  # [layer, head] -> flat
+    n_layers, n_heads = a.shape[0], a.shape[2]
+    layers = layer_labels(attention, n_layers) if layers is None else list(layers)
+    groups = group_heads(cells["entropy"], cells["recent"], cells["distant"])
+    return pd.DataFrame({"layer": np.repeat(layers, n_heads), "head": np.tile(np.arange(n_heads), n_layers), **cells,
+                         "group": groups})
 
 
 def heads_by_kv_group(df: pd.DataFrame) -> pd.DataFrame:

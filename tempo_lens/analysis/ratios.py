@@ -6,7 +6,9 @@ into two buckets read from the layout:
 
 - **parallel**: tokens of earlier steps that selected >= 2 siblings (a collapsed set's survivor
   stays parallel, :meth:`TokenLayout.parallel_tensor`);
-- **other**: every other earlier key, prompt and BOS included.
+- **other**: every other earlier key, prompt and BOS included (``other="generated"``: only the
+  generated, non-parallel keys, so the prompt, far from the query, is left out; the
+  *generated-only* control for distance and token kind).
 
 Keys pruned before ``s`` (hidden from this step's queries, :meth:`TokenLayout.hidden_tensor`)
 are left out of both. ``ratio = mean(a[parallel]) / mean(a[other])``; 1.0 means a parallel token gets
@@ -19,7 +21,7 @@ A step that cannot be measured carries a ``missing_reason`` and NaN measurements
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence, get_args
 
 import numpy as np
 import pandas as pd
@@ -33,6 +35,9 @@ from ._arrays import layer_labels, step_attention
 NO_PARALLEL = "no earlier parallel set"
 NO_OTHER = "no other keys"
 NO_OTHER_ATTENTION = "no attention to other keys"
+
+OtherKeys = Literal["all", "generated"]
+"""Which non-parallel keys form the "other" bucket: every one, or the generated ones only."""
 
 RATIO_COLUMNS = [
     "run", "prompt", "mode", "step", "ratio", "parallel_mean", "other_mean", "parallel_set_mass",
@@ -65,12 +70,14 @@ class KeyBuckets:
         return int(self.other.sum())
 
 
-def key_buckets(layout: TokenLayout, step: int, *, exclude_first: bool = False) -> KeyBuckets:
+def key_buckets(layout: TokenLayout, step: int, *, exclude_first: bool = False, other: OtherKeys = "all") -> KeyBuckets:
     """Split the keys before ``step``'s first sibling into parallel / other buckets (see module doc).
 
     ``exclude_first`` drops physical position 0 from both (the "attention sink" variant), whether or
-    not it is a BOS token.
+    not it is a BOS token. ``other="generated"`` keeps only generated keys (step >= 0) in "other".
     """
+    if other not in get_args(OtherKeys):
+        raise InvalidInputError(f"other must be one of {get_args(OtherKeys)}, got {other!r}")
     first = layout.step_range(step).start
     is_parallel = layout.parallel_tensor().numpy()[:first]
     key_steps = layout.steps_tensor().numpy()[:first]
@@ -78,10 +85,10 @@ def key_buckets(layout: TokenLayout, step: int, *, exclude_first: bool = False) 
     if exclude_first and first > 0:
         counted[0] = False
     parallel = counted & is_parallel
-    other = counted & ~is_parallel
+    others = counted & ~is_parallel & ((key_steps >= 0) if other == "generated" else True)
     set_of_key = np.full(first, -1, dtype=np.int64)
     set_steps, set_of_key[parallel] = np.unique(key_steps[parallel], return_inverse=True)
-    return KeyBuckets(step, first, parallel, other, set_of_key, len(set_steps))
+    return KeyBuckets(step, first, parallel, others, set_of_key, len(set_steps))
 
 
 @dataclass
@@ -134,11 +141,13 @@ def _missing(buckets: KeyBuckets, other_mean: Any) -> str | None:
     return None if other_mean > 0 else NO_OTHER_ATTENTION
 
 
-def parallel_ratio(attention: Any, layout: TokenLayout, step: int, *, exclude_first: bool = False) -> RatioResult:
+def parallel_ratio(
+    attention: Any, layout: TokenLayout, step: int, *, exclude_first: bool = False, other: OtherKeys = "all"
+) -> RatioResult:
     """Parallel : other attention ratio of one captured step ``[layer, batch, head, query, key]``."""
     a, _ = step_attention(attention, layout, step)
     weights: Float[np.ndarray, "key"] = a.mean(axis=(0, 1, 2, 3), dtype=np.float64)
-    buckets = key_buckets(layout, step, exclude_first=exclude_first)
+    buckets = key_buckets(layout, step, exclude_first=exclude_first, other=other)
     r = {k: float(v) for k, v in _weights_ratio(weights, buckets).items()}
     reason = _missing(buckets, r["other_mean"])
     if reason is not None:
@@ -151,7 +160,7 @@ def parallel_ratio(attention: Any, layout: TokenLayout, step: int, *, exclude_fi
     )
 
 
-def ratio_table(runs: Iterable[Any], *, exclude_first: bool = False) -> pd.DataFrame:
+def ratio_table(runs: Iterable[Any], *, exclude_first: bool = False, other: OtherKeys = "all") -> pd.DataFrame:
     """One row per (run, step) for every step >= 0 with a captured array; missing steps keep their reason.
 
     ``runs``: captured runs or generation results (one, a list, or an experiment). Columns: run, prompt, mode, step,
@@ -161,7 +170,7 @@ def ratio_table(runs: Iterable[Any], *, exclude_first: bool = False) -> pd.DataF
     rows = []
     for run in as_runs(runs):
         for step in run.step_ids:
-            result = parallel_ratio(run.attention[step], run.layout, step, exclude_first=exclude_first)
+            result = parallel_ratio(run.attention[step], run.layout, step, exclude_first=exclude_first, other=other)
             row = asdict(result)
             row.pop("other_token_mean")
             rows.append(dict(run=run.name, prompt=run.prompt, mode=run.mode, **row, set_ratio=result.set_ratio))

@@ -13,6 +13,7 @@ import time
 from . import plots
 from .document import Document
 from .findings_controls import baseline_section, beyond_section, hypotheses_section, sink_reading, sharing_reading
+from .findings_distance import summary_paragraph
 from .findings_models import cross_model_section
 from .findings_reference import conclusion_section, data_summary, future_directions, reference_comparison
 from .schema import MODES, Metrics, SingleRun
@@ -25,7 +26,7 @@ RULES = (
     "95 % bootstrap interval (across prompts, or across steps and sets), the interval decides: *less* / *more* only when it "
     "excludes the null value (1 for ratios, 0 for differences), otherwise *no reliable difference*. The sign-flip permutation "
     "p-value is reported beside it and can only weaken the interval's word: when the interval excludes the null but p is "
-    "not below 0.05, the report says so (\"by the interval only\")."
+    "not below 0.05, the report says the test does not confirm it."
 )
 
 
@@ -66,24 +67,27 @@ def render_findings(metrics: Metrics) -> Document:
     ratios = [r.ratio for r in single.ratios if r.ratio is not None]
     overall = point_direction(mean_of(ratios))
     doc.h(2, "Executive Summary")
+    doc.p(summary_paragraph(single, multi))
     if not ratios:
-        doc.p("No step had an earlier parallel set, so the parallel : non-parallel ratio could not be measured in this run.")
+        doc.p("**The reference's reading** (the uncontrolled ratio): no step had an earlier parallel set, so the parallel : "
+              "non-parallel ratio could not be measured in this run.")
     else:
         words = {point_direction(r) for r in ratios}
         consistency = "consistently" if len(words) == 1 else "on average (not at every step)"
         modes_text = ", ".join(f"{m} {times(single.mode_averages.get(m))}" for m in MODES)
-        summary = {LESS: "**LESS attention** than", MORE: "**MORE attention** than"}.get(overall, "**about as much attention** as")
-        doc.p(f"In this run parallel tokens {consistency} receive {summary} non-parallel tokens: per-step ratios "
+        summary = {LESS: "less attention than", MORE: "more attention than"}.get(overall, "about as much attention as")
+        doc.p(f"**The reference's reading** (the uncontrolled ratio, first token and prompt in the \"other\" bucket): in this run "
+              f"parallel tokens {consistency} receive {summary} non-parallel tokens: per-step ratios "
               f"{value_range(ratios, 3)}x, mode averages {modes_text}. " + _mode_effect(single))
         doc.p("The controls the reference lacked change the reading: " + sink_reading(single, multi) + " " + sharing_reading(single, multi))
         if multi and multi.mode("isolated"):
             iso = multi.mode("isolated")
-            doc.p(f"Across {multi.n_prompts} prompts the isolated ratio is {ci_with_verdict(iso.ratio)} (mean, 95 % bootstrap interval, "
-                  f"sign-flip p against 1); without the first token it is {ci_with_verdict(iso.ratio_no_sink)}.")
+            doc.p(f"Across {multi.n_prompts} prompts the uncontrolled isolated ratio is {ci_with_verdict(iso.ratio)} (mean, 95 % "
+                  f"bootstrap interval, sign-flip p against 1; n = runs with at least one measured step).")
 
     doc.h(2, "Key Findings")
     heading = {LESS: "Reduced", MORE: "Increased"}.get(overall, "About Equal" if overall == MINIMAL else "Unmeasured")
-    doc.h(3, f"1. Parallel Tokens Receive {heading} Attention")
+    doc.h(3, f"1. Parallel Tokens Receive {heading} Attention (the reference's reading, before the controls)")
     doc.p("The ratio (`docs/definitions.md`): attention averaged over layers, batch, heads and the step's queries; the mean over "
           "earlier parallel-set tokens divided by the mean over every other earlier token (prompt and first token included). "
           "Every step with an earlier parallel set is listed.")
@@ -99,11 +103,12 @@ def render_findings(metrics: Metrics) -> Document:
     words = [point_direction(single.mode_averages.get(m)) for m in MODES]
     doc.p(f"**Interpretation:** per token, parallel tokens receive {compared(words[0])} in isolated mode, and "
           f"{compared(words[1])} in visible mode. Whether this is a property of shared positions, of the first token (attention sink), "
-          "or of the tokens themselves is what the controls below test.")
+          "or of the tokens themselves is what the controls below test (*Beyond the Reference Report*, 2 and 2b: the first token, "
+          "then distance and token kind).")
 
     _isolation_section(doc, single)
     _entropy_section(doc, single)
-    _heads_section(doc, single, model.n_kv_heads < model.n_heads)
+    _heads_section(doc, metrics, model.n_kv_heads < model.n_heads)
     _figures(doc, metrics)
     hypotheses_section(doc, single, multi)
     baseline_section(doc, single)
@@ -152,21 +157,51 @@ def _entropy_section(doc: Document, single: SingleRun) -> None:
     doc.p("**Key Observations:**")
     doc.bullets([f"**{d.depth.capitalize()} layers ({layer_list(range(d.first_layer, d.last_layer + 1))}):** entropy {value_range([d.min, d.max])} (mean {num(d.mean, 2)})"
                  for d in single.depth])
-    means = {d.depth: d.mean for d in single.depth}
+    depth = single.depth_all_steps or single.depth
+    means = {d.depth: d.mean for d in depth}
     profile = depth_profile(means.get("early"), means.get("middle"), means.get("late"))
     doc.p(f"**Pattern:** the reference's funnel pattern (middle layers most diffuse, late layers most focused) {funnel_reading(profile)} "
-          "in this model (from the mean entropy of each depth third).")
+          "in this model (from the mean entropy of each depth third, averaged over every captured step of the isolated run, not "
+          f"only step {single.entropy_step}: " + ", ".join(f"{d.depth} {num(d.mean, 2)}" for d in depth)
+          + "; across prompts see the Cross-model section when it is run).")
 
 
-def _heads_section(doc: Document, single: SingleRun, gqa: bool) -> None:
+def _layer_heads(doc: Document, metrics: Metrics) -> None:
+    """The primary head analysis: every (layer, head) on its own, with its figure."""
+    cells = metrics.single_run.layer_heads
+    measured = [h for h in cells if None not in (h.entropy, h.recent, h.distant)]
+    counts = {g: sum(h.group == g for h in cells) for g in ("Long-range", "Balanced", "Diffuse")}
+    doc.p(f"**Per (layer, head)** (the primary analysis; step {metrics.single_run.entropy_step}, isolated run, "
+          f"{len(cells)} heads = {metrics.model.n_layers} layers x {metrics.model.n_heads} heads, each on its own). The grouping rule above, "
+          "applied over every (layer, head) together: " + ", ".join(f"{g} {n}" for g, n in counts.items()) + ".")
+    if measured:
+        name = lambda h: f"L{h.layer}H{h.head}"  # noqa: E731
+        focused = sorted(measured, key=lambda h: h.entropy)[:3]
+        bias = sorted(measured, key=lambda h: h.distant - h.recent, reverse=True)[:3]
+        local = sorted(measured, key=lambda h: h.recent - h.distant, reverse=True)[:3]
+        doc.bullets([
+            "**Most focused:** " + ", ".join(f"{name(h)} (entropy {num(h.entropy, 2)}, max {num(h.max, 2)})" for h in focused),
+            "**Strongest distant bias:** " + ", ".join(f"{name(h)} (distant - recent {num(h.distant - h.recent, 3)})" for h in bias),
+            "**Strongest recent bias:** " + ", ".join(f"{name(h)} (recent - distant {num(h.recent - h.distant, 3)})" for h in local),
+        ])
+        doc.figure("layer-heads", plots.layer_heads_plot(metrics), "Specialisation of every (layer, head), recent vs distant "
+                   "attention, coloured by group (hover for layer, head, entropy and max)")
+
+
+def _heads_section(doc: Document, metrics: Metrics, gqa: bool) -> None:
+    single = metrics.single_run
     heads = single.heads
     doc.h(3, "4. Attention Head Specialization")
     if not heads:
         doc.p("No step was captured, so head specialisation was not measured.")
         return
-    doc.p(f"**Analysis of {len(heads)} attention heads** (step {single.entropy_step}, averaged over layers). Recent = mean attention over "
-          "each query's last 3 visible keys, distant = over its other visible keys. Grouping rule (deterministic): with the heads' entropy "
-          "range [lo, hi], Diffuse = entropy in the top third of the range; Long-range = bottom third and distant > recent; Balanced = the rest.")
+    doc.p("Recent = mean attention over each query's last 3 visible keys, distant = over its other visible keys. Grouping rule "
+          "(deterministic): with the entropy range [lo, hi] of the heads compared, Diffuse = entropy in the top third of the range; "
+          "Long-range = bottom third and distant > recent; Balanced = the rest.")
+    _layer_heads(doc, metrics)
+    doc.p(f"**The reference's view** ({len(heads)} heads, step {single.entropy_step}, attention averaged over layers by head index, "
+          "as the reference did). Head h of layer 0 and head h of layer 20 are unrelated heads, so this view has no meaning of its "
+          "own; it is kept only to compare with the reference report.")
     rows = []
     for group, meaning in (("Long-range", "Focus on distant context"), ("Balanced", "Even attention distribution"), ("Diffuse", "Broad, unfocused attention")):
         part = [h for h in heads if h.group == group]
@@ -205,8 +240,8 @@ def _figures(doc: Document, metrics: Metrics) -> None:
     if data.entropy:
         doc.figure("entropy", plots.entropy_plot(metrics), "Layer entropy (nats) at every step, layers down and steps across")
     if data.heads_by_step:
-        doc.figure("heads", plots.heads_plot(metrics), f"Head specialisation (isolated run), recent vs distant, coloured by group; "
-                   f"step {data.heads_step} first, the slider shows every step")
+        doc.figure("heads", plots.heads_plot(metrics), f"The reference's view of head specialisation (averaged over layers by head "
+                   f"index; isolated run), recent vs distant, coloured by group; step {data.heads_step} first, the slider shows every step")
     if data.heatmaps:
         doc.figure("heatmap", plots.heatmap_plot(metrics), "Attention of each step's siblings (isolated run), averaged over layers and "
                    f"heads; parallel keys marked; step {data.heatmap_step} first")

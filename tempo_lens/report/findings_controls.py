@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import plots
 from .document import Document
+from .findings_distance import distance_section
 from .schema import MODES, Interval, MultiPrompt, Pruning, SingleRun
 from .text import ci_text, ci_with_verdict, compared, difference, explains, mean_of, num, p_text, times
 from .verdicts import (
@@ -95,6 +96,7 @@ def hypotheses_section(doc: Document, single: SingleRun, multi: MultiPrompt | No
                 f"(single runs, one value per step and set): {ci_with_verdict(pref)}"]
     if multi:
         evidence.append(f"{multi.n_prompts} prompts (one mean per run): {ci_with_verdict(multi.sibling_preference)}")
+    evidence.append(_preference_reading(pref, multi))
     doc.p("*What the controls say:*")
     doc.bullets(evidence)
     doc.h(4, "Hypothesis 3: Information Redundancy")
@@ -103,10 +105,46 @@ def hypotheses_section(doc: Document, single: SingleRun, multi: MultiPrompt | No
                 f"({point_direction(single.set_ratio_averages.get(m))})" for m in MODES]
     for m in (multi.modes if multi else []):
         evidence.append(f"{multi.n_prompts} prompts, {m.mode}: a set against one token: {ci_with_verdict(m.set_ratio)}")
+    evidence.append(_redundancy_reading(single, multi))
     doc.p("*What the controls say:*")
     doc.bullets(evidence)
     _isolation_hypothesis(doc, single, multi)
     _implications(doc, single, multi)
+
+
+def _preference_reading(pref: Interval, multi: MultiPrompt | None) -> str:
+    """Hypothesis 2's reading: across prompts when measured, else the single runs' steps and sets."""
+    ci, where = (multi.sibling_preference, f"across {multi.n_prompts} prompts") if multi and multi.sibling_preference.n >= 2 else (pref, "in the single runs")
+    word = direction(ci)
+    if word == "less":
+        text = ("less likely siblings get less attention than the most likely sibling of their set, as an uncertainty penalty "
+                "would predict, within a set")
+    elif word == "more":
+        text = "less likely siblings get more attention than the most likely one, against an uncertainty penalty"
+    elif word == NOT_MEASURED:
+        return "Reading: not measured (no earlier set with two or more visible siblings)."
+    else:
+        text = "no reliable difference between less likely siblings and the most likely one: no sign of an uncertainty penalty"
+    return (f"Reading ({where}): {text}. This compares siblings with each other; whether parallel tokens as a whole get less "
+            "attention than other tokens is the question of *2b* (distance and token kind).")
+
+
+def _redundancy_reading(single: SingleRun, multi: MultiPrompt | None) -> str:
+    """Hypothesis 3's reading: reconciles the single run's point estimate with the interval across prompts."""
+    single_value = single.set_ratio_averages.get("isolated")
+    single_word = point_direction(single_value)
+    iso = multi.mode("isolated") if multi else None
+    if iso is None or iso.set_ratio.n < 2:
+        return (f"Reading (single run, isolated, point estimate): a whole set gets {compared(single_word, 'one ordinary token')}"
+                f" ({times(single_value)}).")
+    word = direction(iso.set_ratio)
+    conclusion = {"more": "a whole set draws more than one ordinary token, so siblings do not simply split one token's share",
+                  "less": "a whole set draws less than one ordinary token"}.get(
+        word, "a whole set draws about what one ordinary token does, as the hypothesis says")
+    return (f"Reading: the single run is one prompt and says {single_word} ({times(single_value)}, a point estimate with no "
+            f"interval); the {multi.n_prompts} prompts say {word} ({ci_text(iso.set_ratio)}; n = runs with a measured step). "
+            "They do not contradict each other: one prompt is one draw, and single prompts spread more widely than the interval "
+            f"of their mean. The prompts decide: {conclusion}.")
 
 
 def _implications(doc: Document, single: SingleRun, multi: MultiPrompt | None) -> None:
@@ -177,12 +215,14 @@ def beyond_section(doc: Document, single: SingleRun, multi: MultiPrompt | None, 
     doc.h(3, "2. Confounds: the attention sink and sibling mass")
     doc.p("The first token (BOS / attention sink) sits in the non-parallel bucket and takes a large share of attention. "
           "Sibling tokens with near-equal keys split attention, so the mass of a whole set is shown beside the per-token mean.")
-    doc.table(["Step", "Mode", "Ratio", "Ratio without first token", "Set mass / token mean"],
-              [[r.step, r.mode.upper(), times(r.ratio), times(r.ratio_no_sink), times(r.set_ratio)]
-               for r in sorted(single.ratios, key=lambda r: (r.step, r.mode))])
+    doc.table(["Step", "Mode", "Ratio", "Ratio without first token", "Generated-only ratio", "Distance-matched ratio",
+               "Set mass / token mean"],
+              [[r.step, r.mode.upper(), times(r.ratio), times(r.ratio_no_sink), times(r.ratio_generated), times(r.ratio_matched),
+                times(r.set_ratio)] for r in sorted(single.ratios, key=lambda r: (r.step, r.mode))])
     doc.p("Averages without the first token: " + ", ".join(
         f"{m} {times(single.no_sink_averages.get(m))} ({compared(point_direction(single.no_sink_averages.get(m)))})"
         for m in MODES) + ".")
+    distance_section(doc, single, multi)
     doc.h(3, "3. Intra-step attention (visible vs isolated)")
     doc.p("Each sibling is a query of its step's forward, so attention between siblings is measured directly "
           "(the reference fed one query per step and could not). Means over sibling rows:")

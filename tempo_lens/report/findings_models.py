@@ -7,6 +7,7 @@ from typing import Callable
 from . import plots
 from .cross_model import folder_name, zoo_names
 from .document import Document
+from .findings_distance import coefficient_interval, distance_verdict, standout_text
 from .schema import CrossModelEntry, Interval, Metrics
 from .text import ci_text, difference, num, p_clause, parameters, times
 from .verdicts import NOT_MEASURED, depth_profile, gap_from_definition, interval_verdict, ordering_reliable
@@ -25,6 +26,10 @@ def _pair(key: str) -> Getter:
     return lambda entry: entry.multi.pair(key) if entry.multi else None
 
 
+def _coefficient(mode: str) -> Getter:
+    return lambda entry: coefficient_interval(entry.multi.regression_of(mode)) if entry.multi else None
+
+
 MEASURES: tuple[tuple[str, Getter], ...] = (
     ("Ratio, isolated", _mode("ratio", "isolated")),
     ("Ratio, visible", _mode("ratio", "visible")),
@@ -37,6 +42,9 @@ MEASURES: tuple[tuple[str, Getter], ...] = (
     ("Isolated - visible, same tokens (paired)", _pair("same_tokens")),
     ("Isolated - visible, separate generations (paired)", _pair("isolated_minus_visible")),
     ("Isolated - visible, reference script's definition (paired)", _pair("script_isolated_minus_visible")),
+    ("Generated-only ratio, isolated", _mode("ratio_generated", "isolated")),
+    ("Distance-matched ratio, isolated", _mode("ratio_matched", "isolated")),
+    ("Regression: parallel coefficient with distance and token kind fixed, isolated (log factor; null 0)", _coefficient("isolated")),
 )
 
 
@@ -70,6 +78,23 @@ def _reading(entries: list[CrossModelEntry]) -> list[str]:
     return out
 
 
+def _half_width(ci: Interval | None) -> str:
+    return "n/a" if ci is None or ci.lo is None or ci.hi is None else f"±{(ci.hi - ci.lo) / 2:.3f}"
+
+
+def _power_rows(entries: list[CrossModelEntry]) -> list[list[str]]:
+    """Per model: runs with a measured step, and the interval half-widths of the ratios and the coefficient."""
+    rows = []
+    for e in entries:
+        m = {mode: e.multi.mode(mode) if e.multi else None for mode in ("isolated", "visible")}
+        measured = " / ".join(f"{x.n_runs_with_ratio} of {x.n_runs}" if x else "n/a" for x in m.values())
+        iso = m["isolated"]
+        rows.append([e.folder, e.multi.n_prompts if e.multi else "not run", measured,
+                     *(_half_width(getattr(iso, k) if iso else None) for k in ("ratio", "ratio_no_sink", "ratio_generated", "ratio_matched")),
+                     _half_width(_coefficient("isolated")(e))])
+    return rows
+
+
 def cross_model_section(doc: Document, metrics: Metrics) -> None:
     entries = metrics.cross_model
     doc.h(2, "Cross-model")
@@ -94,7 +119,20 @@ def cross_model_section(doc: Document, metrics: Metrics) -> None:
     doc.bullets(_reading(entries) + [
         "**The reference's isolated - visible gap:** reliably negative under the reference script's definition and not under "
         "the intended one (so it comes from the definition) on: " + (", ".join(n for n, v in artifact.items() if v) or "none")
-        + "; not shown on: " + (", ".join(n for n, v in artifact.items() if not v) or "none") + "."])
+        + "; not shown on: " + (", ".join(n for n, v in artifact.items() if not v) or "none") + ". This covers the models "
+        "run here: the script's definition produces a negative gap on them, which makes the definition a sufficient "
+        "explanation of the reference's number. It does not show what cogito-3B's own gap would be under the intended "
+        "definition, which was never measured.",
+        "**Does \"more attention without the first token\" survive distance and token kind?** "
+        + "; ".join(f"{e.folder}: {distance_verdict(None, e.multi)[0]}" for e in entries)
+        + " (every control still \"more\": survives; none: does not survive; otherwise partly; see *2b* for the rule)."])
+    doc.p("**Power** (how many runs had a measured step, isolated / visible; half-widths of the 95 % intervals over prompts, "
+          "isolated). A half-width is half the interval's length: the smaller, the more the prompt set can separate models.")
+    doc.table(["Model", "Prompts", "Runs with a measured step (isolated / visible)", "Ratio", "Ratio without first token",
+               "Generated-only ratio", "Distance-matched ratio", "Regression coefficient"], _power_rows(entries))
+    doc.p("**Heads that stand out** (isolated runs, per (layer, head) as in *2b*: the largest first-token share, and the largest "
+          "and smallest parallel coefficient with distance and token kind fixed, as a factor):")
+    doc.bullets([f"**{e.folder}:** {standout_text(e.multi.head_map) if e.multi else 'not run'}" for e in entries])
     doc.p("**The single-prompt pair** (point estimates, one prompt): the ratio under both definitions and the isolated - visible gap.")
     doc.table(["Model", "Intended: isolated / visible", "Intended: isolated - visible", "Script's: isolated / visible",
                "Script's: isolated - visible"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .document import Document
 from .findings_controls import sharing_verdict, sink_verdict
+from .findings_distance import reading_sentence
 from .schema import MODES, Metrics, MultiPrompt, Pruning, ScriptChainRow, SingleRun
 from .text import ci_with_verdict, code, compared, difference, explains, layer_list, mean_of, num, points, times, value_range
 from .verdicts import NOT_MEASURED, TOLERANCE, definition_explains_gap, point_direction
@@ -44,8 +45,10 @@ def conclusion_section(doc: Document, single: SingleRun, multi: MultiPrompt | No
     if not ratios:
         doc.p("No step had an earlier parallel set, so this run cannot speak to parallel-token attention.")
         return
-    points_ = [f"With the intended definition, parallel tokens receive {compared(point_direction(mean_of(ratios)))} in this run "
-               f"({value_range(ratios, 3)}x per step)."]
+    lead = reading_sentence(single, multi).removeprefix("So, ")
+    points_ = [lead[:1].upper() + lead[1:],
+               f"The reference's reading (uncontrolled ratio, intended definition): parallel tokens receive "
+               f"{compared(point_direction(mean_of(ratios)))} in this run ({value_range(ratios, 3)}x per step)."]
     sink, where = sink_verdict(single, multi)
     points_.append(f"Leaving out the first token (attention sink): {where}, {explains('the first token', sink)} "
                    f"(without it: isolated {times(single.no_sink_averages.isolated)}, visible {times(single.no_sink_averages.visible)} in this run).")
@@ -67,8 +70,11 @@ def conclusion_section(doc: Document, single: SingleRun, multi: MultiPrompt | No
     if definition_explains_gap(ref_gap, _script_gap(chain), diff):
         points_.append(f"The reference's isolated - visible gap ({num(ref_gap)}) appears in this data under the reference script's own "
                        f"definition ({num(_script_gap(chain))}) and not under the intended one ({num(diff)}): it comes from the definition "
-                       "(see *The reference script's definition*).")
+                       "(see *The reference script's definition*). " + COVERS)
     doc.bullets(points_)
+
+
+COVERS = ("This covers this model and this data only: it shows that the script's definition produces the reference's kind of gap, a sufficient explanation of the reference's number; it does not show what cogito-3B's own gap would be under the intended definition, which was never measured.")
 
 
 def reference_comparison(doc: Document, metrics: Metrics) -> None:
@@ -129,7 +135,7 @@ def _script_definition(doc: Document, single: SingleRun, ref_avg: dict) -> None:
           f"intended definition it is {num(intended)} ({point_direction(intended, 0.0)}). "
           + ("The reference's gap is therefore an artifact of its definition: with shifted step labels and the query's own step in the "
              "buckets, the hidden siblings of an isolated query (zero attention by construction) count as earlier parallel tokens, "
-             "which lowers the isolated ratio and not the visible one." if explains else
+             "which lowers the isolated ratio and not the visible one. " + COVERS if explains else
              f"This run does not reproduce the reference's gap under the script's definition (same sign and more than {TOLERANCE} "
              "apart from the intended definition's gap are both needed), so it cannot attribute the gap to the definition."))
 

@@ -12,7 +12,8 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from ..analysis import bootstrap_ci, mode_averages, paired_permutation_test, ratio_table
+from ..analysis import bootstrap_ci, depth_pattern, layer_entropy, layer_entropy_table, mode_averages, paired_permutation_test, ratio_table
+from ..analysis.distance import matched_ratio_table
 from ..capture import CapturedRun
 from .codec import clean
 from .schema import Interval
@@ -57,6 +58,14 @@ def mean_ratio_by_run(runs: list[CapturedRun], **kwargs: Any) -> dict[str, float
     return dict(zip(averages["run"], averages["ratio"]))
 
 
+def mean_matched_by_run(runs: list[CapturedRun]) -> dict[str, float]:
+    """Each run's mean over its measured per-step distance-matched ratios (NaN when it has none)."""
+    if not runs:
+        return {}
+    averages = mode_averages(matched_ratio_table(runs))
+    return dict(zip(averages["run"], averages["ratio"]))
+
+
 def sibling_preference(run: CapturedRun) -> list[float]:
     """Per (step, earlier parallel set): attention to the less likely siblings / to the most likely one."""
     values = []
@@ -78,3 +87,13 @@ def entropy_step_of(run: CapturedRun) -> int | None:
     if ENTROPY_STEP in run.attention:
         return ENTROPY_STEP
     return max(run.step_ids) if run.step_ids else None
+
+
+def run_depth(run: CapturedRun, n_layers: int) -> pd.DataFrame | None:
+    """The depth-third table (:func:`~tempo_lens.analysis.depth_pattern`) of one run's layer entropy averaged over every
+    captured step (None when nothing was captured)."""
+    if not run.step_ids:
+        return None
+    h = np.mean([layer_entropy(run.attention[s]) for s in run.step_ids], axis=0)
+    table = layer_entropy_table(run.attention[run.step_ids[0]], run.layers, n_layers=n_layers).assign(entropy=h)
+    return depth_pattern(table)

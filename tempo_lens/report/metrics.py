@@ -18,15 +18,17 @@ from ..analysis import (
     heads_by_kv_group,
     intra_step_table,
     layer_entropy_table,
+    layer_head_specialisation,
     mode_averages,
     ratio_by_layer,
     ratio_table,
 )
+from ..analysis.distance import matched_ratio_table
 from ..analysis.reference_script import undo_chain_table
 from ..capture import CapturedRun
 from .figure_data import figure_data
 from .inputs import ReportInputs, RunRef
-from .measures import entropy_step_of, fnum, interval, records, sibling_preference
+from .measures import entropy_step_of, fnum, interval, records, run_depth, sibling_preference
 from .multi import multi_prompt_metrics, pruning_metrics
 from .schema import (
     SCHEMA_VERSION,
@@ -38,6 +40,7 @@ from .schema import (
     IntraStep,
     KVGroup,
     LayerEntropy,
+    LayerHeadRow,
     LayerRatio,
     Metrics,
     MissingStep,
@@ -139,19 +142,24 @@ def single_run_metrics(inputs: ReportInputs) -> SingleRun:
     runs = [iso, vis]
     table = ratio_table(runs)
     sink = ratio_table(runs, exclude_first=True)
+    generated = ratio_table(runs, other="generated")
+    matched = matched_ratio_table(runs)
     averages = mode_averages(table)
     measured = table[table["missing_reason"].isna()]
-    merged = measured.merge(sink[["run", "step", "ratio"]].rename(columns={"ratio": "ratio_no_sink"}), on=["run", "step"], how="left")
+    merged = measured
+    for name, frame in (("ratio_no_sink", sink), ("ratio_generated", generated), ("ratio_matched", matched)):
+        merged = merged.merge(frame[["run", "step", "ratio"]].rename(columns={"ratio": name}), on=["run", "step"], how="left")
     missing = table[table["missing_reason"].notna()].rename(columns={"missing_reason": "reason"})
     toggled = inputs.isolated.variant("toggled_mask")
     baseline, baseline_averages = _baseline(refs, table)
 
     model = inputs.isolated.experiment.model
     entropy_step = entropy_step_of(iso)
-    entropy = heads = None
+    entropy = heads = layer_heads = None
     if entropy_step is not None:
         entropy = layer_entropy_table(iso.attention[entropy_step], iso.layers, n_layers=model["n_layers"])
         heads = head_specialisation(iso.attention[entropy_step], iso.layout, entropy_step, iso.mode, n_kv_heads=model.get("n_kv_heads"))
+        layer_heads = layer_head_specialisation(iso.attention[entropy_step], iso.layout, entropy_step, iso.mode, layers=iso.layers)
     preference = sibling_preference(iso) + sibling_preference(vis)
     return SingleRun(
         isolated_experiment=inputs.isolated.name, visible_experiment=inputs.visible.name,
@@ -169,6 +177,9 @@ def single_run_metrics(inputs: ReportInputs) -> SingleRun:
         sibling_preference=interval(preference, null=1.0),
         script_chain=_script_chain(runs),
         runs=[run_summary(ref) for ref in refs],
+        generated_averages=_by_mode(mode_averages(generated)), matched_averages=_by_mode(mode_averages(matched)),
+        layer_heads=records(layer_heads, LayerHeadRow) if layer_heads is not None else [],
+        depth_all_steps=records(depth, DepthThird) if (depth := run_depth(iso, model["n_layers"])) is not None else [],
     )
 
 

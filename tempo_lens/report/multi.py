@@ -12,13 +12,28 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..analysis import depth_pattern, layer_entropy, layer_entropy_table, mode_averages, ratio_table
+from ..analysis import mode_averages, ratio_table
+from ..analysis.head_map import head_map
+from ..analysis.regression import attention_regression, pair_table
 from ..analysis.reference_script import script_average
 from ..capture import CapturedRun
 from ..experiment import Experiment, pruning_from_config
 from .inputs import experiment_name
-from .measures import fnum, interval, mean_ratio_by_run, paired, records, sibling_preference
-from .schema import MODES, DepthInterval, ModeIntervals, MultiPrompt, NamedInterval, PerRun, Pruning, PruningEvent, PruningOutcome
+from .measures import fnum, interval, mean_matched_by_run, mean_ratio_by_run, paired, records, run_depth, sibling_preference
+from .schema import (
+    MODES,
+    DepthInterval,
+    HeadCell,
+    ModeIntervals,
+    MultiPrompt,
+    NamedInterval,
+    PerRun,
+    Pruning,
+    PruningEvent,
+    PruningOutcome,
+    Regression,
+    RegressionTerm,
+)
 
 PAIRED_LABELS = {
     "isolated_minus_visible": "Isolated - visible (separate generations)",
@@ -35,13 +50,7 @@ def _variants(experiment: Experiment, variant: str) -> dict[str, CapturedRun]:
 
 def _depth_intervals(runs: list[CapturedRun], n_layers: int) -> list[DepthInterval]:
     """Per depth third, the mean layer entropy of each run (averaged over its captured steps), across runs."""
-    per_run = []
-    for run in runs:
-        if not run.step_ids:
-            continue
-        h = np.mean([layer_entropy(run.attention[s]) for s in run.step_ids], axis=0)
-        table = layer_entropy_table(run.attention[run.step_ids[0]], run.layers, n_layers=n_layers).assign(entropy=h)
-        per_run.append(depth_pattern(table).set_index("depth"))
+    per_run = [table.set_index("depth") for run in runs if (table := run_depth(run, n_layers)) is not None]
     if not per_run:
         return []
     first = per_run[0]
@@ -51,7 +60,7 @@ def _depth_intervals(runs: list[CapturedRun], n_layers: int) -> list[DepthInterv
 
 
 def _mode_intervals(mode: str, runs: list[CapturedRun], ratio: dict, no_sink: dict, set_ratio: dict,
-                    unique: dict[str, CapturedRun], unique_ratio: dict) -> ModeIntervals:
+                    unique: dict[str, CapturedRun], unique_ratio: dict, generated: dict, matched: dict) -> ModeIntervals:
     values = [ratio.get(r.name, np.nan) for r in runs]
     with_unique = [r for r in runs if r.name in unique]
     return ModeIntervals(
@@ -60,7 +69,23 @@ def _mode_intervals(mode: str, runs: list[CapturedRun], ratio: dict, no_sink: di
         set_ratio=interval([set_ratio.get(r.name, np.nan) for r in runs]),
         script_ratio=interval([script_average(r) for r in runs]),
         ratio_unique=interval([unique_ratio.get(unique[r.name].name, np.nan) for r in with_unique]) if with_unique else None,
+        ratio_generated=interval([generated.get(r.name, np.nan) for r in runs]),
+        ratio_matched=interval([matched.get(r.name, np.nan) for r in runs]),
     )
+
+
+def _term(c) -> RegressionTerm:
+    return RegressionTerm(term=c.term, estimate=fnum(c.estimate), lo=fnum(c.lo), hi=fnum(c.hi))
+
+
+def regression_metrics(mode: str, runs: list[CapturedRun]) -> Regression | None:
+    """The (query, key) regression of one mode's runs (:mod:`tempo_lens.analysis.regression`), None when unmeasurable."""
+    result = attention_regression(pair_table(runs)) if runs else None
+    if result is None:
+        return None
+    return Regression(mode=mode, n_pairs=result.n_pairs, n_runs=result.n_runs,
+                      coefficients=[_term(c) for c in result.coefficients], raw=_term(result.raw),
+                      shares={k: fnum(v) for k, v in result.shares.items()})
 
 
 def multi_prompt_metrics(experiment: Experiment) -> MultiPrompt:
@@ -74,7 +99,10 @@ def multi_prompt_metrics(experiment: Experiment) -> MultiPrompt:
     toggled = _variants(experiment, "toggled_mask")
     unique_ratio = mean_ratio_by_run(list(unique.values()))
     toggled_ratio = mean_ratio_by_run(list(toggled.values()))
-    modes = [_mode_intervals(m, runs, ratio, no_sink, set_ratio, unique, unique_ratio) for m, runs in by_mode.items()]
+    generated_only = mean_ratio_by_run(generated, other="generated")
+    matched = mean_matched_by_run(generated)
+    modes = [_mode_intervals(m, runs, ratio, no_sink, set_ratio, unique, unique_ratio, generated_only, matched)
+             for m, runs in by_mode.items()]
 
     iso = {r.meta.get("prompt_index"): r for r in by_mode["isolated"]}
     vis = {r.meta.get("prompt_index"): r for r in by_mode["visible"]}
@@ -99,6 +127,8 @@ def multi_prompt_metrics(experiment: Experiment) -> MultiPrompt:
         sibling_preference=interval(preference),
         depth=_depth_intervals(by_mode["isolated"], int(experiment.model["n_layers"])),
         per_run=[PerRun(run=r.name, mode=r.mode, prompt=r.prompt, mean_ratio=fnum(ratio.get(r.name))) for r in generated],
+        regression=[reg for m, runs in by_mode.items() if (reg := regression_metrics(m, runs)) is not None],
+        head_map=records(head_map(by_mode["isolated"]), HeadCell),
     )
 
 

@@ -18,13 +18,16 @@ import dataclasses
 import gc
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import ConfigError, TempoLensError
 from ..experiment import METADATA, ExperimentConfig, load_config, load_experiment, run_experiment
 from .cross_model import collect_entries, folder_name, zoo_names
 from .inputs import MULTI, SINGLE, check_pair, choose_inputs, config_role
 from .outputs import OutputPlan
+
+if TYPE_CHECKING:
+    from .schema import Metrics
 
 Progress = Callable[[str], None]
 
@@ -84,9 +87,7 @@ def run_configs(configs: dict[str, ExperimentConfig], model_name: str | None, pl
 
 def build_report(paths: dict[str, Path], plan: OutputPlan, progress: Progress, cross_model_dir: Path | None = None) -> Path:
     """Load the saved experiments, compute the metrics, render and write the report through ``plan``."""
-    from .findings import render_findings
     from .metrics import compute_metrics
-    from .schema import metrics_json, parse_metrics
 
     experiments = {name: load_experiment(path) for name, path in paths.items()}
     inputs = choose_inputs(experiments.values())
@@ -94,7 +95,15 @@ def build_report(paths: dict[str, Path], plan: OutputPlan, progress: Progress, c
     if unused:
         progress(f"not used by the report (another experiment already fills its role): {', '.join(unused)}")
     cross = collect_entries(cross_model_dir, progress) if cross_model_dir is not None else []
-    text = metrics_json(compute_metrics(inputs, cross))
+    return write_report(compute_metrics(inputs, cross), plan)
+
+
+def write_report(metrics: "Metrics", plan: OutputPlan) -> Path:
+    """Write metrics.json and render FINDINGS.md / report.html from it through ``plan``."""
+    from .findings import render_findings
+    from .schema import metrics_json, parse_metrics
+
+    text = metrics_json(metrics)
     document = render_findings(parse_metrics(text))  # the renderer reads the metrics back, as any reader would
     return plan.write_report({"FINDINGS.md": document.to_markdown(), "report.html": document.to_html(), "metrics.json": text})
 

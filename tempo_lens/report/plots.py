@@ -14,7 +14,7 @@ from ..capture import CapturedRun
 from ..layout import TokenLayout
 from ..views.heatmaps import entropy_heatmap_from_table, head_grid
 from ..views.lattice import token_lattice
-from .schema import CrossModelEntry, Interval, Metrics, MultiPrompt
+from .schema import CrossModelEntry, HeadCell, Interval, Metrics, MultiPrompt
 from .text import missing
 
 COMPARISON_MEASURES = (
@@ -57,6 +57,16 @@ def heads_plot(metrics: Metrics) -> go.Figure:
     by_step = {int(s): figures.head_scatter(_frame(rows), title=f"Head specialisation at step {s}: recent vs distant attention")
                for s, rows in data.heads_by_step.items() if rows}
     return figures.step_slider(by_step, active=data.heads_step)
+
+
+def head_map_plot(cells: list[HeadCell]) -> go.Figure:
+    return figures.head_map_figure(_frame(cells))
+
+
+def layer_heads_plot(metrics: Metrics) -> go.Figure:
+    single = metrics.single_run
+    return figures.head_scatter(_frame(single.layer_heads), title=f"Specialisation per (layer, head) at step {single.entropy_step}: "
+                                "recent vs distant attention")
 
 
 def heatmap_plot(metrics: Metrics) -> go.Figure:

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import ExperimentFileError
 from .codec import decode, encode
 
-SCHEMA_VERSION = 2  # 2: the token lattice replaces the branching scatter; entropy heatmap; head grid
+SCHEMA_VERSION = 3  # 3: distance and token-kind controls, regression, per-(layer, head) maps; 2: lattice, heatmap, head grid
 MODES = ("isolated", "visible")
 
 
@@ -82,6 +82,8 @@ class StepRatio:
     n_parallel_keys: int
     n_other_keys: int
     n_parallel_sets: int
+    ratio_generated: float | None = None  # "other" = generated, non-parallel keys only
+    ratio_matched: float | None = None  # against non-parallel, non-first keys at the same logical distance
 
 
 @dataclass
@@ -133,6 +135,59 @@ class DepthThird:
     min: float | None
     max: float | None
     mean: float | None
+
+
+@dataclass
+class LayerHeadRow:
+    """Head specialisation of one (layer, head), not averaged over layers (``docs/definitions.md``)."""
+
+    layer: int
+    head: int
+    recent: float | None
+    distant: float | None
+    entropy: float | None
+    max: float | None
+    group: str
+
+
+@dataclass
+class HeadCell:
+    """One (layer, head) of the localisation map: weight on the first token, and the parallel coefficient with
+    distance and token kind held fixed (log factor; ``docs/definitions.md``)."""
+
+    layer: int
+    head: int
+    sink_share: float | None
+    parallel_coef: float | None
+
+
+@dataclass
+class RegressionTerm:
+    """A coefficient of log attention with its 95 % interval from resampling prompts."""
+
+    term: str
+    estimate: float | None
+    lo: float | None = None
+    hi: float | None = None
+
+
+@dataclass
+class Regression:
+    """Log attention over (query, key) pairs on parallel, first token, prompt token, log distance, sibling.
+
+    ``raw``: the parallel coefficient with the first token only; ``shares``: how much of it each later term
+    explains when added in order (prompt, log distance, sibling). Fitted with ``numpy.linalg.lstsq``.
+    """
+
+    mode: str
+    n_pairs: int
+    n_runs: int
+    coefficients: list[RegressionTerm]
+    raw: RegressionTerm
+    shares: dict[str, float | None]
+
+    def coefficient(self, term: str) -> RegressionTerm | None:
+        return next((c for c in self.coefficients if c.term == term), None)
 
 
 @dataclass
@@ -225,6 +280,10 @@ class SingleRun:
     sibling_preference: Interval
     script_chain: list[ScriptChainRow]
     runs: list[RunSummary]
+    generated_averages: ByMode = field(default_factory=ByMode)
+    matched_averages: ByMode = field(default_factory=ByMode)
+    layer_heads: list[LayerHeadRow] = field(default_factory=list)
+    depth_all_steps: list[DepthThird] = field(default_factory=list)  # isolated run, layer entropy averaged over every step
 
     def run(self, mode: str) -> RunSummary | None:
         return next((r for r in self.runs if r.mode == mode), None)
@@ -248,6 +307,8 @@ class ModeIntervals:
     set_ratio: Interval
     script_ratio: Interval
     ratio_unique: Interval | None = None
+    ratio_generated: Interval | None = None
+    ratio_matched: Interval | None = None
 
 
 @dataclass
@@ -277,6 +338,11 @@ class MultiPrompt:
     sibling_preference: Interval
     depth: list[DepthInterval]
     per_run: list[PerRun]
+    regression: list[Regression] = field(default_factory=list)
+    head_map: list[HeadCell] = field(default_factory=list)  # isolated runs
+
+    def regression_of(self, mode: str) -> Regression | None:
+        return next((r for r in self.regression if r.mode == mode), None)
 
     def mode(self, mode: str) -> ModeIntervals | None:
         return next((m for m in self.modes if m.mode == mode), None)

@@ -7,6 +7,8 @@
   test can only weaken that word: when the interval excludes the null but ``p >= ALPHA`` the verdict
   says the test does not confirm it. A whole interval inside the tolerance is "minimal" in size.
 - "accounts for", "does not cause", the funnel (entropy depth) pattern: each from direction words.
+- Whether "more attention without the first token" survives the distance and token-kind controls, and
+  how much of the raw regression effect a term explains: each from direction words or one number.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ NO_RELIABLE = "no reliable difference"
 NO_DOWN_WEIGHTING = "has no down-weighting to explain"
 NOT_MEASURED = "not measured"
 FUNNEL = "funnel"
+SURVIVES, PARTLY_SURVIVES, DOES_NOT_SURVIVE = "survives", "partly survives", "does not survive"
+NOTHING_TO_EXPLAIN = "has no 'more' to explain"
 NARROWS, WIDENS = "narrows with depth", "widens with depth"
 
 
@@ -82,7 +86,7 @@ class Verdict:
             return self.word
         text = self.word
         if self.confirmed is False:
-            text += f" by the interval only (permutation p = {self.p:.3f}, not below {ALPHA})"
+            text += f", though the permutation test does not confirm it (p = {self.p:.3f}, not below {ALPHA})"
         if self.small:
             text += f", but minimal in size (whole interval within {TOLERANCE} of the null)"
         return text
@@ -185,3 +189,38 @@ def gap_from_definition(script_gap: Interval | None, intended_gap: Interval | No
 def ordering_reliable(higher: Interval | None, lower: Interval | None) -> bool:
     """Two intervals do not overlap, ``higher`` above ``lower`` (a conservative check of an ordering claim)."""
     return has_interval(higher) and has_interval(lower) and higher.lo > lower.hi
+
+
+def distance_reading(no_sink: str, controls: dict[str, str]) -> str:
+    """Does "parallel tokens get more attention once the first token is left out" survive distance and token kind?
+
+    ``no_sink``: the direction word of the ratio without the first token; ``controls``: the direction word of
+    each control (generated-only ratio, distance-matched ratio, regression coefficient), by name. Only a
+    "more" needs explaining. It **survives** when every control still says "more", **does not survive**
+    when none does, and **partly survives** otherwise.
+    """
+    if no_sink == NOT_MEASURED or not controls or NOT_MEASURED in controls.values():
+        return NOT_MEASURED
+    if no_sink != MORE:
+        return NOTHING_TO_EXPLAIN
+    n_more = sum(word == MORE for word in controls.values())
+    if n_more == len(controls):
+        return SURVIVES
+    return DOES_NOT_SURVIVE if n_more == 0 else PARTLY_SURVIVES
+
+
+def explained_amount(share: float | None, tolerance: float = TOLERANCE) -> str:
+    """A regression term's share of the raw parallel effect in words (shares add up to the whole change)."""
+    if _missing(share):
+        return "nothing (the term is constant here, so it is not fitted)"
+    if share > 1 + tolerance:
+        return "all of it and more (with it, the sign of the parallel effect reverses)"
+    if share >= 1 - tolerance:
+        return "all of it"
+    if share >= 0.5:
+        return "most of it"
+    if share >= tolerance:
+        return "part of it"
+    if share > -tolerance:
+        return "almost none of it"
+    return "none; it makes the parallel effect larger"

@@ -99,3 +99,32 @@ def test_step_slider_shows_one_step_at_a_time():
         assert step.args[1]["title"].text == per_step[int(step.label)].layout.title.text
     assert [t.visible for t in fig.data][-len(per_step[sorted(run.attention)[-1]].data):] == [True] * len(per_step[sorted(run.attention)[-1]].data)
     assert fig.layout.title.text == per_step[sorted(run.attention)[-1]].layout.title.text
+
+
+def test_head_scatter_axes_fit_the_points_and_labels_stay_readable():
+    import pandas as pd
+
+    few = pd.DataFrame({"head": [0, 1], "kv_head": [0, 0], "recent": [0.30, 0.40], "distant": [0.20, 0.25],
+                        "entropy": [1.0, 2.0], "max": [0.5, 0.6], "group": ["Balanced", "Diffuse"]})
+    fig = figures.head_scatter(few)
+    lo, hi = fig.layout.xaxis.range
+    assert 0.1 < lo < 0.2 and 0.4 < hi < 0.5  # fitted to 0.20..0.40, not from 0
+    assert all(t.mode == "markers+text" for t in fig.data if t.name != "recent = distant")
+    many = pd.DataFrame({"layer": np.repeat(np.arange(5), 4), "head": np.tile(np.arange(4), 5), "kv_head": 0,
+                         "recent": np.linspace(0.1, 0.3, 20), "distant": np.linspace(0.3, 0.1, 20), "entropy": 1.0,
+                         "max": 0.5, "group": "Balanced"})
+    fig = figures.head_scatter(many)
+    points = next(t for t in fig.data if t.name == "Balanced")
+    assert points.mode == "markers" and list(points.text[:2]) == ["L0H0", "L0H1"]
+
+
+def test_head_map_figure():
+    import pandas as pd
+
+    cells = pd.DataFrame({"layer": [0, 0, 1, 1], "head": [0, 1, 0, 1], "sink_share": [0.9, 0.1, 0.5, 0.2],
+                          "parallel_coef": [0.0, 0.5, -0.25, np.nan]})
+    fig = figures.head_map_figure(cells)
+    sink, coef = fig.data
+    assert np.asarray(sink.z).tolist() == [[0.9, 0.1], [0.5, 0.2]]
+    assert coef.zmin == -0.5 and coef.zmax == 0.5  # symmetric around 0
+    assert np.isnan(np.asarray(coef.z, dtype=float)[1, 1])

@@ -130,3 +130,24 @@ def test_kv_group_summary():
     assert kv.loc[2, "entropy"] == pytest.approx((df.loc[4, "entropy"] + df.loc[5, "entropy"]) / 2)
     with pytest.raises(ValueError):
         head_specialisation(step_attention(), make_layout(), 1, "isolated", n_kv_heads=4)
+
+
+def test_per_layer_head_keeps_layers_apart():
+    from tempo_lens.analysis import layer_head_specialisation
+
+    a = step_attention()
+    df = layer_head_specialisation(a, make_layout(), 1, "isolated", layers=[7, 9]).set_index(["layer", "head"])
+    assert len(df) == 12
+    # layer 7 head 0 = [.8, 0, 0, 0, .2, 0, 0] for both queries: recent (0 + .2 + 0)/3, distant .8/3, entropy of (.8, .2), max .8
+    assert df.loc[(7, 0), "recent"] == pytest.approx(0.2 / 3) and df.loc[(7, 0), "distant"] == pytest.approx(0.8 / 3)
+    assert df.loc[(7, 0), "entropy"] == pytest.approx(-(0.8 * math.log(0.8) + 0.2 * math.log(0.2)), abs=1e-8)
+    assert df.loc[(7, 0), "max"] == pytest.approx(0.8)
+    # layer 9 head 0 = [0, .2, .2, .2, 0, .4, 0]: recent (.2 + 0 + .4)/3 = .2, distant (0 + .2 + .2)/3
+    assert df.loc[(9, 0), "recent"] == pytest.approx(0.2) and df.loc[(9, 0), "distant"] == pytest.approx(0.4 / 3)
+    # recent and distant are linear in attention: their mean over layers is the averaged view's value
+    averaged = head_specialisation(a, make_layout(), 1, "isolated").set_index("head")
+    for column in ("recent", "distant"):
+        assert df[column].groupby(level="head").mean().tolist() == pytest.approx(averaged[column].tolist())
+    # entropy is not: the averaged view's head 0 (ln 5) is not the mean of the per-layer entropies
+    assert df.loc[[(7, 0), (9, 0)], "entropy"].mean() != pytest.approx(averaged.loc[0, "entropy"])
+    assert set(df["group"]) <= {"Long-range", "Balanced", "Diffuse"}

@@ -63,7 +63,7 @@ def test_the_report_says_which_of_interval_and_test_decides(metrics):
     multi = dataclasses.replace(multi, paired=paired + [NamedInterval("shared_minus_unique_isolated", "Shared - unique positions (isolated)", pair)])
     md = render_findings(dataclasses.replace(metrics, multi_prompt=multi)).to_markdown()
     assert "the interval decides" in md.lower() or "The interval decides" in md
-    assert "0.039 [0.004, 0.089] (n = 13), p = 0.065: more by the interval only" in md
+    assert "0.039 [0.004, 0.089] (n = 13), p = 0.065: more, though the permutation test does not confirm it" in md
 
 
 def test_pruned_siblings_are_compared_with_the_kept_top_sibling_at_the_same_step(report):

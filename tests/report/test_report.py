@@ -11,7 +11,7 @@ from tempo_lens.cli import main
 from tests.report.conftest import REFERENCE_SECTIONS
 
 
-def naive_ratio(array, layout, step, exclude_first=False):
+def naive_ratio(array, layout, step, exclude_first=False, generated_only=False):
     """The ratio of docs/definitions.md written out with plain loops over the layout's lists."""
     a = array.mean(axis=(0, 1, 2, 3), dtype=np.float64)
     sizes = Counter(s for s in layout.steps if s >= 0)
@@ -22,10 +22,34 @@ def naive_ratio(array, layout, step, exclude_first=False):
             continue
         if layout.pruned_at[k] != -1 and layout.pruned_at[k] < step:
             continue
-        (parallel if layout.steps[k] >= 0 and sizes[layout.steps[k]] >= 2 else other).append(a[k])
+        if layout.steps[k] >= 0 and sizes[layout.steps[k]] >= 2:
+            parallel.append(a[k])
+        elif layout.steps[k] >= 0 or not generated_only:
+            other.append(a[k])
     if not parallel or not other:
         return None
     return (sum(parallel) / len(parallel)) / (sum(other) / len(other))
+
+
+def naive_matched(array, layout, step, window=1):
+    """The distance-matched ratio of docs/definitions.md with plain loops: each parallel key against the non-parallel,
+    non-first keys within ``window`` of its logical distance."""
+    a = array.mean(axis=(0, 1, 2, 3), dtype=np.float64)
+    sizes = Counter(s for s in layout.steps if s >= 0)
+    start = layout.steps.index(step)
+    query = layout.logical_positions[start]
+    seen = [k for k in range(start) if not (layout.pruned_at[k] != -1 and layout.pruned_at[k] < step)]
+    is_parallel = {k: layout.steps[k] >= 0 and sizes[layout.steps[k]] >= 2 for k in seen}
+    own, base = [], []
+    for k in (k for k in seen if is_parallel[k]):
+        d = query - layout.logical_positions[k]
+        matches = [a[j] for j in seen if j != 0 and not is_parallel[j] and abs(query - layout.logical_positions[j] - d) <= window]
+        if matches:
+            own.append(a[k])
+            base.append(sum(matches) / len(matches))
+    if not own:
+        return None
+    return (sum(own) / len(own)) / (sum(base) / len(base))
 
 
 def table_after(md: str, heading: str) -> list[list[str]]:
@@ -78,9 +102,14 @@ def test_confound_and_baseline_tables_equal_recomputation(report):
     iso = report["iso"]
     gen = iso.generated()[0]
     unique = iso.variant("unique_positions")[0]
-    for step, mode, ratio, no_sink, _set in table_after(report["md"], "### 2. Confounds"):
+    for step, mode, ratio, no_sink, generated, matched, _set in table_after(report["md"], "### 2. Confounds"):
         run = gen if mode == "ISOLATED" else report["vis"].generated()[0]
-        assert x(no_sink) == pytest.approx(naive_ratio(run.attention[int(step)], run.layout, int(step), exclude_first=True), abs=6e-4)
+        a, layout, s = run.attention[int(step)], run.layout, int(step)
+        assert x(no_sink) == pytest.approx(naive_ratio(a, layout, s, exclude_first=True), abs=6e-4)
+        expected = naive_ratio(a, layout, s, generated_only=True)
+        assert generated == "n/a" if expected is None else x(generated) == pytest.approx(expected, abs=6e-4)
+        expected = naive_matched(a, layout, s)
+        assert matched == "n/a" if expected is None else x(matched) == pytest.approx(expected, abs=6e-4)
     for step, mode, shared, uniq, _diff in table_after(report["md"], "## Comparison to Baseline"):
         if mode == "ISOLATED":
             assert x(uniq) == pytest.approx(naive_ratio(unique.attention[int(step)], unique.layout, int(step)), abs=6e-4)
@@ -170,3 +199,19 @@ def test_pruning_metrics_with_partly_pruned_sets(tiny_llama):
     assert [e.outcome for e in step0] == ["kept (top sibling)", "kept (not pruned)", "pruned"]
     assert all(e.step == 1 for e in step0)
     assert metrics.strategy["strategy"] == "similarity"
+
+
+def test_summary_leads_with_the_controls_and_the_controls_are_stored(report):
+    md = report["md"]
+    summary = md[md.index("## Executive Summary"):md.index("## Key Findings")]
+    assert summary.index("**What survives the controls**") < summary.index("**The reference's reading**")
+    assert "**LESS attention**" not in summary and "**MORE attention**" not in summary
+    multi = report["metrics"]["multi_prompt"]
+    iso = next(m for m in multi["modes"] if m["mode"] == "isolated")
+    assert {"ratio_generated", "ratio_matched"} <= set(iso)
+    terms = {c["term"] for r in multi["regression"] for c in r["coefficients"]}
+    assert terms == {"intercept", "parallel", "first", "prompt", "log_distance", "sibling"}
+    n_layers, n_heads = report["multi"].model["n_layers"], report["multi"].model["n_heads"]
+    assert len(multi["head_map"]) == n_layers * n_heads
+    assert "### 2b. Confounds: distance and token kind" in md and 'id="fig-head-map"' in report["html"]
+    assert len(report["metrics"]["single_run"]["layer_heads"]) == n_layers * n_heads

@@ -56,7 +56,7 @@ def test_interval_direction(ci, word):
 def test_the_interval_decides_and_the_test_can_only_weaken_it():
     weak = interval_verdict(Interval(0.039, 0.004, 0.089, n=13, p=0.065, null=0.0))
     assert weak.word == MORE and weak.confirmed is False and not weak.reliable
-    assert "by the interval only" in weak.phrase() and "0.065" in weak.phrase()
+    assert "the permutation test does not confirm it" in weak.phrase() and "0.065" in weak.phrase()
     strong = interval_verdict(Interval(0.036, 0.017, 0.056, n=13, p=0.004, null=0.0))
     assert strong.reliable and strong.phrase() == MORE
     # a small p never turns an interval that contains the null into a direction
@@ -132,3 +132,26 @@ def test_gap_from_definition_across_prompts():
     assert gap_from_definition(script, Interval(-0.02, -0.03, -0.01, n=14, null=0.0))  # negative, but minimal
     assert not gap_from_definition(script, Interval(-0.2, -0.3, -0.1, n=14, null=0.0))
     assert not gap_from_definition(Interval(-0.1, -0.2, 0.05, n=13, null=0.0), Interval(0.0, -0.1, 0.1, n=13, null=0.0))
+
+
+def test_distance_reading_one_rule():
+    from tempo_lens.report.verdicts import DOES_NOT_SURVIVE, NOTHING_TO_EXPLAIN, PARTLY_SURVIVES, SURVIVES, distance_reading
+
+    assert distance_reading(MORE, {"a": MORE, "b": MORE, "c": MORE}) == SURVIVES
+    assert distance_reading(MORE, {"a": NO_RELIABLE, "b": LESS}) == DOES_NOT_SURVIVE
+    assert distance_reading(MORE, {"a": MORE, "b": NO_RELIABLE}) == PARTLY_SURVIVES
+    assert distance_reading(LESS, {"a": MORE}) == NOTHING_TO_EXPLAIN
+    assert distance_reading(MORE, {"a": NOT_MEASURED}) == NOT_MEASURED
+    assert distance_reading(MORE, {}) == NOT_MEASURED
+
+
+def test_explained_amount_words():
+    from tempo_lens.report.verdicts import explained_amount
+
+    assert explained_amount(1.24).startswith("all of it and more")
+    assert explained_amount(1.02) == "all of it"
+    assert explained_amount(0.6) == "most of it"
+    assert explained_amount(0.17) == "part of it"
+    assert explained_amount(0.01) == "almost none of it"
+    assert explained_amount(-0.16).startswith("none")
+    assert explained_amount(None).startswith("nothing")
