@@ -9,6 +9,7 @@ generation setting of :class:`~tempo_lens.generation.GenerationConfig` (``thresh
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,7 @@ EXPERIMENT_KEYS = ("name", "prompt", "prompts", "prompts_file", "model", "dtype"
 MAX_PROMPTS_FILE_BYTES = 16 * 2**20
 MAX_CONFIG_BYTES = 2**20
 MAX_NAME_CHARS = 100
+RESERVED_NAMES = ("report", "runs", "models")  # folders of the analyze layout (OUT/report, OUT/runs, OUT/models)
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,11 @@ def check_name(name: object) -> None:
         return
     bad = (not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS or name.startswith(".")
            or any(c in name for c in "/\\") or any(ord(c) < 32 for c in name))
+    if not bad and (name.lower() in RESERVED_NAMES or re.fullmatch(r"shard-\d+-of-\d+", name)):
+        raise InvalidInputError(
+            f"name {name!r} is reserved: {', '.join(RESERVED_NAMES)} and shard-i-of-n are folders of the output layout; "
+            "choose another name, e.g. name = \"exp1\""
+        )
     if bad:
         raise InvalidInputError(
             f"name must be a plain folder name (no / or \\, not starting with '.', at most {MAX_NAME_CHARS} "

@@ -55,8 +55,13 @@ STYLE = (
 
 
 def markdown_renderer() -> MarkdownIt:
-    """CommonMark with tables and strikethrough; raw HTML in the text is escaped, not passed through."""
-    return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+    """CommonMark with tables and strikethrough; raw HTML is escaped, and links and images are not rendered at all.
+
+    The report never links anywhere, so no text (a name that slipped through escaping included) can
+    make report.html reference a remote URL: it opens offline and loads nothing.
+    """
+    return (MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(["table", "strikethrough"])
+            .disable(["link", "image", "autolink", "html_inline", "html_block"]))
 
 
 def _cell(text: str) -> str:

@@ -22,7 +22,8 @@ from typing import Callable
 
 from ..errors import ConfigError, TempoLensError
 from ..experiment import METADATA, ExperimentConfig, load_config, load_experiment, run_experiment
-from .cross_model import collect_entries, folder_name, zoo_names
+from ..experiment.config import RESERVED_NAMES
+from .cross_model import collect_entries, model_folders, zoo_names
 from .inputs import MULTI, SINGLE, check_pair, choose_inputs, config_role
 from .outputs import OutputPlan
 
@@ -45,9 +46,11 @@ def _is_experiment(path: Path) -> bool:
 
 
 def find_saved(folder: Path) -> dict[str, Path]:
-    """Saved experiment folders in ``folder/runs`` or directly in ``folder``, by folder name."""
+    """Saved experiment folders in ``folder/runs`` or directly in ``folder``, by folder name (the layout's own
+    folders, ``report``, ``runs`` and ``models``, are never taken for experiments)."""
     for base in (folder / "runs", folder):
-        found = {p.name: p for p in sorted(base.iterdir()) if _is_experiment(p)} if base.is_dir() else {}
+        found = {p.name: p for p in sorted(base.iterdir())
+                 if _is_experiment(p) and p.name not in RESERVED_NAMES} if base.is_dir() else {}
         if found:
             return found
     return {}
@@ -89,6 +92,7 @@ def build_report(paths: dict[str, Path], plan: OutputPlan, progress: Progress, c
     from .schema import metrics_json, parse_metrics
 
     experiments = {name: load_experiment(path) for name, path in paths.items()}
+    check_one_model(experiments)
     inputs = choose_inputs(experiments.values())
     unused = sorted(set(experiments) - inputs.used())
     if unused:
@@ -97,6 +101,17 @@ def build_report(paths: dict[str, Path], plan: OutputPlan, progress: Progress, c
     text = metrics_json(compute_metrics(inputs, cross))
     document = render_findings(parse_metrics(text))  # the renderer reads the metrics back, as any reader would
     return plan.write_report({"FINDINGS.md": document.to_markdown(), "report.html": document.to_html(), "metrics.json": text})
+
+
+def check_one_model(experiments: dict) -> None:
+    """A report compares runs of one model at one dtype: a mix is refused, naming each experiment's model."""
+    made_with = {name: (str(e.model.get("name")), str(e.model.get("dtype"))) for name, e in experiments.items()}
+    if len(set(made_with.values())) > 1:
+        listed = "; ".join(f"{name}: {model} {dtype}" for name, (model, dtype) in sorted(made_with.items()))
+        raise ConfigError(
+            f"the saved experiments were made with different models or dtypes ({listed}); a report compares runs of "
+            "one model: move the others to another folder, or use `analyze --models` for a cross-model study"
+        )
 
 
 def analyze(folder: Path, model: str | None = None, progress: Progress = print, quick: bool = False,
@@ -138,7 +153,7 @@ def analyze_models(folder: Path, models: list[str], progress: Progress = print, 
     if not configs:
         raise ConfigError(f"{folder} has no single-prompt or multi-prompt configs (*.toml) to run on each model")
     check_pair({name: c.to_dict() for name, c in configs.items()})
-    plans = {name: OutputPlan(folder / "models" / folder_name(name), overwrite) for name in names}
+    plans = {name: OutputPlan(folder / "models" / sub, overwrite, model=name) for name, sub in model_folders(names).items()}
     for plan in plans.values():
         plan.check(list(configs))
     main_runs = find_saved(folder / "runs") if (folder / "runs").is_dir() else {}

@@ -60,6 +60,7 @@ class ModelFacts:
     d_model: int | None = None
     n_ctx: int | None = None
     n_params: int | None = None
+    dtype: str | None = None
 
 
 @dataclass
