@@ -107,7 +107,14 @@ def _read_prompts_file(path: Path, source: str) -> list[str]:
         text = read_text_file(path, "prompts_file", MAX_PROMPTS_FILE_BYTES)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc} (one prompt per line)") from None
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return prompt_lines(text)
+
+
+def prompt_lines(text: str) -> list[str]:
+    """One prompt per line, split on ``\n`` only (``\r\n`` too): U+2028, U+0085, form feeds and other
+    Unicode breaks stay inside their prompt. Blank lines and lines starting with ``#`` are skipped."""
+    lines = (line.removesuffix("\r").strip() for line in text.split("\n"))
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def _prompts(data: dict, source: str, base_dir: Path | None) -> list[str]:
