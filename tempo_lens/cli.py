@@ -160,9 +160,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = shard_folder(_path_arg(args.out, "--out") if args.out is not None else Path("runs") / config.name, shard)
     if shard is not None:
         check_shard_target(out.parent, shard)
-    check_can_write(out, args.overwrite)  # before the run, so a refusal costs nothing
+    seen = check_can_write(out, args.overwrite)  # before the run, so a refusal costs nothing
     experiment = run_experiment(config, shard=shard, progress=_progress)
-    path = save_experiment(experiment, out, overwrite=args.overwrite)
+    path = save_experiment(experiment, out, overwrite=args.overwrite, expect=seen)  # refused if written meanwhile
     _progress(f"wrote {path}")
     return 0
 

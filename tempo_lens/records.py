@@ -175,7 +175,7 @@ def parse_json(data: bytes | str, source: str, fix: str) -> Any:
     except RecursionError:
         raise ExperimentFileError(f"{source} nests deeper than {MAX_DEPTH} levels; no tempo_lens file does. {fix[:1].upper()}{fix[1:]}") from None
     except ValueError as exc:
-        raise ExperimentFileError(f"{source} is not valid JSON ({exc}); {fix}") from None
+        raise ExperimentFileError(f"{source} is corrupt: not valid JSON ({exc}); {fix}") from None
     if too_deep(value):
         raise ExperimentFileError(f"{source} nests deeper than {MAX_DEPTH} levels; no tempo_lens file does. {fix[:1].upper()}{fix[1:]}")
     return value

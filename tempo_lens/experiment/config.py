@@ -214,10 +214,16 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
         raise ConfigError(f"the config must be a path to a .toml file, got {path!r}")
     path = Path(path)
     text = read_text_file(path, "config file", MAX_CONFIG_BYTES)
+    from ..records import MAX_DEPTH, too_deep
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        data = None
+    if data is None or too_deep(data):
+        raise ConfigError(f"{path}: values nest deeper than {MAX_DEPTH} levels; no setting needs that. Check the file")
     return config_from_dict(data, source=str(path), base_dir=path.parent)
 
 

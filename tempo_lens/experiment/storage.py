@@ -234,8 +234,6 @@ def _load_single(directory: Path) -> Experiment:
     """One experiment folder: metadata bounded, checksummed and typed, then exactly the arrays it describes."""
     data = _read_metadata(directory)
     path = directory / METADATA
-    if data.get("metadata_sha256") != _metadata_digest(data):
-        raise ExperimentFileError(f"{path} does not match its own checksum (edited or damaged); {FIX}")
     record = check_metadata(data, str(path), FIX)
     arrays_path = directory / ARRAYS
     if not arrays_path.is_file():
@@ -252,6 +250,8 @@ def _load_single(directory: Path) -> Experiment:
         except (InvalidInputError, ValueError, TypeError, IndexError) as exc:
             raise ExperimentFileError(f"{path}: field runs[{i}] ({meta.name!r}) does not fit its layout ({exc}); {FIX}") from None
         layouts.append(layout)
+    if record.metadata_sha256 != _metadata_digest(data):
+        raise ExperimentFileError(f"{path} does not match its own checksum (edited or damaged); {FIX}")
     if sha256_of(arrays_path) != record.arrays_sha256:
         raise ExperimentFileError(f"{arrays_path} does not match the checksum in {METADATA} (truncated or edited); {FIX}")
     arrays = read_arrays(arrays_path, shapes, FIX)
