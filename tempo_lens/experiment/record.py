@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import ExperimentFileError, InvalidInputError
+from ..layout import LayoutRecord, Mode
 from ..records import FieldError, decode
 
-Mode = Literal["isolated", "visible"]
 Variant = Literal["generated", "unique_positions", "toggled_mask"]
 Dtype = Literal["float32", "bfloat16", "float16"]
 Control = Literal["unique_positions", "toggled_mask"]
@@ -105,7 +105,13 @@ def _distinct(values: list[int], where: str, low: int, high: int | None) -> None
 def _check_settings(config: dict[str, Any], n_layers: int) -> None:
     from ..generation.config import GenerationConfig
 
+    import typing
+
     keys = [k for k in GenerationConfig.keys() if k not in ("mode", "capture") and k in config]
+    hints = typing.get_type_hints(GenerationConfig)
+    for key in keys:  # the plain settings typed by GenerationConfig's own annotations (one source)
+        if key != "pruning":
+            decode(hints[key], config[key], f"config.{key}")
     try:
         GenerationConfig(**{k: config[k] for k in keys})
     except (InvalidInputError, TypeError) as exc:
@@ -129,6 +135,7 @@ def check_metadata(data: Any, source: str, fix: str) -> ExperimentRecord:
         for i, run in enumerate(record.runs):
             where = f"runs[{i}]"
             decode(RunMetaRecord, run.meta, f"{where}.meta")
+            decode(LayoutRecord, run.layout, f"{where}.layout")
             _distinct(run.layers, f"{where}.layers", 0, n_layers)
             _distinct(run.steps, f"{where}.steps", -1, None)
     except FieldError as exc:

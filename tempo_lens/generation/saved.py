@@ -21,9 +21,9 @@ from ..atomic import MARKER, atomic_directory, folder_lock
 from ..capture import CapturedAttention
 from ..checksums import sha256_of
 from ..errors import ExperimentFileError, InvalidInputError
-from ..layout import TokenLayout
+from ..layout import LayoutRecord, TokenLayout
 from ..pruning import PruneEvent
-from ..records import read_record
+from ..records import read_record, typed
 from ..saved_arrays import read_arrays
 from .config import GenerationConfig
 
@@ -118,6 +118,7 @@ def load_result(directory: str | os.PathLike) -> "GenerationResult":
     if not path.is_file():
         raise ExperimentFileError(f"{directory} holds no {RESULT_FILE}; pass a folder written by result.save(...)")
     record, _ = read_record(ResultRecord, path, RESULT_FILE, FIX)
+    typed(LayoutRecord, record.layout, str(path), FIX)
     try:
         layout = TokenLayout.from_dict(record.layout)
         config = GenerationConfig.from_mapping(record.config)
