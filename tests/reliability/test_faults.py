@@ -308,7 +308,7 @@ def test_models_verify_hashes_what_a_normal_load_trusts(zoo_cache):
 
 def test_leftover_conversion_folders(zoo_cache, capsys):
     """A killed conversion leaves NAME.tmp-*: reported, removed when its writer is gone, kept while it lives."""
-    from tempo_lens.atomic import owner_tag
+    from tempo_lens.atomic import MARKER, owner_tag
     from tempo_lens.convert import converted_dir, tmp_prefix
     from tempo_lens.model_cache import cache_problem
     from tests.reliability.conftest import dead_owner_tag
@@ -320,6 +320,7 @@ def test_leftover_conversion_folders(zoo_cache, capsys):
     for leftover in (killed, running):
         leftover.mkdir()
         (leftover / "model.safetensors").write_bytes(b"half")
+        (leftover / MARKER).write_text(leftover.name)  # as the writer marks its temporary folder
     assert cache_problem(target) == "not converted yet"
     assert converted_dir(entry) == target and len(calls) == 2
     assert not killed.exists(), "a folder whose writer is gone is removed at once, not after an hour"
