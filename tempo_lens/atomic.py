@@ -228,12 +228,12 @@ def swap_into_place(tmp: Path, target: Path) -> None:
             (target / MARKER).unlink(missing_ok=True)
             raise
     try:
+        (tmp / MARKER).unlink(missing_ok=True)  # the new folder carries no marker once it is in place
         os.replace(tmp, target)
     except BaseException:
         if backup is not None:
             restore_backup(backup, target)
         raise
-    (target / MARKER).unlink(missing_ok=True)
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
 
@@ -312,7 +312,7 @@ def atomic_directory(target: Path, prefix: str | None = None) -> Iterator[Path]:
 
     ``prefix`` names the temporary folder (default ``.NAME.tmp-``), so callers can recognise leftovers;
     leftovers of ended writers are removed first. Ctrl-C or SIGTERM during the block removes the folder too.
-    The folder holds the ownership marker while it is filled (leave it there); it is removed after the swap.
+    The folder holds the ownership marker while it is filled (leave it there); it is removed just before the swap.
     """
     prefix = prefix or f".{target.name}.tmp-"
     target.parent.mkdir(parents=True, exist_ok=True)

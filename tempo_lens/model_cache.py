@@ -33,7 +33,10 @@ def _stamp(path: Path) -> dict[str, int]:
 
 
 def _cached_files(directory: Path) -> list[Path]:
-    return [p for p in sorted(directory.iterdir()) if p.name != MARKER]
+    """The converted files (not the completion record, nor the ownership marker of the write that made them)."""
+    from .atomic import MARKER as OWNER_MARKER
+
+    return [p for p in sorted(directory.iterdir()) if p.name not in (MARKER, OWNER_MARKER)]
 
 
 def write_marker(directory: Path, source: dict) -> None:
