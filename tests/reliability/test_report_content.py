@@ -25,7 +25,7 @@ from tempo_lens.report.findings import render_findings
 from tempo_lens.report.schema import parse_metrics
 from tests.reliability.conftest import assert_clean_refusal, run_cli, snapshot
 
-HOSTILE_NAME = "m![i](http:evil.example) <b>B</b>"
+HOSTILE_NAME = "m![i](http:evil.example) <b>B <img src=x onerror=alert(1)>"
 HOSTILE = '<script>alert(1)</script><img src="http://evil.example/x.png" onerror=alert(2)>[l](https://evil.example)'
 SETTINGS = 'threshold = 1e-6\nmax_parallel = 2\nmax_steps = 2\n'
 ELEMENTS = {"img", "script", "a", "b", "iframe", "svg", "object", "embed", "link", "style", "video", "audio"}
@@ -90,7 +90,7 @@ def _hostile_metrics(text: str):
     metrics = parse_metrics(text)
     single = metrics.single_run
     runs = [dataclasses.replace(r, experiment=HOSTILE, name="p00/../" + HOSTILE, prompt=HOSTILE, text=HOSTILE,
-                                parallel_steps=[dataclasses.replace(s, tokens=[HOSTILE] * len(s.tokens)) for s in r.parallel_steps])
+                                steps=[dataclasses.replace(s, tokens=[HOSTILE] * len(s.tokens)) for s in r.steps])
             for r in single.runs]
     single = dataclasses.replace(single, isolated_experiment=HOSTILE, visible_experiment=HOSTILE + "/" + HOSTILE_NAME, runs=runs)
     figures = metrics.figures
