@@ -161,7 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if shard is not None:
         check_shard_target(out.parent, shard)
     seen = check_can_write(out, args.overwrite)  # before the run, so a refusal costs nothing
-    experiment = run_experiment(config, shard=shard, progress=_progress)
+    experiment = run_experiment(config, shard=shard, progress=_progress, allow_large=args.allow_large)
     path = save_experiment(experiment, out, overwrite=args.overwrite, expect=seen)  # refused if written meanwhile
     _progress(f"wrote {path}")
     return 0
@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dtype", default=None, choices=DTYPE_CHOICES, help="override the config's dtype")
     r.add_argument("--batch-size", default=None, help="prompts per forward (default: what free memory allows, up to 16)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    r.add_argument("--allow-large", action="store_true",
+                   help="run past the bounds (more than 2,000 runs, or attention beyond half the free memory)")
     r.set_defaults(func=cmd_run)
 
     m = sub.add_parser("merge", help="join the shard-i-of-n folders of `run --shard` into one experiment folder")

@@ -22,7 +22,8 @@ from ..layout import MODES
 
 CONTROLS = ("unique_positions", "toggled_mask")
 DTYPES = ("float32", "bfloat16", "float16")
-EXPERIMENT_KEYS = ("name", "prompt", "prompts", "prompts_file", "model", "dtype", "mode", "modes", "controls", "batch_size")
+EXPERIMENT_KEYS = ("name", "prompt", "prompts", "prompts_file", "model", "dtype", "mode", "modes", "controls", "batch_size",
+                   "allow_large")
 MAX_PROMPTS_FILE_BYTES = 16 * 2**20
 MAX_CONFIG_BYTES = 2**20
 MAX_NAME_CHARS = 100
@@ -41,6 +42,7 @@ class ExperimentConfig:
     controls: list[str] = field(default_factory=list)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     batch_size: int | None = None
+    allow_large: bool = False  # past the bounds of :mod:`.budget` (asked for explicitly; not a result setting, not stored)
 
     def with_model(self, model: str | None, dtype: str | None = None) -> "ExperimentConfig":
         return replace(self, model=model or self.model, dtype=dtype or self.dtype)
@@ -163,6 +165,8 @@ def config_from_dict(data: dict, source: str = "config", base_dir: Path | None =
         controls = data.get("controls", [])
         if not isinstance(controls, list) or any(c not in CONTROLS for c in controls) or len(set(controls)) < len(controls):
             raise InvalidInputError(f"controls must be a list drawn from {list(CONTROLS)} (each once), got {controls!r}")
+        if not isinstance(data.get("allow_large", False), bool):
+            raise InvalidInputError(f"allow_large must be true or false, got {data['allow_large']!r}")
         batch_size = data.get("batch_size")
         if batch_size is not None:
             batch_size = check_int(batch_size, "batch_size", 1)
@@ -187,7 +191,8 @@ def config_from_dict(data: dict, source: str = "config", base_dir: Path | None =
         except InvalidInputError:
             name = "experiment"
     return ExperimentConfig(name=str(name), prompts=prompts, model=data.get("model") or None, dtype=data.get("dtype"),
-                            modes=modes, controls=controls, generation=generation, batch_size=batch_size)
+                            modes=modes, controls=controls, generation=generation, batch_size=batch_size,
+                            allow_large=data.get("allow_large", False))
 
 
 def check_name(name: object) -> None:

@@ -22,6 +22,7 @@ from typing import Callable
 
 from ..errors import ConfigError, TempoLensError
 from ..experiment import METADATA, ExperimentConfig, load_config, load_experiment, run_experiment
+from ..experiment.budget import check_run_count
 from ..experiment.config import RESERVED_NAMES
 from .cross_model import collect_entries, model_folders, zoo_names
 from .inputs import MULTI, SINGLE, check_pair, choose_inputs, config_role
@@ -127,6 +128,8 @@ def analyze(folder: Path, model: str | None = None, progress: Progress = print, 
         if quick and _select(configs, (SINGLE,)):
             configs = _select(configs, (SINGLE,))
         check_pair({name: c.to_dict() for name, c in configs.items()})  # refuse before the model is loaded
+        for config in configs.values():
+            check_run_count(config)  # past the bound only with allow_large = true in that config
         plan.check(list(configs))
         paths = run_configs(configs, model, plan, progress, dtype=dtype)
     else:
