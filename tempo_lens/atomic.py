@@ -365,3 +365,9 @@ def fingerprint(path: Path) -> Fingerprint:
 def changed_since(path: Path, seen: Fingerprint) -> bool:
     """Whether something else was written at ``path`` after it was checked (``seen``)."""
     return fingerprint(path) != seen
+
+
+def owned_marker(folder: Path) -> None:
+    """Mark a folder this process just made (and means to keep across runs) as ours, if it is not yet."""
+    if not (folder / MARKER).exists():
+        _write_marker(folder, folder.name, exclusive=True)

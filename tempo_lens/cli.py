@@ -161,8 +161,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if shard is not None:
         check_shard_target(out.parent, shard)
     seen = check_can_write(out, args.overwrite)  # before the run, so a refusal costs nothing
-    experiment = run_experiment(config, shard=shard, progress=_progress, allow_large=args.allow_large)
-    path = save_experiment(experiment, out, overwrite=args.overwrite, expect=seen)  # refused if written meanwhile
+    from .experiment.runner import shard_indices
+    from .experiment.stream import STREAM_ABOVE, run_streamed
+
+    if len(shard_indices(len(config.prompts), shard)) > STREAM_ABOVE:  # chunks saved as they finish; a rerun resumes
+        path = run_streamed(config, out, shard=shard, overwrite=args.overwrite, expect=seen, progress=_progress,
+                            allow_large=args.allow_large)
+    else:
+        experiment = run_experiment(config, shard=shard, progress=_progress, allow_large=args.allow_large)
+        path = save_experiment(experiment, out, overwrite=args.overwrite, expect=seen)  # refused if written meanwhile
     _progress(f"wrote {path}")
     return 0
 

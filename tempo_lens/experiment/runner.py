@@ -56,6 +56,12 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return index, count
 
 
+def shard_indices(n_prompts: int, shard: tuple[int, int] | None) -> list[int]:
+    """The prompts a shard runs: ``p`` with ``p mod n == i`` (all of them without a shard)."""
+    indices = list(range(n_prompts))
+    return indices if shard is None else indices[shard[0] :: shard[1]]
+
+
 def shard_folder(out: Path, shard: tuple[int, int] | None) -> Path:
     return out if shard is None else out / f"shard-{shard[0]}-of-{shard[1]}"
 
@@ -83,10 +89,12 @@ def run_experiment(
     shard: tuple[int, int] | None = None,
     progress: Callable[[str], None] | None = None,
     allow_large: bool = False,
+    prompt_indices: list[int] | None = None,
 ) -> Experiment:
     """Generate every (prompt, mode) of the config (this shard's prompts only), with capture and controls.
 
-    The run count is checked before the model loads, and the memory the captured attention needs right
+    ``prompt_indices`` runs only those prompts (a chunk of a streamed run, :mod:`.stream`). The run
+    count is checked before the model loads, and the memory the captured attention needs right
     after (:mod:`.budget`); past either bound the experiment must be asked for (``allow_large``).
     """
     from ..generation import generate_batch
@@ -94,9 +102,7 @@ def run_experiment(
     from ..model import load_model
     from ..replaying import replay
 
-    indices = list(range(len(config.prompts)))
-    if shard is not None:
-        indices = indices[shard[0] :: shard[1]]
+    indices = shard_indices(len(config.prompts), shard) if prompt_indices is None else list(prompt_indices)
     check_run_count(config, allow_large, n_prompts=len(indices))  # before the model loads
     model = model if model is not None else load_model(config.model, dtype=config.dtype)
     if indices:

@@ -16,8 +16,10 @@ import json
 import os
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -169,26 +171,40 @@ def save_experiment(experiment: Experiment, directory: str | os.PathLike, *, ove
 
 
 def _write(experiment: Experiment, target: Path) -> Path:
+    write_runs(experiment, [experiment.runs], target)
+    experiment.path = target
+    return target
+
+
+def write_runs(header: Experiment, groups: Iterable[Iterable[CapturedRun]], target: Path) -> Path:
+    """Write ``header``'s config, model, versions and shard with the runs of ``groups``, atomically.
+
+    The arrays are streamed into the archive one at a time, so a group (a saved chunk loaded lazily) can
+    be dropped before the next is read: a long experiment is combined without holding it all in memory.
+    Call under the target's folder lock (:func:`save_experiment` does).
+    """
     with atomic_directory(target) as tmp:
-        arrays = {}
         runs_meta = []
-        for i, run in enumerate(experiment.runs):
-            for step, array in run.attention.items():
-                arrays[f"r{i}_s{step}"] = np.ascontiguousarray(array, dtype=np.float32)
-            runs_meta.append({
-                "name": run.name, "prompt": run.prompt, "mode": run.mode, "layers": run.layers,
-                "steps": sorted(run.attention), "token_strings": run.token_strings,
-                "layout": run.layout.to_dict(), "meta": run.meta,
-            })
-        np.savez_compressed(tmp / ARRAYS, **arrays)
+        with zipfile.ZipFile(tmp / ARRAYS, "w", zipfile.ZIP_DEFLATED) as archive:
+            for runs in groups:
+                for run in runs:
+                    i = len(runs_meta)
+                    for step, array in run.attention.items():
+                        with archive.open(f"r{i}_s{step}.npy", "w", force_zip64=True) as member:
+                            np.lib.format.write_array(member, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+                    runs_meta.append({
+                        "name": run.name, "prompt": run.prompt, "mode": run.mode, "layers": run.layers,
+                        "steps": sorted(run.attention), "token_strings": run.token_strings,
+                        "layout": run.layout.to_dict(), "meta": run.meta,
+                    })
         metadata = {
             "format_version": FORMAT_VERSION,
             "kind": "tempo_lens.experiment",
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "config": experiment.config,
-            "model": experiment.model,
-            "versions": experiment.versions,
-            "shard": experiment.shard,
+            "config": header.config,
+            "model": header.model,
+            "versions": header.versions,
+            "shard": header.shard,
             "arrays_sha256": sha256_of(tmp / ARRAYS),
             "runs": runs_meta,
         }
@@ -197,7 +213,6 @@ def _write(experiment: Experiment, target: Path) -> Path:
             json.dump(metadata, handle, indent=1, allow_nan=True)
             handle.flush()
             os.fsync(handle.fileno())
-    experiment.path = target
     return target
 
 

@@ -3,7 +3,7 @@
 Experiment and run names, model names and folder names are written into the report's prose and
 tables, outside code spans. :func:`plain` backslash-escapes every ASCII punctuation character that
 Markdown or HTML could act on (links, images, emphasis, raw HTML, table pipes), leaving letters,
-digits, spaces and ``. _ -`` as they are, so a folder-safe name reads unchanged. Prompts, generated
+digits, spaces and ``. _ - / ,`` as they are, so a folder-safe name or a path reads unchanged. Prompts, generated
 text and tokens go through :func:`.text.code` (a code span: shown literally). :func:`escape_user_text`
 applies :func:`plain` to every name field of the metrics before they are rendered; the HTML renderer
 (:func:`.document.markdown_renderer`) additionally turns off links, images and raw HTML altogether.
@@ -16,7 +16,7 @@ import re
 
 from .schema import Metrics
 
-_ACTIVE = re.compile(r"([!\"#$%&'()*+,/:;<=>?@\[\\\]^`{|}~])")
+_ACTIVE = re.compile(r"([!\"#$%&'()*+:;<=>?@\[\\\]^`{|}~])")  # not / , . _ - (inert, and common in paths)
 
 
 def plain(text: object) -> str:

@@ -83,3 +83,43 @@ def test_a_threshold_a_hair_above_the_recorded_probability_drops_the_sibling():
     assert ids == [0] and cleared == 1
     ids, kept, cleared = select_siblings(probs, recorded, max_parallel=8)
     assert ids == [0, 1] and kept[1] == recorded
+
+
+def test_a_long_run_is_streamed_to_disk_and_an_interrupted_one_resumes(tiny_dirs, tiny_llama, tmp_path, monkeypatch):
+    """Each finished chunk is on disk at once; a rerun skips the finished chunks; the result equals an unstreamed run."""
+    import numpy as np
+
+    from tempo_lens.experiment import load_experiment, stream
+
+    monkeypatch.setattr(stream, "STREAM_ABOVE", 1)
+    monkeypatch.setattr(stream, "CHUNK_PROMPTS", 1)
+    config_path = tmp_path / "long.toml"
+    config_path.write_text(f'prompts = ["t1 t17 t42", "t1 t9", "t1 t50 t60"]\nmodel = "{tiny_dirs["llama"]}"\n'
+                           'threshold = 1e-6\nmax_parallel = 2\nmax_steps = 2\nmodes = ["isolated", "visible"]\n')
+    out = tmp_path / "out"
+    calls = []
+    real = stream.run_experiment
+
+    def interrupted_at_the_second_chunk(*args, **kwargs):
+        calls.append(kwargs["prompt_indices"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stream, "run_experiment", interrupted_at_the_second_chunk)
+    rc, _, err = run_cli(["run", str(config_path), "--out", str(out)])
+    assert rc == 130 and not out.exists()
+    (partial,) = [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+    assert sorted(p.name for p in partial.iterdir() if not p.name.startswith(".")) == ["chunk-00000"]
+    calls.clear()
+    rc, _, err = run_cli(["run", str(config_path), "--out", str(out)])
+    assert rc == 0, err
+    assert calls == [[1], [2]], "the finished chunk was run again"
+    assert "finished by an earlier run" in err and not partial.exists()
+    streamed = load_experiment(out)
+    whole = run_experiment(load_config(config_path), tiny_llama)
+    assert [r.name for r in streamed.runs] == [r.name for r in whole.runs]
+    for a, b in zip(streamed.runs, whole.runs):
+        assert a.layout.to_dict() == b.layout.to_dict()
+        for step in b.attention:
+            np.testing.assert_allclose(a.attention[step], b.attention[step], atol=1e-6)
