@@ -130,6 +130,11 @@ def analyze(folder: Path, model: str | None = None, progress: Progress = print, 
         check_pair({name: c.to_dict() for name, c in configs.items()})  # refuse before the model is loaded
         for config in configs.values():
             check_run_count(config)  # past the bound only with allow_large = true in that config
+        chosen = {name: (model or c.model or "the default model", dtype or c.dtype or "float32") for name, c in configs.items()}
+        if len(set(chosen.values())) > 1:  # the report would mix them: refuse before anything runs
+            listed = "; ".join(f"{name}: {m} {d}" for name, (m, d) in sorted(chosen.items()))
+            raise ConfigError(f"the configs in {folder} name different models or dtypes ({listed}); a report compares runs "
+                              "of one model: pass --model (and --dtype), or use `analyze --models` for a cross-model study")
         plan.check(list(configs))
         paths = run_configs(configs, model, plan, progress, dtype=dtype)
     else:

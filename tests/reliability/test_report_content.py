@@ -167,3 +167,12 @@ def test_saved_runs_of_different_models_or_dtypes_are_refused(field, value, host
 
 def test_the_report_states_the_dtype(hostile):
     assert "float32" in hostile["md"].split("## Executive Summary")[0]
+
+
+def test_configs_naming_different_models_are_refused_before_anything_runs(tiny_dirs, tmp_path, no_model_load):
+    (tmp_path / "a.toml").write_text(f'name = "a"\nprompt = "t1 t2"\nmode = "isolated"\nmodel = "{tiny_dirs["llama"]}"\n')
+    (tmp_path / "b.toml").write_text(f'name = "b"\nprompt = "t1 t2"\nmode = "visible"\nmodel = "{tiny_dirs["llama"]}"\n'
+                                     'dtype = "bfloat16"\n')
+    rc, _, err = run_cli(["analyze", str(tmp_path)])
+    assert_clean_refusal(rc, err, "different models or dtypes", "bfloat16")
+    assert not (tmp_path / "runs").exists()
