@@ -103,9 +103,9 @@ def _distinct(values: list[int], where: str, low: int, high: int | None) -> None
 
 
 def _check_settings(config: dict[str, Any], n_layers: int) -> None:
-    from ..generation.config import GenerationConfig
-
     import typing
+
+    from ..generation.config import GenerationConfig
 
     keys = [k for k in GenerationConfig.keys() if k not in ("mode", "capture") and k in config]
     hints = typing.get_type_hints(GenerationConfig)

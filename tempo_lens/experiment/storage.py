@@ -129,7 +129,7 @@ def check_can_write(target: Path, overwrite: bool) -> Fingerprint:
     return fingerprint(target)
 
 
-def check_unchanged(target: Path, seen: Fingerprint, overwrite: bool) -> None:
+def check_unchanged(target: Path, seen: Fingerprint) -> None:
     """At commit time: refuse when another process wrote ``target`` after it was checked (``seen``)."""
     if changed_since(target, seen):
         raise ExperimentFileError(
@@ -165,7 +165,7 @@ def save_experiment(experiment: Experiment, directory: str | os.PathLike, *, ove
     with folder_lock(target.parent):
         check_can_write(target, overwrite)
         if expect is not _UNCHECKED:
-            check_unchanged(target, expect, overwrite)  # type: ignore[arg-type]
+            check_unchanged(target, expect)  # type: ignore[arg-type]
         remove_abandoned(target)
         return _write(experiment, target)
 

@@ -22,7 +22,15 @@ from ..atomic import Fingerprint, folder_lock, is_ours, owned_marker
 from ..errors import ExperimentFileError
 from .config import ExperimentConfig
 from .runner import run_experiment, shard_indices
-from .storage import METADATA, Experiment, check_can_write, check_unchanged, load_experiment, write_runs
+from .storage import (
+    METADATA,
+    Experiment,
+    check_can_write,
+    check_unchanged,
+    load_experiment,
+    save_experiment,
+    write_runs,
+)
 
 STREAM_ABOVE = 64  # prompts: a run of more is streamed to disk in chunks
 CHUNK_PROMPTS = 64
@@ -65,14 +73,12 @@ def run_streamed(config: ExperimentConfig, target: Path, *, shard: tuple[int, in
             progress(f"{config.name}: chunk {k + 1}/{len(chunks)} ({len(chunk)} prompts)")
             experiment = run_experiment(config, model, shard=shard, progress=progress, allow_large=True,
                                         prompt_indices=chunk)
-            from .storage import save_experiment
-
             save_experiment(experiment, part, overwrite=True)
         parts = [folder / f"chunk-{k:05d}" for k in range(len(chunks))]
         header = load_experiment(parts[0])
         with folder_lock(target.parent):
             check_can_write(target, overwrite)
-            check_unchanged(target, expect, overwrite)
+            check_unchanged(target, expect)
             write_runs(header, _groups(parts, header), target)
     shutil.rmtree(folder, ignore_errors=True)
     return target

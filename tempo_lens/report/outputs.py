@@ -149,12 +149,9 @@ class OutputPlan:
         target = self.run_folder(name)
         if target not in self.seen:
             self.check(run_names=[name], report=False)
-        if changed_since(target, self.seen[target]):  # cheap early check; save_experiment repeats it under the lock
+        if changed_since(target, self.seen[target]):  # early, with analyze's words; save_experiment repeats it under the lock
             raise self._conflict(target)
-        try:
-            path = save_experiment(experiment, target, overwrite=True, expect=self.seen[target])
-        except ExperimentFileError as exc:
-            raise self._conflict(target) if "another process" in str(exc) else exc
+        path = save_experiment(experiment, target, overwrite=True, expect=self.seen[target])
         self.seen[target] = fingerprint(path)
         digest = run_digest(path)
 

@@ -22,10 +22,21 @@ import pytest
 
 from tempo_lens.atomic import MARKER, folder_lock, owner_tag, write_files
 from tempo_lens.errors import ExperimentFileError
-from tempo_lens.experiment import config_from_dict, load_experiment, run_experiment, save_experiment
+from tempo_lens.experiment import (
+    config_from_dict,
+    load_experiment,
+    run_experiment,
+    save_experiment,
+)
 from tempo_lens.report.cross_model import model_folders
 from tempo_lens.report.outputs import MANIFEST, OutputPlan
-from tests.reliability.conftest import assert_clean_refusal, dead_owner_tag, run_cli, snapshot, subprocess_env
+from tests.reliability.conftest import (
+    assert_clean_refusal,
+    dead_owner_tag,
+    run_cli,
+    snapshot,
+    subprocess_env,
+)
 
 FILES = {"FINDINGS.md": "# report\n", "report.html": "<html></html>\n", "metrics.json": "{}\n"}
 

@@ -21,7 +21,13 @@ import pytest
 from tempo_lens import saved_arrays
 from tempo_lens.checksums import sha256_of
 from tempo_lens.errors import ExperimentFileError
-from tempo_lens.experiment import config_from_dict, load_config, load_experiment, run_experiment, save_experiment
+from tempo_lens.experiment import (
+    config_from_dict,
+    load_config,
+    load_experiment,
+    run_experiment,
+    save_experiment,
+)
 from tempo_lens.experiment.storage import _metadata_digest
 from tempo_lens.generation.saved import load_result
 from tempo_lens.records import MAX_RECORD_BYTES

@@ -14,7 +14,6 @@ from tempo_lens.experiment.budget import MAX_RUNS, attention_bytes, check_memory
 from tempo_lens.generation.steps import select_siblings
 from tests.reliability.conftest import assert_clean_refusal, run_cli
 
-
 # ---- class 13: big experiments are refused before any work unless asked --------------------------------
 
 @pytest.fixture

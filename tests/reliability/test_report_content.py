@@ -18,7 +18,7 @@ import pytest
 from markdown_it import MarkdownIt
 
 from tempo_lens.checksums import sha256_of
-from tempo_lens.errors import ConfigError, ExperimentFileError
+from tempo_lens.errors import ConfigError
 from tempo_lens.experiment import config_from_dict
 from tempo_lens.experiment.storage import _metadata_digest
 from tempo_lens.report.findings import render_findings

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from tempo_lens.errors import ExperimentFileError
 from tempo_lens import atomic
+from tempo_lens.errors import ExperimentFileError
 from tempo_lens.report.outputs import MANIFEST, OutputPlan
 
 FILES = {"FINDINGS.md": "# report\n", "report.html": "<html></html>\n", "metrics.json": "{}\n"}
