@@ -287,7 +287,9 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         print(f"error: {exc.strerror or exc}{where}; check the path and free space, then retry", file=sys.stderr)
         return 2
     except MemoryError:
-        print("error: out of memory; lower max_parallel, max_steps or --batch-size, or use a smaller model", file=sys.stderr)
+        fix = ("lower max_parallel, max_steps or --batch-size, or use a smaller model" if args.command in ("generate", "run")
+               else "free memory or use a machine with more; saved files are checked against their size before they are read")
+        print(f"error: out of memory during `{args.command}`; {fix}", file=sys.stderr)
         return 2
 
 
