@@ -182,14 +182,17 @@ def cmd_merge(args: argparse.Namespace) -> int:
     out = _path_arg(args.out, "--out") if args.out is not None else folder
     if out.resolve() != folder.resolve() and folder.resolve() in out.resolve().parents:
         raise InvalidInputError(f"--out {out} is inside {folder}; write the merged experiment outside the shards folder")
-    experiment = load_experiment(folder)  # exactly one split of one config, checksums verified, runs in prompt order
-    if experiment.shard is not None:
-        raise InvalidInputError(f"{folder} is shard {experiment.shard} of an experiment; pass the folder that holds every shard-i-of-n folder")
-    if (folder / METADATA).exists():
-        _progress(f"{folder} is already one experiment folder; nothing to merge")
-        return 0
-    in_place = out.resolve() == folder.resolve()
-    path = save_experiment(experiment, out, overwrite=args.overwrite or in_place)
+    from .atomic import folder_lock
+
+    with folder_lock(folder) if folder.is_dir() else contextlib.nullcontext():  # no shard lands while merging
+        experiment = load_experiment(folder)  # exactly one split of one config, checksums verified, runs in prompt order
+        if experiment.shard is not None:
+            raise InvalidInputError(f"{folder} is shard {experiment.shard} of an experiment; pass the folder that holds every shard-i-of-n folder")
+        if (folder / METADATA).exists():
+            _progress(f"{folder} is already one experiment folder; nothing to merge")
+            return 0
+        in_place = out.resolve() == folder.resolve()
+        path = save_experiment(experiment, out, overwrite=args.overwrite or in_place)
     _progress(f"merged {len(experiment.runs)} runs into {path}" + ("" if in_place else f" (shards kept in {folder})"))
     return 0
 

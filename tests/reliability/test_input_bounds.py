@@ -96,12 +96,12 @@ def test_a_long_run_is_streamed_to_disk_and_an_interrupted_one_resumes(tiny_dirs
     config_path.write_text(f'prompts = ["t1 t17 t42", "t1 t9", "t1 t50 t60"]\nmodel = "{tiny_dirs["llama"]}"\n'
                            'threshold = 1e-6\nmax_parallel = 2\nmax_steps = 2\nmodes = ["isolated", "visible"]\n')
     out = tmp_path / "out"
-    calls = []
+    calls, interrupt = [], [True]
     real = stream.run_experiment
 
     def interrupted_at_the_second_chunk(*args, **kwargs):
         calls.append(kwargs["prompt_indices"])
-        if len(calls) == 2:
+        if interrupt[0] and len(calls) == 2:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
@@ -111,6 +111,7 @@ def test_a_long_run_is_streamed_to_disk_and_an_interrupted_one_resumes(tiny_dirs
     (partial,) = [p for p in tmp_path.iterdir() if ".partial-" in p.name]
     assert sorted(p.name for p in partial.iterdir() if not p.name.startswith(".")) == ["chunk-00000"]
     calls.clear()
+    interrupt[0] = False
     rc, _, err = run_cli(["run", str(config_path), "--out", str(out)])
     assert rc == 0, err
     assert calls == [[1], [2]], "the finished chunk was run again"
