@@ -30,6 +30,7 @@ import hashlib
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -149,10 +150,12 @@ def is_ours(folder: Path) -> bool:
     try:
         if folder.is_symlink() or not folder.is_dir():
             return False
-        fd = os.open(folder / MARKER, os.O_RDONLY | _NOFOLLOW)
+        fd = os.open(folder / MARKER, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0))  # a FIFO never blocks
     except OSError:
         return False
     with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return False
         return handle.read(512).decode("utf-8", "replace") == folder.name
 
 

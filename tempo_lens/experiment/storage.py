@@ -176,6 +176,24 @@ def _write(experiment: Experiment, target: Path) -> Path:
     return target
 
 
+def write_arrays(path: Path, groups: Iterable[Iterable[CapturedRun]]) -> list[dict]:
+    """Stream every run's arrays (``r{i}_s{step}``, float32) into the archive at ``path``; returns the runs' metadata."""
+    runs_meta = []
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for runs in groups:
+            for run in runs:
+                i = len(runs_meta)
+                for step, array in run.attention.items():
+                    with archive.open(f"r{i}_s{step}.npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+                runs_meta.append({
+                    "name": run.name, "prompt": run.prompt, "mode": run.mode, "layers": run.layers,
+                    "steps": sorted(run.attention), "token_strings": run.token_strings,
+                    "layout": run.layout.to_dict(), "meta": run.meta,
+                })
+    return runs_meta
+
+
 def write_runs(header: Experiment, groups: Iterable[Iterable[CapturedRun]], target: Path) -> Path:
     """Write ``header``'s config, model, versions and shard with the runs of ``groups``, atomically.
 
@@ -184,19 +202,7 @@ def write_runs(header: Experiment, groups: Iterable[Iterable[CapturedRun]], targ
     Call under the target's folder lock (:func:`save_experiment` does).
     """
     with atomic_directory(target) as tmp:
-        runs_meta = []
-        with zipfile.ZipFile(tmp / ARRAYS, "w", zipfile.ZIP_DEFLATED) as archive:
-            for runs in groups:
-                for run in runs:
-                    i = len(runs_meta)
-                    for step, array in run.attention.items():
-                        with archive.open(f"r{i}_s{step}.npy", "w", force_zip64=True) as member:
-                            np.lib.format.write_array(member, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
-                    runs_meta.append({
-                        "name": run.name, "prompt": run.prompt, "mode": run.mode, "layers": run.layers,
-                        "steps": sorted(run.attention), "token_strings": run.token_strings,
-                        "layout": run.layout.to_dict(), "meta": run.meta,
-                    })
+        runs_meta = write_arrays(tmp / ARRAYS, groups)  # looked up at call time (fault tests patch it)
         metadata = {
             "format_version": FORMAT_VERSION,
             "kind": "tempo_lens.experiment",

@@ -250,6 +250,7 @@ LOOKALIKES = {
     "backup_named_without_marker": lambda root: _user_folder(root / "runs" / f".iso.old-{dead_owner_tag()}-1700000000000"),
     "report_tmp_file": lambda root: (root / "report").mkdir(exist_ok=True) or (root / "report" / ".report.html.tmp-4000000-mybackup").write_text("mine"),
     "files_tmp_without_marker": lambda root: _user_folder(root / "report" / f".tempo-lens-files.tmp-{dead_owner_tag()}-x"),
+    "marker_is_a_fifo": lambda root: os.mkfifo(_user_folder(root / "runs" / f".iso.tmp-{dead_owner_tag()}-fifo0000") / MARKER),
 }
 
 

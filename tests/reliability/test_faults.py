@@ -88,11 +88,11 @@ import os, sys, time, numpy
 import tempo_lens.experiment.storage as experiment
 point, source, target = sys.argv[1:4]
 if point == "arrays":   # killed after the arrays are written, before the metadata
-    original = numpy.savez_compressed
+    original = experiment.write_arrays
     def slow(*args, **kwargs):
         original(*args, **kwargs)
         print("KILL-POINT", flush=True); time.sleep(120)
-    experiment.np.savez_compressed = slow
+    experiment.write_arrays = slow
 elif point == "swap":   # killed between moving the old folder aside and moving the new one in
     original = os.replace
     def slow(src, dst):
@@ -157,12 +157,12 @@ def test_disk_full_while_writing_keeps_the_previous_result(previous, tiny_dirs, 
 
     out, config, before = _rerun_setup(previous, tiny_dirs, tmp_path)
 
-    def full(path, **arrays):
+    def full(path, groups):
         with open(path, "wb") as handle:
             handle.write(b"PK\x03\x04 partial")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(experiment.np, "savez_compressed", full)
+    monkeypatch.setattr(experiment, "write_arrays", full)
     rc, _, err = run_cli(["run", str(config), "--out", str(out), "--overwrite"])
     assert_clean_refusal(rc, err, "no space left on device", "free space")
     assert snapshot(tmp_path) == before  # no temporary folder left behind either

@@ -194,12 +194,13 @@ WRITE = r"""
 import sys, time
 import tempo_lens.experiment.storage as storage
 from tempo_lens.cli import main
-original = storage.np.savez_compressed
+original = storage.write_arrays
 def slow(*args, **kwargs):
-    original(*args, **kwargs)
+    result = original(*args, **kwargs)
     print("KILL-POINT", flush=True)
     time.sleep(300)
-storage.np.savez_compressed = slow
+    return result
+storage.write_arrays = slow
 sys.argv = ["tempo-lens", *sys.argv[1:]]
 sys.exit(main())
 """
