@@ -162,9 +162,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = shard_folder(_path_arg(args.out, "--out") if args.out is not None else Path("runs") / config.name, shard)
     if shard is not None:
         check_shard_target(out.parent, shard)
-    check_can_write(out, args.overwrite)  # before the run, so a refusal costs nothing
-    experiment = run_experiment(config, shard=shard, progress=_progress, backend=args.backend)
-    path = save_experiment(experiment, out, overwrite=args.overwrite)
+    seen = check_can_write(out, args.overwrite)  # before the run, so a refusal costs nothing
+    from .experiment.runner import shard_indices
+    from .experiment.stream import STREAM_ABOVE, run_streamed
+
+    if len(shard_indices(len(config.prompts), shard)) > STREAM_ABOVE:  # chunks saved as they finish; a rerun resumes
+        path = run_streamed(config, out, shard=shard, overwrite=args.overwrite, expect=seen, progress=_progress,
+                            allow_large=args.allow_large, backend=args.backend)
+    else:
+        experiment = run_experiment(config, shard=shard, progress=_progress, allow_large=args.allow_large, backend=args.backend)
+        path = save_experiment(experiment, out, overwrite=args.overwrite, expect=seen)  # refused if written meanwhile
     _progress(f"wrote {path}")
     return 0
 
@@ -177,14 +184,17 @@ def cmd_merge(args: argparse.Namespace) -> int:
     out = _path_arg(args.out, "--out") if args.out is not None else folder
     if out.resolve() != folder.resolve() and folder.resolve() in out.resolve().parents:
         raise InvalidInputError(f"--out {out} is inside {folder}; write the merged experiment outside the shards folder")
-    experiment = load_experiment(folder)  # exactly one split of one config, checksums verified, runs in prompt order
-    if experiment.shard is not None:
-        raise InvalidInputError(f"{folder} is shard {experiment.shard} of an experiment; pass the folder that holds every shard-i-of-n folder")
-    if (folder / METADATA).exists():
-        _progress(f"{folder} is already one experiment folder; nothing to merge")
-        return 0
-    in_place = out.resolve() == folder.resolve()
-    path = save_experiment(experiment, out, overwrite=args.overwrite or in_place)
+    from .atomic import folder_lock
+
+    with folder_lock(folder) if folder.is_dir() else contextlib.nullcontext():  # no shard lands while merging
+        experiment = load_experiment(folder)  # exactly one split of one config, checksums verified, runs in prompt order
+        if experiment.shard is not None:
+            raise InvalidInputError(f"{folder} is shard {experiment.shard} of an experiment; pass the folder that holds every shard-i-of-n folder")
+        if (folder / METADATA).exists():
+            _progress(f"{folder} is already one experiment folder; nothing to merge")
+            return 0
+        in_place = out.resolve() == folder.resolve()
+        path = save_experiment(experiment, out, overwrite=args.overwrite or in_place)
     _progress(f"merged {len(experiment.runs)} runs into {path}" + ("" if in_place else f" (shards kept in {folder})"))
     return 0
 
@@ -234,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dtype", default=None, choices=DTYPE_CHOICES, help="override the config's dtype")
     r.add_argument("--batch-size", default=None, help="prompts per forward (default: what free memory allows, up to 16)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    r.add_argument("--allow-large", action="store_true",
+                   help="run past the bounds (more than 2,000 runs, or attention beyond half the free memory)")
     r.set_defaults(func=cmd_run)
 
     m = sub.add_parser("merge", help="join the shard-i-of-n folders of `run --shard` into one experiment folder")
@@ -285,7 +297,9 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         print(f"error: {exc.strerror or exc}{where}; check the path and free space, then retry", file=sys.stderr)
         return 2
     except MemoryError:
-        print("error: out of memory; lower max_parallel, max_steps or --batch-size, or use a smaller model", file=sys.stderr)
+        fix = ("lower max_parallel, max_steps or --batch-size, or use a smaller model" if args.command in ("generate", "run")
+               else "free memory or use a machine with more; saved files are checked against their size before they are read")
+        print(f"error: out of memory during `{args.command}`; {fix}", file=sys.stderr)
         return 2
 
 

@@ -14,6 +14,7 @@ but refuse edits, and ``version`` increases on every change so readers can memoi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable, Literal, Sequence
 
 import torch
@@ -29,6 +30,18 @@ MODES: tuple[str, ...] = ("isolated", "visible")
 
 
 COLUMNS = ("token_ids", "steps", "logical_positions", "probs", "pruned_at", "prune_scores")
+
+
+@dataclass
+class LayoutRecord:
+    """A stored :class:`~tempo_lens.layout.TokenLayout` (its invariants are checked by ``TokenLayout.from_dict``)."""
+
+    token_ids: list[int]
+    steps: list[int]
+    logical_positions: list[int]
+    probs: list[float | None]
+    pruned_at: list[int]
+    prune_scores: list[float | None]
 
 
 class ReadOnlyList(list):

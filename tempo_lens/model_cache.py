@@ -33,7 +33,10 @@ def _stamp(path: Path) -> dict[str, int]:
 
 
 def _cached_files(directory: Path) -> list[Path]:
-    return [p for p in sorted(directory.iterdir()) if p.name != MARKER]
+    """The converted files (not the completion record, nor the ownership marker of the write that made them)."""
+    from .atomic import MARKER as OWNER_MARKER
+
+    return [p for p in sorted(directory.iterdir()) if p.name not in (MARKER, OWNER_MARKER)]
 
 
 def write_marker(directory: Path, source: dict) -> None:
@@ -47,9 +50,18 @@ def write_marker(directory: Path, source: dict) -> None:
 
 
 def _write_json_atomically(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    """A fresh file of a random name (``mkstemp``: created exclusively, never through a link), renamed over ``path``."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(data, indent=1))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def read_marker(directory: Path) -> dict | str:

@@ -89,7 +89,10 @@ def folder_problem(directory: Path) -> str | None:
     if not (directory / "config.json").is_file():
         return "no config.json (not a Hugging Face model folder)"
     for path in sorted(directory.glob("*.json")):
-        problem = _json_problem(path)
+        try:
+            problem = _json_problem(path)
+        except RecursionError:
+            problem = f"{path.name} nests too deeply to be a model file (damaged)"
         if problem:
             return problem
     config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
@@ -102,8 +105,12 @@ def folder_problem(directory: Path) -> str | None:
         if missing:
             return f"weight shards listed in {index.name} are missing: {', '.join(missing)}"
     weights = sorted(directory.glob("*.safetensors"))
-    if not weights and not any(any(directory.glob(pattern)) for pattern in ("*.bin", "*.pt", "*.pth")):
-        return "no weights (*.safetensors or pytorch_model*.bin)"
+    pickled = sorted(p.name for pattern in ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt") for p in directory.glob(pattern))
+    if not weights and pickled:
+        return (f"its weights are pickled ({', '.join(pickled[:3])}); tempo_lens loads only safetensors weights, because "
+                "loading a pickle can run code. Use a copy of the model that ships model.safetensors")
+    if not weights:
+        return "no weights (*.safetensors)"
     shapes: dict[str, list[int]] = {}
     for path in weights:
         header = read_safetensors_header(path)

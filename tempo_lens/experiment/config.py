@@ -9,6 +9,7 @@ generation setting of :class:`~tempo_lens.generation.GenerationConfig` (``thresh
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -21,10 +22,12 @@ from ..layout import MODES
 
 CONTROLS = ("unique_positions", "toggled_mask")
 DTYPES = ("float32", "bfloat16", "float16")
-EXPERIMENT_KEYS = ("name", "prompt", "prompts", "prompts_file", "model", "dtype", "mode", "modes", "controls", "batch_size")
+EXPERIMENT_KEYS = ("name", "prompt", "prompts", "prompts_file", "model", "dtype", "mode", "modes", "controls", "batch_size",
+                   "allow_large")
 MAX_PROMPTS_FILE_BYTES = 16 * 2**20
 MAX_CONFIG_BYTES = 2**20
 MAX_NAME_CHARS = 100
+RESERVED_NAMES = ("report", "runs", "models")  # folders of the analyze layout (OUT/report, OUT/runs, OUT/models)
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class ExperimentConfig:
     controls: list[str] = field(default_factory=list)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     batch_size: int | None = None
+    allow_large: bool = False  # past the bounds of :mod:`.budget` (asked for explicitly; not a result setting, not stored)
 
     def with_model(self, model: str | None, dtype: str | None = None) -> "ExperimentConfig":
         return replace(self, model=model or self.model, dtype=dtype or self.dtype)
@@ -105,7 +109,14 @@ def _read_prompts_file(path: Path, source: str) -> list[str]:
         text = read_text_file(path, "prompts_file", MAX_PROMPTS_FILE_BYTES)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc} (one prompt per line)") from None
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return prompt_lines(text)
+
+
+def prompt_lines(text: str) -> list[str]:
+    """One prompt per line, split on ``\n`` only (``\r\n`` too): U+2028, U+0085, form feeds and other
+    Unicode breaks stay inside their prompt. Blank lines and lines starting with ``#`` are skipped."""
+    lines = (line.removesuffix("\r").strip() for line in text.split("\n"))
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def _prompts(data: dict, source: str, base_dir: Path | None) -> list[str]:
@@ -154,6 +165,8 @@ def config_from_dict(data: dict, source: str = "config", base_dir: Path | None =
         controls = data.get("controls", [])
         if not isinstance(controls, list) or any(c not in CONTROLS for c in controls) or len(set(controls)) < len(controls):
             raise InvalidInputError(f"controls must be a list drawn from {list(CONTROLS)} (each once), got {controls!r}")
+        if not isinstance(data.get("allow_large", False), bool):
+            raise InvalidInputError(f"allow_large must be true or false, got {data['allow_large']!r}")
         batch_size = data.get("batch_size")
         if batch_size is not None:
             batch_size = check_int(batch_size, "batch_size", 1)
@@ -178,7 +191,8 @@ def config_from_dict(data: dict, source: str = "config", base_dir: Path | None =
         except InvalidInputError:
             name = "experiment"
     return ExperimentConfig(name=str(name), prompts=prompts, model=data.get("model") or None, dtype=data.get("dtype"),
-                            modes=modes, controls=controls, generation=generation, batch_size=batch_size)
+                            modes=modes, controls=controls, generation=generation, batch_size=batch_size,
+                            allow_large=data.get("allow_large", False))
 
 
 def check_name(name: object) -> None:
@@ -187,6 +201,11 @@ def check_name(name: object) -> None:
         return
     bad = (not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS or name.startswith(".")
            or any(c in name for c in "/\\") or any(ord(c) < 32 for c in name))
+    if not bad and (name.lower() in RESERVED_NAMES or re.fullmatch(r"shard-\d+-of-\d+", name)):
+        raise InvalidInputError(
+            f"name {name!r} is reserved: {', '.join(RESERVED_NAMES)} and shard-i-of-n are folders of the output layout; "
+            "choose another name, e.g. name = \"exp1\""
+        )
     if bad:
         raise InvalidInputError(
             f"name must be a plain folder name (no / or \\, not starting with '.', at most {MAX_NAME_CHARS} "
@@ -200,10 +219,16 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
         raise ConfigError(f"the config must be a path to a .toml file, got {path!r}")
     path = Path(path)
     text = read_text_file(path, "config file", MAX_CONFIG_BYTES)
+    from ..records import MAX_DEPTH, too_deep
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        data = None
+    if data is None or too_deep(data):
+        raise ConfigError(f"{path}: values nest deeper than {MAX_DEPTH} levels; no setting needs that. Check the file")
     return config_from_dict(data, source=str(path), base_dir=path.parent)
 
 

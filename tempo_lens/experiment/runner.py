@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import platform
 import re
+import time
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..capture import CapturedRun
 from ..errors import InvalidInputError
+from .budget import attention_bytes, check_memory, check_run_count, run_count
 from .config import ExperimentConfig
 from .storage import Experiment
 
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 OTHER_MODE = {"isolated": "visible", "visible": "isolated"}
+CHUNK = 64  # prompts generated between two progress lines
 
 
 def package_versions() -> dict:
@@ -51,6 +54,12 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     if count > MAX_SHARDS:
         raise InvalidInputError(f"--shard {text}: at most {MAX_SHARDS} shards; use fewer")
     return index, count
+
+
+def shard_indices(n_prompts: int, shard: tuple[int, int] | None) -> list[int]:
+    """The prompts a shard runs: ``p`` with ``p mod n == i`` (all of them without a shard)."""
+    indices = list(range(n_prompts))
+    return indices if shard is None else indices[shard[0] :: shard[1]]
 
 
 def shard_folder(out: Path, shard: tuple[int, int] | None) -> Path:
@@ -81,26 +90,46 @@ def run_experiment(
     *,
     shard: tuple[int, int] | None = None,
     progress: Callable[[str], None] | None = None,
+    allow_large: bool = False,
+    prompt_indices: list[int] | None = None,
     backend: str = "bridge",
 ) -> Experiment:
     """Generate every (prompt, mode) of the config (this shard's prompts only), with capture and controls.
 
     ``model``: a loaded model (any backend); else the config's model is loaded as ``backend``.
+    ``prompt_indices`` runs only those prompts (a chunk of a streamed run, :mod:`.stream`). The run
+    count is checked before the model loads, and the memory the captured attention needs right
+    after (:mod:`.budget`); past either bound the experiment must be asked for (``allow_large``).
     """
+    from ..backends import backend_for
     from ..generation import generate_batch
+    from ..generation.memory import available_bytes
     from ..model import load_model
     from ..replaying import replay
 
+    indices = shard_indices(len(config.prompts), shard) if prompt_indices is None else list(prompt_indices)
+    check_run_count(config, allow_large, n_prompts=len(indices))  # before the model loads
     model = model if model is not None else load_model(config.model, dtype=config.dtype, backend=backend)
-    indices = list(range(len(config.prompts)))
-    if shard is not None:
-        indices = indices[shard[0] :: shard[1]]
-    runs: dict[tuple[int, str], list[CapturedRun]] = {}
-    for mode in config.modes if indices else []:  # a shard may hold no prompt
+    if indices:
+        longest = max(len(model.tokenizer(config.prompts[i])["input_ids"]) for i in indices)
+        need = attention_bytes(config, int(model.cfg.n_layers), int(model.cfg.n_heads), longest, len(indices))
+        check_memory(need, available_bytes(backend_for(model).device), config, allow_large)
         if progress:
-            progress(f"{config.name}: {len(indices)} prompt(s), {mode}")
+            progress(f"{config.name}: {run_count(config, len(indices))} runs; captured attention up to {need / 2**20:,.0f} MiB")
+    runs: dict[tuple[int, str], list[CapturedRun]] = {}
+    started, total = time.perf_counter(), len(indices) * len(config.modes)
+    for m, mode in enumerate(config.modes if indices else []):  # a shard may hold no prompt
         settings = config.generation.replace(mode=mode)
-        results = generate_batch(model, [config.prompts[i] for i in indices], settings, batch_size=config.batch_size)
+        chunk = max(CHUNK, config.batch_size or 0)
+        results = []
+        for first in range(0, len(indices), chunk):  # in chunks, so progress (and its time estimate) shows
+            part = indices[first : first + chunk]
+            results += generate_batch(model, [config.prompts[i] for i in part], settings, batch_size=config.batch_size)
+            if progress:
+                done = m * len(indices) + first + len(part)
+                left = (time.perf_counter() - started) / done * (total - done)
+                progress(f"{config.name}: {mode}: generated {first + len(part)}/{len(indices)} prompt(s); "
+                         f"about {left / 60:.1f} min of generation left")
         for done, (index, result) in enumerate(zip(indices, results), start=1):
             if progress:
                 progress(f"{config.name}: prompt {index + 1}/{len(config.prompts)} {mode}: controls ({done}/{len(indices)})")

@@ -19,18 +19,27 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
-from ..atomic import abandoned_backups, atomic_directory, remove_abandoned
+from ..atomic import (
+    MARKER, Fingerprint, abandoned_backups, atomic_directory, changed_since, fingerprint, folder_lock, remove_abandoned,
+    restore_backup,
+)
 from ..capture import CapturedRun
 from ..checksums import sha256_of
 from ..errors import ExperimentFileError, InvalidInputError
 from ..layout import TokenLayout
+from ..records import read_json
+from ..saved_arrays import read_arrays
+from .record import check_metadata
 
 FORMAT_VERSION = 3  # 2: metadata carries a checksum of its own content; 3: GenerationConfig keys, no seed, mask of controls
 METADATA = "metadata.json"
 ARRAYS = "attention.npz"
+FIX = "re-run the experiment"
+_UNCHECKED = object()
 
 
 # ---- experiments in memory ----------------------------------------------------------------------
@@ -74,17 +83,27 @@ def recover_interrupted_overwrite(target: Path) -> Path | None:
     complete = [p for p in abandoned_backups(target) if (p / METADATA).is_file()]
     if not complete:
         return None
-    os.replace(complete[-1], target)
+    restore_backup(complete[-1], target)
     warnings.warn(f"restored {target} from {complete[-1].name}, left by an interrupted overwrite", stacklevel=3)
     return target
 
 
-def check_can_write(target: Path, overwrite: bool) -> None:
+def _is_experiment_folder(folder: Path) -> bool:
+    """A folder holding only what an experiment write puts there (the arrays, the metadata, our marker)."""
+    return (folder.is_dir() and not folder.is_symlink()
+            and all(p.name in (METADATA, ARRAYS, MARKER) and p.is_file() and not p.is_symlink() for p in folder.iterdir()))
+
+
+def check_can_write(target: Path, overwrite: bool) -> Fingerprint:
     """Refuse an existing target without ``overwrite``, and never replace something that is not an experiment.
 
-    ``overwrite`` replaces an experiment folder (its own files and ``shard-i-of-n`` folders, intact or
-    damaged), never a file or a folder holding anything else, so a mistyped ``--out`` cannot delete data.
+    ``overwrite`` replaces an experiment folder (its own files, and ``shard-i-of-n`` folders that are
+    themselves experiment folders, intact or damaged), never a file or a folder holding anything else
+    (a ``shard-notes/`` folder included), so a mistyped ``--out`` cannot delete data. Returns the
+    target's fingerprint, for the write to check that nobody replaced it in between.
     """
+    from .shards import SHARD_NAME
+
     for parent in target.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -92,19 +111,30 @@ def check_can_write(target: Path, overwrite: bool) -> None:
             break
     recover_interrupted_overwrite(target)
     if not (target.exists() or target.is_symlink()):
-        return
+        return None
     if not overwrite:
         raise ExperimentFileError(f"{target} already exists; pass --overwrite (overwrite=True) to replace it, or choose another --out")
     if target.is_symlink() or not target.is_dir():
         raise ExperimentFileError(f"{target} exists and is not an experiment folder; --overwrite only replaces experiment folders. Choose another --out")
     foreign = sorted(
         p.name for p in target.iterdir()
-        if not (p.name in (METADATA, ARRAYS) and p.is_file()) and not (p.is_dir() and p.name.startswith("shard-"))
+        if not (p.name in (METADATA, ARRAYS, MARKER) and p.is_file() and not p.is_symlink())
+        and not (SHARD_NAME.fullmatch(p.name) and _is_experiment_folder(p))
     )
     if foreign:
         raise ExperimentFileError(
             f"{target} holds files that are not part of an experiment ({', '.join(foreign[:5])}); --overwrite only "
             "replaces experiment folders. Choose another --out or move those files"
+        )
+    return fingerprint(target)
+
+
+def check_unchanged(target: Path, seen: Fingerprint) -> None:
+    """At commit time: refuse when another process wrote ``target`` after it was checked (``seen``)."""
+    if changed_since(target, seen):
+        raise ExperimentFileError(
+            f"{target} was written by another process while this one ran; nothing was replaced. Check what is "
+            "there now, then run again (with --overwrite to replace it) or choose another --out"
         )
 
 
@@ -117,37 +147,70 @@ def folder_path(directory: object, what: str = "experiment folder") -> Path:
     return Path(directory)
 
 
-def save_experiment(experiment: Experiment, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def save_experiment(experiment: Experiment, directory: str | os.PathLike, *, overwrite: bool = False,
+                    expect: Fingerprint | object = _UNCHECKED) -> Path:
     """Write atomically: a temporary sibling folder, then a rename; an existing folder needs ``overwrite``.
 
-    Temporary folders that killed writes into the same target left behind are removed first.
+    The write holds the lock of the folder it writes into (:func:`~tempo_lens.atomic.folder_lock`), so
+    writers of one folder never interleave, and checks the target again under it. ``expect`` is what
+    :func:`check_can_write` returned before a long run: if another process wrote the target since, the
+    write is refused rather than replacing that work. Temporary folders that killed writes into the same
+    target left behind are removed first.
     """
     if not isinstance(experiment, Experiment):
         raise InvalidInputError(f"save_experiment needs an Experiment (from run_experiment or load_experiment), got {type(experiment).__name__}")
     target = folder_path(directory)
     check_can_write(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    remove_abandoned(target)
+    with folder_lock(target.parent):
+        check_can_write(target, overwrite)
+        if expect is not _UNCHECKED:
+            check_unchanged(target, expect)  # type: ignore[arg-type]
+        remove_abandoned(target)
+        return _write(experiment, target)
+
+
+def _write(experiment: Experiment, target: Path) -> Path:
+    write_runs(experiment, [experiment.runs], target)
+    experiment.path = target
+    return target
+
+
+def write_arrays(path: Path, groups: Iterable[Iterable[CapturedRun]]) -> list[dict]:
+    """Stream every run's arrays (``r{i}_s{step}``, float32) into the archive at ``path``; returns the runs' metadata."""
+    runs_meta = []
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for runs in groups:
+            for run in runs:
+                i = len(runs_meta)
+                for step, array in run.attention.items():
+                    with archive.open(f"r{i}_s{step}.npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+                runs_meta.append({
+                    "name": run.name, "prompt": run.prompt, "mode": run.mode, "layers": run.layers,
+                    "steps": sorted(run.attention), "token_strings": run.token_strings,
+                    "layout": run.layout.to_dict(), "meta": run.meta,
+                })
+    return runs_meta
+
+
+def write_runs(header: Experiment, groups: Iterable[Iterable[CapturedRun]], target: Path) -> Path:
+    """Write ``header``'s config, model, versions and shard with the runs of ``groups``, atomically.
+
+    The arrays are streamed into the archive one at a time, so a group (a saved chunk loaded lazily) can
+    be dropped before the next is read: a long experiment is combined without holding it all in memory.
+    Call under the target's folder lock (:func:`save_experiment` does).
+    """
     with atomic_directory(target) as tmp:
-        arrays = {}
-        runs_meta = []
-        for i, run in enumerate(experiment.runs):
-            for step, array in run.attention.items():
-                arrays[f"r{i}_s{step}"] = np.ascontiguousarray(array, dtype=np.float32)
-            runs_meta.append({
-                "name": run.name, "prompt": run.prompt, "mode": run.mode, "layers": run.layers,
-                "steps": sorted(run.attention), "token_strings": run.token_strings,
-                "layout": run.layout.to_dict(), "meta": run.meta,
-            })
-        np.savez_compressed(tmp / ARRAYS, **arrays)
+        runs_meta = write_arrays(tmp / ARRAYS, groups)  # looked up at call time (fault tests patch it)
         metadata = {
             "format_version": FORMAT_VERSION,
             "kind": "tempo_lens.experiment",
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "config": experiment.config,
-            "model": experiment.model,
-            "versions": experiment.versions,
-            "shard": experiment.shard,
+            "config": header.config,
+            "model": header.model,
+            "versions": header.versions,
+            "shard": header.shard,
             "arrays_sha256": sha256_of(tmp / ARRAYS),
             "runs": runs_meta,
         }
@@ -156,7 +219,6 @@ def save_experiment(experiment: Experiment, directory: str | os.PathLike, *, ove
             json.dump(metadata, handle, indent=1, allow_nan=True)
             handle.flush()
             os.fsync(handle.fileno())
-    experiment.path = target
     return target
 
 
@@ -167,19 +229,17 @@ def _metadata_digest(metadata: dict) -> str:
 
 
 def _read_metadata(directory: Path) -> dict:
+    """The parsed, bounded, depth-checked metadata (checksum and schema are checked by :func:`_load_single`)."""
     path = directory / METADATA
     if directory.exists() and not directory.is_dir():
         raise ExperimentFileError(f"{directory} is a file, not an experiment folder; pass the folder `tempo-lens run` wrote")
     if not directory.is_dir():
         raise ExperimentFileError(f"{directory} is not an experiment folder (it does not exist); run `tempo-lens run CONFIG --out {directory}` first")
     if not path.is_file():
-        raise ExperimentFileError(f"{directory} has no {METADATA}: not an experiment folder, or an interrupted write; re-run the experiment")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ExperimentFileError(f"{path} is corrupt ({exc}); re-run the experiment") from None
+        raise ExperimentFileError(f"{directory} has no {METADATA}: not an experiment folder, or an interrupted write; {FIX}")
+    data = read_json(path, METADATA, FIX)
     if not isinstance(data, dict) or data.get("kind") != "tempo_lens.experiment":
-        raise ExperimentFileError(f"{path} is not a tempo_lens experiment file; re-run the experiment")
+        raise ExperimentFileError(f"{path} is not a tempo_lens experiment file; {FIX}")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
         numeric = isinstance(version, (int, float)) and not isinstance(version, bool)
@@ -192,40 +252,37 @@ def _read_metadata(directory: Path) -> dict:
 
 
 def _load_single(directory: Path) -> Experiment:
+    """One experiment folder: metadata bounded, checksummed and typed, then exactly the arrays it describes."""
     data = _read_metadata(directory)
+    path = directory / METADATA
+    record = check_metadata(data, str(path), FIX)
     arrays_path = directory / ARRAYS
     if not arrays_path.is_file():
-        raise ExperimentFileError(f"{directory} is missing {ARRAYS}; re-run the experiment")
-    if sha256_of(arrays_path) != data.get("arrays_sha256"):
-        raise ExperimentFileError(f"{arrays_path} does not match the checksum in {METADATA} (truncated or edited); re-run the experiment")
-    try:
-        with np.load(arrays_path) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise ExperimentFileError(f"{arrays_path} is unreadable ({exc}); re-run the experiment") from None
-    runs = []
-    try:
-        config, model = data["config"], data["model"]
-        for i, meta in enumerate(data["runs"]):
-            layout = TokenLayout.from_dict(meta["layout"])
-            attention = {int(s): arrays[f"r{i}_s{s}"] for s in meta["steps"]}
-            n_layers = len(meta["layers"])
-            for step, array in attention.items():
+        raise ExperimentFileError(f"{directory} is missing {ARRAYS}; {FIX}")
+    layouts, shapes = [], {}
+    for i, meta in enumerate(record.runs):
+        try:
+            layout = TokenLayout.from_dict(meta.layout)
+            if len(meta.token_strings) != len(layout):
+                raise ValueError(f"{len(meta.token_strings)} token texts for {len(layout)} tokens")
+            for step in meta.steps:
                 r = layout.step_range(step)
-                if array.ndim != 5 or array.shape[0] != n_layers or array.shape[3] != len(r) or array.shape[4] != r.stop:
-                    raise ValueError(f"run {meta['name']} step {step}: array shape {array.shape} does not fit the layout")
-            if len(meta["token_strings"]) != len(layout):
-                raise ValueError(f"run {meta['name']}: {len(meta['token_strings'])} token texts for {len(layout)} tokens")
-            runs.append(CapturedRun(
-                name=meta["name"], prompt=meta["prompt"], mode=meta["mode"], layout=layout,
-                token_strings=meta["token_strings"], layers=meta["layers"], attention=attention, meta=meta["meta"],
-            ))
-    except (KeyError, ValueError, TypeError, IndexError) as exc:
-        raise ExperimentFileError(f"{directory}: metadata does not fit the arrays ({exc}); re-run the experiment") from None
-    if data.get("metadata_sha256") != _metadata_digest(data):
-        raise ExperimentFileError(f"{directory / METADATA} does not match its own checksum (edited or damaged); re-run the experiment")
-    return Experiment(config=config, runs=runs, model=model, versions=data.get("versions", {}),
-                      shard=data.get("shard"), path=directory)
+                shapes[f"r{i}_s{step}"] = (len(meta.layers), 1, record.model.n_heads, len(r), r.stop)
+        except (InvalidInputError, ValueError, TypeError, IndexError) as exc:
+            raise ExperimentFileError(f"{path}: field runs[{i}] ({meta.name!r}) does not fit its layout ({exc}); {FIX}") from None
+        layouts.append(layout)
+    if record.metadata_sha256 != _metadata_digest(data):
+        raise ExperimentFileError(f"{path} does not match its own checksum (edited or damaged); {FIX}")
+    if sha256_of(arrays_path) != record.arrays_sha256:
+        raise ExperimentFileError(f"{arrays_path} does not match the checksum in {METADATA} (truncated or edited); {FIX}")
+    arrays = read_arrays(arrays_path, shapes, FIX)
+    runs = [
+        CapturedRun(name=meta.name, prompt=meta.prompt, mode=meta.mode, layout=layout, token_strings=meta.token_strings,
+                    layers=meta.layers, attention={s: arrays[f"r{i}_s{s}"] for s in meta.steps}, meta=meta.meta)
+        for i, (meta, layout) in enumerate(zip(record.runs, layouts))
+    ]
+    return Experiment(config=data["config"], runs=runs, model=data["model"], versions=data["versions"],
+                      shard=record.shard, path=directory)
 
 
 def load_experiment(directory: str | os.PathLike) -> Experiment:

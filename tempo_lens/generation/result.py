@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from torch import Tensor
 
 from ..capture import CapturedAttention
 from ..layout import TokenLayout
 from ..pruning import PruneEvent
+from ..records import clean
 from ..text import bracketed
 from .config import GenerationConfig
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with every NaN or infinite float (NumPy ones too) as None, so it is strict JSON."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float) or type(value).__name__ in ("float32", "float64", "float16"):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 @dataclass
@@ -124,7 +112,7 @@ class GenerationResult:
 
     def to_json_dict(self) -> dict:
         """Plain values for JSON; a non-finite number (a NaN probability or prune score) is null."""
-        return json_safe({
+        return clean({
             "model": self.model,
             "prompt": self.prompt,
             "mode": self.mode,

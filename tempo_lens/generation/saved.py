@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_directory
+from ..atomic import MARKER, atomic_directory, folder_lock
 from ..capture import CapturedAttention
 from ..checksums import sha256_of
-from ..errors import ExperimentFileError
-from ..layout import TokenLayout
+from ..errors import ExperimentFileError, InvalidInputError
+from ..layout import LayoutRecord, TokenLayout
 from ..pruning import PruneEvent
+from ..records import read_record, typed
+from ..saved_arrays import read_arrays
 from .config import GenerationConfig
 
 if TYPE_CHECKING:
@@ -31,17 +33,65 @@ if TYPE_CHECKING:
 RESULT_FORMAT = 1
 RESULT_FILE = "result.json"
 ARRAYS_FILE = "attention.npz"
+FIX = "save the result again"
+
+
+@dataclass
+class CaptureRecord:
+    layers: list[int]
+    steps: list[int]
+    sha256: str
+
+
+@dataclass
+class PruneEventRecord:
+    set_step: int
+    at_step: int
+    score: float | None
+    kept: int
+    pruned: list[int]
+
+
+@dataclass
+class ResultRecord:
+    """The schema of ``result.json`` (read through :func:`tempo_lens.records.read_record`)."""
+
+    format: Literal[1]
+    kind: Literal["tempo_lens.result"]
+    model: str
+    prompt: str | None
+    prompt_text: str
+    config: dict[str, Any]
+    layout: dict[str, Any]
+    token_strings: list[str]
+    thresholds: list[float]
+    stop_reason: str
+    n_layers: int
+    n_heads: int
+    clean_text: str
+    pruning_events: list[PruneEventRecord]
+    capture: CaptureRecord | None
+
+
+def _is_saved_result(folder: Path) -> bool:
+    return folder.is_dir() and not folder.is_symlink() and {p.name for p in folder.iterdir()} <= {RESULT_FILE, ARRAYS_FILE, MARKER}
 
 
 def save_result(result: "GenerationResult", directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``result`` into ``directory`` atomically (refusing to replace anything but a saved result)."""
     target = Path(directory)
-    if target.exists() or target.is_symlink():
-        if not overwrite:
-            raise ExperimentFileError(f"{target} already exists; pass overwrite=True to replace it, or choose another folder")
-        if not (target.is_dir() and {p.name for p in target.iterdir()} <= {RESULT_FILE, ARRAYS_FILE}):
-            raise ExperimentFileError(f"{target} is not a saved result; overwrite only replaces saved results. Choose another folder")
     target.parent.mkdir(parents=True, exist_ok=True)
+    with folder_lock(target.parent):  # writers of one folder never interleave
+        if target.exists() or target.is_symlink():
+            if not overwrite:
+                raise ExperimentFileError(f"{target} already exists; pass overwrite=True to replace it, or choose another folder")
+            if not _is_saved_result(target):
+                raise ExperimentFileError(f"{target} is not a saved result; overwrite only replaces saved results. Choose another folder")
+        _write(result, target)
+    return target
+
+
+def _write(result: "GenerationResult", target: Path) -> None:
     with atomic_directory(target) as tmp:
         capture = result.capture
         arrays_sha = None
@@ -57,7 +107,6 @@ def save_result(result: "GenerationResult", directory: str | os.PathLike, *, ove
             "capture": None if capture is None else {"layers": capture.layers, "steps": capture.step_ids, "sha256": arrays_sha},
         }
         (tmp / RESULT_FILE).write_text(json.dumps(record, ensure_ascii=False, allow_nan=False), encoding="utf-8")
-    return target
 
 
 def load_result(directory: str | os.PathLike) -> "GenerationResult":
@@ -68,32 +117,37 @@ def load_result(directory: str | os.PathLike) -> "GenerationResult":
     path = directory / RESULT_FILE
     if not path.is_file():
         raise ExperimentFileError(f"{directory} holds no {RESULT_FILE}; pass a folder written by result.save(...)")
+    record, _ = read_record(ResultRecord, path, RESULT_FILE, FIX)
+    typed(LayoutRecord, record.layout, str(path), FIX)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ExperimentFileError(f"{path} is corrupt ({exc}); save the result again") from None
-    if not isinstance(record, dict) or record.get("kind") != "tempo_lens.result" or record.get("format") != RESULT_FORMAT:
-        version = record.get("format") if isinstance(record, dict) else None
-        raise ExperimentFileError(f"{path} is not a tempo_lens result of format {RESULT_FORMAT} (found {version!r}); save it again with this version")
-    try:
+        layout = TokenLayout.from_dict(record.layout)
+        config = GenerationConfig.from_mapping(record.config)
+        if len(record.token_strings) != len(layout):
+            raise ValueError(f"{len(record.token_strings)} token texts for {len(layout)} tokens")
         capture = None
-        if record["capture"] is not None:
+        if record.capture is not None:
+            if len(set(record.capture.layers)) != len(record.capture.layers) or any(
+                    not 0 <= l < record.n_layers for l in record.capture.layers):
+                raise ValueError(f"capture.layers {record.capture.layers[:8]} are not distinct layers of {record.n_layers}")
             arrays = directory / ARRAYS_FILE
-            if not arrays.is_file() or sha256_of(arrays) != record["capture"]["sha256"]:
+            if not arrays.is_file() or sha256_of(arrays) != record.capture.sha256:
                 raise ValueError(f"{ARRAYS_FILE} is missing or does not match its checksum")
-            with np.load(arrays) as npz:
-                steps = {int(s): npz[f"s{s}"] for s in record["capture"]["steps"]}
-            capture = CapturedAttention(list(record["capture"]["layers"]), steps)
-        events = [PruneEvent(**{**e, "pruned": tuple(e["pruned"])}) for e in record["pruning_events"]]
-        return GenerationResult(
-            model=record["model"], prompt=record["prompt"], prompt_text=record["prompt_text"],
-            config=GenerationConfig.from_mapping(record["config"]), layout=TokenLayout.from_dict(record["layout"]),
-            token_strings=record["token_strings"], thresholds=record["thresholds"], stop_reason=record["stop_reason"],
-            n_layers=record["n_layers"], n_heads=record["n_heads"], capture=capture, clean_text=record["clean_text"],
-            pruning_events=events,
-        )
-    except (KeyError, TypeError, ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise ExperimentFileError(f"{directory} is damaged ({exc}); save the result again") from None
+            shapes = {}
+            for step in record.capture.steps:
+                r = layout.step_range(step)
+                shapes[f"s{step}"] = (len(record.capture.layers), 1, record.n_heads, len(r), r.stop)
+            loaded = read_arrays(arrays, shapes, FIX)
+            capture = CapturedAttention(list(record.capture.layers), {s: loaded[f"s{s}"] for s in record.capture.steps})
+    except (InvalidInputError, TypeError, ValueError, IndexError) as exc:
+        raise ExperimentFileError(f"{path} does not fit its layout ({exc}); {FIX}") from None
+    events = [PruneEvent(set_step=e.set_step, at_step=e.at_step, score=float("nan") if e.score is None else e.score,
+                         kept=e.kept, pruned=tuple(e.pruned)) for e in record.pruning_events]
+    return GenerationResult(
+        model=record.model, prompt=record.prompt, prompt_text=record.prompt_text, config=config, layout=layout,
+        token_strings=record.token_strings, thresholds=record.thresholds, stop_reason=record.stop_reason,
+        n_layers=record.n_layers, n_heads=record.n_heads, capture=capture, clean_text=record.clean_text,
+        pruning_events=events,
+    )
 
 
 TOKEN_COLUMNS = ["physical", "step", "rank", "logical_position", "token_id", "token", "prob", "parallel", "pruned",

@@ -82,9 +82,11 @@ def select_siblings(
 ) -> tuple[list[int], list[float], int]:
     """Tokens with probability >= threshold, highest first, capped; the top token if none clears it.
 
-    Returns (ids, probs, how many cleared the threshold before the cap).
+    Returns (ids, probs, how many cleared the threshold before the cap). The comparison is made in
+    float64, the precision of the recorded probabilities (each one is ``float(p)``, exact) and of the
+    threshold, so a token is kept exactly when its recorded probability is >= the threshold.
     """
-    above = int((probs >= threshold).sum())
+    above = int((probs.to(torch.float64) >= threshold).sum())
     k = min(max(above, 1), max_parallel)
     top = torch.topk(probs, k)
     return [int(i) for i in top.indices], [float(p) for p in top.values], above

@@ -33,6 +33,20 @@ def folder_name(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip(".-") or "model"
 
 
+def model_folders(models: list[str]) -> dict[str, str]:
+    """Each model's folder under ``models/``: :func:`folder_name`, made unique with a short hash where two models share it.
+
+    A zoo name and a local folder of the same base name (``qwen2.5-0.5b`` and ``./ckpt/qwen2.5-0.5b``)
+    get two folders, so neither overwrites the other.
+    """
+    import hashlib
+
+    bases = {model: folder_name(model) for model in dict.fromkeys(models)}
+    shared = Counter(bases.values())
+    return {model: base if shared[base] == 1 else f"{base}-{hashlib.sha1(model.encode('utf-8', 'replace')).hexdigest()[:8]}"
+            for model, base in bases.items()}
+
+
 def entry_from_metrics(metrics: Metrics, folder: str) -> CrossModelEntry:
     single = metrics.single_run
     first = single.script_chain[0] if single.script_chain else None

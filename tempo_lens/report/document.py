@@ -55,8 +55,45 @@ STYLE = (
 
 
 def markdown_renderer() -> MarkdownIt:
-    """CommonMark with tables and strikethrough; raw HTML in the text is escaped, not passed through."""
-    return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+    """CommonMark with tables and strikethrough; raw HTML is escaped, and links and images are not rendered at all.
+
+    The report never links anywhere, so no text (a name that slipped through escaping included) can
+    make report.html reference a remote URL: it opens offline and loads nothing.
+    """
+    return (MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(["table", "strikethrough"])
+            .disable(["link", "image", "autolink", "html_inline", "html_block"]))
+
+
+PLOT_TAGS = re.compile(r"<(br|/?extra)>")  # the only markup the project's own figures use
+
+
+def inert_text(text: str) -> str:
+    """Plotly renders ``<a href>``, ``<b>``, ... in labels: every ``<``/``>`` but the project's own tags as entities."""
+    parts = PLOT_TAGS.split(text)
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2:
+            out.append(f"<{part}>")
+        else:
+            out.append(part.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+    return "".join(out)
+
+
+def _inert(value: Any) -> Any:
+    if isinstance(value, str):
+        return inert_text(value) if ("<" in value or ">" in value or "&" in value) else value
+    if isinstance(value, dict):
+        return {k: _inert(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_inert(v) for v in value]
+    return value
+
+
+def inert_figure(figure: Any) -> Any:
+    """A copy of a plotly figure whose text (names, labels, hover text: tokens and run names) cannot form markup."""
+    import plotly.graph_objects as go
+
+    return go.Figure(_inert(figure.to_plotly_json()))
 
 
 def _cell(text: str) -> str:
@@ -122,7 +159,7 @@ class Document:
                 level = min(block.level, 6)
                 body.append(f'<h{level} id="{anchor(block.text)}">{md.renderInline(block.text)}</h{level}>')
             elif isinstance(block, Figure):
-                div = block.figure.to_html(full_html=False, include_plotlyjs=not plotly_included, div_id=f"fig-{block.name}")
+                div = inert_figure(block.figure).to_html(full_html=False, include_plotlyjs=not plotly_included, div_id=f"fig-{block.name}")
                 plotly_included = True
                 caption = f"<figcaption>{md.renderInline(block.caption)}</figcaption>" if block.caption else ""
                 body.append(f'<figure class="plot" data-figure="{html.escape(block.name)}">{div}{caption}</figure>')

@@ -12,6 +12,7 @@ import time
 
 from . import plots
 from .document import Document
+from .escaping import escape_user_text
 from .findings_controls import baseline_section, beyond_section, hypotheses_section, sink_reading, sharing_reading
 from .findings_distance import summary_paragraph
 from .findings_models import cross_model_section
@@ -53,9 +54,10 @@ def _mode_effect(single: SingleRun) -> str:
 
 
 def render_findings(metrics: Metrics) -> Document:
+    metrics = escape_user_text(metrics)  # names are shown, never interpreted as Markdown or HTML
     single, model = metrics.single_run, metrics.model
     multi = metrics.multi_prompt
-    model_label = f"{model.name} ({model.n_layers} layers, {model.n_heads} heads, {model.n_kv_heads} KV heads)"
+    model_label = f"{model.name} ({model.dtype or 'dtype not recorded'}; {model.n_layers} layers, {model.n_heads} heads, {model.n_kv_heads} KV heads)"
     doc = Document("Mechanistic Interpretability Findings: TEMPO Attention Analysis")
     doc.p(f"**Date:** {time.strftime('%Y-%m-%d')}")
     doc.p("**Analysis Type:** Attention pattern analysis from captured attention weight matrices (every step's forward pass, all siblings as queries)")

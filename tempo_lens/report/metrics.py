@@ -63,7 +63,7 @@ def reference_values() -> dict:
 def model_facts(model: dict) -> ModelFacts:
     return ModelFacts(name=str(model.get("name")), n_layers=int(model["n_layers"]), n_heads=int(model["n_heads"]),
                       n_kv_heads=int(model.get("n_kv_heads") or model["n_heads"]), d_model=model.get("d_model"),
-                      n_ctx=model.get("n_ctx"), n_params=model.get("n_params"))
+                      n_ctx=model.get("n_ctx"), n_params=model.get("n_params"), dtype=model.get("dtype"))
 
 
 def run_summary(ref: RunRef) -> RunSummary:

@@ -6,66 +6,74 @@ On a later run it replaces what it wrote before (unchanged since), refuses anyth
 stands where it would write (a run folder from ``tempo-lens run``, an edited FINDINGS.md) unless
 ``--overwrite``, and never removes a file it did not write: other files in ``OUT/report`` (notes,
 ``screenshot.png``) stay, and a run folder holding foreign files is refused even with ``--overwrite``.
-All checks happen before any model is loaded. Each file is written to a temporary name and renamed
-into place (atomic per file).
+All checks happen before any model is loaded, and again at commit time under the folder's lock
+(:func:`~tempo_lens.atomic.folder_lock`): a target that another process wrote after the check is
+never replaced, and the manifest is re-read and updated under the lock, so concurrent writers neither
+overwrite each other nor lose manifest entries. Files are written through
+:func:`~tempo_lens.atomic.write_files` (fresh files in a temporary folder of ours, renamed into place).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
+from ..atomic import Fingerprint, changed_since, fingerprint, folder_lock, write_files
 from ..checksums import sha256_of
 from ..errors import ExperimentFileError
 from ..experiment import METADATA, Experiment, check_can_write, save_experiment
+from ..records import MAX_RECORD_BYTES, clean, read_json, read_record
 
 MANIFEST = ".tempo-lens-analyze.json"
 REPORT_FILES = ("FINDINGS.md", "report.html", "metrics.json")
-TMP_MARK = ".tmp-"
+MANIFEST_FIX = "delete it and run `tempo-lens analyze --overwrite` (analyze then rewrites its outputs)"
+
+
+@dataclass
+class Manifest:
+    """The schema of ``.tempo-lens-analyze.json``: what analyze wrote (run digests, report file checksums)."""
+
+    runs: dict[str, str | None] = field(default_factory=dict)
+    report: dict[str, list[str]] = field(default_factory=dict)
+    model: str | None = None  # the model a ``models/NAME`` folder's runs were made with
 
 
 def run_digest(folder: Path) -> str | None:
     """The checksum an experiment folder's metadata records of itself (None when unreadable)."""
     try:
-        return json.loads((folder / METADATA).read_text(encoding="utf-8")).get("metadata_sha256")
-    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        data = read_json(folder / METADATA, METADATA, "re-run the experiment")
+    except ExperimentFileError:
         return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    digest = data.get("metadata_sha256") if isinstance(data, dict) else None
+    return digest if isinstance(digest, str) else None
 
 
 class OutputPlan:
     """The outputs of one ``analyze`` into ``out``: checks first (:meth:`check`), then writes that update the manifest."""
 
-    def __init__(self, out: Path, overwrite: bool = False):
-        self.out, self.overwrite = Path(out), overwrite
+    def __init__(self, out: Path, overwrite: bool = False, model: str | None = None):
+        self.out, self.overwrite, self.model = Path(out), overwrite, model
         self.path = self.out / MANIFEST
         self.manifest = self._read()
+        self.seen: dict[Path, Fingerprint] = {}  # what stood at each target when it was checked
 
-    def _read(self) -> dict:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
-            return {"runs": {}, "report": {}}
-        if not isinstance(data, dict):
-            return {"runs": {}, "report": {}}
-        return {"runs": dict(data.get("runs") or {}), "report": dict(data.get("report") or {})}
+    def _read(self) -> Manifest:
+        if not (self.path.exists() or self.path.is_symlink()):
+            return Manifest()
+        if self.path.is_symlink() or not self.path.is_file():
+            raise ExperimentFileError(f"{self.path} is not a plain file; {MANIFEST_FIX}")
+        return read_record(Manifest, self.path, "analyze manifest", MANIFEST_FIX, MAX_RECORD_BYTES)[0]
 
-    def _save(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{MANIFEST}{TMP_MARK}{os.getpid()}")
-        tmp.write_text(json.dumps(self.manifest, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.path)
+    def _update(self, change: Callable[[Manifest], None]) -> None:
+        """Apply ``change`` to the manifest on disk, read again under the folder's lock (concurrent analyzes keep theirs)."""
+        with folder_lock(self.out):
+            fresh = self._read()
+            change(fresh)
+            write_files(self.out, {MANIFEST: json.dumps(clean(fresh), indent=1, sort_keys=True).encode("utf-8")})
+            self.manifest = fresh
 
     @property
     def report_dir(self) -> Path:
@@ -80,68 +88,97 @@ class OutputPlan:
             "(analyze replaces only what it wrote itself, and never deletes other files)"
         )
 
+    def check_model(self) -> None:
+        """A ``models/NAME`` folder holds one model's runs: another model's are not replaced without ``--overwrite``."""
+        recorded = self.manifest.model
+        if self.model is not None and recorded is not None and recorded != self.model and not self.overwrite:
+            raise ExperimentFileError(
+                f"{self.out} holds the runs of model {recorded!r}, not {self.model!r}; pass --overwrite to replace them, "
+                "or move that folder away"
+            )
+
     def check_run(self, name: str) -> None:
         target = self.run_folder(name)
         if not (target.exists() or target.is_symlink()):
+            self.seen.setdefault(target, None)
             return
-        ours = self.manifest["runs"].get(name) is not None and run_digest(target) == self.manifest["runs"][name]
+        recorded = self.manifest.runs.get(name)
+        ours = recorded is not None and run_digest(target) == recorded
         if not ours and not self.overwrite:
             raise self._refuse(target, "was not written by `tempo-lens analyze` (or was changed since)")
-        check_can_write(target, overwrite=True)  # an experiment folder only: foreign files are refused even now
+        seen = check_can_write(target, overwrite=True)  # an experiment folder only: foreign files are refused even now
+        self.seen.setdefault(target, seen)
 
-    def check_report(self) -> None:
+    def _report_problems(self) -> dict[Path, Fingerprint]:
         folder = self.report_dir
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
             raise ExperimentFileError(f"{folder} exists and is not a folder; move it away so the report can be written there")
+        if (folder / METADATA).exists():
+            raise ExperimentFileError(f"{folder} holds a saved experiment ({METADATA}), where the report goes; "
+                                      "move it to runs/ under another name")
+        seen = {}
         for name in REPORT_FILES:
             path = folder / name
+            seen[path] = fingerprint(path)
             if not (path.exists() or path.is_symlink()):
                 continue
             if path.is_symlink() or not path.is_file():
                 raise ExperimentFileError(f"{path} exists and is not a plain file; move it away so the report can be written")
-            if sha256_of(path) not in self.manifest["report"].get(name, []) and not self.overwrite:
+            if sha256_of(path) not in self.manifest.report.get(name, []) and not self.overwrite:
                 raise self._refuse(path, "was not written by `tempo-lens analyze` (or was edited since)")
+        return seen
+
+    def check_report(self) -> None:
+        for path, seen in self._report_problems().items():
+            self.seen.setdefault(path, seen)
 
     def check(self, run_names: list[str] = (), report: bool = True) -> None:
+        self.check_model()
         for name in run_names:
             self.check_run(name)
         if report:
             self.check_report()
 
-    def save_run(self, experiment: Experiment, name: str) -> Path:
-        path = save_experiment(experiment, self.run_folder(name), overwrite=True)
-        self.manifest["runs"][name] = run_digest(path)
-        self._save()
-        return path
+    def _conflict(self, path: Path) -> ExperimentFileError:
+        return ExperimentFileError(
+            f"{path} was written by another process while this analyze ran; nothing was replaced. Check what is "
+            "there now, then run analyze again (with --overwrite to replace it)"
+        )
 
-    def _remove_dead_temporaries(self) -> None:
-        """Temporary files a killed earlier write of ours left (their process is gone); live ones are left alone."""
-        for name in REPORT_FILES:
-            for leftover in self.report_dir.glob(f".{name}{TMP_MARK}*"):
-                pid = leftover.name.rsplit(TMP_MARK, 1)[-1].split("-")[0]
-                if pid.isdigit() and not _pid_alive(int(pid)) and leftover.is_file():
-                    leftover.unlink(missing_ok=True)
+    def save_run(self, experiment: Experiment, name: str) -> Path:
+        target = self.run_folder(name)
+        if target not in self.seen:
+            self.check(run_names=[name], report=False)
+        if changed_since(target, self.seen[target]):  # early, with analyze's words; save_experiment repeats it under the lock
+            raise self._conflict(target)
+        path = save_experiment(experiment, target, overwrite=True, expect=self.seen[target])
+        self.seen[target] = fingerprint(path)
+        digest = run_digest(path)
+
+        def record(manifest: Manifest) -> None:
+            manifest.runs[name] = digest
+            if self.model is not None:
+                manifest.model = self.model
+
+        self._update(record)
+        return path
 
     def write_report(self, files: dict[str, str]) -> Path:
         """Write ``files`` (name -> text) into the report folder, each atomically; other files there are kept."""
         folder = self.report_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        self._remove_dead_temporaries()
-        staged = {}
-        try:
-            for name, text in files.items():
-                tmp = folder / f".{name}{TMP_MARK}{os.getpid()}"
-                tmp.write_text(text, encoding="utf-8")
-                staged[name] = tmp
-            new = {name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in files.items()}
-            old = {name: self.manifest["report"].get(name, []) for name in files}
-            self.manifest["report"].update({name: [*old[name], new[name]] for name in files})
-            self._save()  # a kill between the renames leaves files the manifest still recognises
-            for name, tmp in staged.items():
-                os.replace(tmp, folder / name)
-            self.manifest["report"].update({name: [new[name]] for name in files})
-            self._save()
-        finally:
-            for tmp in staged.values():
-                tmp.unlink(missing_ok=True)
+        with folder_lock(self.out):
+            self.manifest = self._read()
+            now = self._report_problems()  # again, under the lock
+            for path, fp in now.items():
+                if self.seen.setdefault(path, fp) != fp:
+                    raise self._conflict(path)
+            folder.mkdir(parents=True, exist_ok=True)
+            data = {name: text.encode("utf-8") for name, text in files.items()}
+            new = {name: hashlib.sha256(blob).hexdigest() for name, blob in data.items()}
+            # a kill between the renames leaves files the manifest still recognises (old and new checksums)
+            self._update(lambda m: m.report.update({n: [*m.report.get(n, []), new[n]] for n in files}))
+            write_files(folder, data)
+            self._update(lambda m: m.report.update({n: [new[n]] for n in files}))
+            for name in files:
+                self.seen[folder / name] = fingerprint(folder / name)
         return folder

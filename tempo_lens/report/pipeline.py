@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Callable
 
 from ..errors import ConfigError, TempoLensError
 from ..experiment import METADATA, ExperimentConfig, load_config, load_experiment, run_experiment
-from .cross_model import collect_entries, folder_name, zoo_names
+from ..experiment.budget import check_run_count
+from ..experiment.config import RESERVED_NAMES
+from .cross_model import collect_entries, model_folders, zoo_names
 from .inputs import MULTI, SINGLE, check_pair, choose_inputs, config_role
 from .outputs import OutputPlan
 
@@ -48,9 +50,11 @@ def _is_experiment(path: Path) -> bool:
 
 
 def find_saved(folder: Path) -> dict[str, Path]:
-    """Saved experiment folders in ``folder/runs`` or directly in ``folder``, by folder name."""
+    """Saved experiment folders in ``folder/runs`` or directly in ``folder``, by folder name (the layout's own
+    folders, ``report``, ``runs`` and ``models``, are never taken for experiments)."""
     for base in (folder / "runs", folder):
-        found = {p.name: p for p in sorted(base.iterdir()) if _is_experiment(p)} if base.is_dir() else {}
+        found = {p.name: p for p in sorted(base.iterdir())
+                 if _is_experiment(p) and p.name not in RESERVED_NAMES} if base.is_dir() else {}
         if found:
             return found
     return {}
@@ -90,6 +94,7 @@ def build_report(paths: dict[str, Path], plan: OutputPlan, progress: Progress, c
     from .metrics import compute_metrics
 
     experiments = {name: load_experiment(path) for name, path in paths.items()}
+    check_one_model(experiments)
     inputs = choose_inputs(experiments.values())
     unused = sorted(set(experiments) - inputs.used())
     if unused:
@@ -108,6 +113,17 @@ def write_report(metrics: "Metrics", plan: OutputPlan) -> Path:
     return plan.write_report({"FINDINGS.md": document.to_markdown(), "report.html": document.to_html(), "metrics.json": text})
 
 
+def check_one_model(experiments: dict) -> None:
+    """A report compares runs of one model at one dtype: a mix is refused, naming each experiment's model."""
+    made_with = {name: (str(e.model.get("name")), str(e.model.get("dtype"))) for name, e in experiments.items()}
+    if len(set(made_with.values())) > 1:
+        listed = "; ".join(f"{name}: {model} {dtype}" for name, (model, dtype) in sorted(made_with.items()))
+        raise ConfigError(
+            f"the saved experiments were made with different models or dtypes ({listed}); a report compares runs of "
+            "one model: move the others to another folder, or use `analyze --models` for a cross-model study"
+        )
+
+
 def analyze(folder: Path, model: str | None = None, progress: Progress = print, quick: bool = False,
             overwrite: bool = False, out: Path | None = None, dtype: str | None = None, backend: str = "bridge") -> Path:
     started = time.perf_counter()
@@ -121,6 +137,13 @@ def analyze(folder: Path, model: str | None = None, progress: Progress = print, 
         if quick and _select(configs, (SINGLE,)):
             configs = _select(configs, (SINGLE,))
         check_pair({name: c.to_dict() for name, c in configs.items()})  # refuse before the model is loaded
+        for config in configs.values():
+            check_run_count(config)  # past the bound only with allow_large = true in that config
+        chosen = {name: (model or c.model or "the default model", dtype or c.dtype or "float32") for name, c in configs.items()}
+        if len(set(chosen.values())) > 1:  # the report would mix them: refuse before anything runs
+            listed = "; ".join(f"{name}: {m} {d}" for name, (m, d) in sorted(chosen.items()))
+            raise ConfigError(f"the configs in {folder} name different models or dtypes ({listed}); a report compares runs "
+                              "of one model: pass --model (and --dtype), or use `analyze --models` for a cross-model study")
         plan.check(list(configs))
         paths = run_configs(configs, model, plan, progress, dtype=dtype, backend=backend)
     else:
@@ -147,7 +170,7 @@ def analyze_models(folder: Path, models: list[str], progress: Progress = print, 
     if not configs:
         raise ConfigError(f"{folder} has no single-prompt or multi-prompt configs (*.toml) to run on each model")
     check_pair({name: c.to_dict() for name, c in configs.items()})
-    plans = {name: OutputPlan(folder / "models" / folder_name(name), overwrite) for name in names}
+    plans = {name: OutputPlan(folder / "models" / sub, overwrite, model=name) for name, sub in model_folders(names).items()}
     for plan in plans.values():
         plan.check(list(configs))
     main_runs = find_saved(folder / "runs") if (folder / "runs").is_dir() else {}

@@ -60,6 +60,7 @@ class ModelFacts:
     d_model: int | None = None
     n_ctx: int | None = None
     n_params: int | None = None
+    dtype: str | None = None
 
 
 @dataclass
@@ -482,22 +483,23 @@ def metrics_json(metrics: Metrics) -> str:
 
 def parse_metrics(text: str, source: str = "metrics.json") -> Metrics:
     """Parse and check a metrics file; another schema version is refused with both versions named."""
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise ExperimentFileError(f"{source} is not valid JSON ({exc}); re-run `tempo-lens analyze`") from None
+    from ..records import parse_json
+
+    data = parse_json(text, source, "re-run `tempo-lens analyze`")
     version = data.get("schema_version") if isinstance(data, dict) else None
     if version != SCHEMA_VERSION:
         raise ExperimentFileError(
             f"{source} has metrics schema version {version!r}; this tempo_lens reads version {SCHEMA_VERSION}. "
             "Re-run `tempo-lens analyze` to rebuild it."
         )
-    return decode(Metrics, data, source)
+    try:
+        return decode(Metrics, data, source)
+    except ExperimentFileError as exc:
+        raise ExperimentFileError(f"{source}: {exc}") from None
 
 
 def read_metrics(path: Path) -> Metrics:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ExperimentFileError(f"cannot read {path} ({exc}); re-run `tempo-lens analyze`") from None
-    return parse_metrics(text, str(path))
+    """A ``metrics.json`` read bounded (:mod:`tempo_lens.records`) and checked against the schema."""
+    from ..records import MAX_RECORD_BYTES, read_bounded
+
+    return parse_metrics(read_bounded(path, "metrics.json", "re-run `tempo-lens analyze`", MAX_RECORD_BYTES), str(path))

@@ -88,11 +88,11 @@ import os, sys, time, numpy
 import tempo_lens.experiment.storage as experiment
 point, source, target = sys.argv[1:4]
 if point == "arrays":   # killed after the arrays are written, before the metadata
-    original = numpy.savez_compressed
+    original = experiment.write_arrays
     def slow(*args, **kwargs):
         original(*args, **kwargs)
         print("KILL-POINT", flush=True); time.sleep(120)
-    experiment.np.savez_compressed = slow
+    experiment.write_arrays = slow
 elif point == "swap":   # killed between moving the old folder aside and moving the new one in
     original = os.replace
     def slow(src, dst):
@@ -157,12 +157,12 @@ def test_disk_full_while_writing_keeps_the_previous_result(previous, tiny_dirs, 
 
     out, config, before = _rerun_setup(previous, tiny_dirs, tmp_path)
 
-    def full(path, **arrays):
+    def full(path, groups):
         with open(path, "wb") as handle:
             handle.write(b"PK\x03\x04 partial")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(experiment.np, "savez_compressed", full)
+    monkeypatch.setattr(experiment, "write_arrays", full)
     rc, _, err = run_cli(["run", str(config), "--out", str(out), "--overwrite"])
     assert_clean_refusal(rc, err, "no space left on device", "free space")
     assert snapshot(tmp_path) == before  # no temporary folder left behind either
@@ -308,7 +308,7 @@ def test_models_verify_hashes_what_a_normal_load_trusts(zoo_cache):
 
 def test_leftover_conversion_folders(zoo_cache, capsys):
     """A killed conversion leaves NAME.tmp-*: reported, removed when its writer is gone, kept while it lives."""
-    from tempo_lens.atomic import owner_tag
+    from tempo_lens.atomic import MARKER, owner_tag
     from tempo_lens.convert import converted_dir, tmp_prefix
     from tempo_lens.model_cache import cache_problem
     from tests.reliability.conftest import dead_owner_tag
@@ -320,6 +320,7 @@ def test_leftover_conversion_folders(zoo_cache, capsys):
     for leftover in (killed, running):
         leftover.mkdir()
         (leftover / "model.safetensors").write_bytes(b"half")
+        (leftover / MARKER).write_text(leftover.name)  # as the writer marks its temporary folder
     assert cache_problem(target) == "not converted yet"
     assert converted_dir(entry) == target and len(calls) == 2
     assert not killed.exists(), "a folder whose writer is gone is removed at once, not after an hour"

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tempo_lens.atomic import MARKER
+
 from tempo_lens.errors import ExperimentFileError, InvalidInputError
 from tempo_lens.experiment import config_from_dict, load_experiment, merge_experiments, run_experiment, save_experiment
 from tests.reliability.conftest import assert_clean_refusal, dead_owner_tag, run_cli, snapshot
@@ -45,7 +47,9 @@ def _place(made: dict[str, Path], out: Path, placement: dict[str, str]) -> None:
 
 def _backup_of_shard_1(out: Path) -> None:
     """An overwrite of shard-1-of-2 killed between its two renames (a writer that has ended)."""
-    (out / "shard-1-of-2").rename(out / f".shard-1-of-2.old-{dead_owner_tag()}-1700000000000")
+    backup = out / f".shard-1-of-2.old-{dead_owner_tag()}-1700000000000"
+    (out / "shard-1-of-2" / MARKER).write_text(backup.name)  # as the swap marks the folder it moves aside
+    (out / "shard-1-of-2").rename(backup)
 
 
 TWO = {"shard-0-of-2": "0/2", "shard-1-of-2": "1/2"}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tempo_lens.atomic import atomic_directory, owner_tag, remove_abandoned
+from tempo_lens.atomic import MARKER, atomic_directory, owner_tag, remove_abandoned
 from tempo_lens.experiment import config_from_dict, load_experiment, run_experiment, save_experiment
 from tests.reliability.conftest import dead_owner_tag, snapshot, start_slow_run, subprocess_env
 
@@ -37,11 +37,18 @@ def _age(path: Path, seconds: float) -> None:
     os.utime(path, (then, then), follow_symlinks=False)
 
 
-def _leftover(name: str, age: float = 0.0):
+def _mark(folder: Path, name: str | None = None) -> None:
+    """The ownership marker a write puts in its temporary folders and backups: the folder's own name."""
+    (folder / MARKER).write_text(name or folder.name)
+
+
+def _leftover(name: str, age: float = 0.0, marked: bool = True, marker_name: str | None = None):
     def make(root: Path) -> Path:
         folder = root / name.format(dead=dead_owner_tag(), me=owner_tag(), machine=owner_tag().split("-")[0])
         folder.mkdir()
         (folder / "attention.npz").write_bytes(b"half-written")
+        if marked:
+            _mark(folder, marker_name)
         _age(folder, age)
         return folder
 
@@ -53,6 +60,7 @@ def _reused_pid(root: Path) -> Path:
     machine, pid, start = owner_tag().split("-")
     folder = root / f".exp.tmp-{machine}-{pid}-{int(start) + 1000}-reused00"
     folder.mkdir()
+    _mark(folder)
     return folder
 
 
@@ -76,11 +84,14 @@ LEFTOVERS = {
     "ended_writer_pid_reused": (_reused_pid, True),
     "ended_writer_backup": (_leftover(".exp.old-{dead}-1700000000000"), True),
     "other_machine_unlocked_for_minutes": (_leftover(".exp.tmp-deadbeef-4242-99-abcdefgh", age=5 * 60), True),
-    "older_version_hours_old": (_leftover(".exp.tmp-killed", age=2 * HOUR), True),
+    "no_writer_in_the_name_hours_old": (_leftover(".exp.tmp-killed", age=2 * HOUR, marked=False), False),
+    "ended_writer_named_but_no_marker": (_leftover(".exp.tmp-{dead}-abcdefgh", marked=False), False),
+    "ended_writer_backup_named_but_no_marker": (_leftover(".exp.old-{dead}-1700000000000", marked=False), False),
+    "marker_naming_another_folder": (_leftover(".exp.tmp-{dead}-abcdefgh", marker_name=".exp.tmp-copied"), False),
     "this_process": (_leftover(".exp.tmp-{me}-abcdefgh"), False),
     "this_process_backup": (_leftover(".exp.old-{me}-1700000000000"), False),
     "other_machine_just_created": (_leftover(".exp.tmp-deadbeef-4242-99-abcdefgh"), False),
-    "older_version_recent": (_leftover(".exp.tmp-running"), False),
+    "no_writer_in_the_name_recent": (_leftover(".exp.tmp-running", marked=False), False),
     "symlink_named_like_a_leftover": (_symlink, False),
     "file_named_like_a_leftover": (_file, False),
     "leftover_of_another_target": (_leftover(".other.tmp-{dead}-abcdefgh"), False),
@@ -110,6 +121,7 @@ def test_the_model_cache_prefix_is_cleaned_the_same_way(tmp_path):
     mine = tmp_path / f"SmolLM2-fp32.tmp-{owner_tag()}-abcdefgh"
     for folder in (dead, mine):
         folder.mkdir()
+        _mark(folder)
     with atomic_directory(target, prefix="SmolLM2-fp32.tmp-") as tmp:
         (tmp / "config.json").write_text("{}")
         assert tmp.name.startswith(f"SmolLM2-fp32.tmp-{owner_tag()}-")
@@ -166,6 +178,7 @@ def test_a_live_writers_folder_is_kept_until_it_ends(experiment, tmp_path):
 def test_another_machines_folder_goes_only_once_nobody_holds_its_lock(experiment, tmp_path):
     folder = tmp_path / ".exp.tmp-deadbeef-4242-99-abcdefgh"
     folder.mkdir()
+    _mark(folder)
     locker, line = _start(FOREIGN_LOCK, str(folder))
     try:
         assert line == "locked"
@@ -181,12 +194,13 @@ WRITE = r"""
 import sys, time
 import tempo_lens.experiment.storage as storage
 from tempo_lens.cli import main
-original = storage.np.savez_compressed
+original = storage.write_arrays
 def slow(*args, **kwargs):
-    original(*args, **kwargs)
+    result = original(*args, **kwargs)
     print("KILL-POINT", flush=True)
     time.sleep(300)
-storage.np.savez_compressed = slow
+    return result
+storage.write_arrays = slow
 sys.argv = ["tempo-lens", *sys.argv[1:]]
 sys.exit(main())
 """
@@ -251,6 +265,7 @@ def test_a_shard_leftover_is_not_mistaken_for_a_shard(experiment, tmp_path):
     shards = tmp_path / "out"
     leftover = shards / f".shard-0-of-1.tmp-{dead_owner_tag()}-abcdefgh"
     leftover.mkdir(parents=True)
+    _mark(leftover)
     shard = type(experiment)(**{**vars(experiment), "shard": "0/1", "path": None})
     save_experiment(shard, shards / "shard-0-of-1")
     assert not leftover.exists()

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
+from tempo_lens import atomic
 from tempo_lens.errors import ExperimentFileError
-from tempo_lens.report import outputs
 from tempo_lens.report.outputs import MANIFEST, OutputPlan
 
 FILES = {"FINDINGS.md": "# report\n", "report.html": "<html></html>\n", "metrics.json": "{}\n"}
@@ -47,10 +47,10 @@ def test_a_write_killed_between_renames_is_still_recognised(tmp_path, monkeypatc
             raise KeyboardInterrupt  # as if killed after FINDINGS.md was renamed into place
         return real(src, dst)
 
-    monkeypatch.setattr(outputs.os, "replace", failing)
+    monkeypatch.setattr(atomic.os, "replace", failing)
     with pytest.raises(KeyboardInterrupt):
         OutputPlan(tmp_path).write_report({name: text + "v2\n" for name, text in FILES.items()})
-    monkeypatch.setattr(outputs.os, "replace", real)
+    monkeypatch.setattr(atomic.os, "replace", real)
     assert (tmp_path / "report" / "FINDINGS.md").read_text() == FILES["FINDINGS.md"] + "v2\n"
     OutputPlan(tmp_path).check()  # the half-new folder is still ours: no refusal
     assert not [p for p in (tmp_path / "report").iterdir() if ".tmp-" in p.name]
