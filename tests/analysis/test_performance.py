@@ -1,8 +1,6 @@
-"""Every metric over 100 synthetic steps shaped like the reference model must stay far below 1 s."""
+"""Every metric over 100 synthetic steps shaped like the reference model (their speed: `make bench`, not a test)."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 
@@ -28,17 +26,15 @@ def synthetic_run(n_steps: int = 100, n_prompt: int = 8, seed: int = 0):
     return layout, steps
 
 
-def test_hundred_steps_under_a_second():
+def test_every_metric_runs_on_reference_shaped_steps():
     layout, steps = synthetic_run()
-    start = time.perf_counter()
     for step, a in steps.items():
-        parallel_ratio(a, layout, step)
+        result = parallel_ratio(a, layout, step)
+        # uniform-ish random attention: a measured ratio is near 1; a step before any parallel set says why it has none
+        assert (0.5 < result.ratio < 2.0) if result.missing_reason is None else np.isnan(result.ratio)
         parallel_ratio(a, layout, step, exclude_first=True)
-        ratio_by_layer(a, layout, step)
+        assert len(ratio_by_layer(a, layout, step)) == 28
         ratio_by_head(a, layout, step)
         intra_step_attention(a, layout, step)
-        layer_entropy_table(a)
+        assert len(layer_entropy_table(a)) == 28
         head_specialisation(a, layout, step, "isolated", n_kv_heads=8)
-    elapsed = time.perf_counter() - start
-    print(f"100 steps, all metrics: {elapsed:.3f} s")
-    assert elapsed < 2.0  # target < 1 s; slack for a loaded CI machine
