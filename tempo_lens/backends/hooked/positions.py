@@ -44,17 +44,22 @@ def _tables_at(attn: Any, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor
     return (amplitude * angles.cos()).to(dtype), (amplitude * angles.sin()).to(dtype)
 
 
-def _turn(attn: Any, x: Float[Tensor, "batch pos head d_head"], physical: Tensor, wanted: Tensor) -> Tensor:
-    """``x`` (rotated at ``physical`` rows) turned to ``wanted`` positions (``[pos]`` or ``[batch, pos]``)."""
-    rotary_dim = attn.cfg.rotary_dim
-    cos_p, sin_p = _tables_at(attn, physical, x.dtype)
-    cos_w, sin_w = _tables_at(attn, wanted.to(physical.device), x.dtype)
+def turn_tables(attn: Any, physical: Tensor, wanted: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """``cos`` / ``sin`` of (wanted - physical) angles, ``[batch or 1, pos, 1, rotary_dim]``, from the layer's own tables."""
+    cos_p, sin_p = _tables_at(attn, physical, dtype)
+    cos_w, sin_w = _tables_at(attn, wanted.to(physical.device), dtype)
     norm = cos_p * cos_p + sin_p * sin_p  # the table's squared amplitude (1 but for yarn's attention factor)
     cos_d = (cos_w * cos_p + sin_w * sin_p) / norm
     sin_d = (sin_w * cos_p - cos_w * sin_p) / norm
     if cos_d.ndim == 2:  # one row of positions for every batch row
         cos_d, sin_d = cos_d[None], sin_d[None]
-    cos_d, sin_d = cos_d[:, :, None, :].to(x.device), sin_d[:, :, None, :].to(x.device)  # [batch, pos, 1, rotary_dim]
+    return cos_d[:, :, None, :], sin_d[:, :, None, :]
+
+
+def _turn(attn: Any, x: Float[Tensor, "batch pos head d_head"], tables: tuple[Tensor, Tensor]) -> Tensor:
+    """``x`` turned by the angles of ``tables`` (:func:`turn_tables`) on its first ``rotary_dim`` features."""
+    rotary_dim = attn.cfg.rotary_dim
+    cos_d, sin_d = tables[0].to(x.device), tables[1].to(x.device)
     x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
     turned = x_rot * cos_d + attn.rotate_every_two(x_rot) * sin_d
     return torch.cat([turned, x_pass], dim=-1)
@@ -68,21 +73,27 @@ def hooked_rope_hooks(model: Any, positions: PositionSource) -> list[Hook]:
     exactly as many as the positions.
     """
     n_layers = int(model.cfg.n_layers)
+    memo: dict[tuple, tuple[Tensor, Tensor]] = {}  # layers with one rotary base share one table per forward
 
     def make(layer: int, which: str) -> Any:
         attn = model.blocks[layer].attn
 
         def hook_rot(x: Float[Tensor, "batch pos head_index d_head"], hook: Any = None) -> Tensor:
-            all_positions = positions_of(positions)[0]()
+            get_positions, source_key = positions_of(positions)
+            all_positions = get_positions()
             n_all, n = all_positions.shape[-1], x.shape[1]
             if which == "k" and n != n_all:
                 raise InvalidInputError(
                     f"the forward has {n} keys but the positions describe {n_all} tokens; on a HookedTransformer a forward "
                     "must start at the sequence's first token or continue a KV cache holding the earlier tokens"
                 )
-            physical = torch.arange(n_all - n, n_all, dtype=torch.float32)
-            wanted = last_positions(all_positions, n).to(torch.float32)
-            return _turn(attn, x, physical, wanted)
+            key = (source_key, n_all, n, attn._rotary_base(), getattr(attn, "attn_type", None), attn.rotary_cos.shape[0], x.dtype)
+            if key not in memo:
+                if len(memo) > 8:  # tables of earlier forwards are never asked for again
+                    memo.clear()
+                physical = torch.arange(n_all - n, n_all, dtype=torch.float32)
+                memo[key] = turn_tables(attn, physical, last_positions(all_positions, n).to(torch.float32), x.dtype)
+            return _turn(attn, x, memo[key])
 
         return hook_rot
 
