@@ -21,6 +21,7 @@ from .config import ExperimentConfig
 from .storage import Experiment
 
 if TYPE_CHECKING:
+    import torch
     from transformer_lens.model_bridge import TransformerBridge
 
 OTHER_MODE = {"isolated": "visible", "visible": "isolated"}
@@ -57,6 +58,11 @@ def shard_folder(out: Path, shard: tuple[int, int] | None) -> Path:
     return out if shard is None else out / f"shard-{shard[0]}-of-{shard[1]}"
 
 
+def parameter_count(model: "torch.nn.Module") -> int:
+    """Parameters of ``model``, each storage counted once (tied weights and a bridge's views of them are one)."""
+    return int(sum({p.data_ptr(): p.numel() for p in model.parameters()}.values()))
+
+
 def model_facts(model: "TransformerBridge") -> dict:
     from ..model import model_name
 
@@ -68,7 +74,7 @@ def model_facts(model: "TransformerBridge") -> dict:
         "n_kv_heads": int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads),
         "d_model": int(cfg.d_model),
         "n_ctx": int(cfg.n_ctx),
-        "n_params": int(sum(p.numel() for p in model.original_model.parameters())),
+        "n_params": parameter_count(model),
         "dtype": str(next(model.original_model.parameters()).dtype).removeprefix("torch."),
     }
 
