@@ -138,6 +138,21 @@ class CapturedRun:
         """The captured generation steps, in order."""
         return sorted(s for s in self.attention if s >= 0)
 
+    @property
+    def mask(self) -> str:
+        """The mask the attention was computed under: the generation's ``mode``, or a control replay's own mask."""
+        return str(self.meta.get("mask") or self.mode)
+
+    @property
+    def positions(self) -> str:
+        """The positions the attention was computed at: ``"shared"`` (TEMPO), or ``"unique"`` (a control replay)."""
+        return str(self.meta.get("positions") or ("unique" if self.is_control and self.meta.get("variant") == "unique_positions" else "shared"))
+
+    @property
+    def is_control(self) -> bool:
+        """A control replay of a generated run (``meta["variant"]`` other than ``"generated"``)."""
+        return self.meta.get("variant", "generated") != "generated"
+
     def step_array(self, step: int) -> np.ndarray:
         """The captured attention of ``step``, or a clear error naming the captured steps."""
         if step not in self.attention:
@@ -179,12 +194,16 @@ def as_run(source: Any, name: str | None = None) -> CapturedRun:
     )
 
 
-def as_runs(source: Any) -> list[CapturedRun]:
-    """Runs from one run or result, an experiment (its ``runs``), or an iterable of runs and results."""
+def as_runs(source: Any, *, controls: bool = False) -> list[CapturedRun]:
+    """Runs from one run or result, an experiment (its ``runs``), or an iterable of runs and results.
+
+    An experiment gives its generated runs; ``controls=True`` adds its control replays (each knows the
+    ``mask`` and ``positions`` that produced it). Runs passed one by one are taken as given.
+    """
     if isinstance(source, CapturedRun) or hasattr(source, "to_json_dict"):
         return [as_run(source)]
     if hasattr(source, "runs") and not isinstance(source, (list, tuple)):
-        source = source.runs
+        source = [r for r in source.runs if controls or not getattr(r, "is_control", False)]
     if isinstance(source, Iterable) and not isinstance(source, (str, bytes, np.ndarray)):
         return [as_run(item, name=None if isinstance(item, CapturedRun) else f"{getattr(item, 'mode', 'run')}-{i}") for i, item in enumerate(source)]
     return [as_run(source)]

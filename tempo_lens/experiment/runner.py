@@ -105,25 +105,26 @@ def run_experiment(
             if progress:
                 progress(f"{config.name}: prompt {index + 1}/{len(config.prompts)} {mode}: controls ({done}/{len(indices)})")
             name = f"p{index:02d}-{mode}"
-            run = CapturedRun.from_result(result, name=name, variant="generated", prompt_index=index)
+            run = CapturedRun.from_result(result, name=name, variant="generated", prompt_index=index, mask=mode,
+                                          positions="shared")
             group = runs[(index, mode)] = [run]
             if "unique_positions" in config.controls:
                 rep = replay(model, result.layout, positions="unique", mask=mode, layers=run.layers)
-                group.append(_replay_run(run, rep, f"{name}/unique", "unique_positions", mask=mode))
+                group.append(_replay_run(run, rep, f"{name}/unique", "unique_positions", mask=mode, positions="unique"))
             if "toggled_mask" in config.controls:
                 other = OTHER_MODE[mode]
                 rep = replay(model, result.layout, positions="shared", mask=other, layers=run.layers)
-                group.append(_replay_run(run, rep, f"{name}/{other}-mask", "toggled_mask", mask=other))
+                group.append(_replay_run(run, rep, f"{name}/{other}-mask", "toggled_mask", mask=other, positions="shared"))
     ordered = [run for index in indices for mode in config.modes for run in runs[(index, mode)]]
     shard_text = None if shard is None else f"{shard[0]}/{shard[1]}"
     return Experiment(config=config.to_dict(), runs=ordered, model=model_facts(model), versions=package_versions(), shard=shard_text)
 
 
-def _replay_run(source: CapturedRun, rep, name: str, variant: str, mask: str) -> CapturedRun:
-    """A control replay as a run: its ``mode`` stays the generation's; ``meta["mask"]`` says which mask it used."""
+def _replay_run(source: CapturedRun, rep, name: str, variant: str, mask: str, positions: str) -> CapturedRun:
+    """A control replay as a run: its ``mode`` stays the generation's; ``mask``/``positions`` (in meta) say what produced it."""
     wanted = set(source.attention)
     return CapturedRun(
         name=name, prompt=source.prompt, mode=source.mode, layout=source.layout, token_strings=source.token_strings,
         layers=list(rep.layers), attention={s: a for s, a in rep.attention.items() if s in wanted},
-        meta={**source.meta, "variant": variant, "source_run": source.name, "mask": mask},
+        meta={**source.meta, "variant": variant, "source_run": source.name, "mask": mask, "positions": positions},
     )
