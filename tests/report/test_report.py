@@ -170,3 +170,21 @@ def test_pruning_metrics_with_partly_pruned_sets(tiny_llama):
     assert [e.outcome for e in step0] == ["kept (top sibling)", "kept (not pruned)", "pruned"]
     assert all(e.step == 1 for e in step0)
     assert metrics.strategy["strategy"] == "similarity"
+
+
+def test_metrics_of_runs_without_captured_steps(report):
+    """`[capture] steps` plus an early EOS: a run (and its toggled-mask replay) with no captured step has no average."""
+    import dataclasses
+
+    from tempo_lens.report.inputs import choose_inputs
+    from tempo_lens.report.metrics import single_run_metrics
+
+    def emptied(experiment, which):
+        runs = [dataclasses.replace(r, attention={}) if which(r) else r for r in experiment.runs]
+        return dataclasses.replace(experiment, runs=runs)
+
+    iso = emptied(report["iso"], lambda r: r.meta.get("variant") == "toggled_mask")
+    assert single_run_metrics(choose_inputs([iso, report["vis"]])).toggled_mask_average is None
+    iso = emptied(report["iso"], lambda r: True)
+    single = single_run_metrics(choose_inputs([iso, report["vis"]]))
+    assert single.toggled_mask_average is None and single.mode_averages.isolated is None
