@@ -14,7 +14,7 @@ but refuse edits, and ``version`` increases on every change so readers can memoi
 
 from __future__ import annotations
 
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Literal, Sequence, get_args
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -25,7 +25,7 @@ from .errors import InvalidInputError, OutOfRangeError
 PROMPT_STEP = -1
 NOT_PRUNED = -1
 Mode = Literal["isolated", "visible"]
-MODES: tuple[str, ...] = ("isolated", "visible")
+MODES: tuple[Mode, ...] = get_args(Mode)
 
 
 COLUMNS = ("token_ids", "steps", "logical_positions", "probs", "pruned_at", "prune_scores")

@@ -19,7 +19,7 @@ Scoring (``a[k]`` = attention to physical key ``k``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Protocol, Sequence, get_args
 
 import torch
 from jaxtyping import Float
@@ -126,7 +126,12 @@ class AttentionPruning:
     layer_weights: Sequence[float] | None = None
     use_distance_prior: bool = False
 
+    TABLE: ClassVar[dict[str, str]] = {"attention_threshold": "attention_threshold", "layers": "layers",
+                                       "layer_weights": "layer_weights", "distance_prior": "use_distance_prior"}
+
     def __post_init__(self) -> None:
+        if not isinstance(self.use_distance_prior, bool):
+            raise InvalidInputError(f"pruning.distance_prior must be true or false, got {self.use_distance_prior!r}")
         t = self.attention_threshold
         if isinstance(t, bool) or not isinstance(t, (int, float)) or t != t or t < 0 or t == float("inf"):
             raise InvalidInputError(f"prune threshold must be a finite number >= 0 (0 never prunes), got {t!r}")
@@ -171,16 +176,10 @@ class AttentionPruning:
         return set_scores(a, layout, step)
 
     def start(self, model: "TransformerBridge", layout: TokenLayout, row: int = 0) -> "AttentionPruningSession":
-        return AttentionPruningSession(self, layout, self.layers_for(int(model.cfg.n_layers)), row)
+        return AttentionPruningSession(self, layout, self.layers_for(int(model.cfg.n_layers)))
 
     def describe(self) -> dict:
-        return {
-            "strategy": "attention",
-            "attention_threshold": self.attention_threshold,
-            "layers": None if self.layers is None else list(self.layers),
-            "layer_weights": None if self.layer_weights is None else list(self.layer_weights),
-            "distance_prior": self.use_distance_prior,
-        }
+        return describe_strategy(self)
 
 
 @dataclass
@@ -190,7 +189,6 @@ class AttentionPruningSession:
     strategy: AttentionPruning
     layout: TokenLayout
     layers: list[int]
-    row: int = 0
     events: list[PruneEvent] = field(default_factory=list)
 
     @property
@@ -227,6 +225,8 @@ class SimilarityPruning:
     similarity_threshold: float = 0.95
     layer: int = -1
 
+    TABLE: ClassVar[dict[str, str]] = {"similarity_threshold": "similarity_threshold", "layer": "layer"}
+
     def __post_init__(self) -> None:
         t = self.similarity_threshold
         if isinstance(t, bool) or not isinstance(t, (int, float)) or t != t or t in (float("inf"), float("-inf")):
@@ -239,7 +239,7 @@ class SimilarityPruning:
         return SimilarityPruningSession(self, layout, layer, row)
 
     def describe(self) -> dict:
-        return {"strategy": "similarity", "similarity_threshold": self.similarity_threshold, "layer": self.layer}
+        return describe_strategy(self)
 
 
 @dataclass
@@ -279,3 +279,26 @@ class SimilarityPruningSession:
             events.append(PruneEvent(judged, step, max(similarity[k] for k in pruned), members[0], tuple(pruned)))
         self.events.extend(events)
         return events
+
+
+StrategyName = Literal["attention", "similarity"]
+STRATEGIES: dict[StrategyName, type[AttentionPruning] | type[SimilarityPruning]] = dict(
+    zip(get_args(StrategyName), (AttentionPruning, SimilarityPruning))
+)
+
+
+def describe_strategy(strategy: AttentionPruning | SimilarityPruning) -> dict:
+    """A strategy as its config table (``strategy`` plus every ``TABLE`` key), the inverse of :func:`strategy_from_table`."""
+    name = next(n for n, cls in STRATEGIES.items() if isinstance(strategy, cls))
+    values = {key: getattr(strategy, attr) for key, attr in strategy.TABLE.items()}
+    return {"strategy": name, **{k: list(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}}
+
+
+def strategy_from_table(table: dict) -> AttentionPruning | SimilarityPruning:
+    """A strategy from a config table; every setting it leaves out keeps the strategy's own default."""
+    from .generation.config import check_choice, reject_unknown
+
+    name = check_choice(table.get("strategy", "attention"), "pruning.strategy", get_args(StrategyName))
+    cls = STRATEGIES[name]  # type: ignore[index]
+    reject_unknown(table, {"strategy", *cls.TABLE}, f"[pruning] (strategy {name!r})")
+    return cls(**{cls.TABLE[key]: value for key, value in table.items() if key != "strategy"})

@@ -20,7 +20,7 @@ sibling's own row predicts the *next* step's tokens. Both readings are what the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence, Union, get_args
 
 from .errors import InvalidInputError
 from .layout import MODES, PROMPT_STEP, TokenLayout
@@ -29,7 +29,8 @@ from .text import visible_token
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-NEXT_TOKEN_SOURCES = ("mixture", "top", "last")
+NextTokenSource = Literal["mixture", "top", "last"]
+NEXT_TOKEN_SOURCES: tuple[NextTokenSource, ...] = get_args(NextTokenSource)
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,11 @@ from torch import Tensor
 from ..compat import ensure_kv_cache
 from ..errors import InvalidInputError
 from ..hooks import PatternRecorder, attention_block_hooks, tempo_position_hooks
-from .config import GenerationConfig
+from .config import GenerationConfig, check_int
 from .single import forward_step, new_cache
 from .memory import check_fits, default_batch_size
 from .result import GenerationResult
-from .row import GenerationRow, resolve_config
+from .row import GenerationRow, checked_ids, resolve_config
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -172,18 +172,17 @@ def generate_batch(
     config = resolve_config(config, overrides)
     if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or len(prompts) == 0:
         raise InvalidInputError("prompts must be a non-empty list of prompts (text or token ids); for one prompt use generate()")
-    checked = [GenerationRow.start(model, p, config) for p in prompts]  # tokenise and check all first
-    longest = max(len(row.ids) for row in checked)
+    checked = [checked_ids(model, p, config) for p in prompts]  # tokenise (once) and check all first
+    longest = max(len(ids) for ids in checked)
     if batch_size is None:
         batch_size = default_batch_size(model, longest, config.max_steps, config.max_parallel)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = check_int(batch_size, "batch_size", 1)
     check_fits(model, longest, config.max_steps, config.max_parallel, min(batch_size, len(prompts)))
     ensure_kv_cache(model)
     results: list[GenerationResult] = []
     for first in range(0, len(prompts), batch_size):
-        chunk = prompts[first : first + batch_size]
-        rows = [GenerationRow.start(model, p, config, row=i, keep_logits=keep_logits) for i, p in enumerate(chunk)]
+        chunk = zip(prompts[first : first + batch_size], checked[first : first + batch_size])
+        rows = [GenerationRow.start(model, p, config, row=i, keep_logits=keep_logits, ids=ids) for i, (p, ids) in enumerate(chunk)]
         for row in rows:
             row.warn_stacklevel = 4  # choose → _run_rows → generate_batch → caller
         _run_rows(model, rows)

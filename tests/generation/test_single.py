@@ -133,6 +133,16 @@ def test_threshold_schedules():
     assert ThresholdSchedule.parse(0.2, "bezier:0.4:0.1:0.9").p2 == 0.9
 
 
+def test_json_carries_every_setting(tiny_llama):
+    """to_json_dict lists the config's settings from GenerationConfig itself (min_steps, chat, capture included)."""
+    from tempo_lens.generation import GenerationConfig
+
+    result = generate(tiny_llama, TINY_PROMPT, max_steps=2, min_steps=1, capture=[0])
+    data = result.to_json_dict()
+    assert set(GenerationConfig.keys()) <= set(data)
+    assert data["min_steps"] == 1 and data["chat"] is False and data["capture"] == {"layers": [0], "steps": None}
+
+
 def test_schedule_is_recorded(tiny_llama):
     result = generate(tiny_llama, TINY_PROMPT, threshold=0.05, max_steps=3, threshold_schedule="relu:0.5:0.5")
     data = result.to_json_dict()
