@@ -88,6 +88,17 @@ class TokenLayout:
     def __repr__(self) -> str:
         return f"TokenLayout(n_prompt={self.n_prompt}, step_sizes={self.step_sizes()}, pruned={sum(self.is_pruned(i) for i in range(len(self)))})"
 
+    def __str__(self) -> str:
+        """A table, one row per token: physical index, step (-1: prompt), logical position, token id, probability, parallel, pruned."""
+        header = ("physical", "step", "logical", "token_id", "prob", "parallel", "pruned")
+        rows = [header] + [(
+            str(i), str(self.steps[i]), str(self.logical_positions[i]), str(self.token_ids[i]),
+            "" if self.steps[i] == PROMPT_STEP else f"{self.probs[i]:.4f}", "yes" if self.is_parallel(i) else "",
+            f"at step {self.pruned_at[i]}" if self.is_pruned(i) else "",
+        ) for i in range(len(self))]
+        widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
+        return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_prompt(cls, token_ids: Sequence[int]) -> "TokenLayout":
