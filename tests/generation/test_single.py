@@ -191,3 +191,18 @@ def test_chat_template(embedded_model, tiny_llama):
     assert "Name a colour." in template and len(chat.prompt_token_ids) > len(plain.prompt_token_ids)
     with pytest.raises(InvalidInputError, match="chat template"):
         generate(tiny_llama, "t1 t2", chat=True)
+
+
+def test_progress_bar_only_when_asked_or_long(tiny_llama, capsys, monkeypatch):
+    """A bar per step on stderr when asked; by default only for long runs at a terminal (never in a pipe or test)."""
+    from tempo_lens.generation import generate_batch, progress
+
+    generate(tiny_llama, TINY_PROMPT, max_steps=3)
+    assert "TEMPO steps" not in capsys.readouterr().err
+    generate(tiny_llama, TINY_PROMPT, max_steps=3, progress=True)
+    assert "TEMPO steps" in capsys.readouterr().err
+    generate_batch(tiny_llama, [TINY_PROMPT, TINY_PROMPT], max_steps=2, progress=True)
+    assert "TEMPO steps" in capsys.readouterr().err
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: True, raising=False)
+    with progress.step_bar(progress.LONG_STEPS, None) as long, progress.step_bar(progress.LONG_STEPS - 1, None) as short:
+        assert long.disable is False and short.disable is True
