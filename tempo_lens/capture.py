@@ -38,8 +38,16 @@ class CaptureSpec:
                 "steps": None if self.steps is None else list(self.steps)}
 
 
+def resolve_layer(layer: int, n_layers: int, what: str = "layer") -> int:
+    """One layer number of a model with ``n_layers`` (negative counts from the last), or a clear error."""
+    return resolve_layers([layer], n_layers, what)[0]
+
+
 def resolve_layers(layers: Sequence[int] | None, n_layers: int, what: str = "layers") -> list[int]:
-    """Layer numbers of a model with ``n_layers`` (None: all; negative counts from the last), sorted, or a clear error."""
+    """Layer numbers of a model with ``n_layers`` (None: all; negative counts from the last), sorted, or a clear error.
+
+    The one rule for layer indices (capture, replay, pruning and the sibling tools all use it).
+    """
     if layers is None:
         return list(range(n_layers))
     if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable) or not all(isinstance(l, (int, np.integer)) and not isinstance(l, bool) for l in layers):

@@ -25,6 +25,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .capture import resolve_layer
 from .errors import InvalidInputError
 from .layout import TokenLayout
 
@@ -107,12 +108,6 @@ def set_scores(a: Float[Tensor, "key"], layout: TokenLayout, step: int) -> dict[
     return scores
 
 
-def _resolve_layer(layer: int, n_layers: int, what: str) -> int:
-    if not -n_layers <= layer < n_layers:
-        raise InvalidInputError(f"{what} {layer} outside the model's layers 0..{n_layers - 1} (or -{n_layers}..-1)")
-    return layer % n_layers
-
-
 @dataclass(frozen=True)
 class AttentionPruning:
     """Prune by attention: configurable threshold, layers used, their weights, and the distance prior.
@@ -152,7 +147,7 @@ class AttentionPruning:
 
     def layers_for(self, n_layers: int) -> list[int]:
         """The model layers used (negative indices count from the last layer)."""
-        layers = list(range(n_layers)) if self.layers is None else [_resolve_layer(int(l), n_layers, "pruning layer") for l in self.layers]
+        layers = list(range(n_layers)) if self.layers is None else [resolve_layer(int(l), n_layers, "pruning layer") for l in self.layers]
         if self.layer_weights is not None and len(self.layer_weights) != len(layers):
             raise InvalidInputError(
                 f"pruning layer_weights has {len(self.layer_weights)} weights for {len(layers)} layers; "
@@ -235,7 +230,7 @@ class SimilarityPruning:
             raise InvalidInputError(f"similarity pruning layer must be an integer, got {self.layer!r}")
 
     def start(self, model: "TransformerBridge", layout: TokenLayout, row: int = 0) -> "SimilarityPruningSession":
-        layer = _resolve_layer(self.layer, int(model.cfg.n_layers), "similarity pruning layer")
+        layer = resolve_layer(self.layer, int(model.cfg.n_layers), "similarity pruning layer")
         return SimilarityPruningSession(self, layout, layer, row)
 
     def describe(self) -> dict:
