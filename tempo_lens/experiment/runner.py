@@ -10,7 +10,6 @@ isolation mask toggled (a paired isolated-vs-visible comparison on identical tok
 from __future__ import annotations
 
 import platform
-import re
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -39,19 +38,17 @@ def package_versions() -> dict:
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """``"i/n"`` as ``(i, n)`` with ``0 <= i < n <= 10000`` (None stays None)."""
-    from .shards import MAX_SHARDS
+    from .shards import shard_numbers, shard_problem
 
     if text is None:
         return None
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-    if match is None:
+    numbers = shard_numbers(text)
+    if numbers is None:
         raise InvalidInputError(f"--shard must look like i/n (e.g. 0/4), got {text!r}")
-    index, count = int(match[1]), int(match[2])
-    if count < 1 or not 0 <= index < count:
-        raise InvalidInputError(f"--shard {text}: need 0 <= i < n (e.g. 0/4 .. 3/4)")
-    if count > MAX_SHARDS:
-        raise InvalidInputError(f"--shard {text}: at most {MAX_SHARDS} shards; use fewer")
-    return index, count
+    problem = shard_problem(*numbers)
+    if problem:
+        raise InvalidInputError(f"--shard {text}: {problem}")
+    return numbers
 
 
 def shard_folder(out: Path, shard: tuple[int, int] | None) -> Path:
