@@ -102,7 +102,8 @@ def run_view(source: RunSource, model: "TransformerBridge | None" = None) -> Run
     def setting(name: str, default: str) -> str:
         return getattr(source, name, None) or getattr(config, name, None) or meta.get(name) or default
 
-    source_name, mode = setting("next_token_source", "mixture"), setting("mode", "isolated")
+    # a control replay's own mask (CapturedRun.mask), not the mode of the generation it replays
+    source_name, mode = setting("next_token_source", "mixture"), getattr(source, "mask", None) or setting("mode", "isolated")
     return RunView(layout, list(source.token_strings), mode if mode in MODES else "isolated", source_name,
                    str(getattr(source, "name", "run")))
 

@@ -4,7 +4,9 @@
 - :func:`activation_patching` (+ :func:`patching_figure`): patch hook points of chosen siblings from
   one replay condition into another, swept over layers and heads;
 - :func:`direct_logit_attribution` (+ :func:`sibling_contrast`): each layer's and head's share of a
-  sibling's logit, and which heads push siblings apart.
+  sibling's logit, and which heads push siblings apart;
+- :func:`residual_difference` (+ :func:`residual_figure`): each sibling's residual stream under two
+  replay conditions, compared layer by layer.
 
 Siblings are named by :class:`~tempo_lens.siblings.Sibling` (step, rank, token); replays by
 :class:`Condition` (mask, positions, pruned).
@@ -15,8 +17,9 @@ from .attribution import direct_logit_attribution, sibling_contrast
 from .common import Condition
 from .logit_lens import lens_logits, logit_lens
 from .patching import HOOK_POINTS, LogitDifference, activation_patching, patching_figure
+from .residuals import residual_difference, residual_figure
 
 __all__ = [
     "Condition", "HOOK_POINTS", "LogitDifference", "Sibling", "activation_patching", "direct_logit_attribution",
-    "lens_logits", "logit_lens", "patching_figure", "sibling_contrast", "siblings",
+    "lens_logits", "logit_lens", "patching_figure", "residual_difference", "residual_figure", "sibling_contrast", "siblings",
 ]
