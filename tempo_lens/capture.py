@@ -8,7 +8,7 @@ Capture is selective (which layers, which steps); generation without it register
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, cast
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .errors import InvalidInputError, OutOfRangeError
-from .layout import TokenLayout
+from .layout import Mode, TokenLayout
 
 
 @dataclass(frozen=True)
@@ -147,9 +147,9 @@ class CapturedRun:
         return sorted(s for s in self.attention if s >= 0)
 
     @property
-    def mask(self) -> str:
+    def mask(self) -> Mode:
         """The mask the attention was computed under: the generation's ``mode``, or a control replay's own mask."""
-        return str(self.meta.get("mask") or self.mode)
+        return cast(Mode, str(self.meta.get("mask") or self.mode))
 
     @property
     def positions(self) -> str:

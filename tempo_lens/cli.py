@@ -21,7 +21,7 @@ import math  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Sequence  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
 
 from . import models_command  # noqa: E402
 from .errors import InvalidInputError, TempoLensError  # noqa: E402
@@ -70,7 +70,7 @@ def _number(text: str, flag: str, what: str) -> float:
     return value
 
 
-def _int_or_text(text: str) -> int | str:
+def _int_or_text(text: str) -> Any:
     """A flag's text as an integer where it reads as one (``4``, ``4.0``), else the text, for the setting's check to refuse."""
     try:
         value = float(text)

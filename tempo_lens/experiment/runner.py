@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..capture import CapturedRun
 from ..errors import InvalidInputError
+from ..layout import Mode
 from .config import ExperimentConfig
 from .storage import Experiment
 
@@ -23,11 +24,11 @@ if TYPE_CHECKING:
     import torch
     from transformer_lens.model_bridge import TransformerBridge
 
-OTHER_MODE = {"isolated": "visible", "visible": "isolated"}
+OTHER_MODE: dict[str, Mode] = {"isolated": "visible", "visible": "isolated"}
 
 
 def package_versions() -> dict:
-    versions = {"python": platform.python_version()}
+    versions: dict[str, str | None] = {"python": platform.python_version()}
     for package in ("tempo_lens", "torch", "transformers", "transformer-lens", "numpy"):
         try:
             versions[package] = importlib_metadata.version(package)
@@ -106,7 +107,7 @@ def run_experiment(
                                           positions="shared")
             group = runs[(index, mode)] = [run]
             if "unique_positions" in config.controls:
-                rep = replay(model, result.layout, positions="unique", mask=mode, layers=run.layers)
+                rep = replay(model, result.layout, positions="unique", mask=run.mask, layers=run.layers)
                 group.append(_replay_run(run, rep, f"{name}/unique", "unique_positions", mask=mode, positions="unique"))
             if "toggled_mask" in config.controls:
                 other = OTHER_MODE[mode]

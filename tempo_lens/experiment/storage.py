@@ -139,7 +139,7 @@ def save_experiment(experiment: Experiment, directory: str | os.PathLike, *, ove
                 "steps": sorted(run.attention), "token_strings": run.token_strings,
                 "layout": run.layout.to_dict(), "meta": run.meta,
             })
-        np.savez_compressed(tmp / ARRAYS, **arrays)
+        np.savez_compressed(tmp / ARRAYS, **arrays)  # type: ignore[arg-type]  # numpy stubs read **arrays as its flags
         metadata = {
             "format_version": FORMAT_VERSION,
             "kind": "tempo_lens.experiment",

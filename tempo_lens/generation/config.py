@@ -33,7 +33,7 @@ def _setting(default: Any, help: str, *, flag: bool = True, choices: Sequence[st
     return field(default=default, metadata=metadata)
 
 
-def check_int(value: object, name: str, minimum: int, maximum: int | None = None) -> int:
+def check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
     """An integer in ``[minimum, maximum]`` (``max_steps``, ``max_parallel``, ...), or a clear error."""
     if isinstance(value, bool) or not isinstance(value, int):
         if hasattr(value, "__index__") and not isinstance(value, bool):
@@ -87,7 +87,7 @@ def capture_from_value(value: object) -> CaptureSpec | None:
     raise InvalidInputError(f"capture must be true, false, a list of layers or a CaptureSpec, got {value!r}")
 
 
-def _all_or_list(value: object, name: str, minimum: int | None = None) -> list[int] | None:
+def _all_or_list(value: Any, name: str, minimum: int | None = None) -> list[int] | None:
     if value is None or value == "all":
         return None
     ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)

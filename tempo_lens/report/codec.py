@@ -76,7 +76,7 @@ def decode(cls: Any, value: Any, where: str = "metrics") -> Any:
             raise _fail(where, "an object", value)
         _, item = typing.get_args(cls)
         return {str(k): decode(item, v, f"{where}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(cls):
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
         if not isinstance(value, dict):
             raise _fail(where, f"an object ({cls.__name__})", value)
         hints = _hints(cls)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Sequence
 
 from ..checksums import sha256_of
 from ..errors import ExperimentFileError
@@ -102,7 +103,7 @@ class OutputPlan:
             if sha256_of(path) not in self.manifest["report"].get(name, []) and not self.overwrite:
                 raise self._refuse(path, "was not written by `tempo-lens analyze` (or was edited since)")
 
-    def check(self, run_names: list[str] = (), report: bool = True) -> None:
+    def check(self, run_names: Sequence[str] = (), report: bool = True) -> None:
         for name in run_names:
             self.check_run(name)
         if report:

@@ -162,7 +162,12 @@ def activation_patching(
     layout = view.layout
     if source.layout(layout).token_ids != target.layout(layout).token_ids:
         raise InvalidInputError("source and target must replay the same tokens")
-    positions = list(range(len(layout))) if where == "all" else physical_indices(layout, where)
+    if isinstance(where, str):
+        if where != "all":
+            raise InvalidInputError(f"where must be siblings, steps or \"all\", got {where!r}")
+        positions = list(range(len(layout)))
+    else:
+        positions = physical_indices(layout, where)
     if not positions:
         raise InvalidInputError("where selects no token to patch; name siblings, steps or \"all\"")
     chosen_layers = check_layers(model, layers)
