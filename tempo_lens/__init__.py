@@ -27,10 +27,15 @@ _EXPORTS = {
     "attention_block_hooks": "hooks", "attention_bias_hooks": "hooks", "fractional_positions": "hooks",
     "PatternRecorder": "hooks",
 }
-__all__ = sorted(_EXPORTS)
+_SUBMODULES = ("analysis", "figures", "tools", "views")  # research modules a user imports as tempo_lens.NAME
+__all__ = sorted([*_EXPORTS, *_SUBMODULES])
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
+        return module
     if name not in _EXPORTS:
         raise AttributeError(f"module 'tempo_lens' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -8,7 +8,7 @@ Capture is selective (which layers, which steps); generation without it register
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, cast
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .errors import InvalidInputError, OutOfRangeError
-from .layout import TokenLayout
+from .layout import Mode, TokenLayout
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,16 @@ class CaptureSpec:
                 "steps": None if self.steps is None else list(self.steps)}
 
 
+def resolve_layer(layer: int, n_layers: int, what: str = "layer") -> int:
+    """One layer number of a model with ``n_layers`` (negative counts from the last), or a clear error."""
+    return resolve_layers([layer], n_layers, what)[0]
+
+
 def resolve_layers(layers: Sequence[int] | None, n_layers: int, what: str = "layers") -> list[int]:
-    """Layer numbers of a model with ``n_layers`` (None: all; negative counts from the last), sorted, or a clear error."""
+    """Layer numbers of a model with ``n_layers`` (None: all; negative counts from the last), sorted, or a clear error.
+
+    The one rule for layer indices (capture, replay, pruning and the sibling tools all use it).
+    """
     if layers is None:
         return list(range(n_layers))
     if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable) or not all(isinstance(l, (int, np.integer)) and not isinstance(l, bool) for l in layers):
@@ -138,6 +146,21 @@ class CapturedRun:
         """The captured generation steps, in order."""
         return sorted(s for s in self.attention if s >= 0)
 
+    @property
+    def mask(self) -> Mode:
+        """The mask the attention was computed under: the generation's ``mode``, or a control replay's own mask."""
+        return cast(Mode, str(self.meta.get("mask") or self.mode))
+
+    @property
+    def positions(self) -> str:
+        """The positions the attention was computed at: ``"shared"`` (TEMPO), or ``"unique"`` (a control replay)."""
+        return str(self.meta.get("positions") or ("unique" if self.is_control and self.meta.get("variant") == "unique_positions" else "shared"))
+
+    @property
+    def is_control(self) -> bool:
+        """A control replay of a generated run (``meta["variant"]`` other than ``"generated"``)."""
+        return self.meta.get("variant", "generated") != "generated"
+
     def step_array(self, step: int) -> np.ndarray:
         """The captured attention of ``step``, or a clear error naming the captured steps."""
         if step not in self.attention:
@@ -179,12 +202,16 @@ def as_run(source: Any, name: str | None = None) -> CapturedRun:
     )
 
 
-def as_runs(source: Any) -> list[CapturedRun]:
-    """Runs from one run or result, an experiment (its ``runs``), or an iterable of runs and results."""
+def as_runs(source: Any, *, controls: bool = False) -> list[CapturedRun]:
+    """Runs from one run or result, an experiment (its ``runs``), or an iterable of runs and results.
+
+    An experiment gives its generated runs; ``controls=True`` adds its control replays (each knows the
+    ``mask`` and ``positions`` that produced it). Runs passed one by one are taken as given.
+    """
     if isinstance(source, CapturedRun) or hasattr(source, "to_json_dict"):
         return [as_run(source)]
     if hasattr(source, "runs") and not isinstance(source, (list, tuple)):
-        source = source.runs
+        source = [r for r in source.runs if controls or not getattr(r, "is_control", False)]
     if isinstance(source, Iterable) and not isinstance(source, (str, bytes, np.ndarray)):
         return [as_run(item, name=None if isinstance(item, CapturedRun) else f"{getattr(item, 'mode', 'run')}-{i}") for i, item in enumerate(source)]
     return [as_run(source)]

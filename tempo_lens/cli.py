@@ -21,7 +21,7 @@ import math  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Sequence  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
 
 from . import models_command  # noqa: E402
 from .errors import InvalidInputError, TempoLensError  # noqa: E402
@@ -33,9 +33,6 @@ ENVIRONMENT_DEFAULTS = {
     # numpy's OpenBLAS threads, the same on small least-squares fits (the report's regression): up to 8x slower shared.
     "OPENBLAS_NUM_THREADS": "1",
 }
-
-
-DTYPE_CHOICES = ("float32", "bfloat16", "float16")
 
 
 def _progress(message: str) -> None:
@@ -75,9 +72,27 @@ def _number(text: str, flag: str, what: str) -> float:
     return value
 
 
+def _int_or_text(text: str) -> Any:
+    """A flag's text as an integer where it reads as one (``4``, ``4.0``), else the text, for the setting's check to refuse."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return int(value) if value.is_integer() else text
+
+
+@contextlib.contextmanager
+def _naming_flag(flag: str):
+    """Refusals raised inside name ``flag`` (the setting's own check words the rest)."""
+    try:
+        yield
+    except InvalidInputError as exc:
+        raise InvalidInputError(str(exc) if str(exc).startswith(flag) else f"{flag}: {exc}") from None
+
+
 def add_generation_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per :class:`GenerationConfig` setting, with its help text, plus the two pruning flags."""
-    from .generation.config import GenerationConfig
+    """One flag per :class:`GenerationConfig` setting, with its help text, plus the pruning flags."""
+    from .generation.config import PRUNING_FLAGS, GenerationConfig
 
     for f in dataclasses.fields(GenerationConfig):
         if not f.metadata.get("flag"):
@@ -88,17 +103,14 @@ def add_generation_flags(parser: argparse.ArgumentParser) -> None:
         else:
             parser.add_argument(flag, default=None, choices=f.metadata.get("choices"),
                                 help=f"{help_text} (default {f.default})")
-    parser.add_argument("--prune-threshold", default=None,
-                        help="attention pruning: collapse earlier sets scoring below X (>= 0; 0 never prunes; default off)")
-    parser.add_argument("--prune-similarity", default=None,
-                        help="similarity pruning: drop siblings whose last-layer hidden state has cosine similarity >= X "
-                             "with their set's top sibling (default off)")
+    for flag, (_, _, help_text) in PRUNING_FLAGS.items():
+        parser.add_argument(flag, default=None, help=help_text)
 
 
 def generation_overrides(args: argparse.Namespace) -> dict:
     """The generation settings given on the command line (unset flags keep the config's values)."""
-    from .generation.config import GenerationConfig, parse_setting_text
-    from .pruning import AttentionPruning, SimilarityPruning
+    from .generation.config import PRUNING_FLAGS, GenerationConfig, parse_setting_text
+    from .pruning import STRATEGIES
 
     overrides = {}
     for name in GenerationConfig.keys():
@@ -115,17 +127,13 @@ def generation_overrides(args: argparse.Namespace) -> dict:
                 if str(alone) == str(exc):
                     raise InvalidInputError(f"--{name.replace('_', '-')}: {exc}") from None
         raise
-    if args.prune_threshold is not None and args.prune_similarity is not None:
-        raise InvalidInputError("choose one pruning strategy: --prune-threshold (attention) or --prune-similarity (hidden states)")
-    for flag, value, strategy, what in (
-        ("--prune-threshold", args.prune_threshold, AttentionPruning, "a number >= 0 (0 never prunes)"),
-        ("--prune-similarity", args.prune_similarity, SimilarityPruning, "a number (cosine similarity, -1..1)"),
-    ):
-        if value is not None:
-            try:
-                overrides["pruning"] = strategy(_number(value, flag, what))
-            except InvalidInputError as exc:
-                raise InvalidInputError(f"{flag}: {exc}" if not str(exc).startswith(flag) else str(exc)) from None
+    given = {flag: value for flag in PRUNING_FLAGS if (value := getattr(args, flag[2:].replace("-", "_"))) is not None}
+    if len(given) > 1:
+        raise InvalidInputError(f"choose one pruning strategy: {' or '.join(f'{f} ({PRUNING_FLAGS[f][0]})' for f in PRUNING_FLAGS)}")
+    for flag, value in given.items():
+        strategy, what, _ = PRUNING_FLAGS[flag]
+        with _naming_flag(flag):
+            overrides["pruning"] = STRATEGIES[strategy](_number(value, flag, what))  # type: ignore[index]
     return overrides
 
 
@@ -153,11 +161,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
     config = load_config(_path_arg(args.config, "the config path")).with_model(_model_arg(args.model), args.dtype)
-    if args.batch_size is not None:
-        from .generation.config import check_int
-
-        batch_size = _number(args.batch_size, "--batch-size", "an integer >= 1")
-        config = dataclasses.replace(config, batch_size=check_int(int(batch_size) if batch_size.is_integer() else batch_size, "--batch-size", 1))
+    if args.batch_size is not None:  # checked where the setting is defined (ExperimentConfig)
+        with _naming_flag("--batch-size"):
+            config = dataclasses.replace(config, batch_size=_int_or_text(args.batch_size))
     shard = parse_shard(args.shard)
     out = shard_folder(_path_arg(args.out, "--out") if args.out is not None else Path("runs") / config.name, shard)
     if shard is not None:
@@ -225,13 +231,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .experiment.config import DTYPES
+
     parser = _Parser(prog="tempo-lens", description="TEMPO through TransformerLens hook points")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="generate with TEMPO and print the bracketed text (or JSON)")
     g.add_argument("prompt")
     g.add_argument("--model", default=None, help="zoo name, HF name or local directory (default: embedded SmolLM2-135M-Instruct)")
-    g.add_argument("--dtype", default=None, choices=DTYPE_CHOICES, help="weights dtype (default float32)")
+    g.add_argument("--dtype", default=None, choices=DTYPES, help="weights dtype (default float32)")
     add_generation_flags(g)
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.set_defaults(func=cmd_generate)
@@ -241,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="output folder (default runs/NAME)")
     r.add_argument("--shard", default=None, help="i/n: run every n-th prompt starting at i")
     r.add_argument("--model", default=None, help="override the config's model")
-    r.add_argument("--dtype", default=None, choices=DTYPE_CHOICES, help="override the config's dtype")
+    r.add_argument("--dtype", default=None, choices=DTYPES, help="override the config's dtype")
     r.add_argument("--batch-size", default=None, help="prompts per forward (default: what free memory allows, up to 16)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     r.add_argument("--allow-large", action="store_true",
@@ -263,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--models", default=None,
                    help="cross-model study: comma-separated model names or `all` (the zoo); each into FOLDER/models/NAME")
     a.add_argument("--quick", action="store_true", help="run only the single-prompt configs (for smoke runs)")
-    a.add_argument("--dtype", choices=DTYPE_CHOICES, default=None, help="model dtype (default float32)")
+    a.add_argument("--dtype", choices=DTYPES, default=None, help="model dtype (default float32)")
     a.set_defaults(func=cmd_analyze)
     models_command.add_parser(sub)
     from .backends import BACKENDS
@@ -282,10 +292,9 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         os.environ.setdefault(name, value)
     parser = build_parser()  # imports the generation settings (and torch)
     args = parser.parse_args(argv)
-    if getattr(args, "no_fast", False):
-        os.environ["TEMPO_LENS_FAST"] = "0"
     try:
-        return int(args.func(args) or 0)
+        with _environment({"TEMPO_LENS_FAST": "0"} if getattr(args, "no_fast", False) else {}):
+            return int(args.func(args) or 0)
     except TempoLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -301,6 +310,21 @@ def _dispatch(argv: Sequence[str] | None) -> int:
                else "free memory or use a machine with more; saved files are checked against their size before they are read")
         print(f"error: out of memory during `{args.command}`; {fix}", file=sys.stderr)
         return 2
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """Set environment variables for one command, then put back what was there (``main`` may run in-process)."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _quiet_stdout() -> None:

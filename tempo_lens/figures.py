@@ -235,7 +235,7 @@ def branching_figure(layout: TokenLayout, token_strings: Sequence[str], *,
     fig = go.Figure()
     styles = (("kept", ~pruned, "#1f77b4", "{}"), ("pruned", pruned, "#b0b0b0", "<s>{}</s>"))
     for name, chosen, colour, fmt in styles:
-        idx = [i for i in generated if chosen[i]]
+        idx = [int(i) for i in generated if chosen[i]]
         if name == "pruned" and not idx:
             continue
         fig.add_trace(go.Scatter(

@@ -15,7 +15,7 @@ but refuse edits, and ``version`` increases on every change so readers can memoi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Literal, Sequence, get_args
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -26,7 +26,7 @@ from .errors import InvalidInputError, OutOfRangeError
 PROMPT_STEP = -1
 NOT_PRUNED = -1
 Mode = Literal["isolated", "visible"]
-MODES: tuple[str, ...] = ("isolated", "visible")
+MODES: tuple[Mode, ...] = get_args(Mode)
 
 
 COLUMNS = ("token_ids", "steps", "logical_positions", "probs", "pruned_at", "prune_scores")
@@ -100,6 +100,17 @@ class TokenLayout:
 
     def __repr__(self) -> str:
         return f"TokenLayout(n_prompt={self.n_prompt}, step_sizes={self.step_sizes()}, pruned={sum(self.is_pruned(i) for i in range(len(self)))})"
+
+    def __str__(self) -> str:
+        """A table, one row per token: physical index, step (-1: prompt), logical position, token id, probability, parallel, pruned."""
+        header = ("physical", "step", "logical", "token_id", "prob", "parallel", "pruned")
+        rows = [header] + [(
+            str(i), str(self.steps[i]), str(self.logical_positions[i]), str(self.token_ids[i]),
+            "" if self.steps[i] == PROMPT_STEP else f"{self.probs[i]:.4f}", "yes" if self.is_parallel(i) else "",
+            f"at step {self.pruned_at[i]}" if self.is_pruned(i) else "",
+        ) for i in range(len(self))]
+        widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
+        return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod

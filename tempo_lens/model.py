@@ -74,9 +74,17 @@ def parse_device(device: str | torch.device | None) -> torch.device:
 
 
 def _resolve(name_or_path: str) -> str:
-    """A converted zoo folder, a checked local directory, or a hub name that is reachable; else a clear error."""
+    """Where a model loads from, found without the network: a zoo name, a local folder, or the local HF cache.
+
+    A Hugging Face name that is not cached is one error listing the zoo names, unless downloads are
+    allowed (``TEMPO_LENS_DOWNLOAD=1``, with ``HF_HUB_OFFLINE`` unset): only then is the hub asked, so a
+    mistyped name costs no hub retries. A cached model loads from its snapshot folder (no network either).
+    """
+    import difflib
+
+    zoo_names = ", ".join(ZOO)
     if not name_or_path.strip():
-        raise ModelUnavailableError(f"The model name is empty. Pass a zoo name ({', '.join(ZOO)}), a local directory or a Hugging Face name.")
+        raise ModelUnavailableError(f"The model name is empty. Pass a zoo name ({zoo_names}), a local directory or a Hugging Face name.")
     if is_zoo_name(name_or_path):
         return str(converted_dir(zoo_model(name_or_path)))
     local = Path(name_or_path).expanduser()
@@ -85,28 +93,31 @@ def _resolve(name_or_path: str) -> str:
         if problem:
             raise ModelUnavailableError(
                 f"the model folder {name_or_path} is unusable: {problem}. Repair or re-download it; pass a folder with "
-                f"config.json and weights, or a zoo name ({', '.join(ZOO)})"
+                f"config.json and weights, or a zoo name ({zoo_names})"
             )
         return str(local)
     if local.suffix in {".gguf", ".safetensors", ".bin"} or name_or_path.startswith(("/", "./", "~")):
-        raise ModelUnavailableError(f"No model directory at {name_or_path!r}. Pass a directory with config.json and weights, or a zoo name ({', '.join(ZOO)}).")
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in {"0", "", "false", "False"}
-    if offline:
-        from huggingface_hub import try_to_load_from_cache
+        raise ModelUnavailableError(f"No model directory at {name_or_path!r}. Pass a directory with config.json and weights, or a zoo name ({zoo_names}).")
+    from huggingface_hub import try_to_load_from_cache
 
-        try:
-            cached = try_to_load_from_cache(name_or_path, "config.json")
-        except ValueError as exc:  # huggingface_hub's HFValidationError: not a valid repo id
-            raise ModelUnavailableError(
-                f"{name_or_path!r} is neither a zoo name ({', '.join(ZOO)}), a local directory nor a valid Hugging Face model name ({exc})."
-            ) from None
-        if not isinstance(cached, str):
-            raise ModelUnavailableError(
-                f"Model {name_or_path!r} is not a zoo name (known: {', '.join(ZOO)}) and is not in the local Hugging Face "
-                f"cache while the hub is offline (HF_HUB_OFFLINE=1). Pass a zoo name or a local directory, or download it "
-                f"on a connected machine (`huggingface-cli download {name_or_path}`) and copy the cache here."
-            )
-    return name_or_path
+    try:
+        cached = try_to_load_from_cache(name_or_path, "config.json")
+    except ValueError as exc:  # huggingface_hub's HFValidationError: not a valid repo id
+        raise ModelUnavailableError(
+            f"{name_or_path!r} is neither a zoo name ({zoo_names}), a local directory nor a valid Hugging Face model name ({exc})."
+        ) from None
+    if isinstance(cached, str) and folder_problem(Path(cached).parent) is None:
+        return str(Path(cached).parent)  # the cached snapshot: config, weights and tokenizer, read offline
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in {"0", "", "false", "False"}
+    if os.environ.get("TEMPO_LENS_DOWNLOAD") == "1" and not offline:
+        return name_or_path
+    close = difflib.get_close_matches(name_or_path.lower(), list(ZOO), n=1, cutoff=0.6)
+    how = ("unset HF_HUB_OFFLINE and set TEMPO_LENS_DOWNLOAD=1" if offline else "set TEMPO_LENS_DOWNLOAD=1")
+    raise ModelUnavailableError(
+        f"Model {name_or_path!r} is not a zoo name{f' (did you mean {close[0]!r}?)' if close else ''}, a local directory "
+        f"or a model in the local Hugging Face cache, and downloads are off (offline unless allowed). Zoo names: {zoo_names}. "
+        f"To download it from the Hugging Face hub, {how}; or pass a local directory."
+    )
 
 
 def load_model(

@@ -63,6 +63,19 @@ def table(states: list[ModelState]) -> str:
     return "\n".join(lines)
 
 
+def verdict(states: list[ModelState]) -> str:
+    """The one line ``--verify`` ends with: which caches passed the full check, which are damaged, which are not there."""
+    by_state = {state: [s.model.name for s in states if s.state == state] for state in ("converted", "damaged", "installed", "missing")}
+    if by_state["damaged"]:
+        head = f"verify: FAILED: {len(by_state['damaged'])} damaged cache(s) ({', '.join(by_state['damaged'])}); the next load rebuilds them"
+    elif by_state["converted"]:
+        head = f"verify: OK: every converted cache passed the full check ({', '.join(by_state['converted'])})"
+    else:
+        head = "verify: nothing to check: no model is converted yet"
+    unchecked = by_state["installed"] + by_state["missing"]
+    return head + (f"; not converted, so not checked: {', '.join(unchecked)}" if unchecked else "")
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     if args.requirements:
         print(" ".join(requirements()))
@@ -76,6 +89,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     states = [model_state(model, verify=args.verify) for model in ZOO.values()]
     print(table(states))
+    if args.verify:
+        print(verdict(states))
     return 1 if args.verify and any(s.state == "damaged" for s in states) else 0
 
 

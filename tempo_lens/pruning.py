@@ -19,12 +19,13 @@ Scoring (``a[k]`` = attention to physical key ``k``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Protocol, Sequence, get_args
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .capture import resolve_layer
 from .errors import InvalidInputError
 from .layout import TokenLayout
 
@@ -107,12 +108,6 @@ def set_scores(a: Float[Tensor, "key"], layout: TokenLayout, step: int) -> dict[
     return scores
 
 
-def _resolve_layer(layer: int, n_layers: int, what: str) -> int:
-    if not -n_layers <= layer < n_layers:
-        raise InvalidInputError(f"{what} {layer} outside the model's layers 0..{n_layers - 1} (or -{n_layers}..-1)")
-    return layer % n_layers
-
-
 @dataclass(frozen=True)
 class AttentionPruning:
     """Prune by attention: configurable threshold, layers used, their weights, and the distance prior.
@@ -126,7 +121,12 @@ class AttentionPruning:
     layer_weights: Sequence[float] | None = None
     use_distance_prior: bool = False
 
+    TABLE: ClassVar[dict[str, str]] = {"attention_threshold": "attention_threshold", "layers": "layers",
+                                       "layer_weights": "layer_weights", "distance_prior": "use_distance_prior"}
+
     def __post_init__(self) -> None:
+        if not isinstance(self.use_distance_prior, bool):
+            raise InvalidInputError(f"pruning.distance_prior must be true or false, got {self.use_distance_prior!r}")
         t = self.attention_threshold
         if isinstance(t, bool) or not isinstance(t, (int, float)) or t != t or t < 0 or t == float("inf"):
             raise InvalidInputError(f"prune threshold must be a finite number >= 0 (0 never prunes), got {t!r}")
@@ -147,7 +147,7 @@ class AttentionPruning:
 
     def layers_for(self, n_layers: int) -> list[int]:
         """The model layers used (negative indices count from the last layer)."""
-        layers = list(range(n_layers)) if self.layers is None else [_resolve_layer(int(l), n_layers, "pruning layer") for l in self.layers]
+        layers = list(range(n_layers)) if self.layers is None else [resolve_layer(int(l), n_layers, "pruning layer") for l in self.layers]
         if self.layer_weights is not None and len(self.layer_weights) != len(layers):
             raise InvalidInputError(
                 f"pruning layer_weights has {len(self.layer_weights)} weights for {len(layers)} layers; "
@@ -171,16 +171,10 @@ class AttentionPruning:
         return set_scores(a, layout, step)
 
     def start(self, model: "TransformerBridge", layout: TokenLayout, row: int = 0) -> "AttentionPruningSession":
-        return AttentionPruningSession(self, layout, self.layers_for(int(model.cfg.n_layers)), row)
+        return AttentionPruningSession(self, layout, self.layers_for(int(model.cfg.n_layers)))
 
     def describe(self) -> dict:
-        return {
-            "strategy": "attention",
-            "attention_threshold": self.attention_threshold,
-            "layers": None if self.layers is None else list(self.layers),
-            "layer_weights": None if self.layer_weights is None else list(self.layer_weights),
-            "distance_prior": self.use_distance_prior,
-        }
+        return describe_strategy(self)
 
 
 @dataclass
@@ -190,7 +184,6 @@ class AttentionPruningSession:
     strategy: AttentionPruning
     layout: TokenLayout
     layers: list[int]
-    row: int = 0
     events: list[PruneEvent] = field(default_factory=list)
 
     @property
@@ -227,6 +220,8 @@ class SimilarityPruning:
     similarity_threshold: float = 0.95
     layer: int = -1
 
+    TABLE: ClassVar[dict[str, str]] = {"similarity_threshold": "similarity_threshold", "layer": "layer"}
+
     def __post_init__(self) -> None:
         t = self.similarity_threshold
         if isinstance(t, bool) or not isinstance(t, (int, float)) or t != t or t in (float("inf"), float("-inf")):
@@ -235,11 +230,11 @@ class SimilarityPruning:
             raise InvalidInputError(f"similarity pruning layer must be an integer, got {self.layer!r}")
 
     def start(self, model: "TransformerBridge", layout: TokenLayout, row: int = 0) -> "SimilarityPruningSession":
-        layer = _resolve_layer(self.layer, int(model.cfg.n_layers), "similarity pruning layer")
+        layer = resolve_layer(self.layer, int(model.cfg.n_layers), "similarity pruning layer")
         return SimilarityPruningSession(self, layout, layer, row)
 
     def describe(self) -> dict:
-        return {"strategy": "similarity", "similarity_threshold": self.similarity_threshold, "layer": self.layer}
+        return describe_strategy(self)
 
 
 @dataclass
@@ -279,3 +274,26 @@ class SimilarityPruningSession:
             events.append(PruneEvent(judged, step, max(similarity[k] for k in pruned), members[0], tuple(pruned)))
         self.events.extend(events)
         return events
+
+
+StrategyName = Literal["attention", "similarity"]
+STRATEGIES: dict[StrategyName, type[AttentionPruning] | type[SimilarityPruning]] = dict(
+    zip(get_args(StrategyName), (AttentionPruning, SimilarityPruning))
+)
+
+
+def describe_strategy(strategy: AttentionPruning | SimilarityPruning) -> dict:
+    """A strategy as its config table (``strategy`` plus every ``TABLE`` key), the inverse of :func:`strategy_from_table`."""
+    name = next(n for n, cls in STRATEGIES.items() if isinstance(strategy, cls))
+    values = {key: getattr(strategy, attr) for key, attr in strategy.TABLE.items()}
+    return {"strategy": name, **{k: list(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}}
+
+
+def strategy_from_table(table: dict) -> AttentionPruning | SimilarityPruning:
+    """A strategy from a config table; every setting it leaves out keeps the strategy's own default."""
+    from .generation.config import check_choice, reject_unknown
+
+    name = check_choice(table.get("strategy", "attention"), "pruning.strategy", get_args(StrategyName))
+    cls = STRATEGIES[name]  # type: ignore[index]
+    reject_unknown(table, {"strategy", *cls.TABLE}, f"[pruning] (strategy {name!r})")
+    return cls(**{cls.TABLE[key]: value for key, value in table.items() if key != "strategy"})

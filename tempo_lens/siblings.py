@@ -20,7 +20,7 @@ sibling's own row predicts the *next* step's tokens. Both readings are what the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence, Union, get_args
 
 from .errors import InvalidInputError
 from .layout import MODES, PROMPT_STEP, TokenLayout
@@ -29,7 +29,8 @@ from .text import visible_token
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-NEXT_TOKEN_SOURCES = ("mixture", "top", "last")
+NextTokenSource = Literal["mixture", "top", "last"]
+NEXT_TOKEN_SOURCES: tuple[NextTokenSource, ...] = get_args(NextTokenSource)
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,8 @@ def run_view(source: RunSource, model: "TransformerBridge | None" = None) -> Run
     def setting(name: str, default: str) -> str:
         return getattr(source, name, None) or getattr(config, name, None) or meta.get(name) or default
 
-    source_name, mode = setting("next_token_source", "mixture"), setting("mode", "isolated")
+    # a control replay's own mask (CapturedRun.mask), not the mode of the generation it replays
+    source_name, mode = setting("next_token_source", "mixture"), getattr(source, "mask", None) or setting("mode", "isolated")
     return RunView(layout, list(source.token_strings), mode if mode in MODES else "isolated", source_name,
                    str(getattr(source, "name", "run")))
 

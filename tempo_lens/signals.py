@@ -18,9 +18,9 @@ import sys
 
 TYPE_CHECKING = False  # typing is not imported: this module loads first, before Ctrl-C is handled
 if TYPE_CHECKING:
-    from typing import Iterator
+    from typing import Any, Iterator
 
-EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+EXIT_STATUS: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 class Terminated(KeyboardInterrupt):
@@ -45,7 +45,7 @@ def exit_quietly_on_signals() -> None:
         _set(signum, _exit_quietly)
 
 
-def _set(signum: int, handler: object) -> bool:
+def _set(signum: int, handler: Any) -> bool:
     """Install ``handler``; False outside the main thread, where Python allows no signal handlers."""
     try:
         signal.signal(signum, handler)
@@ -67,8 +67,8 @@ def interrupts_raise() -> Iterator[None]:
     Only handlers that would otherwise end the process (SIGTERM's default, the quiet exit) are replaced,
     only in the main thread, and the previous ones are restored afterwards.
     """
-    wanted = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _raise_terminated}
-    previous = {}
+    wanted: dict[int, Any] = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _raise_terminated}
+    previous: dict[int, Any] = {}
     for signum, handler in wanted.items():
         current = signal.getsignal(signum)
         if (current is _exit_quietly or (signum == signal.SIGTERM and current == signal.SIG_DFL)) and _set(signum, handler):

@@ -100,8 +100,27 @@ def fake_zoo(tmp_path, monkeypatch):
     return add
 
 
+# Tests that start real processes (a fresh interpreter that imports torch, a benchmark, concurrent shards, a
+# signal mid-run) or run a whole `analyze`: 10 s or more each. Measured with `pytest --durations`; with the
+# embedded-model tests they are the `slow` tier that `make test-fast` leaves out (`make test` runs them all).
+SLOW_TESTS = {
+    "test_sweep_with_the_real_generate_batch_on_a_tiny_model", "test_memory_child_reports_the_peak_of_one_generation",
+    "test_sweep_bookkeeping_with_a_stand_in_for_generate_batch", "test_wait_policy_runs_each_policy_in_fresh_processes",
+    "test_bench_runs_every_section_on_a_tiny_model", "test_command_line_runs_a_section_without_a_model",
+    "test_embedded_model_from_a_real_process",
+    "test_sigterm_during_a_run_ends_it_quietly", "test_a_signal_during_a_write",
+    "test_sigint_during_start_up_never_shows_a_traceback", "test_sigkill_during_a_real_run_keeps_the_previous_result",
+    "test_sigkill_mid_write_keeps_the_previous_result", "test_a_pickled_component_loads_in_a_fresh_process",
+    "test_real_process_bad_threshold_and_usage", "test_real_process_non_utf8_argv_bytes",
+    "test_rerun_replaces_its_own_output_and_keeps_other_files", "test_an_edited_report_file_is_not_replaced_without_overwrite",
+}
+SLOW_MODULES = {"test_cli_shards.py", "test_cross_model.py"}  # every test shares a module fixture of real runs (30-90 s)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Every test that loads the embedded 30-layer model is ``slow``, whether or not it says so."""
+    """Every test that loads the embedded 30-layer model, or is listed in ``SLOW_TESTS`` / ``SLOW_MODULES``, is ``slow``."""
     for item in items:
         if any(f in getattr(item, "fixturenames", ()) for f in ("embedded_model", "embedded_hf", "embedded_hooked")):
+            item.add_marker(pytest.mark.slow)
+        elif getattr(item, "originalname", item.name) in SLOW_TESTS or item.path.name in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)

@@ -25,6 +25,15 @@ def test_top_level_names():
         tempo_lens.no_such_name  # noqa: B018
 
 
+def test_research_modules_are_public():
+    """``tempo_lens.tools`` (and analysis, figures, views) are in ``__all__`` and reachable as attributes."""
+    import importlib
+
+    for name in ("analysis", "figures", "tools", "views"):
+        assert name in tempo_lens.__all__ and getattr(tempo_lens, name) is importlib.import_module(f"tempo_lens.{name}")
+    assert callable(tempo_lens.tools.activation_patching)
+
+
 @pytest.fixture(scope="module")
 def captured(tiny_llama):
     return tempo_lens.generate(tiny_llama, PROMPT, max_steps=4, capture=True, **TOP3)

@@ -46,8 +46,28 @@ def test_no_fast_loads_the_stock_bridge(tiny_dirs, monkeypatch, capsys):
     monkeypatch.setattr(model_module, "load_model", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
     monkeypatch.setenv(ENV, "1")
     assert main(["generate", "t1 t17", "--model", str(tiny_dirs["llama"]), "--max-steps", "1", "--no-fast"]) == 0
-    assert os.environ[ENV] == "0" and fast_paths_on(loaded[0]) == []
+    assert fast_paths_on(loaded[0]) == []
+    assert os.environ[ENV] == "1"  # in-process, --no-fast lasts for its command only
+    monkeypatch.delenv(ENV)
+    assert main(["generate", "t1 t17", "--model", str(tiny_dirs["llama"]), "--max-steps", "1", "--no-fast"]) == 0
+    assert ENV not in os.environ and fast_paths_on(loaded[1]) == []
     capsys.readouterr()
+
+
+def test_version_has_one_source(capsys):
+    """`tempo-lens --version` prints the package version, the one pyproject.toml reads (dynamic)."""
+    import tomllib
+
+    import tempo_lens
+
+    try:
+        main(["--version"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    assert capsys.readouterr().out.strip() == f"tempo-lens {tempo_lens.__version__}"
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "tempo_lens.__version__"}
 
 
 def test_generate_prints_the_bracketed_text(tiny_dirs, capsys):

@@ -82,3 +82,19 @@ def test_columns_are_read_only_and_operations_bump_the_version():
     assert layout.version == version + 2 and layout.is_pruned(4)
     layout.unprune([4])
     assert not layout.is_pruned(4) and layout.version == version + 3
+
+
+def test_str_is_a_table_of_every_token():
+    """print(layout) shows one row per token (README: physical index -> step, logical position, parallel, pruned)."""
+    layout = TokenLayout.from_prompt([1, 2])
+    layout.append_step([5, 6], [0.6, 0.3])
+    layout.append_step([7], [0.9])
+    layout.prune([3], at_step=1, score=0.1)
+    lines = str(layout).splitlines()
+    assert lines[0].split() == ["physical", "step", "logical", "token_id", "prob", "parallel", "pruned"]
+    assert len(lines) == 1 + len(layout)
+    assert lines[1].split() == ["0", "-1", "0", "1"]
+    assert lines[3].split() == ["2", "0", "2", "5", "0.6000", "yes"]
+    assert lines[4].split() == ["3", "0", "2", "6", "0.3000", "yes", "at", "step", "1"]
+    assert lines[5].split() == ["4", "1", "3", "7", "0.9000"]
+    assert repr(layout).startswith("TokenLayout(")

@@ -97,3 +97,40 @@ def test_kv_cache_shim_is_per_instance(tiny_dirs):
     assert ensure_kv_cache(plain) == 0  # idempotent
     assert all("_update_kv_cache" in m.__dict__ for m in attention)
     assert AttentionBridge.__dict__["_update_kv_cache"] is shipped
+
+
+def test_a_mistyped_name_is_refused_offline_at_once(monkeypatch, tmp_path):
+    """Outside `make` (HF_HUB_OFFLINE unset) an unknown name is one error with the zoo names, before any hub call."""
+    import time
+
+    import huggingface_hub.constants
+
+    from tempo_lens import model as model_module
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TEMPO_LENS_DOWNLOAD", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(model_module, "_boot", lambda *a: pytest.fail("the hub was asked"))
+    started = time.perf_counter()
+    with pytest.raises(ModelUnavailableError) as refused:
+        load_model("smolm2-135m")
+    message = str(refused.value)
+    assert time.perf_counter() - started < 5
+    assert "did you mean 'smollm2-135m'" in message and "qwen2.5-1.5b" in message and "TEMPO_LENS_DOWNLOAD=1" in message
+    monkeypatch.setenv("TEMPO_LENS_DOWNLOAD", "1")  # allowed: the name goes to the hub (here, the stub)
+    assert model_module._resolve("some-org/some-model") == "some-org/some-model"
+
+
+def test_a_model_in_the_local_hf_cache_loads_from_its_snapshot(monkeypatch, tmp_path, tiny_dirs):
+    import huggingface_hub.constants
+
+    from tempo_lens import model as model_module
+
+    repo = tmp_path / "hub" / "models--some-org--tiny"
+    shutil.copytree(tiny_dirs["llama"], repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TEMPO_LENS_DOWNLOAD", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert model_module._resolve("some-org/tiny") == str(repo / "snapshots" / "abc123")

@@ -37,3 +37,19 @@ def test_requirements_are_the_pinned_zoo_wheels():
 def test_convert_unknown_name_is_one_error_line():
     rc, out, err = run_cli(["models", "--convert", "qwen9"])
     assert rc == 2 and err.count("error:") == 1 and "known: smollm2-135m" in err and "Traceback" not in err
+
+
+def test_verify_ends_with_a_verdict(fake_zoo, monkeypatch):
+    """`models --verify` says in one line whether every converted cache passed, and which were not checked."""
+    from tempo_lens import models_command
+
+    good, bad, absent = fake_zoo("fake-good"), fake_zoo("fake-bad"), fake_zoo("fake-absent")
+    converted_dir(good)
+    part_paths(absent)[0].unlink()
+    monkeypatch.setattr(models_command, "ZOO", {m.name: m for m in (good, bad, absent)})
+    rc, out, _ = run_cli(["models", "--verify"])
+    assert rc == 0 and out.splitlines()[-1] == ("verify: OK: every converted cache passed the full check (fake-good); "
+                                                "not converted, so not checked: fake-bad, fake-absent")
+    os.truncate(converted_dir(bad) / "model.safetensors", 100)
+    rc, out, _ = run_cli(["models", "--verify"])
+    assert rc == 1 and out.splitlines()[-1].startswith("verify: FAILED: 1 damaged cache(s) (fake-bad)")

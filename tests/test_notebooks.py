@@ -65,7 +65,7 @@ def test_heatmap_step_is_one_variable():
 
 @pytest.mark.parametrize("name", ["01_tempo_generation", "03_interventions", "04_circuits_across_siblings"])
 def test_notebook_runs(name, monkeypatch):
-    monkeypatch.setenv("TEMPO_LENS_NOTEBOOK_MODEL", "default")  # notebook 4 would otherwise pick the largest zoo model
+    monkeypatch.delenv("TEMPO_LENS_NOTEBOOK_MODEL", raising=False)  # every notebook uses the default model unless the reader picks one
     before = sorted(p.name for p in NOTEBOOKS.iterdir())
     execute(read(name), NOTEBOOKS)
     assert sorted(p.name for p in NOTEBOOKS.iterdir()) == before, "the notebook wrote files into notebooks/"

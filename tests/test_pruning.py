@@ -10,7 +10,15 @@ import torch
 from tempo_lens.errors import InvalidInputError
 from tempo_lens.generation import generate
 from tempo_lens.layout import TokenLayout
-from tempo_lens.pruning import AttentionPruning, AttentionPruningSession, default_layer_weights, distance_prior, key_attention, set_scores
+from tempo_lens.pruning import (
+    AttentionPruning,
+    AttentionPruningSession,
+    SimilarityPruning,
+    default_layer_weights,
+    distance_prior,
+    key_attention,
+    set_scores,
+)
 from tests.helpers import hf_eager, hf_oracle_logits
 
 TINY_PROMPT = [1, 17, 42, 5, 63, 8]
@@ -192,3 +200,13 @@ def test_a_strategy_keeps_no_state_between_generations(tiny_llama, strategy):
     second = generate(tiny_llama, TINY_PROMPT, max_steps=4, pruning=strategy, **TOP3)
     assert first.pruning_events and second.pruning_events == first.pruning_events  # not accumulated
     assert not any(vars(strategy).get(name) for name in ("events", "states"))
+
+
+@pytest.mark.parametrize("strategy", [AttentionPruning(), AttentionPruning(0.2, layers=[0, -1], layer_weights=[1.0, 2.0], use_distance_prior=True),
+                                      SimilarityPruning(), SimilarityPruning(0.5, layer=1)])
+def test_a_config_table_round_trips(strategy):
+    """describe() and the config table reader share one key list; a table's missing keys keep the strategy's defaults."""
+    from tempo_lens.generation.config import pruning_from_mapping
+
+    assert pruning_from_mapping(strategy.describe()) == strategy
+    assert pruning_from_mapping({"strategy": strategy.describe()["strategy"]}) == type(strategy)()

@@ -70,7 +70,7 @@ def layer_entropy_table(
             for s in ([step] if step is not None else run.step_ids):
                 frame = layer_entropy_table(run.attention[s], run.layers, n_layers=depth)
                 frame.insert(0, "step", s)
-                frame.insert(0, "mode", run.mode)
+                frame.insert(0, "mode", run.mask)
                 frame.insert(0, "run", run.name)
                 frames.append(frame)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "mode", "step", *ENTROPY_COLUMNS])

@@ -49,7 +49,9 @@ def intra_step_attention(attention: Any, layout: TokenLayout, step: int) -> pd.D
 def intra_step_table(runs: Iterable[Any]) -> pd.DataFrame:
     """:func:`intra_step_attention` over every captured step of every run, with run, mode, token, prob.
 
-    ``runs``: captured runs or generation results (one, a list, or an experiment); single-sibling steps add no rows.
+    ``runs``: captured runs or generation results (one, a list, or an experiment: its generated runs);
+    single-sibling steps add no rows. ``mode`` is the mask the attention was computed under
+    (``run.mask``: a control replay's own, not its generation's), so isolated rows are 0 by construction.
     """
     columns = ["run", "mode", *INTRA_COLUMNS[:3], "token", "prob", *INTRA_COLUMNS[3:]]
     frames = []
@@ -59,7 +61,7 @@ def intra_step_table(runs: Iterable[Any]) -> pd.DataFrame:
             if frame.empty:
                 continue
             frame.insert(0, "run", run.name)
-            frame.insert(1, "mode", run.mode)
+            frame.insert(1, "mode", run.mask)
             frame["token"] = [run.token_strings[i] for i in frame["physical"]]
             frame["prob"] = [run.layout.probs[i] for i in frame["physical"]]
             frames.append(frame[columns])

@@ -173,7 +173,7 @@ def ratio_table(runs: Iterable[Any], *, exclude_first: bool = False, other: Othe
             result = parallel_ratio(run.attention[step], run.layout, step, exclude_first=exclude_first, other=other)
             row = asdict(result)
             row.pop("other_token_mean")
-            rows.append(dict(run=run.name, prompt=run.prompt, mode=run.mode, **row, set_ratio=result.set_ratio))
+            rows.append(dict(run=run.name, prompt=run.prompt, mode=run.mask, **row, set_ratio=result.set_ratio))
     return pd.DataFrame(rows, columns=RATIO_COLUMNS)
 
 

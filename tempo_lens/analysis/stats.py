@@ -90,7 +90,7 @@ def paired_permutation_test(a: Any, b: Any, n_perm: int = 10000, seed: int = 0) 
     return (1 + hits) / (n_perm + 1)
 
 
-def direction_from_estimate(estimate: float, null: float = RATIO_NULL) -> str:
+def direction_from_estimate(estimate: float | None, null: float = RATIO_NULL) -> str:
     """"less" / "more" than ``null`` from a point estimate ("no difference" when equal, "not measured" if NaN)."""
     if estimate is None or np.isnan(estimate):
         return NOT_MEASURED
@@ -99,7 +99,7 @@ def direction_from_estimate(estimate: float, null: float = RATIO_NULL) -> str:
     return MORE if estimate > null else NO_DIFFERENCE
 
 
-def direction_from_interval(lo: float, hi: float, null: float = RATIO_NULL) -> str:
+def direction_from_interval(lo: float | None, hi: float | None, null: float = RATIO_NULL) -> str:
     """"less" / "more" only when the whole interval is on one side of ``null``, else "no reliable difference"."""
     if lo is None or hi is None or np.isnan(lo) or np.isnan(hi):
         return NO_RELIABLE

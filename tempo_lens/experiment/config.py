@@ -14,14 +14,15 @@ import stat
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ..errors import ConfigError, InvalidInputError
-from ..generation.config import GenerationConfig, check_int, reject_unknown
-from ..layout import MODES
+from ..generation.config import GenerationConfig, check_choice, check_int, reject_unknown
+from ..model import DTYPES as _MODEL_DTYPES
 
-CONTROLS = ("unique_positions", "toggled_mask")
-DTYPES = ("float32", "bfloat16", "float16")
+Control = Literal["unique_positions", "toggled_mask"]
+CONTROLS: tuple[Control, ...] = get_args(Control)
+DTYPES: tuple[str, ...] = tuple(_MODEL_DTYPES)  # the names load_model accepts
 EXPERIMENT_KEYS = ("name", "prompt", "prompts", "prompts_file", "model", "dtype", "mode", "modes", "controls", "batch_size",
                    "allow_large")
 MAX_PROMPTS_FILE_BYTES = 16 * 2**20
@@ -43,6 +44,12 @@ class ExperimentConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     batch_size: int | None = None
     allow_large: bool = False  # past the bounds of :mod:`.budget` (asked for explicitly; not a result setting, not stored)
+
+    def __post_init__(self) -> None:
+        if self.batch_size is not None:
+            object.__setattr__(self, "batch_size", check_int(self.batch_size, "batch_size", 1))
+        if self.dtype is not None:
+            check_choice(self.dtype, "dtype", DTYPES)
 
     def with_model(self, model: str | None, dtype: str | None = None) -> "ExperimentConfig":
         return replace(self, model=model or self.model, dtype=dtype or self.dtype)
@@ -151,8 +158,6 @@ def config_from_dict(data: dict, source: str = "config", base_dir: Path | None =
         for key in ("model", "name", "dtype"):
             if key in data and not isinstance(data[key], str):
                 raise InvalidInputError(f"{key} must be a string, got {data[key]!r}")
-        if data.get("dtype") is not None and data["dtype"] not in DTYPES:
-            raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got {data['dtype']!r}")
         check_name(data.get("name"))
         if "model" in data and not data["model"].strip():
             raise InvalidInputError("model is empty; give a model name or folder, or remove the key for the embedded default model")
@@ -160,16 +165,15 @@ def config_from_dict(data: dict, source: str = "config", base_dir: Path | None =
             raise InvalidInputError("give mode or modes, not both")
         modes = data.get("modes", data.get("mode", "isolated"))
         modes = [modes] if isinstance(modes, str) else modes
-        if not isinstance(modes, list) or not modes or any(m not in MODES for m in modes) or len(set(modes)) < len(modes):
-            raise InvalidInputError(f"mode must be 'isolated', 'visible' or a list of them (each once), got {modes!r}")
+        if not isinstance(modes, list) or not modes or not all(isinstance(m, str) for m in modes) or len(set(modes)) < len(modes):
+            raise InvalidInputError(f"modes must be a mode or a list of modes (each once), got {modes!r}")
         controls = data.get("controls", [])
-        if not isinstance(controls, list) or any(c not in CONTROLS for c in controls) or len(set(controls)) < len(controls):
+        if not isinstance(controls, list) or len(set(map(repr, controls))) < len(controls):
             raise InvalidInputError(f"controls must be a list drawn from {list(CONTROLS)} (each once), got {controls!r}")
         if not isinstance(data.get("allow_large", False), bool):
             raise InvalidInputError(f"allow_large must be true or false, got {data['allow_large']!r}")
-        batch_size = data.get("batch_size")
-        if batch_size is not None:
-            batch_size = check_int(batch_size, "batch_size", 1)
+        for control in controls:
+            check_choice(control, "control", CONTROLS)
         settings = {k: v for k, v in data.items() if k in GenerationConfig.keys() and k != "mode"}
         capture = settings.get("capture", {})
         if capture is False:
@@ -179,7 +183,12 @@ def config_from_dict(data: dict, source: str = "config", base_dir: Path | None =
                 raise InvalidInputError(f"[capture] {key} is empty, so nothing would be measured; list {key} or use \"all\"")
         settings["capture"] = {} if capture is None else capture  # experiments always capture
         generation = GenerationConfig(mode=modes[0], **settings)
+        for mode in modes[1:]:  # each mode is checked by the one definition of the setting
+            generation.replace(mode=mode)
         prompts = _prompts(data, source, base_dir)
+        config = ExperimentConfig(name="experiment", prompts=prompts, model=data.get("model") or None, dtype=data.get("dtype"),
+                                  modes=modes, controls=controls, generation=generation, batch_size=data.get("batch_size"),
+                                  allow_large=data.get("allow_large", False))
     except InvalidInputError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     except TypeError as exc:  # a table where a value belongs, or the reverse
@@ -190,9 +199,7 @@ def config_from_dict(data: dict, source: str = "config", base_dir: Path | None =
             check_name(name)
         except InvalidInputError:
             name = "experiment"
-    return ExperimentConfig(name=str(name), prompts=prompts, model=data.get("model") or None, dtype=data.get("dtype"),
-                            modes=modes, controls=controls, generation=generation, batch_size=batch_size,
-                            allow_large=data.get("allow_large", False))
+    return replace(config, name=str(name))
 
 
 def check_name(name: object) -> None:

@@ -18,19 +18,21 @@ from typing import TYPE_CHECKING, Callable
 
 from ..capture import CapturedRun
 from ..errors import InvalidInputError
+from ..layout import Mode
 from .budget import attention_bytes, check_memory, check_run_count, run_count
 from .config import ExperimentConfig
 from .storage import Experiment
 
 if TYPE_CHECKING:
+    import torch
     from transformer_lens.model_bridge import TransformerBridge
 
-OTHER_MODE = {"isolated": "visible", "visible": "isolated"}
+OTHER_MODE: dict[str, Mode] = {"isolated": "visible", "visible": "isolated"}
 CHUNK = 64  # prompts generated between two progress lines
 
 
 def package_versions() -> dict:
-    versions = {"python": platform.python_version()}
+    versions: dict[str, str | None] = {"python": platform.python_version()}
     for package in ("tempo_lens", "torch", "transformers", "transformer-lens", "numpy"):
         try:
             versions[package] = importlib_metadata.version(package)
@@ -41,19 +43,17 @@ def package_versions() -> dict:
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """``"i/n"`` as ``(i, n)`` with ``0 <= i < n <= 10000`` (None stays None)."""
-    from .shards import MAX_SHARDS
+    from .shards import shard_numbers, shard_problem
 
     if text is None:
         return None
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-    if match is None:
+    numbers = shard_numbers(text)
+    if numbers is None:
         raise InvalidInputError(f"--shard must look like i/n (e.g. 0/4), got {text!r}")
-    index, count = int(match[1]), int(match[2])
-    if count < 1 or not 0 <= index < count:
-        raise InvalidInputError(f"--shard {text}: need 0 <= i < n (e.g. 0/4 .. 3/4)")
-    if count > MAX_SHARDS:
-        raise InvalidInputError(f"--shard {text}: at most {MAX_SHARDS} shards; use fewer")
-    return index, count
+    problem = shard_problem(*numbers)
+    if problem:
+        raise InvalidInputError(f"--shard {text}: {problem}")
+    return numbers
 
 
 def shard_indices(n_prompts: int, shard: tuple[int, int] | None) -> list[int]:
@@ -64,6 +64,11 @@ def shard_indices(n_prompts: int, shard: tuple[int, int] | None) -> list[int]:
 
 def shard_folder(out: Path, shard: tuple[int, int] | None) -> Path:
     return out if shard is None else out / f"shard-{shard[0]}-of-{shard[1]}"
+
+
+def parameter_count(model: "torch.nn.Module") -> int:
+    """Parameters of ``model``, each storage counted once (tied weights and a bridge's views of them are one)."""
+    return int(sum({p.data_ptr(): p.numel() for p in model.parameters()}.values()))
 
 
 def model_facts(model: "TransformerBridge") -> dict:
@@ -78,7 +83,7 @@ def model_facts(model: "TransformerBridge") -> dict:
         "n_kv_heads": int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads),
         "d_model": int(cfg.d_model),
         "n_ctx": int(cfg.n_ctx),
-        "n_params": backend.n_params(),
+        "n_params": parameter_count(model),
         "dtype": str(backend.dtype).removeprefix("torch."),
         "backend": backend.name,
     }
@@ -134,25 +139,26 @@ def run_experiment(
             if progress:
                 progress(f"{config.name}: prompt {index + 1}/{len(config.prompts)} {mode}: controls ({done}/{len(indices)})")
             name = f"p{index:02d}-{mode}"
-            run = CapturedRun.from_result(result, name=name, variant="generated", prompt_index=index)
+            run = CapturedRun.from_result(result, name=name, variant="generated", prompt_index=index, mask=mode,
+                                          positions="shared")
             group = runs[(index, mode)] = [run]
             if "unique_positions" in config.controls:
-                rep = replay(model, result.layout, positions="unique", mask=mode, layers=run.layers)
-                group.append(_replay_run(run, rep, f"{name}/unique", "unique_positions", mask=mode))
+                rep = replay(model, result.layout, positions="unique", mask=run.mask, layers=run.layers)
+                group.append(_replay_run(run, rep, f"{name}/unique", "unique_positions", mask=mode, positions="unique"))
             if "toggled_mask" in config.controls:
                 other = OTHER_MODE[mode]
                 rep = replay(model, result.layout, positions="shared", mask=other, layers=run.layers)
-                group.append(_replay_run(run, rep, f"{name}/{other}-mask", "toggled_mask", mask=other))
+                group.append(_replay_run(run, rep, f"{name}/{other}-mask", "toggled_mask", mask=other, positions="shared"))
     ordered = [run for index in indices for mode in config.modes for run in runs[(index, mode)]]
     shard_text = None if shard is None else f"{shard[0]}/{shard[1]}"
     return Experiment(config=config.to_dict(), runs=ordered, model=model_facts(model), versions=package_versions(), shard=shard_text)
 
 
-def _replay_run(source: CapturedRun, rep, name: str, variant: str, mask: str) -> CapturedRun:
-    """A control replay as a run: its ``mode`` stays the generation's; ``meta["mask"]`` says which mask it used."""
+def _replay_run(source: CapturedRun, rep, name: str, variant: str, mask: str, positions: str) -> CapturedRun:
+    """A control replay as a run: its ``mode`` stays the generation's; ``mask``/``positions`` (in meta) say what produced it."""
     wanted = set(source.attention)
     return CapturedRun(
         name=name, prompt=source.prompt, mode=source.mode, layout=source.layout, token_strings=source.token_strings,
         layers=list(rep.layers), attention={s: a for s, a in rep.attention.items() if s in wanted},
-        meta={**source.meta, "variant": variant, "source_run": source.name, "mask": mask},
+        meta={**source.meta, "variant": variant, "source_run": source.name, "mask": mask, "positions": positions},
     )

@@ -20,15 +20,27 @@ SHARD_NAME = re.compile(r"shard-(\d+)-of-(\d+)")
 MAX_SHARDS = 10_000
 
 
+def shard_numbers(text: object) -> tuple[int, int] | None:
+    """``"i/n"`` (spaces allowed) as ``(i, n)``, unchecked; None when the text is not of that form."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text) if isinstance(text, str) else None
+    return None if match is None else (int(match[1]), int(match[2]))
+
+
+def shard_problem(index: int, count: int) -> str | None:
+    """What is wrong with shard ``index`` of ``count`` (None: ``0 <= i < n <= MAX_SHARDS``)."""
+    if count < 1 or not 0 <= index < count:
+        return "need 0 <= i < n (e.g. 0/4 .. 3/4)"
+    return f"at most {MAX_SHARDS} shards; use fewer" if count > MAX_SHARDS else None
+
+
 def parse_shard_text(text: object, where: str) -> tuple[int, int]:
     """A stored ``"i/n"`` as ``(i, n)`` with ``0 <= i < n <= MAX_SHARDS``, or a clear error."""
-    match = re.fullmatch(r"(\d+)/(\d+)", text) if isinstance(text, str) else None
-    if match is None:
+    numbers = shard_numbers(text)
+    if numbers is None:
         raise ExperimentFileError(f"{where} is not a shard (its shard field is {text!r}); merge only the shard-i-of-n folders of one `run --shard` split")
-    index, count = int(match[1]), int(match[2])
-    if not 0 <= index < count <= MAX_SHARDS:
+    if shard_problem(*numbers):
         raise ExperimentFileError(f"{where} has an impossible shard field {text!r}; re-run that shard")
-    return index, count
+    return numbers
 
 
 def shard_folders(directory: Path) -> list[Path]:

@@ -24,11 +24,12 @@ from torch import Tensor
 from ..backends import backend_for
 from ..errors import InvalidInputError
 from ..hooks import PatternRecorder, attention_block_hooks, tempo_position_hooks
-from .config import GenerationConfig
+from .config import GenerationConfig, check_int
 from .single import forward_step, new_cache
 from .memory import check_fits, default_batch_size
+from .progress import step_bar
 from .result import GenerationResult
-from .row import GenerationRow, resolve_config
+from .row import GenerationRow, checked_ids, resolve_config
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -132,8 +133,8 @@ def _lanes(rows: list[GenerationRow]) -> list[int]:
     return assign_lanes([len(row.ids) + row.config.max_steps * row.config.max_parallel for row in rows], share, LANE_KEYS)
 
 
-def _run_rows(model: "TransformerBridge", rows: list[GenerationRow]) -> None:
-    """Drive ``rows`` to their end through one forward per step."""
+def _run_rows(model: "TransformerBridge", rows: list[GenerationRow], bar: Any = None) -> None:
+    """Drive ``rows`` to their end through one forward per step (``bar``: a progress bar to advance per step)."""
     batch = LaneBatch(rows, _lanes(rows), pad_id=_pad_id(model))
     layers = set().union(*(row.recorded_layers for row in rows))
     with PatternRecorder(layers) as recorder, torch.no_grad():
@@ -151,6 +152,8 @@ def _run_rows(model: "TransformerBridge", rows: list[GenerationRow]) -> None:
                 for i, (row, ids) in enumerate(zip(rows, new)):
                     if ids:
                         row.read_step(batch.row_logits(logits, i), batch.row_patterns(patterns, i))
+                if bar is not None:
+                    bar.update()
 
 
 def generate_batch(
@@ -160,6 +163,7 @@ def generate_batch(
     *,
     batch_size: int | None = None,
     keep_logits: bool = False,
+    progress: bool | None = None,
     **overrides: Any,
 ) -> list[GenerationResult]:
     """:func:`~tempo_lens.generation.generate` for many prompts, ``batch_size`` rows per forward.
@@ -167,25 +171,26 @@ def generate_batch(
     Takes the settings of ``generate`` (a :class:`GenerationConfig` and/or keyword overrides) and returns
     one result per prompt, in order, each what ``generate`` returns for that prompt (captures and
     pruning included). ``batch_size`` defaults to what the free memory allows, up to 16. Every prompt
-    is checked before any model work.
+    is checked before any model work. ``progress``: a progress bar over every batch's steps (default:
+    only for long runs at a terminal, :mod:`.progress`).
     """
     config = resolve_config(config, overrides)
     if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or len(prompts) == 0:
         raise InvalidInputError("prompts must be a non-empty list of prompts (text or token ids); for one prompt use generate()")
-    checked = [GenerationRow.start(model, p, config) for p in prompts]  # tokenise and check all first
-    longest = max(len(row.ids) for row in checked)
+    checked = [checked_ids(model, p, config) for p in prompts]  # tokenise (once) and check all first
+    longest = max(len(ids) for ids in checked)
     if batch_size is None:
         batch_size = default_batch_size(model, longest, config.max_steps, config.max_parallel)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = check_int(batch_size, "batch_size", 1)
     check_fits(model, longest, config.max_steps, config.max_parallel, min(batch_size, len(prompts)))
     backend_for(model).prepare()
     results: list[GenerationResult] = []
-    for first in range(0, len(prompts), batch_size):
-        chunk = prompts[first : first + batch_size]
-        rows = [GenerationRow.start(model, p, config, row=i, keep_logits=keep_logits) for i, p in enumerate(chunk)]
-        for row in rows:
-            row.warn_stacklevel = 4  # choose → _run_rows → generate_batch → caller
-        _run_rows(model, rows)
-        results.extend(row.result() for row in rows)
+    with step_bar(-(-len(prompts) // batch_size) * config.max_steps, progress) as bar:
+        for first in range(0, len(prompts), batch_size):
+            chunk = zip(prompts[first : first + batch_size], checked[first : first + batch_size])
+            rows = [GenerationRow.start(model, p, config, row=i, keep_logits=keep_logits, ids=ids) for i, (p, ids) in enumerate(chunk)]
+            for row in rows:
+                row.warn_stacklevel = 4  # choose → _run_rows → generate_batch → caller
+            _run_rows(model, rows, bar)
+            results.extend(row.result() for row in rows)
     return results

@@ -17,10 +17,10 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..capture import CaptureSpec
 from ..errors import InvalidInputError
 from ..layout import MODES
-from ..pruning import AttentionPruning, SimilarityPruning
+from ..pruning import AttentionPruning, SimilarityPruning, strategy_from_table
 from ..schedules import ThresholdSchedule, check_threshold
+from ..siblings import NEXT_TOKEN_SOURCES
 
-NEXT_TOKEN_SOURCES = ("mixture", "top", "last")
 MAX_PARALLEL_LIMIT = 1 << 18  # larger than any vocabulary: a step cannot have more siblings
 PruningStrategy = AttentionPruning | SimilarityPruning
 
@@ -33,7 +33,7 @@ def _setting(default: Any, help: str, *, flag: bool = True, choices: Sequence[st
     return field(default=default, metadata=metadata)
 
 
-def check_int(value: object, name: str, minimum: int, maximum: int | None = None) -> int:
+def check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
     """An integer in ``[minimum, maximum]`` (``max_steps``, ``max_parallel``, ...), or a clear error."""
     if isinstance(value, bool) or not isinstance(value, int):
         if hasattr(value, "__index__") and not isinstance(value, bool):
@@ -57,22 +57,17 @@ def pruning_from_mapping(table: Mapping[str, Any]) -> PruningStrategy:
     """A pruning strategy from a config table (``strategy = "attention"`` (default) or ``"similarity"``)."""
     if not isinstance(table, Mapping):
         raise InvalidInputError(f"pruning must be a table of settings, got {table!r}")
-    strategy = table.get("strategy", "attention")
-    allowed = {"attention": {"strategy", "attention_threshold", "layers", "layer_weights", "distance_prior"},
-               "similarity": {"strategy", "similarity_threshold", "layer"}}
-    if strategy not in allowed:
-        raise InvalidInputError(f"pruning.strategy must be \"attention\" or \"similarity\", got {strategy!r}")
-    reject_unknown(table, allowed[strategy], f"[pruning] (strategy {strategy!r})")
-    if strategy == "similarity":
-        return SimilarityPruning(similarity_threshold=table.get("similarity_threshold", 0.95), layer=table.get("layer", -1))
-    if not isinstance(table.get("distance_prior", False), bool):
-        raise InvalidInputError(f"pruning.distance_prior must be true or false, got {table['distance_prior']!r}")
-    return AttentionPruning(
-        attention_threshold=table.get("attention_threshold", 0.5),
-        layers=table.get("layers"),
-        layer_weights=table.get("layer_weights"),
-        use_distance_prior=bool(table.get("distance_prior", False)),
-    )
+    return strategy_from_table(dict(table))
+
+
+# The command line's pruning flags: each sets its strategy's threshold (the strategy's first setting).
+PRUNING_FLAGS: dict[str, tuple[str, str, str]] = {  # flag: (strategy, what the value is, help)
+    "--prune-threshold": ("attention", "a number >= 0 (0 never prunes)",
+                          "attention pruning: collapse earlier sets scoring below X (>= 0; 0 never prunes; default off)"),
+    "--prune-similarity": ("similarity", "a number (cosine similarity, -1..1)",
+                           "similarity pruning: drop siblings whose last-layer hidden state has cosine similarity >= X "
+                           "with their set's top sibling (default off)"),
+}
 
 
 def capture_from_value(value: object) -> CaptureSpec | None:
@@ -92,7 +87,7 @@ def capture_from_value(value: object) -> CaptureSpec | None:
     raise InvalidInputError(f"capture must be true, false, a list of layers or a CaptureSpec, got {value!r}")
 
 
-def _all_or_list(value: object, name: str, minimum: int | None = None) -> list[int] | None:
+def _all_or_list(value: Any, name: str, minimum: int | None = None) -> list[int] | None:
     if value is None or value == "all":
         return None
     ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)

@@ -59,7 +59,8 @@ def check_fits(model: "TransformerBridge", n_prompt: int, max_steps: int, max_pa
         raise InvalidInputError(
             f"this generation would need about {need / 2**30:.1f} GiB (max_parallel {max_parallel} x max_steps "
             f"{max_steps}{f' x batch {batch}' if batch > 1 else ''}) but {free / 2**30:.1f} GiB is free; "
-            "lower max_parallel, max_steps or the batch size, or raise the threshold"
+            "lower max_parallel, max_steps or the batch size (the estimate assumes every step keeps max_parallel "
+            "siblings, so the threshold does not change it)"
         )
 
 

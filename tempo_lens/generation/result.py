@@ -111,22 +111,21 @@ class GenerationResult:
         return self.prompt_text + "".join(bracketed(r.tokens, r.pruned) for r in self.steps)
 
     def to_json_dict(self) -> dict:
-        """Plain values for JSON; a non-finite number (a NaN probability or prune score) is null."""
+        """Plain values for JSON: every setting of ``config`` (the schedule as its table), then the generation.
+
+        A non-finite number (a NaN probability or prune score) is null.
+        """
+        settings = self.config.to_dict()
+        settings["threshold_schedule"] = self.schedule.to_dict()
         return clean({
             "model": self.model,
             "prompt": self.prompt,
-            "mode": self.mode,
-            "threshold": self.schedule.start,
-            "threshold_schedule": self.schedule.to_dict(),
-            "next_token_source": self.next_token_source,
-            "max_steps": self.max_steps,
-            "max_parallel": self.max_parallel,
+            **settings,
             "prompt_token_ids": self.prompt_token_ids,
             "steps": [r.to_dict() for r in self.steps],
             "text": self.text,
             "clean_text": self.clean_text,
             "stop_reason": self.stop_reason,
-            "pruning": self.pruning,
         })
 
     def save(self, directory, *, overwrite: bool = False):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
@@ -51,11 +51,9 @@ class GenerationRow:
 
     @classmethod
     def start(cls, model: "TransformerBridge", prompt: Any, config: GenerationConfig, row: int = 0,
-              keep_logits: bool = False) -> "GenerationRow":
-        """Tokenise and check the prompt (before any model work) and set up capture and pruning."""
-        ids = prompt_token_ids(model, prompt, chat=config.chat)
-        check_context(model, len(ids), config.max_steps)
-        check_fits(model, len(ids), config.max_steps, config.max_parallel)
+              keep_logits: bool = False, ids: list[int] | None = None) -> "GenerationRow":
+        """Tokenise and check the prompt (before any model work; ``ids``: already done) and set up capture and pruning."""
+        ids = checked_ids(model, prompt, config) if ids is None else ids
         layout = TokenLayout.from_prompt(ids)
         n_layers = int(model.cfg.n_layers)
         capture = CapturedAttention(config.capture.layers_for(n_layers)) if config.capture else None
@@ -145,6 +143,14 @@ class GenerationRow:
         )
 
 
+def checked_ids(model: "TransformerBridge", prompt: Any, config: GenerationConfig) -> list[int]:
+    """The prompt's token ids, once it is known to fit the model's context and memory with ``config``."""
+    ids = prompt_token_ids(model, prompt, chat=config.chat)
+    check_context(model, len(ids), config.max_steps)
+    check_fits(model, len(ids), config.max_steps, config.max_parallel)
+    return ids
+
+
 def resolve_config(config: GenerationConfig | None, overrides: dict[str, Any]) -> GenerationConfig:
     """``config`` (default settings when None) with keyword overrides applied and checked."""
     base = config if config is not None else GenerationConfig()
@@ -154,6 +160,3 @@ def resolve_config(config: GenerationConfig | None, overrides: dict[str, Any]) -
         raise InvalidInputError(f"config must be a GenerationConfig, got {type(base).__name__}")
     return base.replace(**overrides) if overrides else base
 
-
-def rows_for(model: "TransformerBridge", prompts: Sequence[Any], config: GenerationConfig, keep_logits: bool) -> list[GenerationRow]:
-    return [GenerationRow.start(model, p, config, row=i, keep_logits=keep_logits) for i, p in enumerate(prompts)]

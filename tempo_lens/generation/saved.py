@@ -96,7 +96,7 @@ def _write(result: "GenerationResult", target: Path) -> None:
         capture = result.capture
         arrays_sha = None
         if capture is not None:
-            np.savez_compressed(tmp / ARRAYS_FILE, **{f"s{step}": capture.steps[step] for step in capture.step_ids})
+            np.savez_compressed(tmp / ARRAYS_FILE, **{f"s{step}": capture.steps[step] for step in capture.step_ids})  # type: ignore[arg-type]
             arrays_sha = sha256_of(tmp / ARRAYS_FILE)
         record = {
             "format": RESULT_FORMAT, "kind": "tempo_lens.result", "model": result.model, "prompt": result.prompt,

@@ -15,6 +15,7 @@ from torch import Tensor
 from ..backends import backend_for
 from ..hooks import PatternRecorder, tempo_hooks
 from .config import GenerationConfig
+from .progress import step_bar
 from .result import GenerationResult
 from .row import GenerationRow, resolve_config
 
@@ -42,6 +43,7 @@ def generate(
     config: GenerationConfig | None = None,
     *,
     keep_logits: bool = False,
+    progress: bool | None = None,
     **overrides: Any,
 ) -> GenerationResult:
     """Generate with TEMPO on a TransformerBridge or HookedTransformer.
@@ -52,11 +54,12 @@ def generate(
     :class:`~tempo_lens.capture.CaptureSpec`; ``pruning`` is an
     :class:`~tempo_lens.pruning.AttentionPruning` or :class:`~tempo_lens.pruning.SimilarityPruning`.
     ``keep_logits`` keeps each step's logits rows (``result.step_logits``) for checks against an oracle.
+    ``progress``: a progress bar per step (default: only for long runs at a terminal, :mod:`.progress`).
     """
     config = resolve_config(config, overrides)
     row = GenerationRow.start(model, prompt, config, keep_logits=keep_logits)
     backend_for(model).prepare()
-    with PatternRecorder(row.recorded_layers) as recorder, torch.no_grad():
+    with PatternRecorder(row.recorded_layers) as recorder, torch.no_grad(), step_bar(config.max_steps, progress) as bar:
         hooks = tempo_hooks(model, row.layout, config.mode) + recorder.hooks() + row.hooks
         with model.hooks(fwd_hooks=hooks):
             cache = new_cache(model)
@@ -66,4 +69,5 @@ def generate(
                 ids = row.choose()
                 logits = forward_step(model, [ids], cache)[0]
                 row.read_step(logits, recorder.take())
+                bar.update()
     return row.result()

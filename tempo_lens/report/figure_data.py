@@ -34,7 +34,7 @@ def figure_data(inputs: ReportInputs) -> FigureData:
     iso, vis = inputs.isolated.run, inputs.visible.run
     n_kv_heads = inputs.isolated.experiment.model.get("n_kv_heads")
     entropy = pd.concat([entropy_by_step(iso), entropy_by_step(vis)], ignore_index=True)
-    heads = {str(s): records(head_specialisation(iso.attention[s], iso.layout, s, iso.mode, n_kv_heads=n_kv_heads), HeadRow)
+    heads = {str(s): records(head_specialisation(iso.attention[s], iso.layout, s, iso.mask, n_kv_heads=n_kv_heads), HeadRow)
              for s in iso.step_ids}
     measured = [s for s in iso.step_ids if any(s > p for p in iso.layout.parallel_steps())]
     return FigureData(

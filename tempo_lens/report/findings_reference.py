@@ -157,7 +157,7 @@ def data_summary(doc: Document, metrics: Metrics) -> None:
         f"**Max Tokens:** {settings.max_steps} (steps; max {settings.max_parallel} siblings per step, next token from the "
         f"{settings.next_token_source} of siblings)",
         f"**Model:** {model.name} ({model.n_layers} layers, {model.n_heads} heads, {model.n_kv_heads} KV heads)",
-    ] + ([f"**Seed:** {settings.seed}"] if settings.seed is not None else []))
+    ])
     for mode in MODES:
         run = single.run(mode)
         if run is None:

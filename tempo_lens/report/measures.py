@@ -6,6 +6,8 @@ two-sided sign-flip permutation p-value against its null (1 for ratios, 0 for di
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from typing import Any, Iterable
 
@@ -46,7 +48,7 @@ def paired(a: Iterable[float], b: Iterable[float]) -> Interval:
 
 def records(df: pd.DataFrame, cls: type, **fixed: Any) -> list:
     """Rows of ``df`` as ``cls`` instances (only the dataclass's fields are taken; NaN becomes None)."""
-    names = [f for f in cls.__dataclass_fields__ if f not in fixed]
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in fixed]
     return [cls(**fixed, **{k: clean(row[k]) for k in names}) for row in df.to_dict(orient="records")]
 
 

@@ -104,6 +104,12 @@ def _baseline(refs: list[RunRef], table: pd.DataFrame) -> tuple[list[BaselineRow
     return rows, averages
 
 
+def _average_ratio(run: CapturedRun | None) -> float | None:
+    """The mean of a run's per-step ratios; None without the run or without a measured step (no captured step)."""
+    averages = mode_averages(ratio_table([run])) if run is not None else None
+    return fnum(averages["ratio"].iloc[0]) if averages is not None and len(averages) else None
+
+
 def _intra(runs: list[CapturedRun]) -> list[IntraStep]:
     table = intra_step_table(runs)
     out = []
@@ -158,17 +164,17 @@ def single_run_metrics(inputs: ReportInputs) -> SingleRun:
     entropy = heads = layer_heads = None
     if entropy_step is not None:
         entropy = layer_entropy_table(iso.attention[entropy_step], iso.layers, n_layers=model["n_layers"])
-        heads = head_specialisation(iso.attention[entropy_step], iso.layout, entropy_step, iso.mode, n_kv_heads=model.get("n_kv_heads"))
-        layer_heads = layer_head_specialisation(iso.attention[entropy_step], iso.layout, entropy_step, iso.mode, layers=iso.layers)
+        heads = head_specialisation(iso.attention[entropy_step], iso.layout, entropy_step, iso.mask, n_kv_heads=model.get("n_kv_heads"))
+        layer_heads = layer_head_specialisation(iso.attention[entropy_step], iso.layout, entropy_step, iso.mask, layers=iso.layers)
     preference = sibling_preference(iso) + sibling_preference(vis)
     return SingleRun(
         isolated_experiment=inputs.isolated.name, visible_experiment=inputs.visible.name,
         ratios=records(merged, StepRatio), missing_steps=records(missing, MissingStep),
         mode_averages=_by_mode(averages), set_ratio_averages=_by_mode(averages, "set_ratio"),
         no_sink_averages=_by_mode(mode_averages(sink)),
-        toggled_mask_average=fnum(mode_averages(ratio_table([toggled]))["ratio"].iloc[0]) if toggled is not None else None,
+        toggled_mask_average=_average_ratio(toggled),
         baseline=baseline, baseline_averages=baseline_averages, intra_step=_intra(runs),
-        entropy_step=entropy_step, entropy_mode=iso.mode,
+        entropy_step=entropy_step, entropy_mode=iso.mask,
         entropy=records(entropy, LayerEntropy) if entropy is not None else [],
         depth=records(depth_pattern(entropy), DepthThird) if entropy is not None else [],
         heads=records(heads, HeadRow) if heads is not None else [],
@@ -188,7 +194,7 @@ def compute_metrics(inputs: ReportInputs, cross_model: list[CrossModelEntry] | N
     config = experiment.config
     run = inputs.isolated.run
     settings = Settings(prompt=run.prompt, threshold=float(config["threshold"]), max_steps=int(config["max_steps"]),
-                        seed=config.get("seed"), max_parallel=int(config["max_parallel"]),
+                        max_parallel=int(config["max_parallel"]),
                         next_token_source=str(config["next_token_source"]))
     return Metrics(
         schema_version=SCHEMA_VERSION, model=model_facts(experiment.model), settings=settings,

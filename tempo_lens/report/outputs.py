@@ -19,7 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from ..atomic import Fingerprint, changed_since, fingerprint, folder_lock, write_files
 from ..checksums import sha256_of
@@ -132,7 +132,7 @@ class OutputPlan:
         for path, seen in self._report_problems().items():
             self.seen.setdefault(path, seen)
 
-    def check(self, run_names: list[str] = (), report: bool = True) -> None:
+    def check(self, run_names: Sequence[str] = (), report: bool = True) -> None:
         self.check_model()
         for name in run_names:
             self.check_run(name)

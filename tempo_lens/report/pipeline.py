@@ -1,7 +1,8 @@
 """``tempo-lens analyze``: run a folder's experiment configs (or read its saved runs), then write the report.
 
-- A folder with configs (``*.toml``, any names): the model is loaded once, every config runs into
-  ``OUT/runs/NAME`` and the report is built only from those saved folders.
+- A folder with configs (``*.toml``, any names): every config runs on its own model (``--model``: one
+  for all; each model is loaded once) into ``OUT/runs/NAME``, and the report is built only from those
+  saved folders.
 - A folder without configs but with saved experiments (``FOLDER/NAME`` or ``FOLDER/runs/NAME``): the
   report is built from them, no model needed.
 - ``models=[...]`` (``make analyze-models``): the single-prompt and multi-prompt configs run on each
@@ -66,27 +67,31 @@ def _select(configs: dict[str, ExperimentConfig], roles: tuple[str, ...]) -> dic
 
 def run_configs(configs: dict[str, ExperimentConfig], model_name: str | None, plan: OutputPlan, progress: Progress,
                 dtype: str | None = None, backend: str = "bridge") -> dict[str, Path]:
-    """Run each config on one loaded model and save it through ``plan``; returns the saved folders by name."""
+    """Run each config on its own model (``model_name``/``dtype``: one for all), loading each model once.
+
+    Configs are grouped by (model, dtype) so a model is loaded once however many configs use it, and
+    freed before the next is loaded; returns the saved folders by name, in the configs' order.
+    """
     from ..model import load_model
 
-    first = next(iter(configs.values()))
-    chosen, dtype = model_name or first.model, dtype or first.dtype
-    progress(f"loading model {chosen or 'SmolLM2-135M-Instruct (embedded default)'}")
-    model = load_model(chosen, dtype=dtype, backend=backend)
-    n_params = int(sum({p.data_ptr(): p.numel() for p in model.parameters()}.values()))  # shared storage once
+    groups: dict[tuple[str | None, str | None], list[str]] = {}
+    for name, config in configs.items():
+        groups.setdefault((model_name or config.model, dtype or config.dtype), []).append(name)
     out = {}
-    try:
-        for name, config in configs.items():
-            config = dataclasses.replace(config, model=chosen, dtype=dtype)
-            started = time.perf_counter()
-            experiment = run_experiment(config, model, progress=progress)
-            experiment.model["n_params"] = n_params
-            out[name] = plan.save_run(experiment, name)
-            progress(f"{name}: {len(experiment.runs)} runs saved to {out[name]} in {time.perf_counter() - started:.1f} s")
-    finally:
-        del model
-        gc.collect()
-    return out
+    for (chosen, chosen_dtype), names in groups.items():
+        progress(f"loading model {chosen or 'SmolLM2-135M-Instruct (embedded default)'}")
+        model = load_model(chosen, dtype=chosen_dtype, backend=backend)
+        try:
+            for name in names:
+                config = dataclasses.replace(configs[name], model=chosen, dtype=chosen_dtype)
+                started = time.perf_counter()
+                experiment = run_experiment(config, model, progress=progress)
+                out[name] = plan.save_run(experiment, name)
+                progress(f"{name}: {len(experiment.runs)} runs saved to {out[name]} in {time.perf_counter() - started:.1f} s")
+        finally:
+            del model
+            gc.collect()
+    return {name: out[name] for name in configs}
 
 
 def build_report(paths: dict[str, Path], plan: OutputPlan, progress: Progress, cross_model_dir: Path | None = None) -> Path:

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExperimentFileError
+from ..layout import MODES  # noqa: F401  (re-exported for the report modules)
 from .codec import decode, encode
 
 SCHEMA_VERSION = 3  # 3: distance and token-kind controls, regression, per-(layer, head) maps; 2: lattice, heatmap, head grid
-MODES = ("isolated", "visible")
 
 
 @dataclass
@@ -68,7 +68,6 @@ class Settings:
     prompt: str
     threshold: float
     max_steps: int
-    seed: int | None
     max_parallel: int
     next_token_source: str
 

@@ -6,7 +6,9 @@
 - :func:`direct_logit_attribution` (+ :func:`sibling_contrast`): each layer's and head's share of a
   sibling's logit, and which heads push siblings apart;
 - :func:`sae_latents` (+ :func:`compare_sae_latents`): an SAE's latents on every generated token, and the
-  latents that differ most between parallel and non-parallel tokens, with intervals across runs.
+  latents that differ most between parallel and non-parallel tokens, with intervals across runs;
+- :func:`residual_difference` (+ :func:`residual_figure`): each sibling's residual stream under two
+  replay conditions, compared layer by layer.
 
 Siblings are named by :class:`~tempo_lens.siblings.Sibling` (step, rank, token); replays by
 :class:`Condition` (mask, positions, pruned).
@@ -17,9 +19,11 @@ from .attribution import direct_logit_attribution, sibling_contrast
 from .common import Condition
 from .logit_lens import lens_logits, logit_lens
 from .patching import HOOK_POINTS, LogitDifference, activation_patching, patching_figure
+from .residuals import residual_difference, residual_figure
 from .sae import compare_sae_latents, sae_latents
 
 __all__ = [
-    "Condition", "HOOK_POINTS", "LogitDifference", "Sibling", "activation_patching", "direct_logit_attribution",
-    "compare_sae_latents", "lens_logits", "logit_lens", "patching_figure", "sae_latents", "sibling_contrast", "siblings",
+    "Condition", "HOOK_POINTS", "LogitDifference", "Sibling", "activation_patching", "compare_sae_latents",
+    "direct_logit_attribution", "lens_logits", "logit_lens", "patching_figure", "residual_difference", "residual_figure",
+    "sae_latents", "sibling_contrast", "siblings",
 ]

@@ -14,6 +14,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..capture import resolve_layers
 from ..errors import InvalidInputError
 from ..layout import MODES, TokenLayout
 from ..backends import backend_for
@@ -97,12 +98,10 @@ def check_steps(layout: TokenLayout, steps: Sequence[int] | None) -> list[int]:
 
 
 def check_layers(model: "TransformerBridge", layers: Sequence[int] | None) -> list[int]:
-    """The chosen layers (default all), each checked against the model."""
-    n = int(model.cfg.n_layers)
-    chosen = list(range(n)) if layers is None else [int(l) for l in layers]
-    bad = [l for l in chosen if not 0 <= l < n]
-    if bad or not chosen:
-        raise InvalidInputError(f"layers {bad or chosen} are not in this model (layers 0..{n - 1})")
+    """The chosen layers (default all; negative counts from the last), by the one rule of :func:`~tempo_lens.capture.resolve_layers`."""
+    chosen = resolve_layers(layers, int(model.cfg.n_layers), "layers")
+    if not chosen:
+        raise InvalidInputError("layers is empty; choose layers of this model, or leave it out for all")
     return chosen
 
 

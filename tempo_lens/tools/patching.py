@@ -162,7 +162,14 @@ def activation_patching(
     layout = view.layout
     if source.layout(layout).token_ids != target.layout(layout).token_ids:
         raise InvalidInputError("source and target must replay the same tokens")
-    positions = list(range(len(layout))) if where == "all" else physical_indices(layout, where)
+    if isinstance(where, str):
+        if where != "all":
+            raise InvalidInputError(f"where must be siblings, steps or \"all\", got {where!r}")
+        positions = list(range(len(layout)))
+    else:
+        positions = physical_indices(layout, where)
+    if not positions:
+        raise InvalidInputError("where selects no token to patch; name siblings, steps or \"all\"")
     chosen_layers = check_layers(model, layers)
     n_heads = int(model.cfg.n_heads)
     chosen_heads: list[int | None] = [None]
@@ -176,6 +183,8 @@ def activation_patching(
     if score_steps is None:
         score_steps = sorted({layout.steps[i] for i in positions})
     scored = [int(s) for s in score_steps]
+    if not scored and not isinstance(metric, LogitDifference) and not callable(metric):
+        raise InvalidInputError("score_steps is empty, so the KL metric would average over nothing; name steps, or leave it out")
     if any(not PROMPT_STEP <= s < layout.n_steps for s in scored):
         raise InvalidInputError(f"score_steps {scored} are not in this run (steps -1..{layout.n_steps - 1})")
     name, fn = metric_fn(metric, layout, scored, next_token_source or view.next_token_source, src.logits, tgt.logits)

@@ -58,3 +58,25 @@ def test_table_over_runs():
     assert len(df) == 3 and set(df["mode"]) == {"visible"} and df["token"].tolist() == [" c1", " c2", " c3"]
     assert df["prob"].tolist() == pytest.approx([0.5, 0.3, 0.2])
     assert df["to_siblings"].mean() == pytest.approx(0.4 / 3)
+
+
+def test_controls_are_read_by_the_mask_that_produced_them(tiny_llama, tmp_path):
+    """An experiment gives its generated runs; its control replays (asked for) carry their own mask and positions.
+
+    The visible-mask replay of an isolated generation attends to siblings: it must not count as isolated,
+    where intra-step attention is 0 by construction.
+    """
+    from tempo_lens.capture import as_runs
+    from tempo_lens.experiment import config_from_dict, load_experiment, run_experiment, save_experiment
+
+    config = config_from_dict({"prompts": ["t1 t17 t42"], "threshold": 1e-6, "max_parallel": 3, "max_steps": 3,
+                               "mode": "isolated", "controls": ["unique_positions", "toggled_mask"]})
+    experiment = load_experiment(save_experiment(run_experiment(config, tiny_llama), tmp_path / "exp"))
+    assert [r.name for r in as_runs(experiment)] == [r.name for r in experiment.generated()]
+    everything = as_runs(experiment, controls=True)
+    assert len(everything) == 3 and {r.mode for r in everything} == {"isolated"}
+    assert {(r.mask, r.positions) for r in everything} == {("isolated", "shared"), ("isolated", "unique"), ("visible", "shared")}
+    assert (intra_step_table(experiment)["to_siblings"] == 0).all()
+    table = intra_step_table(everything)
+    assert (table[table["mode"] == "isolated"]["to_siblings"] == 0).all()
+    assert (table[table["mode"] == "visible"]["to_siblings"] > 0).any()

@@ -126,3 +126,14 @@ def test_bad_batches_are_refused(tiny_llama):
         generate_batch(tiny_llama, PROMPTS, batch_size=0)
     with pytest.raises(InvalidInputError, match="empty"):
         generate_batch(tiny_llama, [[1, 2], []])  # every prompt is checked before any model work
+
+
+def test_memory_refusal_advises_only_what_the_estimate_counts(tiny_llama, monkeypatch):
+    """The estimate ignores the threshold (every step is counted at max_parallel): raising it is no advice."""
+    from tempo_lens.generation import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1)
+    with pytest.raises(InvalidInputError) as refused:
+        memory.check_fits(tiny_llama, 5, 10, 8)
+    message = str(refused.value)
+    assert "lower max_parallel, max_steps" in message and "raise the threshold" not in message

@@ -133,6 +133,16 @@ def test_threshold_schedules():
     assert ThresholdSchedule.parse(0.2, "bezier:0.4:0.1:0.9").p2 == 0.9
 
 
+def test_json_carries_every_setting(tiny_llama):
+    """to_json_dict lists the config's settings from GenerationConfig itself (min_steps, chat, capture included)."""
+    from tempo_lens.generation import GenerationConfig
+
+    result = generate(tiny_llama, TINY_PROMPT, max_steps=2, min_steps=1, capture=[0])
+    data = result.to_json_dict()
+    assert set(GenerationConfig.keys()) <= set(data)
+    assert data["min_steps"] == 1 and data["chat"] is False and data["capture"] == {"layers": [0], "steps": None}
+
+
 def test_schedule_is_recorded(tiny_llama):
     result = generate(tiny_llama, TINY_PROMPT, threshold=0.05, max_steps=3, threshold_schedule="relu:0.5:0.5")
     data = result.to_json_dict()
@@ -181,3 +191,18 @@ def test_chat_template(embedded_model, tiny_llama):
     assert "Name a colour." in template and len(chat.prompt_token_ids) > len(plain.prompt_token_ids)
     with pytest.raises(InvalidInputError, match="chat template"):
         generate(tiny_llama, "t1 t2", chat=True)
+
+
+def test_progress_bar_only_when_asked_or_long(tiny_llama, capsys, monkeypatch):
+    """A bar per step on stderr when asked; by default only for long runs at a terminal (never in a pipe or test)."""
+    from tempo_lens.generation import generate_batch, progress
+
+    generate(tiny_llama, TINY_PROMPT, max_steps=3)
+    assert "TEMPO steps" not in capsys.readouterr().err
+    generate(tiny_llama, TINY_PROMPT, max_steps=3, progress=True)
+    assert "TEMPO steps" in capsys.readouterr().err
+    generate_batch(tiny_llama, [TINY_PROMPT, TINY_PROMPT], max_steps=2, progress=True)
+    assert "TEMPO steps" in capsys.readouterr().err
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: True, raising=False)
+    with progress.step_bar(progress.LONG_STEPS, None) as long, progress.step_bar(progress.LONG_STEPS - 1, None) as short:
+        assert long.disable is False and short.disable is True

@@ -191,7 +191,7 @@ def test_api_context_edge(short_ctx_model):
         (dict(layers=[0, 1], layer_weights=[1, -1]), ">= 0"),
         (dict(layer_weights=[0, 0, 0]), "positive sum"),
         (dict(layers=["a"]), "layer indices"),
-        (dict(layers=[7]), "outside the model's layers 0..2"),
+        (dict(layers=[7]), r"pruning layer \[7\] outside 0\.\.2"),
         (dict(attention_threshold=float("nan")), ">= 0"),
     ],
 )

@@ -110,3 +110,33 @@ def test_no_isolated_and_visible_pair_is_one_error_line(tmp_path, tiny_dirs, cap
 def test_an_empty_folder_is_one_error_line(tmp_path, capsys):
     assert main(["analyze", str(tmp_path)]) == 2
     assert "no experiment configs" in capsys.readouterr().err
+
+
+def test_each_config_runs_on_its_own_model_loaded_once(tmp_path, monkeypatch):
+    """Configs naming different models run on those models (not the first config's); each model is loaded once."""
+    import tempo_lens.model as model_module
+    from tempo_lens.experiment import Experiment, load_config
+    from tempo_lens.report import pipeline
+
+    for name, model in (("a", "model-x"), ("b", "model-y"), ("c", "model-x")):
+        (tmp_path / f"{name}.toml").write_text(f'name = "{name}"\nmodel = "{model}"\n' + SETTINGS)
+    configs = pipeline.find_configs(tmp_path)
+    loaded, ran = [], {}
+    monkeypatch.setattr(model_module, "load_model", lambda name, dtype=None: loaded.append(name) or f"<{name}>")
+
+    def fake_run(config, model, progress=None):
+        ran[config.name] = (config.model, model)
+        return Experiment(config=config.to_dict(), runs=[], model={})
+
+    class Plan:
+        def save_run(self, experiment, name):
+            return tmp_path / "runs" / name
+
+    monkeypatch.setattr(pipeline, "run_experiment", fake_run)
+    paths = pipeline.run_configs(configs, None, Plan(), progress=lambda _: None)
+    assert ran == {"a": ("model-x", "<model-x>"), "b": ("model-y", "<model-y>"), "c": ("model-x", "<model-x>")}
+    assert sorted(loaded) == ["model-x", "model-y"] and list(paths) == ["a", "b", "c"]
+    loaded.clear()
+    pipeline.run_configs(configs, "model-z", Plan(), progress=lambda _: None)  # --model: one model for all
+    assert loaded == ["model-z"] and {m for m, _ in ran.values()} == {"model-z"}
+    assert load_config(tmp_path / "b.toml").model == "model-y"

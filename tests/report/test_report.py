@@ -215,3 +215,21 @@ def test_summary_leads_with_the_controls_and_the_controls_are_stored(report):
     assert len(multi["head_map"]) == n_layers * n_heads
     assert "### 2b. Confounds: distance and token kind" in md and 'id="fig-head-map"' in report["html"]
     assert len(report["metrics"]["single_run"]["layer_heads"]) == n_layers * n_heads
+
+
+def test_metrics_of_runs_without_captured_steps(report):
+    """`[capture] steps` plus an early EOS: a run (and its toggled-mask replay) with no captured step has no average."""
+    import dataclasses
+
+    from tempo_lens.report.inputs import choose_inputs
+    from tempo_lens.report.metrics import single_run_metrics
+
+    def emptied(experiment, which):
+        runs = [dataclasses.replace(r, attention={}) if which(r) else r for r in experiment.runs]
+        return dataclasses.replace(experiment, runs=runs)
+
+    iso = emptied(report["iso"], lambda r: r.meta.get("variant") == "toggled_mask")
+    assert single_run_metrics(choose_inputs([iso, report["vis"]])).toggled_mask_average is None
+    iso = emptied(report["iso"], lambda r: True)
+    single = single_run_metrics(choose_inputs([iso, report["vis"]]))
+    assert single.toggled_mask_average is None and single.mode_averages.isolated is None

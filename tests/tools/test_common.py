@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tempo_lens.pruning import AttentionPruning
 from tempo_lens.tools import Condition
 from tempo_lens.tools.common import cached_replay
@@ -18,3 +20,21 @@ def test_unpruned_condition_replays_the_tokens_without_pruning(tiny_llama, llama
         logits = cached_replay(tiny_llama, run.layout, condition).logits
         assert (logits - hf_oracle_logits(llama_hf, layout, "isolated")).abs().max().item() < 1e-4
     assert Condition("visible", "unique", pruned=False).label == "visible, unique, unpruned"
+
+
+def test_layer_indices_follow_one_rule():
+    """Capture, replay, pruning and the tools read layer numbers alike: negatives count from the last, one message."""
+    from types import SimpleNamespace
+
+    from tempo_lens.capture import resolve_layers
+    from tempo_lens.errors import InvalidInputError
+    from tempo_lens.pruning import AttentionPruning
+    from tempo_lens.tools.common import check_layers
+
+    model = SimpleNamespace(cfg=SimpleNamespace(n_layers=4))
+    assert check_layers(model, [-1, 0]) == resolve_layers([-1, 0], 4) == [0, 3]
+    assert AttentionPruning(layers=[-1, 0], layer_weights=[1.0, 2.0]).layers_for(4) == [3, 0]  # order kept: weights align
+    refusals = (lambda: check_layers(model, [4]), lambda: AttentionPruning(layers=[4]).layers_for(4), lambda: resolve_layers([4], 4))
+    for refuse in refusals:
+        with pytest.raises(InvalidInputError, match=r"\[4\] outside 0\.\.3"):
+            refuse()

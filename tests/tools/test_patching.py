@@ -109,3 +109,11 @@ def test_batched_patches_equal_one_at_a_time(tiny_llama, llama_run):
 def test_bad_arguments_are_refused(tiny_llama, llama_run, kwargs, message):
     with pytest.raises(InvalidInputError, match=message):
         activation_patching(tiny_llama, llama_run, (1, 0), **kwargs)
+
+
+def test_nothing_to_patch_or_score_is_refused(tiny_llama, llama_run):
+    """An empty ``where`` or ``score_steps`` would average over nothing: a clear refusal, not a ZeroDivisionError."""
+    with pytest.raises(InvalidInputError, match="score_steps is empty"):
+        activation_patching(tiny_llama, llama_run, (1, 0), score_steps=[])
+    with pytest.raises(InvalidInputError, match="where selects no token"):
+        activation_patching(tiny_llama, llama_run, [])
