@@ -33,8 +33,8 @@ import socket
 import stat
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .errors import ExperimentFileError
 from .signals import interrupts_raise
@@ -168,7 +168,7 @@ def writer_gone(folder: Path, prefix: str) -> bool:
         age = time.time() - folder.lstat().st_mtime
     except OSError:
         return False
-    owner = _parse_owner(folder.name[len(prefix):])
+    owner = _parse_owner(folder.name[len(prefix) :])
     if owner is None:
         return False
     machine, pid, start = owner

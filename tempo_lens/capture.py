@@ -7,8 +7,9 @@ Capture is selective (which layers, which steps); generation without it register
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -34,8 +35,10 @@ class CaptureSpec:
         return self.steps is None or step in self.steps
 
     def to_dict(self) -> dict:
-        return {"layers": None if self.layers is None else list(self.layers),
-                "steps": None if self.steps is None else list(self.steps)}
+        return {
+            "layers": None if self.layers is None else list(self.layers),
+            "steps": None if self.steps is None else list(self.steps),
+        }
 
 
 def resolve_layer(layer: int, n_layers: int, what: str = "layer") -> int:
@@ -50,11 +53,17 @@ def resolve_layers(layers: Sequence[int] | None, n_layers: int, what: str = "lay
     """
     if layers is None:
         return list(range(n_layers))
-    if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable) or not all(isinstance(l, (int, np.integer)) and not isinstance(l, bool) for l in layers):
+    if (
+        isinstance(layers, (str, bytes))
+        or not isinstance(layers, Iterable)
+        or not all(isinstance(l, (int, np.integer)) and not isinstance(l, bool) for l in layers)
+    ):
         raise InvalidInputError(f"{what} must be a list of layer numbers, got {layers!r}")
     bad = [int(l) for l in layers if not -n_layers <= l < n_layers]
     if bad:
-        raise InvalidInputError(f"{what} {bad} outside 0..{n_layers - 1} (or -{n_layers}..-1); choose layers of this model or \"all\"")
+        raise InvalidInputError(
+            f'{what} {bad} outside 0..{n_layers - 1} (or -{n_layers}..-1); choose layers of this model or "all"'
+        )
     return sorted(set(int(l) % n_layers for l in layers))
 
 
@@ -154,7 +163,10 @@ class CapturedRun:
     @property
     def positions(self) -> str:
         """The positions the attention was computed at: ``"shared"`` (TEMPO), or ``"unique"`` (a control replay)."""
-        return str(self.meta.get("positions") or ("unique" if self.is_control and self.meta.get("variant") == "unique_positions" else "shared"))
+        return str(
+            self.meta.get("positions")
+            or ("unique" if self.is_control and self.meta.get("variant") == "unique_positions" else "shared")
+        )
 
     @property
     def is_control(self) -> bool:
@@ -168,9 +180,11 @@ class CapturedRun:
         return self.attention[step]
 
     @classmethod
-    def from_result(cls, result, name: str = "run", **meta) -> "CapturedRun":
+    def from_result(cls, result, name: str = "run", **meta) -> CapturedRun:
         if not (hasattr(result, "capture") and hasattr(result, "layout") and hasattr(result, "to_json_dict")):
-            raise InvalidInputError(f"CapturedRun.from_result needs a GenerationResult (from generate), got {type(result).__name__}")
+            raise InvalidInputError(
+                f"CapturedRun.from_result needs a GenerationResult (from generate), got {type(result).__name__}"
+            )
         if result.capture is None:
             raise InvalidInputError("this generation captured no attention; pass capture=True to generate()")
         info = result.to_json_dict()
@@ -213,5 +227,8 @@ def as_runs(source: Any, *, controls: bool = False) -> list[CapturedRun]:
     if hasattr(source, "runs") and not isinstance(source, (list, tuple)):
         source = [r for r in source.runs if controls or not getattr(r, "is_control", False)]
     if isinstance(source, Iterable) and not isinstance(source, (str, bytes, np.ndarray)):
-        return [as_run(item, name=None if isinstance(item, CapturedRun) else f"{getattr(item, 'mode', 'run')}-{i}") for i, item in enumerate(source)]
+        return [
+            as_run(item, name=None if isinstance(item, CapturedRun) else f"{getattr(item, 'mode', 'run')}-{i}")
+            for i, item in enumerate(source)
+        ]
     return [as_run(source)]

@@ -20,8 +20,9 @@ import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Sequence  # noqa: E402
+from typing import Any
 
 from . import models_command  # noqa: E402
 from .errors import InvalidInputError, TempoLensError  # noqa: E402
@@ -101,8 +102,7 @@ def add_generation_flags(parser: argparse.ArgumentParser) -> None:
         if f.type in ("bool", bool):
             parser.add_argument(flag, action="store_true", default=None, help=help_text)
         else:
-            parser.add_argument(flag, default=None, choices=f.metadata.get("choices"),
-                                help=f"{help_text} (default {f.default})")
+            parser.add_argument(flag, default=None, choices=f.metadata.get("choices"), help=f"{help_text} (default {f.default})")
     for flag, (_, _, help_text) in PRUNING_FLAGS.items():
         parser.add_argument(flag, default=None, help=help_text)
 
@@ -129,7 +129,9 @@ def generation_overrides(args: argparse.Namespace) -> dict:
         raise
     given = {flag: value for flag in PRUNING_FLAGS if (value := getattr(args, flag[2:].replace("-", "_"))) is not None}
     if len(given) > 1:
-        raise InvalidInputError(f"choose one pruning strategy: {' or '.join(f'{f} ({PRUNING_FLAGS[f][0]})' for f in PRUNING_FLAGS)}")
+        raise InvalidInputError(
+            f"choose one pruning strategy: {' or '.join(f'{f} ({PRUNING_FLAGS[f][0]})' for f in PRUNING_FLAGS)}"
+        )
     for flag, value in given.items():
         strategy, what, _ = PRUNING_FLAGS[flag]
         with _naming_flag(flag):
@@ -143,7 +145,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     prompt = _text_arg(args.prompt, "prompt")
     if not prompt.strip():
-        raise InvalidInputError("the prompt is empty; pass some text, e.g. tempo-lens generate \"The cat sat on the\"")
+        raise InvalidInputError('the prompt is empty; pass some text, e.g. tempo-lens generate "The cat sat on the"')
     config = GenerationConfig(**generation_overrides(args))  # every setting checked before the model loads
     model = load_model(_model_arg(args.model), dtype=args.dtype, backend=args.backend)
     result = generate(model, prompt, config)
@@ -157,7 +159,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .experiment import (
-        check_can_write, check_shard_target, load_config, parse_shard, run_experiment, save_experiment, shard_folder,
+        check_can_write,
+        check_shard_target,
+        load_config,
+        parse_shard,
+        run_experiment,
+        save_experiment,
+        shard_folder,
     )
 
     config = load_config(_path_arg(args.config, "the config path")).with_model(_model_arg(args.model), args.dtype)
@@ -173,8 +181,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .experiment.stream import STREAM_ABOVE, run_streamed
 
     if len(shard_indices(len(config.prompts), shard)) > STREAM_ABOVE:  # chunks saved as they finish; a rerun resumes
-        path = run_streamed(config, out, shard=shard, overwrite=args.overwrite, expect=seen, progress=_progress,
-                            allow_large=args.allow_large, backend=args.backend)
+        path = run_streamed(
+            config,
+            out,
+            shard=shard,
+            overwrite=args.overwrite,
+            expect=seen,
+            progress=_progress,
+            allow_large=args.allow_large,
+            backend=args.backend,
+        )
     else:
         experiment = run_experiment(config, shard=shard, progress=_progress, allow_large=args.allow_large, backend=args.backend)
         path = save_experiment(experiment, out, overwrite=args.overwrite, expect=seen)  # refused if written meanwhile
@@ -195,7 +211,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
     with folder_lock(folder) if folder.is_dir() else contextlib.nullcontext():  # no shard lands while merging
         experiment = load_experiment(folder)  # exactly one split of one config, checksums verified, runs in prompt order
         if experiment.shard is not None:
-            raise InvalidInputError(f"{folder} is shard {experiment.shard} of an experiment; pass the folder that holds every shard-i-of-n folder")
+            raise InvalidInputError(
+                f"{folder} is shard {experiment.shard} of an experiment; pass the folder that holds every shard-i-of-n folder"
+            )
         if (folder / METADATA).exists():
             _progress(f"{folder} is already one experiment folder; nothing to merge")
             return 0
@@ -211,15 +229,33 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     folder = _path_arg(args.folder, "the analyses folder")
     if not folder.is_dir():
         what = "is a file" if folder.exists() else "does not exist"
-        raise InvalidInputError(f"the analyses folder {str(folder)!r} {what}; pass a folder of experiment configs (*.toml) or saved runs")
+        raise InvalidInputError(
+            f"the analyses folder {str(folder)!r} {what}; pass a folder of experiment configs (*.toml) or saved runs"
+        )
     if args.models:
         if args.model or args.out or args.quick:
-            raise InvalidInputError("--models runs its own models into FOLDER/models/NAME; do not combine it with --model, --out or --quick")
-        analyze_models(folder, [m.strip() for m in args.models.split(",") if m.strip()], progress=_progress,
-                       overwrite=args.overwrite, dtype=args.dtype, backend=args.backend)
+            raise InvalidInputError(
+                "--models runs its own models into FOLDER/models/NAME; do not combine it with --model, --out or --quick"
+            )
+        analyze_models(
+            folder,
+            [m.strip() for m in args.models.split(",") if m.strip()],
+            progress=_progress,
+            overwrite=args.overwrite,
+            dtype=args.dtype,
+            backend=args.backend,
+        )
         return 0
-    analyze(folder, model=_model_arg(args.model), progress=_progress, quick=args.quick, overwrite=args.overwrite,
-            out=Path(args.out) if args.out else None, dtype=args.dtype, backend=args.backend)
+    analyze(
+        folder,
+        model=_model_arg(args.model),
+        progress=_progress,
+        quick=args.quick,
+        overwrite=args.overwrite,
+        out=Path(args.out) if args.out else None,
+        dtype=args.dtype,
+        backend=args.backend,
+    )
     return 0
 
 
@@ -254,24 +290,37 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dtype", default=None, choices=DTYPES, help="override the config's dtype")
     r.add_argument("--batch-size", default=None, help="prompts per forward (default: what free memory allows, up to 16)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    r.add_argument("--allow-large", action="store_true",
-                   help="run past the bounds (more than 2,000 runs, or attention beyond half the free memory)")
+    r.add_argument(
+        "--allow-large",
+        action="store_true",
+        help="run past the bounds (more than 2,000 runs, or attention beyond half the free memory)",
+    )
     r.set_defaults(func=cmd_run)
 
     m = sub.add_parser("merge", help="join the shard-i-of-n folders of `run --shard` into one experiment folder")
     m.add_argument("folder", help="the --out folder the shards were written into")
-    m.add_argument("--out", default=None, help="write the merged experiment here and keep the shards (default: replace the shards)")
+    m.add_argument(
+        "--out", default=None, help="write the merged experiment here and keep the shards (default: replace the shards)"
+    )
     m.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     m.set_defaults(func=cmd_merge)
 
     a = sub.add_parser("analyze", help="run a folder's experiment configs (or read its saved runs) and write the findings report")
-    a.add_argument("folder", nargs="?", default="analyses", help="a folder of configs (*.toml, any names) or of saved experiments")
+    a.add_argument(
+        "folder", nargs="?", default="analyses", help="a folder of configs (*.toml, any names) or of saved experiments"
+    )
     a.add_argument("--model", default=None, help="model name or path for every config (default: each config's own)")
     a.add_argument("--out", default=None, help="where runs/ and report/ go (default: FOLDER)")
-    a.add_argument("--overwrite", action="store_true",
-                   help="replace run folders and report files that analyze did not write itself (other files are always kept)")
-    a.add_argument("--models", default=None,
-                   help="cross-model study: comma-separated model names or `all` (the zoo); each into FOLDER/models/NAME")
+    a.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace run folders and report files that analyze did not write itself (other files are always kept)",
+    )
+    a.add_argument(
+        "--models",
+        default=None,
+        help="cross-model study: comma-separated model names or `all` (the zoo); each into FOLDER/models/NAME",
+    )
     a.add_argument("--quick", action="store_true", help="run only the single-prompt configs (for smoke runs)")
     a.add_argument("--dtype", choices=DTYPES, default=None, help="model dtype (default float32)")
     a.set_defaults(func=cmd_analyze)
@@ -279,11 +328,19 @@ def build_parser() -> argparse.ArgumentParser:
     from .backends import BACKENDS
 
     for command in (g, r, a):
-        command.add_argument("--backend", default="bridge", choices=BACKENDS,
-                             help="model class: bridge (TransformerBridge, default) or hooked (HookedTransformer, TransformerLens 3.x)")
+        command.add_argument(
+            "--backend",
+            default="bridge",
+            choices=BACKENDS,
+            help="model class: bridge (TransformerBridge, default) or hooked (HookedTransformer, TransformerLens 3.x)",
+        )
     for command in sub.choices.values():
-        command.add_argument("--no-fast", action="store_true", default=argparse.SUPPRESS,
-                             help="load models with the stock TransformerBridge paths (sets TEMPO_LENS_FAST=0)")
+        command.add_argument(
+            "--no-fast",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="load models with the stock TransformerBridge paths (sets TEMPO_LENS_FAST=0)",
+        )
     return parser
 
 
@@ -306,8 +363,11 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         print(f"error: {exc.strerror or exc}{where}; check the path and free space, then retry", file=sys.stderr)
         return 2
     except MemoryError:
-        fix = ("lower max_parallel, max_steps or --batch-size, or use a smaller model" if args.command in ("generate", "run")
-               else "free memory or use a machine with more; saved files are checked against their size before they are read")
+        fix = (
+            "lower max_parallel, max_steps or --batch-size, or use a smaller model"
+            if args.command in ("generate", "run")
+            else "free memory or use a machine with more; saved files are checked against their size before they are read"
+        )
         print(f"error: out of memory during `{args.command}`; {fix}", file=sys.stderr)
         return 2
 

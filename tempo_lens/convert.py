@@ -19,8 +19,8 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .atomic import abandoned_backups, atomic_directory, remove_abandoned, temporaries
 from .checksums import sha256_of
@@ -130,7 +130,9 @@ def convert(model: ZooModel, target: Path, paths: list[Path] | None = None) -> N
         except (ModelUnavailableError, OSError):
             raise
         except Exception as exc:  # e.g. safetensors' SafetensorError on a full disk, which is no OSError
-            raise ModelUnavailableError(f"converting {model.name!r} into {tmp} failed: {exc}; check free space and retry") from exc
+            raise ModelUnavailableError(
+                f"converting {model.name!r} into {tmp} failed: {exc}; check free space and retry"
+            ) from exc
         if gguf.parent == tmp:
             gguf.unlink()
         write_marker(tmp, {"name": model.name, "gguf": model.gguf_file, "gguf_sha256": model.gguf_sha256})

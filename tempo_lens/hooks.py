@@ -29,7 +29,8 @@ valid in any vocabulary). A hand-built layout stands in for a generation:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Bool, Float
@@ -46,25 +47,26 @@ if TYPE_CHECKING:
 Hook = tuple[str, Callable[..., Tensor]]
 
 
-def _attn_score_hook_names(model: "TransformerBridge", layers: Iterable[int] | None = None) -> list[str]:
+def _attn_score_hook_names(model: TransformerBridge, layers: Iterable[int] | None = None) -> list[str]:
     n_layers = model.cfg.n_layers
     chosen = range(n_layers) if layers is None else layers
     return [f"blocks.{layer}.attn.hook_attn_scores" for layer in chosen]
 
 
-def has_rotary(model: "TransformerBridge") -> bool:
+def has_rotary(model: TransformerBridge) -> bool:
     """Whether ``model`` has rotary position embeddings the hooks can move (Llama, Qwen, Mistral, Gemma, ...)."""
     return backend_for(model).position_kind() == "rotary"
 
 
-def has_learned_positions(model: "TransformerBridge") -> bool:
+def has_learned_positions(model: TransformerBridge) -> bool:
     """Whether ``model`` adds a learned position table at ``hook_pos_embed`` (GPT-2 family) and has no RoPE."""
     return backend_for(model).position_kind() == "learned"
 
 
 # ---- positions ---------------------------------------------------------------------------------
 
-def rope_position_hooks(model: "TransformerBridge", positions: PositionSource) -> list[Hook]:
+
+def rope_position_hooks(model: TransformerBridge, positions: PositionSource) -> list[Hook]:
     """RoPE at chosen (logical, shared, even fractional) positions instead of physical indices.
 
     On a TransformerBridge, targets ``rotary_emb.hook_cos`` and ``rotary_emb.hook_sin`` (``[batch, q, d_head]``)
@@ -88,7 +90,7 @@ def rope_position_hooks(model: "TransformerBridge", positions: PositionSource) -
     return backend_for(model).rope_position_hooks(positions)
 
 
-def learned_position_hooks(model: "TransformerBridge", positions: PositionSource) -> list[Hook]:
+def learned_position_hooks(model: TransformerBridge, positions: PositionSource) -> list[Hook]:
     """Learned absolute position embeddings at chosen integer positions (GPT-2 family).
 
     Targets ``hook_pos_embed`` (``[batch, q, d_model]``) and returns rows of the model's own position
@@ -105,7 +107,7 @@ def learned_position_hooks(model: "TransformerBridge", positions: PositionSource
     return backend_for(model).learned_position_hooks(positions)
 
 
-def tempo_position_hooks(model: "TransformerBridge", positions: PositionSource) -> list[Hook]:
+def tempo_position_hooks(model: TransformerBridge, positions: PositionSource) -> list[Hook]:
     """Shared logical positions through whichever position mechanism the model has (RoPE or learned).
 
     :func:`rope_position_hooks` (``rotary_emb.hook_cos`` / ``hook_sin``, ``[batch, q, d_head]``) on a RoPE
@@ -128,13 +130,14 @@ def tempo_position_hooks(model: "TransformerBridge", positions: PositionSource) 
 
 # ---- masks -------------------------------------------------------------------------------------
 
+
 def masked_threshold(dtype: torch.dtype) -> float:
     """Scores at or below this count as masked (the bridge's own causal mask uses ``finfo.min``)."""
     return torch.finfo(dtype).min / 2
 
 
 def attention_block_hooks(
-    model: "TransformerBridge",
+    model: TransformerBridge,
     blocked: Callable[[int, int], Bool[Tensor, "query_pos key_pos"]],
     layers: Iterable[int] | None = None,
 ) -> list[Hook]:
@@ -203,7 +206,7 @@ def layout_blocked_fn(layout: TokenLayout, mode: Mode = "isolated", apply_prunin
     return blocked
 
 
-def isolation_mask_hooks(model: "TransformerBridge", layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
+def isolation_mask_hooks(model: TransformerBridge, layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
     """Isolated TEMPO attention: siblings of one step cannot see each other (each still sees itself).
 
     Targets ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``) of ``layers`` (default all),
@@ -218,7 +221,7 @@ def isolation_mask_hooks(model: "TransformerBridge", layout: TokenLayout, layers
     return attention_block_hooks(model, layout_blocked_fn(layout, "isolated", apply_pruning=False), layers)
 
 
-def pruned_keys_mask_hooks(model: "TransformerBridge", layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
+def pruned_keys_mask_hooks(model: TransformerBridge, layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
     """Retroactive pruning: a token pruned after step p is hidden (``-inf``) from every query of a later step.
 
     Targets ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``) of ``layers`` (default all);
@@ -233,7 +236,9 @@ def pruned_keys_mask_hooks(model: "TransformerBridge", layout: TokenLayout, laye
     return attention_block_hooks(model, layout_blocked_fn(layout, "visible", apply_pruning=True), layers)
 
 
-def tempo_hooks(model: "TransformerBridge", layout: TokenLayout, mode: Mode = "isolated", positions: PositionSource | None = None) -> list[Hook]:
+def tempo_hooks(
+    model: TransformerBridge, layout: TokenLayout, mode: Mode = "isolated", positions: PositionSource | None = None
+) -> list[Hook]:
     """Everything a TEMPO forward needs: shared positions plus one mask hook per layer (isolation + pruning).
 
     Targets the position hooks of :func:`tempo_position_hooks` (``rotary_emb.hook_cos`` / ``hook_sin``,
@@ -252,7 +257,8 @@ def tempo_hooks(model: "TransformerBridge", layout: TokenLayout, mode: Mode = "i
 
 # ---- interventions and reading -----------------------------------------------------------------
 
-def fractional_positions(layout: TokenLayout, spacing: float = 1e-3) -> Float[Tensor, "pos"]:
+
+def fractional_positions(layout: TokenLayout, spacing: float = 1e-3) -> Float[Tensor, " pos"]:
     """Near-identical distinct positions: the r-th sibling of a step sits at ``logical + r * spacing``.
 
     Returns a float32 ``[n_tokens]`` tensor for :func:`rope_position_hooks` / :func:`tempo_hooks`
@@ -291,8 +297,8 @@ def fractional_positions(layout: TokenLayout, spacing: float = 1e-3) -> Float[Te
 
 
 def attention_bias_hooks(
-    model: "TransformerBridge",
-    key_mask: Callable[[int], Bool[Tensor, "key"]] | Bool[Tensor, "key"],
+    model: TransformerBridge,
+    key_mask: Callable[[int], Bool[Tensor, " key"]] | Bool[Tensor, " key"],
     bias: float,
     layers: Iterable[int] | None = None,
     heads: Sequence[int] | None = None,
@@ -338,7 +344,7 @@ class PatternRecorder:
         self.layers = sorted(set(int(layer) for layer in layers))
         self.patterns: dict[int, Tensor] = {}
 
-    def __enter__(self) -> "PatternRecorder":
+    def __enter__(self) -> PatternRecorder:
         return self
 
     def __exit__(self, *exc: object) -> None:

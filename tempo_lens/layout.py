@@ -14,8 +14,9 @@ but refuse edits, and ``version`` increases on every change so readers can memoi
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence, get_args
+from typing import Literal, get_args
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -63,8 +64,15 @@ class TokenLayout:
     tensors memoised on the version can never go stale.
     """
 
-    def __init__(self, token_ids: Sequence[int] = (), steps: Sequence[int] = (), logical_positions: Sequence[int] = (),
-                 probs: Sequence[float] = (), pruned_at: Sequence[int] = (), prune_scores: Sequence[float] = ()):
+    def __init__(
+        self,
+        token_ids: Sequence[int] = (),
+        steps: Sequence[int] = (),
+        logical_positions: Sequence[int] = (),
+        probs: Sequence[float] = (),
+        pruned_at: Sequence[int] = (),
+        prune_scores: Sequence[float] = (),
+    ):
         values = (token_ids, steps, logical_positions, probs, pruned_at, prune_scores)
         lengths = {name: len(v) for name, v in zip(COLUMNS, values)}
         if len(set(lengths.values())) != 1:
@@ -104,21 +112,34 @@ class TokenLayout:
     def __str__(self) -> str:
         """A table, one row per token: physical index, step (-1: prompt), logical position, token id, probability, parallel, pruned."""
         header = ("physical", "step", "logical", "token_id", "prob", "parallel", "pruned")
-        rows = [header] + [(
-            str(i), str(self.steps[i]), str(self.logical_positions[i]), str(self.token_ids[i]),
-            "" if self.steps[i] == PROMPT_STEP else f"{self.probs[i]:.4f}", "yes" if self.is_parallel(i) else "",
-            f"at step {self.pruned_at[i]}" if self.is_pruned(i) else "",
-        ) for i in range(len(self))]
+        rows = [header] + [
+            (
+                str(i),
+                str(self.steps[i]),
+                str(self.logical_positions[i]),
+                str(self.token_ids[i]),
+                "" if self.steps[i] == PROMPT_STEP else f"{self.probs[i]:.4f}",
+                "yes" if self.is_parallel(i) else "",
+                f"at step {self.pruned_at[i]}" if self.is_pruned(i) else "",
+            )
+            for i in range(len(self))
+        ]
         widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
         return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_prompt(cls, token_ids: Sequence[int]) -> "TokenLayout":
+    def from_prompt(cls, token_ids: Sequence[int]) -> TokenLayout:
         """A layout holding only the prompt at physical = logical positions 0..P-1."""
         n = len(token_ids)
-        return cls([int(t) for t in token_ids], [PROMPT_STEP] * n, list(range(n)), [float("nan")] * n,
-                   [NOT_PRUNED] * n, [float("nan")] * n)
+        return cls(
+            [int(t) for t in token_ids],
+            [PROMPT_STEP] * n,
+            list(range(n)),
+            [float("nan")] * n,
+            [NOT_PRUNED] * n,
+            [float("nan")] * n,
+        )
 
     def append_step(self, token_ids: Sequence[int], probs: Sequence[float]) -> range:
         """Append one step's siblings (highest probability first) at the next logical position."""
@@ -171,7 +192,9 @@ class TokenLayout:
         if not 0 <= n_tokens <= len(self):
             raise InvalidInputError(f"cannot truncate to {n_tokens} tokens: the layout has {len(self)}")
         if 0 < n_tokens < len(self) and self.steps[n_tokens] >= 0 and self.steps[n_tokens] == self.steps[n_tokens - 1]:
-            raise InvalidInputError(f"cannot truncate to {n_tokens} tokens: that splits step {self.steps[n_tokens]}; cut at a step boundary")
+            raise InvalidInputError(
+                f"cannot truncate to {n_tokens} tokens: that splits step {self.steps[n_tokens]}; cut at a step boundary"
+            )
         if n_tokens == len(self):
             return
         for column in self._columns.values():
@@ -217,7 +240,7 @@ class TokenLayout:
         step = self.steps[index]
         return index - (0 if step == PROMPT_STEP else self.step_range(step).start)
 
-    def unpruned(self) -> "TokenLayout":
+    def unpruned(self) -> TokenLayout:
         """A copy with every pruning decision undone (the same tokens, nothing hidden)."""
         copy = TokenLayout.from_dict(self.to_dict())
         copy.unprune()
@@ -250,7 +273,7 @@ class TokenLayout:
         return [i for i in self.step_range(step) if not self.is_pruned(i)]
 
     # ---- tensors --------------------------------------------------------------------------
-    def positions(self, kind: Literal["shared", "unique"] = "shared") -> Float[Tensor, "pos"]:
+    def positions(self, kind: Literal["shared", "unique"] = "shared") -> Float[Tensor, " pos"]:
         """Logical positions (``"shared"``: siblings share one) or physical indices (``"unique"``)."""
         if kind == "shared":
             return torch.tensor(self.logical_positions, dtype=torch.float32)
@@ -258,13 +281,13 @@ class TokenLayout:
             return torch.arange(len(self), dtype=torch.float32)
         raise InvalidInputError(f"unknown positions {kind!r}; use 'shared', 'unique' or a tensor")
 
-    def steps_tensor(self) -> Int[Tensor, "pos"]:
+    def steps_tensor(self) -> Int[Tensor, " pos"]:
         return torch.tensor(self.steps, dtype=torch.long)
 
-    def pruned_at_tensor(self) -> Int[Tensor, "pos"]:
+    def pruned_at_tensor(self) -> Int[Tensor, " pos"]:
         return torch.tensor(self.pruned_at, dtype=torch.long)
 
-    def parallel_tensor(self) -> Bool[Tensor, "pos"]:
+    def parallel_tensor(self) -> Bool[Tensor, " pos"]:
         sizes = self.step_sizes()
         return torch.tensor([s >= 0 and sizes[s] >= 2 for s in self.steps], dtype=torch.bool)
 
@@ -303,7 +326,9 @@ class TokenLayout:
         blocked[torch.arange(n_queries), query_index] = False
         return blocked
 
-    def additive_mask(self, mode: Mode = "isolated", dtype: torch.dtype = torch.float32, **kwargs) -> Float[Tensor, "query_pos key_pos"]:
+    def additive_mask(
+        self, mode: Mode = "isolated", dtype: torch.dtype = torch.float32, **kwargs
+    ) -> Float[Tensor, "query_pos key_pos"]:
         """The same mask as 0 / -inf, ready to add to attention scores (and for HF's 4D float mask)."""
         blocked = self.blocked(mode, **kwargs)
         return torch.zeros(blocked.shape, dtype=dtype).masked_fill(blocked, float("-inf"))
@@ -320,7 +345,7 @@ class TokenLayout:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TokenLayout":
+    def from_dict(cls, data: dict) -> TokenLayout:
         if not isinstance(data, dict):
             raise InvalidInputError(f"a layout is a table like TokenLayout.to_dict() gives, got {type(data).__name__}")
         missing = [k for k in COLUMNS if k not in data]

@@ -67,9 +67,13 @@ def parse_device(device: str | torch.device | None) -> torch.device:
     backend = getattr(torch, parsed.type, None) if parsed.type != "mps" else getattr(torch.backends, "mps", None)
     available = backend is not None and hasattr(backend, "is_available") and backend.is_available()
     if not available or parsed.type == "meta":
-        raise InvalidInputError(f"device {device!r} is not available here; use 'cpu'" + (" or 'cuda'" if torch.cuda.is_available() else ""))
+        raise InvalidInputError(
+            f"device {device!r} is not available here; use 'cpu'" + (" or 'cuda'" if torch.cuda.is_available() else "")
+        )
     if parsed.index is not None and hasattr(backend, "device_count") and parsed.index >= backend.device_count():
-        raise InvalidInputError(f"device {device!r} does not exist: this machine has {backend.device_count()} {parsed.type} device(s)")
+        raise InvalidInputError(
+            f"device {device!r} does not exist: this machine has {backend.device_count()} {parsed.type} device(s)"
+        )
     return parsed
 
 
@@ -84,7 +88,9 @@ def _resolve(name_or_path: str) -> str:
 
     zoo_names = ", ".join(ZOO)
     if not name_or_path.strip():
-        raise ModelUnavailableError(f"The model name is empty. Pass a zoo name ({zoo_names}), a local directory or a Hugging Face name.")
+        raise ModelUnavailableError(
+            f"The model name is empty. Pass a zoo name ({zoo_names}), a local directory or a Hugging Face name."
+        )
     if is_zoo_name(name_or_path):
         return str(converted_dir(zoo_model(name_or_path)))
     local = Path(name_or_path).expanduser()
@@ -97,7 +103,9 @@ def _resolve(name_or_path: str) -> str:
             )
         return str(local)
     if local.suffix in {".gguf", ".safetensors", ".bin"} or name_or_path.startswith(("/", "./", "~")):
-        raise ModelUnavailableError(f"No model directory at {name_or_path!r}. Pass a directory with config.json and weights, or a zoo name ({zoo_names}).")
+        raise ModelUnavailableError(
+            f"No model directory at {name_or_path!r}. Pass a directory with config.json and weights, or a zoo name ({zoo_names})."
+        )
     from huggingface_hub import try_to_load_from_cache
 
     try:
@@ -112,7 +120,7 @@ def _resolve(name_or_path: str) -> str:
     if os.environ.get("TEMPO_LENS_DOWNLOAD") == "1" and not offline:
         return name_or_path
     close = difflib.get_close_matches(name_or_path.lower(), list(ZOO), n=1, cutoff=0.6)
-    how = ("unset HF_HUB_OFFLINE and set TEMPO_LENS_DOWNLOAD=1" if offline else "set TEMPO_LENS_DOWNLOAD=1")
+    how = "unset HF_HUB_OFFLINE and set TEMPO_LENS_DOWNLOAD=1" if offline else "set TEMPO_LENS_DOWNLOAD=1"
     raise ModelUnavailableError(
         f"Model {name_or_path!r} is not a zoo name{f' (did you mean {close[0]!r}?)' if close else ''}, a local directory "
         f"or a model in the local Hugging Face cache, and downloads are off (offline unless allowed). Zoo names: {zoo_names}. "
@@ -156,6 +164,6 @@ def load_model(
     return model
 
 
-def model_name(model: "TransformerBridge") -> str:
+def model_name(model: TransformerBridge) -> str:
     """The name a bridge was loaded under (for records and reports)."""
     return getattr(model, "tempo_lens_model_name", None) or getattr(model.cfg, "model_name", "model")

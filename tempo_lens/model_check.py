@@ -20,8 +20,23 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 _JSON_LIMIT = 64 * 2**20
-_DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
-                "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+_DTYPE_BYTES = {
+    "F64": 8,
+    "I64": 8,
+    "U64": 8,
+    "F32": 4,
+    "I32": 4,
+    "U32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I16": 2,
+    "U16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+}
 
 
 def read_safetensors_header(path: Path) -> dict | str:
@@ -107,8 +122,10 @@ def folder_problem(directory: Path) -> str | None:
     weights = sorted(directory.glob("*.safetensors"))
     pickled = sorted(p.name for pattern in ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt") for p in directory.glob(pattern))
     if not weights and pickled:
-        return (f"its weights are pickled ({', '.join(pickled[:3])}); tempo_lens loads only safetensors weights, because "
-                "loading a pickle can run code. Use a copy of the model that ships model.safetensors")
+        return (
+            f"its weights are pickled ({', '.join(pickled[:3])}); tempo_lens loads only safetensors weights, because "
+            "loading a pickle can run code. Use a copy of the model that ships model.safetensors"
+        )
     if not weights:
         return "no weights (*.safetensors)"
     shapes: dict[str, list[int]] = {}
@@ -120,7 +137,7 @@ def folder_problem(directory: Path) -> str | None:
     return _config_weights_problem(config, shapes)
 
 
-def hooks_problem(model: "TransformerBridge") -> str | None:
+def hooks_problem(model: TransformerBridge) -> str | None:
     """What a loaded model lacks for TEMPO (positions, score masks, patterns), or None.
 
     Besides the hook names, a forward of a short prompt checks that the position hook and the score
@@ -132,13 +149,19 @@ def hooks_problem(model: "TransformerBridge") -> str | None:
 
     position_hooks = backend_for(model).position_hook_names()
     if not position_hooks:
-        return ("the TEMPO hooks cannot serve it: it exposes neither rotary position hooks (RoPE) nor hook_pos_embed "
-                "(learned positions); use a RoPE (Llama, Qwen, Gemma, ...) or GPT-2 family model")
+        return (
+            "the TEMPO hooks cannot serve it: it exposes neither rotary position hooks (RoPE) nor hook_pos_embed "
+            "(learned positions); use a RoPE (Llama, Qwen, Gemma, ...) or GPT-2 family model"
+        )
     position_hook = position_hooks[0]
-    needed = [position_hook] + [f"blocks.{layer}.attn.{hook}" for layer in range(model.cfg.n_layers) for hook in ("hook_attn_scores", "hook_pattern")]
+    needed = [position_hook] + [
+        f"blocks.{layer}.attn.{hook}" for layer in range(model.cfg.n_layers) for hook in ("hook_attn_scores", "hook_pattern")
+    ]
     absent = [name for name in needed if name not in model.hook_dict]
     if absent:
-        return f"the TEMPO hooks cannot serve it: it has no {absent[0]} hook point" + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else "")
+        return f"the TEMPO hooks cannot serve it: it has no {absent[0]} hook point" + (
+            f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
+        )
     fired: set[str] = set()
 
     def counter(name: str) -> Any:  # by the name asked for: hook.name may be the alias's target
@@ -157,7 +180,7 @@ def hooks_problem(model: "TransformerBridge") -> str | None:
     return None
 
 
-def _probe_tokens(model: "TransformerBridge") -> Any:
+def _probe_tokens(model: TransformerBridge) -> Any:
     """A short real prompt (with the model's BOS when it uses one): token 0 alone can hide overflows."""
     import torch
 

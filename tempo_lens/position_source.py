@@ -7,7 +7,7 @@ serve a full forward and a cached step.
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
 
 import torch
 from jaxtyping import Float
@@ -16,7 +16,7 @@ from torch import Tensor
 from .errors import InvalidInputError
 from .layout import TokenLayout
 
-PositionSource = Union[TokenLayout, Tensor, Callable[[], Tensor]]
+PositionSource = TokenLayout | Tensor | Callable[[], Tensor]
 
 
 def positions_of(source: PositionSource) -> tuple[Callable[[], Tensor], tuple]:
@@ -29,7 +29,9 @@ def positions_of(source: PositionSource) -> tuple[Callable[[], Tensor], tuple]:
         return (lambda: source.positions("shared")), ("layout", id(source), source.version)
     positions = source if isinstance(source, Tensor) else source()
     if not isinstance(positions, Tensor):
-        raise InvalidInputError(f"positions must be a TokenLayout, a tensor or a callable returning one, got {type(positions).__name__}")
+        raise InvalidInputError(
+            f"positions must be a TokenLayout, a tensor or a callable returning one, got {type(positions).__name__}"
+        )
     values = positions.detach().to("cpu", torch.float64).numpy().tobytes()
     return (lambda: positions), ("values", tuple(positions.shape), values)
 

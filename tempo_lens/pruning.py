@@ -18,8 +18,9 @@ Scoring (``a[k]`` = attention to physical key ``k``):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Protocol, Sequence, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, get_args
 
 import torch
 from jaxtyping import Float
@@ -38,7 +39,7 @@ Hook = tuple[str, Callable[..., Tensor]]
 class PruningStrategy(Protocol):
     """What the generator needs from a pruning strategy: settings that start one session per generation."""
 
-    def start(self, model: "TransformerBridge", layout: TokenLayout, row: int = 0) -> "PruningSession": ...
+    def start(self, model: TransformerBridge, layout: TokenLayout, row: int = 0) -> PruningSession: ...
 
     def describe(self) -> dict: ...
 
@@ -48,9 +49,9 @@ class PruningSession(Protocol):
 
     layers: list[int]  # layers whose attention pattern ``after_step`` needs (recorded by the generator)
     hooks: list[Hook]  # extra hooks the session reads its own evidence from
-    events: list["PruneEvent"]
+    events: list[PruneEvent]
 
-    def after_step(self, patterns: dict[int, Tensor], step: int) -> list["PruneEvent"]: ...
+    def after_step(self, patterns: dict[int, Tensor], step: int) -> list[PruneEvent]: ...
 
 
 @dataclass(frozen=True)
@@ -64,21 +65,21 @@ class PruneEvent:
     pruned: tuple[int, ...]
 
 
-def default_layer_weights(n_layers_used: int) -> Float[Tensor, "layer"]:
+def default_layer_weights(n_layers_used: int) -> Float[Tensor, " layer"]:
     """``linspace(0.2, 1.0, L)`` normalised to sum 1 (later layers count more)."""
     weights = torch.linspace(0.2, 1.0, n_layers_used) if n_layers_used > 1 else torch.ones(1)
     return weights / weights.sum()
 
 
 def key_attention(
-    attention: Float[Tensor, "layer batch head_index query_pos key_pos"], layer_weights: Float[Tensor, "layer"]
-) -> Float[Tensor, "key"]:
+    attention: Float[Tensor, "layer batch head_index query_pos key_pos"], layer_weights: Float[Tensor, " layer"]
+) -> Float[Tensor, " key"]:
     """Attention per key: layer-weighted mean, then mean over batch, heads and queries."""
     per_layer = attention.float().mean(dim=(1, 2, 3))
     return (layer_weights.to(per_layer)[:, None] * per_layer).sum(0)
 
 
-def distance_prior(layout: TokenLayout, step: int) -> Float[Tensor, "earlier_key"]:
+def distance_prior(layout: TokenLayout, step: int) -> Float[Tensor, " earlier_key"]:
     """``exp(-d / (n / 2))`` over the keys before ``step``, normalised to mean 1."""
     n = layout.step_range(step).start
     newest = layout.logical_positions[n]
@@ -87,7 +88,7 @@ def distance_prior(layout: TokenLayout, step: int) -> Float[Tensor, "earlier_key
     return prior / prior.mean()
 
 
-def set_scores(a: Float[Tensor, "key"], layout: TokenLayout, step: int) -> dict[int, float]:
+def set_scores(a: Float[Tensor, " key"], layout: TokenLayout, step: int) -> dict[int, float]:
     """Relative score of every earlier, not yet collapsed parallel set, given per-key attention ``a``.
 
     Denominator: mean of ``a`` over earlier keys except position 0 and keys already pruned.
@@ -121,8 +122,12 @@ class AttentionPruning:
     layer_weights: Sequence[float] | None = None
     use_distance_prior: bool = False
 
-    TABLE: ClassVar[dict[str, str]] = {"attention_threshold": "attention_threshold", "layers": "layers",
-                                       "layer_weights": "layer_weights", "distance_prior": "use_distance_prior"}
+    TABLE: ClassVar[dict[str, str]] = {
+        "attention_threshold": "attention_threshold",
+        "layers": "layers",
+        "layer_weights": "layer_weights",
+        "distance_prior": "use_distance_prior",
+    }
 
     def __post_init__(self) -> None:
         if not isinstance(self.use_distance_prior, bool):
@@ -135,7 +140,9 @@ class AttentionPruning:
         ):
             raise InvalidInputError(f"pruning layers must be a list of layer indices, got {self.layers!r}")
         if self.layers is not None and not len(self.layers):
-            raise InvalidInputError("pruning layers is empty; list the layers whose attention scores sets, or leave it out for all")
+            raise InvalidInputError(
+                "pruning layers is empty; list the layers whose attention scores sets, or leave it out for all"
+            )
         if self.layer_weights is not None:
             w = self.layer_weights
             if isinstance(w, (str, bytes)) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in w):
@@ -147,7 +154,11 @@ class AttentionPruning:
 
     def layers_for(self, n_layers: int) -> list[int]:
         """The model layers used (negative indices count from the last layer)."""
-        layers = list(range(n_layers)) if self.layers is None else [resolve_layer(int(l), n_layers, "pruning layer") for l in self.layers]
+        layers = (
+            list(range(n_layers))
+            if self.layers is None
+            else [resolve_layer(int(l), n_layers, "pruning layer") for l in self.layers]
+        )
         if self.layer_weights is not None and len(self.layer_weights) != len(layers):
             raise InvalidInputError(
                 f"pruning layer_weights has {len(self.layer_weights)} weights for {len(layers)} layers; "
@@ -155,13 +166,15 @@ class AttentionPruning:
             )
         return layers
 
-    def weights_for(self, n_layers_used: int) -> Float[Tensor, "layer"]:
+    def weights_for(self, n_layers_used: int) -> Float[Tensor, " layer"]:
         if self.layer_weights is None:
             return default_layer_weights(n_layers_used)
         weights = torch.tensor(list(self.layer_weights), dtype=torch.float32)
         return weights / weights.sum()
 
-    def score(self, layout: TokenLayout, attention: Float[Tensor, "layer batch head_index query_pos key_pos"], step: int) -> dict[int, float]:
+    def score(
+        self, layout: TokenLayout, attention: Float[Tensor, "layer batch head_index query_pos key_pos"], step: int
+    ) -> dict[int, float]:
         """Scores of the earlier sets from one step's attention (layers in ``layers_for`` order)."""
         a = key_attention(attention, self.weights_for(attention.shape[0]))
         start = layout.step_range(step).start
@@ -170,7 +183,7 @@ class AttentionPruning:
             a[:start] = a[:start] / distance_prior(layout, step).to(a)
         return set_scores(a, layout, step)
 
-    def start(self, model: "TransformerBridge", layout: TokenLayout, row: int = 0) -> "AttentionPruningSession":
+    def start(self, model: TransformerBridge, layout: TokenLayout, row: int = 0) -> AttentionPruningSession:
         return AttentionPruningSession(self, layout, self.layers_for(int(model.cfg.n_layers)))
 
     def describe(self) -> dict:
@@ -225,11 +238,13 @@ class SimilarityPruning:
     def __post_init__(self) -> None:
         t = self.similarity_threshold
         if isinstance(t, bool) or not isinstance(t, (int, float)) or t != t or t in (float("inf"), float("-inf")):
-            raise InvalidInputError(f"similarity threshold must be a finite number (cosine similarity, -1..1; above 1 never prunes), got {t!r}")
+            raise InvalidInputError(
+                f"similarity threshold must be a finite number (cosine similarity, -1..1; above 1 never prunes), got {t!r}"
+            )
         if isinstance(self.layer, bool) or not isinstance(self.layer, int):
             raise InvalidInputError(f"similarity pruning layer must be an integer, got {self.layer!r}")
 
-    def start(self, model: "TransformerBridge", layout: TokenLayout, row: int = 0) -> "SimilarityPruningSession":
+    def start(self, model: TransformerBridge, layout: TokenLayout, row: int = 0) -> SimilarityPruningSession:
         layer = resolve_layer(self.layer, int(model.cfg.n_layers), "similarity pruning layer")
         return SimilarityPruningSession(self, layout, layer, row)
 

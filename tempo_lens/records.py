@@ -24,7 +24,7 @@ import os
 import stat
 import types
 import typing
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
@@ -67,7 +67,7 @@ def _fail(where: str, expected: Any, value: Any) -> FieldError:
     return FieldError(where, f"expected {expected}, got {repr(value)[:60]}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -173,11 +173,15 @@ def parse_json(data: bytes | str, source: str, fix: str) -> Any:
     except UnicodeDecodeError as exc:
         raise ExperimentFileError(f"{source} is not UTF-8 text (byte {exc.start}); {fix}") from None
     except RecursionError:
-        raise ExperimentFileError(f"{source} nests deeper than {MAX_DEPTH} levels; no tempo_lens file does. {fix[:1].upper()}{fix[1:]}") from None
+        raise ExperimentFileError(
+            f"{source} nests deeper than {MAX_DEPTH} levels; no tempo_lens file does. {fix[:1].upper()}{fix[1:]}"
+        ) from None
     except ValueError as exc:
         raise ExperimentFileError(f"{source} is corrupt: not valid JSON ({exc}); {fix}") from None
     if too_deep(value):
-        raise ExperimentFileError(f"{source} nests deeper than {MAX_DEPTH} levels; no tempo_lens file does. {fix[:1].upper()}{fix[1:]}")
+        raise ExperimentFileError(
+            f"{source} nests deeper than {MAX_DEPTH} levels; no tempo_lens file does. {fix[:1].upper()}{fix[1:]}"
+        )
     return value
 
 

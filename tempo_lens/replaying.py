@@ -8,8 +8,9 @@ applies unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Sequence, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -25,8 +26,8 @@ from .layout import MODES, TokenLayout
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-PositionsArg = Union[Literal["shared", "unique"], Tensor]
-MaskArg = Union[Literal["isolated", "visible"], Tensor]
+PositionsArg = Literal["shared", "unique"] | Tensor
+MaskArg = Literal["isolated", "visible"] | Tensor
 
 
 @dataclass
@@ -49,12 +50,12 @@ def _blocked_fn(layout: TokenLayout, mask: MaskArg):
     return layout_blocked_fn(layout, mask, apply_pruning=True)
 
 
-def replay_hooks(model: "TransformerBridge", layout: TokenLayout, positions: Tensor, mask: MaskArg) -> list:
+def replay_hooks(model: TransformerBridge, layout: TokenLayout, positions: Tensor, mask: MaskArg) -> list:
     """The position and mask hooks of a teacher-forced replay of ``layout`` (shared by every replay-based tool)."""
     return tempo_position_hooks(model, positions) + attention_block_hooks(model, _blocked_fn(layout, mask))
 
 
-def _check_arguments(model: "TransformerBridge", layout: Any) -> None:
+def _check_arguments(model: TransformerBridge, layout: Any) -> None:
     if not isinstance(layout, TokenLayout):
         raise InvalidInputError(f"replay needs a TokenLayout (result.layout or run.layout), got {type(layout).__name__}")
     if not len(layout):
@@ -62,7 +63,7 @@ def _check_arguments(model: "TransformerBridge", layout: Any) -> None:
     backend_for(model)  # refuses anything but a TransformerBridge or HookedTransformer
 
 
-def replay_positions(layout: TokenLayout, positions: PositionsArg) -> Float[Tensor, "pos"]:
+def replay_positions(layout: TokenLayout, positions: PositionsArg) -> Float[Tensor, " pos"]:
     """One float position per token: the layout's shared or unique positions, or the given numbers, checked."""
     if isinstance(positions, str):
         return layout.positions(positions)
@@ -76,12 +77,16 @@ def replay_positions(layout: TokenLayout, positions: PositionsArg) -> Float[Tens
     return pos
 
 
-def _extra_hooks(model: "TransformerBridge", extra_hooks: Sequence[tuple[str, Any]] | None) -> list:
+def _extra_hooks(model: TransformerBridge, extra_hooks: Sequence[tuple[str, Any]] | None) -> list:
     hooks = list(extra_hooks or [])
     names = set(model.hook_dict) if hasattr(model, "hook_dict") else None
     for hook in hooks:
-        if not (isinstance(hook, (tuple, list)) and len(hook) == 2 and (isinstance(hook[0], str) or callable(hook[0]))
-                and callable(hook[1])):
+        if not (
+            isinstance(hook, (tuple, list))
+            and len(hook) == 2
+            and (isinstance(hook[0], str) or callable(hook[0]))
+            and callable(hook[1])
+        ):
             raise InvalidInputError(f"extra_hooks must be (hook name, function) pairs, got {hook!r}")
         if names is not None and isinstance(hook[0], str) and hook[0] not in names:
             raise InvalidInputError(f"extra_hooks: this model has no hook point {hook[0]!r} (e.g. blocks.0.attn.hook_pattern)")
@@ -89,7 +94,7 @@ def _extra_hooks(model: "TransformerBridge", extra_hooks: Sequence[tuple[str, An
 
 
 def replay(
-    model: "TransformerBridge",
+    model: TransformerBridge,
     layout: TokenLayout,
     positions: PositionsArg = "shared",
     mask: MaskArg = "isolated",

@@ -50,8 +50,9 @@ def read_arrays(path: Path, shapes: dict[str, tuple[int, ...]], fix: str) -> dic
         wanted = {f"{name}.npy" for name in shapes}
         if set(members) != wanted:
             extra, missing = sorted(set(members) - wanted), sorted(wanted - set(members))
-            raise ExperimentFileError(f"{path} does not hold the arrays its metadata lists (missing {missing[:3]}, "
-                                      f"unexpected {extra[:3]}); {fix}")
+            raise ExperimentFileError(
+                f"{path} does not hold the arrays its metadata lists (missing {missing[:3]}, unexpected {extra[:3]}); {fix}"
+            )
         arrays = {}
         for name, shape in shapes.items():
             info = members[f"{name}.npy"]

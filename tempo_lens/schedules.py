@@ -54,8 +54,10 @@ class ThresholdSchedule:
         if self.kind == "relu" and not (0.0 <= self.knee <= 1.0):
             raise InvalidInputError(f"relu knee must be in [0, 1], got {self.knee}")
         if self.kind == "bezier" and not all(isinstance(p, (int, float)) and 0.0 <= p <= 1.0 for p in (self.p1, self.p2)):
-            raise InvalidInputError(f"bezier control points must be numbers in [0, 1] (so the threshold stays between "
-                                    f"start and final), got {self.p1!r}, {self.p2!r}")
+            raise InvalidInputError(
+                f"bezier control points must be numbers in [0, 1] (so the threshold stays between "
+                f"start and final), got {self.p1!r}, {self.p2!r}"
+            )
 
     def at(self, step: int, max_steps: int) -> float:
         t = step / max(1, max_steps - 1)
@@ -81,7 +83,7 @@ class ThresholdSchedule:
         return None
 
     @classmethod
-    def parse(cls, start: float, text: str | None) -> "ThresholdSchedule":
+    def parse(cls, start: float, text: str | None) -> ThresholdSchedule:
         """From the CLI form ``bezier:FINAL[:P1:P2]`` or ``relu:FINAL:KNEE`` (None: constant)."""
         if not text:
             return cls(start=check_threshold(start))
@@ -89,7 +91,9 @@ class ThresholdSchedule:
         try:
             kind, numbers = parts[0], [float(p) for p in parts[1:]]
         except ValueError:
-            raise InvalidInputError(f"cannot read threshold schedule {text!r}; use bezier:FINAL[:P1:P2] or relu:FINAL:KNEE") from None
+            raise InvalidInputError(
+                f"cannot read threshold schedule {text!r}; use bezier:FINAL[:P1:P2] or relu:FINAL:KNEE"
+            ) from None
         if kind == "bezier" and len(numbers) in (1, 3):
             p1, p2 = (numbers[1], numbers[2]) if len(numbers) == 3 else (0.2, 0.8)
             return cls(start=check_threshold(start), kind="bezier", final=numbers[0], p1=p1, p2=p2)

@@ -19,8 +19,9 @@ sibling's own row predicts the *next* step's tokens. Both readings are what the 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence, Union, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from .errors import InvalidInputError
 from .layout import MODES, PROMPT_STEP, TokenLayout
@@ -79,7 +80,7 @@ class RunView:
 RunSource = Any  # GenerationResult | CapturedRun | TokenLayout | RunView
 
 
-def run_view(source: RunSource, model: "TransformerBridge | None" = None) -> RunView:
+def run_view(source: RunSource, model: TransformerBridge | None = None) -> RunView:
     """A :class:`RunView` of a :class:`GenerationResult`, a :class:`CapturedRun`, a bare layout or a view.
 
     A bare layout has no token texts (they are decoded with ``model.tokenizer`` when given), no mode
@@ -93,9 +94,7 @@ def run_view(source: RunSource, model: "TransformerBridge | None" = None) -> Run
         return RunView(source, strings, "isolated", "mixture", "layout")
     layout = getattr(source, "layout", None)
     if not isinstance(layout, TokenLayout):
-        raise InvalidInputError(
-            f"expected a GenerationResult, CapturedRun or TokenLayout, got {type(source).__name__}"
-        )
+        raise InvalidInputError(f"expected a GenerationResult, CapturedRun or TokenLayout, got {type(source).__name__}")
     meta = getattr(source, "meta", {}) or {}
     config = getattr(source, "config", None)  # settings may sit on the result or on its generation config
 
@@ -104,18 +103,23 @@ def run_view(source: RunSource, model: "TransformerBridge | None" = None) -> Run
 
     # a control replay's own mask (CapturedRun.mask), not the mode of the generation it replays
     source_name, mode = setting("next_token_source", "mixture"), getattr(source, "mask", None) or setting("mode", "isolated")
-    return RunView(layout, list(source.token_strings), mode if mode in MODES else "isolated", source_name,
-                   str(getattr(source, "name", "run")))
+    return RunView(
+        layout,
+        list(source.token_strings),
+        mode if mode in MODES else "isolated",
+        source_name,
+        str(getattr(source, "name", "run")),
+    )
 
 
-def siblings(source: RunSource, steps: Iterable[int] | None = None, model: "TransformerBridge | None" = None) -> list[Sibling]:
+def siblings(source: RunSource, steps: Iterable[int] | None = None, model: TransformerBridge | None = None) -> list[Sibling]:
     """Every sibling of ``steps`` (default all steps), step by step, rank by rank."""
     view = run_view(source, model)
     chosen = range(view.layout.n_steps) if steps is None else steps
     return [s for step in chosen for s in view.siblings(int(step))]
 
 
-Where = Union[Sibling, tuple[int, int], int]
+Where = Sibling | tuple[int, int] | int
 
 
 def physical_indices(layout: TokenLayout, where: Where | Sequence[Where]) -> list[int]:

@@ -18,7 +18,8 @@ import sys
 
 TYPE_CHECKING = False  # typing is not imported: this module loads first, before Ctrl-C is handled
 if TYPE_CHECKING:
-    from typing import Any, Iterator
+    from collections.abc import Iterator
+    from typing import Any
 
 EXIT_STATUS: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 

@@ -8,7 +8,7 @@ empty sibling shows as ``∅``. Plain text (``clean_text``) is never touched.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 SYMBOLS = {"\n": "⏎", "\r": "␍", "\t": "⇥"}
 SPACE, EMPTY = "␣", "∅"

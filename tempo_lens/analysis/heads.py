@@ -22,7 +22,8 @@ and every head is Balanced.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,7 +60,9 @@ def recent_distant_masks(visible: Bool[np.ndarray, "query key"], n_recent: int =
     return recent, distant
 
 
-def _row_metrics(p: Float[np.ndarray, "*lead batch head_index query_pos key_pos"], visible: Bool[np.ndarray, "query key"]) -> dict[str, np.ndarray]:
+def _row_metrics(
+    p: Float[np.ndarray, "*lead batch head_index query_pos key_pos"], visible: Bool[np.ndarray, "query key"]
+) -> dict[str, np.ndarray]:
     """recent / distant / entropy / max per head, averaged over batch and query rows (leading axes kept)."""
     recent_mask, distant_mask = recent_distant_masks(visible)
     n_recent = recent_mask.sum(-1)
@@ -111,8 +114,9 @@ def layer_head_specialisation(
     n_layers, n_heads = a.shape[0], a.shape[2]
     layers = layer_labels(attention, n_layers) if layers is None else list(layers)
     groups = group_heads(cells["entropy"], cells["recent"], cells["distant"])
-    return pd.DataFrame({"layer": np.repeat(layers, n_heads), "head": np.tile(np.arange(n_heads), n_layers), **cells,
-                         "group": groups})
+    return pd.DataFrame(
+        {"layer": np.repeat(layers, n_heads), "head": np.tile(np.arange(n_heads), n_layers), **cells, "group": groups}
+    )
 
 
 def heads_by_kv_group(df: pd.DataFrame) -> pd.DataFrame:
@@ -120,11 +124,21 @@ def heads_by_kv_group(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for kv, part in df.groupby("kv_head", sort=True):
         counts = part["group"].value_counts()
-        rows.append(dict(
-            kv_head=int(kv), heads=",".join(str(int(h)) for h in part["head"]), n_heads=len(part),
-            recent=part["recent"].mean(), distant=part["distant"].mean(), entropy=part["entropy"].mean(),
-            entropy_min=part["entropy"].min(), entropy_max=part["entropy"].max(), max=part["max"].mean(),
-            groups=", ".join(f"{g} x{int(counts[g])}" for g in HEAD_GROUPS if g in counts),
-        ))
-    return pd.DataFrame(rows, columns=["kv_head", "heads", "n_heads", "recent", "distant", "entropy",
-                                       "entropy_min", "entropy_max", "max", "groups"])
+        rows.append(
+            dict(
+                kv_head=int(kv),
+                heads=",".join(str(int(h)) for h in part["head"]),
+                n_heads=len(part),
+                recent=part["recent"].mean(),
+                distant=part["distant"].mean(),
+                entropy=part["entropy"].mean(),
+                entropy_min=part["entropy"].min(),
+                entropy_max=part["entropy"].max(),
+                max=part["max"].mean(),
+                groups=", ".join(f"{g} x{int(counts[g])}" for g in HEAD_GROUPS if g in counts),
+            )
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["kv_head", "heads", "n_heads", "recent", "distant", "entropy", "entropy_min", "entropy_max", "max", "groups"],
+    )

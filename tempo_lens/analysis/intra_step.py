@@ -9,7 +9,8 @@ siblings appended before it, so the first sibling's ``to_siblings`` is 0 there t
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,15 +36,17 @@ def intra_step_attention(attention: Any, layout: TokenLayout, step: int) -> pd.D
     rows: Float[np.ndarray, "query key"] = a.mean(axis=(0, 1, 2), dtype=np.float64)
     within = rows[:, siblings.start :]
     to_self = np.diagonal(within)
-    return pd.DataFrame({
-        "step": step,
-        "physical": list(siblings),
-        "rank": np.arange(n),
-        "n_siblings": n,
-        "to_siblings": within.sum(-1) - to_self,
-        "to_self": to_self,
-        "to_earlier": rows[:, : siblings.start].sum(-1),
-    })
+    return pd.DataFrame(
+        {
+            "step": step,
+            "physical": list(siblings),
+            "rank": np.arange(n),
+            "n_siblings": n,
+            "to_siblings": within.sum(-1) - to_self,
+            "to_self": to_self,
+            "to_earlier": rows[:, : siblings.start].sum(-1),
+        }
+    )
 
 
 def intra_step_table(runs: Iterable[Any]) -> pd.DataFrame:

@@ -20,8 +20,9 @@ A step that cannot be measured carries a ``missing_reason`` and NaN measurements
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Literal, Sequence, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -40,8 +41,19 @@ OtherKeys = Literal["all", "generated"]
 """Which non-parallel keys form the "other" bucket: every one, or the generated ones only."""
 
 RATIO_COLUMNS = [
-    "run", "prompt", "mode", "step", "ratio", "parallel_mean", "other_mean", "parallel_set_mass",
-    "n_parallel_keys", "n_other_keys", "n_parallel_sets", "missing_reason", "set_ratio",
+    "run",
+    "prompt",
+    "mode",
+    "step",
+    "ratio",
+    "parallel_mean",
+    "other_mean",
+    "parallel_set_mass",
+    "n_parallel_keys",
+    "n_other_keys",
+    "n_parallel_sets",
+    "missing_reason",
+    "set_ratio",
 ]
 
 
@@ -56,9 +68,9 @@ class KeyBuckets:
 
     step: int
     first: int
-    parallel: Bool[np.ndarray, "key"]
-    other: Bool[np.ndarray, "key"]
-    set_of_key: Int[np.ndarray, "key"]
+    parallel: Bool[np.ndarray, " key"]
+    other: Bool[np.ndarray, " key"]
+    set_of_key: Int[np.ndarray, " key"]
     n_sets: int
 
     @property
@@ -146,16 +158,22 @@ def parallel_ratio(
 ) -> RatioResult:
     """Parallel : other attention ratio of one captured step ``[layer, batch, head, query, key]``."""
     a, _ = step_attention(attention, layout, step)
-    weights: Float[np.ndarray, "key"] = a.mean(axis=(0, 1, 2, 3), dtype=np.float64)
+    weights: Float[np.ndarray, " key"] = a.mean(axis=(0, 1, 2, 3), dtype=np.float64)
     buckets = key_buckets(layout, step, exclude_first=exclude_first, other=other)
     r = {k: float(v) for k, v in _weights_ratio(weights, buckets).items()}
     reason = _missing(buckets, r["other_mean"])
     if reason is not None:
         r = dict.fromkeys(r, float("nan"))
     return RatioResult(
-        step=step, ratio=r["ratio"], parallel_mean=r["parallel_mean"], other_mean=r["other_mean"],
-        parallel_set_mass=r["parallel_set_mass"], other_token_mean=r["other_mean"],
-        n_parallel_keys=buckets.n_parallel, n_other_keys=buckets.n_other, n_parallel_sets=buckets.n_sets,
+        step=step,
+        ratio=r["ratio"],
+        parallel_mean=r["parallel_mean"],
+        other_mean=r["other_mean"],
+        parallel_set_mass=r["parallel_set_mass"],
+        other_token_mean=r["other_mean"],
+        n_parallel_keys=buckets.n_parallel,
+        n_other_keys=buckets.n_other,
+        n_parallel_sets=buckets.n_sets,
         missing_reason=reason,
     )
 
@@ -197,7 +215,11 @@ def mode_averages(ratio_df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _grouped_ratio(
-    weights: Float[np.ndarray, "group key"], layout: TokenLayout, step: int, exclude_first: bool, label: str,
+    weights: Float[np.ndarray, "group key"],
+    layout: TokenLayout,
+    step: int,
+    exclude_first: bool,
+    label: str,
     labels: Sequence[int],
 ) -> pd.DataFrame:
     buckets = key_buckets(layout, step, exclude_first=exclude_first)

@@ -67,7 +67,7 @@ def script_ratio(attention: Any, layout: TokenLayout, step: int, definition: Scr
     a, siblings = step_attention(attention, layout, step)
     heads = a[:, :, :1] if definition.head_zero else a
     rows = heads[..., -1:, :] if definition.last_row else heads
-    weights: Float[np.ndarray, "key"] = rows.mean(axis=(0, 1, 2, 3), dtype=np.float64)
+    weights: Float[np.ndarray, " key"] = rows.mean(axis=(0, 1, 2, 3), dtype=np.float64)
     end = siblings.stop if definition.own_step_keys else siblings.start
     label = step + 1 if definition.shifted_steps else step
     key_steps = layout.steps_tensor().numpy()[:end]

@@ -24,8 +24,9 @@ arithmetic mean: a few heavily attended keys move a ratio more than a coefficien
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -56,15 +57,21 @@ def _step_pairs(run: Any, step: int) -> tuple[pd.DataFrame, Float[np.ndarray, "p
     q, k = np.nonzero(seen)
     query = np.asarray(siblings)[q]
     heads = per_head[:, :, q, k]  # [layer, head, pair]
-    frame = pd.DataFrame({
-        "run": run.name, "mode": run.mode, "step": step, "query": query, "key": k,
-        "attention": heads.mean(axis=(0, 1), dtype=np.float64),
-        "parallel": parallel[k].astype(np.float64),
-        "first": (k == 0).astype(np.float64),
-        "prompt": (steps[k] < 0).astype(np.float64),
-        "log_distance": np.log1p(positions[query] - positions[k]),
-        "sibling": (steps[k] == step).astype(np.float64),
-    })
+    frame = pd.DataFrame(
+        {
+            "run": run.name,
+            "mode": run.mode,
+            "step": step,
+            "query": query,
+            "key": k,
+            "attention": heads.mean(axis=(0, 1), dtype=np.float64),
+            "parallel": parallel[k].astype(np.float64),
+            "first": (k == 0).astype(np.float64),
+            "prompt": (steps[k] < 0).astype(np.float64),
+            "log_distance": np.log1p(positions[query] - positions[k]),
+            "sibling": (steps[k] == step).astype(np.float64),
+        }
+    )
     return frame, np.moveaxis(heads, -1, 0)
 
 
@@ -181,7 +188,7 @@ def sequential_shares(pairs: pd.DataFrame) -> tuple[float, dict[str, float | Non
     shares: dict[str, float | None] = {}
     previous, terms = raw, list(RAW_TERMS)
     varying = varying_terms(pairs, TERMS)
-    for term in TERMS[len(RAW_TERMS):]:
+    for term in TERMS[len(RAW_TERMS) :]:
         if term not in varying:
             shares[term] = None  # constant here (sibling in isolated mode): it explains nothing and is not fitted
             continue
@@ -228,7 +235,14 @@ def attention_regression(pairs: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 
         return float(lo), float(hi)
 
     column = {name: i for i, name in enumerate(["intercept", *used])}
-    coefficients = [Coefficient(t, _num(full[t]), *(bounds([d[column[t]] for d in draws_full]) if t in column else (None, None)))
-                    for t in ("intercept", *TERMS)]
-    return RegressionResult(n_pairs=len(pairs), n_runs=len(runs), coefficients=coefficients,
-                            raw=Coefficient("parallel (raw)", _num(raw), *bounds(draws_raw)), shares=shares)
+    coefficients = [
+        Coefficient(t, _num(full[t]), *(bounds([d[column[t]] for d in draws_full]) if t in column else (None, None)))
+        for t in ("intercept", *TERMS)
+    ]
+    return RegressionResult(
+        n_pairs=len(pairs),
+        n_runs=len(runs),
+        coefficients=coefficients,
+        raw=Coefficient("parallel (raw)", _num(raw), *bounds(draws_raw)),
+        shares=shares,
+    )

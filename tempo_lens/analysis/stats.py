@@ -8,7 +8,8 @@ interval in the multi-prompt section and from the point estimate in single-run t
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -91,7 +92,7 @@ def paired_permutation_test(a: Any, b: Any, n_perm: int = 10000, seed: int = 0) 
 
 
 def direction_from_estimate(estimate: float | None, null: float = RATIO_NULL) -> str:
-    """"less" / "more" than ``null`` from a point estimate ("no difference" when equal, "not measured" if NaN)."""
+    """ "less" / "more" than ``null`` from a point estimate ("no difference" when equal, "not measured" if NaN)."""
     if estimate is None or np.isnan(estimate):
         return NOT_MEASURED
     if estimate < null:
@@ -100,7 +101,7 @@ def direction_from_estimate(estimate: float | None, null: float = RATIO_NULL) ->
 
 
 def direction_from_interval(lo: float | None, hi: float | None, null: float = RATIO_NULL) -> str:
-    """"less" / "more" only when the whole interval is on one side of ``null``, else "no reliable difference"."""
+    """ "less" / "more" only when the whole interval is on one side of ``null``, else "no reliable difference"."""
     if lo is None or hi is None or np.isnan(lo) or np.isnan(hi):
         return NO_RELIABLE
     if hi < null:
@@ -121,8 +122,14 @@ def direction_word(
 
 
 def ci_summary(
-    df: pd.DataFrame, value: str = "ratio", by: str | Sequence[str] = "mode", *, n_boot: int = 10000,
-    ci: float = 0.95, seed: int = 0, null: float = RATIO_NULL,
+    df: pd.DataFrame,
+    value: str = "ratio",
+    by: str | Sequence[str] = "mode",
+    *,
+    n_boot: int = 10000,
+    ci: float = 0.95,
+    seed: int = 0,
+    null: float = RATIO_NULL,
 ) -> pd.DataFrame:
     """Per group of ``by``: n, mean, lo, hi of ``value`` (bootstrap) and the direction word from the interval.
 
@@ -135,6 +142,7 @@ def ci_summary(
         group = group if isinstance(group, tuple) else (group,)
         values = _clean(part[value])
         mean, lo, hi = bootstrap_ci(values, n_boot=n_boot, ci=ci, seed=seed)
-        rows.append(dict(zip(keys, group), n=len(values), mean=mean, lo=lo, hi=hi,
-                         direction=direction_from_interval(lo, hi, null)))
+        rows.append(
+            dict(zip(keys, group), n=len(values), mean=mean, lo=lo, hi=hi, direction=direction_from_interval(lo, hi, null))
+        )
     return pd.DataFrame(rows, columns=[*keys, "n", "mean", "lo", "hi", "direction"])

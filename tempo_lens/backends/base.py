@@ -11,7 +11,8 @@ patterns need nothing class-specific: both model classes expose ``blocks.L.attn.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Literal
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -84,7 +85,7 @@ class Backend(ABC):
 
     # ---- running -----------------------------------------------------------------------------
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027  (most backends need nothing)
         """Make the model ready for cached TEMPO decoding (idempotent)."""
 
     @abstractmethod

@@ -21,31 +21,35 @@ MAX_RUNS = 2000  # a few hours on the embedded model on a laptop CPU: past this,
 FLOAT_BYTES = 4
 
 
-def run_count(config: "ExperimentConfig", n_prompts: int | None = None) -> int:
+def run_count(config: ExperimentConfig, n_prompts: int | None = None) -> int:
     """Runs the experiment makes: each prompt in each mode, plus one replay per control."""
     prompts = len(config.prompts) if n_prompts is None else n_prompts
     return prompts * len(config.modes) * (1 + len(config.controls))
 
 
 def _ask(what: str) -> str:
-    return (f"{what}; split it with `tempo-lens run CONFIG --shard i/n` (n processes or sessions, merged with "
-            "`tempo-lens merge`), or pass --allow-large (allow_large = true in the config) to run it anyway")
+    return (
+        f"{what}; split it with `tempo-lens run CONFIG --shard i/n` (n processes or sessions, merged with "
+        "`tempo-lens merge`), or pass --allow-large (allow_large = true in the config) to run it anyway"
+    )
 
 
-def check_run_count(config: "ExperimentConfig", allow_large: bool = False, n_prompts: int | None = None) -> None:
+def check_run_count(config: ExperimentConfig, allow_large: bool = False, n_prompts: int | None = None) -> None:
     """Refuse more than :data:`MAX_RUNS` runs before any model loads, unless asked."""
     runs = run_count(config, n_prompts)
     if runs > MAX_RUNS and not (allow_large or config.allow_large):
         prompts = len(config.prompts) if n_prompts is None else n_prompts
-        raise ConfigError(_ask(
-            f"{config.name}: {runs:,} runs ({prompts:,} prompts x {len(config.modes)} mode(s) x "
-            f"{1 + len(config.controls)} with controls) is more than the {MAX_RUNS:,} runs an experiment may hold "
-            f"without asking; at max_steps {config.generation.max_steps} that is up to "
-            f"{runs * config.generation.max_steps * config.generation.max_parallel:,} generated tokens, all kept in memory until saved"
-        ))
+        raise ConfigError(
+            _ask(
+                f"{config.name}: {runs:,} runs ({prompts:,} prompts x {len(config.modes)} mode(s) x "
+                f"{1 + len(config.controls)} with controls) is more than the {MAX_RUNS:,} runs an experiment may hold "
+                f"without asking; at max_steps {config.generation.max_steps} that is up to "
+                f"{runs * config.generation.max_steps * config.generation.max_parallel:,} generated tokens, all kept in memory until saved"
+            )
+        )
 
 
-def attention_bytes(config: "ExperimentConfig", n_layers: int, n_heads: int, longest_prompt: int, n_prompts: int) -> int:
+def attention_bytes(config: ExperimentConfig, n_layers: int, n_heads: int, longest_prompt: int, n_prompts: int) -> int:
     """Upper estimate of the captured attention an experiment holds: every step at ``max_parallel`` siblings."""
     settings = config.generation
     capture = settings.capture
@@ -58,11 +62,13 @@ def attention_bytes(config: "ExperimentConfig", n_layers: int, n_heads: int, lon
     return per_run * run_count(config, n_prompts)
 
 
-def check_memory(need: int, free: int, config: "ExperimentConfig", allow_large: bool = False) -> None:
+def check_memory(need: int, free: int, config: ExperimentConfig, allow_large: bool = False) -> None:
     """Refuse, unless asked, an experiment whose estimated attention arrays exceed half the free memory."""
     if need > free // 2 and not (allow_large or config.allow_large):
-        raise ConfigError(_ask(
-            f"{config.name}: its captured attention may need up to {need / 2**30:.1f} GiB (every step at max_parallel "
-            f"{config.generation.max_parallel}) and {free / 2**30:.1f} GiB is free; lower max_parallel or max_steps, "
-            "capture fewer layers or steps ([capture])"
-        ))
+        raise ConfigError(
+            _ask(
+                f"{config.name}: its captured attention may need up to {need / 2**30:.1f} GiB (every step at max_parallel "
+                f"{config.generation.max_parallel}) and {free / 2**30:.1f} GiB is free; lower max_parallel or max_steps, "
+                "capture fewer layers or steps ([capture])"
+            )
+        )

@@ -23,8 +23,19 @@ from ..model import DTYPES as _MODEL_DTYPES
 Control = Literal["unique_positions", "toggled_mask"]
 CONTROLS: tuple[Control, ...] = get_args(Control)
 DTYPES: tuple[str, ...] = tuple(_MODEL_DTYPES)  # the names load_model accepts
-EXPERIMENT_KEYS = ("name", "prompt", "prompts", "prompts_file", "model", "dtype", "mode", "modes", "controls", "batch_size",
-                   "allow_large")
+EXPERIMENT_KEYS = (
+    "name",
+    "prompt",
+    "prompts",
+    "prompts_file",
+    "model",
+    "dtype",
+    "mode",
+    "modes",
+    "controls",
+    "batch_size",
+    "allow_large",
+)
 MAX_PROMPTS_FILE_BYTES = 16 * 2**20
 MAX_CONFIG_BYTES = 2**20
 MAX_NAME_CHARS = 100
@@ -51,7 +62,7 @@ class ExperimentConfig:
         if self.dtype is not None:
             check_choice(self.dtype, "dtype", DTYPES)
 
-    def with_model(self, model: str | None, dtype: str | None = None) -> "ExperimentConfig":
+    def with_model(self, model: str | None, dtype: str | None = None) -> ExperimentConfig:
         return replace(self, model=model or self.model, dtype=dtype or self.dtype)
 
     def to_dict(self) -> dict:
@@ -60,9 +71,16 @@ class ExperimentConfig:
         capture = settings.pop("capture") or {}
         settings.pop("mode")
         return {
-            "name": self.name, "prompts": list(self.prompts), "model": self.model, "dtype": self.dtype,
-            "modes": list(self.modes), "controls": list(self.controls), "batch_size": self.batch_size, **settings,
-            "capture_layers": capture.get("layers"), "capture_steps": capture.get("steps"),
+            "name": self.name,
+            "prompts": list(self.prompts),
+            "model": self.model,
+            "dtype": self.dtype,
+            "modes": list(self.modes),
+            "controls": list(self.controls),
+            "batch_size": self.batch_size,
+            **settings,
+            "capture_layers": capture.get("layers"),
+            "capture_steps": capture.get("steps"),
         }
 
 
@@ -80,7 +98,9 @@ def read_text_file(path: Path, what: str, limit: int) -> str:
     except IsADirectoryError:
         raise ConfigError(f"{what} {name} is a folder; pass a file") from None
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot open {what} {name} ({getattr(exc, 'strerror', None) or exc}); check the path and its permissions") from None
+        raise ConfigError(
+            f"cannot open {what} {name} ({getattr(exc, 'strerror', None) or exc}); check the path and its permissions"
+        ) from None
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
@@ -106,9 +126,7 @@ def read_text_file(path: Path, what: str, limit: int) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{what} {name} is not UTF-8 (byte {exc.start}); convert it, e.g. `iconv -f latin1 -t utf-8`"
-        ) from None
+        raise ConfigError(f"{what} {name} is not UTF-8 (byte {exc.start}); convert it, e.g. `iconv -f latin1 -t utf-8`") from None
 
 
 def _read_prompts_file(path: Path, source: str) -> list[str]:
@@ -160,7 +178,9 @@ def config_from_dict(data: dict, source: str = "config", base_dir: Path | None =
                 raise InvalidInputError(f"{key} must be a string, got {data[key]!r}")
         check_name(data.get("name"))
         if "model" in data and not data["model"].strip():
-            raise InvalidInputError("model is empty; give a model name or folder, or remove the key for the embedded default model")
+            raise InvalidInputError(
+                "model is empty; give a model name or folder, or remove the key for the embedded default model"
+            )
         if "mode" in data and "modes" in data:
             raise InvalidInputError("give mode or modes, not both")
         modes = data.get("modes", data.get("mode", "isolated"))
@@ -177,18 +197,28 @@ def config_from_dict(data: dict, source: str = "config", base_dir: Path | None =
         settings = {k: v for k, v in data.items() if k in GenerationConfig.keys() and k != "mode"}
         capture = settings.get("capture", {})
         if capture is False:
-            raise InvalidInputError("capture = false: an experiment always captures attention; remove the key or use a [capture] table")
+            raise InvalidInputError(
+                "capture = false: an experiment always captures attention; remove the key or use a [capture] table"
+            )
         for key in ("layers", "steps"):
             if isinstance(capture, dict) and capture.get(key) == []:
-                raise InvalidInputError(f"[capture] {key} is empty, so nothing would be measured; list {key} or use \"all\"")
+                raise InvalidInputError(f'[capture] {key} is empty, so nothing would be measured; list {key} or use "all"')
         settings["capture"] = {} if capture is None else capture  # experiments always capture
         generation = GenerationConfig(mode=modes[0], **settings)
         for mode in modes[1:]:  # each mode is checked by the one definition of the setting
             generation.replace(mode=mode)
         prompts = _prompts(data, source, base_dir)
-        config = ExperimentConfig(name="experiment", prompts=prompts, model=data.get("model") or None, dtype=data.get("dtype"),
-                                  modes=modes, controls=controls, generation=generation, batch_size=data.get("batch_size"),
-                                  allow_large=data.get("allow_large", False))
+        config = ExperimentConfig(
+            name="experiment",
+            prompts=prompts,
+            model=data.get("model") or None,
+            dtype=data.get("dtype"),
+            modes=modes,
+            controls=controls,
+            generation=generation,
+            batch_size=data.get("batch_size"),
+            allow_large=data.get("allow_large", False),
+        )
     except InvalidInputError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     except TypeError as exc:  # a table where a value belongs, or the reverse
@@ -206,17 +236,23 @@ def check_name(name: object) -> None:
     """An experiment name becomes a folder (``runs/NAME``): one plain, visible path component."""
     if name is None:
         return
-    bad = (not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS or name.startswith(".")
-           or any(c in name for c in "/\\") or any(ord(c) < 32 for c in name))
+    bad = (
+        not isinstance(name, str)
+        or not name.strip()
+        or len(name) > MAX_NAME_CHARS
+        or name.startswith(".")
+        or any(c in name for c in "/\\")
+        or any(ord(c) < 32 for c in name)
+    )
     if not bad and (name.lower() in RESERVED_NAMES or re.fullmatch(r"shard-\d+-of-\d+", name)):
         raise InvalidInputError(
             f"name {name!r} is reserved: {', '.join(RESERVED_NAMES)} and shard-i-of-n are folders of the output layout; "
-            "choose another name, e.g. name = \"exp1\""
+            'choose another name, e.g. name = "exp1"'
         )
     if bad:
         raise InvalidInputError(
             f"name must be a plain folder name (no / or \\, not starting with '.', at most {MAX_NAME_CHARS} "
-            f"characters), got {name!r}; e.g. name = \"exp1\""
+            f'characters), got {name!r}; e.g. name = "exp1"'
         )
 
 

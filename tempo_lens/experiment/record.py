@@ -119,8 +119,12 @@ def _check_settings(config: dict[str, Any], n_layers: int) -> None:
         raise FieldError(f"config.{named}" if named else "config", str(exc)) from None
     for key in ("capture_layers", "capture_steps"):
         if config.get(key) is not None:
-            _distinct(config[key], f"config.{key}", -n_layers if key == "capture_layers" else 0,
-                      n_layers if key == "capture_layers" else None)
+            _distinct(
+                config[key],
+                f"config.{key}",
+                -n_layers if key == "capture_layers" else 0,
+                n_layers if key == "capture_layers" else None,
+            )
 
 
 def check_metadata(data: Any, source: str, fix: str) -> ExperimentRecord:

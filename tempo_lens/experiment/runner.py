@@ -10,11 +10,11 @@ isolation mask toggled (a paired isolated-vs-visible comparison on identical tok
 from __future__ import annotations
 
 import platform
-import re
 import time
+from collections.abc import Callable
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from ..capture import CapturedRun
 from ..errors import InvalidInputError
@@ -26,6 +26,8 @@ from .storage import Experiment
 if TYPE_CHECKING:
     import torch
     from transformer_lens.model_bridge import TransformerBridge
+
+    from ..backends.base import BackendName
 
 OTHER_MODE: dict[str, Mode] = {"isolated": "visible", "visible": "isolated"}
 CHUNK = 64  # prompts generated between two progress lines
@@ -66,12 +68,12 @@ def shard_folder(out: Path, shard: tuple[int, int] | None) -> Path:
     return out if shard is None else out / f"shard-{shard[0]}-of-{shard[1]}"
 
 
-def parameter_count(model: "torch.nn.Module") -> int:
+def parameter_count(model: torch.nn.Module) -> int:
     """Parameters of ``model``, each storage counted once (tied weights and a bridge's views of them are one)."""
     return int(sum({p.data_ptr(): p.numel() for p in model.parameters()}.values()))
 
 
-def model_facts(model: "TransformerBridge") -> dict:
+def model_facts(model: TransformerBridge) -> dict:
     from ..backends import backend_for
     from ..model import model_name
 
@@ -91,13 +93,13 @@ def model_facts(model: "TransformerBridge") -> dict:
 
 def run_experiment(
     config: ExperimentConfig,
-    model: "TransformerBridge | None" = None,
+    model: TransformerBridge | None = None,
     *,
     shard: tuple[int, int] | None = None,
     progress: Callable[[str], None] | None = None,
     allow_large: bool = False,
     prompt_indices: list[int] | None = None,
-    backend: str = "bridge",
+    backend: BackendName = "bridge",
 ) -> Experiment:
     """Generate every (prompt, mode) of the config (this shard's prompts only), with capture and controls.
 
@@ -133,14 +135,17 @@ def run_experiment(
             if progress:
                 done = m * len(indices) + first + len(part)
                 left = (time.perf_counter() - started) / done * (total - done)
-                progress(f"{config.name}: {mode}: generated {first + len(part)}/{len(indices)} prompt(s); "
-                         f"about {left / 60:.1f} min of generation left")
+                progress(
+                    f"{config.name}: {mode}: generated {first + len(part)}/{len(indices)} prompt(s); "
+                    f"about {left / 60:.1f} min of generation left"
+                )
         for done, (index, result) in enumerate(zip(indices, results), start=1):
             if progress:
                 progress(f"{config.name}: prompt {index + 1}/{len(config.prompts)} {mode}: controls ({done}/{len(indices)})")
             name = f"p{index:02d}-{mode}"
-            run = CapturedRun.from_result(result, name=name, variant="generated", prompt_index=index, mask=mode,
-                                          positions="shared")
+            run = CapturedRun.from_result(
+                result, name=name, variant="generated", prompt_index=index, mask=mode, positions="shared"
+            )
             group = runs[(index, mode)] = [run]
             if "unique_positions" in config.controls:
                 rep = replay(model, result.layout, positions="unique", mask=run.mask, layers=run.layers)
@@ -151,14 +156,21 @@ def run_experiment(
                 group.append(_replay_run(run, rep, f"{name}/{other}-mask", "toggled_mask", mask=other, positions="shared"))
     ordered = [run for index in indices for mode in config.modes for run in runs[(index, mode)]]
     shard_text = None if shard is None else f"{shard[0]}/{shard[1]}"
-    return Experiment(config=config.to_dict(), runs=ordered, model=model_facts(model), versions=package_versions(), shard=shard_text)
+    return Experiment(
+        config=config.to_dict(), runs=ordered, model=model_facts(model), versions=package_versions(), shard=shard_text
+    )
 
 
 def _replay_run(source: CapturedRun, rep, name: str, variant: str, mask: str, positions: str) -> CapturedRun:
     """A control replay as a run: its ``mode`` stays the generation's; ``mask``/``positions`` (in meta) say what produced it."""
     wanted = set(source.attention)
     return CapturedRun(
-        name=name, prompt=source.prompt, mode=source.mode, layout=source.layout, token_strings=source.token_strings,
-        layers=list(rep.layers), attention={s: a for s, a in rep.attention.items() if s in wanted},
+        name=name,
+        prompt=source.prompt,
+        mode=source.mode,
+        layout=source.layout,
+        token_strings=source.token_strings,
+        layers=list(rep.layers),
+        attention={s: a for s, a in rep.attention.items() if s in wanted},
         meta={**source.meta, "variant": variant, "source_run": source.name, "mask": mask, "positions": positions},
     )

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import ExperimentFileError, InvalidInputError
 from .storage import METADATA, Experiment, recover_interrupted_overwrite
@@ -37,7 +37,9 @@ def parse_shard_text(text: object, where: str) -> tuple[int, int]:
     """A stored ``"i/n"`` as ``(i, n)`` with ``0 <= i < n <= MAX_SHARDS``, or a clear error."""
     numbers = shard_numbers(text)
     if numbers is None:
-        raise ExperimentFileError(f"{where} is not a shard (its shard field is {text!r}); merge only the shard-i-of-n folders of one `run --shard` split")
+        raise ExperimentFileError(
+            f"{where} is not a shard (its shard field is {text!r}); merge only the shard-i-of-n folders of one `run --shard` split"
+        )
     if shard_problem(*numbers):
         raise ExperimentFileError(f"{where} has an impossible shard field {text!r}; re-run that shard")
     return numbers
@@ -118,7 +120,9 @@ def _check_runs(parts: Sequence[Experiment], ids: list[tuple[int, int]]) -> None
         for run in part.generated():
             prompt = run.meta.get("prompt_index")
             if not isinstance(prompt, int) or prompt % count != index:
-                raise ExperimentFileError(f"{_label(part, k)} holds run {run.name!r} of prompt {prompt!r}, which belongs to another shard; re-run that shard")
+                raise ExperimentFileError(
+                    f"{_label(part, k)} holds run {run.name!r} of prompt {prompt!r}, which belongs to another shard; re-run that shard"
+                )
             seen[(prompt, run.mode)] += 1
     expected = Counter({(p, m): 1 for p in range(n_prompts) for m in modes})
     if seen != expected:

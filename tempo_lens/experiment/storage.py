@@ -17,14 +17,21 @@ import os
 import time
 import warnings
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
 from ..atomic import (
-    MARKER, Fingerprint, abandoned_backups, atomic_directory, changed_since, fingerprint, folder_lock, remove_abandoned,
+    MARKER,
+    Fingerprint,
+    abandoned_backups,
+    atomic_directory,
+    changed_since,
+    fingerprint,
+    folder_lock,
+    remove_abandoned,
     restore_backup,
 )
 from ..capture import CapturedRun
@@ -43,6 +50,7 @@ _UNCHECKED = object()
 
 
 # ---- experiments in memory ----------------------------------------------------------------------
+
 
 @dataclass
 class Experiment:
@@ -70,6 +78,7 @@ class Experiment:
 
 # ---- files --------------------------------------------------------------------------------------
 
+
 def recover_interrupted_overwrite(target: Path) -> Path | None:
     """Put back the previous result when an overwrite was killed between its two renames.
 
@@ -90,8 +99,11 @@ def recover_interrupted_overwrite(target: Path) -> Path | None:
 
 def _is_experiment_folder(folder: Path) -> bool:
     """A folder holding only what an experiment write puts there (the arrays, the metadata, our marker)."""
-    return (folder.is_dir() and not folder.is_symlink()
-            and all(p.name in (METADATA, ARRAYS, MARKER) and p.is_file() and not p.is_symlink() for p in folder.iterdir()))
+    return (
+        folder.is_dir()
+        and not folder.is_symlink()
+        and all(p.name in (METADATA, ARRAYS, MARKER) and p.is_file() and not p.is_symlink() for p in folder.iterdir())
+    )
 
 
 def check_can_write(target: Path, overwrite: bool) -> Fingerprint:
@@ -113,11 +125,16 @@ def check_can_write(target: Path, overwrite: bool) -> Fingerprint:
     if not (target.exists() or target.is_symlink()):
         return None
     if not overwrite:
-        raise ExperimentFileError(f"{target} already exists; pass --overwrite (overwrite=True) to replace it, or choose another --out")
+        raise ExperimentFileError(
+            f"{target} already exists; pass --overwrite (overwrite=True) to replace it, or choose another --out"
+        )
     if target.is_symlink() or not target.is_dir():
-        raise ExperimentFileError(f"{target} exists and is not an experiment folder; --overwrite only replaces experiment folders. Choose another --out")
+        raise ExperimentFileError(
+            f"{target} exists and is not an experiment folder; --overwrite only replaces experiment folders. Choose another --out"
+        )
     foreign = sorted(
-        p.name for p in target.iterdir()
+        p.name
+        for p in target.iterdir()
         if not (p.name in (METADATA, ARRAYS, MARKER) and p.is_file() and not p.is_symlink())
         and not (SHARD_NAME.fullmatch(p.name) and _is_experiment_folder(p))
     )
@@ -147,8 +164,9 @@ def folder_path(directory: object, what: str = "experiment folder") -> Path:
     return Path(directory)
 
 
-def save_experiment(experiment: Experiment, directory: str | os.PathLike, *, overwrite: bool = False,
-                    expect: Fingerprint | object = _UNCHECKED) -> Path:
+def save_experiment(
+    experiment: Experiment, directory: str | os.PathLike, *, overwrite: bool = False, expect: Fingerprint | object = _UNCHECKED
+) -> Path:
     """Write atomically: a temporary sibling folder, then a rename; an existing folder needs ``overwrite``.
 
     The write holds the lock of the folder it writes into (:func:`~tempo_lens.atomic.folder_lock`), so
@@ -158,7 +176,9 @@ def save_experiment(experiment: Experiment, directory: str | os.PathLike, *, ove
     target left behind are removed first.
     """
     if not isinstance(experiment, Experiment):
-        raise InvalidInputError(f"save_experiment needs an Experiment (from run_experiment or load_experiment), got {type(experiment).__name__}")
+        raise InvalidInputError(
+            f"save_experiment needs an Experiment (from run_experiment or load_experiment), got {type(experiment).__name__}"
+        )
     target = folder_path(directory)
     check_can_write(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -186,11 +206,18 @@ def write_arrays(path: Path, groups: Iterable[Iterable[CapturedRun]]) -> list[di
                 for step, array in run.attention.items():
                     with archive.open(f"r{i}_s{step}.npy", "w", force_zip64=True) as member:
                         np.lib.format.write_array(member, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
-                runs_meta.append({
-                    "name": run.name, "prompt": run.prompt, "mode": run.mode, "layers": run.layers,
-                    "steps": sorted(run.attention), "token_strings": run.token_strings,
-                    "layout": run.layout.to_dict(), "meta": run.meta,
-                })
+                runs_meta.append(
+                    {
+                        "name": run.name,
+                        "prompt": run.prompt,
+                        "mode": run.mode,
+                        "layers": run.layers,
+                        "steps": sorted(run.attention),
+                        "token_strings": run.token_strings,
+                        "layout": run.layout.to_dict(),
+                        "meta": run.meta,
+                    }
+                )
     return runs_meta
 
 
@@ -234,7 +261,9 @@ def _read_metadata(directory: Path) -> dict:
     if directory.exists() and not directory.is_dir():
         raise ExperimentFileError(f"{directory} is a file, not an experiment folder; pass the folder `tempo-lens run` wrote")
     if not directory.is_dir():
-        raise ExperimentFileError(f"{directory} is not an experiment folder (it does not exist); run `tempo-lens run CONFIG --out {directory}` first")
+        raise ExperimentFileError(
+            f"{directory} is not an experiment folder (it does not exist); run `tempo-lens run CONFIG --out {directory}` first"
+        )
     if not path.is_file():
         raise ExperimentFileError(f"{directory} has no {METADATA}: not an experiment folder, or an interrupted write; {FIX}")
     data = read_json(path, METADATA, FIX)
@@ -277,12 +306,21 @@ def _load_single(directory: Path) -> Experiment:
         raise ExperimentFileError(f"{arrays_path} does not match the checksum in {METADATA} (truncated or edited); {FIX}")
     arrays = read_arrays(arrays_path, shapes, FIX)
     runs = [
-        CapturedRun(name=meta.name, prompt=meta.prompt, mode=meta.mode, layout=layout, token_strings=meta.token_strings,
-                    layers=meta.layers, attention={s: arrays[f"r{i}_s{s}"] for s in meta.steps}, meta=meta.meta)
+        CapturedRun(
+            name=meta.name,
+            prompt=meta.prompt,
+            mode=meta.mode,
+            layout=layout,
+            token_strings=meta.token_strings,
+            layers=meta.layers,
+            attention={s: arrays[f"r{i}_s{s}"] for s in meta.steps},
+            meta=meta.meta,
+        )
         for i, (meta, layout) in enumerate(zip(record.runs, layouts))
     ]
-    return Experiment(config=data["config"], runs=runs, model=data["model"], versions=data["versions"],
-                      shard=record.shard, path=directory)
+    return Experiment(
+        config=data["config"], runs=runs, model=data["model"], versions=data["versions"], shard=record.shard, path=directory
+    )
 
 
 def load_experiment(directory: str | os.PathLike) -> Experiment:

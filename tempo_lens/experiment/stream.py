@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from ..atomic import Fingerprint, folder_lock, is_ours, owned_marker
 from ..errors import ExperimentFileError
@@ -32,6 +33,9 @@ from .storage import (
     write_runs,
 )
 
+if TYPE_CHECKING:
+    from ..backends.base import BackendName
+
 STREAM_ABOVE = 64  # prompts: a run of more is streamed to disk in chunks
 CHUNK_PROMPTS = 64
 
@@ -46,9 +50,17 @@ def _chunks(indices: list[int]) -> list[list[int]]:
     return [indices[k : k + CHUNK_PROMPTS] for k in range(0, len(indices), CHUNK_PROMPTS)]
 
 
-def run_streamed(config: ExperimentConfig, target: Path, *, shard: tuple[int, int] | None, overwrite: bool,
-                 expect: Fingerprint, progress: Callable[[str], None], allow_large: bool = False,
-                 backend: str = "bridge") -> Path:
+def run_streamed(
+    config: ExperimentConfig,
+    target: Path,
+    *,
+    shard: tuple[int, int] | None,
+    overwrite: bool,
+    expect: Fingerprint,
+    progress: Callable[[str], None],
+    allow_large: bool = False,
+    backend: BackendName = "bridge",
+) -> Path:
     """Run ``config`` chunk by chunk into ``target`` (resuming finished chunks), then combine them."""
     from .budget import check_run_count
 
@@ -72,8 +84,7 @@ def run_streamed(config: ExperimentConfig, target: Path, *, shard: tuple[int, in
 
                 model = load_model(config.model, dtype=config.dtype, backend=backend)
             progress(f"{config.name}: chunk {k + 1}/{len(chunks)} ({len(chunk)} prompts)")
-            experiment = run_experiment(config, model, shard=shard, progress=progress, allow_large=True,
-                                        prompt_indices=chunk)
+            experiment = run_experiment(config, model, shard=shard, progress=progress, allow_large=True, prompt_indices=chunk)
             save_experiment(experiment, part, overwrite=True)
         parts = [folder / f"chunk-{k:05d}" for k in range(len(chunks))]
         header = load_experiment(parts[0])
@@ -90,5 +101,7 @@ def _groups(parts: list[Path], header: Experiment) -> Iterator[list]:
     for part in parts:
         experiment = load_experiment(part)
         if (experiment.config, experiment.model, experiment.shard) != (header.config, header.model, header.shard):
-            raise ExperimentFileError(f"{part} holds another config or model than {parts[0].name}; remove {part.parent} and run again")
+            raise ExperimentFileError(
+                f"{part} holds another config or model than {parts[0].name}; remove {part.parent} and run again"
+            )
         yield experiment.runs

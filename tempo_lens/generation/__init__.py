@@ -10,13 +10,25 @@
 
 from .batch import generate_batch
 from .config import NEXT_TOKEN_SOURCES, GenerationConfig, check_int, pruning_from_mapping
-from .single import forward_step, generate, new_cache
 from .result import GenerationResult, StepRecord
 from .saved import load_result
+from .single import forward_step, generate, new_cache
 from .steps import eos_token_ids, next_distribution, prompt_token_ids, select_siblings
 
 __all__ = [
-    "GenerationConfig", "GenerationResult", "NEXT_TOKEN_SOURCES", "StepRecord", "check_int", "eos_token_ids",
-    "forward_step", "generate", "generate_batch", "load_result", "new_cache", "next_distribution", "prompt_token_ids",
-    "pruning_from_mapping", "select_siblings",
+    "GenerationConfig",
+    "GenerationResult",
+    "NEXT_TOKEN_SOURCES",
+    "StepRecord",
+    "check_int",
+    "eos_token_ids",
+    "forward_step",
+    "generate",
+    "generate_batch",
+    "load_result",
+    "new_cache",
+    "next_distribution",
+    "prompt_token_ids",
+    "pruning_from_mapping",
+    "select_siblings",
 ]

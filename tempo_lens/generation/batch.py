@@ -14,8 +14,9 @@ lone generation records.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Bool, Float
@@ -25,11 +26,11 @@ from ..backends import backend_for
 from ..errors import InvalidInputError
 from ..hooks import PatternRecorder, attention_block_hooks, tempo_position_hooks
 from .config import GenerationConfig, check_int
-from .single import forward_step, new_cache
 from .memory import check_fits, default_batch_size
 from .progress import step_bar
 from .result import GenerationResult
 from .row import GenerationRow, checked_ids, resolve_config
+from .single import forward_step, new_cache
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -111,12 +112,12 @@ class LaneBatch:
             out[layer] = rows.index_select(-1, index.to(rows.device))
         return out
 
-    def hooks(self, model: "TransformerBridge") -> list:
+    def hooks(self, model: TransformerBridge) -> list:
         blocked = lambda q, k: self.mask  # noqa: E731 - one mask object per forward, shared by all layers
         return tempo_position_hooks(model, lambda: self.positions) + attention_block_hooks(model, blocked)
 
 
-def _pad_id(model: "TransformerBridge") -> int:
+def _pad_id(model: TransformerBridge) -> int:
     """A token id to fill padding with (never attended): the tokenizer's pad or EOS id when it is in the vocabulary."""
     tokenizer = getattr(model, "tokenizer", None)
     vocab = int(model.cfg.d_vocab)
@@ -133,7 +134,7 @@ def _lanes(rows: list[GenerationRow]) -> list[int]:
     return assign_lanes([len(row.ids) + row.config.max_steps * row.config.max_parallel for row in rows], share, LANE_KEYS)
 
 
-def _run_rows(model: "TransformerBridge", rows: list[GenerationRow], bar: Any = None) -> None:
+def _run_rows(model: TransformerBridge, rows: list[GenerationRow], bar: Any = None) -> None:
     """Drive ``rows`` to their end through one forward per step (``bar``: a progress bar to advance per step)."""
     batch = LaneBatch(rows, _lanes(rows), pad_id=_pad_id(model))
     layers = set().union(*(row.recorded_layers for row in rows))
@@ -157,7 +158,7 @@ def _run_rows(model: "TransformerBridge", rows: list[GenerationRow], bar: Any = 
 
 
 def generate_batch(
-    model: "TransformerBridge",
+    model: TransformerBridge,
     prompts: Sequence[str | Sequence[int]],
     config: GenerationConfig | None = None,
     *,
@@ -188,7 +189,9 @@ def generate_batch(
     with step_bar(-(-len(prompts) // batch_size) * config.max_steps, progress) as bar:
         for first in range(0, len(prompts), batch_size):
             chunk = zip(prompts[first : first + batch_size], checked[first : first + batch_size])
-            rows = [GenerationRow.start(model, p, config, row=i, keep_logits=keep_logits, ids=ids) for i, (p, ids) in enumerate(chunk)]
+            rows = [
+                GenerationRow.start(model, p, config, row=i, keep_logits=keep_logits, ids=ids) for i, (p, ids) in enumerate(chunk)
+            ]
             for row in rows:
                 row.warn_stacklevel = 4  # choose → _run_rows → generate_batch → caller
             _run_rows(model, rows, bar)

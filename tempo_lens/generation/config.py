@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..capture import CaptureSpec
 from ..errors import InvalidInputError
@@ -62,11 +63,17 @@ def pruning_from_mapping(table: Mapping[str, Any]) -> PruningStrategy:
 
 # The command line's pruning flags: each sets its strategy's threshold (the strategy's first setting).
 PRUNING_FLAGS: dict[str, tuple[str, str, str]] = {  # flag: (strategy, what the value is, help)
-    "--prune-threshold": ("attention", "a number >= 0 (0 never prunes)",
-                          "attention pruning: collapse earlier sets scoring below X (>= 0; 0 never prunes; default off)"),
-    "--prune-similarity": ("similarity", "a number (cosine similarity, -1..1)",
-                           "similarity pruning: drop siblings whose last-layer hidden state has cosine similarity >= X "
-                           "with their set's top sibling (default off)"),
+    "--prune-threshold": (
+        "attention",
+        "a number >= 0 (0 never prunes)",
+        "attention pruning: collapse earlier sets scoring below X (>= 0; 0 never prunes; default off)",
+    ),
+    "--prune-similarity": (
+        "similarity",
+        "a number (cosine similarity, -1..1)",
+        "similarity pruning: drop siblings whose last-layer hidden state has cosine similarity >= X "
+        "with their set's top sibling (default off)",
+    ),
 }
 
 
@@ -80,8 +87,10 @@ def capture_from_value(value: object) -> CaptureSpec | None:
         return value
     if isinstance(value, Mapping):
         reject_unknown(value, {"layers", "steps"}, "[capture]")
-        return CaptureSpec(layers=_all_or_list(value.get("layers"), "capture.layers"),
-                           steps=_all_or_list(value.get("steps"), "capture.steps", minimum=0))
+        return CaptureSpec(
+            layers=_all_or_list(value.get("layers"), "capture.layers"),
+            steps=_all_or_list(value.get("steps"), "capture.steps", minimum=0),
+        )
     if isinstance(value, (list, tuple)):
         return CaptureSpec(layers=_all_or_list(list(value), "capture layers"))
     raise InvalidInputError(f"capture must be true, false, a list of layers or a CaptureSpec, got {value!r}")
@@ -93,7 +102,7 @@ def _all_or_list(value: Any, name: str, minimum: int | None = None) -> list[int]
     ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     if not ok or (minimum is not None and any(v < minimum for v in value)):
         bound = "integers >= 0" if minimum is not None else "layer indices (negative counts from the last)"
-        raise InvalidInputError(f"{name} must be \"all\" or a list of {bound}, got {value!r}")
+        raise InvalidInputError(f'{name} must be "all" or a list of {bound}, got {value!r}')
     return list(value)
 
 
@@ -107,7 +116,9 @@ def reject_unknown(keys: Iterable[str], allowed: Iterable[str], where: str) -> N
     for key in bad:
         close = difflib.get_close_matches(key, allowed, n=1)
         hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    raise InvalidInputError(f"unknown key{'s' if len(bad) > 1 else ''} {', '.join(hints)} in {where}; allowed: {', '.join(allowed)}")
+    raise InvalidInputError(
+        f"unknown key{'s' if len(bad) > 1 else ''} {', '.join(hints)} in {where}; allowed: {', '.join(allowed)}"
+    )
 
 
 @dataclass(frozen=True)
@@ -116,12 +127,17 @@ class GenerationConfig:
 
     threshold: float = _setting(0.1, "selection threshold in (0, 1]: every token at least this likely becomes a sibling")
     max_steps: int = _setting(10, "number of steps to generate (each step adds one logical position)")
-    mode: str = _setting("isolated", "isolated: siblings cannot see each other; visible: later siblings see earlier ones",
-                         choices=MODES)
+    mode: str = _setting(
+        "isolated", "isolated: siblings cannot see each other; visible: later siblings see earlier ones", choices=MODES
+    )
     max_parallel: int = _setting(8, "at most this many siblings per step (the most likely ones)")
     min_steps: int = _setting(0, "EOS gets probability 0 before this many steps")
-    next_token_source: str = _setting("mixture", "which sibling rows give the next distribution: their probability-"
-                                      "weighted mixture, the top sibling's, or the last sibling's", choices=NEXT_TOKEN_SOURCES)
+    next_token_source: str = _setting(
+        "mixture",
+        "which sibling rows give the next distribution: their probability-"
+        "weighted mixture, the top sibling's, or the last sibling's",
+        choices=NEXT_TOKEN_SOURCES,
+    )
     threshold_schedule: str | None = _setting(None, "vary the threshold over steps: bezier:FINAL[:P1:P2] or relu:FINAL:KNEE")
     chat: bool = _setting(False, "wrap the prompt in the tokenizer's chat template")
     pruning: PruningStrategy | None = _setting(None, "retroactive pruning strategy (config table [pruning])", flag=False)
@@ -137,7 +153,9 @@ class GenerationConfig:
         set_(self, "max_parallel", check_int(self.max_parallel, "max_parallel", 1, MAX_PARALLEL_LIMIT))
         set_(self, "min_steps", check_int(self.min_steps, "min_steps", 0))
         if self.min_steps > self.max_steps:
-            raise InvalidInputError(f"min_steps ({self.min_steps}) is more than max_steps ({self.max_steps}); lower min_steps or raise max_steps")
+            raise InvalidInputError(
+                f"min_steps ({self.min_steps}) is more than max_steps ({self.max_steps}); lower min_steps or raise max_steps"
+            )
         check_choice(self.mode, "mode", MODES)
         check_choice(self.next_token_source, "next_token_source", NEXT_TOKEN_SOURCES)
         if self.threshold_schedule is not None and not isinstance(self.threshold_schedule, str):
@@ -148,12 +166,16 @@ class GenerationConfig:
         if isinstance(self.pruning, Mapping):
             set_(self, "pruning", pruning_from_mapping(self.pruning))
         if self.pruning is not None and not isinstance(self.pruning, (AttentionPruning, SimilarityPruning)):
-            raise InvalidInputError(f"pruning must be AttentionPruning, SimilarityPruning or a settings table, got {self.pruning!r}")
+            raise InvalidInputError(
+                f"pruning must be AttentionPruning, SimilarityPruning or a settings table, got {self.pruning!r}"
+            )
         set_(self, "capture", capture_from_value(self.capture))
         late = sorted(s for s in (self.capture.steps or []) if s >= self.max_steps) if self.capture else []
         if late:
-            raise InvalidInputError(f"capture steps {late} are never reached with max_steps {self.max_steps} (steps 0..{self.max_steps - 1}); "
-                                    "lower them or raise max_steps")
+            raise InvalidInputError(
+                f"capture steps {late} are never reached with max_steps {self.max_steps} (steps 0..{self.max_steps - 1}); "
+                "lower them or raise max_steps"
+            )
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
@@ -161,14 +183,14 @@ class GenerationConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], where: str = "the settings") -> "GenerationConfig":
+    def from_mapping(cls, data: Mapping[str, Any], where: str = "the settings") -> GenerationConfig:
         """From plain values (a TOML table, JSON): unknown keys are named with a 'did you mean' hint."""
         if not isinstance(data, Mapping):
             raise InvalidInputError(f"{where} must be a table of settings, got {type(data).__name__}")
         reject_unknown(data, cls.keys(), where)
         return cls(**dict(data))
 
-    def replace(self, **overrides: Any) -> "GenerationConfig":
+    def replace(self, **overrides: Any) -> GenerationConfig:
         """A copy with some settings changed (unknown names refused with a hint)."""
         reject_unknown(overrides, self.keys(), "the generation settings")
         return dataclasses.replace(self, **overrides)

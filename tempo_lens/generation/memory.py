@@ -35,7 +35,7 @@ def available_bytes(device: torch.device) -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
-def generation_bytes(model: "TransformerBridge", n_prompt: int, max_steps: int, max_parallel: int, batch: int = 1) -> int:
+def generation_bytes(model: TransformerBridge, n_prompt: int, max_steps: int, max_parallel: int, batch: int = 1) -> int:
     """Upper estimate of the memory a TEMPO generation of ``batch`` rows needs beyond the weights."""
     cfg = model.cfg
     dtype_bytes = torch.finfo(cfg.dtype).bits // 8 if getattr(cfg, "dtype", None) is not None else 4
@@ -51,7 +51,7 @@ def generation_bytes(model: "TransformerBridge", n_prompt: int, max_steps: int, 
     return batch * (kv_cache + scores + logits)
 
 
-def check_fits(model: "TransformerBridge", n_prompt: int, max_steps: int, max_parallel: int, batch: int = 1) -> None:
+def check_fits(model: TransformerBridge, n_prompt: int, max_steps: int, max_parallel: int, batch: int = 1) -> None:
     """Refuse settings whose estimated memory exceeds what is free, naming the settings to lower."""
     device = backend_for(model).device
     need, free = generation_bytes(model, n_prompt, max_steps, max_parallel, batch), available_bytes(device)
@@ -64,7 +64,7 @@ def check_fits(model: "TransformerBridge", n_prompt: int, max_steps: int, max_pa
         )
 
 
-def default_batch_size(model: "TransformerBridge", n_prompt: int, max_steps: int, max_parallel: int) -> int:
+def default_batch_size(model: TransformerBridge, n_prompt: int, max_steps: int, max_parallel: int) -> int:
     """The largest batch up to 16 whose estimate fits in a quarter of the free memory (at least 1)."""
     device = backend_for(model).device
     per_row = max(1, generation_bytes(model, n_prompt, max_steps, max_parallel))

@@ -117,16 +117,18 @@ class GenerationResult:
         """
         settings = self.config.to_dict()
         settings["threshold_schedule"] = self.schedule.to_dict()
-        return clean({
-            "model": self.model,
-            "prompt": self.prompt,
-            **settings,
-            "prompt_token_ids": self.prompt_token_ids,
-            "steps": [r.to_dict() for r in self.steps],
-            "text": self.text,
-            "clean_text": self.clean_text,
-            "stop_reason": self.stop_reason,
-        })
+        return clean(
+            {
+                "model": self.model,
+                "prompt": self.prompt,
+                **settings,
+                "prompt_token_ids": self.prompt_token_ids,
+                "steps": [r.to_dict() for r in self.steps],
+                "text": self.text,
+                "clean_text": self.clean_text,
+                "stop_reason": self.stop_reason,
+            }
+        )
 
     def save(self, directory, *, overwrite: bool = False):
         """Write this result (settings, layout, capture) to a folder; :func:`load_result` reads it back."""

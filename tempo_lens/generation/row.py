@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 class GenerationRow:
     """The mutable state of one generation: its layout, capture, pruning session and next distribution."""
 
-    model: "TransformerBridge"
+    model: TransformerBridge
     prompt: Any
     config: GenerationConfig
     ids: list[int]
@@ -40,7 +40,7 @@ class GenerationRow:
     token_strings: list[str]
     eos: set[int]
     capture: CapturedAttention | None
-    pruning: "PruningSession | None"
+    pruning: PruningSession | None
     keep_logits: bool = False
     thresholds: list[float] = field(default_factory=list)
     step_logits: list[Tensor] = field(default_factory=list)
@@ -50,8 +50,15 @@ class GenerationRow:
     warn_stacklevel: int = 3  # the user's call: choose → generate → caller
 
     @classmethod
-    def start(cls, model: "TransformerBridge", prompt: Any, config: GenerationConfig, row: int = 0,
-              keep_logits: bool = False, ids: list[int] | None = None) -> "GenerationRow":
+    def start(
+        cls,
+        model: TransformerBridge,
+        prompt: Any,
+        config: GenerationConfig,
+        row: int = 0,
+        keep_logits: bool = False,
+        ids: list[int] | None = None,
+    ) -> GenerationRow:
         """Tokenise and check the prompt (before any model work; ``ids``: already done) and set up capture and pruning."""
         ids = checked_ids(model, prompt, config) if ids is None else ids
         layout = TokenLayout.from_prompt(ids)
@@ -59,9 +66,18 @@ class GenerationRow:
         capture = CapturedAttention(config.capture.layers_for(n_layers)) if config.capture else None
         pruning = config.pruning.start(model, layout, row) if config.pruning is not None else None
         tokenizer = getattr(model, "tokenizer", None)
-        return cls(model=model, prompt=prompt, config=config, ids=ids, layout=layout,
-                   token_strings=[decode(tokenizer, [i]) for i in ids], eos=eos_token_ids(model),
-                   capture=capture, pruning=pruning, keep_logits=keep_logits)
+        return cls(
+            model=model,
+            prompt=prompt,
+            config=config,
+            ids=ids,
+            layout=layout,
+            token_strings=[decode(tokenizer, [i]) for i in ids],
+            eos=eos_token_ids(model),
+            capture=capture,
+            pruning=pruning,
+            keep_logits=keep_logits,
+        )
 
     @property
     def done(self) -> bool:
@@ -143,7 +159,7 @@ class GenerationRow:
         )
 
 
-def checked_ids(model: "TransformerBridge", prompt: Any, config: GenerationConfig) -> list[int]:
+def checked_ids(model: TransformerBridge, prompt: Any, config: GenerationConfig) -> list[int]:
     """The prompt's token ids, once it is known to fit the model's context and memory with ``config``."""
     ids = prompt_token_ids(model, prompt, chat=config.chat)
     check_context(model, len(ids), config.max_steps)
@@ -159,4 +175,3 @@ def resolve_config(config: GenerationConfig | None, overrides: dict[str, Any]) -
 
         raise InvalidInputError(f"config must be a GenerationConfig, got {type(base).__name__}")
     return base.replace(**overrides) if overrides else base
-

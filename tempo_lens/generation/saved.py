@@ -74,10 +74,12 @@ class ResultRecord:
 
 
 def _is_saved_result(folder: Path) -> bool:
-    return folder.is_dir() and not folder.is_symlink() and {p.name for p in folder.iterdir()} <= {RESULT_FILE, ARRAYS_FILE, MARKER}
+    return (
+        folder.is_dir() and not folder.is_symlink() and {p.name for p in folder.iterdir()} <= {RESULT_FILE, ARRAYS_FILE, MARKER}
+    )
 
 
-def save_result(result: "GenerationResult", directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def save_result(result: GenerationResult, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``result`` into ``directory`` atomically (refusing to replace anything but a saved result)."""
     target = Path(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -86,12 +88,14 @@ def save_result(result: "GenerationResult", directory: str | os.PathLike, *, ove
             if not overwrite:
                 raise ExperimentFileError(f"{target} already exists; pass overwrite=True to replace it, or choose another folder")
             if not _is_saved_result(target):
-                raise ExperimentFileError(f"{target} is not a saved result; overwrite only replaces saved results. Choose another folder")
+                raise ExperimentFileError(
+                    f"{target} is not a saved result; overwrite only replaces saved results. Choose another folder"
+                )
         _write(result, target)
     return target
 
 
-def _write(result: "GenerationResult", target: Path) -> None:
+def _write(result: GenerationResult, target: Path) -> None:
     with atomic_directory(target) as tmp:
         capture = result.capture
         arrays_sha = None
@@ -99,17 +103,26 @@ def _write(result: "GenerationResult", target: Path) -> None:
             np.savez_compressed(tmp / ARRAYS_FILE, **{f"s{step}": capture.steps[step] for step in capture.step_ids})  # type: ignore[arg-type]
             arrays_sha = sha256_of(tmp / ARRAYS_FILE)
         record = {
-            "format": RESULT_FORMAT, "kind": "tempo_lens.result", "model": result.model, "prompt": result.prompt,
-            "prompt_text": result.prompt_text, "config": result.config.to_dict(), "layout": result.layout.to_dict(),
-            "token_strings": result.token_strings, "thresholds": result.thresholds, "stop_reason": result.stop_reason,
-            "n_layers": result.n_layers, "n_heads": result.n_heads, "clean_text": result.clean_text,
+            "format": RESULT_FORMAT,
+            "kind": "tempo_lens.result",
+            "model": result.model,
+            "prompt": result.prompt,
+            "prompt_text": result.prompt_text,
+            "config": result.config.to_dict(),
+            "layout": result.layout.to_dict(),
+            "token_strings": result.token_strings,
+            "thresholds": result.thresholds,
+            "stop_reason": result.stop_reason,
+            "n_layers": result.n_layers,
+            "n_heads": result.n_heads,
+            "clean_text": result.clean_text,
             "pruning_events": [vars(e) | {"pruned": list(e.pruned)} for e in result.pruning_events],
             "capture": None if capture is None else {"layers": capture.layers, "steps": capture.step_ids, "sha256": arrays_sha},
         }
         (tmp / RESULT_FILE).write_text(json.dumps(record, ensure_ascii=False, allow_nan=False), encoding="utf-8")
 
 
-def load_result(directory: str | os.PathLike) -> "GenerationResult":
+def load_result(directory: str | os.PathLike) -> GenerationResult:
     """A result saved by :meth:`GenerationResult.save`, checked, without the model."""
     from .result import GenerationResult
 
@@ -127,7 +140,8 @@ def load_result(directory: str | os.PathLike) -> "GenerationResult":
         capture = None
         if record.capture is not None:
             if len(set(record.capture.layers)) != len(record.capture.layers) or any(
-                    not 0 <= l < record.n_layers for l in record.capture.layers):
+                not 0 <= l < record.n_layers for l in record.capture.layers
+            ):
                 raise ValueError(f"capture.layers {record.capture.layers[:8]} are not distinct layers of {record.n_layers}")
             arrays = directory / ARRAYS_FILE
             if not arrays.is_file() or sha256_of(arrays) != record.capture.sha256:
@@ -140,29 +154,69 @@ def load_result(directory: str | os.PathLike) -> "GenerationResult":
             capture = CapturedAttention(list(record.capture.layers), {s: loaded[f"s{s}"] for s in record.capture.steps})
     except (InvalidInputError, TypeError, ValueError, IndexError) as exc:
         raise ExperimentFileError(f"{path} does not fit its layout ({exc}); {FIX}") from None
-    events = [PruneEvent(set_step=e.set_step, at_step=e.at_step, score=float("nan") if e.score is None else e.score,
-                         kept=e.kept, pruned=tuple(e.pruned)) for e in record.pruning_events]
+    events = [
+        PruneEvent(
+            set_step=e.set_step,
+            at_step=e.at_step,
+            score=float("nan") if e.score is None else e.score,
+            kept=e.kept,
+            pruned=tuple(e.pruned),
+        )
+        for e in record.pruning_events
+    ]
     return GenerationResult(
-        model=record.model, prompt=record.prompt, prompt_text=record.prompt_text, config=config, layout=layout,
-        token_strings=record.token_strings, thresholds=record.thresholds, stop_reason=record.stop_reason,
-        n_layers=record.n_layers, n_heads=record.n_heads, capture=capture, clean_text=record.clean_text,
+        model=record.model,
+        prompt=record.prompt,
+        prompt_text=record.prompt_text,
+        config=config,
+        layout=layout,
+        token_strings=record.token_strings,
+        thresholds=record.thresholds,
+        stop_reason=record.stop_reason,
+        n_layers=record.n_layers,
+        n_heads=record.n_heads,
+        capture=capture,
+        clean_text=record.clean_text,
         pruning_events=events,
     )
 
 
-TOKEN_COLUMNS = ["physical", "step", "rank", "logical_position", "token_id", "token", "prob", "parallel", "pruned",
-                 "pruned_at_step", "prune_score", "threshold"]
+TOKEN_COLUMNS = [
+    "physical",
+    "step",
+    "rank",
+    "logical_position",
+    "token_id",
+    "token",
+    "prob",
+    "parallel",
+    "pruned",
+    "pruned_at_step",
+    "prune_score",
+    "threshold",
+]
 
 
-def token_table(result: "GenerationResult") -> pd.DataFrame:
+def token_table(result: GenerationResult) -> pd.DataFrame:
     """One row per token, prompt included (step -1): where it sits, what it is, and its fate."""
     layout, rows = result.layout, []
     for i in range(len(layout)):
         step = layout.steps[i]
         rank = i - layout.step_range(step).start if step >= 0 else 0
-        rows.append([
-            i, step, rank, layout.logical_positions[i], layout.token_ids[i], result.token_strings[i], layout.probs[i],
-            layout.is_parallel(i), layout.is_pruned(i), layout.pruned_at[i] if layout.is_pruned(i) else None,
-            layout.prune_scores[i] if layout.is_pruned(i) else None, result.thresholds[step] if step >= 0 else None,
-        ])
+        rows.append(
+            [
+                i,
+                step,
+                rank,
+                layout.logical_positions[i],
+                layout.token_ids[i],
+                result.token_strings[i],
+                layout.probs[i],
+                layout.is_parallel(i),
+                layout.is_pruned(i),
+                layout.pruned_at[i] if layout.is_pruned(i) else None,
+                layout.prune_scores[i] if layout.is_pruned(i) else None,
+                result.thresholds[step] if step >= 0 else None,
+            ]
+        )
     return pd.DataFrame(rows, columns=TOKEN_COLUMNS)

@@ -6,7 +6,8 @@ generation; the :class:`~tempo_lens.layout.TokenLayout` they read is updated ste
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
@@ -23,22 +24,22 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 
-def model_device(model: "TransformerBridge") -> torch.device:
+def model_device(model: TransformerBridge) -> torch.device:
     return backend_for(model).device
 
 
-def new_cache(model: "TransformerBridge", batch: int = 1) -> Any:
+def new_cache(model: TransformerBridge, batch: int = 1) -> Any:
     """An empty KV cache of the model's own kind for ``batch`` rows."""
     return backend_for(model).new_cache(batch)
 
 
-def forward_step(model: "TransformerBridge", tokens: Sequence[Sequence[int]], cache: Any) -> Float[Tensor, "batch pos d_vocab"]:
+def forward_step(model: TransformerBridge, tokens: Sequence[Sequence[int]], cache: Any) -> Float[Tensor, "batch pos d_vocab"]:
     """One cached forward of new tokens (one list per batch row); returns their logits rows."""
     return backend_for(model).forward_step([list(t) for t in tokens], cache)
 
 
 def generate(
-    model: "TransformerBridge",
+    model: TransformerBridge,
     prompt: str | Sequence[int] | Tensor,
     config: GenerationConfig | None = None,
     *,

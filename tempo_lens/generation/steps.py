@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
@@ -22,19 +23,21 @@ def decode(tokenizer: Any, ids: Sequence[int]) -> str:
     return tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
-def eos_token_ids(model: "TransformerBridge") -> set[int]:
+def eos_token_ids(model: TransformerBridge) -> set[int]:
     """EOS ids of the tokenizer and of the generation config."""
     return backend_for(model).eos_token_ids()
 
 
-def prompt_token_ids(model: "TransformerBridge", prompt: str | Sequence[int] | Tensor, chat: bool = False) -> list[int]:
+def prompt_token_ids(model: TransformerBridge, prompt: str | Sequence[int] | Tensor, chat: bool = False) -> list[int]:
     """The ids fed to the model for a prompt (BOS included when the tokenizer adds one)."""
     if isinstance(prompt, Tensor):
         if prompt.is_floating_point() or prompt.is_complex() or prompt.dtype == torch.bool:
             raise InvalidInputError(f"a prompt tensor must hold integer token ids, got dtype {prompt.dtype}")
         if prompt.dim() > 2 or (prompt.dim() == 2 and prompt.shape[0] != 1):
-            raise InvalidInputError(f"a prompt tensor is one sequence [pos] or [1, pos], got shape {tuple(prompt.shape)}; "
-                                    "for many prompts use generate_batch")
+            raise InvalidInputError(
+                f"a prompt tensor is one sequence [pos] or [1, pos], got shape {tuple(prompt.shape)}; "
+                "for many prompts use generate_batch"
+            )
         prompt = prompt.flatten().tolist()
     if isinstance(prompt, (bytes, bytearray)):
         try:
@@ -45,7 +48,9 @@ def prompt_token_ids(model: "TransformerBridge", prompt: str | Sequence[int] | T
         try:
             prompt.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise InvalidInputError(f"the prompt is not valid text ({exc.reason} at character {exc.start}); pass UTF-8 text") from None
+            raise InvalidInputError(
+                f"the prompt is not valid text ({exc.reason} at character {exc.start}); pass UTF-8 text"
+            ) from None
         if not prompt.strip():
             raise InvalidInputError("the prompt is empty; pass some text (e.g. 'The cat sat on the') or token ids")
         tokenizer = getattr(model, "tokenizer", None)
@@ -65,8 +70,10 @@ def prompt_token_ids(model: "TransformerBridge", prompt: str | Sequence[int] | T
         items = None
     odd = [i for i in items or [] if isinstance(i, bool) or not hasattr(i, "__index__")]
     if items is None or odd:
-        raise InvalidInputError(f"the prompt must be text or a flat sequence of integer token ids, got {type(prompt).__name__}"
-                                + (f" holding {odd[0]!r}" if odd else ""))
+        raise InvalidInputError(
+            f"the prompt must be text or a flat sequence of integer token ids, got {type(prompt).__name__}"
+            + (f" holding {odd[0]!r}" if odd else "")
+        )
     ids = [int(i) for i in items]
     if not ids:
         raise InvalidInputError("the prompt is empty; pass some text or at least one token id")
@@ -77,9 +84,7 @@ def prompt_token_ids(model: "TransformerBridge", prompt: str | Sequence[int] | T
     return ids
 
 
-def select_siblings(
-    probs: Float[Tensor, "d_vocab"], threshold: float, max_parallel: int
-) -> tuple[list[int], list[float], int]:
+def select_siblings(probs: Float[Tensor, " d_vocab"], threshold: float, max_parallel: int) -> tuple[list[int], list[float], int]:
     """Tokens with probability >= threshold, highest first, capped; the top token if none clears it.
 
     Returns (ids, probs, how many cleared the threshold before the cap). The comparison is made in
@@ -94,7 +99,7 @@ def select_siblings(
 
 def next_distribution(
     logits: Float[Tensor, "sibling d_vocab"], sibling_probs: Sequence[float], source: str
-) -> Float[Tensor, "d_vocab"]:
+) -> Float[Tensor, " d_vocab"]:
     """The next step's distribution from the rows of the new siblings (mixture, top or last row)."""
     rows = torch.softmax(logits.float(), dim=-1)
     if source == "top":
@@ -106,7 +111,7 @@ def next_distribution(
     return (weights[:, None] * rows).sum(0)
 
 
-def check_context(model: "TransformerBridge", n_prompt: int, max_steps: int) -> None:
+def check_context(model: TransformerBridge, n_prompt: int, max_steps: int) -> None:
     """Refuse before any model work when the logical positions would run past the model's context."""
     n_ctx = int(model.cfg.n_ctx)
     if n_prompt + max_steps > n_ctx:

@@ -10,6 +10,15 @@ from .metrics import compute_metrics, reference_values, single_run_metrics
 from .schema import SCHEMA_VERSION, Metrics, parse_metrics, read_metrics
 
 __all__ = [
-    "SCHEMA_VERSION", "Metrics", "ReportInputs", "RunRef", "choose_inputs", "compute_metrics", "parse_metrics",
-    "read_metrics", "reference_values", "render_findings", "single_run_metrics",
+    "SCHEMA_VERSION",
+    "Metrics",
+    "ReportInputs",
+    "RunRef",
+    "choose_inputs",
+    "compute_metrics",
+    "parse_metrics",
+    "read_metrics",
+    "reference_values",
+    "render_findings",
+    "single_run_metrics",
 ]

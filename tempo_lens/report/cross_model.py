@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import ExperimentFileError
 from .schema import ByMode, CrossModelEntry, Metrics, read_metrics
@@ -43,17 +43,23 @@ def model_folders(models: list[str]) -> dict[str, str]:
 
     bases = {model: folder_name(model) for model in dict.fromkeys(models)}
     shared = Counter(bases.values())
-    return {model: base if shared[base] == 1 else f"{base}-{hashlib.sha1(model.encode('utf-8', 'replace')).hexdigest()[:8]}"
-            for model, base in bases.items()}
+    return {
+        model: base if shared[base] == 1 else f"{base}-{hashlib.sha1(model.encode('utf-8', 'replace')).hexdigest()[:8]}"
+        for model, base in bases.items()
+    }
 
 
 def entry_from_metrics(metrics: Metrics, folder: str) -> CrossModelEntry:
     single = metrics.single_run
     first = single.script_chain[0] if single.script_chain else None
     return CrossModelEntry(
-        folder=folder, model=metrics.model, exp1_ratio=single.mode_averages,
+        folder=folder,
+        model=metrics.model,
+        exp1_ratio=single.mode_averages,
         exp1_script_ratio=ByMode(isolated=first.isolated, visible=first.visible) if first else ByMode(),
-        head_groups=dict(Counter(h.group for h in single.heads)), depth=single.depth, multi=metrics.multi_prompt,
+        head_groups=dict(Counter(h.group for h in single.heads)),
+        depth=single.depth,
+        multi=metrics.multi_prompt,
     )
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence, Union
+from typing import Any
 
 from markdown_it import MarkdownIt
 
@@ -44,7 +45,7 @@ class Figure:
     caption: str = ""
 
 
-Block = Union[Heading, Paragraph, Bullets, Table, Figure]
+Block = Heading | Paragraph | Bullets | Table | Figure
 
 STYLE = (
     "body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
@@ -60,8 +61,11 @@ def markdown_renderer() -> MarkdownIt:
     The report never links anywhere, so no text (a name that slipped through escaping included) can
     make report.html reference a remote URL: it opens offline and loads nothing.
     """
-    return (MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(["table", "strikethrough"])
-            .disable(["link", "image", "autolink", "html_inline", "html_block"]))
+    return (
+        MarkdownIt("commonmark", {"html": False, "linkify": False})
+        .enable(["table", "strikethrough"])
+        .disable(["link", "image", "autolink", "html_inline", "html_block"])
+    )
 
 
 PLOT_TAGS = re.compile(r"<(br|/?extra)>")  # the only markup the project's own figures use
@@ -113,8 +117,9 @@ def block_markdown(block: Block) -> list[str]:
     if isinstance(block, Bullets):
         return [f"- {item}" for item in block.items]
     if isinstance(block, Table):
-        return (["| " + " | ".join(_cell(h) for h in block.headers) + " |", "|" + "|".join("---" for _ in block.headers) + "|"]
-                + ["| " + " | ".join(_cell(c) for c in row) + " |" for row in block.rows])
+        return ["| " + " | ".join(_cell(h) for h in block.headers) + " |", "|" + "|".join("---" for _ in block.headers) + "|"] + [
+            "| " + " | ".join(_cell(c) for c in row) + " |" for row in block.rows
+        ]
     return [f"*Figure: {block.caption or block.name} (interactive in report.html).*"]
 
 
@@ -159,14 +164,16 @@ class Document:
                 level = min(block.level, 6)
                 body.append(f'<h{level} id="{anchor(block.text)}">{md.renderInline(block.text)}</h{level}>')
             elif isinstance(block, Figure):
-                div = inert_figure(block.figure).to_html(full_html=False, include_plotlyjs=not plotly_included, div_id=f"fig-{block.name}")
+                div = inert_figure(block.figure).to_html(
+                    full_html=False, include_plotlyjs=not plotly_included, div_id=f"fig-{block.name}"
+                )
                 plotly_included = True
                 caption = f"<figcaption>{md.renderInline(block.caption)}</figcaption>" if block.caption else ""
                 body.append(f'<figure class="plot" data-figure="{html.escape(block.name)}">{div}{caption}</figure>')
             else:
                 body.append(md.render("\n".join(block_markdown(block))))
         return (
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{html.escape(self.title)}</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(body)
             + "\n</body></html>\n"

@@ -32,18 +32,28 @@ def _replace(obj, **changes):
 def escape_user_text(metrics: Metrics) -> Metrics:
     """A copy of ``metrics`` whose user-supplied names (experiments, runs, models, folders) are :func:`plain`."""
     single = metrics.single_run
-    single = _replace(single, isolated_experiment=plain(single.isolated_experiment),
-                      visible_experiment=plain(single.visible_experiment),
-                      runs=[_replace(r, experiment=plain(r.experiment), name=plain(r.name)) for r in single.runs])
+    single = _replace(
+        single,
+        isolated_experiment=plain(single.isolated_experiment),
+        visible_experiment=plain(single.visible_experiment),
+        runs=[_replace(r, experiment=plain(r.experiment), name=plain(r.name)) for r in single.runs],
+    )
     multi = metrics.multi_prompt
     if multi is not None:
-        multi = _replace(multi, experiment=plain(multi.experiment),
-                         per_run=[_replace(r, run=plain(r.run)) for r in multi.per_run])
+        multi = _replace(
+            multi, experiment=plain(multi.experiment), per_run=[_replace(r, run=plain(r.run)) for r in multi.per_run]
+        )
     pruning = metrics.pruning
     if pruning is not None:
         pruning = _replace(pruning, experiment=plain(pruning.experiment))
-    cross = [_replace(e, folder=plain(e.folder), model=_replace(e.model, name=plain(e.model.name)))
-             for e in metrics.cross_model]
+    cross = [_replace(e, folder=plain(e.folder), model=_replace(e.model, name=plain(e.model.name))) for e in metrics.cross_model]
     versions = {plain(k): None if v is None else plain(v) for k, v in metrics.versions.items()}
-    return dataclasses.replace(metrics, model=_replace(metrics.model, name=plain(metrics.model.name)), single_run=single,
-                               multi_prompt=multi, pruning=pruning, cross_model=cross, versions=versions)
+    return dataclasses.replace(
+        metrics,
+        model=_replace(metrics.model, name=plain(metrics.model.name)),
+        single_run=single,
+        multi_prompt=multi,
+        pruning=pruning,
+        cross_model=cross,
+        versions=versions,
+    )

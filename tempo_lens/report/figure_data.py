@@ -23,10 +23,16 @@ def _heatmaps(run) -> list[HeatmapData]:
     for step in run.step_ids:
         z = run.attention[step].mean(axis=(0, 1, 2), dtype=np.float64)
         siblings = run.layout.step_range(step)
-        out.append(HeatmapData(
-            step=step, z=[[float(v) for v in row] for row in z], labels=key_labels(run.layout, run.token_strings, step, z.shape[1]),
-            first=siblings.start, last=siblings.stop - 1, title=f"{run.name} ({run.mode}), step {step}: mean over layers and heads",
-        ))
+        out.append(
+            HeatmapData(
+                step=step,
+                z=[[float(v) for v in row] for row in z],
+                labels=key_labels(run.layout, run.token_strings, step, z.shape[1]),
+                first=siblings.start,
+                last=siblings.stop - 1,
+                title=f"{run.name} ({run.mode}), step {step}: mean over layers and heads",
+            )
+        )
     return out
 
 
@@ -34,13 +40,17 @@ def figure_data(inputs: ReportInputs) -> FigureData:
     iso, vis = inputs.isolated.run, inputs.visible.run
     n_kv_heads = inputs.isolated.experiment.model.get("n_kv_heads")
     entropy = pd.concat([entropy_by_step(iso), entropy_by_step(vis)], ignore_index=True)
-    heads = {str(s): records(head_specialisation(iso.attention[s], iso.layout, s, iso.mask, n_kv_heads=n_kv_heads), HeadRow)
-             for s in iso.step_ids}
+    heads = {
+        str(s): records(head_specialisation(iso.attention[s], iso.layout, s, iso.mask, n_kv_heads=n_kv_heads), HeadRow)
+        for s in iso.step_ids
+    }
     measured = [s for s in iso.step_ids if any(s > p for p in iso.layout.parallel_steps())]
     return FigureData(
         entropy=records(entropy, EntropyPoint),
-        heads_by_step=heads, heads_step=entropy_step_of(iso),
-        heatmaps=_heatmaps(iso), heatmap_step=measured[0] if measured else (iso.step_ids[-1] if iso.step_ids else None),
+        heads_by_step=heads,
+        heads_step=entropy_step_of(iso),
+        heatmaps=_heatmaps(iso),
+        heatmap_step=measured[0] if measured else (iso.step_ids[-1] if iso.step_ids else None),
         lattice=[_lattice(run) for run in (iso, vis)],
         head_grid=_head_grid(iso, measured[0]) if measured else None,
     )

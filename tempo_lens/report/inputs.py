@@ -14,8 +14,8 @@ most prompts; the pruning section the first pruning experiment by name.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from ..capture import CapturedRun
 from ..errors import ConfigError

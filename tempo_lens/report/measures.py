@@ -7,14 +7,22 @@ two-sided sign-flip permutation p-value against its null (1 for ratios, 0 for di
 from __future__ import annotations
 
 import dataclasses
-
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..analysis import bootstrap_ci, depth_pattern, layer_entropy, layer_entropy_table, mode_averages, paired_permutation_test, ratio_table
+from ..analysis import (
+    bootstrap_ci,
+    depth_pattern,
+    layer_entropy,
+    layer_entropy_table,
+    mode_averages,
+    paired_permutation_test,
+    ratio_table,
+)
 from ..analysis.distance import matched_ratio_table
 from ..capture import CapturedRun
 from .codec import clean

@@ -14,8 +14,8 @@ import pandas as pd
 
 from ..analysis import mode_averages, ratio_table
 from ..analysis.head_map import head_map
-from ..analysis.regression import attention_regression, pair_table
 from ..analysis.reference_script import script_average
+from ..analysis.regression import attention_regression, pair_table
 from ..capture import CapturedRun
 from ..experiment import Experiment, pruning_from_config
 from .inputs import experiment_name
@@ -54,18 +54,36 @@ def _depth_intervals(runs: list[CapturedRun], n_layers: int) -> list[DepthInterv
     if not per_run:
         return []
     first = per_run[0]
-    return [DepthInterval(depth=str(d), first_layer=int(first.loc[d, "first_layer"]), last_layer=int(first.loc[d, "last_layer"]),
-                          entropy=interval([p.loc[d, "mean"] for p in per_run if d in p.index], test=False))
-            for d in first.index]
+    return [
+        DepthInterval(
+            depth=str(d),
+            first_layer=int(first.loc[d, "first_layer"]),
+            last_layer=int(first.loc[d, "last_layer"]),
+            entropy=interval([p.loc[d, "mean"] for p in per_run if d in p.index], test=False),
+        )
+        for d in first.index
+    ]
 
 
-def _mode_intervals(mode: str, runs: list[CapturedRun], ratio: dict, no_sink: dict, set_ratio: dict,
-                    unique: dict[str, CapturedRun], unique_ratio: dict, generated: dict, matched: dict) -> ModeIntervals:
+def _mode_intervals(
+    mode: str,
+    runs: list[CapturedRun],
+    ratio: dict,
+    no_sink: dict,
+    set_ratio: dict,
+    unique: dict[str, CapturedRun],
+    unique_ratio: dict,
+    generated: dict,
+    matched: dict,
+) -> ModeIntervals:
     values = [ratio.get(r.name, np.nan) for r in runs]
     with_unique = [r for r in runs if r.name in unique]
     return ModeIntervals(
-        mode=mode, n_runs=len(runs), n_runs_with_ratio=int(np.sum(~np.isnan(values))) if values else 0,
-        ratio=interval(values), ratio_no_sink=interval([no_sink.get(r.name, np.nan) for r in runs]),
+        mode=mode,
+        n_runs=len(runs),
+        n_runs_with_ratio=int(np.sum(~np.isnan(values))) if values else 0,
+        ratio=interval(values),
+        ratio_no_sink=interval([no_sink.get(r.name, np.nan) for r in runs]),
         set_ratio=interval([set_ratio.get(r.name, np.nan) for r in runs]),
         script_ratio=interval([script_average(r) for r in runs]),
         ratio_unique=interval([unique_ratio.get(unique[r.name].name, np.nan) for r in with_unique]) if with_unique else None,
@@ -83,9 +101,14 @@ def regression_metrics(mode: str, runs: list[CapturedRun]) -> Regression | None:
     result = attention_regression(pair_table(runs)) if runs else None
     if result is None:
         return None
-    return Regression(mode=mode, n_pairs=result.n_pairs, n_runs=result.n_runs,
-                      coefficients=[_term(c) for c in result.coefficients], raw=_term(result.raw),
-                      shares={k: fnum(v) for k, v in result.shares.items()})
+    return Regression(
+        mode=mode,
+        n_pairs=result.n_pairs,
+        n_runs=result.n_runs,
+        coefficients=[_term(c) for c in result.coefficients],
+        raw=_term(result.raw),
+        shares={k: fnum(v) for k, v in result.shares.items()},
+    )
 
 
 def multi_prompt_metrics(experiment: Experiment) -> MultiPrompt:
@@ -101,28 +124,38 @@ def multi_prompt_metrics(experiment: Experiment) -> MultiPrompt:
     toggled_ratio = mean_ratio_by_run(list(toggled.values()))
     generated_only = mean_ratio_by_run(generated, other="generated")
     matched = mean_matched_by_run(generated)
-    modes = [_mode_intervals(m, runs, ratio, no_sink, set_ratio, unique, unique_ratio, generated_only, matched)
-             for m, runs in by_mode.items()]
+    modes = [
+        _mode_intervals(m, runs, ratio, no_sink, set_ratio, unique, unique_ratio, generated_only, matched)
+        for m, runs in by_mode.items()
+    ]
 
     iso = {r.meta.get("prompt_index"): r for r in by_mode["isolated"]}
     vis = {r.meta.get("prompt_index"): r for r in by_mode["visible"]}
     both = sorted(set(iso) & set(vis), key=str)
     pairs = {
-        "isolated_minus_visible": paired([ratio.get(iso[i].name, np.nan) for i in both], [ratio.get(vis[i].name, np.nan) for i in both]),
+        "isolated_minus_visible": paired(
+            [ratio.get(iso[i].name, np.nan) for i in both], [ratio.get(vis[i].name, np.nan) for i in both]
+        ),
         "script_isolated_minus_visible": paired([script_average(iso[i]) for i in both], [script_average(vis[i]) for i in both]),
     }
     with_toggle = [r for r in by_mode["isolated"] if r.name in toggled]
     if with_toggle:
-        pairs["same_tokens"] = paired([ratio.get(r.name, np.nan) for r in with_toggle],
-                                      [toggled_ratio.get(toggled[r.name].name, np.nan) for r in with_toggle])
+        pairs["same_tokens"] = paired(
+            [ratio.get(r.name, np.nan) for r in with_toggle],
+            [toggled_ratio.get(toggled[r.name].name, np.nan) for r in with_toggle],
+        )
     for mode, runs in by_mode.items():
         with_unique = [r for r in runs if r.name in unique]
         if with_unique:
-            pairs[f"shared_minus_unique_{mode}"] = paired([ratio.get(r.name, np.nan) for r in with_unique],
-                                                          [unique_ratio.get(unique[r.name].name, np.nan) for r in with_unique])
+            pairs[f"shared_minus_unique_{mode}"] = paired(
+                [ratio.get(r.name, np.nan) for r in with_unique],
+                [unique_ratio.get(unique[r.name].name, np.nan) for r in with_unique],
+            )
     preference = [np.mean(v) if (v := sibling_preference(r)) else np.nan for r in generated]
     return MultiPrompt(
-        experiment=experiment_name(experiment), n_prompts=len(experiment.config.get("prompts") or []), modes=modes,
+        experiment=experiment_name(experiment),
+        n_prompts=len(experiment.config.get("prompts") or []),
+        modes=modes,
         paired=[NamedInterval(key, PAIRED_LABELS[key], value) for key, value in pairs.items()],
         sibling_preference=interval(preference),
         depth=_depth_intervals(by_mode["isolated"], int(experiment.model["n_layers"])),
@@ -160,9 +193,20 @@ def _pruning_rows(run: CapturedRun) -> tuple[list[dict], list[float], list[float
         for step in (s for s in steps if s in run.attention):
             relative = _relative_attention(run, step)
             for rank, k in enumerate(members):
-                rows.append(dict(run=run.name, set_step=set_step, step=step, physical=k, rank=rank, token=run.token_strings[k],
-                                 prob=layout.probs[k], outcome=_outcome(layout, k, rank, decided), relative_attention=relative[k],
-                                 prune_score=layout.prune_scores[k] if layout.is_pruned(k) else np.nan))
+                rows.append(
+                    dict(
+                        run=run.name,
+                        set_step=set_step,
+                        step=step,
+                        physical=k,
+                        rank=rank,
+                        token=run.token_strings[k],
+                        prob=layout.probs[k],
+                        outcome=_outcome(layout, k, rank, decided),
+                        relative_attention=relative[k],
+                        prune_score=layout.prune_scores[k] if layout.is_pruned(k) else np.nan,
+                    )
+                )
             if decided is not None:
                 pruned_means.append(float(np.mean([relative[k] for k in members if layout.is_pruned(k)])))
                 kept_top.append(float(relative[members[0]]))
@@ -174,19 +218,28 @@ def pruning_metrics(experiment: Experiment) -> Pruning:
     for run in experiment.generated():
         r, p, k = _pruning_rows(run)
         rows, pruned_means, kept_top = rows + r, pruned_means + p, kept_top + k
-    df = pd.DataFrame(rows, columns=["run", "set_step", "step", "physical", "rank", "token", "prob", "outcome",
-                                     "relative_attention", "prune_score"])
-    outcomes = [PruningOutcome(outcome=str(name), attention=interval(part["relative_attention"]),
-                               n_tokens=int(len(part[["run", "physical"]].drop_duplicates())))
-                for name, part in df.groupby("outcome", sort=True)]
+    df = pd.DataFrame(
+        rows,
+        columns=["run", "set_step", "step", "physical", "rank", "token", "prob", "outcome", "relative_attention", "prune_score"],
+    )
+    outcomes = [
+        PruningOutcome(
+            outcome=str(name),
+            attention=interval(part["relative_attention"]),
+            n_tokens=int(len(part[["run", "physical"]].drop_duplicates())),
+        )
+        for name, part in df.groupby("outcome", sort=True)
+    ]
     config = experiment.config.get("pruning") or {}
     generated = experiment.generated()
     return Pruning(
-        experiment=experiment_name(experiment), strategy=pruning_from_config(config).describe() if config else None,
-        n_runs=len(generated), n_parallel_sets=sum(len(r.layout.parallel_steps()) for r in generated),
+        experiment=experiment_name(experiment),
+        strategy=pruning_from_config(config).describe() if config else None,
+        n_runs=len(generated),
+        n_parallel_sets=sum(len(r.layout.parallel_steps()) for r in generated),
         n_collapsed_sets=len(kept_top),
         n_pruned_tokens=sum(1 for r in generated for i in range(len(r.layout)) if r.layout.is_pruned(i)),
-        outcomes=outcomes, pruned_minus_kept_top=paired(pruned_means, kept_top) if kept_top else None,
+        outcomes=outcomes,
+        pruned_minus_kept_top=paired(pruned_means, kept_top) if kept_top else None,
         events=records(df[df["outcome"] != "survivor"], PruningEvent),
     )
-

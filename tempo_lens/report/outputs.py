@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..atomic import Fingerprint, changed_since, fingerprint, folder_lock, write_files
 from ..checksums import sha256_of
@@ -114,8 +114,9 @@ class OutputPlan:
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
             raise ExperimentFileError(f"{folder} exists and is not a folder; move it away so the report can be written there")
         if (folder / METADATA).exists():
-            raise ExperimentFileError(f"{folder} holds a saved experiment ({METADATA}), where the report goes; "
-                                      "move it to runs/ under another name")
+            raise ExperimentFileError(
+                f"{folder} holds a saved experiment ({METADATA}), where the report goes; move it to runs/ under another name"
+            )
         seen = {}
         for name in REPORT_FILES:
             path = folder / name

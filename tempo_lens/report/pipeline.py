@@ -18,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import gc
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, TempoLensError
 from ..experiment import METADATA, ExperimentConfig, load_config, load_experiment, run_experiment
@@ -30,6 +31,7 @@ from .inputs import MULTI, SINGLE, check_pair, choose_inputs, config_role
 from .outputs import OutputPlan
 
 if TYPE_CHECKING:
+    from ..backends.base import BackendName
     from .schema import Metrics
 
 Progress = Callable[[str], None]
@@ -54,8 +56,11 @@ def find_saved(folder: Path) -> dict[str, Path]:
     """Saved experiment folders in ``folder/runs`` or directly in ``folder``, by folder name (the layout's own
     folders, ``report``, ``runs`` and ``models``, are never taken for experiments)."""
     for base in (folder / "runs", folder):
-        found = {p.name: p for p in sorted(base.iterdir())
-                 if _is_experiment(p) and p.name not in RESERVED_NAMES} if base.is_dir() else {}
+        found = (
+            {p.name: p for p in sorted(base.iterdir()) if _is_experiment(p) and p.name not in RESERVED_NAMES}
+            if base.is_dir()
+            else {}
+        )
         if found:
             return found
     return {}
@@ -65,8 +70,14 @@ def _select(configs: dict[str, ExperimentConfig], roles: tuple[str, ...]) -> dic
     return {name: c for name, c in configs.items() if config_role(c.to_dict()) in roles}
 
 
-def run_configs(configs: dict[str, ExperimentConfig], model_name: str | None, plan: OutputPlan, progress: Progress,
-                dtype: str | None = None, backend: str = "bridge") -> dict[str, Path]:
+def run_configs(
+    configs: dict[str, ExperimentConfig],
+    model_name: str | None,
+    plan: OutputPlan,
+    progress: Progress,
+    dtype: str | None = None,
+    backend: BackendName = "bridge",
+) -> dict[str, Path]:
     """Run each config on its own model (``model_name``/``dtype``: one for all), loading each model once.
 
     Configs are grouped by (model, dtype) so a model is loaded once however many configs use it, and
@@ -108,7 +119,7 @@ def build_report(paths: dict[str, Path], plan: OutputPlan, progress: Progress, c
     return write_report(compute_metrics(inputs, cross), plan)
 
 
-def write_report(metrics: "Metrics", plan: OutputPlan) -> Path:
+def write_report(metrics: Metrics, plan: OutputPlan) -> Path:
     """Write metrics.json and render FINDINGS.md / report.html from it through ``plan``."""
     from .findings import render_findings
     from .schema import metrics_json, parse_metrics
@@ -129,8 +140,16 @@ def check_one_model(experiments: dict) -> None:
         )
 
 
-def analyze(folder: Path, model: str | None = None, progress: Progress = print, quick: bool = False,
-            overwrite: bool = False, out: Path | None = None, dtype: str | None = None, backend: str = "bridge") -> Path:
+def analyze(
+    folder: Path,
+    model: str | None = None,
+    progress: Progress = print,
+    quick: bool = False,
+    overwrite: bool = False,
+    out: Path | None = None,
+    dtype: str | None = None,
+    backend: BackendName = "bridge",
+) -> Path:
     started = time.perf_counter()
     folder = Path(folder)
     out = Path(out) if out is not None else folder
@@ -147,26 +166,38 @@ def analyze(folder: Path, model: str | None = None, progress: Progress = print, 
         chosen = {name: (model or c.model or "the default model", dtype or c.dtype or "float32") for name, c in configs.items()}
         if len(set(chosen.values())) > 1:  # the report would mix them: refuse before anything runs
             listed = "; ".join(f"{name}: {m} {d}" for name, (m, d) in sorted(chosen.items()))
-            raise ConfigError(f"the configs in {folder} name different models or dtypes ({listed}); a report compares runs "
-                              "of one model: pass --model (and --dtype), or use `analyze --models` for a cross-model study")
+            raise ConfigError(
+                f"the configs in {folder} name different models or dtypes ({listed}); a report compares runs "
+                "of one model: pass --model (and --dtype), or use `analyze --models` for a cross-model study"
+            )
         plan.check(list(configs))
         paths = run_configs(configs, model, plan, progress, dtype=dtype, backend=backend)
     else:
         paths = find_saved(folder)
         if not paths:
-            raise ConfigError(f"{folder} holds no experiment configs (*.toml) and no saved experiments; "
-                              "pass a folder of configs, or the folder `tempo-lens run` wrote")
+            raise ConfigError(
+                f"{folder} holds no experiment configs (*.toml) and no saved experiments; "
+                "pass a folder of configs, or the folder `tempo-lens run` wrote"
+            )
         plan.check()
         progress(f"no configs in {folder}: building the report from {len(paths)} saved experiment(s)")
     progress("building the report from the saved experiment files")
     target = build_report(paths, plan, progress, cross_model_dir=out / "models")
-    progress(f"wrote {target / 'FINDINGS.md'}, {target / 'report.html'}, {target / 'metrics.json'} "
-             f"({time.perf_counter() - started:.0f} s in all)")
+    progress(
+        f"wrote {target / 'FINDINGS.md'}, {target / 'report.html'}, {target / 'metrics.json'} "
+        f"({time.perf_counter() - started:.0f} s in all)"
+    )
     return target
 
 
-def analyze_models(folder: Path, models: list[str], progress: Progress = print, overwrite: bool = False,
-                   dtype: str | None = None, backend: str = "bridge") -> Path:
+def analyze_models(
+    folder: Path,
+    models: list[str],
+    progress: Progress = print,
+    overwrite: bool = False,
+    dtype: str | None = None,
+    backend: BackendName = "bridge",
+) -> Path:
     """The cross-model study: each model into ``folder/models/NAME``, then the main report with the Cross-model section."""
     started = time.perf_counter()
     folder = Path(folder)

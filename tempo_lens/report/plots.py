@@ -46,16 +46,25 @@ def entropy_plot(metrics: Metrics) -> go.Figure:
 def head_grid_plot(metrics: Metrics) -> go.Figure:
     """Every layer × head of the stored step of the isolated run (its layout comes from the lattice data)."""
     grid, lattice = metrics.figures.head_grid, metrics.figures.lattice[0]
-    run = CapturedRun(name=lattice.name, prompt="", mode=lattice.mode, layout=TokenLayout.from_dict(lattice.layout),
-                      token_strings=lattice.tokens, layers=grid.layers,
-                      attention={grid.step: np.asarray(grid.attention, dtype=np.float32)[:, None]})
+    run = CapturedRun(
+        name=lattice.name,
+        prompt="",
+        mode=lattice.mode,
+        layout=TokenLayout.from_dict(lattice.layout),
+        token_strings=lattice.tokens,
+        layers=grid.layers,
+        attention={grid.step: np.asarray(grid.attention, dtype=np.float32)[:, None]},
+    )
     return head_grid(run, grid.step)
 
 
 def heads_plot(metrics: Metrics) -> go.Figure:
     data = metrics.figures
-    by_step = {int(s): figures.head_scatter(_frame(rows), title=f"Head specialisation at step {s}: recent vs distant attention")
-               for s, rows in data.heads_by_step.items() if rows}
+    by_step = {
+        int(s): figures.head_scatter(_frame(rows), title=f"Head specialisation at step {s}: recent vs distant attention")
+        for s, rows in data.heads_by_step.items()
+        if rows
+    }
     return figures.step_slider(by_step, active=data.heads_step)
 
 
@@ -65,22 +74,40 @@ def head_map_plot(cells: list[HeadCell]) -> go.Figure:
 
 def layer_heads_plot(metrics: Metrics) -> go.Figure:
     single = metrics.single_run
-    return figures.head_scatter(_frame(single.layer_heads), title=f"Specialisation per (layer, head) at step {single.entropy_step}: "
-                                "recent vs distant attention")
+    return figures.head_scatter(
+        _frame(single.layer_heads),
+        title=f"Specialisation per (layer, head) at step {single.entropy_step}: recent vs distant attention",
+    )
 
 
 def heatmap_plot(metrics: Metrics) -> go.Figure:
     data = metrics.figures
-    by_step = {h.step: figures.heatmap_figure([[float("nan") if v is None else v for v in row] for row in h.z], h.labels,
-                                              range(h.first, h.last + 1), html.escape(h.title))
-               for h in data.heatmaps}
+    by_step = {
+        h.step: figures.heatmap_figure(
+            [[float("nan") if v is None else v for v in row] for row in h.z],
+            h.labels,
+            range(h.first, h.last + 1),
+            html.escape(h.title),
+        )
+        for h in data.heatmaps
+    }
     return figures.step_slider(by_step, active=data.heatmap_step)
 
 
 def lattice_plot(metrics: Metrics) -> go.Figure:
     """The token lattice of the isolated and visible runs, from the stored arcs."""
-    runs = [CapturedRun(name=r.name, prompt="", mode=r.mode, layout=TokenLayout.from_dict(r.layout), token_strings=r.tokens,
-                        layers=[], attention={}) for r in metrics.figures.lattice]
+    runs = [
+        CapturedRun(
+            name=r.name,
+            prompt="",
+            mode=r.mode,
+            layout=TokenLayout.from_dict(r.layout),
+            token_strings=r.tokens,
+            layers=[],
+            attention={},
+        )
+        for r in metrics.figures.lattice
+    ]
     edges = [[asdict(e) for e in r.edges] for r in metrics.figures.lattice]
     return token_lattice(*runs, edges=edges, title="Token lattice: siblings stacked per step, arcs = attention to earlier tokens")
 
@@ -94,13 +121,22 @@ def _point(fig: go.Figure, name: str, x: str, ci: Interval | None, colour: str, 
     if ci is None or missing(ci.mean):
         return
     has = not (missing(ci.lo) or missing(ci.hi))
-    fig.add_trace(go.Scatter(
-        x=[x], y=[ci.mean], mode="markers", name=name, legendgroup=name, showlegend=show, offsetgroup=name,
-        marker=dict(size=11, color=colour, symbol=symbol),
-        error_y=dict(type="data", symmetric=False, array=[ci.hi - ci.mean], arrayminus=[ci.mean - ci.lo]) if has else None,
-        hovertemplate=f"{html.escape(x)}<br>{html.escape(name)}<br>mean %{{y:.3f}}"
-        + (f"<br>95 % interval {ci.lo:.3f} to {ci.hi:.3f}" if has else "") + f"<br>n = {ci.n}<extra></extra>",
-    ))
+    fig.add_trace(
+        go.Scatter(
+            x=[x],
+            y=[ci.mean],
+            mode="markers",
+            name=name,
+            legendgroup=name,
+            showlegend=show,
+            offsetgroup=name,
+            marker=dict(size=11, color=colour, symbol=symbol),
+            error_y=dict(type="data", symmetric=False, array=[ci.hi - ci.mean], arrayminus=[ci.mean - ci.lo]) if has else None,
+            hovertemplate=f"{html.escape(x)}<br>{html.escape(name)}<br>mean %{{y:.3f}}"
+            + (f"<br>95 % interval {ci.lo:.3f} to {ci.hi:.3f}" if has else "")
+            + f"<br>n = {ci.n}<extra></extra>",
+        )
+    )
 
 
 def model_comparison_plot(entries: list[CrossModelEntry], reference: dict) -> go.Figure:
@@ -123,6 +159,11 @@ def model_comparison_plot(entries: list[CrossModelEntry], reference: dict) -> go
         name = f"reference report, {mode} (reference script's definition, one prompt)"
         _point(fig, name, label, Interval(mean=value, n=1), "#000000", symbol + "-open", True)
     fig.add_hline(y=1.0, line_dash="dash", line_color="grey", annotation_text="equal attention", annotation_position="top left")
-    fig.update_layout(title="Parallel : non-parallel ratio by model (mean across prompts, 95 % bootstrap interval)",
-                      xaxis_title="model", yaxis_title="ratio", scattermode="group", legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(
+        title="Parallel : non-parallel ratio by model (mean across prompts, 95 % bootstrap interval)",
+        xaxis_title="model",
+        yaxis_title="ratio",
+        scattermode="group",
+        legend=dict(orientation="h", y=-0.25),
+    )
     return fig

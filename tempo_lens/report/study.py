@@ -16,8 +16,8 @@ import dataclasses
 import gc
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..errors import ConfigError, TempoLensError
 from ..experiment import ExperimentConfig, run_experiment
@@ -83,8 +83,9 @@ def _run_chunked(config: ExperimentConfig, model, n_chunks: int, progress: Progr
     return merged
 
 
-def run_model(configs: dict[str, ExperimentConfig], name: str, plan: OutputPlan, n_chunks: int, progress: Progress,
-              dtype: str | None = None) -> dict[str, Path]:
+def run_model(
+    configs: dict[str, ExperimentConfig], name: str, plan: OutputPlan, n_chunks: int, progress: Progress, dtype: str | None = None
+) -> dict[str, Path]:
     """Every config on one model (loaded once, on the GPU when there is one), saved through ``plan``."""
     from ..model import load_model
 
@@ -107,8 +108,14 @@ def run_model(configs: dict[str, ExperimentConfig], name: str, plan: OutputPlan,
     return out
 
 
-def study(folder: Path, models: list[str] | None = None, n_chunks: int = DEFAULT_CHUNKS, progress: Progress = print,
-          overwrite: bool = False, dtype: str | None = None) -> Path:
+def study(
+    folder: Path,
+    models: list[str] | None = None,
+    n_chunks: int = DEFAULT_CHUNKS,
+    progress: Progress = print,
+    overwrite: bool = False,
+    dtype: str | None = None,
+) -> Path:
     """Run the study folder on each model (default: every installed zoo model) and write every report."""
     from ..zoo import DEFAULT_MODEL
 
@@ -126,10 +133,15 @@ def study(folder: Path, models: list[str] | None = None, n_chunks: int = DEFAULT
     main_plan.check()
     prompts = sum(len(c.prompts) for c in configs.values() if config_role(c.to_dict()) == MULTI)
     estimates = {name: estimate_seconds(list(configs.values()), name) for name in names}
-    progress(f"study: {prompts} prompts x {', '.join(sorted({m for c in configs.values() for m in c.modes}))} on "
-             f"{len(names)} model(s): {', '.join(names)}")
-    progress("estimated time on a 2-core CPU: " + ", ".join(f"{n} {minutes(s)}" for n, s in estimates.items())
-             + f"; about {minutes(sum(estimates.values()))} in all, reports included")
+    progress(
+        f"study: {prompts} prompts x {', '.join(sorted({m for c in configs.values() for m in c.modes}))} on "
+        f"{len(names)} model(s): {', '.join(names)}"
+    )
+    progress(
+        "estimated time on a 2-core CPU: "
+        + ", ".join(f"{n} {minutes(s)}" for n, s in estimates.items())
+        + f"; about {minutes(sum(estimates.values()))} in all, reports included"
+    )
     done: dict[str, dict[str, Path]] = {}
     for i, name in enumerate(names, start=1):
         began = time.perf_counter()
@@ -140,8 +152,10 @@ def study(folder: Path, models: list[str] | None = None, n_chunks: int = DEFAULT
             progress(f"skipping model {name}: {exc}")
             continue
         build_report(done[name], plans[name], progress)
-        progress(f"model {name}: report in {plans[name].report_dir} ({minutes(time.perf_counter() - began)}; "
-                 f"{minutes(time.perf_counter() - started)} since the start)")
+        progress(
+            f"model {name}: report in {plans[name].report_dir} ({minutes(time.perf_counter() - began)}; "
+            f"{minutes(time.perf_counter() - started)} since the start)"
+        )
     main = DEFAULT_MODEL if DEFAULT_MODEL in done else next(iter(done), None)
     if main is None:
         raise ConfigError("no model of the study could run; see the messages above")
@@ -149,7 +163,9 @@ def study(folder: Path, models: list[str] | None = None, n_chunks: int = DEFAULT
     metrics = read_metrics(plans[main].report_dir / "metrics.json")
     metrics.cross_model = collect_entries(folder / "models", progress)
     target = write_report(metrics, main_plan)
-    progress(f"wrote {target / 'FINDINGS.md'} with the Cross-model section; the study took {minutes(time.perf_counter() - started)}")
+    progress(
+        f"wrote {target / 'FINDINGS.md'} with the Cross-model section; the study took {minutes(time.perf_counter() - started)}"
+    )
     return target
 
 
@@ -157,15 +173,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tempo_lens.report.study", description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="the study folder (configs and prompts), e.g. analyses/study")
     parser.add_argument("--models", default="", help="comma-separated model names (default: every installed zoo model)")
-    parser.add_argument("--chunks", type=int, default=DEFAULT_CHUNKS, help="pieces the prompt set is run in (progress after each)")
+    parser.add_argument(
+        "--chunks", type=int, default=DEFAULT_CHUNKS, help="pieces the prompt set is run in (progress after each)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace run folders and reports analyze did not write")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
-                        help="model dtype (default: the configs' own, else float32); bfloat16 for a big model on a GPU")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="model dtype (default: the configs' own, else float32); bfloat16 for a big model on a GPU",
+    )
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()] or None
     try:
-        study(args.folder, models, args.chunks, progress=lambda m: print(f"[study] {m}", flush=True), overwrite=args.overwrite,
-              dtype=args.dtype)
+        study(
+            args.folder,
+            models,
+            args.chunks,
+            progress=lambda m: print(f"[study] {m}", flush=True),
+            overwrite=args.overwrite,
+            dtype=args.dtype,
+        )
     except TempoLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .schema import Interval
 from .verdicts import NO_DOWN_WEIGHTING, has_interval, interval_verdict

@@ -37,7 +37,7 @@ def _missing(value: float | None) -> bool:
 
 
 def point_direction(estimate: float | None, null: float = 1.0, tolerance: float = TOLERANCE) -> str:
-    """"less" / "more" than ``null``; "minimal" when ``|estimate - null| < tolerance``; "not measured" for None/NaN."""
+    """ "less" / "more" than ``null``; "minimal" when ``|estimate - null| < tolerance``; "not measured" for None/NaN."""
     if _missing(estimate):
         return NOT_MEASURED
     if abs(estimate - null) < tolerance:
@@ -50,7 +50,7 @@ def has_interval(interval: Interval | None) -> bool:
 
 
 def interval_direction(interval: Interval | None) -> str:
-    """"less" / "more" when the whole interval is on one side of its null value, else "no reliable difference"."""
+    """ "less" / "more" when the whole interval is on one side of its null value, else "no reliable difference"."""
     if interval is None or _missing(interval.mean):
         return NOT_MEASURED
     return direction_from_interval(interval.lo, interval.hi, interval.null)
@@ -109,8 +109,9 @@ def direction(interval: Interval | None = None, estimate: float | None = None, n
     return point_direction(estimate, null)
 
 
-def accounts_for(with_word: str, without_word: str, with_value: float | None, without_value: float | None,
-                 null: float = 1.0) -> str:
+def accounts_for(
+    with_word: str, without_word: str, with_value: float | None, without_value: float | None, null: float = 1.0
+) -> str:
     """Does leaving a confound out remove the down-weighting?
 
     "accounts for" when the ratio is "less" with the confound and not "less" without it; "accounts for
@@ -167,15 +168,20 @@ def funnel_reading(profile: str) -> str:
     return f"does not hold; here entropy {profile}" if profile in (NARROWS, WIDENS) else f"does not hold; entropy is {profile}"
 
 
-def definition_explains_gap(reference_gap: float | None, script_gap: float | None, intended_gap: float | None,
-                            tolerance: float = TOLERANCE) -> bool:
+def definition_explains_gap(
+    reference_gap: float | None, script_gap: float | None, intended_gap: float | None, tolerance: float = TOLERANCE
+) -> bool:
     """The reference's isolated - visible gap comes from its script's definition when this data, under that
     definition, gives a gap of the same sign (beyond the tolerance) that is at least ``tolerance`` larger in
     size than the gap under the intended definition."""
     if any(_missing(v) for v in (reference_gap, script_gap, intended_gap)):
         return False
     sign = point_direction(script_gap, 0.0, tolerance)
-    return sign in (LESS, MORE) and sign == point_direction(reference_gap, 0.0, tolerance) and abs(script_gap) - abs(intended_gap) >= tolerance
+    return (
+        sign in (LESS, MORE)
+        and sign == point_direction(reference_gap, 0.0, tolerance)
+        and abs(script_gap) - abs(intended_gap) >= tolerance
+    )
 
 
 def gap_from_definition(script_gap: Interval | None, intended_gap: Interval | None) -> bool:

@@ -23,7 +23,19 @@ from .residuals import residual_difference, residual_figure
 from .sae import compare_sae_latents, sae_latents
 
 __all__ = [
-    "Condition", "HOOK_POINTS", "LogitDifference", "Sibling", "activation_patching", "compare_sae_latents",
-    "direct_logit_attribution", "lens_logits", "logit_lens", "patching_figure", "residual_difference", "residual_figure",
-    "sae_latents", "sibling_contrast", "siblings",
+    "Condition",
+    "HOOK_POINTS",
+    "LogitDifference",
+    "Sibling",
+    "activation_patching",
+    "compare_sae_latents",
+    "direct_logit_attribution",
+    "lens_logits",
+    "logit_lens",
+    "patching_figure",
+    "residual_difference",
+    "residual_figure",
+    "sae_latents",
+    "sibling_contrast",
+    "siblings",
 ]

@@ -20,7 +20,8 @@ refused.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -35,8 +36,20 @@ from .common import Condition, cached_replay, check_steps, default_condition
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-COLUMNS = ["step", "rank", "token_id", "token", "reader_step", "reader_rank", "weight", "component", "layer", "head",
-           "attribution", "logit"]
+COLUMNS = [
+    "step",
+    "rank",
+    "token_id",
+    "token",
+    "reader_step",
+    "reader_rank",
+    "weight",
+    "component",
+    "layer",
+    "head",
+    "attribution",
+    "logit",
+]
 
 
 FINAL = "final_residual"  # the cache key under which the final norm's input is kept, whatever its hook point
@@ -47,13 +60,16 @@ def _names(n_layers: int, final_residual: str) -> list[str]:
     return ["blocks.0.hook_resid_pre", final_residual, "ln_final.hook_scale", "ln_final.hook_normalized"] + per_layer
 
 
-def _terms(model: "TransformerBridge", cache: dict[str, Tensor], rows: list[int]) -> tuple[list[tuple], Float[Tensor, "term row d_model"]]:
+def _terms(
+    model: TransformerBridge, cache: dict[str, Tensor], rows: list[int]
+) -> tuple[list[tuple], Float[Tensor, "term row d_model"]]:
     """Every additive term of the final residual on ``rows``: (component, layer, head) labels and vectors."""
     labels, vectors = [("embed", -1, -1)], [cache["blocks.0.hook_resid_pre"][rows]]
     for layer in range(int(model.cfg.n_layers)):
         attn = model.blocks[layer].attn
         heads: Float[Tensor, "row head_index d_model"] = torch.einsum(
-            "rhd,hdm->rhm", cache[f"blocks.{layer}.attn.hook_z"][rows].float(), attn.W_O.float())
+            "rhd,hdm->rhm", cache[f"blocks.{layer}.attn.hook_z"][rows].float(), attn.W_O.float()
+        )
         labels += [("head", layer, h) for h in range(heads.shape[1])]
         vectors += list(heads.unbind(1))
         attn_out = heads.sum(1)
@@ -64,26 +80,32 @@ def _terms(model: "TransformerBridge", cache: dict[str, Tensor], rows: list[int]
             attn_out = attn_out + b_O.float()
         gap = (attn_out - cache[f"blocks.{layer}.hook_attn_out"][rows].float()).abs().max().item()
         if gap > 1e-3 * (1 + attn_out.abs().max().item()):
-            raise InvalidInputError(f"layer {layer}: the heads' hook_z @ W_O (+ b_O) differs from hook_attn_out by {gap:.3g}; "
-                                    "direct logit attribution needs attention output = sum of heads (no post-attention norm)")
+            raise InvalidInputError(
+                f"layer {layer}: the heads' hook_z @ W_O (+ b_O) differs from hook_attn_out by {gap:.3g}; "
+                "direct logit attribution needs attention output = sum of heads (no post-attention norm)"
+            )
         labels.append(("mlp", layer, -1))
         vectors.append(cache[f"blocks.{layer}.hook_mlp_out"][rows])
     stacked = torch.stack([v.float() for v in vectors])
     gap = (stacked.sum(0) - cache[FINAL][rows].float()).abs().max().item()
     if gap > 1e-3 * (1 + cache[FINAL][rows].abs().max().item()):
-        raise InvalidInputError(f"the final residual differs from embed + attention + MLP outputs by {gap:.3g}; direct logit "
-                                "attribution needs pre-norm blocks that add hook_attn_out and hook_mlp_out to the residual")
+        raise InvalidInputError(
+            f"the final residual differs from embed + attention + MLP outputs by {gap:.3g}; direct logit "
+            "attribution needs pre-norm blocks that add hook_attn_out and hook_mlp_out to the residual"
+        )
     return labels, stacked
 
 
-def _unembed_directions(model: "TransformerBridge", cache: dict[str, Tensor], rows: list[int], token_ids: list[int]
-                        ) -> tuple[Float[Tensor, "row d_model sibling"], Float[Tensor, "sibling"]]:
+def _unembed_directions(
+    model: TransformerBridge, cache: dict[str, Tensor], rows: list[int], token_ids: list[int]
+) -> tuple[Float[Tensor, "row d_model sibling"], Float[Tensor, " sibling"]]:
     """Per row, the frozen-scale direction each term is read along, and the constant ``final_bias`` per token."""
     norm = backend_for(model).final_norm()
     x, scale = cache[FINAL][rows].float(), cache["ln_final.hook_scale"][rows].float()
     centred = torch.allclose((x - x.mean(-1, keepdim=True)) / scale, cache["ln_final.hook_normalized"][rows].float(), atol=1e-4)
     W_U = model.W_U.float()[:, token_ids]
-    directions = norm.weight.float()[None, :, None] * W_U[None] / scale[:, :, None]
+    weight: Tensor = norm.weight  # type: ignore[assignment]  # a Parameter on every backend
+    directions = weight.float()[None, :, None] * W_U[None] / scale[:, :, None]
     if centred:  # LayerNorm: (c - mean c) . d == c . (d - mean d)
         directions = directions - directions.mean(1, keepdim=True)
     bias = getattr(norm, "bias", None)
@@ -92,7 +114,7 @@ def _unembed_directions(model: "TransformerBridge", cache: dict[str, Tensor], ro
 
 
 def direct_logit_attribution(
-    model: "TransformerBridge",
+    model: TransformerBridge,
     run: RunSource,
     steps: Sequence[int] | None = None,
     *,
@@ -125,8 +147,15 @@ def direct_logit_attribution(
             for r, (row, weight) in enumerate(zip(rows, weights)):
                 logits = rep.logits[row, token_ids].float()
                 for t, sibling in enumerate(targets):
-                    base = (sibling.step, sibling.rank, sibling.token_id, sibling.token, layout.steps[row],
-                            layout.rank_of(row), weight)
+                    base = (
+                        sibling.step,
+                        sibling.rank,
+                        sibling.token_id,
+                        sibling.token,
+                        layout.steps[row],
+                        layout.rank_of(row),
+                        weight,
+                    )
                     logit = float(logits[t])
                     values = attributions[:, r, t].tolist()
                     records += [base + (c, l, h, v, logit) for (c, l, h), v in zip(labels, values)]

@@ -7,17 +7,18 @@ shared vs unique positions, pruned vs unpruned.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..backends import backend_for
 from ..capture import resolve_layers
 from ..errors import InvalidInputError
 from ..layout import MODES, TokenLayout
-from ..backends import backend_for
 from ..replaying import MaskArg, PositionsArg, ReplayResult, replay, replay_hooks, replay_positions
 from ..siblings import RunView
 
@@ -54,7 +55,7 @@ def default_condition(view: RunView, condition: Condition | None) -> Condition:
 
 
 def cached_replay(
-    model: "TransformerBridge",
+    model: TransformerBridge,
     layout: TokenLayout,
     condition: Condition,
     names: Sequence[str] = (),
@@ -65,15 +66,23 @@ def cached_replay(
     if missing:
         raise InvalidInputError(f"this model has no hook point(s) {missing}; list them with sorted(model.hook_dict)")
     wanted = set(names)
-    result = replay(model, condition.layout(layout), condition.positions, condition.mask, layers=[],
-                    run_with_cache=bool(wanted), names_filter=lambda name: name in wanted, extra_hooks=extra_hooks)
+    result = replay(
+        model,
+        condition.layout(layout),
+        condition.positions,
+        condition.mask,
+        layers=[],
+        run_with_cache=bool(wanted),
+        names_filter=lambda name: name in wanted,
+        extra_hooks=extra_hooks,
+    )
     if result.cache is not None:
         result.cache = {name: result.cache[name][0].detach() for name in names}
     return result
 
 
 def batched_logits(
-    model: "TransformerBridge", layout: TokenLayout, condition: Condition, batch: int, extra_hooks: Sequence[tuple[str, Any]]
+    model: TransformerBridge, layout: TokenLayout, condition: Condition, batch: int, extra_hooks: Sequence[tuple[str, Any]]
 ) -> Float[Tensor, "batch n_tokens d_vocab"]:
     """``batch`` copies of the replay under ``condition`` in one forward, for hooks that patch each copy differently.
 
@@ -97,7 +106,7 @@ def check_steps(layout: TokenLayout, steps: Sequence[int] | None) -> list[int]:
     return chosen
 
 
-def check_layers(model: "TransformerBridge", layers: Sequence[int] | None) -> list[int]:
+def check_layers(model: TransformerBridge, layers: Sequence[int] | None) -> list[int]:
     """The chosen layers (default all; negative counts from the last), by the one rule of :func:`~tempo_lens.capture.resolve_layers`."""
     chosen = resolve_layers(layers, int(model.cfg.n_layers), "layers")
     if not chosen:
@@ -105,12 +114,12 @@ def check_layers(model: "TransformerBridge", layers: Sequence[int] | None) -> li
     return chosen
 
 
-def mix_log_probs(log_probs: Float[Tensor, "row d_vocab"], weights: Sequence[float]) -> Float[Tensor, "d_vocab"]:
+def mix_log_probs(log_probs: Float[Tensor, "row d_vocab"], weights: Sequence[float]) -> Float[Tensor, " d_vocab"]:
     """``log sum_r w_r p_r``: the log of the weighted mixture of the rows' distributions (TEMPO's "mixture")."""
     log_w = torch.tensor(weights, dtype=log_probs.dtype, device=log_probs.device).log()
     return torch.logsumexp(log_probs + log_w[:, None], dim=0)
 
 
-def kl_divergence(log_p: Float[Tensor, "d_vocab"], log_q: Float[Tensor, "d_vocab"]) -> float:
+def kl_divergence(log_p: Float[Tensor, " d_vocab"], log_q: Float[Tensor, " d_vocab"]) -> float:
     """``KL(p || q)`` in nats from log probabilities (clamped at 0 against rounding)."""
     return max(float((log_p.exp() * (log_p - log_q)).sum()), 0.0)

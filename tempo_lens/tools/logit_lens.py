@@ -15,7 +15,8 @@ model's output. Two readings per chosen step ``s`` (see :mod:`tempo_lens.sibling
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -29,18 +30,32 @@ from .common import Condition, cached_replay, check_layers, check_steps, default
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-COLUMNS = ["layer", "relation", "step", "rank", "token_id", "token", "reader", "reader_step", "reader_rank",
-           "prob", "token_rank", "kl_to_final"]
+COLUMNS = [
+    "layer",
+    "relation",
+    "step",
+    "rank",
+    "token_id",
+    "token",
+    "reader",
+    "reader_step",
+    "reader_rank",
+    "prob",
+    "token_rank",
+    "kl_to_final",
+]
 
 
-def lens_logits(model: "TransformerBridge", resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
+def lens_logits(model: TransformerBridge, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
     """Final norm then unembedding applied to a residual stream (the model's own modules, no hooks fired)."""
     backend = backend_for(model)
     with torch.no_grad():
         return backend.unembed_logits(backend.final_norm()(resid)).float()
 
 
-def _score(log_p: Float[Tensor, "d_vocab"], final_log_p: Float[Tensor, "d_vocab"], token_ids: list[int]) -> tuple[list[float], list[int], float]:
+def _score(
+    log_p: Float[Tensor, " d_vocab"], final_log_p: Float[Tensor, " d_vocab"], token_ids: list[int]
+) -> tuple[list[float], list[int], float]:
     """(probabilities of ``token_ids``, their ranks (0 = argmax), KL(final || this)) under ``log_p``."""
     picked = log_p[token_ids]
     ranks = (log_p[None, :] > picked[:, None]).sum(-1)
@@ -48,7 +63,7 @@ def _score(log_p: Float[Tensor, "d_vocab"], final_log_p: Float[Tensor, "d_vocab"
 
 
 def logit_lens(
-    model: "TransformerBridge",
+    model: TransformerBridge,
     run: RunSource,
     steps: Sequence[int] | None = None,
     layers: Sequence[int] | None = None,
@@ -95,9 +110,24 @@ def logit_lens(
         table = final if layer == last else log_probs(layer)
         for relation, target, label, reader_step, reader_rank, rows, weights in readings:
             targets = view.siblings(target)
-            probs, ranks, kl = _score(combined(table, rows, weights), combined(final, rows, weights),
-                                      [t.token_id for t in targets])
+            probs, ranks, kl = _score(
+                combined(table, rows, weights), combined(final, rows, weights), [t.token_id for t in targets]
+            )
             for sibling, prob, rank in zip(targets, probs, ranks):
-                records.append((layer, relation, sibling.step, sibling.rank, sibling.token_id, sibling.token,
-                                label, reader_step, reader_rank, prob, rank, kl))
+                records.append(
+                    (
+                        layer,
+                        relation,
+                        sibling.step,
+                        sibling.rank,
+                        sibling.token_id,
+                        sibling.token,
+                        label,
+                        reader_step,
+                        reader_rank,
+                        prob,
+                        rank,
+                        kl,
+                    )
+                )
     return pd.DataFrame.from_records(records, columns=COLUMNS)

@@ -18,8 +18,9 @@ each step's next-token distribution (its siblings' rows combined by the run's ne
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -28,9 +29,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..errors import InvalidInputError
+from ..generation import check_int
 from ..layout import PROMPT_STEP, TokenLayout
 from ..siblings import RunSource, Sibling, Where, output_rows, physical_indices, reader_rows, run_view
-from ..generation import check_int
 from .common import Condition, batched_logits, cached_replay, check_layers, kl_divergence, mix_log_probs
 
 if TYPE_CHECKING:
@@ -58,15 +59,16 @@ class LogitDifference:
         return f"logit diff {self.a.label} - {self.b.label}"
 
 
-Metric = Union[str, LogitDifference, Callable[[Tensor], float]]
+Metric = str | LogitDifference | Callable[[Tensor], float]
 
 
-def step_log_probs(logits: Float[Tensor, "n_tokens d_vocab"], rows: list[int], weights: list[float]) -> Float[Tensor, "d_vocab"]:
+def step_log_probs(logits: Float[Tensor, "n_tokens d_vocab"], rows: list[int], weights: list[float]) -> Float[Tensor, " d_vocab"]:
     return mix_log_probs(torch.log_softmax(logits[rows].float(), dim=-1), weights)
 
 
-def metric_fn(metric: Metric, layout: TokenLayout, score_steps: list[int], source: str,
-              source_logits: Tensor, target_logits: Tensor) -> tuple[str, Callable[[Tensor], float]]:
+def metric_fn(
+    metric: Metric, layout: TokenLayout, score_steps: list[int], source: str, source_logits: Tensor, target_logits: Tensor
+) -> tuple[str, Callable[[Tensor], float]]:
     """(name, function of a replay's logits) for a metric given by name, record or callable."""
     if isinstance(metric, LogitDifference):
         if metric.a.step != metric.b.step:
@@ -115,8 +117,15 @@ def patch_hook(source_activation: Tensor, positions: list[int], copies: dict[int
     return hook
 
 
-def patched_logits(model: "TransformerBridge", layout: TokenLayout, target: Condition, variants: list[tuple[str, int | None]],
-                   source_cache: dict[str, Tensor], positions: list[int], batch_size: int) -> list[Tensor]:
+def patched_logits(
+    model: TransformerBridge,
+    layout: TokenLayout,
+    target: Condition,
+    variants: list[tuple[str, int | None]],
+    source_cache: dict[str, Tensor],
+    positions: list[int],
+    batch_size: int,
+) -> list[Tensor]:
     """The target's logits with each (hook name, head) variant patched, ``batch_size`` variants per forward."""
     out: list[Tensor] = []
     for start in range(0, len(variants), batch_size):
@@ -130,7 +139,7 @@ def patched_logits(model: "TransformerBridge", layout: TokenLayout, target: Cond
 
 
 def activation_patching(
-    model: "TransformerBridge",
+    model: TransformerBridge,
     run: RunSource,
     where: Where | Sequence[Where] | str,
     *,
@@ -164,12 +173,12 @@ def activation_patching(
         raise InvalidInputError("source and target must replay the same tokens")
     if isinstance(where, str):
         if where != "all":
-            raise InvalidInputError(f"where must be siblings, steps or \"all\", got {where!r}")
+            raise InvalidInputError(f'where must be siblings, steps or "all", got {where!r}')
         positions = list(range(len(layout)))
     else:
         positions = physical_indices(layout, where)
     if not positions:
-        raise InvalidInputError("where selects no token to patch; name siblings, steps or \"all\"")
+        raise InvalidInputError('where selects no token to patch; name siblings, steps or "all"')
     chosen_layers = check_layers(model, layers)
     n_heads = int(model.cfg.n_heads)
     chosen_heads: list[int | None] = [None]
@@ -206,14 +215,33 @@ def patching_figure(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     title = title or f"Activation patching ({df['hook'].iloc[0]}): {metric}"
     if (df["head"] >= 0).any():
         table = df.pivot(index="layer", columns="head", values="restored")
-        fig = go.Figure(go.Heatmap(z=table.to_numpy(), x=list(table.columns), y=list(table.index), colorscale="RdBu",
-                                   zmid=0.0, colorbar=dict(title="restored"),
-                                   hovertemplate="layer %{y}, head %{x}<br>restored %{z:.3f}<extra></extra>"))
-        fig.update_layout(title=title + f" (target {df['target_value'].iloc[0]:.4g}, source {df['source_value'].iloc[0]:.4g})",
-                          xaxis=dict(title="head", dtick=1), yaxis=dict(title="layer", dtick=1))
+        fig = go.Figure(
+            go.Heatmap(
+                z=table.to_numpy(),
+                x=list(table.columns),
+                y=list(table.index),
+                colorscale="RdBu",
+                zmid=0.0,
+                colorbar=dict(title="restored"),
+                hovertemplate="layer %{y}, head %{x}<br>restored %{z:.3f}<extra></extra>",
+            )
+        )
+        fig.update_layout(
+            title=title + f" (target {df['target_value'].iloc[0]:.4g}, source {df['source_value'].iloc[0]:.4g})",
+            xaxis=dict(title="head", dtick=1),
+            yaxis=dict(title="layer", dtick=1),
+        )
         return fig
-    fig = go.Figure(go.Scatter(x=df["layer"], y=df["value"], mode="lines+markers", name="patched",
-                               customdata=df["restored"], hovertemplate="layer %{x}<br>value %{y:.4f}<br>restored %{customdata:.2f}<extra></extra>"))
+    fig = go.Figure(
+        go.Scatter(
+            x=df["layer"],
+            y=df["value"],
+            mode="lines+markers",
+            name="patched",
+            customdata=df["restored"],
+            hovertemplate="layer %{x}<br>value %{y:.4f}<br>restored %{customdata:.2f}<extra></extra>",
+        )
+    )
     for column, label, colour in (("target_value", "target (unpatched)", "#ff7f0e"), ("source_value", "source", "#1f77b4")):
         fig.add_hline(y=float(df[column].iloc[0]), line_dash="dash", line_color=colour, annotation_text=label)
     fig.update_layout(title=title, xaxis=dict(title="layer", dtick=1), yaxis=dict(title=metric))

@@ -10,7 +10,8 @@ to matter for that sibling.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -29,7 +30,7 @@ RESIDUAL_HOOKS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
 
 
 def residual_difference(
-    model: "TransformerBridge",
+    model: TransformerBridge,
     run: RunSource,
     a: Condition = Condition("isolated"),
     b: Condition = Condition("visible"),
@@ -63,8 +64,20 @@ def residual_difference(
         relative = distance / norm_a.clamp_min(torch.finfo(torch.float64).tiny)
         cosine = torch.nn.functional.cosine_similarity(va, vb, dim=-1)
         for i, s in enumerate(siblings):
-            records.append((layer, s.step, s.rank, rows[i], s.token, float(norm_a[i]), float(norm_b[i]),
-                            float(distance[i]), float(relative[i]), float(cosine[i])))
+            records.append(
+                (
+                    layer,
+                    s.step,
+                    s.rank,
+                    rows[i],
+                    s.token,
+                    float(norm_a[i]),
+                    float(norm_b[i]),
+                    float(distance[i]),
+                    float(relative[i]),
+                    float(cosine[i]),
+                )
+            )
     return pd.DataFrame.from_records(records, columns=COLUMNS)
 
 
@@ -72,8 +85,19 @@ def residual_figure(df: pd.DataFrame, value: str = "relative", *, title: str | N
     """A layer × sibling heatmap of ``value`` (default the relative distance) from :func:`residual_difference`."""
     labels = [f"s{s}.{r} {t!r}" for s, r, t in df[["step", "rank", "token"]].drop_duplicates().itertuples(index=False)]
     table = df.pivot_table(index="layer", columns=["step", "rank"], values=value, sort=True)
-    fig = go.Figure(go.Heatmap(z=table.to_numpy(), x=labels, y=list(table.index), colorscale="Viridis",
-                               colorbar=dict(title=value), hovertemplate="%{x}<br>layer %{y}<br>%{z:.4g}<extra></extra>"))
-    fig.update_layout(title=title or f"Residual difference between conditions: {value}", xaxis=dict(title="sibling"),
-                      yaxis=dict(title="layer", dtick=1))
+    fig = go.Figure(
+        go.Heatmap(
+            z=table.to_numpy(),
+            x=labels,
+            y=list(table.index),
+            colorscale="Viridis",
+            colorbar=dict(title=value),
+            hovertemplate="%{x}<br>layer %{y}<br>%{z:.4g}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title or f"Residual difference between conditions: {value}",
+        xaxis=dict(title="sibling"),
+        yaxis=dict(title="layer", dtick=1),
+    )
     return fig

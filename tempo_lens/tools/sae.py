@@ -9,7 +9,8 @@ point is encoded with ``sae.encode``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,7 @@ def sae_hook_name(sae: Any) -> str:
 
 
 def sae_latents(
-    model: "TransformerBridge",
+    model: TransformerBridge,
     source: RunSource,
     sae: Any,
     *,
@@ -58,13 +59,15 @@ def sae_latents(
         with torch.no_grad():
             acts = sae.encode(acts.to(sae.W_enc.dtype if hasattr(sae, "W_enc") else acts.dtype))
     acts = acts.detach().float().cpu().numpy()  # [n_tokens, d_sae]
-    layout, rows = view.layout, []
+    layout, rows = view.layout, list[tuple]()
     parallel = layout.parallel_tensor().tolist()
     for index in range(layout.n_prompt, len(layout)):
         active = np.nonzero(acts[index] > min_activation)[0]
         sibling = view.sibling(index)
-        rows.extend((view.name, sibling.step, sibling.rank, sibling.token, bool(parallel[index]), int(latent),
-                     float(acts[index, latent])) for latent in active)
+        rows.extend(
+            (view.name, sibling.step, sibling.rank, sibling.token, bool(parallel[index]), int(latent), float(acts[index, latent]))
+            for latent in active
+        )
     return pd.DataFrame(rows, columns=LATENT_COLUMNS)
 
 

@@ -38,15 +38,31 @@ def entropy_heatmap_from_table(table: pd.DataFrame, title: str = "Attention entr
     values = table["entropy"].dropna().to_numpy(dtype=float)
     zmin, zmax = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
     runs = list(dict.fromkeys(zip(table["run"], table["mode"])))
-    fig = make_subplots(rows=1, cols=max(1, len(runs)), shared_yaxes=True, horizontal_spacing=0.04,
-                        subplot_titles=[f"{html.escape(str(name))} ({mode})" for name, mode in runs])
+    fig = make_subplots(
+        rows=1,
+        cols=max(1, len(runs)),
+        shared_yaxes=True,
+        horizontal_spacing=0.04,
+        subplot_titles=[f"{html.escape(str(name))} ({mode})" for name, mode in runs],
+    )
     for col, (name, mode) in enumerate(runs, start=1):
         part = table[(table["run"] == name) & (table["mode"] == mode)].pivot(index="layer", columns="step", values="entropy")
-        fig.add_trace(go.Heatmap(
-            z=part.to_numpy(dtype=float), x=list(part.columns), y=list(part.index), zmin=zmin, zmax=zmax, colorscale="Viridis",
-            showscale=col == len(runs), colorbar=dict(title="nats"), name=str(name),
-            hovertemplate="step %{x}, layer %{y}<br>entropy %{z:.3f} nats<extra>" + html.escape(str(name)) + "</extra>",
-        ), row=1, col=col)
+        fig.add_trace(
+            go.Heatmap(
+                z=part.to_numpy(dtype=float),
+                x=list(part.columns),
+                y=list(part.index),
+                zmin=zmin,
+                zmax=zmax,
+                colorscale="Viridis",
+                showscale=col == len(runs),
+                colorbar=dict(title="nats"),
+                name=str(name),
+                hovertemplate="step %{x}, layer %{y}<br>entropy %{z:.3f} nats<extra>" + html.escape(str(name)) + "</extra>",
+            ),
+            row=1,
+            col=col,
+        )
         fig.update_xaxes(title_text="step", dtick=1, row=1, col=col)
     fig.update_yaxes(title_text="layer", autorange="reversed", row=1, col=1)
     fig.update_layout(title=title, height=max(320, 16 * table["layer"].nunique() + 160))
@@ -59,7 +75,7 @@ def tile_attention(attention: Float[np.ndarray, "layer head query key"], gap: in
     grid = np.full((n_layers * (n_q + gap) - gap, n_heads * (n_k + gap) - gap), np.nan)
     for l in range(n_layers):
         for h in range(n_heads):
-            grid[l * (n_q + gap): l * (n_q + gap) + n_q, h * (n_k + gap): h * (n_k + gap) + n_k] = attention[l, h]
+            grid[l * (n_q + gap) : l * (n_q + gap) + n_q, h * (n_k + gap) : h * (n_k + gap) + n_k] = attention[l, h]
     return grid
 
 
@@ -88,19 +104,39 @@ def head_grid(run: Any, step: int, *, zmax: float | None = None, title: str | No
     hover = [[cell(r, c) for c in range(grid.shape[1])] for r in range(grid.shape[0])]
     fig = go.Figure()
     for name, chosen, scale in (("other keys", ~is_parallel, "Blues"), ("parallel keys", is_parallel, "Oranges")):
-        fig.add_trace(go.Heatmap(
-            z=np.where(chosen, grid, np.nan), zmin=0, zmax=zmax, colorscale=scale, name=name, text=hover,
-            hovertemplate="%{text}<br>attention %{z:.4f}<extra>" + name + "</extra>", hoverongaps=False,
-            colorbar=dict(title=name, x=1.0 if name == "other keys" else 1.08, len=0.45,
-                          y=0.75 if name == "other keys" else 0.25),
-        ))
+        fig.add_trace(
+            go.Heatmap(
+                z=np.where(chosen, grid, np.nan),
+                zmin=0,
+                zmax=zmax,
+                colorscale=scale,
+                name=name,
+                text=hover,
+                hovertemplate="%{text}<br>attention %{z:.4f}<extra>" + name + "</extra>",
+                hoverongaps=False,
+                colorbar=dict(
+                    title=name, x=1.0 if name == "other keys" else 1.08, len=0.45, y=0.75 if name == "other keys" else 0.25
+                ),
+            )
+        )
     fig.update_layout(
         title=title or f"{html.escape(run.name)} ({run.mode}), step {step}: every head (orange: parallel keys)",
-        xaxis=dict(tickmode="array", tickvals=[h * (n_k + 1) + (n_k - 1) / 2 for h in range(n_heads)],
-                   ticktext=[f"H{h}" for h in range(n_heads)], showgrid=False, title="head (keys left to right)"),
-        yaxis=dict(tickmode="array", tickvals=[l * (n_q + 1) + (n_q - 1) / 2 for l in range(n_layers)],
-                   ticktext=[f"L{l}" for l in run.layers], autorange="reversed", showgrid=False,
-                   title="layer (query siblings top to bottom)"),
-        height=max(400, 12 * grid.shape[0] + 160), plot_bgcolor="white",
+        xaxis=dict(
+            tickmode="array",
+            tickvals=[h * (n_k + 1) + (n_k - 1) / 2 for h in range(n_heads)],
+            ticktext=[f"H{h}" for h in range(n_heads)],
+            showgrid=False,
+            title="head (keys left to right)",
+        ),
+        yaxis=dict(
+            tickmode="array",
+            tickvals=[l * (n_q + 1) + (n_q - 1) / 2 for l in range(n_layers)],
+            ticktext=[f"L{l}" for l in run.layers],
+            autorange="reversed",
+            showgrid=False,
+            title="layer (query siblings top to bottom)",
+        ),
+        height=max(400, 12 * grid.shape[0] + 160),
+        plot_bgcolor="white",
     )
     return fig

@@ -11,7 +11,8 @@ threshold. Arcs to parallel keys are orange. Pruned tokens are grey and struck t
 from __future__ import annotations
 
 import html
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -57,8 +58,11 @@ def lattice_edges(run: Any, layer: int | None = None, head: int | None = None, m
         for q_row, query in enumerate(layout.step_range(step)):
             for key in np.flatnonzero((weights[q_row] >= min_weight) & (weights[q_row] > 0)):
                 if key != query:
-                    edges.append(dict(step=step, query=query, key=int(key), weight=float(weights[q_row, key]),
-                                      parallel=bool(parallel[key])))
+                    edges.append(
+                        dict(
+                            step=step, query=query, key=int(key), weight=float(weights[q_row, key]), parallel=bool(parallel[key])
+                        )
+                    )
     return edges
 
 
@@ -78,9 +82,16 @@ def _node_trace(run: Any, shown: list[int]) -> go.Scatter:
         hovers.append(hover)
         colours.append("#b0b0b0" if pruned else "#ff7f0e" if layout.is_parallel(i) else "#1f77b4")
     return go.Scatter(
-        x=[layout.logical_positions[i] for i in shown], y=[-layout.rank_of(i) if layout.steps[i] >= 0 else 0 for i in shown],
-        mode="markers+text", text=texts, textposition="top center", hovertext=hovers, hoverinfo="text",
-        marker=dict(size=9, color=colours, line=dict(color="white", width=1)), showlegend=False, name=run.name,
+        x=[layout.logical_positions[i] for i in shown],
+        y=[-layout.rank_of(i) if layout.steps[i] >= 0 else 0 for i in shown],
+        mode="markers+text",
+        text=texts,
+        textposition="top center",
+        hovertext=hovers,
+        hoverinfo="text",
+        marker=dict(size=9, color=colours, line=dict(color="white", width=1)),
+        showlegend=False,
+        name=run.name,
     )
 
 
@@ -105,15 +116,40 @@ def _edge_traces(run: Any, edges: list[dict], shown: set[int], thresholds: Seque
                 xs += ax + [None]
                 ys += ay + [None]
                 mids.append(mid)
-                hovers.append(f"{html.escape(visible_token(run.token_strings[e['query']]))} → "
-                              f"{html.escape(visible_token(run.token_strings[e['key']]))}<br>attention {e['weight']:.3f}")
+                hovers.append(
+                    f"{html.escape(visible_token(run.token_strings[e['query']]))} → "
+                    f"{html.escape(visible_token(run.token_strings[e['key']]))}<br>attention {e['weight']:.3f}"
+                )
             if xs:
-                traces.append((go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
-                                          line=dict(color=EDGE_COLOURS[kind], width=float(widths[b])), opacity=0.55), b))
+                traces.append(
+                    (
+                        go.Scatter(
+                            x=xs,
+                            y=ys,
+                            mode="lines",
+                            hoverinfo="skip",
+                            showlegend=False,
+                            line=dict(color=EDGE_COLOURS[kind], width=float(widths[b])),
+                            opacity=0.55,
+                        ),
+                        b,
+                    )
+                )
         if mids:
-            traces.append((go.Scatter(x=[m[0] for m in mids], y=[m[1] for m in mids], mode="markers", hovertext=hovers,
-                                      hoverinfo="text", marker=dict(size=5, color="#555555", opacity=0.35),
-                                      showlegend=False), b))
+            traces.append(
+                (
+                    go.Scatter(
+                        x=[m[0] for m in mids],
+                        y=[m[1] for m in mids],
+                        mode="markers",
+                        hovertext=hovers,
+                        hoverinfo="text",
+                        marker=dict(size=5, color="#555555", opacity=0.35),
+                        showlegend=False,
+                    ),
+                    b,
+                )
+            )
     return traces
 
 
@@ -137,8 +173,13 @@ def token_lattice(
         raise ValueError("token_lattice needs at least one run")
     captured = [as_captured(r) for r in runs]
     thresholds = sorted(float(t) for t in thresholds)
-    fig = make_subplots(rows=len(captured), cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        subplot_titles=[f"{html.escape(r.name)} ({r.mode})" for r in captured])
+    fig = make_subplots(
+        rows=len(captured),
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=[f"{html.escape(r.name)} ({r.mode})" for r in captured],
+    )
     bins: list[int | None] = []
     max_rank = 0
     for row, run in enumerate(captured, start=1):
@@ -157,8 +198,14 @@ def token_lattice(
         fig.update_xaxes(tickmode="array", tickvals=ticks, ticktext=labels, row=row, col=1)
     fig.update_yaxes(visible=False, range=[-max_rank - 0.8, 1.0])
     fig.update_xaxes(title_text="step (prompt positions left)", row=len(captured), col=1)
-    slider = [dict(method="restyle", label=f"{t:g}", args=[{"visible": [b is None or b >= i for b in bins]}])
-              for i, t in enumerate(thresholds)]
-    fig.update_layout(title=title, height=170 + len(captured) * (120 + 70 * max_rank), showlegend=False,
-                      sliders=[dict(active=0, currentvalue={"prefix": "attention ≥ "}, pad={"t": 40}, steps=slider)])
+    slider = [
+        dict(method="restyle", label=f"{t:g}", args=[{"visible": [b is None or b >= i for b in bins]}])
+        for i, t in enumerate(thresholds)
+    ]
+    fig.update_layout(
+        title=title,
+        height=170 + len(captured) * (120 + 70 * max_rank),
+        showlegend=False,
+        sliders=[dict(active=0, currentvalue={"prefix": "attention ≥ "}, pad={"t": 40}, steps=slider)],
+    )
     return fig

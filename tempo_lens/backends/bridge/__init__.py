@@ -87,4 +87,3 @@ class BridgeBackend(Backend):
 
     def unembed_logits(self, normed: Tensor) -> Tensor:
         return self.model.unembed.original_component(normed)
-

@@ -24,7 +24,8 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -49,7 +50,7 @@ def packed_linear(x: Tensor, packed: Tensor, bias: Tensor | None = None) -> Tens
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [None], "")
 
 
-def linear_modules(model: "TransformerBridge") -> list[torch.nn.Linear]:
+def linear_modules(model: TransformerBridge) -> list[torch.nn.Linear]:
     """The distinct ``nn.Linear`` modules of the bridge's Hugging Face model."""
     seen, modules = set(), []
     for module in model.original_model.modules():
@@ -66,7 +67,7 @@ class PrepackedLinears:
     :meth:`active` changes nothing). Build a new one after editing the weights.
     """
 
-    def __init__(self, model: "TransformerBridge"):
+    def __init__(self, model: TransformerBridge):
         self.modules = linear_modules(model)
         self.packed = [pack_weight(m.weight) for m in self.modules]
         self.available = bool(self.modules) and all(p is not None for p in self.packed)
@@ -86,7 +87,7 @@ class PrepackedLinears:
             _restore_forwards(self.modules, before)
 
 
-def prepacked_linears(model: "TransformerBridge"):
+def prepacked_linears(model: TransformerBridge):
     """Pack now and run the model's linears on the packed weights inside the block; yields whether it could."""
     return PrepackedLinears(model).active()
 
@@ -117,8 +118,12 @@ class PackedLinearForward:
     def __call__(self, x: Tensor) -> Tensor:
         module = self.module
         weight = module.weight
-        if (x.numel() <= x.shape[-1] or x.dtype != torch.float32 or x.device.type != "cpu"
-                or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
+        if (
+            x.numel() <= x.shape[-1]
+            or x.dtype != torch.float32
+            or x.device.type != "cpu"
+            or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        ):
             return torch.nn.functional.linear(x, weight, module.bias)
         key = _weight_key(weight)
         if key != self.key:
@@ -143,7 +148,7 @@ def packed_bytes(modules: list[torch.nn.Linear]) -> int:
     return sum(m.weight.numel() * m.weight.element_size() for m in modules)
 
 
-def install_prepacked_linears(model: "TransformerBridge") -> int:
+def install_prepacked_linears(model: TransformerBridge) -> int:
     """Pack every linear weight now and keep the packed forwards; returns how many (0: none could be packed).
 
     All or nothing: where one weight cannot be packed (not fp32 CPU, no oneDNN), nothing changes.
@@ -157,12 +162,12 @@ def install_prepacked_linears(model: "TransformerBridge") -> int:
     return len(prepacked.modules)
 
 
-def installed_linears(model: "TransformerBridge") -> list[torch.nn.Linear]:
+def installed_linears(model: TransformerBridge) -> list[torch.nn.Linear]:
     """The linears running :class:`PackedLinearForward`."""
     return [m for m in linear_modules(model) if isinstance(vars(m).get("forward"), PackedLinearForward)]
 
 
-def remove_prepacked_linears(model: "TransformerBridge") -> int:
+def remove_prepacked_linears(model: TransformerBridge) -> int:
     """Undo :func:`install_prepacked_linears` (the packed copies are freed); returns how many linears."""
     modules = installed_linears(model)
     for module in modules:
@@ -171,7 +176,7 @@ def remove_prepacked_linears(model: "TransformerBridge") -> int:
 
 
 @contextlib.contextmanager
-def stock_linears(model: "TransformerBridge") -> Iterator[int]:
+def stock_linears(model: TransformerBridge) -> Iterator[int]:
     """Inside the block, installed packed forwards are set aside (kept, not repacked); yields how many."""
     modules = installed_linears(model)
     forwards = [vars(m).pop("forward") for m in modules]

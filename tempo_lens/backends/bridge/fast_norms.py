@@ -12,7 +12,8 @@ otherwise takes the bridge's own path, so every hook still fires whenever someth
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
@@ -38,24 +39,28 @@ class _FastNormForward:
     def __call__(self, x: Tensor) -> Tensor:
         module = self.module
         component = module.original_component
-        if (_has_hooks(module.hook_scale) or _has_hooks(module.hook_normalized) or component is None
-                or type(component).__name__ == "Identity"):
+        if (
+            _has_hooks(module.hook_scale)
+            or _has_hooks(module.hook_normalized)
+            or component is None
+            or type(component).__name__ == "Identity"
+        ):
             return type(module)._hf_autograd_forward_with_hooks(module, x)
         result = component(x)
         return result if result.dtype == x.dtype else result.to(x.dtype)
 
 
-def skip_unobserved_norm_statistics(model: "TransformerBridge") -> int:
+def skip_unobserved_norm_statistics(model: TransformerBridge) -> int:
     """Patch every norm bridge of ``model`` that takes the native path; returns how many (0 if none apply)."""
     return len(_patch(model))
 
 
-def patched_norms(model: "TransformerBridge") -> list[Any]:
+def patched_norms(model: TransformerBridge) -> list[Any]:
     """The norm bridges of ``model`` that run the fast path."""
     return [module for module in model.modules() if getattr(module, _FLAG, False)]
 
 
-def _patch(model: "TransformerBridge") -> list[Any]:
+def _patch(model: TransformerBridge) -> list[Any]:
     return _patch_modules(model.modules())
 
 
@@ -74,7 +79,7 @@ def _patch_modules(candidates: Iterable[Any]) -> list[Any]:
     return patched
 
 
-def restore_norm_statistics(model: "TransformerBridge", modules: list[Any] | None = None) -> int:
+def restore_norm_statistics(model: TransformerBridge, modules: list[Any] | None = None) -> int:
     """Undo :func:`skip_unobserved_norm_statistics` (on ``modules``, default all); returns how many were restored."""
     modules = patched_norms(model) if modules is None else modules
     for module in modules:
@@ -84,7 +89,7 @@ def restore_norm_statistics(model: "TransformerBridge", modules: list[Any] | Non
 
 
 @contextlib.contextmanager
-def fast_norms(model: "TransformerBridge") -> Iterator[int]:
+def fast_norms(model: TransformerBridge) -> Iterator[int]:
     """The fast path inside a ``with`` block only; yields how many norm bridges it newly covers."""
     patched = _patch(model)
     try:
@@ -94,7 +99,7 @@ def fast_norms(model: "TransformerBridge") -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def stock_norms(model: "TransformerBridge") -> Iterator[int]:
+def stock_norms(model: TransformerBridge) -> Iterator[int]:
     """Inside the block, every norm bridge takes TransformerLens's own path; yields how many were fast before."""
     restored = patched_norms(model)
     restore_norm_statistics(model, restored)

@@ -24,21 +24,27 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from .cpu_linears import (
-    install_prepacked_linears, installed_linears, linear_modules, packed_bytes, remove_prepacked_linears, stock_linears,
-)
 from ...errors import InvalidInputError
-from .lean_dispatch import lean_components, lean_dispatch, restore_dispatch, stock_dispatch
+from .cpu_linears import (
+    install_prepacked_linears,
+    installed_linears,
+    linear_modules,
+    packed_bytes,
+    remove_prepacked_linears,
+    stock_linears,
+)
 from .fast_norms import patched_norms, restore_norm_statistics, skip_unobserved_norm_statistics, stock_norms
+from .lean_dispatch import lean_components, lean_dispatch, restore_dispatch, stock_dispatch
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 ENV = "TEMPO_LENS_FAST"
 _OFF, _ON, _AUTO = {"0", "false", "off", "no"}, {"1", "true", "on", "yes"}, {"", "auto"}
-PACKED_SHARE_OF_FREE = 0.5   # prepack by default only where the packed copy takes at most this share of free memory
+PACKED_SHARE_OF_FREE = 0.5  # prepack by default only where the packed copy takes at most this share of free memory
 
 
 def fast_setting(fast: bool | None = None) -> bool | None:
@@ -50,10 +56,12 @@ def fast_setting(fast: bool | None = None) -> bool | None:
         return None
     if value in _OFF | _ON:
         return value in _ON
-    raise InvalidInputError(f"{ENV}={os.environ[ENV]!r} is not understood; set it to 0 (stock paths), 1 (all fast paths) or unset it")
+    raise InvalidInputError(
+        f"{ENV}={os.environ[ENV]!r} is not understood; set it to 0 (stock paths), 1 (all fast paths) or unset it"
+    )
 
 
-def apply_fast_paths(model: "TransformerBridge", fast: bool | None = None) -> list[str]:
+def apply_fast_paths(model: TransformerBridge, fast: bool | None = None) -> list[str]:
     """Switch the exact speed paths on where they apply; returns a description of each path now on.
 
     ``fast`` is the switch (None: ``TEMPO_LENS_FAST``, else the default): False changes nothing, True also
@@ -75,7 +83,7 @@ def apply_fast_paths(model: "TransformerBridge", fast: bool | None = None) -> li
     return fast_paths_on(model)
 
 
-def fast_paths_on(model: "TransformerBridge") -> list[str]:
+def fast_paths_on(model: TransformerBridge) -> list[str]:
     """What is on now, one line per path (empty: the stock bridge)."""
     on = []
     lean = len(lean_components(model))
@@ -90,7 +98,7 @@ def fast_paths_on(model: "TransformerBridge") -> list[str]:
     return on
 
 
-def remove_fast_paths(model: "TransformerBridge") -> None:
+def remove_fast_paths(model: TransformerBridge) -> None:
     """Back to the stock TransformerBridge paths (the packed copies are freed)."""
     restore_dispatch(model)
     restore_norm_statistics(model)
@@ -98,7 +106,7 @@ def remove_fast_paths(model: "TransformerBridge") -> None:
 
 
 @contextlib.contextmanager
-def stock_paths(model: "TransformerBridge") -> Iterator[list[str]]:
+def stock_paths(model: TransformerBridge) -> Iterator[list[str]]:
     """Inside the block the model runs its stock paths; yields what was set aside (kept, not repacked)."""
     was_on = fast_paths_on(model)
     with stock_dispatch(model), stock_norms(model), stock_linears(model):

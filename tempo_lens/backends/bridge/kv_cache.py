@@ -22,7 +22,7 @@ log = logging.getLogger("tempo_lens")
 _SHIMMED = "_tempo_lens_reads_cache_kwarg"
 
 
-def ensure_kv_cache(model: "TransformerBridge") -> int:
+def ensure_kv_cache(model: TransformerBridge) -> int:
     """Let this model's attention bridges read the KV cache under ``cache=`` too; returns how many were wrapped now."""
     wrapped = 0
     for module in model.modules():
@@ -43,7 +43,7 @@ def ensure_kv_cache(model: "TransformerBridge") -> int:
     return wrapped
 
 
-def cache_kwarg_name(hf_model: "TransformerBridge") -> str:
+def cache_kwarg_name(hf_model: TransformerBridge) -> str:
     """The keyword under which this Hugging Face model's forward takes its KV cache."""
     params = inspect.signature(hf_model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"

@@ -25,7 +25,8 @@ import importlib
 import inspect
 import logging
 import sys
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch.nn as nn
 
@@ -86,8 +87,11 @@ def _lean_class(base: type) -> type:
     attribute = _LEAN_PREFIX + base.__module__.replace(".", ":") + "::" + base.__qualname__.replace(".", ":")
     lean = vars(sys.modules[__name__]).get(attribute)
     if lean is None:
-        lean = type(base.__name__, (base,), {"__call__": _lean_call, "__module__": __name__, "__qualname__": attribute,
-                                             "_tempo_lens_lean_base": base})
+        lean = type(
+            base.__name__,
+            (base,),
+            {"__call__": _lean_call, "__module__": __name__, "__qualname__": attribute, "_tempo_lens_lean_base": base},
+        )
         setattr(sys.modules[__name__], attribute, lean)
     return lean
 
@@ -96,7 +100,7 @@ def __getattr__(name: str) -> type:
     """The lean class named ``name`` (pickle looks classes up by module and qualified name)."""
     if not name.startswith(_LEAN_PREFIX) or "::" not in name:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module_name, qualname = name[len(_LEAN_PREFIX):].split("::", 1)
+    module_name, qualname = name[len(_LEAN_PREFIX) :].split("::", 1)
     base: Any = importlib.import_module(module_name.replace(":", "."))
     for part in qualname.split(":"):
         base = getattr(base, part)
@@ -107,7 +111,7 @@ def _is_lean(module: Any) -> bool:
     return type(module).__dict__.get("_tempo_lens_lean_base") is not None
 
 
-def _components(model: "TransformerBridge") -> Iterator[Any]:
+def _components(model: TransformerBridge) -> Iterator[Any]:
     from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
     return (m for m in model.modules() if isinstance(m, GeneralizedComponent))
@@ -126,14 +130,20 @@ def _note_missing_internals() -> None:
     import transformer_lens.model_bridge.generalized_components.base as base
     from transformer_lens.model_bridge.generalized_components.block import BlockBridge
 
-    missing = [what for what, present in (("per-call device alignment", hasattr(base, "align_module_device")),
-                                          ("per-call kwargs filter", hasattr(BlockBridge, _FILTER))) if not present]
+    missing = [
+        what
+        for what, present in (
+            ("per-call device alignment", hasattr(base, "align_module_device")),
+            ("per-call kwargs filter", hasattr(BlockBridge, _FILTER)),
+        )
+        if not present
+    ]
     if missing and not _NOTED:
         _NOTED.append(True)
         log.info("lean dispatch: this TransformerLens has no %s; those calls keep the stock path", " or ".join(missing))
 
 
-def lean_dispatch(model: "TransformerBridge") -> int:
+def lean_dispatch(model: TransformerBridge) -> int:
     """Give every bridge component of ``model`` the lean forms; returns how many components changed."""
     _note_missing_internals()
     changed = [m for m in _components(model) if not _is_lean(m)]
@@ -142,12 +152,12 @@ def lean_dispatch(model: "TransformerBridge") -> int:
     return len(changed)
 
 
-def lean_components(model: "TransformerBridge") -> list[Any]:
+def lean_components(model: TransformerBridge) -> list[Any]:
     """The components of ``model`` on the lean path."""
     return [m for m in _components(model) if _is_lean(m)]
 
 
-def restore_dispatch(model: "TransformerBridge", modules: list[Any] | None = None) -> list[Any]:
+def restore_dispatch(model: TransformerBridge, modules: list[Any] | None = None) -> list[Any]:
     """Undo :func:`lean_dispatch` (on ``modules``, default all); returns the components restored."""
     modules = lean_components(model) if modules is None else modules
     for module in modules:
@@ -157,7 +167,7 @@ def restore_dispatch(model: "TransformerBridge", modules: list[Any] | None = Non
 
 
 @contextlib.contextmanager
-def stock_dispatch(model: "TransformerBridge") -> Iterator[None]:
+def stock_dispatch(model: TransformerBridge) -> Iterator[None]:
     """Inside the block ``model`` calls its components the stock way; the lean forms come back after."""
     restored = restore_dispatch(model)
     try:

@@ -73,11 +73,8 @@ def bridge_rope_hooks(model: Any, positions: PositionSource) -> list[Hook]:
         n = incoming.shape[-2]
         variant = variant_of(incoming, which, all_positions.shape[-1])
         key = (source_key, n, incoming.dtype, incoming.device)
-        if (key, variant) not in memo:
-            wanted = last_positions(all_positions, n).to(device=incoming.device, dtype=torch.float32)
-            wanted = wanted[None, :] if wanted.ndim == 1 else wanted
-        else:
-            wanted = None
+        wanted = last_positions(all_positions, n).to(device=incoming.device, dtype=torch.float32)
+        wanted = wanted[None, :] if wanted.ndim == 1 else wanted
         return _fit(tables(incoming, variant, key, wanted)[which], incoming)
 
     def hook_cos(cos: Float[Tensor, "batch query_pos d_head"], hook: Any = None) -> Tensor:

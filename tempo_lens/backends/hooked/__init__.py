@@ -41,7 +41,7 @@ class _NormView(torch.nn.Module):
         return self.norm(x)
 
 
-def kv_cache_class() -> type:
+def kv_cache_class() -> Any:
     """TransformerLens's KV cache for HookedTransformer, under its 3.x name or its older one."""
     try:
         from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache

@@ -39,7 +39,9 @@ def local_folder(path: str) -> Path:
     try:
         return Path(snapshot_download(path, local_files_only=True))
     except Exception as exc:  # huggingface_hub's LocalEntryNotFoundError and friends
-        raise ModelUnavailableError(f"model {path!r} is not a local folder nor in the local Hugging Face cache ({type(exc).__name__})") from None
+        raise ModelUnavailableError(
+            f"model {path!r} is not a local folder nor in the local Hugging Face cache ({type(exc).__name__})"
+        ) from None
 
 
 def load_hooked(path: str, name: str, dtype: torch.dtype, device: str) -> Any:
@@ -63,8 +65,14 @@ def load_hooked(path: str, name: str, dtype: torch.dtype, device: str) -> Any:
     except (OSError, ValueError):
         tokenizer = None
     model = hooked_class()(cfg, tokenizer, move_to_device=True, default_padding_side="right")
-    model.load_and_process_state_dict(state_dict, fold_ln=False, center_writing_weights=False, center_unembed=False,
-                                      fold_value_biases=False, refactor_factored_attn_matrices=False)
+    model.load_and_process_state_dict(
+        state_dict,
+        fold_ln=False,
+        center_writing_weights=False,
+        center_unembed=False,
+        fold_value_biases=False,
+        refactor_factored_attn_matrices=False,
+    )
     model.tempo_lens_eos_token_id = getattr(hf_model.generation_config, "eos_token_id", None)
     del hf_model, state_dict
     return model.eval()

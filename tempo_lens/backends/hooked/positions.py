@@ -25,7 +25,7 @@ from ...position_source import PositionSource, last_positions, positions_of
 from ..base import Hook
 
 
-def _inverse_frequencies(attn: Any) -> tuple[Float[Tensor, "rotary_dim"], float]:
+def _inverse_frequencies(attn: Any) -> tuple[Float[Tensor, " rotary_dim"], float]:
     """The layer's angle per unit position for every rotary feature, and its table's amplitude (yarn scaling)."""
     sin, cos = attn.calculate_sin_cos_rotary(attn.cfg.rotary_dim, 2, base=attn._rotary_base(), dtype=torch.float64)
     return torch.atan2(sin[1], cos[1]), float(torch.hypot(sin[1, 0], cos[1, 0]))
