@@ -255,6 +255,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         out=Path(args.out) if args.out else None,
         dtype=args.dtype,
         backend=args.backend,
+        allow_large=args.allow_large,
     )
     return 0
 
@@ -322,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="cross-model study: comma-separated model names or `all` (the zoo); each into FOLDER/models/NAME",
     )
     a.add_argument("--quick", action="store_true", help="run only the single-prompt configs (for smoke runs)")
+    a.add_argument(
+        "--allow-large",
+        action="store_true",
+        help="run configs past the bounds (more than 2,000 runs, or attention beyond half the free memory)",
+    )
     a.add_argument("--dtype", choices=DTYPES, default=None, help="model dtype (default float32)")
     a.set_defaults(func=cmd_analyze)
     models_command.add_parser(sub)

@@ -6,11 +6,12 @@ loads, :func:`check_run_count` refuses a config of more than :data:`MAX_RUNS` ru
 split it (``--shard i/n``). Once the model is loaded, :func:`check_memory` estimates the attention
 arrays from the model's shape (an upper bound: every captured step at ``max_parallel`` siblings) and
 refuses, again unless asked, an experiment whose arrays would not fit in half the free memory.
+:func:`estimate_seconds` bounds the time from one timed forward, stated before generation starts.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 
@@ -60,6 +61,31 @@ def attention_bytes(config: ExperimentConfig, n_layers: int, n_heads: int, longe
     width = settings.max_parallel
     per_run = sum(layers * n_heads * width * (longest_prompt + (s + 1) * width) for s in steps) * FLOAT_BYTES
     return per_run * run_count(config, n_prompts)
+
+
+def estimate_seconds(model: Any, config: ExperimentConfig, n_prompts: int) -> tuple[float, float]:
+    """(an upper estimate of the experiment's generation time in seconds, the probe forward's seconds).
+
+    One forward of ``max_parallel`` tokens is timed on the loaded model: a TEMPO step costs at most about
+    that, so prompts x modes x ``max_steps`` of them bound the generation (batching shares forwards, so
+    the real time is usually lower; the control replays are one forward each).
+    """
+    import time
+
+    import torch
+
+    from ..backends import backend_for
+
+    backend = backend_for(model)
+    tokens = torch.ones(1, max(2, config.generation.max_parallel), dtype=torch.long, device=backend.device)
+    with torch.no_grad():
+        backend.forward(tokens)  # warm
+        started = time.perf_counter()
+        backend.forward(tokens)
+        probe = time.perf_counter() - started
+    steps = n_prompts * len(config.modes) * (config.generation.max_steps + 1)
+    replays = n_prompts * len(config.modes) * len(config.controls)
+    return probe * (steps + replays), probe
 
 
 def check_memory(need: int, free: int, config: ExperimentConfig, allow_large: bool = False) -> None:

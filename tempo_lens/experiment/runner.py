@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from ..capture import CapturedRun
 from ..errors import InvalidInputError
 from ..layout import Mode
-from .budget import attention_bytes, check_memory, check_run_count, run_count
+from .budget import attention_bytes, check_memory, check_run_count, estimate_seconds, run_count
 from .config import ExperimentConfig
 from .storage import Experiment
 
@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 OTHER_MODE: dict[str, Mode] = {"isolated": "visible", "visible": "isolated"}
 CHUNK = 64  # prompts generated between two progress lines
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def package_versions() -> dict:
@@ -122,7 +126,12 @@ def run_experiment(
         need = attention_bytes(config, int(model.cfg.n_layers), int(model.cfg.n_heads), longest, len(indices))
         check_memory(need, available_bytes(backend_for(model).device), config, allow_large)
         if progress:
-            progress(f"{config.name}: {run_count(config, len(indices))} runs; captured attention up to {need / 2**20:,.0f} MiB")
+            seconds, probe = estimate_seconds(model, config, len(indices))
+            progress(
+                f"{config.name}: {run_count(config, len(indices))} runs; captured attention up to {need / 2**20:,.0f} MiB; "
+                f"at most about {_duration(seconds)} (one {config.generation.max_parallel}-token forward took "
+                f"{probe * 1e3:.0f} ms here; batching shares forwards)"
+            )
     runs: dict[tuple[int, str], list[CapturedRun]] = {}
     started, total = time.perf_counter(), len(indices) * len(config.modes)
     for m, mode in enumerate(config.modes if indices else []):  # a shard may hold no prompt

@@ -77,6 +77,7 @@ def run_configs(
     progress: Progress,
     dtype: str | None = None,
     backend: BackendName = "bridge",
+    allow_large: bool = False,
 ) -> dict[str, Path]:
     """Run each config on its own model (``model_name``/``dtype``: one for all), loading each model once.
 
@@ -94,7 +95,9 @@ def run_configs(
         model = load_model(chosen, dtype=chosen_dtype, backend=backend)
         try:
             for name in names:
-                config = dataclasses.replace(configs[name], model=chosen, dtype=chosen_dtype)
+                config = dataclasses.replace(
+                    configs[name], model=chosen, dtype=chosen_dtype, allow_large=configs[name].allow_large or allow_large
+                )
                 started = time.perf_counter()
                 experiment = run_experiment(config, model, progress=progress)
                 out[name] = plan.save_run(experiment, name)
@@ -149,6 +152,7 @@ def analyze(
     out: Path | None = None,
     dtype: str | None = None,
     backend: BackendName = "bridge",
+    allow_large: bool = False,
 ) -> Path:
     started = time.perf_counter()
     folder = Path(folder)
@@ -162,7 +166,7 @@ def analyze(
             configs = _select(configs, (SINGLE,))
         check_pair({name: c.to_dict() for name, c in configs.items()})  # refuse before the model is loaded
         for config in configs.values():
-            check_run_count(config)  # past the bound only with allow_large = true in that config
+            check_run_count(config, allow_large)  # past the bound only when asked (--allow-large, or in the config)
         chosen = {name: (model or c.model or "the default model", dtype or c.dtype or "float32") for name, c in configs.items()}
         if len(set(chosen.values())) > 1:  # the report would mix them: refuse before anything runs
             listed = "; ".join(f"{name}: {m} {d}" for name, (m, d) in sorted(chosen.items()))
@@ -171,7 +175,7 @@ def analyze(
                 "of one model: pass --model (and --dtype), or use `analyze --models` for a cross-model study"
             )
         plan.check(list(configs))
-        paths = run_configs(configs, model, plan, progress, dtype=dtype, backend=backend)
+        paths = run_configs(configs, model, plan, progress, dtype=dtype, backend=backend, allow_large=allow_large)
     else:
         paths = find_saved(folder)
         if not paths:
