@@ -89,6 +89,28 @@ def reference_mask(layout, mode: str) -> Tensor:
     return mask
 
 
+TINY_PROMPT = [1, 17, 42, 5, 63, 8]
+TOP3 = dict(threshold=1e-6, max_parallel=3)
+
+
+def max_step_delta(result, oracle_rows) -> float:
+    """The largest |logit difference| between each step's rows of a generation and the oracle's rows of the same tokens."""
+    worst = 0.0
+    for step, rows in enumerate(result.step_logits):
+        r = result.layout.step_range(step)
+        worst = max(worst, (oracle_rows[r.start : r.stop] - rows).abs().max().item())
+    return worst
+
+
+def tiny_oracle_delta(model, directory, mode: str) -> float:
+    """Five 3-sibling steps of TINY_PROMPT on ``model`` against HF eager of ``directory`` (position_ids + 4D mask)."""
+    from tempo_lens.generation import generate
+
+    result = generate(model, TINY_PROMPT, max_steps=5, mode=mode, keep_logits=True, **TOP3)
+    assert result.layout.step_sizes() == [3] * 5
+    return max_step_delta(result, hf_oracle_logits(hf_eager(directory), result.layout, mode))
+
+
 def hf_oracle_logits(hf_model, layout, mode: str = "isolated", positions: Tensor | None = None) -> Tensor:
     """HF eager over the whole physical sequence with explicit position_ids and a 0/-inf 4D mask."""
     ids = torch.tensor([layout.token_ids])

@@ -9,27 +9,17 @@ from tempo_lens import generate, generate_batch, replay
 from tempo_lens.errors import InvalidInputError
 from tempo_lens.hooks import tempo_hooks
 from tempo_lens.layout import TokenLayout
-from tests.helpers import TINY_ARCHITECTURES, hf_eager, hf_oracle_logits
+from tests.helpers import (
+    TINY_ARCHITECTURES, TINY_PROMPT, TOP3, hf_eager, hf_oracle_logits, max_step_delta, tiny_oracle_delta,
+)
 
-TINY_PROMPT = [1, 17, 42, 5, 63, 8]
-TOP3 = dict(threshold=1e-6, max_parallel=3)
-
-
-def _max_step_delta(result, oracle_rows):
-    worst = 0.0
-    for step, rows in enumerate(result.step_logits):
-        r = result.layout.step_range(step)
-        worst = max(worst, (oracle_rows[r.start : r.stop] - rows).abs().max().item())
-    return worst
+_max_step_delta = max_step_delta
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
 @pytest.mark.parametrize("mode", ["isolated", "visible"])
 def test_every_step_matches_hf_oracle_tiny(tiny_hooked, tiny_dirs, arch, mode):
-    result = generate(tiny_hooked[arch], TINY_PROMPT, max_steps=5, mode=mode, keep_logits=True, **TOP3)
-    assert result.layout.step_sizes() == [3] * 5
-    oracle = hf_oracle_logits(hf_eager(tiny_dirs[arch]), result.layout, mode)
-    assert _max_step_delta(result, oracle) < 1e-4
+    assert tiny_oracle_delta(tiny_hooked[arch], tiny_dirs[arch], mode) < 1e-4
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
