@@ -122,7 +122,7 @@ def test_each_config_runs_on_its_own_model_loaded_once(tmp_path, monkeypatch):
         (tmp_path / f"{name}.toml").write_text(f'name = "{name}"\nmodel = "{model}"\n' + SETTINGS)
     configs = pipeline.find_configs(tmp_path)
     loaded, ran = [], {}
-    monkeypatch.setattr(model_module, "load_model", lambda name, dtype=None: loaded.append(name) or f"<{name}>")
+    monkeypatch.setattr(model_module, "load_model", lambda name, dtype=None, backend="bridge": loaded.append(name) or f"<{name}>")
 
     def fake_run(config, model, progress=None):
         ran[config.name] = (config.model, model)
