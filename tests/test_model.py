@@ -110,7 +110,9 @@ def test_a_mistyped_name_is_refused_offline_at_once(monkeypatch, tmp_path):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TEMPO_LENS_DOWNLOAD", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(model_module, "_boot", lambda *a: pytest.fail("the hub was asked"))
+    import tempo_lens.backends
+
+    monkeypatch.setattr(tempo_lens.backends, "load", lambda *a, **k: pytest.fail("the hub was asked"))
     started = time.perf_counter()
     with pytest.raises(ModelUnavailableError) as refused:
         load_model("smolm2-135m")
