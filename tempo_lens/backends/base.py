@@ -11,7 +11,7 @@ patterns need nothing class-specific: both model classes expose ``blocks.L.attn.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -36,19 +36,16 @@ class Backend(ABC):
     # ---- facts -------------------------------------------------------------------------------
 
     @abstractmethod
-    def weights(self) -> list[Tensor]:
-        """The model's parameters, each once."""
+    def weights(self) -> Iterator[Tensor]:
+        """The model's parameters (the wrapped model's, for a bridge)."""
 
     @property
     def device(self) -> torch.device:
-        return self.weights()[0].device
+        return next(self.weights()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.weights()[0].dtype
-
-    def n_params(self) -> int:
-        return int(sum(p.numel() for p in self.weights()))
+        return next(self.weights()).dtype
 
     @abstractmethod
     def eos_token_ids(self) -> set[int]:

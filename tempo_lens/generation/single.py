@@ -24,10 +24,6 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 
-def model_device(model: TransformerBridge) -> torch.device:
-    return backend_for(model).device
-
-
 def new_cache(model: TransformerBridge, batch: int = 1) -> Any:
     """An empty KV cache of the model's own kind for ``batch`` rows."""
     return backend_for(model).new_cache(batch)

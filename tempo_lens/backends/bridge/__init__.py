@@ -8,6 +8,7 @@ its forward takes (:mod:`.kv_cache`, which also lets TransformerLens 4.x read it
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -29,12 +30,8 @@ def is_bridge(model: Any) -> bool:
 class BridgeBackend(Backend):
     name = "bridge"
 
-    def weights(self) -> list[Tensor]:
-        return list(self.model.original_model.parameters())
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.original_model.parameters()).device
+    def weights(self) -> Iterator[Tensor]:
+        return self.model.original_model.parameters()
 
     def eos_token_ids(self) -> set[int]:
         config = getattr(self.model.original_model, "generation_config", None)

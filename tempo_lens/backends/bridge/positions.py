@@ -12,6 +12,7 @@ exactly one attention type's table there. Nothing is installed outside the hook 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -45,11 +46,12 @@ def bridge_rope_hooks(model: Any, positions: PositionSource) -> list[Hook]:
     variants = rotary_call_variants(rotary)
     memo: dict[tuple, tuple[Tensor, Tensor]] = {}
 
-    def tables(reference: Tensor, variant: int, key: tuple, wanted: Tensor) -> tuple[Tensor, Tensor]:
+    def tables(reference: Tensor, variant: int, key: tuple, wanted: Callable[[], Tensor]) -> tuple[Tensor, Tensor]:
+        """The rotary tables at ``wanted()`` positions for one call variant, memoised by ``key`` (positions built on a miss only)."""
         full_key = (key, variant)
         if full_key not in memo:
             with torch.no_grad():
-                cos, sin = rotary(reference, wanted, **variants[variant])
+                cos, sin = rotary(reference, wanted(), **variants[variant])
             if len(memo) > 4 * len(variants):  # one forward's tables; older ones are never asked for again
                 memo.clear()
             memo[full_key] = (cos.to(reference.dtype), sin.to(reference.dtype))
@@ -57,10 +59,11 @@ def bridge_rope_hooks(model: Any, positions: PositionSource) -> list[Hook]:
 
     def variant_of(incoming: Tensor, which: int, n_all: int) -> int:
         """Which rotary call produced ``incoming`` (compared at the forward's physical positions)."""
-        if len(variants) == 1:
-            return 0
         n = incoming.shape[-2]
-        physical = torch.arange(n_all - n, n_all, device=incoming.device, dtype=torch.float32)[None, :]
+
+        def physical() -> Tensor:
+            return torch.arange(n_all - n, n_all, device=incoming.device, dtype=torch.float32)[None, :]
+
         for i in range(len(variants)):
             table = tables(incoming, i, ("physical", n_all, n, incoming.dtype, incoming.device), physical)[which]
             if torch.allclose(table.expand_as(incoming), incoming, rtol=1e-5, atol=1e-6):
@@ -69,13 +72,14 @@ def bridge_rope_hooks(model: Any, positions: PositionSource) -> list[Hook]:
 
     def replace(incoming: Float[Tensor, "batch query_pos d_head"], which: int) -> Tensor:
         get_positions, source_key = positions_of(positions)
-        all_positions = get_positions()
         n = incoming.shape[-2]
-        variant = variant_of(incoming, which, all_positions.shape[-1])
-        key = (source_key, n, incoming.dtype, incoming.device)
-        wanted = last_positions(all_positions, n).to(device=incoming.device, dtype=torch.float32)
-        wanted = wanted[None, :] if wanted.ndim == 1 else wanted
-        return _fit(tables(incoming, variant, key, wanted)[which], incoming)
+        variant = 0 if len(variants) == 1 else variant_of(incoming, which, get_positions().shape[-1])
+
+        def wanted() -> Tensor:
+            chosen = last_positions(get_positions(), n).to(device=incoming.device, dtype=torch.float32)
+            return chosen[None, :] if chosen.ndim == 1 else chosen
+
+        return _fit(tables(incoming, variant, (source_key, n, incoming.dtype, incoming.device), wanted)[which], incoming)
 
     def hook_cos(cos: Float[Tensor, "batch query_pos d_head"], hook: Any = None) -> Tensor:
         return replace(cos, 0)

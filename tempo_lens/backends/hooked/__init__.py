@@ -9,6 +9,7 @@ forward passes an all-ones ``attention_mask``: TEMPO's masks (isolation, pruning
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -55,8 +56,8 @@ def kv_cache_class() -> Any:
 class HookedBackend(Backend):
     name = "hooked"
 
-    def weights(self) -> list[Tensor]:
-        return list(self.model.parameters())
+    def weights(self) -> Iterator[Tensor]:
+        return self.model.parameters()
 
     def eos_token_ids(self) -> set[int]:
         return eos_ids(getattr(self.model, "tokenizer", None), getattr(self.model, "tempo_lens_eos_token_id", None))
