@@ -81,6 +81,7 @@ study: $(STAMP)
 bench: $(STAMP) $(STAMP_TL3)
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 	$(PY_TL3) -m benchmarks.backends
+	$(PY_TL3) -m benchmarks.generate --backend hooked --models ""
 
 check-page: $(STAMP)
 	bash scripts/check_page.sh

@@ -16,6 +16,10 @@ settings of ``tempo_lens.load_model`` (the fast paths of ``tempo_lens.backends.b
 6. analysis throughput: every report metric over 100 synthetic steps shaped like the reference (:mod:`~benchmarks.analysis`)
 7. throughput sweep: 16 prompts x 10 steps, ``generate_batch`` in batches of 1, 4, 16 / one at a time, with peak
    memory per batch size (:mod:`~benchmarks.sweep`, :mod:`~benchmarks.memory`)
+8. against plain HF generate: steps/s of ``generate`` / ``generate_batch`` (hooks, bookkeeping, every sibling;
+   then one token per step; then with capture) beside greedy ``hf.generate``, eager and sdpa, B = 1 and B = 16,
+   on the default model and qwen2.5-1.5b where installed (:mod:`~benchmarks.generate`; ``python -m
+   benchmarks.generate --backend hooked`` measures HookedTransformer, in ``.venv-tl3``)
 
 Apart from the sections, ``python -m benchmarks.wait_policy`` (:mod:`~benchmarks.wait_policy`) measures a decode and
 a k-sibling forward under three OpenMP wait policies, one process alone and two at once.

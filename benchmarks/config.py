@@ -35,11 +35,12 @@ class BenchConfig:
     sweep_models: tuple[str, ...] = ("qwen2.5-1.5b",)   # besides the benchmark's own model, where installed
     sweep_memory: bool = True                           # peak memory per batch size, one child process each
     sweep_settings: dict = field(default_factory=lambda: {"threshold": 0.1})
+    brief: bool = False                                 # section 8: fewer prompts one at a time, one round (--quick)
 
     @classmethod
     def quick(cls) -> "BenchConfig":
         return cls(rounds=3, linear_rounds=3, scaling_rounds=1, scaling_block=2, profile_steps=5, analysis_repeats=1,
-                   sweep_rounds=1)
+                   sweep_rounds=1, brief=True)
 
 
 TARGETS = {

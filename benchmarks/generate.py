@@ -233,20 +233,22 @@ def bench_generate(model: Any, cfg: GenerateBenchConfig, model_name: str | None,
     return {"name": model_name or "smollm2-135m", "backend": backend, "paths": paths, **result}
 
 
-def run_models(names: Sequence[str | None], backend: str, device: str, quick: bool, rounds: int | None,
+def run_models(first: Any, names: Sequence[str | None], backend: str, device: str, quick: bool, rounds: int | None,
                log: Callable[[str], None] = print) -> dict:
-    """Section 8 on each model that loads (one at a time: never two large models at once)."""
+    """Section 8 on each model that loads (``first``: the first one, already loaded), one at a time."""
     from tempo_lens import load_model
     from tempo_lens.errors import TempoLensError
 
     models = []
     for i, name in enumerate(names):
         log(f"... section 8: {name or 'smollm2-135m'} ({backend})")
-        try:
-            model = load_model(name, backend=backend, device=device)
-        except TempoLensError as exc:
-            models.append({"name": name, "skipped": f"not installed ({str(exc).splitlines()[0]})"})
-            continue
+        model = first if i == 0 and first is not None else None
+        if model is None:
+            try:
+                model = load_model(name, backend=backend, device=device)
+            except TempoLensError as exc:
+                models.append({"name": name, "skipped": f"not installed ({str(exc).splitlines()[0]})"})
+                continue
         cfg = GenerateBenchConfig.quick() if quick else (GenerateBenchConfig() if i == 0 else GenerateBenchConfig.large())
         if rounds:
             cfg.rounds = rounds
@@ -274,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"({info['torch_threads']} threads), transformers {info['transformers']}, TransformerLens {info['transformer_lens']}",
           flush=True)
     names = [name or None for name in args.models.split(",")]
-    result = run_models(names, args.backend, args.device, args.quick, args.rounds, log=lambda m: print(m, flush=True))
+    result = run_models(None, names, args.backend, args.device, args.quick, args.rounds, log=lambda m: print(m, flush=True))
     result["machine"] = info
     print("\n".join(format_generate(result)))
     for row in summary_rows(result):

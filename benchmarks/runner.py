@@ -14,6 +14,7 @@ from . import __doc__ as PACKAGE_DOC
 from .analysis import bench_analysis
 from .capture import bench_capture
 from .config import BenchConfig
+from .generate import run_models as bench_generate
 from .harness import PERF, jsonable
 from .linear import bench_linear, bench_stock
 from .machine import load_models, loadavg, machine_info, model_info
@@ -27,12 +28,12 @@ from .sweep import bench_sweep, child_measure
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-SECTIONS = (1, 2, 3, 4, 5, 6, 7)
-MODEL_SECTIONS = (1, 2, 3, 4, 5, 7)
+SECTIONS = (1, 2, 3, 4, 5, 6, 7, 8)
+MODEL_SECTIONS = (1, 2, 3, 4, 5, 7, 8)
 
 
 def run_all(model: "TransformerBridge | None", hf: Any, cfg: BenchConfig, sections: Sequence[int] = SECTIONS,
-            log: Callable[[str], None] = print, model_path: str | None = None) -> dict:
+            log: Callable[[str], None] = print, model_path: str | None = None, device: str = "cpu") -> dict:
     """Run the chosen sections; returns every number (the printable report is built from this)."""
     results: dict[str, Any] = {"config": asdict(cfg), "model": model_info(model) if model is not None else None, "sections": {}}
 
@@ -60,6 +61,9 @@ def run_all(model: "TransformerBridge | None", hf: Any, cfg: BenchConfig, sectio
         timed("analysis", lambda: bench_analysis(cfg))
     if 7 in sections:
         timed("sweep", lambda: bench_sweep(model, cfg, model_path, log))
+    if 8 in sections:
+        names = [model_path, *(name for name in cfg.sweep_models if name != model_path)]
+        timed("generate", lambda: bench_generate(model, names, "bridge", device, cfg.brief, None, log))
     results["summary"] = summarize(results)
     return results
 
@@ -69,11 +73,11 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run; ratios are noisier)")
     parser.add_argument("--json", metavar="PATH", help="also save every number (and the raw step times) as JSON")
-    parser.add_argument("--only", metavar="LIST", help="comma-separated sections to run (1-7; 1 and 2 share one run)")
+    parser.add_argument("--only", metavar="LIST", help="comma-separated sections to run (1-8; 1 and 2 share one run)")
     parser.add_argument("--model", metavar="PATH", help="a local model directory instead of the embedded SmolLM2-135M")
     parser.add_argument("--device", default="cpu", help="where the model runs (default cpu; sections 1-6 are CPU studies)")
     parser.add_argument("--sweep-models", metavar="LIST", default=None,
-                        help="comma-separated further models for the sweep (section 7), where installed "
+                        help="comma-separated further models for sections 7 and 8, where installed "
                              f"(default {','.join(BenchConfig.sweep_models)}; '' for none)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--sweep-child", metavar="ARGS", help=argparse.SUPPRESS)  # one memory measurement (section 7)
@@ -97,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"torch {machine['torch']} with {machine['torch_threads']} threads", flush=True)
     needs_model = any(x in sections for x in MODEL_SECTIONS)
     model, hf = load_models(args.model, with_hf=4 in sections, device=args.device) if needs_model else (None, None)
-    results = run_all(model, hf, cfg, sections, log=lambda msg: print(msg, flush=True), model_path=args.model)
+    results = run_all(model, hf, cfg, sections, log=lambda msg: print(msg, flush=True), model_path=args.model, device=args.device)
     results["machine"] = machine
     results["machine"]["loadavg_end"] = loadavg()
     results["total_wall_s"] = PERF() - t0

@@ -7,6 +7,7 @@ from typing import Callable
 from .analysis import format_analysis
 from .capture import format_capture
 from .config import TARGETS
+from .generate import format_generate, summary_rows as generate_rows
 from .harness import paths_label, table
 from .linear import format_linear, format_stock
 from .overhead import format_hf
@@ -18,7 +19,7 @@ from .sweep import format_sweep
 FORMATTERS: dict[str, Callable[[dict], list[str]]] = {
     "parallel": format_parallel, "linear": format_linear, "stock": format_stock, "scaling": format_scaling,
     "hf": format_hf, "profile": format_profile, "capture": format_capture, "analysis": format_analysis,
-    "sweep": format_sweep,
+    "sweep": format_sweep, "generate": format_generate,
 }
 
 
@@ -94,6 +95,8 @@ def summarize(results: dict) -> list[dict]:
                              a["seconds"] < TARGETS["analysis_s"]))
     if "sweep" in s:
         rows.extend(_sweep_rows(s["sweep"]))
+    if "generate" in s:
+        rows.extend(_row(**row) for row in generate_rows(s["generate"]))
     return rows
 
 
