@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from tempo_lens.backends.bridge.cpu_linears import PrepackedLinears, linear_modules, packed_linear
+from tempo_lens.backends.bridge.cpu_linears import PrepackedLinears, linear_modules, packed_linear, packed_min_rows
+from tempo_lens.backends.bridge.linear_calibration import rows_from_timings
 from tempo_lens.backends.bridge.fast_paths import fast_paths_on, stock_paths
 from tempo_lens.generation import select_siblings
 
@@ -80,8 +81,11 @@ def bench_linear(model: "TransformerBridge", cfg: BenchConfig) -> dict:
         rows.append(row)
     n_params = sum(w.numel() for w in weights)
     del per_layout, prepacked
+    # The load-time rule (tempo_lens.backends.bridge.linear_calibration) on these timings of every linear.
+    every_linear = (rows_from_timings({r["k"]: r["rowmajor_ms"] for r in rows}, {r["k"]: r["onednn_ms"] for r in rows})
+                    if "onednn" in layouts else None)
     return {"n_linear": len(weights), "weight_mb": 4 * n_params / 2**20, "layouts": list(layouts), "rows": rows,
-            "samples": samples}
+            "packed_from_rows": {"load_time": packed_min_rows(model), "every_linear": every_linear}, "samples": samples}
 
 
 def bench_stock(model: "TransformerBridge", cfg: BenchConfig) -> dict:
@@ -130,7 +134,14 @@ def format_linear(li: dict) -> list[str]:
         table(["k"] + [f"{LAYOUT_NAMES[lay]} ms / ratio" for lay in li["layouts"]],
               [[r["k"]] + [f"{r[f'{lay}_ms']:.1f} / {r[f'{lay}_vs_rowmajor_1']['ratio']:.2f}x" for lay in li["layouts"]]
                for r in li["rows"]]),
+        f"packing choice (prepacked from how many rows; none = never): the load-time measurement chose "
+        f"{_rows(li['packed_from_rows']['load_time'])}; its rule on these timings of every linear gives "
+        f"{_rows(li['packed_from_rows']['every_linear'])}",
     ]
+
+
+def _rows(n: int | None) -> str:
+    return "none" if n is None else str(n)
 
 
 def format_stock(st: dict) -> list[str]:

@@ -13,6 +13,7 @@ import torch
 from . import __doc__ as PACKAGE_DOC
 from .analysis import bench_analysis
 from .capture import bench_capture
+from .changes import bench_changes
 from .config import BenchConfig
 from .generate import run_models as bench_generate
 from .harness import PERF, jsonable
@@ -28,8 +29,8 @@ from .sweep import bench_sweep, child_measure
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-SECTIONS = (1, 2, 3, 4, 5, 6, 7, 8)
-MODEL_SECTIONS = (1, 2, 3, 4, 5, 7, 8)
+SECTIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+MODEL_SECTIONS = (1, 2, 3, 4, 5, 7, 8, 9)
 
 
 def run_all(model: "TransformerBridge | None", hf: Any, cfg: BenchConfig, sections: Sequence[int] = SECTIONS,
@@ -61,6 +62,8 @@ def run_all(model: "TransformerBridge | None", hf: Any, cfg: BenchConfig, sectio
         timed("analysis", lambda: bench_analysis(cfg))
     if 7 in sections:
         timed("sweep", lambda: bench_sweep(model, cfg, model_path, log))
+    if 9 in sections:
+        timed("changes", lambda: bench_changes(model, cfg))
     if 8 in sections:
         names = [model_path, *(name for name in cfg.sweep_models if name != model_path)]
         timed("generate", lambda: bench_generate(model, names, "bridge", device, cfg.brief, None, log))
@@ -73,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run; ratios are noisier)")
     parser.add_argument("--json", metavar="PATH", help="also save every number (and the raw step times) as JSON")
-    parser.add_argument("--only", metavar="LIST", help="comma-separated sections to run (1-8; 1 and 2 share one run)")
+    parser.add_argument("--only", metavar="LIST", help="comma-separated sections to run (1-9; 1 and 2 share one run)")
     parser.add_argument("--model", metavar="PATH", help="a local model directory instead of the embedded SmolLM2-135M")
     parser.add_argument("--device", default="cpu", help="where the model runs (default cpu; sections 1-6 are CPU studies)")
     parser.add_argument("--sweep-models", metavar="LIST", default=None,

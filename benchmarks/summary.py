@@ -6,6 +6,7 @@ from typing import Callable
 
 from .analysis import format_analysis
 from .capture import format_capture
+from .changes import format_changes
 from .config import TARGETS
 from .generate import format_generate, summary_rows as generate_rows
 from .harness import paths_label, table
@@ -19,7 +20,7 @@ from .sweep import format_sweep
 FORMATTERS: dict[str, Callable[[dict], list[str]]] = {
     "parallel": format_parallel, "linear": format_linear, "stock": format_stock, "scaling": format_scaling,
     "hf": format_hf, "profile": format_profile, "capture": format_capture, "analysis": format_analysis,
-    "sweep": format_sweep, "generate": format_generate,
+    "sweep": format_sweep, "generate": format_generate, "changes": format_changes,
 }
 
 
@@ -61,6 +62,10 @@ def summarize(results: dict) -> list[dict]:
         for row in s["parallel"]["rows"]:
             rows.append(_at_most(f"1 parallel ({_settings(s['parallel'])}): TEMPO k={row['k']} / 1-token decode", "parallel",
                                  row["vs_decode"]["ratio"]))
+    if "linear" in s and "packed_from_rows" in s["linear"]:
+        chosen = s["linear"]["packed_from_rows"]
+        rows.append(_row("1b packing choice: load-time measurement / rule on every linear", "agree",
+                         f"{chosen['load_time']} / {chosen['every_linear']}", None, chosen["load_time"] == chosen["every_linear"]))
     if "stock" in s:
         for row in s["stock"]["rows"]:
             r = row["vs_stock_decode"]["ratio"]

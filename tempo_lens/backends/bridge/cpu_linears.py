@@ -104,22 +104,22 @@ def _restore_forwards(modules: list[torch.nn.Linear], forwards: list[Any]) -> No
 class PackedLinearForward:
     """An ``nn.Linear``'s permanent forward on a prepacked copy of its weight, with the stock path as fallback.
 
-    The stock ``F.linear`` runs for a single row (a one-token decode: there MKL reads each weight once
-    and is as fast or faster, and the result is the stock one bit for bit), when autograd needs the weight
-    or the input, or when either is not fp32 on CPU; the weight is repacked when it is replaced or edited
-    in place. Copies and pickles drop the packed
-    tensor (oneDNN's opaque tensors cannot be copied) and repack on first use.
+    The stock ``F.linear`` runs for fewer than ``min_rows`` rows (2 by default: a one-token decode keeps the
+    stock result bit for bit; :mod:`.linear_calibration` measures where packing pays on this machine), when
+    autograd needs the weight or the input, or when either is not fp32 on CPU; the weight is repacked when
+    it is replaced or edited in place. Copies and pickles drop the packed tensor (oneDNN's opaque tensors
+    cannot be copied) and repack on first use.
     """
 
-    def __init__(self, module: torch.nn.Linear, packed: Tensor | None = None):
-        self.module, self.packed = module, packed
+    def __init__(self, module: torch.nn.Linear, packed: Tensor | None = None, min_rows: int = 2):
+        self.module, self.packed, self.min_rows = module, packed, min_rows
         self.key = _weight_key(module.weight) if packed is not None else None
 
     def __call__(self, x: Tensor) -> Tensor:
         module = self.module
         weight = module.weight
         if (
-            x.numel() <= x.shape[-1]
+            x.numel() < self.min_rows * x.shape[-1]
             or x.dtype != torch.float32
             or x.device.type != "cpu"
             or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
@@ -133,10 +133,11 @@ class PackedLinearForward:
         return packed_linear(x, self.packed, module.bias)
 
     def __getstate__(self) -> dict:
-        return {"module": self.module}
+        return {"module": self.module, "min_rows": self.min_rows}
 
     def __setstate__(self, state: dict) -> None:
         self.module, self.packed, self.key = state["module"], None, None
+        self.min_rows = state.get("min_rows", 2)
 
 
 def _weight_key(weight: Tensor) -> tuple:
@@ -148,18 +149,39 @@ def packed_bytes(modules: list[torch.nn.Linear]) -> int:
     return sum(m.weight.numel() * m.weight.element_size() for m in modules)
 
 
-def install_prepacked_linears(model: TransformerBridge) -> int:
+def install_prepacked_linears(model: TransformerBridge, min_rows: int = 2) -> int:
     """Pack every linear weight now and keep the packed forwards; returns how many (0: none could be packed).
 
-    All or nothing: where one weight cannot be packed (not fp32 CPU, no oneDNN), nothing changes.
-    Calling it again repacks (after weights were edited through ``.data``).
+    Inputs of ``min_rows`` rows or more run packed. All or nothing: where one weight cannot be packed (not
+    fp32 CPU, no oneDNN), nothing changes. Calling it again repacks (after weights were edited through ``.data``).
     """
     prepacked = PrepackedLinears(model)
     if not prepacked.available:
         return 0
     for module, packed in zip(prepacked.modules, prepacked.packed):
-        module.forward = PackedLinearForward(module, packed)
+        module.forward = PackedLinearForward(module, packed, min_rows)
     return len(prepacked.modules)
+
+
+def packed_min_rows(model: TransformerBridge) -> int | None:
+    """From how many rows the installed packed forwards run packed (None: none installed)."""
+    linears = installed_linears(model)
+    return vars(linears[0])["forward"].min_rows if linears else None
+
+
+def sample_linears(model: TransformerBridge, min_bytes: int = 64 * 2**20) -> list[torch.nn.Linear]:
+    """The model's first linears, in order, until their weights reach ``min_bytes`` (all of them if fewer).
+
+    Every kind of layer of the first blocks, and more weight than a CPU cache holds, so timing them reads
+    weights from memory as a forward does.
+    """
+    sample, total = [], 0
+    for module in linear_modules(model):
+        if total >= min_bytes:
+            break
+        sample.append(module)
+        total += module.weight.numel() * module.weight.element_size()
+    return sample
 
 
 def installed_linears(model: TransformerBridge) -> list[torch.nn.Linear]:

@@ -8,12 +8,15 @@ of the prepacked linears):
   called without the (then empty) device-alignment context (bit-identical; any device and dtype);
 - fast norms (:mod:`tempo_lens.backends.bridge.fast_norms`): a norm bridge skips the ``hook_scale`` / ``hook_normalized``
   statistics while nothing is attached to either hook point (bit-identical; any device and dtype);
-- prepacked linears (:mod:`tempo_lens.backends.bridge.cpu_linears`): fp32 CPU linear layers fed two or more rows run on
-  oneDNN with prepacked weights, so a step with 2-8 siblings, or a batch, costs about what a one-token
-  decode does per weight read (they round differently: logits within 1e-4 of the stock ones on the tiny test
-  models, 1e-3 on the embedded model; a single row keeps the stock kernel and its bits). They keep a second
-  copy of the linear weights, so by default they are applied only where that copy takes at most half of the
-  free memory (``fast=True`` applies them regardless).
+- prepacked linears (:mod:`tempo_lens.backends.bridge.cpu_linears`): fp32 CPU linear layers run on oneDNN with
+  prepacked weights, so a step with 2-8 siblings, or a batch, costs about what a one-token decode does per
+  weight read (they round differently: logits within 1e-4 of the stock ones on the tiny test models, 1e-3 on
+  the embedded model). Whether, and from how many rows, that pays depends on the CPU, so by default it is
+  measured when the model loads (:mod:`tempo_lens.backends.bridge.linear_calibration`, once per process and
+  layer shapes): packed from the smallest row count where it pays, not at all where it pays nowhere. They
+  keep a second copy of the linear weights, so by default they are applied only where that copy takes at most
+  half of the free memory. ``fast=True`` applies them regardless of memory and measurement (from the measured
+  row count, else from 2 rows).
 
 The one switch: ``load_model(..., fast=False)``, or the environment variable ``TEMPO_LENS_FAST=0``
 (``tempo-lens --no-fast`` sets it), loads the stock TransformerBridge. :func:`stock_paths` sets them
@@ -23,9 +26,12 @@ aside inside a ``with`` block (for comparisons) and :func:`remove_fast_paths` un
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+import torch
 
 from ...errors import InvalidInputError
 from .cpu_linears import (
@@ -33,15 +39,19 @@ from .cpu_linears import (
     installed_linears,
     linear_modules,
     packed_bytes,
+    packed_min_rows,
     remove_prepacked_linears,
+    sample_linears,
     stock_linears,
 )
 from .fast_norms import patched_norms, restore_norm_statistics, skip_unobserved_norm_statistics, stock_norms
-from .lean_dispatch import lean_components, lean_dispatch, restore_dispatch, stock_dispatch
+from .lean_dispatch import _lean_hook_call, lean_components, lean_dispatch, restore_dispatch, stock_dispatch
+from .linear_calibration import PackingPlan, calibrate_packing
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
+log = logging.getLogger("tempo_lens")
 ENV = "TEMPO_LENS_FAST"
 _OFF, _ON, _AUTO = {"0", "false", "off", "no"}, {"1", "true", "on", "yes"}, {"", "auto"}
 PACKED_SHARE_OF_FREE = 0.5  # prepack by default only where the packed copy takes at most this share of free memory
@@ -78,23 +88,46 @@ def apply_fast_paths(model: TransformerBridge, fast: bool | None = None) -> list
     params = next(model.original_model.parameters())
     extra = packed_bytes(linear_modules(model))
     if setting or extra <= PACKED_SHARE_OF_FREE * available_bytes(params.device):
+        plan = packing_plan(model)
         remove_prepacked_linears(model)
-        install_prepacked_linears(model)
+        if plan.min_rows is not None or setting:
+            install_prepacked_linears(model, plan.min_rows or 2)
+        log.info("fast paths: prepacked linears, %s", plan.describe())
     return fast_paths_on(model)
+
+
+_PLANS: dict[tuple, PackingPlan] = {}
+
+
+def packing_plan(model: TransformerBridge) -> PackingPlan:
+    """The measured packing plan for this model's layer shapes (measured once per process and shapes)."""
+    sample = sample_linears(model)
+    key = (tuple(tuple(m.weight.shape) for m in sample), torch.get_num_threads())
+    if key not in _PLANS:
+        _PLANS[key] = calibrate_packing(sample)
+    return _PLANS[key]
 
 
 def fast_paths_on(model: TransformerBridge) -> list[str]:
     """What is on now, one line per path (empty: the stock bridge)."""
     on = []
-    lean = len(lean_components(model))
+    lean = lean_components(model)
     if lean:
-        on.append(f"lean dispatch ({lean} components skip per-call signature and device-alignment bookkeeping)")
+        points = sum(1 for m in lean if type(m).__call__ is _lean_hook_call)
+        on.append(
+            f"lean dispatch ({len(lean) - points} components skip per-call signature and device-alignment bookkeeping, "
+            f"{points} hook points return their input directly while unhooked)"
+        )
     norms = len(patched_norms(model))
     if norms:
         on.append(f"fast norms ({norms} norm bridges skip unobserved hook statistics)")
     linears = installed_linears(model)
     if linears:
-        on.append(f"prepacked linears ({len(linears)} fp32 CPU linears on oneDNN, +{packed_bytes(linears) / 2**20:.0f} MB)")
+        rows = packed_min_rows(model)
+        on.append(
+            f"prepacked linears ({len(linears)} fp32 CPU linears on oneDNN from {rows} row{'s' if rows != 1 else ''}, "
+            f"+{packed_bytes(linears) / 2**20:.0f} MB)"
+        )
     return on
 
 

@@ -6,13 +6,19 @@ every time for a model that is not offloaded:
 - every block bridge runs ``inspect.signature`` on the wrapped layer's ``forward`` to filter its
   keyword arguments (about 38 µs per block call, 30 per step on the embedded model);
 - every component call enters Accelerate's ``align_module_device``, which is a bare ``yield`` unless
-  the wrapped module carries an Accelerate offload hook (``_hf_hook``).
+  the wrapped module carries an Accelerate offload hook (``_hf_hook``);
+- every component and hook point (about 360 and 900 per forward of the embedded model) goes through
+  ``nn.Module.__call__``, which only calls ``forward`` when no torch hook is attached (2-3 µs each); a hook
+  point's forward returns its input unchanged.
 
 :func:`lean_dispatch` gives the components of one model an instance-level form of each: the block's
 filter reads a signature computed once per wrapped ``forward`` (the same kwargs come out), and a
 component whose wrapped module has no ``_hf_hook`` is called as a plain ``nn.Module`` (what the context
-manager reduces to); a component that does carry one keeps the stock path. Nothing changes what a
-forward computes or which hooks fire, so logits are bit-identical (tested).
+manager reduces to); a component that does carry one keeps the stock path. While neither a module nor
+torch's global registries hold a torch hook, a component calls its ``forward`` and a hook point returns its
+input directly (what ``nn.Module.__call__`` then does, minus the calls); otherwise both take the stock call,
+so an attached hook always fires.
+Nothing changes what a forward computes or which hooks fire, so logits are bit-identical (tested).
 
 The call path is per instance: the component's class is swapped for a subclass that differs only in
 ``__call__`` (Python looks ``__call__`` up on the type); :func:`restore_dispatch` swaps it back.
@@ -28,7 +34,9 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import torch
 import torch.nn as nn
+from torch.nn.modules import module as _torch_module
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -71,11 +79,36 @@ class _CachedKwargsFilter:
         return {k: v for k, v in kwargs.items() if k in self._valid and k not in positional}
 
 
+def _torch_hooks_present(module: Any) -> bool:
+    """Whether ``nn.Module.__call__`` would do more than call ``forward``: torch hooks on ``module`` or global ones,
+    a compiled call, or JIT tracing (TransformerLens's hooks are torch hooks on its hook points)."""
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+        or module._compiled_call_impl is not None
+        or _torch_module._global_forward_hooks
+        or _torch_module._global_forward_pre_hooks
+        or _torch_module._global_backward_hooks
+        or _torch_module._global_backward_pre_hooks
+        or torch._C._get_tracing_state()
+    )
+
+
 def _lean_call(self: Any, *args: Any, **kwargs: Any) -> Any:
     component = self._modules.get("_original_component")
     if component is not None and getattr(component, "_hf_hook", None) is not None:
         return type(self)._tempo_lens_lean_base.__call__(self, *args, **kwargs)  # offloaded: the stock path materialises it
-    return nn.Module.__call__(self, *args, **kwargs)
+    if _torch_hooks_present(self):
+        return nn.Module.__call__(self, *args, **kwargs)
+    return self.forward(*args, **kwargs)
+
+
+def _lean_hook_call(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+    if args or kwargs or _torch_hooks_present(self):
+        return nn.Module.__call__(self, x, *args, **kwargs)
+    return x  # HookPoint.forward is the identity
 
 
 def _lean_class(base: type) -> type:
@@ -87,10 +120,11 @@ def _lean_class(base: type) -> type:
     attribute = _LEAN_PREFIX + base.__module__.replace(".", ":") + "::" + base.__qualname__.replace(".", ":")
     lean = vars(sys.modules[__name__]).get(attribute)
     if lean is None:
+        call = _lean_hook_call if _is_plain_hook_point_class(base) else _lean_call
         lean = type(
             base.__name__,
             (base,),
-            {"__call__": _lean_call, "__module__": __name__, "__qualname__": attribute, "_tempo_lens_lean_base": base},
+            {"__call__": call, "__module__": __name__, "__qualname__": attribute, "_tempo_lens_lean_base": base},
         )
         setattr(sys.modules[__name__], attribute, lean)
     return lean
@@ -111,10 +145,24 @@ def _is_lean(module: Any) -> bool:
     return type(module).__dict__.get("_tempo_lens_lean_base") is not None
 
 
+def _is_plain_hook_point_class(cls: type) -> bool:
+    """TransformerLens's ``HookPoint`` itself (its forward is the identity), not a subclass that may differ."""
+    from transformer_lens.hook_points import HookPoint
+
+    return cls is HookPoint
+
+
 def _components(model: TransformerBridge) -> Iterator[Any]:
+    """The bridge components and plain hook points of ``model`` (a hook point with its own ``forward`` is left out)."""
     from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
-    return (m for m in model.modules() if isinstance(m, GeneralizedComponent))
+    for m in model.modules():
+        if isinstance(m, GeneralizedComponent):
+            yield m
+        else:
+            base = type(m).__dict__.get("_tempo_lens_lean_base", type(m))
+            if _is_plain_hook_point_class(base) and "forward" not in vars(m):
+                yield m
 
 
 def _make_lean(module: Any) -> None:

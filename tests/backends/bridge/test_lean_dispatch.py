@@ -127,3 +127,31 @@ def test_a_pickled_component_loads_in_a_fresh_process(tiny_dirs):
             "print(type(x).__name__, type(x)._tempo_lens_lean_base.__name__)")
     out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(model.ln_final), capture_output=True, check=True)
     assert out.stdout.decode().split() == [type(model.ln_final).__name__] * 2
+
+
+def test_hook_points_fire_whenever_something_listens(tiny_dirs):
+    """Lean hook points return their input while unhooked; a hook on them, or a global module hook, still sees every call."""
+    from transformer_lens.hook_points import HookPoint
+
+    model = load_model(str(tiny_dirs["llama"]), device="cpu", fast=False)
+    with torch.no_grad():
+        _, stock_cache = model.run_with_cache(TOKENS)
+    lean_dispatch(model)
+    points = [m for m in lean_components(model) if isinstance(m, HookPoint)]
+    assert points and all(type(m) is not HookPoint for m in points)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(TOKENS)
+    assert list(cache.keys()) == list(stock_cache.keys())
+    assert all(torch.equal(cache[name], stock_cache[name]) for name in stock_cache.keys())
+    seen = []
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: seen.append(module) if isinstance(module, HookPoint) else None
+    )
+    try:
+        with torch.no_grad():
+            model(TOKENS)
+    finally:
+        handle.remove()
+    assert len({id(m) for m in seen}) >= len(stock_cache.keys()) // 2
+    restore_dispatch(model)
+    assert all(type(m) is HookPoint for m in points)
