@@ -66,8 +66,9 @@ def calibrate_packing(
 ) -> PackingPlan:
     """Time stock and prepacked products over ``linears`` (weights fp32 on CPU) at each row count."""
     weights = [m.weight.detach() for m in linears]
-    packed = [pack_weight(w) for w in weights]
-    if not weights or any(p is None for p in packed):
+    maybe_packed = [pack_weight(w) for w in weights]
+    packed = [p for p in maybe_packed if p is not None]
+    if not weights or len(packed) < len(weights):
         return PackingPlan(min_rows=None)
     stock_ms: dict[int, float] = {}
     packed_ms: dict[int, float] = {}
@@ -84,7 +85,8 @@ def calibrate_packing(
                 for x, p in zip(inputs, packed):
                     packed_linear(x, p)
 
-            stock(), prepacked()  # warm both kernels
+            stock()  # warm both kernels
+            prepacked()
             times: dict[str, list[float]] = {"stock": [], "packed": []}
             for i in range(rounds):
                 order = (("stock", stock), ("packed", prepacked)) if i % 2 == 0 else (("packed", prepacked), ("stock", stock))
