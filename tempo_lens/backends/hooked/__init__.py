@@ -83,9 +83,13 @@ class HookedBackend(Backend):
         return self.model.pos_embed.W_pos
 
     def apply_speedups(self, fast: bool | None) -> list[str]:
-        if fast:
-            log.info("fast paths: none apply to a HookedTransformer; it runs its stock path")
-        return []
+        from ..bridge.fast_paths import fast_setting
+        from .weight_layout import store_weights_as_read, weights_stored_as_read
+
+        if fast_setting(fast) is not False:
+            store_weights_as_read(self.model)
+        n = weights_stored_as_read(self.model)
+        return [f"weights stored as read ({n} modules: the forward copies no weight per call)"] if n else []
 
     def new_cache(self, batch: int) -> Any:
         return kv_cache_class().init_cache(self.model.cfg, self.device, batch)
