@@ -17,19 +17,27 @@ from typing import Any
 import torch
 
 # parameter name -> the order of its dimensions in memory (the layout the forward reads)
-_ATTENTION = {"W_Q": (0, 2, 1), "W_K": (0, 2, 1), "W_V": (0, 2, 1), "_W_K": (0, 2, 1), "_W_V": (0, 2, 1), "W_O": (2, 0, 1)}
-_GATED_MLP = {"W_gate": (1, 0), "W_in": (1, 0), "W_out": (1, 0)}
-_UNEMBED = {"W_U": (1, 0)}
+Orders = dict[str, tuple[int, ...]]
+_ATTENTION: Orders = {
+    "W_Q": (0, 2, 1),
+    "W_K": (0, 2, 1),
+    "W_V": (0, 2, 1),
+    "_W_K": (0, 2, 1),
+    "_W_V": (0, 2, 1),
+    "W_O": (2, 0, 1),
+}
+_GATED_MLP: Orders = {"W_gate": (1, 0), "W_in": (1, 0), "W_out": (1, 0)}
+_UNEMBED: Orders = {"W_U": (1, 0)}
 _FLAG = "_tempo_lens_weights_as_read"
 
 
-def _targets(model: Any) -> list[tuple[torch.nn.Module, dict[str, tuple[int, ...]]]]:
+def _targets(model: Any) -> list[tuple[torch.nn.Module, Orders]]:
     """Modules whose forward rearranges weights, with the memory order each parameter should have."""
     from transformer_lens.components import AbstractAttention, Unembed
     from transformer_lens.components.mlps.gated_mlp import GatedMLP
 
     split_inputs = bool(model.cfg.use_split_qkv_input or model.cfg.use_attn_in or model.cfg.use_attn_result)
-    out: list[tuple[torch.nn.Module, dict[str, tuple[int, ...]]]] = []
+    out: list[tuple[torch.nn.Module, Orders]] = []
     for module in model.modules():
         if isinstance(module, AbstractAttention) and not split_inputs:
             out.append((module, _ATTENTION))
