@@ -6,8 +6,8 @@ a TEMPO step (hooks on, fixed context, :mod:`benchmarks.steps`) at k = 1 and k =
 - ``calls``: components and hook points called through ``nn.Module.__call__`` again, as before lean dispatch
   learnt to call ``forward`` (or return a hook point's input) directly while no torch hook is attached;
 - ``hook points``: only the hook points back on the stock call;
-- ``packing rows``: the prepacked linears from 2 rows (the fixed rule before the load-time measurement) instead
-  of the measured choice (no row where it is 2 already);
+- ``one-row kernel``: one row on the stock kernel (the fixed rule before the load-time measurement) instead of
+  the measured choice (no row where that is stock already);
 - ``packing``: the stock kernels for every row count (``stock_linears``).
 
 A ratio below 1 means the change makes the step faster (defaults / change undone).
@@ -58,33 +58,33 @@ def _stock_hook_points(model: "TransformerBridge") -> Callable[[], Any]:
     return undone
 
 
-def _packed_from(model: "TransformerBridge", rows: int) -> Callable[[], Any]:
+def _one_row_stock(model: "TransformerBridge") -> Callable[[], Any]:
     from tempo_lens.backends.bridge.cpu_linears import installed_linears
 
     @contextlib.contextmanager
     def undone() -> Iterator[None]:
         forwards = [vars(m)["forward"] for m in installed_linears(model)]
-        before = [f.min_rows for f in forwards]
+        before = [f.one_row for f in forwards]
         for f in forwards:
-            f.min_rows = rows
+            f.one_row = "stock"
         try:
             yield
         finally:
             for f, b in zip(forwards, before):
-                f.min_rows = b
+                f.one_row = b
 
     return undone
 
 
 def bench_changes(model: "TransformerBridge", cfg: BenchConfig) -> dict:
-    from tempo_lens.backends.bridge.cpu_linears import packed_min_rows, stock_linears
+    from tempo_lens.backends.bridge.cpu_linears import installed_linears, one_row_kernel, packed_min_rows, stock_linears
 
     ctx = FixedContext(model, cfg.context, cfg.mode, cfg.seed)
-    rows_now = packed_min_rows(model)
+    rows_now, one_row = packed_min_rows(model), one_row_kernel(model)
     undo: dict[str, Callable[[], Any]] = {"calls": _stock_calls, "hook points": _stock_hook_points(model)}
-    if rows_now is not None and rows_now != 2:
-        undo["packing rows"] = _packed_from(model, 2)
-    if rows_now is not None:
+    if one_row != "stock":
+        undo["one-row kernel"] = _one_row_stock(model)
+    if installed_linears(model):
         undo["packing"] = lambda: stock_linears(model)
     variants, groups = {}, []
     for k in KS:
@@ -94,12 +94,13 @@ def bench_changes(model: "TransformerBridge", cfg: BenchConfig) -> dict:
         groups.append([f"default k={k}", *(f"{name} k={k}" for name in undo)])
     samples = interleave(variants, groups, cfg.rounds, 3)
     rows = [{"change": name, "k": k, "effect": ratio(samples, f"default k={k}", f"{name} k={k}")} for name in undo for k in KS]
-    return {"context": cfg.context, "packed_from_rows": rows_now, "rows": rows, "samples": samples}
+    return {"context": cfg.context, "packed_from_rows": rows_now, "one_row": one_row, "rows": rows, "samples": samples}
 
 
 def format_changes(ch: dict) -> list[str]:
     out = [f"\n[9] what each per-step change gives: TEMPO step (hooks on, context {ch['context']}) with the defaults / "
-           f"with the change undone (< 1: the change helps); packed linears from {ch['packed_from_rows']} rows now"]
+           f"with the change undone (< 1: the change helps); linears now packed from {ch['packed_from_rows'] or 'never'} rows, "
+           f"one row {ch.get('one_row', 'stock')}"]
     out.append(table(["change undone", "k", "defaults / undone [quartiles; fastest]", "median step ms"],
                      [[r["change"], r["k"], fmt_ratio(r["effect"]), f"{r['effect']['num_ms']:.1f} / {r['effect']['den_ms']:.1f}"]
                       for r in ch["rows"]]))

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from tempo_lens.backends.bridge.cpu_linears import PrepackedLinears, linear_modules, packed_linear, packed_min_rows
-from tempo_lens.backends.bridge.linear_calibration import rows_from_timings
+from tempo_lens.backends.bridge.cpu_linears import PrepackedLinears, linear_modules, one_row_kernel, packed_linear, packed_min_rows
+from tempo_lens.backends.bridge.linear_calibration import plan_from_timings
 from tempo_lens.backends.bridge.fast_paths import fast_paths_on, stock_paths
 from tempo_lens.generation import select_siblings
 
@@ -82,10 +82,15 @@ def bench_linear(model: "TransformerBridge", cfg: BenchConfig) -> dict:
     n_params = sum(w.numel() for w in weights)
     del per_layout, prepacked
     # The load-time rule (tempo_lens.backends.bridge.linear_calibration) on these timings of every linear.
-    every_linear = (rows_from_timings({r["k"]: r["rowmajor_ms"] for r in rows}, {r["k"]: r["onednn_ms"] for r in rows})
-                    if "onednn" in layouts else None)
+    every = None
+    if "onednn" in layouts:
+        every = plan_from_timings({r["k"]: r["rowmajor_ms"] for r in rows}, {r["k"]: r["onednn_ms"] for r in rows},
+                                  {r["k"]: r["colmajor_ms"] for r in rows if r["k"] == 1})
+    load_time = {"min_rows": packed_min_rows(model), "one_row": one_row_kernel(model)}
     return {"n_linear": len(weights), "weight_mb": 4 * n_params / 2**20, "layouts": list(layouts), "rows": rows,
-            "packed_from_rows": {"load_time": packed_min_rows(model), "every_linear": every_linear}, "samples": samples}
+            "plan": {"load_time": load_time,
+                     "every_linear": None if every is None else {"min_rows": every.min_rows, "one_row": every.one_row}},
+            "samples": samples}
 
 
 def bench_stock(model: "TransformerBridge", cfg: BenchConfig) -> dict:
@@ -134,14 +139,13 @@ def format_linear(li: dict) -> list[str]:
         table(["k"] + [f"{LAYOUT_NAMES[lay]} ms / ratio" for lay in li["layouts"]],
               [[r["k"]] + [f"{r[f'{lay}_ms']:.1f} / {r[f'{lay}_vs_rowmajor_1']['ratio']:.2f}x" for lay in li["layouts"]]
                for r in li["rows"]]),
-        f"packing choice (prepacked from how many rows; none = never): the load-time measurement chose "
-        f"{_rows(li['packed_from_rows']['load_time'])}; its rule on these timings of every linear gives "
-        f"{_rows(li['packed_from_rows']['every_linear'])}",
+        f"kernel choice (packed from how many rows, the one-row kernel): the load-time measurement chose "
+        f"{_plan(li['plan']['load_time'])}; its rule on these timings of every linear gives {_plan(li['plan']['every_linear'])}",
     ]
 
 
-def _rows(n: int | None) -> str:
-    return "none" if n is None else str(n)
+def _plan(plan: dict | None) -> str:
+    return "-" if plan is None else f"packed from {plan['min_rows'] or 'never'}, one row {plan['one_row']}"
 
 
 def format_stock(st: dict) -> list[str]:

@@ -62,9 +62,9 @@ def summarize(results: dict) -> list[dict]:
         for row in s["parallel"]["rows"]:
             rows.append(_at_most(f"1 parallel ({_settings(s['parallel'])}): TEMPO k={row['k']} / 1-token decode", "parallel",
                                  row["vs_decode"]["ratio"]))
-    if "linear" in s and "packed_from_rows" in s["linear"]:
-        chosen = s["linear"]["packed_from_rows"]
-        rows.append(_row("1b packing choice: load-time measurement / rule on every linear", "agree",
+    if "linear" in s and "plan" in s["linear"]:
+        chosen = s["linear"]["plan"]
+        rows.append(_row("1b kernel choice: load-time measurement / the rule on every linear", "agree",
                          f"{chosen['load_time']} / {chosen['every_linear']}", None, chosen["load_time"] == chosen["every_linear"]))
     if "stock" in s:
         for row in s["stock"]["rows"]:

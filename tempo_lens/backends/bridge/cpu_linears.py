@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -101,43 +101,65 @@ def _restore_forwards(modules: list[torch.nn.Linear], forwards: list[Any]) -> No
             module.forward = forward
 
 
+OneRowKernel = Literal["stock", "packed", "by_column"]
+
+
 class PackedLinearForward:
     """An ``nn.Linear``'s permanent forward on a prepacked copy of its weight, with the stock path as fallback.
 
-    The stock ``F.linear`` runs for fewer than ``min_rows`` rows (2 by default: a one-token decode keeps the
-    stock result bit for bit; :mod:`.linear_calibration` measures where packing pays on this machine), when
-    autograd needs the weight or the input, or when either is not fp32 on CPU; the weight is repacked when
-    it is replaced or edited in place. Copies and pickles drop the packed tensor (oneDNN's opaque tensors
-    cannot be copied) and repack on first use.
+    Inputs of ``min_rows`` rows or more (None: never) run on the packed copy; a single row runs the
+    ``one_row`` kernel: the stock ``F.linear`` (a decode then keeps the stock result bit for bit), the packed
+    copy, or ``by_column``, a matrix product with a column-major (``[in, out]``) copy of the weight
+    (:mod:`.linear_calibration` measures which pays on this machine); anything else runs stock. Stock also
+    serves whenever autograd needs the weight or the input, or either is not fp32 on CPU. The copies are
+    remade when the weight is replaced or edited in place. Copies and pickles of the model drop them
+    (oneDNN's opaque tensors cannot be copied) and remake them on first use.
     """
 
-    def __init__(self, module: torch.nn.Linear, packed: Tensor | None = None, min_rows: int = 2):
-        self.module, self.packed, self.min_rows = module, packed, min_rows
-        self.key = _weight_key(module.weight) if packed is not None else None
+    def __init__(
+        self, module: torch.nn.Linear, packed: Tensor | None = None, min_rows: int | None = 2, one_row: OneRowKernel = "stock"
+    ):
+        self.module, self.min_rows, self.one_row = module, min_rows, one_row
+        self.packed: Tensor | None = packed
+        self.by_column: Tensor | None = None
+        self.key = None
+        if packed is not None or one_row == "by_column":
+            self._remake(module.weight)
+
+    def _remake(self, weight: Tensor) -> None:
+        if self.min_rows is not None or self.one_row == "packed":
+            self.packed = pack_weight(weight)
+        if self.one_row == "by_column":
+            self.by_column = weight.detach().t().contiguous()
+        self.key = _weight_key(weight)
 
     def __call__(self, x: Tensor) -> Tensor:
         module = self.module
         weight = module.weight
+        rows = x.numel() // max(1, x.shape[-1])
+        kernel = self.one_row if rows == 1 else ("packed" if self.min_rows is not None and rows >= self.min_rows else "stock")
         if (
-            x.numel() < self.min_rows * x.shape[-1]
+            kernel == "stock"
             or x.dtype != torch.float32
             or x.device.type != "cpu"
             or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
         ):
             return torch.nn.functional.linear(x, weight, module.bias)
-        key = _weight_key(weight)
-        if key != self.key:
-            self.packed, self.key = pack_weight(weight), key
+        if _weight_key(weight) != self.key:
+            self._remake(weight)
+        if kernel == "by_column" and self.by_column is not None:
+            out = torch.matmul(x, self.by_column)
+            return out if module.bias is None else out + module.bias
         if self.packed is None:
             return torch.nn.functional.linear(x, weight, module.bias)
         return packed_linear(x, self.packed, module.bias)
 
     def __getstate__(self) -> dict:
-        return {"module": self.module, "min_rows": self.min_rows}
+        return {"module": self.module, "min_rows": self.min_rows, "one_row": self.one_row}
 
     def __setstate__(self, state: dict) -> None:
-        self.module, self.packed, self.key = state["module"], None, None
-        self.min_rows = state.get("min_rows", 2)
+        self.module, self.packed, self.by_column, self.key = state["module"], None, None, None
+        self.min_rows, self.one_row = state.get("min_rows", 2), state.get("one_row", "stock")
 
 
 def _weight_key(weight: Tensor) -> tuple:
@@ -149,24 +171,32 @@ def packed_bytes(modules: list[torch.nn.Linear]) -> int:
     return sum(m.weight.numel() * m.weight.element_size() for m in modules)
 
 
-def install_prepacked_linears(model: TransformerBridge, min_rows: int = 2) -> int:
+def install_prepacked_linears(model: TransformerBridge, min_rows: int | None = 2, one_row: OneRowKernel = "stock") -> int:
     """Pack every linear weight now and keep the packed forwards; returns how many (0: none could be packed).
 
-    Inputs of ``min_rows`` rows or more run packed. All or nothing: where one weight cannot be packed (not
-    fp32 CPU, no oneDNN), nothing changes. Calling it again repacks (after weights were edited through ``.data``).
+    Inputs of ``min_rows`` rows or more run packed (None: never), one row runs ``one_row``
+    (:class:`PackedLinearForward`). All or nothing: where one weight cannot be packed (not fp32 CPU, no
+    oneDNN), nothing changes. Calling it again repacks (after weights were edited through ``.data``).
     """
     prepacked = PrepackedLinears(model)
     if not prepacked.available:
         return 0
+    keep_packed = min_rows is not None or one_row == "packed"
     for module, packed in zip(prepacked.modules, prepacked.packed):
-        module.forward = PackedLinearForward(module, packed, min_rows)
+        module.forward = PackedLinearForward(module, packed if keep_packed else None, min_rows, one_row)
     return len(prepacked.modules)
 
 
 def packed_min_rows(model: TransformerBridge) -> int | None:
-    """From how many rows the installed packed forwards run packed (None: none installed)."""
+    """From how many rows the installed forwards run packed (None: none installed, or never packed)."""
     linears = installed_linears(model)
     return vars(linears[0])["forward"].min_rows if linears else None
+
+
+def one_row_kernel(model: TransformerBridge) -> OneRowKernel:
+    """The kernel the installed forwards run for one row (``stock`` when none is installed)."""
+    linears = installed_linears(model)
+    return vars(linears[0])["forward"].one_row if linears else "stock"
 
 
 def sample_linears(model: TransformerBridge, min_bytes: int = 64 * 2**20) -> list[torch.nn.Linear]:

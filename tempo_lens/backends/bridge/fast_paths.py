@@ -10,13 +10,13 @@ of the prepacked linears):
   statistics while nothing is attached to either hook point (bit-identical; any device and dtype);
 - prepacked linears (:mod:`tempo_lens.backends.bridge.cpu_linears`): fp32 CPU linear layers run on oneDNN with
   prepacked weights, so a step with 2-8 siblings, or a batch, costs about what a one-token decode does per
-  weight read (they round differently: logits within 1e-4 of the stock ones on the tiny test models, 1e-3 on
-  the embedded model). Whether, and from how many rows, that pays depends on the CPU, so by default it is
-  measured when the model loads (:mod:`tempo_lens.backends.bridge.linear_calibration`, once per process and
-  layer shapes): packed from the smallest row count where it pays, not at all where it pays nowhere. They
-  keep a second copy of the linear weights, so by default they are applied only where that copy takes at most
-  half of the free memory. ``fast=True`` applies them regardless of memory and measurement (from the measured
-  row count, else from 2 rows).
+  weight read, and one row (a decode) may run on a column-major copy of the weight (they round differently:
+  logits within 1e-4 of the stock ones on the tiny test models, 1e-3 on the embedded model). Which of these
+  pays depends on the CPU, so by default it is measured when the model loads
+  (:mod:`tempo_lens.backends.bridge.linear_calibration`, once per process and layer shapes). Each kernel kept
+  holds one more copy of the linear weights, so by default they are applied only where those copies take at
+  most half of the free memory (the column-major copy goes first). ``fast=True`` applies them regardless of
+  memory, and packs from 2 rows even where the measurement says it does not pay.
 
 The one switch: ``load_model(..., fast=False)``, or the environment variable ``TEMPO_LENS_FAST=0``
 (``tempo-lens --no-fast`` sets it), loads the stock TransformerBridge. :func:`stock_paths` sets them
@@ -38,6 +38,7 @@ from .cpu_linears import (
     install_prepacked_linears,
     installed_linears,
     linear_modules,
+    one_row_kernel,
     packed_bytes,
     packed_min_rows,
     remove_prepacked_linears,
@@ -46,7 +47,7 @@ from .cpu_linears import (
 )
 from .fast_norms import patched_norms, restore_norm_statistics, skip_unobserved_norm_statistics, stock_norms
 from .lean_dispatch import _lean_hook_call, lean_components, lean_dispatch, restore_dispatch, stock_dispatch
-from .linear_calibration import PackingPlan, calibrate_packing
+from .linear_calibration import LinearPlan, calibrate_linears
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -86,25 +87,31 @@ def apply_fast_paths(model: TransformerBridge, fast: bool | None = None) -> list
     lean_dispatch(model)
     skip_unobserved_norm_statistics(model)
     params = next(model.original_model.parameters())
-    extra = packed_bytes(linear_modules(model))
-    if setting or extra <= PACKED_SHARE_OF_FREE * available_bytes(params.device):
-        plan = packing_plan(model)
+    one_copy = packed_bytes(linear_modules(model))
+    budget = PACKED_SHARE_OF_FREE * available_bytes(params.device)
+    if setting or one_copy <= budget:
+        plan = linear_plan(model)
+        min_rows, one_row = plan.min_rows, plan.one_row
+        if setting and min_rows is None:
+            min_rows = 2  # fast=True: packed from 2 rows whatever was measured
+        if one_row == "by_column" and not setting and (1 + (min_rows is not None)) * one_copy > budget:
+            one_row = "stock"  # both copies do not fit: keep the packed one
         remove_prepacked_linears(model)
-        if plan.min_rows is not None or setting:
-            install_prepacked_linears(model, plan.min_rows or 2)
-        log.info("fast paths: prepacked linears, %s", plan.describe())
+        if min_rows is not None or one_row != "stock":
+            install_prepacked_linears(model, min_rows, one_row)
+        log.info("fast paths: linears, %s", plan.describe())
     return fast_paths_on(model)
 
 
-_PLANS: dict[tuple, PackingPlan] = {}
+_PLANS: dict[tuple, LinearPlan] = {}
 
 
-def packing_plan(model: TransformerBridge) -> PackingPlan:
-    """The measured packing plan for this model's layer shapes (measured once per process and shapes)."""
+def linear_plan(model: TransformerBridge) -> LinearPlan:
+    """The measured linear plan for this model's layer shapes (measured once per process and shapes)."""
     sample = sample_linears(model)
     key = (tuple(tuple(m.weight.shape) for m in sample), torch.get_num_threads())
     if key not in _PLANS:
-        _PLANS[key] = calibrate_packing(sample)
+        _PLANS[key] = calibrate_linears(sample)
     return _PLANS[key]
 
 
@@ -123,10 +130,12 @@ def fast_paths_on(model: TransformerBridge) -> list[str]:
         on.append(f"fast norms ({norms} norm bridges skip unobserved hook statistics)")
     linears = installed_linears(model)
     if linears:
-        rows = packed_min_rows(model)
+        rows, one_row = packed_min_rows(model), one_row_kernel(model)
+        packed = "never packed" if rows is None else f"packed from {rows} rows"
+        copies = int(rows is not None or one_row == "packed") + int(one_row == "by_column")
         on.append(
-            f"prepacked linears ({len(linears)} fp32 CPU linears on oneDNN from {rows} row{'s' if rows != 1 else ''}, "
-            f"+{packed_bytes(linears) / 2**20:.0f} MB)"
+            f"prepacked linears ({len(linears)} fp32 CPU linears on oneDNN: {packed}, one row {one_row}; "
+            f"+{copies * packed_bytes(linears) / 2**20:.0f} MB)"
         )
     return on
 

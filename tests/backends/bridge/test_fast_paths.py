@@ -16,7 +16,7 @@ from tempo_lens import load_model
 from tempo_lens.errors import InvalidInputError
 from tempo_lens.backends.bridge import fast_paths
 from tempo_lens.backends.bridge.fast_paths import ENV, apply_fast_paths, fast_paths_on, remove_fast_paths, stock_paths
-from tempo_lens.backends.bridge.linear_calibration import PackingPlan
+from tempo_lens.backends.bridge.linear_calibration import LinearPlan
 from tempo_lens.generation import generate, generate_batch
 from tempo_lens.pruning import AttentionPruning
 from tests.generation.test_batch import PROMPTS, assert_rows_equal
@@ -39,7 +39,7 @@ def _kinds(model) -> set[str]:
 @pytest.fixture
 def packing_pays(monkeypatch):
     """The load-time measurement replaced by a plan that packs from 2 rows (what it finds on most CPUs)."""
-    monkeypatch.setattr(fast_paths, "packing_plan", lambda model: PackingPlan(min_rows=2))
+    monkeypatch.setattr(fast_paths, "linear_plan", lambda model: LinearPlan(min_rows=2))
 
 
 def test_on_by_default_and_one_switch_turns_them_off(tiny_dirs, monkeypatch, packing_pays):
@@ -55,21 +55,21 @@ def test_on_by_default_and_one_switch_turns_them_off(tiny_dirs, monkeypatch, pac
         load_model(path, device="cpu")
 
 
-@pytest.mark.parametrize("min_rows", [None, 1, 2])
-def test_the_measured_plan_decides_prepacking_by_default(tiny_dirs, monkeypatch, min_rows):
-    """Packed from the measured row count; not at all where packing pays nowhere, unless fast=True asks for it."""
-    from tempo_lens.backends.bridge.cpu_linears import linear_modules, packed_min_rows
+@pytest.mark.parametrize(("min_rows", "one_row"), [(None, "stock"), (2, "stock"), (2, "packed"), (None, "by_column")])
+def test_the_measured_plan_decides_by_default(tiny_dirs, monkeypatch, min_rows, one_row):
+    """The measured kernels are installed; nothing where nothing pays, unless fast=True asks for packing."""
+    from tempo_lens.backends.bridge.cpu_linears import linear_modules, one_row_kernel, packed_min_rows
 
     monkeypatch.delenv(ENV, raising=False)
-    monkeypatch.setattr(fast_paths, "packing_plan", lambda model: PackingPlan(min_rows=min_rows))
+    monkeypatch.setattr(fast_paths, "linear_plan", lambda model: LinearPlan(min_rows=min_rows, one_row=one_row))
     model = load_model(str(tiny_dirs["llama"]), device="cpu")
-    assert packed_min_rows(model) == min_rows
-    assert ("prepacked linears" in _kinds(model)) == (min_rows is not None)
+    assert (packed_min_rows(model), one_row_kernel(model)) == (min_rows, one_row)
+    assert ("prepacked linears" in _kinds(model)) == (min_rows is not None or one_row != "stock")
     module = linear_modules(model)[0]
     x = torch.randn(1, module.in_features)
     with torch.no_grad():
         one_row_stock = torch.equal(module(x), torch.nn.functional.linear(x, module.weight, module.bias))
-    assert one_row_stock or min_rows == 1
+    assert one_row_stock or one_row != "stock"
     apply_fast_paths(model, fast=True)
     assert packed_min_rows(model) == (min_rows or 2)
 
