@@ -164,6 +164,14 @@ def head_scatter(head_df: pd.DataFrame, *, title: str = "Head specialisation: re
     return fig
 
 
+def layer_head_heatmap(table: pd.DataFrame, **style: Any) -> go.Heatmap:
+    """A heatmap trace of a layer × head table (rows layers, columns heads, as ``DataFrame.pivot`` makes it).
+
+    ``style`` is passed to ``go.Heatmap`` (colour scale, range, colour bar, hover template).
+    """
+    return go.Heatmap(z=table.to_numpy(), x=list(table.columns), y=list(table.index), **style)
+
+
 def head_map_figure(cells: pd.DataFrame, *, title: str = "Per (layer, head): first-token share and parallel effect") -> go.Figure:
     """Two layer × head heatmaps from a :func:`~tempo_lens.analysis.head_map.head_map` frame: ``sink_share`` (0-1) and
     ``parallel_coef`` (log factor, diverging around 0; hover shows the factor)."""
@@ -180,10 +188,8 @@ def head_map_figure(cells: pd.DataFrame, *, title: str = "Per (layer, head): fir
         coef = cells.pivot(index="layer", columns="head", values="parallel_coef").astype(float)
         bound = float(np.nanmax(np.abs(coef.to_numpy()))) if np.isfinite(coef.to_numpy()).any() else 1.0
         fig.add_trace(
-            go.Heatmap(
-                z=sink.to_numpy(),
-                x=list(sink.columns),
-                y=list(sink.index),
+            layer_head_heatmap(
+                sink,
                 colorscale="Blues",
                 zmin=0,
                 zmax=1,
@@ -194,10 +200,8 @@ def head_map_figure(cells: pd.DataFrame, *, title: str = "Per (layer, head): fir
             1,
         )
         fig.add_trace(
-            go.Heatmap(
-                z=coef.to_numpy(),
-                x=list(coef.columns),
-                y=list(coef.index),
+            layer_head_heatmap(
+                coef,
                 colorscale="RdBu_r",
                 zmin=-bound,
                 zmax=bound,

@@ -109,8 +109,17 @@ def set_scores(a: Float[Tensor, " key"], layout: TokenLayout, step: int) -> dict
     return scores
 
 
+class TabledStrategy:
+    """Strategy settings that a ``[pruning]`` config table names: ``TABLE`` maps each table key to its attribute."""
+
+    TABLE: ClassVar[dict[str, str]]
+
+    def describe(self) -> dict:
+        return describe_strategy(self)
+
+
 @dataclass(frozen=True)
-class AttentionPruning:
+class AttentionPruning(TabledStrategy):
     """Prune by attention: configurable threshold, layers used, their weights, and the distance prior.
 
     Settings only; :meth:`start` makes the per-generation state (its events), so one strategy object
@@ -186,9 +195,6 @@ class AttentionPruning:
     def start(self, model: TransformerBridge, layout: TokenLayout, row: int = 0) -> AttentionPruningSession:
         return AttentionPruningSession(self, layout, self.layers_for(int(model.cfg.n_layers)))
 
-    def describe(self) -> dict:
-        return describe_strategy(self)
-
 
 @dataclass
 class AttentionPruningSession:
@@ -219,7 +225,7 @@ class AttentionPruningSession:
 
 
 @dataclass(frozen=True)
-class SimilarityPruning:
+class SimilarityPruning(TabledStrategy):
     """Prune for diversity: drop siblings whose hidden state nearly duplicates their set's most likely one.
 
     The residual stream after block ``layer`` (``blocks.L.hook_resid_post``, ``[batch, pos, d_model]``;
@@ -247,9 +253,6 @@ class SimilarityPruning:
     def start(self, model: TransformerBridge, layout: TokenLayout, row: int = 0) -> SimilarityPruningSession:
         layer = resolve_layer(self.layer, int(model.cfg.n_layers), "similarity pruning layer")
         return SimilarityPruningSession(self, layout, layer, row)
-
-    def describe(self) -> dict:
-        return describe_strategy(self)
 
 
 @dataclass
@@ -297,7 +300,7 @@ STRATEGIES: dict[StrategyName, type[AttentionPruning] | type[SimilarityPruning]]
 )
 
 
-def describe_strategy(strategy: AttentionPruning | SimilarityPruning) -> dict:
+def describe_strategy(strategy: TabledStrategy) -> dict:
     """A strategy as its config table (``strategy`` plus every ``TABLE`` key), the inverse of :func:`strategy_from_table`."""
     name = next(n for n, cls in STRATEGIES.items() if isinstance(strategy, cls))
     values = {key: getattr(strategy, attr) for key, attr in strategy.TABLE.items()}

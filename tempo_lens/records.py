@@ -20,8 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import stat
 import types
 import typing
 from functools import cache
@@ -30,6 +28,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import numpy as np
 
+from .capped_read import CappedReadError, read_capped
 from .errors import ExperimentFileError
 
 MAX_DEPTH = 64  # no record of ours nests deeper than a handful of levels
@@ -103,7 +102,7 @@ def decode(cls: Any, value: Any, where: str = "record") -> Any:
             raise _fail(where, "an object", value)
         _, item = typing.get_args(cls)
         return {str(k): decode(item, v, f"{where}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(cls):
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
         if not isinstance(value, dict):
             raise _fail(where, f"an object ({cls.__name__})", value)
         hints = _hints(cls)
@@ -111,7 +110,7 @@ def decode(cls: Any, value: Any, where: str = "record") -> Any:
         for f in dataclasses.fields(cls):
             if f.name in value:
                 kwargs[f.name] = decode(hints[f.name], value[f.name], f"{where}.{f.name}")
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise FieldError(f"{where}.{f.name}", "is missing")
         return cls(**kwargs)
     if cls is float:
@@ -144,25 +143,26 @@ def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
 def read_bounded(path: Path, what: str, fix: str, max_bytes: int) -> bytes:
     """The bytes of the regular file ``path`` if it holds at most ``max_bytes``; refused otherwise, before reading."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise ExperimentFileError(f"cannot open {path} ({exc.strerror or exc}); {fix}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ExperimentFileError(f"{path} is not a regular file; {fix}")
-        if info.st_size > max_bytes:
-            raise ExperimentFileError(
-                f"{path} is {info.st_size / 2**20:.0f} MiB, more than any {what} tempo_lens writes "
+        return read_capped(path, max_bytes)
+    except CappedReadError as exc:
+        raise ExperimentFileError(_refusal_message(exc, path, what, fix, max_bytes)) from None
+
+
+def _refusal_message(refusal: CappedReadError, path: Path, what: str, fix: str, max_bytes: int) -> str:
+    match refusal.reason:
+        case "open":
+            return f"cannot open {path} ({refusal.cause}); {fix}"
+        case "read":
+            return f"cannot read {path} ({refusal.cause}); {fix}"
+        case "too_large":
+            return (
+                f"{path} is {refusal.size / 2**20:.0f} MiB, more than any {what} tempo_lens writes "
                 f"(at most {max_bytes / 2**20:.0f} MiB); it was not read. {fix[:1].upper()}{fix[1:]}"
             )
-        try:
-            data = handle.read(max_bytes + 1)
-        except OSError as exc:
-            raise ExperimentFileError(f"cannot read {path} ({exc.strerror or exc}); {fix}") from None
-    if len(data) > max_bytes:
-        raise ExperimentFileError(f"{path} grew past {max_bytes / 2**20:.0f} MiB while being read; {fix}")
-    return data
+        case "grew":
+            return f"{path} grew past {max_bytes / 2**20:.0f} MiB while being read; {fix}"
+        case _:
+            return f"{path} is not a regular file; {fix}"
 
 
 def parse_json(data: bytes | str, source: str, fix: str) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ def _available_bytes() -> int:
     return available_bytes(torch.device("cpu"))
 
 
-def read_arrays(path: Path, shapes: dict[str, tuple[int, ...]], fix: str) -> dict[str, np.ndarray]:
+def read_arrays(path: Path, shapes: Mapping[str, tuple[int, ...]], fix: str) -> dict[str, np.ndarray]:
     """The float32 arrays ``name -> shape`` of the ``.npz`` at ``path``, or a refusal naming the file and array."""
     need = sum(math.prod(shape) for shape in shapes.values()) * DTYPE.itemsize
     free = _available_bytes()
@@ -68,6 +69,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple[i
         raise ExperimentFileError(f"{where} declares more bytes than its compressed data can hold; {fix}")
     try:
         with archive.open(info) as handle:
+            assert isinstance(handle, zipfile.ZipExtFile)  # what ZipFile.open reads with (a buffered reader)
             version = np.lib.format.read_magic(handle)
             reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             declared, fortran, dtype = reader(handle)
@@ -77,7 +79,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple[i
                     f"its metadata says float32 of shape {shape}; {fix}"
                 )
             array = np.empty(shape, dtype=DTYPE)
-            view = memoryview(array).cast("B")
+            view = array.data.cast("B")
             got = 0
             while got < nbytes:
                 n = handle.readinto(view[got:])

@@ -30,21 +30,11 @@ from jaxtyping import Bool, Float, Int
 from ..capture import as_runs
 from ..layout import TokenLayout
 from ._arrays import step_attention
-from .ratios import NO_OTHER_ATTENTION, NO_PARALLEL, key_buckets
+from .ratios import NO_OTHER_ATTENTION, NO_PARALLEL, STEP_RATIO_COLUMNS, key_buckets
 
 DISTANCE_WINDOW = 1  # logical distances within this of a parallel key's count as "the same distance"
 NO_MATCH = "no distance-matched other keys"
-MATCHED_COLUMNS = [
-    "run",
-    "prompt",
-    "mode",
-    "step",
-    "ratio",
-    "parallel_mean",
-    "matched_mean",
-    "n_matched_parallel",
-    "missing_reason",
-]
+MATCHED_COLUMNS = [*STEP_RATIO_COLUMNS, "matched_mean", "n_matched_parallel", "missing_reason"]
 
 
 def logical_distance(layout: TokenLayout, step: int) -> Int[np.ndarray, " key"]:

@@ -40,13 +40,10 @@ NO_OTHER_ATTENTION = "no attention to other keys"
 OtherKeys = Literal["all", "generated"]
 """Which non-parallel keys form the "other" bucket: every one, or the generated ones only."""
 
+STEP_RATIO_COLUMNS = ["run", "prompt", "mode", "step", "ratio", "parallel_mean"]
+"""The columns every per-step ratio table opens with: which step of which run, its ratio, the parallel keys' mean."""
 RATIO_COLUMNS = [
-    "run",
-    "prompt",
-    "mode",
-    "step",
-    "ratio",
-    "parallel_mean",
+    *STEP_RATIO_COLUMNS,
     "other_mean",
     "parallel_set_mass",
     "n_parallel_keys",

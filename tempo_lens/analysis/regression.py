@@ -33,6 +33,7 @@ import pandas as pd
 from jaxtyping import Float
 
 from ..capture import as_runs
+from ..lookup import FindBy
 from ._arrays import step_attention
 
 Term = Literal["parallel", "first", "prompt", "log_distance", "sibling"]
@@ -156,12 +157,12 @@ def fit(pairs: pd.DataFrame, terms: Iterable[str]) -> dict[str, float]:
 
 @dataclass
 class Coefficient:
-    """One term's coefficient in the full model, with its interval from resampling prompts."""
+    """One term's coefficient in the full model, with its interval from resampling prompts (None: not enough resamples)."""
 
     term: str
     estimate: float | None
-    lo: float | None
-    hi: float | None
+    lo: float | None = None
+    hi: float | None = None
 
 
 @dataclass
@@ -174,8 +175,7 @@ class RegressionResult:
     raw: Coefficient
     shares: dict[str, float | None]
 
-    def coefficient(self, term: str) -> Coefficient | None:
-        return next((c for c in self.coefficients if c.term == term), None)
+    coefficient = FindBy[Coefficient]("coefficients", "term")
 
 
 def _num(x: float) -> float | None:

@@ -11,6 +11,7 @@ refuses, again unless asked, an experiment whose arrays would not fit in half th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -55,7 +56,7 @@ def attention_bytes(config: ExperimentConfig, n_layers: int, n_heads: int, longe
     settings = config.generation
     capture = settings.capture
     layers = len(capture.layers_for(n_layers)) if capture is not None else n_layers
-    steps = range(settings.max_steps)
+    steps: Sequence[int] = range(settings.max_steps)
     if capture is not None and capture.steps is not None:
         steps = [s for s in capture.steps if s < settings.max_steps]
     width = settings.max_parallel

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from ..capped_read import CappedReadError, read_capped
 from ..errors import ConfigError, InvalidInputError
 from ..generation.config import GenerationConfig, check_choice, check_int, reject_unknown
 from ..model import DTYPES as _MODEL_DTYPES
@@ -84,6 +84,26 @@ class ExperimentConfig:
         }
 
 
+def _cannot_open(what: str, name: str, cause: str) -> str:
+    return f"cannot open {what} {name} ({cause}); check the path and its permissions"
+
+
+def _refusal_message(refusal: CappedReadError, what: str, name: str, limit: int) -> str:
+    if refusal.reason == "folder" or isinstance(refusal.error, IsADirectoryError):
+        return f"{what} {name} is a folder; pass a file"
+    match refusal.reason:
+        case "open" if isinstance(refusal.error, FileNotFoundError):
+            return f"{what} {name} does not exist; check the path"
+        case "open":
+            return _cannot_open(what, name, refusal.cause)
+        case "special":
+            return f"{what} {name} is not a regular file (a device, pipe or socket); pass a text file"
+        case "read":
+            return f"cannot read {what} {name} ({refusal.cause}); check the file"
+        case _:
+            return f"{what} {name} is larger than {limit >> 20} MiB; is it the right file? Split it if it is"
+
+
 def read_text_file(path: Path, what: str, limit: int) -> str:
     """A UTF-8 text file (a leading BOM is dropped), or a ConfigError naming ``what`` and the fix.
 
@@ -92,33 +112,11 @@ def read_text_file(path: Path, what: str, limit: int) -> str:
     """
     name = repr(str(path))
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {name} does not exist; check the path") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{what} {name} is a folder; pass a file") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"cannot open {what} {name} ({getattr(exc, 'strerror', None) or exc}); check the path and its permissions"
-        ) from None
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise ConfigError(f"{what} {name} is a folder; pass a file")
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{what} {name} is not a regular file (a device, pipe or socket); pass a text file")
-    except BaseException:
-        os.close(fd)
-        raise
-    with os.fdopen(fd, "rb") as handle:
-        if info.st_size > limit:
-            raise ConfigError(f"{what} {name} is larger than {limit >> 20} MiB; is it the right file? Split it if it is")
-        try:
-            data = handle.read(limit + 1)
-        except OSError as exc:
-            raise ConfigError(f"cannot read {what} {name} ({exc.strerror}); check the file") from None
-    if len(data) > limit:
-        raise ConfigError(f"{what} {name} is larger than {limit >> 20} MiB; is it the right file? Split it if it is")
+        data = read_capped(path, limit)
+    except CappedReadError as exc:
+        raise ConfigError(_refusal_message(exc, what, name, limit)) from None
+    except ValueError as exc:  # a path the OS cannot take (a NUL byte)
+        raise ConfigError(_cannot_open(what, name, str(exc))) from None
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise ConfigError(f"{what} {name} is UTF-16 text, not UTF-8; convert it, e.g. `iconv -f utf-16 -t utf-8`")
     if b"\0" in data:
@@ -236,23 +234,22 @@ def check_name(name: object) -> None:
     """An experiment name becomes a folder (``runs/NAME``): one plain, visible path component."""
     if name is None:
         return
-    bad = (
+    if (
         not isinstance(name, str)
         or not name.strip()
         or len(name) > MAX_NAME_CHARS
         or name.startswith(".")
         or any(c in name for c in "/\\")
         or any(ord(c) < 32 for c in name)
-    )
-    if not bad and (name.lower() in RESERVED_NAMES or re.fullmatch(r"shard-\d+-of-\d+", name)):
-        raise InvalidInputError(
-            f"name {name!r} is reserved: {', '.join(RESERVED_NAMES)} and shard-i-of-n are folders of the output layout; "
-            'choose another name, e.g. name = "exp1"'
-        )
-    if bad:
+    ):
         raise InvalidInputError(
             f"name must be a plain folder name (no / or \\, not starting with '.', at most {MAX_NAME_CHARS} "
             f'characters), got {name!r}; e.g. name = "exp1"'
+        )
+    if name.lower() in RESERVED_NAMES or re.fullmatch(r"shard-\d+-of-\d+", name):
+        raise InvalidInputError(
+            f"name {name!r} is reserved: {', '.join(RESERVED_NAMES)} and shard-i-of-n are folders of the output layout; "
+            'choose another name, e.g. name = "exp1"'
         )
 
 

@@ -19,7 +19,9 @@ import warnings
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import Enum, auto
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -46,7 +48,12 @@ FORMAT_VERSION = 3  # 2: metadata carries a checksum of its own content; 3: Gene
 METADATA = "metadata.json"
 ARRAYS = "attention.npz"
 FIX = "re-run the experiment"
-_UNCHECKED = object()
+
+
+class _Unchecked(Enum):
+    """The default of ``save_experiment(expect=...)``: no fingerprint to check (None is one: no folder yet)."""
+
+    UNCHECKED = auto()
 
 
 # ---- experiments in memory ----------------------------------------------------------------------
@@ -165,7 +172,11 @@ def folder_path(directory: object, what: str = "experiment folder") -> Path:
 
 
 def save_experiment(
-    experiment: Experiment, directory: str | os.PathLike, *, overwrite: bool = False, expect: Fingerprint | object = _UNCHECKED
+    experiment: Experiment,
+    directory: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    expect: Fingerprint | Literal[_Unchecked.UNCHECKED] = _Unchecked.UNCHECKED,
 ) -> Path:
     """Write atomically: a temporary sibling folder, then a rename; an existing folder needs ``overwrite``.
 
@@ -184,8 +195,8 @@ def save_experiment(
     target.parent.mkdir(parents=True, exist_ok=True)
     with folder_lock(target.parent):
         check_can_write(target, overwrite)
-        if expect is not _UNCHECKED:
-            check_unchanged(target, expect)  # type: ignore[arg-type]
+        if expect is not _Unchecked.UNCHECKED:
+            check_unchanged(target, expect)
         remove_abandoned(target)
         return _write(experiment, target)
 
@@ -198,7 +209,7 @@ def _write(experiment: Experiment, target: Path) -> Path:
 
 def write_arrays(path: Path, groups: Iterable[Iterable[CapturedRun]]) -> list[dict]:
     """Stream every run's arrays (``r{i}_s{step}``, float32) into the archive at ``path``; returns the runs' metadata."""
-    runs_meta = []
+    runs_meta: list[dict] = []
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         for runs in groups:
             for run in runs:

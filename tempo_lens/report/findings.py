@@ -17,6 +17,7 @@ from .findings_controls import baseline_section, beyond_section, hypotheses_sect
 from .findings_distance import summary_paragraph
 from .findings_models import cross_model_section
 from .findings_reference import conclusion_section, data_summary, future_directions, reference_comparison
+from .ordering import by_measured
 from .schema import MODES, Metrics, SingleRun
 from .text import ci_with_verdict, compared, layer_list, mean_of, num, points, times, value_range
 from .verdicts import LESS, MINIMAL, MORE, NOT_MEASURED, TOLERANCE, depth_profile, funnel_reading, point_direction
@@ -89,8 +90,8 @@ def render_findings(metrics: Metrics) -> Document:
             "non-parallel ratio could not be measured in this run."
         )
     else:
-        words = {point_direction(r) for r in ratios}
-        consistency = "consistently" if len(words) == 1 else "on average (not at every step)"
+        step_words = {point_direction(r) for r in ratios}
+        consistency = "consistently" if len(step_words) == 1 else "on average (not at every step)"
         modes_text = ", ".join(f"{m} {times(single.mode_averages.get(m))}" for m in MODES)
         summary = {LESS: "less attention than", MORE: "more attention than"}.get(overall, "about as much attention as")
         doc.p(
@@ -238,7 +239,7 @@ def _layer_heads(doc: Document, metrics: Metrics) -> None:
     )
     if measured:
         name = lambda h: f"L{h.layer}H{h.head}"  # noqa: E731
-        focused = sorted(measured, key=lambda h: h.entropy)[:3]
+        focused = by_measured(measured, lambda h: h.entropy)[:3]
         bias = sorted(measured, key=lambda h: h.distant - h.recent, reverse=True)[:3]
         local = sorted(measured, key=lambda h: h.recent - h.distant, reverse=True)[:3]
         doc.bullets(
@@ -301,7 +302,7 @@ def _heads_section(doc: Document, metrics: Metrics, gqa: bool) -> None:
     measured = [h for h in heads if None not in (h.entropy, h.recent, h.distant)]
     if not measured:
         return
-    by_entropy = sorted(measured, key=lambda h: h.entropy)
+    by_entropy = by_measured(measured, lambda h: h.entropy)
     focused, diffuse = by_entropy[0], by_entropy[::-1][:3]
     bias = sorted(measured, key=lambda h: h.distant - h.recent, reverse=True)[:3]
     doc.p("**Key Patterns:**")

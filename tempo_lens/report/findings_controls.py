@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import plots
 from .document import Document
 from .findings_distance import distance_section
+from .ordering import by_measured
 from .schema import MODES, Interval, MultiPrompt, Pruning, SingleRun
 from .text import ci_text, ci_with_verdict, compared, difference, explains, mean_of, num, p_text, times
 from .verdicts import (
@@ -18,6 +19,15 @@ from .verdicts import (
     point_direction,
     position_sharing_role,
 )
+
+MULTI_MEASURES = (
+    ("Ratio", "ratio"),
+    ("Ratio, reference script's definition", "script_ratio"),
+    ("Ratio without first token", "ratio_no_sink"),
+    ("Set mass / token mean", "set_ratio"),
+    ("Ratio at unique positions", "ratio_unique"),
+)
+"""The across-prompt table's measures: (label, :class:`~.schema.ModeIntervals` field)."""
 
 
 def sink_verdict(single: SingleRun, multi: MultiPrompt | None) -> tuple[str, str]:
@@ -201,7 +211,7 @@ def _implications(doc: Document, single: SingleRun, multi: MultiPrompt | None) -
     }.get(sink, "cannot be judged")
     role, role_where = sharing_verdict(single, multi)
     iso, vis = single.intra("isolated"), single.intra("visible")
-    lowest = sorted((r for r in single.layer_ratio if r.ratio is not None), key=lambda r: r.ratio)[:3]
+    lowest = by_measured(single.layer_ratio, lambda r: r.ratio)[:3]
     doc.bullets(
         [
             "*Down-weighting may be beneficial (coherence over exploration).* Not testable from attention alone; the controls show the "
@@ -357,17 +367,7 @@ def _multi_section(doc: Document, multi: MultiPrompt) -> None:
         "permutation p-value against the null (1 for ratios, 0 for differences). The interval decides the direction word; "
         "the permutation test can only weaken it (see *How the words are chosen*)."
     )
-    rows = []
-    for m in multi.modes:
-        for label, ci in (
-            ("Ratio", m.ratio),
-            ("Ratio, reference script's definition", m.script_ratio),
-            ("Ratio without first token", m.ratio_no_sink),
-            ("Set mass / token mean", m.set_ratio),
-            ("Ratio at unique positions", m.ratio_unique),
-        ):
-            if ci is not None:
-                rows.append([m.mode.upper(), *_interval_row(label, ci)])
+    rows = [[mode.upper(), *_interval_row(label, ci)] for mode, label, ci in multi.measured(MULTI_MEASURES)]
     doc.table(["Mode", "Measure", "Mean [95 % CI] (n runs)", "Permutation p (vs 1)", "Direction vs 1.0"], rows)
     doc.table(
         ["Paired difference", "Mean [95 % CI] (n pairs)", "Permutation p (vs 0)", "Direction vs 0"],

@@ -12,6 +12,7 @@ import math
 
 from . import plots
 from .document import Document
+from .ordering import by_measured
 from .schema import MODES, HeadCell, Interval, MultiPrompt, Regression, SingleRun
 from .text import ci_text, ci_with_verdict, num, times
 from .verdicts import (
@@ -35,6 +36,12 @@ TERM_LABELS = {
     "sibling": "same-step sibling",
 }
 N_STANDOUT = 3
+CONTROL_MEASURES = (
+    ("Ratio without first token", "ratio_no_sink"),
+    ("Generated-only ratio", "ratio_generated"),
+    ("Distance-matched ratio", "ratio_matched"),
+)
+"""The controls' across-prompt table: (label, :class:`~.schema.ModeIntervals` field)."""
 
 
 def coefficient_interval(regression: Regression | None, term: str = "parallel") -> Interval | None:
@@ -157,13 +164,18 @@ def summary_paragraph(single: SingleRun, multi: MultiPrompt | None, mode: str = 
 
 def standout_heads(cells: list[HeadCell], n: int = N_STANDOUT) -> dict[str, list[HeadCell]]:
     """The heads that stand out: largest sink share, largest and smallest parallel coefficient."""
-    sink = sorted((c for c in cells if c.sink_share is not None), key=lambda c: -c.sink_share)[:n]
-    coef = sorted((c for c in cells if c.parallel_coef is not None), key=lambda c: c.parallel_coef)
+    sink = by_measured(cells, lambda c: c.sink_share, reverse=True)[:n]
+    coef = by_measured(cells, lambda c: c.parallel_coef)
     return {"sink": sink, "more": coef[::-1][:n], "less": coef[:n]}
 
 
 def head_label(c: HeadCell) -> str:
     return f"L{c.layer}H{c.head}"
+
+
+def _factor(c: HeadCell) -> str:
+    """A head's parallel coefficient as a factor of attention."""
+    return "n/a" if c.parallel_coef is None else f"{math.exp(c.parallel_coef):.2f}x"
 
 
 def standout_text(cells: list[HeadCell]) -> str:
@@ -174,9 +186,9 @@ def standout_text(cells: list[HeadCell]) -> str:
         "sink: "
         + ", ".join(f"{head_label(c)} ({num(c.sink_share, 2)})" for c in top["sink"])
         + "; parallel keys favoured: "
-        + ", ".join(f"{head_label(c)} ({math.exp(c.parallel_coef):.2f}x)" for c in top["more"])
+        + ", ".join(f"{head_label(c)} ({_factor(c)})" for c in top["more"])
         + "; parallel keys disfavoured: "
-        + ", ".join(f"{head_label(c)} ({math.exp(c.parallel_coef):.2f}x)" for c in top["less"])
+        + ", ".join(f"{head_label(c)} ({_factor(c)})" for c in top["less"])
     )
 
 
@@ -243,15 +255,9 @@ def distance_section(doc: Document, single: SingleRun, multi: MultiPrompt | None
     if not multi:
         doc.p(reading_sentence(single, multi))
         return
-    rows = []
-    for m in multi.modes:
-        for label, ci in (
-            ("Ratio without first token", m.ratio_no_sink),
-            ("Generated-only ratio", m.ratio_generated),
-            ("Distance-matched ratio", m.ratio_matched),
-        ):
-            if ci is not None:
-                rows.append([m.mode.upper(), label, ci_text(ci), interval_verdict(ci).phrase()])
+    rows = [
+        [mode.upper(), label, ci_text(ci), interval_verdict(ci).phrase()] for mode, label, ci in multi.measured(CONTROL_MEASURES)
+    ]
     doc.table(["Mode", "Measure", "Mean [95 % CI] (n runs)", "Direction vs 1.0"], rows)
     if multi.regression:
         doc.p(

@@ -65,7 +65,8 @@ def _depth_cell(entry: CrossModelEntry) -> list[str]:
     means = {d: depth[d].entropy.mean if d in depth else None for d in ("early", "middle", "late")}
     profile = depth_profile(means["early"], means["middle"], means["late"])
     if profile != NOT_MEASURED:
-        high, low = max(means, key=means.get), min(means, key=means.get)
+        measured = {d: mean for d, mean in means.items() if mean is not None}  # every third, as the profile is measured
+        high, low = max(measured, key=measured.__getitem__), min(measured, key=measured.__getitem__)
         reliable = ordering_reliable(depth[high].entropy, depth[low].entropy)
         profile += "" if reliable else f" (not reliable: the {high} and {low} intervals overlap)"
     return cells + [profile]
@@ -86,7 +87,7 @@ def _half_width(ci: Interval | None) -> str:
     return "n/a" if ci is None or ci.lo is None or ci.hi is None else f"±{(ci.hi - ci.lo) / 2:.3f}"
 
 
-def _power_rows(entries: list[CrossModelEntry]) -> list[list[str]]:
+def _power_rows(entries: list[CrossModelEntry]) -> list[list[str | int]]:
     """Per model: runs with a measured step, and the interval half-widths of the ratios and the coefficient."""
     rows = []
     for e in entries:

@@ -5,20 +5,17 @@ from __future__ import annotations
 from .document import Document
 from .findings_controls import sharing_verdict, sink_verdict
 from .findings_distance import reading_sentence
+from .ordering import by_measured
 from .schema import MODES, Metrics, MultiPrompt, Pruning, ScriptChainRow, SingleRun
 from .text import ci_with_verdict, code, compared, difference, explains, layer_list, mean_of, num, points, times, value_range
 from .verdicts import NOT_MEASURED, TOLERANCE, definition_explains_gap, point_direction
-
-
-def _lowest_layers(single: SingleRun, n: int = 3) -> list:
-    return sorted((r for r in single.layer_ratio if r.ratio is not None), key=lambda r: r.ratio)[:n]
 
 
 def future_directions(doc: Document, single: SingleRun, pruning: Pruning | None) -> None:
     doc.h(2, "Future Research Directions (the reference's list, with what this project now measures)")
     iso, vis = single.intra("isolated"), single.intra("visible")
     base = single.baseline_of("isolated")
-    lowest = _lowest_layers(single)
+    lowest = by_measured(single.layer_ratio, lambda r: r.ratio)[:3]
     doc.bullets(
         [
             "**1. Measure intra-step attention directly** - done: every sibling is a query; later siblings pay "

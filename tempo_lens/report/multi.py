@@ -32,7 +32,6 @@ from .schema import (
     PruningEvent,
     PruningOutcome,
     Regression,
-    RegressionTerm,
 )
 
 PAIRED_LABELS = {
@@ -44,7 +43,8 @@ PAIRED_LABELS = {
 }
 
 
-def _variants(experiment: Experiment, variant: str) -> dict[str, CapturedRun]:
+def _variants(experiment: Experiment, variant: str) -> dict[str | None, CapturedRun]:
+    """The experiment's ``variant`` replays by the name of the run each replays (``meta.source_run``)."""
     return {run.meta.get("source_run"): run for run in experiment.variant(variant)}
 
 
@@ -71,7 +71,7 @@ def _mode_intervals(
     ratio: dict,
     no_sink: dict,
     set_ratio: dict,
-    unique: dict[str, CapturedRun],
+    unique: dict[str | None, CapturedRun],
     unique_ratio: dict,
     generated: dict,
     matched: dict,
@@ -92,23 +92,12 @@ def _mode_intervals(
     )
 
 
-def _term(c) -> RegressionTerm:
-    return RegressionTerm(term=c.term, estimate=fnum(c.estimate), lo=fnum(c.lo), hi=fnum(c.hi))
-
-
 def regression_metrics(mode: str, runs: list[CapturedRun]) -> Regression | None:
     """The (query, key) regression of one mode's runs (:mod:`tempo_lens.analysis.regression`), None when unmeasurable."""
     result = attention_regression(pair_table(runs)) if runs else None
     if result is None:
         return None
-    return Regression(
-        mode=mode,
-        n_pairs=result.n_pairs,
-        n_runs=result.n_runs,
-        coefficients=[_term(c) for c in result.coefficients],
-        raw=_term(result.raw),
-        shares={k: fnum(v) for k, v in result.shares.items()},
-    )
+    return Regression(**vars(result), mode=mode)
 
 
 def multi_prompt_metrics(experiment: Experiment) -> MultiPrompt:
@@ -151,7 +140,7 @@ def multi_prompt_metrics(experiment: Experiment) -> MultiPrompt:
                 [ratio.get(r.name, np.nan) for r in with_unique],
                 [unique_ratio.get(unique[r.name].name, np.nan) for r in with_unique],
             )
-    preference = [np.mean(v) if (v := sibling_preference(r)) else np.nan for r in generated]
+    preference = [float(np.mean(v)) if (v := sibling_preference(r)) else np.nan for r in generated]
     return MultiPrompt(
         experiment=experiment_name(experiment),
         n_prompts=len(experiment.config.get("prompts") or []),
@@ -214,7 +203,9 @@ def _pruning_rows(run: CapturedRun) -> tuple[list[dict], list[float], list[float
 
 
 def pruning_metrics(experiment: Experiment) -> Pruning:
-    rows, pruned_means, kept_top = [], [], []
+    rows: list[dict] = []
+    pruned_means: list[float] = []
+    kept_top: list[float] = []
     for run in experiment.generated():
         r, p, k = _pruning_rows(run)
         rows, pruned_means, kept_top = rows + r, pruned_means + p, kept_top + k

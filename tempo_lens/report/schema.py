@@ -9,12 +9,16 @@ Definitions of the quantities: ``docs/definitions.md``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..analysis.regression import Coefficient, RegressionResult
 from ..errors import ExperimentFileError
+from ..experiment.record import ModelRecord
 from ..layout import MODES  # noqa: F401  (re-exported for the report modules)
+from ..lookup import FindBy
 from .codec import decode, encode
 
 SCHEMA_VERSION = 3  # 3: distance and token-kind controls, regression, per-(layer, head) maps; 2: lattice, heatmap, head grid
@@ -52,15 +56,10 @@ class ByMode:
 
 
 @dataclass
-class ModelFacts:
-    name: str
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    d_model: int | None = None
-    n_ctx: int | None = None
-    n_params: int | None = None
-    dtype: str | None = None
+class ModelFacts(ModelRecord):
+    """The model as the metrics state it: its experiment record with the KV head count always given."""
+
+    n_kv_heads: int = field()  # required here: ``field()`` drops the record's default of None
 
 
 @dataclass
@@ -138,16 +137,22 @@ class DepthThird:
 
 
 @dataclass
-class LayerHeadRow:
-    """Head specialisation of one (layer, head), not averaged over layers (``docs/definitions.md``)."""
+class HeadSpecialisation:
+    """How one head spreads its attention: recent and distant keys, entropy, peak, and its group (``docs/definitions.md``)."""
 
-    layer: int
-    head: int
     recent: float | None
     distant: float | None
     entropy: float | None
     max: float | None
     group: str
+
+
+@dataclass
+class LayerHeadRow(HeadSpecialisation):
+    """Head specialisation of one (layer, head), not averaged over layers."""
+
+    layer: int
+    head: int
 
 
 @dataclass
@@ -161,44 +166,27 @@ class HeadCell:
     parallel_coef: float | None
 
 
-@dataclass
-class RegressionTerm:
-    """A coefficient of log attention with its 95 % interval from resampling prompts."""
-
-    term: str
-    estimate: float | None
-    lo: float | None = None
-    hi: float | None = None
+RegressionTerm = Coefficient
+"""A coefficient of log attention with its 95 % interval from resampling prompts."""
 
 
 @dataclass
-class Regression:
-    """Log attention over (query, key) pairs on parallel, first token, prompt token, log distance, sibling.
+class Regression(RegressionResult):
+    """One mode's log attention over (query, key) pairs on parallel, first token, prompt token, log distance, sibling.
 
     ``raw``: the parallel coefficient with the first token only; ``shares``: how much of it each later term
     explains when added in order (prompt, log distance, sibling). Fitted with ``numpy.linalg.lstsq``.
     """
 
     mode: str
-    n_pairs: int
-    n_runs: int
-    coefficients: list[RegressionTerm]
-    raw: RegressionTerm
-    shares: dict[str, float | None]
-
-    def coefficient(self, term: str) -> RegressionTerm | None:
-        return next((c for c in self.coefficients if c.term == term), None)
 
 
 @dataclass
-class HeadRow:
+class HeadRow(HeadSpecialisation):
+    """Head specialisation of one head, averaged over the captured layers; ``kv_head`` is the KV head it reads."""
+
     head: int
     kv_head: int
-    recent: float | None
-    distant: float | None
-    entropy: float | None
-    max: float | None
-    group: str
 
 
 @dataclass
@@ -285,14 +273,9 @@ class SingleRun:
     layer_heads: list[LayerHeadRow] = field(default_factory=list)
     depth_all_steps: list[DepthThird] = field(default_factory=list)  # isolated run, layer entropy averaged over every step
 
-    def run(self, mode: str) -> RunSummary | None:
-        return next((r for r in self.runs if r.mode == mode), None)
-
-    def baseline_of(self, mode: str) -> SharedUnique | None:
-        return next((b for b in self.baseline_averages if b.mode == mode), None)
-
-    def intra(self, mode: str) -> IntraStep | None:
-        return next((r for r in self.intra_step if r.mode == mode), None)
+    run = FindBy[RunSummary]("runs", "mode")
+    baseline_of = FindBy[SharedUnique]("baseline_averages", "mode")
+    intra = FindBy[IntraStep]("intra_step", "mode")
 
 
 @dataclass
@@ -341,14 +324,15 @@ class MultiPrompt:
     regression: list[Regression] = field(default_factory=list)
     head_map: list[HeadCell] = field(default_factory=list)  # isolated runs
 
-    def regression_of(self, mode: str) -> Regression | None:
-        return next((r for r in self.regression if r.mode == mode), None)
-
-    def mode(self, mode: str) -> ModeIntervals | None:
-        return next((m for m in self.modes if m.mode == mode), None)
+    regression_of = FindBy[Regression]("regression", "mode")
+    mode = FindBy[ModeIntervals]("modes", "mode")
 
     def pair(self, key: str) -> Interval | None:
         return next((p.interval for p in self.paired if p.key == key), None)
+
+    def measured(self, measures: Sequence[tuple[str, str]]) -> list[tuple[str, str, Interval]]:
+        """``(mode, label, interval)`` for every mode and ``(label, ModeIntervals field)`` of ``measures`` it has."""
+        return [(m.mode, label, ci) for m in self.modes for label, name in measures if (ci := getattr(m, name)) is not None]
 
 
 @dataclass
@@ -384,8 +368,7 @@ class Pruning:
     pruned_minus_kept_top: Interval | None
     events: list[PruningEvent]
 
-    def outcome(self, name: str) -> PruningOutcome | None:
-        return next((o for o in self.outcomes if o.outcome == name), None)
+    outcome = FindBy[PruningOutcome]("outcomes", "outcome")
 
 
 @dataclass
@@ -480,7 +463,7 @@ def metrics_json(metrics: Metrics) -> str:
     return json.dumps(encode(metrics), indent=1, ensure_ascii=False, allow_nan=False)
 
 
-def parse_metrics(text: str, source: str = "metrics.json") -> Metrics:
+def parse_metrics(text: bytes | str, source: str = "metrics.json") -> Metrics:
     """Parse and check a metrics file; another schema version is refused with both versions named."""
     from ..records import parse_json
 

@@ -146,10 +146,10 @@ def position_sharing_role(shared_word: str, unique_word: str, shared_minus_uniqu
 
 def depth_profile(early: float | None, middle: float | None, late: float | None) -> str:
     """Entropy by depth thirds: "funnel" (middle highest, late lowest), "narrows/widens with depth", or other."""
-    if any(_missing(v) for v in (early, middle, late)):
+    if early is None or middle is None or late is None or any(_missing(v) for v in (early, middle, late)):
         return NOT_MEASURED
     values = {"early": early, "middle": middle, "late": late}
-    highest, lowest = max(values, key=values.get), min(values, key=values.get)
+    highest, lowest = max(values, key=values.__getitem__), min(values, key=values.__getitem__)
     if highest == "middle" and lowest == "late":
         return FUNNEL
     if early > middle > late:
@@ -174,7 +174,7 @@ def definition_explains_gap(
     """The reference's isolated - visible gap comes from its script's definition when this data, under that
     definition, gives a gap of the same sign (beyond the tolerance) that is at least ``tolerance`` larger in
     size than the gap under the intended definition."""
-    if any(_missing(v) for v in (reference_gap, script_gap, intended_gap)):
+    if script_gap is None or intended_gap is None or any(_missing(v) for v in (reference_gap, script_gap, intended_gap)):
         return False
     sign = point_direction(script_gap, 0.0, tolerance)
     return (

@@ -29,6 +29,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..errors import InvalidInputError
+from ..figures import layer_head_heatmap
 from ..generation import check_int
 from ..layout import PROMPT_STEP, TokenLayout
 from ..siblings import RunSource, Sibling, Where, output_rows, physical_indices, reader_rows, run_view
@@ -216,10 +217,8 @@ def patching_figure(df: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     if (df["head"] >= 0).any():
         table = df.pivot(index="layer", columns="head", values="restored")
         fig = go.Figure(
-            go.Heatmap(
-                z=table.to_numpy(),
-                x=list(table.columns),
-                y=list(table.index),
+            layer_head_heatmap(
+                table,
                 colorscale="RdBu",
                 zmid=0.0,
                 colorbar=dict(title="restored"),
