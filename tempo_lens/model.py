@@ -166,4 +166,4 @@ def load_model(
 
 def model_name(model: TransformerBridge) -> str:
     """The name a bridge was loaded under (for records and reports)."""
-    return getattr(model, "tempo_lens_model_name", None) or getattr(model.cfg, "model_name", "model")
+    return str(getattr(model, "tempo_lens_model_name", None) or getattr(model.cfg, "model_name", "model"))

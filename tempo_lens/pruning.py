@@ -48,8 +48,12 @@ class PruningSession(Protocol):
     """The state of one generation's pruning: the evidence it records and the events it made."""
 
     layers: list[int]  # layers whose attention pattern ``after_step`` needs (recorded by the generator)
-    hooks: list[Hook]  # extra hooks the session reads its own evidence from
     events: list[PruneEvent]
+
+    @property
+    def hooks(self) -> list[Hook]:
+        """Extra hooks the session reads its own evidence from."""
+        ...
 
     def after_step(self, patterns: dict[int, Tensor], step: int) -> list[PruneEvent]: ...
 

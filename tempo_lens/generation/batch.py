@@ -112,9 +112,17 @@ class LaneBatch:
             out[layer] = rows.index_select(-1, index.to(rows.device))
         return out
 
+    def current_positions(self) -> Float[Tensor, "batch key_pos"]:
+        assert self.positions is not None, "feed builds the positions before a forward"
+        return self.positions
+
+    def current_mask(self, q: int, k: int) -> Bool[Tensor, "batch query_pos key_pos"]:
+        """The mask ``feed`` built: one object per forward, shared by all layers."""
+        assert self.mask is not None, "feed builds the mask before a forward"
+        return self.mask
+
     def hooks(self, model: TransformerBridge) -> list:
-        blocked = lambda q, k: self.mask  # noqa: E731 - one mask object per forward, shared by all layers
-        return tempo_position_hooks(model, lambda: self.positions) + attention_block_hooks(model, blocked)
+        return tempo_position_hooks(model, self.current_positions) + attention_block_hooks(model, self.current_mask)
 
 
 def _pad_id(model: TransformerBridge) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..capture import CaptureSpec
 from ..errors import InvalidInputError
-from ..layout import MODES
+from ..layout import MODES, Mode
 from ..pruning import AttentionPruning, SimilarityPruning, strategy_from_table
 from ..schedules import ThresholdSchedule, check_threshold
 from ..siblings import NEXT_TOKEN_SOURCES
@@ -127,7 +127,7 @@ class GenerationConfig:
 
     threshold: float = _setting(0.1, "selection threshold in (0, 1]: every token at least this likely becomes a sibling")
     max_steps: int = _setting(10, "number of steps to generate (each step adds one logical position)")
-    mode: str = _setting(
+    mode: Mode = _setting(
         "isolated", "isolated: siblings cannot see each other; visible: later siblings see earlier ones", choices=MODES
     )
     max_parallel: int = _setting(8, "at most this many siblings per step (the most likely ones)")

@@ -103,6 +103,7 @@ class GenerationRow:
         threshold = config.schedule.at(step, config.max_steps)
         self.thresholds.append(threshold)
         probs = self.distribution
+        assert probs is not None, "read_prompt or read_step sets the distribution before choose"
         if step < config.min_steps and self.eos:
             probs = probs.clone()
             probs[list(self.eos)] = 0.0

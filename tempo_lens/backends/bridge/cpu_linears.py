@@ -79,12 +79,20 @@ class PrepackedLinears:
             return
         before = [vars(module).get("forward") for module in self.modules]
         for module, weight in zip(self.modules, self.packed):
-            module.forward = lambda x, weight=weight, bias=module.bias: packed_linear(x, weight, bias)
+            vars(module)["forward"] = _packed_forward(weight, module.bias)
         try:
             with torch.no_grad():
                 yield True
         finally:
             _restore_forwards(self.modules, before)
+
+
+def _packed_forward(weight: Tensor | None, bias: Tensor | None) -> Any:
+    def forward(x: Tensor) -> Tensor:
+        assert weight is not None  # PrepackedLinears.available: every weight packed
+        return packed_linear(x, weight, bias)
+
+    return forward
 
 
 def prepacked_linears(model: TransformerBridge):
@@ -122,7 +130,7 @@ class PackedLinearForward:
         self.module, self.min_rows, self.one_row = module, min_rows, one_row
         self.packed: Tensor | None = packed
         self.by_column: Tensor | None = None
-        self.key = None
+        self.key: tuple | None = None
         if packed is not None or one_row == "by_column":
             self._remake(module.weight)
 
@@ -183,7 +191,7 @@ def install_prepacked_linears(model: TransformerBridge, min_rows: int | None = 2
         return 0
     keep_packed = min_rows is not None or one_row == "packed"
     for module, packed in zip(prepacked.modules, prepacked.packed):
-        module.forward = PackedLinearForward(module, packed if keep_packed else None, min_rows, one_row)
+        vars(module)["forward"] = PackedLinearForward(module, packed if keep_packed else None, min_rows, one_row)
     return len(prepacked.modules)
 
 
