@@ -179,6 +179,20 @@ def save_experiment(
         raise InvalidInputError(
             f"save_experiment needs an Experiment (from run_experiment or load_experiment), got {type(experiment).__name__}"
         )
+    target = save_runs(experiment, [experiment.runs], directory, overwrite=overwrite, expect=expect)
+    experiment.path = target
+    return target
+
+
+def save_runs(
+    header: Experiment,
+    groups: Iterable[Iterable[CapturedRun]],
+    directory: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    expect: Fingerprint | object = _UNCHECKED,
+) -> Path:
+    """:func:`save_experiment` of ``header`` with the runs of ``groups`` (one group in memory at a time, :func:`write_runs`)."""
     target = folder_path(directory)
     check_can_write(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -187,13 +201,7 @@ def save_experiment(
         if expect is not _UNCHECKED:
             check_unchanged(target, expect)  # type: ignore[arg-type]
         remove_abandoned(target)
-        return _write(experiment, target)
-
-
-def _write(experiment: Experiment, target: Path) -> Path:
-    write_runs(experiment, [experiment.runs], target)
-    experiment.path = target
-    return target
+        return write_runs(header, groups, target)
 
 
 def write_arrays(path: Path, groups: Iterable[Iterable[CapturedRun]]) -> list[dict]:
@@ -277,6 +285,19 @@ def _read_metadata(directory: Path) -> dict:
             f"{directory} has experiment format version {version!r} ({relation}); this tempo_lens reads version "
             f"{FORMAT_VERSION}. Re-run the experiment with this version (or install the tempo_lens that wrote it)."
         )
+    return data
+
+
+def intact_metadata(directory: Path) -> dict | None:
+    """The metadata of an experiment folder whose metadata and arrays match their checksums (the arrays are
+    hashed, not loaded); None when it is missing, damaged or of another format."""
+    try:
+        data = _read_metadata(directory)
+        record = check_metadata(data, str(directory / METADATA), FIX)
+        if record.metadata_sha256 != _metadata_digest(data) or sha256_of(directory / ARRAYS) != record.arrays_sha256:
+            return None
+    except (ExperimentFileError, OSError):
+        return None
     return data
 
 

@@ -129,6 +129,9 @@ def test_each_config_runs_on_its_own_model_loaded_once(tmp_path, monkeypatch):
         return Experiment(config=config.to_dict(), runs=[], model={})
 
     class Plan:
+        def finished_run(self, name, config, backend):
+            return None
+
         def save_run(self, experiment, name):
             return tmp_path / "runs" / name
 
