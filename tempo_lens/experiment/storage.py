@@ -17,7 +17,7 @@ import os
 import time
 import warnings
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,11 +35,11 @@ from ..atomic import (
     restore_backup,
 )
 from ..capture import CapturedRun
-from ..checksums import sha256_of
+from ..checksums import sha256_of, sha256_of_open
 from ..errors import ExperimentFileError, InvalidInputError
 from ..layout import TokenLayout
 from ..records import read_json
-from ..saved_arrays import read_arrays
+from ..saved_arrays import ArraysOnDisk, StepsOnDisk, read_arrays
 from .record import check_metadata
 
 FORMAT_VERSION = 3  # 2: metadata carries a checksum of its own content; 3: GenerationConfig keys, no seed, mask of controls
@@ -301,7 +301,7 @@ def intact_metadata(directory: Path) -> dict | None:
     return data
 
 
-def _load_single(directory: Path) -> Experiment:
+def _load_single(directory: Path, lazy: bool = False) -> Experiment:
     """One experiment folder: metadata bounded, checksummed and typed, then exactly the arrays it describes."""
     data = _read_metadata(directory)
     path = directory / METADATA
@@ -323,9 +323,11 @@ def _load_single(directory: Path) -> Experiment:
         layouts.append(layout)
     if record.metadata_sha256 != _metadata_digest(data):
         raise ExperimentFileError(f"{path} does not match its own checksum (edited or damaged); {FIX}")
-    if sha256_of(arrays_path) != record.arrays_sha256:
-        raise ExperimentFileError(f"{arrays_path} does not match the checksum in {METADATA} (truncated or edited); {FIX}")
-    arrays = read_arrays(arrays_path, shapes, FIX)
+    steps_of = (
+        _arrays_on_disk(arrays_path, shapes, record.arrays_sha256)
+        if lazy
+        else _arrays_in_memory(arrays_path, shapes, record.arrays_sha256)
+    )
     runs = [
         CapturedRun(
             name=meta.name,
@@ -334,7 +336,7 @@ def _load_single(directory: Path) -> Experiment:
             layout=layout,
             token_strings=meta.token_strings,
             layers=meta.layers,
-            attention={s: arrays[f"r{i}_s{s}"] for s in meta.steps},
+            attention=steps_of({s: f"r{i}_s{s}" for s in meta.steps}),
             meta=meta.meta,
         )
         for i, (meta, layout) in enumerate(zip(record.runs, layouts))
@@ -344,10 +346,36 @@ def _load_single(directory: Path) -> Experiment:
     )
 
 
-def load_experiment(directory: str | os.PathLike) -> Experiment:
+def _checksum_refusal(arrays_path: Path) -> ExperimentFileError:
+    return ExperimentFileError(f"{arrays_path} does not match the checksum in {METADATA} (truncated or edited); {FIX}")
+
+
+def _arrays_in_memory(arrays_path: Path, shapes: dict, sha256: str) -> Callable[[dict[int, str]], Mapping[int, np.ndarray]]:
+    if sha256_of(arrays_path) != sha256:
+        raise _checksum_refusal(arrays_path)
+    arrays = read_arrays(arrays_path, shapes, FIX)
+    return lambda names: {step: arrays[name] for step, name in names.items()}
+
+
+def _arrays_on_disk(arrays_path: Path, shapes: dict, sha256: str) -> Callable[[dict[int, str]], Mapping[int, np.ndarray]]:
+    handle = open(arrays_path, "rb")  # held open: what is read later is the file checked now
+    try:
+        if sha256_of_open(handle) != sha256:
+            raise _checksum_refusal(arrays_path)
+        arrays = ArraysOnDisk(handle, arrays_path, shapes, FIX)
+    except BaseException:
+        handle.close()
+        raise
+    return lambda names: StepsOnDisk(arrays, names)
+
+
+def load_experiment(directory: str | os.PathLike, *, lazy: bool = False) -> Experiment:
     """Reload an experiment without the model; a folder of ``shard-i-of-n`` folders is merged.
 
     The shards must add up to exactly one split of one config (see :func:`.shards.shard_folders`).
+    ``lazy``: each captured step is read from disk when it is used and not kept
+    (:class:`~tempo_lens.saved_arrays.StepsOnDisk`), so an experiment larger than memory can be analysed
+    one run at a time; the checksums are verified now, and the archives held open until the experiment goes.
     """
     from .shards import merge_experiments, shard_folders  # shards builds on this module
 
@@ -355,6 +383,6 @@ def load_experiment(directory: str | os.PathLike) -> Experiment:
     recover_interrupted_overwrite(directory)
     folders = shard_folders(directory)
     if not folders:
-        return _load_single(directory)
-    parts = [_load_single(folder) for folder in folders]
+        return _load_single(directory, lazy)
+    parts = [_load_single(folder, lazy) for folder in folders]
     return merge_experiments(parts, path=directory)

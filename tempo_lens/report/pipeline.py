@@ -144,10 +144,14 @@ def _streamed(config: ExperimentConfig) -> bool:
 
 
 def build_report(paths: dict[str, Path], plan: OutputPlan, progress: Progress, cross_model_dir: Path | None = None) -> Path:
-    """Load the saved experiments, compute the metrics, render and write the report through ``plan``."""
+    """Compute the metrics from the saved experiments, render and write the report through ``plan``.
+
+    The experiments are loaded lazily: each captured step is read from disk when a metric uses it and
+    not kept, so memory holds the steps in use and the metrics, not every run of the prompt set.
+    """
     from .metrics import compute_metrics
 
-    experiments = {name: load_experiment(path) for name, path in paths.items()}
+    experiments = {name: load_experiment(path, lazy=True) for name, path in paths.items()}  # each step read when used
     check_one_model(experiments)
     inputs = choose_inputs(experiments.values())
     unused = sorted(set(experiments) - inputs.used())
