@@ -351,6 +351,7 @@ def _checksum_refusal(arrays_path: Path) -> ExperimentFileError:
 
 
 def _arrays_in_memory(arrays_path: Path, shapes: dict, sha256: str) -> Callable[[dict[int, str]], Mapping[int, np.ndarray]]:
+    """Every array read now; returns a run's steps from their array names."""
     if sha256_of(arrays_path) != sha256:
         raise _checksum_refusal(arrays_path)
     arrays = read_arrays(arrays_path, shapes, FIX)
@@ -358,6 +359,7 @@ def _arrays_in_memory(arrays_path: Path, shapes: dict, sha256: str) -> Callable[
 
 
 def _arrays_on_disk(arrays_path: Path, shapes: dict, sha256: str) -> Callable[[dict[int, str]], Mapping[int, np.ndarray]]:
+    """The archive checked now and read later; returns a run's steps (read when used) from their array names."""
     handle = open(arrays_path, "rb")  # held open: what is read later is the file checked now
     try:
         if sha256_of_open(handle) != sha256:
@@ -373,8 +375,8 @@ def load_experiment(directory: str | os.PathLike, *, lazy: bool = False) -> Expe
     """Reload an experiment without the model; a folder of ``shard-i-of-n`` folders is merged.
 
     The shards must add up to exactly one split of one config (see :func:`.shards.shard_folders`).
-    ``lazy``: each captured step is read from disk when it is used and not kept
-    (:class:`~tempo_lens.saved_arrays.StepsOnDisk`), so an experiment larger than memory can be analysed
+    ``lazy``: each captured step is read from disk when it is used (:class:`~tempo_lens.saved_arrays.StepsOnDisk`;
+    only the last ones read are kept, up to a bound), so an experiment larger than memory can be analysed
     one run at a time; the checksums are verified now, and the archives held open until the experiment goes.
     """
     from .shards import merge_experiments, shard_folders  # shards builds on this module
