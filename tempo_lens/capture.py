@@ -7,7 +7,7 @@ Capture is selective (which layers, which steps); generation without it register
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -147,7 +147,7 @@ class CapturedRun:
     layout: TokenLayout
     token_strings: list[str]
     layers: list[int]
-    attention: dict[int, np.ndarray]
+    attention: Mapping[int, np.ndarray]
     meta: dict = field(default_factory=dict)
 
     @property

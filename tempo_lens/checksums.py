@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import BinaryIO
 
 BLOCK = 8 * 2**20  # read in blocks, so a multi-GB file never sits in memory whole
 
@@ -15,4 +16,14 @@ def sha256_of(*paths: Path) -> str:
         with open(path, "rb") as handle:
             while block := handle.read(BLOCK):
                 digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_of_open(handle: BinaryIO) -> str:
+    """The sha256 of an open file's bytes from its start; the handle is left at its start again."""
+    digest = hashlib.sha256()
+    handle.seek(0)
+    while block := handle.read(BLOCK):
+        digest.update(block)
+    handle.seek(0)
     return digest.hexdigest()

@@ -178,15 +178,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_shard_target(out.parent, shard)
     seen = check_can_write(out, args.overwrite)  # before the run, so a refusal costs nothing
     from .experiment.runner import shard_indices
+    from .experiment.storage import save_runs
     from .experiment.stream import STREAM_ABOVE, run_streamed
 
     if len(shard_indices(len(config.prompts), shard)) > STREAM_ABOVE:  # chunks saved as they finish; a rerun resumes
         path = run_streamed(
             config,
             out,
+            lambda header, groups: save_runs(header, groups, out, overwrite=args.overwrite, expect=seen),
             shard=shard,
-            overwrite=args.overwrite,
-            expect=seen,
             progress=_progress,
             allow_large=args.allow_large,
             backend=args.backend,

@@ -113,6 +113,8 @@ SLOW_TESTS = {
     "test_sigkill_mid_write_keeps_the_previous_result", "test_a_pickled_component_loads_in_a_fresh_process",
     "test_real_process_bad_threshold_and_usage", "test_real_process_non_utf8_argv_bytes",
     "test_rerun_replaces_its_own_output_and_keeps_other_files", "test_an_edited_report_file_is_not_replaced_without_overwrite",
+    "test_an_interrupted_analyze_keeps_finished_runs_and_the_rerun_generates_only_the_rest",
+    "test_a_rerun_regenerates_only_what_changed_or_was_damaged",
 }
 SLOW_MODULES = {"test_cli_shards.py", "test_cross_model.py"}  # every test shares a module fixture of real runs (30-90 s)
 

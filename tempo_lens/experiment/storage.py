@@ -17,7 +17,7 @@ import os
 import time
 import warnings
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, auto
 from pathlib import Path
@@ -37,11 +37,11 @@ from ..atomic import (
     restore_backup,
 )
 from ..capture import CapturedRun
-from ..checksums import sha256_of
+from ..checksums import sha256_of, sha256_of_open
 from ..errors import ExperimentFileError, InvalidInputError
 from ..layout import TokenLayout
 from ..records import read_json
-from ..saved_arrays import read_arrays
+from ..saved_arrays import ArraysOnDisk, StepsOnDisk, read_arrays
 from .record import check_metadata
 
 FORMAT_VERSION = 3  # 2: metadata carries a checksum of its own content; 3: GenerationConfig keys, no seed, mask of controls
@@ -190,6 +190,20 @@ def save_experiment(
         raise InvalidInputError(
             f"save_experiment needs an Experiment (from run_experiment or load_experiment), got {type(experiment).__name__}"
         )
+    target = save_runs(experiment, [experiment.runs], directory, overwrite=overwrite, expect=expect)
+    experiment.path = target
+    return target
+
+
+def save_runs(
+    header: Experiment,
+    groups: Iterable[Iterable[CapturedRun]],
+    directory: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    expect: Fingerprint | object = _UNCHECKED,
+) -> Path:
+    """:func:`save_experiment` of ``header`` with the runs of ``groups`` (one group in memory at a time, :func:`write_runs`)."""
     target = folder_path(directory)
     check_can_write(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -198,13 +212,7 @@ def save_experiment(
         if expect is not _Unchecked.UNCHECKED:
             check_unchanged(target, expect)
         remove_abandoned(target)
-        return _write(experiment, target)
-
-
-def _write(experiment: Experiment, target: Path) -> Path:
-    write_runs(experiment, [experiment.runs], target)
-    experiment.path = target
-    return target
+        return write_runs(header, groups, target)
 
 
 def write_arrays(path: Path, groups: Iterable[Iterable[CapturedRun]]) -> list[dict]:
@@ -291,7 +299,20 @@ def _read_metadata(directory: Path) -> dict:
     return data
 
 
-def _load_single(directory: Path) -> Experiment:
+def intact_metadata(directory: Path) -> dict | None:
+    """The metadata of an experiment folder whose metadata and arrays match their checksums (the arrays are
+    hashed, not loaded); None when it is missing, damaged or of another format."""
+    try:
+        data = _read_metadata(directory)
+        record = check_metadata(data, str(directory / METADATA), FIX)
+        if record.metadata_sha256 != _metadata_digest(data) or sha256_of(directory / ARRAYS) != record.arrays_sha256:
+            return None
+    except (ExperimentFileError, OSError):
+        return None
+    return data
+
+
+def _load_single(directory: Path, lazy: bool = False) -> Experiment:
     """One experiment folder: metadata bounded, checksummed and typed, then exactly the arrays it describes."""
     data = _read_metadata(directory)
     path = directory / METADATA
@@ -313,9 +334,11 @@ def _load_single(directory: Path) -> Experiment:
         layouts.append(layout)
     if record.metadata_sha256 != _metadata_digest(data):
         raise ExperimentFileError(f"{path} does not match its own checksum (edited or damaged); {FIX}")
-    if sha256_of(arrays_path) != record.arrays_sha256:
-        raise ExperimentFileError(f"{arrays_path} does not match the checksum in {METADATA} (truncated or edited); {FIX}")
-    arrays = read_arrays(arrays_path, shapes, FIX)
+    steps_of = (
+        _arrays_on_disk(arrays_path, shapes, record.arrays_sha256)
+        if lazy
+        else _arrays_in_memory(arrays_path, shapes, record.arrays_sha256)
+    )
     runs = [
         CapturedRun(
             name=meta.name,
@@ -324,7 +347,7 @@ def _load_single(directory: Path) -> Experiment:
             layout=layout,
             token_strings=meta.token_strings,
             layers=meta.layers,
-            attention={s: arrays[f"r{i}_s{s}"] for s in meta.steps},
+            attention=steps_of({s: f"r{i}_s{s}" for s in meta.steps}),
             meta=meta.meta,
         )
         for i, (meta, layout) in enumerate(zip(record.runs, layouts))
@@ -334,10 +357,38 @@ def _load_single(directory: Path) -> Experiment:
     )
 
 
-def load_experiment(directory: str | os.PathLike) -> Experiment:
+def _checksum_refusal(arrays_path: Path) -> ExperimentFileError:
+    return ExperimentFileError(f"{arrays_path} does not match the checksum in {METADATA} (truncated or edited); {FIX}")
+
+
+def _arrays_in_memory(arrays_path: Path, shapes: dict, sha256: str) -> Callable[[dict[int, str]], Mapping[int, np.ndarray]]:
+    """Every array read now; returns a run's steps from their array names."""
+    if sha256_of(arrays_path) != sha256:
+        raise _checksum_refusal(arrays_path)
+    arrays = read_arrays(arrays_path, shapes, FIX)
+    return lambda names: {step: arrays[name] for step, name in names.items()}
+
+
+def _arrays_on_disk(arrays_path: Path, shapes: dict, sha256: str) -> Callable[[dict[int, str]], Mapping[int, np.ndarray]]:
+    """The archive checked now and read later; returns a run's steps (read when used) from their array names."""
+    handle = open(arrays_path, "rb")  # held open: what is read later is the file checked now
+    try:
+        if sha256_of_open(handle) != sha256:
+            raise _checksum_refusal(arrays_path)
+        arrays = ArraysOnDisk(handle, arrays_path, shapes, FIX)
+    except BaseException:
+        handle.close()
+        raise
+    return lambda names: StepsOnDisk(arrays, names)
+
+
+def load_experiment(directory: str | os.PathLike, *, lazy: bool = False) -> Experiment:
     """Reload an experiment without the model; a folder of ``shard-i-of-n`` folders is merged.
 
     The shards must add up to exactly one split of one config (see :func:`.shards.shard_folders`).
+    ``lazy``: each captured step is read from disk when it is used (:class:`~tempo_lens.saved_arrays.StepsOnDisk`;
+    only the last ones read are kept, up to a bound), so an experiment larger than memory can be analysed
+    one run at a time; the checksums are verified now, and the archives held open until the experiment goes.
     """
     from .shards import merge_experiments, shard_folders  # shards builds on this module
 
@@ -345,6 +396,6 @@ def load_experiment(directory: str | os.PathLike) -> Experiment:
     recover_interrupted_overwrite(directory)
     folders = shard_folders(directory)
     if not folders:
-        return _load_single(directory)
-    parts = [_load_single(folder) for folder in folders]
+        return _load_single(directory, lazy)
+    parts = [_load_single(folder, lazy) for folder in folders]
     return merge_experiments(parts, path=directory)

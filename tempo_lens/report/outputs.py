@@ -9,7 +9,9 @@ stands where it would write (a run folder from ``tempo-lens run``, an edited FIN
 All checks happen before any model is loaded, and again at commit time under the folder's lock
 (:func:`~tempo_lens.atomic.folder_lock`): a target that another process wrote after the check is
 never replaced, and the manifest is re-read and updated under the lock, so concurrent writers neither
-overwrite each other nor lose manifest entries. Files are written through
+overwrite each other nor lose manifest entries. A run folder it wrote, still intact, from the same
+config, model, dtype and backend is kept as it is (:meth:`OutputPlan.finished_run`): a rerun after an
+interruption generates only what is missing. Files are written through
 :func:`~tempo_lens.atomic.write_files` (fresh files in a temporary folder of ours, renamed into place).
 """
 
@@ -17,14 +19,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import Fingerprint, changed_since, fingerprint, folder_lock, write_files
+from ..capture import CapturedRun
 from ..checksums import sha256_of
 from ..errors import ExperimentFileError
-from ..experiment import METADATA, Experiment, check_can_write, save_experiment
+from ..experiment import METADATA, Experiment, ExperimentConfig, check_can_write
+from ..experiment.storage import intact_metadata, save_runs
 from ..records import MAX_RECORD_BYTES, clean, read_json, read_record
 
 MANIFEST = ".tempo-lens-analyze.json"
@@ -146,13 +150,31 @@ class OutputPlan:
             "there now, then run analyze again (with --overwrite to replace it)"
         )
 
+    def finished_run(self, name: str, config: ExperimentConfig, backend: str) -> Path | None:
+        """``runs/NAME`` when an earlier analyze wrote it (unchanged since, both checksums intact) from this config,
+        model, dtype and backend: its runs are kept instead of generated again. None otherwise (they are regenerated)."""
+        target = self.run_folder(name)
+        recorded = self.manifest.runs.get(name)
+        if recorded is None or target.is_symlink() or not target.is_dir():
+            return None
+        data = intact_metadata(target)
+        if data is None or data.get("metadata_sha256") != recorded or data.get("shard") is not None:
+            return None
+        wanted = json.loads(json.dumps(config.to_dict())), backend
+        return target if (data["config"], data["model"].get("backend")) == wanted else None
+
     def save_run(self, experiment: Experiment, name: str) -> Path:
+        experiment.path = self.save_runs(experiment, [experiment.runs], name)
+        return experiment.path
+
+    def save_runs(self, header: Experiment, groups: Iterable[Iterable[CapturedRun]], name: str) -> Path:
+        """Write ``header`` with the runs of ``groups`` (one group in memory at a time) into ``runs/NAME``, and record it."""
         target = self.run_folder(name)
         if target not in self.seen:
             self.check(run_names=[name], report=False)
-        if changed_since(target, self.seen[target]):  # early, with analyze's words; save_experiment repeats it under the lock
+        if changed_since(target, self.seen[target]):  # early, with analyze's words; save_runs repeats it under the lock
             raise self._conflict(target)
-        path = save_experiment(experiment, target, overwrite=True, expect=self.seen[target])
+        path = save_runs(header, groups, target, overwrite=True, expect=self.seen[target])
         self.seen[target] = fingerprint(path)
         digest = run_digest(path)
 

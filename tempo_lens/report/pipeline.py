@@ -16,6 +16,7 @@ Which experiment feeds which section: :mod:`.inputs`. What may be overwritten: :
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, TempoLensError
-from ..experiment import METADATA, ExperimentConfig, load_config, load_experiment, run_experiment
+from ..experiment import METADATA, ExperimentConfig, load_config, load_experiment, run_experiment, stream
 from ..experiment.budget import check_run_count
 from ..experiment.config import RESERVED_NAMES
 from .cross_model import collect_entries, model_folders, zoo_names
@@ -32,6 +33,7 @@ from .outputs import OutputPlan
 
 if TYPE_CHECKING:
     from ..backends.base import BackendName
+    from ..experiment.stream import ModelSource
     from .schema import Metrics
 
 Progress = Callable[[str], None]
@@ -79,40 +81,77 @@ def run_configs(
     backend: BackendName = "bridge",
     allow_large: bool = False,
 ) -> dict[str, Path]:
-    """Run each config on its own model (``model_name``/``dtype``: one for all), loading each model once.
+    """Run each config on its own model (``model_name``/``dtype``: one for all) into ``runs/NAME``, as it finishes.
 
-    Configs are grouped by (model, dtype) so a model is loaded once however many configs use it, and
-    freed before the next is loaded; returns the saved folders by name, in the configs' order.
+    Configs are grouped by (model, dtype) so a model is loaded once however many configs use it (and
+    only when one of them has runs to make), and freed before the next is loaded. A config whose runs
+    an earlier analyze finished is kept (:meth:`~.outputs.OutputPlan.finished_run`); one of more than
+    :data:`~tempo_lens.experiment.stream.STREAM_ABOVE` prompts is streamed to disk chunk by chunk and
+    resumes after an interruption (:mod:`tempo_lens.experiment.stream`). Returns the saved folders by
+    name, in the configs' order.
     """
-    from ..model import load_model
-
+    chosen = {
+        name: dataclasses.replace(
+            c, model=model_name or c.model, dtype=dtype or c.dtype, allow_large=c.allow_large or allow_large
+        )
+        for name, c in configs.items()
+    }
+    for name, config in chosen.items():  # before anything runs
+        if _streamed(config):
+            stream.check_progress_folder(stream.progress_folder(plan.run_folder(name), config, None, backend))
     groups: dict[tuple[str | None, str | None], list[str]] = {}
-    for name, config in configs.items():
-        groups.setdefault((model_name or config.model, dtype or config.dtype), []).append(name)
+    for name, config in chosen.items():
+        groups.setdefault((config.model, config.dtype), []).append(name)
     out = {}
-    for (chosen, chosen_dtype), names in groups.items():
-        progress(f"loading model {chosen or 'SmolLM2-135M-Instruct (embedded default)'}")
-        model = load_model(chosen, dtype=chosen_dtype, backend=backend)
+    for (model_of_group, dtype_of_group), names in groups.items():
+        announce = functools.partial(progress, f"loading model {model_of_group or 'SmolLM2-135M-Instruct (embedded default)'}")
+        model = stream.model_on_first_use(model_of_group, dtype_of_group, backend, announce)
         try:
             for name in names:
-                config = dataclasses.replace(
-                    configs[name], model=chosen, dtype=chosen_dtype, allow_large=configs[name].allow_large or allow_large
-                )
+                config = chosen[name]
+                done = plan.finished_run(name, config, backend)
+                if done is not None:
+                    progress(f"{name}: kept the runs in {done}, finished earlier with the same model, settings and prompts")
+                    out[name] = done
+                    continue
                 started = time.perf_counter()
-                experiment = run_experiment(config, model, progress=progress)
-                out[name] = plan.save_run(experiment, name)
-                progress(f"{name}: {len(experiment.runs)} runs saved to {out[name]} in {time.perf_counter() - started:.1f} s")
+                out[name] = _run_config(config, name, model, plan, progress, backend)
+                progress(f"{name}: runs saved to {out[name]} in {time.perf_counter() - started:.1f} s")
         finally:
             del model
             gc.collect()
     return {name: out[name] for name in configs}
 
 
+def _run_config(
+    config: ExperimentConfig, name: str, model: ModelSource, plan: OutputPlan, progress: Progress, backend: BackendName
+) -> Path:
+    """Generate one config's runs into ``runs/NAME``: streamed chunk by chunk past one chunk of prompts, else at once."""
+    if _streamed(config):
+        return stream.run_streamed(
+            config,
+            plan.run_folder(name),
+            lambda header, groups: plan.save_runs(header, groups, name),
+            progress=progress,
+            model=model,
+            backend=backend,
+        )
+    return plan.save_run(run_experiment(config, model(), progress=progress), name)
+
+
+def _streamed(config: ExperimentConfig) -> bool:
+    return len(config.prompts) > stream.STREAM_ABOVE
+
+
 def build_report(paths: dict[str, Path], plan: OutputPlan, progress: Progress, cross_model_dir: Path | None = None) -> Path:
-    """Load the saved experiments, compute the metrics, render and write the report through ``plan``."""
+    """Compute the metrics from the saved experiments, render and write the report through ``plan``.
+
+    The experiments are loaded lazily: each captured step is read from disk when a metric uses it and
+    not kept, so memory holds the steps in use and the metrics, not every run of the prompt set.
+    """
     from .metrics import compute_metrics
 
-    experiments = {name: load_experiment(path) for name, path in paths.items()}
+    experiments = {name: load_experiment(path, lazy=True) for name, path in paths.items()}  # each step read when used
     check_one_model(experiments)
     inputs = choose_inputs(experiments.values())
     unused = sorted(set(experiments) - inputs.used())

@@ -36,6 +36,31 @@ def test_round_trip_is_identical(tiny_experiment, tmp_path):
     assert loaded.model["n_layers"] == 3 and loaded.config["name"] == "tiny"
 
 
+def test_a_lazy_load_reads_each_step_when_used_from_the_file_it_checked(tiny_experiment, tiny_llama, tmp_path, monkeypatch):
+    """``lazy=True``: the same arrays, none read at load, each read on use; a damaged archive is refused at load;
+    an overwrite after the load does not change what is read (the checked file is held open)."""
+    from tempo_lens import saved_arrays
+
+    path = save_experiment(tiny_experiment, tmp_path / "exp")
+    reads = []
+    real = saved_arrays._read_member
+    monkeypatch.setattr(saved_arrays, "_read_member", lambda *a: reads.append(a[3]) or real(*a))
+    monkeypatch.setattr(saved_arrays, "RECENT_BYTES", 0)  # keep only the last array read
+    lazy = load_experiment(path, lazy=True)
+    assert reads == []
+    other = config_from_dict({**TINY, "name": "other", "prompts": ["t1 t2 t3"]})
+    save_experiment(run_experiment(other, tiny_llama), path, overwrite=True)
+    for a, b in zip(tiny_experiment.runs, lazy.runs):
+        assert sorted(a.attention) == sorted(b.attention) and len(a.attention) == len(b.attention)
+        for step in a.attention:
+            assert np.array_equal(a.attention[step], b.attention[step])
+    assert len(reads) == sum(len(r.attention) for r in tiny_experiment.runs)
+    arrays = path / "attention.npz"
+    arrays.write_bytes(arrays.read_bytes()[:-10])
+    with pytest.raises(ExperimentFileError, match="checksum"):
+        load_experiment(path, lazy=True)
+
+
 def test_controls_are_recorded_as_variants(tiny_experiment):
     variants = {r.meta["variant"] for r in tiny_experiment.runs}
     assert variants == {"generated", "unique_positions", "toggled_mask"}

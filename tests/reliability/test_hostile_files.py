@@ -74,10 +74,14 @@ def _replace_arrays(folder: Path, write) -> None:
     _resign(folder, lambda d: None)
 
 
-def _refused(folder: Path, *fragments: str) -> str:
+def _refused(folder: Path, *fragments: str, lazy: bool = False) -> str:
+    """The load is refused naming ``fragments`` and nothing changes on disk; ``lazy``: the load, or a read of any step."""
     before = snapshot(folder.parent)
     with pytest.raises(ExperimentFileError) as info:
-        load_experiment(folder)
+        experiment = load_experiment(folder, lazy=lazy)
+        for run in experiment.runs:
+            for step in run.attention:
+                run.attention[step]
     message = str(info.value)
     for fragment in fragments:
         assert fragment.lower() in message.lower(), f"{fragment!r} not in {message!r}"
@@ -156,12 +160,13 @@ ARRAY_CASES = {
 }
 
 
+@pytest.mark.parametrize("lazy", [False, True], ids=["loaded", "read-when-used"])
 @pytest.mark.parametrize("case", sorted(ARRAY_CASES))
-def test_arrays_that_are_not_what_the_metadata_describes_are_refused(case, saved, tmp_path):
+def test_arrays_that_are_not_what_the_metadata_describes_are_refused(case, lazy, saved, tmp_path):
     write, fragments = ARRAY_CASES[case]
     folder = _copy(saved, tmp_path)
     _replace_arrays(folder, write)
-    _refused(folder, "attention.npz", *fragments)
+    _refused(folder, "attention.npz", *fragments, lazy=lazy)
 
 
 # ---- class 6: memory bombs ---------------------------------------------------------------------------
@@ -184,21 +189,23 @@ def _inflated(path: Path) -> None:
                     left -= len(chunk)
 
 
-def test_an_npz_declaring_huge_arrays_is_refused_before_decompressing(saved, tmp_path, monkeypatch):
+@pytest.mark.parametrize("lazy", [False, True], ids=["loaded", "read-when-used"])
+def test_an_npz_declaring_huge_arrays_is_refused_before_decompressing(lazy, saved, tmp_path, monkeypatch):
     folder = _copy(saved, tmp_path)
     _replace_arrays(folder, _inflated)
     assert (folder / "attention.npz").stat().st_size < 8 * 2**20
     allocated = []
     real_empty = np.empty
     monkeypatch.setattr(saved_arrays.np, "empty", lambda *a, **k: allocated.append(a) or real_empty(*a, **k))
-    _refused(folder, "attention.npz", "shape")
+    _refused(folder, "attention.npz", "shape", lazy=lazy)
     assert allocated == [], "an array was allocated before the declared shape was checked"
 
 
-def test_metadata_describing_more_arrays_than_memory_holds_is_refused(saved, tmp_path, monkeypatch):
+@pytest.mark.parametrize("lazy", [False, True], ids=["loaded", "read-when-used"])
+def test_metadata_describing_more_arrays_than_memory_holds_is_refused(lazy, saved, tmp_path, monkeypatch):
     folder = _copy(saved, tmp_path)
     monkeypatch.setattr(saved_arrays, "_available_bytes", lambda: 1000)
-    _refused(folder, "free memory")
+    _refused(folder, "free memory", lazy=lazy)
 
 
 def _sparse(path: Path, size: int) -> None:

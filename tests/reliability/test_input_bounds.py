@@ -126,3 +126,124 @@ def test_a_long_run_is_streamed_to_disk_and_an_interrupted_one_resumes(tiny_dirs
         np.testing.assert_allclose(np.array(mine["probs"], dtype=float), np.array(theirs["probs"], dtype=float), rtol=1e-4)
         for step in b.attention:
             np.testing.assert_allclose(a.attention[step], b.attention[step], atol=1e-4)
+
+
+# ---- class 13: analyze saves each config's runs as they finish, and a rerun resumes ---------------------
+
+ANALYZE_SETTINGS = 'threshold = 1e-6\nmax_parallel = 2\nmax_steps = 2\nmodes = ["isolated", "visible"]\n'
+
+
+def _analyze_folder(folder, model):
+    """A single-prompt pair (run at once) and a three-prompt config (streamed in chunks of one prompt)."""
+    folder.mkdir(exist_ok=True)
+    (folder / "a_pair.toml").write_text(f'name = "a_pair"\nprompt = "t1 t17 t42 t5"\nmodel = "{model}"\n' + ANALYZE_SETTINGS)
+    (folder / "multi.toml").write_text(f'name = "multi"\nprompts = ["t1 t17 t42", "t1 t9", "t1 t50 t60"]\n'
+                                       f'model = "{model}"\n' + ANALYZE_SETTINGS)
+    return folder
+
+
+@pytest.fixture
+def generated(monkeypatch):
+    """Every prompt generated (one list per ``generate_batch`` call); set ``stop_after`` to interrupt past that many."""
+    import tempo_lens.generation as generation
+    from tempo_lens.experiment import stream
+
+    monkeypatch.setattr(stream, "STREAM_ABOVE", 1)
+    monkeypatch.setattr(stream, "CHUNK_PROMPTS", 1)
+    real = generation.generate_batch
+
+    class Calls(list):
+        stop_after: int | None = None
+
+        def prompts(self):
+            return [p for call in self for p in call]
+
+    calls = Calls()
+
+    def counted(model, prompts, *args, **kwargs):
+        if calls.stop_after is not None and len(calls.prompts()) + len(prompts) > calls.stop_after:
+            raise KeyboardInterrupt
+        calls.append(list(prompts))
+        return real(model, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(generation, "generate_batch", counted)
+    return calls
+
+
+def _metrics(folder):
+    import json
+
+    return json.loads((folder / "report" / "metrics.json").read_text())
+
+
+def test_an_interrupted_analyze_keeps_finished_runs_and_the_rerun_generates_only_the_rest(
+    tiny_dirs, tmp_path, generated
+):
+    folder = _analyze_folder(tmp_path / "interrupted", tiny_dirs["llama"])
+    generated.stop_after = 4  # a_pair (2 runs), then the first chunk of multi (2 runs); its second chunk is interrupted
+    rc, _, err = run_cli(["analyze", str(folder)])
+    assert rc == 130, err
+    runs = folder / "runs"
+    assert (runs / "a_pair" / "metadata.json").is_file() and not (runs / "multi").exists()
+    (partial,) = [p for p in runs.iterdir() if p.name.startswith(".multi.partial-")]
+    assert sorted(p.name for p in partial.iterdir() if not p.name.startswith(".")) == ["chunk-00000"]
+    assert not (folder / "report").exists()
+
+    generated.clear()
+    generated.stop_after = None
+    rc, _, err = run_cli(["analyze", str(folder)])
+    assert rc == 0, err
+    assert generated == [["t1 t9"], ["t1 t9"], ["t1 t50 t60"], ["t1 t50 t60"]], "finished runs were generated again"
+    assert "a_pair: kept the runs" in err and "chunk 1/3 was finished by an earlier run" in err
+    assert not partial.exists()
+
+    generated.clear()
+    whole = _analyze_folder(tmp_path / "whole", tiny_dirs["llama"])
+    assert run_cli(["analyze", str(whole)])[0] == 0
+    assert max(len(call) for call in generated) == 1, "a chunk of one prompt is all that is generated at once"
+    assert _metrics(folder) == _metrics(whole)
+
+
+def test_a_rerun_regenerates_only_what_changed_or_was_damaged(tiny_dirs, tmp_path, generated):
+    import dataclasses
+
+    from tempo_lens.report.outputs import OutputPlan
+
+    folder = _analyze_folder(tmp_path / "analyses", tiny_dirs["llama"])
+    assert run_cli(["analyze", str(folder)])[0] == 0
+    first = _metrics(folder)
+    generated.clear()
+    rc, _, err = run_cli(["analyze", str(folder)])
+    assert rc == 0 and generated == [] and "loading model" not in err, "an unchanged rerun generates nothing"
+    assert _metrics(folder) == first
+
+    config = dataclasses.replace(load_config(folder / "multi.toml"), model=str(tiny_dirs["llama"]))
+    plan = OutputPlan(folder)
+    assert plan.finished_run("multi", config, "bridge") == folder / "runs" / "multi"
+    for other in (dataclasses.replace(config, model=str(tiny_dirs["qwen2"])), dataclasses.replace(config, dtype="bfloat16"),
+                  dataclasses.replace(config, prompts=config.prompts[:2])):
+        assert plan.finished_run("multi", other, "bridge") is None
+    assert plan.finished_run("multi", config, "hooked") is None
+
+    (folder / "a_pair.toml").write_text((folder / "a_pair.toml").read_text().replace("max_steps = 2", "max_steps = 3"))
+    arrays = folder / "runs" / "multi" / "attention.npz"
+    arrays.write_bytes(arrays.read_bytes()[:-10])  # damaged: its checksum no longer matches
+    assert run_cli(["analyze", str(folder)])[0] == 0
+    assert sorted(generated.prompts()) == sorted(["t1 t17 t42 t5", "t1 t17 t42", "t1 t9", "t1 t50 t60"] * 2)
+
+
+def test_analyze_refuses_a_progress_folder_it_did_not_make(tiny_dirs, tmp_path, generated):
+    import dataclasses
+
+    from tempo_lens.experiment import stream
+
+    folder = _analyze_folder(tmp_path / "analyses", tiny_dirs["llama"])
+    config = dataclasses.replace(load_config(folder / "multi.toml"), model=str(tiny_dirs["llama"]))
+    planted = stream.progress_folder(folder / "runs" / "multi", config, None)
+    planted.parent.mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    planted.symlink_to(tmp_path / "elsewhere")
+    rc, _, err = run_cli(["analyze", str(folder)])
+    assert_clean_refusal(rc, err, str(planted), "not made by tempo-lens")
+    assert generated == [] and not (folder / "runs" / "a_pair").exists(), "refused before anything runs"
+    assert planted.is_symlink() and list((tmp_path / "elsewhere").iterdir()) == []

@@ -129,6 +129,9 @@ def test_each_config_runs_on_its_own_model_loaded_once(tmp_path, monkeypatch):
         return Experiment(config=config.to_dict(), runs=[], model={})
 
     class Plan:
+        def finished_run(self, name, config, backend):
+            return None
+
         def save_run(self, experiment, name):
             return tmp_path / "runs" / name
 
@@ -140,3 +143,28 @@ def test_each_config_runs_on_its_own_model_loaded_once(tmp_path, monkeypatch):
     pipeline.run_configs(configs, "model-z", Plan(), progress=lambda _: None)  # --model: one model for all
     assert loaded == ["model-z"] and {m for m, _ in ran.values()} == {"model-z"}
     assert load_config(tmp_path / "b.toml").model == "model-y"
+
+
+def test_the_report_reads_each_step_when_used_and_matches_a_whole_load(report, tmp_path, monkeypatch):
+    """The report never loads a saved archive whole (memory holds the steps in use), and its metrics are the same."""
+    import shutil
+
+    from tempo_lens import saved_arrays
+    from tempo_lens.experiment import storage
+    from tempo_lens.report import pipeline
+
+    whole, when_used = tmp_path / "whole", tmp_path / "when_used"
+    for out in (whole, when_used):
+        shutil.copytree(report["folder"] / "runs", out / "runs")
+    real = storage.load_experiment
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "load_experiment", lambda path, lazy=False: real(path))
+        assert main(["analyze", str(whole)]) == 0
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a saved archive was loaded whole")
+
+    monkeypatch.setattr(storage, "read_arrays", forbidden)
+    monkeypatch.setattr(saved_arrays, "RECENT_BYTES", 0)  # only the last array read is kept
+    assert main(["analyze", str(when_used)]) == 0
+    assert (when_used / "report" / "metrics.json").read_text() == (whole / "report" / "metrics.json").read_text()
