@@ -113,7 +113,7 @@ def _open(source: Path | BinaryIO, path: Path, fix: str) -> zipfile.ZipFile:
         raise ExperimentFileError(f"{path} is not an .npz archive of arrays ({exc}); {fix}") from None
 
 
-def _members(archive: zipfile.ZipFile, path: Path, shapes: dict[str, tuple[int, ...]], fix: str) -> dict[str, zipfile.ZipInfo]:
+def _members(archive: zipfile.ZipFile, path: Path, shapes: Mapping[str, tuple[int, ...]], fix: str) -> dict[str, zipfile.ZipInfo]:
     """Each wanted array's member, by array name; an archive holding other members, or missing one, is refused."""
     members = {info.filename: info for info in archive.infolist()}
     wanted = {f"{name}.npy" for name in shapes}

@@ -201,7 +201,7 @@ def save_runs(
     directory: str | os.PathLike,
     *,
     overwrite: bool = False,
-    expect: Fingerprint | object = _UNCHECKED,
+    expect: Fingerprint | Literal[_Unchecked.UNCHECKED] = _Unchecked.UNCHECKED,
 ) -> Path:
     """:func:`save_experiment` of ``header`` with the runs of ``groups`` (one group in memory at a time, :func:`write_runs`)."""
     target = folder_path(directory)
