@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .harness import PERF, Block, fmt_ratio, interleave, jsonable, pooled_median, ratio, table
+from .harness import PERF, Block, fmt_ratio, interleave, jsonable, measured_models, pooled_median, ratio, table
 from .machine import machine_info
 
 GOALS = {"tempo / hf eager": 1.0, "capture / tempo": 1.2}   # steps/s ratio at least; cost ratio at most
@@ -164,10 +164,7 @@ def _ratios(samples: Any, big: int) -> dict:
 
 def format_generate(result: dict) -> list[str]:
     out = ["\n[8] against plain HF generate: steps/s on the same weights, same prompts, exactly S steps each"]
-    for m in result["models"]:
-        if "skipped" in m:
-            out.append(f"{m['name']}: skipped, {m['skipped']}")
-            continue
+    for m in measured_models(result["models"], out):
         s = m["settings"]
         out.append(f"{m['name']} ({m['backend']}) on {m['device']}: B=1 over {m['prompts_b1']} prompts one at a time, "
                    f"B={m['prompts']} as one batch; {m['steps']} steps; tempo: threshold {s['threshold']}, mode {s['mode']}; "
@@ -222,6 +219,7 @@ def bench_generate(model: Any, cfg: GenerateBenchConfig, model_name: str | None,
                    log: Callable[[str], None] = print) -> dict:
     """Section 8 on ``model`` (already loaded), with HF loaded beside it."""
     from tempo_lens.backends.bridge.fast_paths import fast_paths_on
+    from tempo_lens.backends.hooked.weight_layout import weights_stored_as_read
 
     hf, tokenizer = load_hf(model_name, device)
     try:
@@ -229,7 +227,8 @@ def bench_generate(model: Any, cfg: GenerateBenchConfig, model_name: str | None,
     finally:
         del hf
         gc.collect()
-    paths = fast_paths_on(model) if backend == "bridge" else []
+    stored = weights_stored_as_read(model) if backend == "hooked" else 0
+    paths = fast_paths_on(model) if backend == "bridge" else [f"weights stored as read ({stored} modules)"] if stored else []
     return {"name": model_name or "smollm2-135m", "backend": backend, "paths": paths, **result}
 
 

@@ -99,6 +99,12 @@ def fmt_ratio(r: dict) -> str:
     return f"{r['ratio']:.2f}x  [{r['q1']:.2f}-{r['q3']:.2f}; fastest {r['fastest']:.2f}x]"
 
 
+def measured_models(models: Sequence[dict], out: list[str]) -> list[dict]:
+    """The models a section measured; a line in ``out`` for each one it skipped (not installed)."""
+    out.extend(f"{m['name']}: skipped, {m['skipped']}" for m in models if "skipped" in m)
+    return [m for m in models if "skipped" not in m]
+
+
 def paths_label(paths: Sequence[str]) -> str:
     """The speed paths a section ran with, for its title."""
     return "fast paths on: " + "; ".join(paths) if paths else "fast paths off: stock TransformerBridge"
