@@ -164,6 +164,8 @@ def _ratios(samples: Any, big: int) -> dict:
 
 def format_generate(result: dict) -> list[str]:
     out = ["\n[8] against plain HF generate: steps/s on the same weights, same prompts, exactly S steps each"]
+    if "skipped" in result:
+        return out + [f"skipped: {result['skipped']}"]
     for m in measured_models(result["models"], out):
         s = m["settings"]
         out.append(f"{m['name']} ({m['backend']}) on {m['device']}: B=1 over {m['prompts_b1']} prompts one at a time, "
@@ -189,8 +191,8 @@ def _goal(name: str) -> str:
 
 def summary_rows(result: dict) -> list[dict]:
     """One summary row per goal and model, for :mod:`benchmarks.summary`."""
-    rows = []
-    for m in result["models"]:
+    rows: list[dict] = []
+    for m in result.get("models", []):
         if "skipped" in m:
             continue
         for name, r in m["ratios"].items():
@@ -216,12 +218,15 @@ def load_hf(model_name: str | None, device: str) -> tuple[Any, Any]:
 
 
 def bench_generate(model: Any, cfg: GenerateBenchConfig, model_name: str | None, device: str, backend: str,
-                   log: Callable[[str], None] = print) -> dict:
-    """Section 8 on ``model`` (already loaded), with HF loaded beside it."""
+                   log: Callable[[str], None] = print, hf: Any = None) -> dict:
+    """Section 8 on ``model`` (already loaded), beside ``hf`` (the same weights; loaded from ``model_name`` when None)."""
     from tempo_lens.backends.bridge.fast_paths import fast_paths_on
     from tempo_lens.backends.hooked.weight_layout import weights_stored_as_read
 
-    hf, tokenizer = load_hf(model_name, device)
+    if hf is None:
+        hf, tokenizer = load_hf(model_name, device)
+    else:
+        tokenizer = model.tokenizer
     try:
         result = bench_generate_model(model, hf, tokenizer, cfg, log)
     finally:
@@ -233,11 +238,13 @@ def bench_generate(model: Any, cfg: GenerateBenchConfig, model_name: str | None,
 
 
 def run_models(first: Any, names: Sequence[str | None], backend: str, device: str, quick: bool, rounds: int | None,
-               log: Callable[[str], None] = print) -> dict:
-    """Section 8 on each model that loads (``first``: the first one, already loaded), one at a time."""
-    from tempo_lens import load_model
+               log: Callable[[str], None] = print, first_hf: Any = None) -> dict:
+    """Section 8 on each model that loads (``first``: the first one, already loaded, with ``first_hf`` beside it), one at a time."""
+    from tempo_lens import generation, load_model
     from tempo_lens.errors import TempoLensError
 
+    if not hasattr(generation, "generate_batch"):
+        return {"skipped": "tempo_lens.generation.generate_batch does not exist; section 8 needs it"}
     models = []
     for i, name in enumerate(names):
         log(f"... section 8: {name or 'smollm2-135m'} ({backend})")
@@ -251,7 +258,7 @@ def run_models(first: Any, names: Sequence[str | None], backend: str, device: st
         cfg = GenerateBenchConfig.quick() if quick else (GenerateBenchConfig() if i == 0 else GenerateBenchConfig.large())
         if rounds:
             cfg.rounds = rounds
-        models.append(bench_generate(model, cfg, name, device, backend, log))
+        models.append(bench_generate(model, cfg, name, device, backend, log, first_hf if i == 0 else None))
         del model
         gc.collect()
     return {"models": models}

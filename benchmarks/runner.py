@@ -66,7 +66,7 @@ def run_all(model: "TransformerBridge | None", hf: Any, cfg: BenchConfig, sectio
         timed("changes", lambda: bench_changes(model, cfg))
     if 8 in sections:
         names = [model_path, *(name for name in cfg.sweep_models if name != model_path)]
-        timed("generate", lambda: bench_generate(model, names, "bridge", device, cfg.brief, None, log))
+        timed("generate", lambda: bench_generate(model, names, "bridge", device, cfg.brief, None, log, first_hf=hf))
     results["summary"] = summarize(results)
     return results
 

@@ -43,7 +43,8 @@ def test_bench_runs_every_section_on_a_tiny_model(tiny, monkeypatch):
     results = run_all(model, hf, tiny_config(), log=lambda _msg: None)
     results["machine"] = machine_info()
     sections = results["sections"]
-    assert set(sections) == {"parallel", "linear", "stock", "scaling", "hf", "profile", "capture", "analysis", "sweep"}
+    assert set(sections) == {"parallel", "linear", "stock", "scaling", "hf", "profile", "capture", "analysis", "sweep",
+                             "changes", "generate"}
 
     parallel = sections["parallel"]
     assert [row["k"] for row in parallel["rows"]] == [1, 2]
@@ -70,11 +71,29 @@ def test_bench_runs_every_section_on_a_tiny_model(tiny, monkeypatch):
     assert any(row["target"].startswith("6 analysis") for row in summary)
 
     assert "skipped" in sections["sweep"] and any(row["target"].startswith("7 sweep") for row in summary)
+    assert "skipped" in sections["generate"]  # it needs generate_batch, removed above
+    assert {row["change"] for row in sections["changes"]["rows"]} >= {"calls", "hook points"}
+    assert all(row["effect"]["ratio"] > 0 for row in sections["changes"]["rows"])
 
     report = format_report(results)
-    for header in ("[1+2]", "[1b]", "[1c]", "[3]", "[4]", "[4b]", "[5]", "[6]", "[7]", "Summary"):
+    for header in ("[1+2]", "[1b]", "[1c]", "[3]", "[4]", "[4b]", "[5]", "[6]", "[7]", "[8]", "[9]", "Summary"):
         assert header in report
     json.dumps(jsonable(results))
+
+
+def test_section_8_beside_hf_generate(tiny):
+    """Section 8 on the tiny model: every variant at B = 1 and B = 16, the same steps made, ratios and goals reported."""
+    from benchmarks.generate import VARIANTS, format_generate, run_models, summary_rows
+
+    model, hf = tiny
+    result = run_models(model, [None], "bridge", "cpu", quick=True, rounds=1, log=lambda _msg: None, first_hf=hf)
+    (measured,) = result["models"]
+    assert {(row["variant"], row["batch"]) for row in measured["rows"]} == {(v, b) for v in VARIANTS for b in (1, 16)}
+    for row in measured["rows"]:
+        assert row["steps"] == row["prompts"] * measured["steps"] and row["tokens"] >= row["steps"]
+    assert all(r["ratio"] > 0 for r in measured["ratios"].values())
+    assert {row["goal"] for row in summary_rows(result)} == {">= 1.00x", "<= 1.20x"}
+    assert "tempo capture" in "\n".join(format_generate(result))
 
 
 def test_command_line_runs_a_section_without_a_model(tmp_path, capsys):
