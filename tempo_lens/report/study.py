@@ -29,17 +29,17 @@ from .schema import read_metrics
 
 Progress = Callable[[str], None]
 
-# Measured through this runner on the 2-core CPU machine this project is developed on, with another job holding one of
-# the two cores (docs/study.md, "Time"), so an upper estimate for a quiet machine: seconds per generated run (10 steps,
-# batch 16) on SmolLM2-135M, and per run for a model's report (saving the runs, loading them back, the metrics,
-# rendering). Other zoo models' generation is scaled by its cost relative to SmolLM2-135M, measured the same way on 31
-# prompts of the set; other models by parameter count. Loading each model is added per model, and converting a zoo
-# model on its first load (qwen2.5-1.5b measured here under load; the others on a quiet machine, README).
-SECONDS_PER_RUN = 0.26
+# Measured on the 2-core CPU machine this project is developed on while another job held one of the two cores, so the
+# runner had one (docs/study.md, "Time"; an upper estimate for a quiet machine): seconds per generated run (10 steps,
+# batch 16) on SmolLM2-135M in a full `make study`, and per run for a model's report (saving the runs, loading them
+# back, the metrics, rendering). Other zoo models' generation is scaled by its CPU time per run relative to
+# SmolLM2-135M's on 31 prompts of the set, other models by parameter count. Loading each model is added per model,
+# and converting a zoo model on its first load (qwen2.5-1.5b measured here under load; the others quiet, README).
+SECONDS_PER_RUN = 0.32
 REPORT_SECONDS_PER_RUN = 0.04
-RELATIVE_COST = {"smollm2-135m": 1.0, "qwen2.5-0.5b": 3.3, "qwen2.5-1.5b": 9.0, "gemma-3-270m": 2.0}
+RELATIVE_COST = {"smollm2-135m": 1.0, "qwen2.5-0.5b": 2.9, "qwen2.5-1.5b": 7.5, "gemma-3-270m": 1.6}
 REFERENCE_PARAMS = 135e6
-LOAD_SECONDS = {"smollm2-135m": 7, "qwen2.5-0.5b": 7, "qwen2.5-1.5b": 18, "gemma-3-270m": 12}
+LOAD_SECONDS = {"smollm2-135m": 8, "qwen2.5-0.5b": 7, "qwen2.5-1.5b": 18, "gemma-3-270m": 12}
 CONVERSION_SECONDS = {"smollm2-135m": 18, "qwen2.5-0.5b": 64, "qwen2.5-1.5b": 201, "gemma-3-270m": 63}
 DEFAULT_CHUNKS = 8
 
@@ -180,6 +180,7 @@ def study(
         + f"; about {minutes(sum(estimates.values()))} in all, loading, conversions and reports included"
     )
     done: dict[str, dict[str, Path]] = {}
+    spent = planned = 0.0  # seconds taken and estimated by the models done
     for i, name in enumerate(names, start=1):
         began = time.perf_counter()
         progress(f"model {i}/{len(names)}: {name} (estimated {minutes(estimates[name])})")
@@ -189,10 +190,15 @@ def study(
             progress(f"skipping model {name}: {exc}")
             continue
         build_report(done[name], plans[name], progress)
+        took = time.perf_counter() - began
         progress(
-            f"model {name}: report in {plans[name].report_dir} ({minutes(time.perf_counter() - began)}; "
+            f"model {name}: report in {plans[name].report_dir} ({minutes(took)}; "
             f"{minutes(time.perf_counter() - started)} since the start)"
         )
+        spent, planned = spent + took, planned + estimates[name]
+        if i < len(names):  # the estimate of the models left, at this machine's pace so far
+            left = spent / planned * sum(estimates[n] for n in names[i:])
+            progress(f"about {minutes(left)} left for the other models (so far {spent / planned:.2f} x the estimate)")
     main = DEFAULT_MODEL if DEFAULT_MODEL in done else next(iter(done), None)
     if main is None:
         raise ConfigError("no model of the study could run; see the messages above")

@@ -68,3 +68,25 @@ def test_a_chunked_run_equals_one_run_of_the_whole_config(tiny_llama):
         assert a.layout == b.layout and sorted(a.attention) == sorted(b.attention)
         for step in a.attention:
             np.testing.assert_allclose(a.attention[step], b.attention[step], atol=1e-6)
+
+
+def test_the_study_runs_every_model_with_an_estimate_and_progress(tiny_dirs, tmp_path):
+    from tempo_lens.report.study import study
+
+    settings = 'threshold = 1e-6\nmax_parallel = 2\nmax_steps = 3\n'
+    for mode in ("isolated", "visible"):
+        (tmp_path / f"exp1_{mode}.toml").write_text(f'name = "exp1_{mode}"\nprompt = "t1 t17 t42 t5"\nmode = "{mode}"\n' + settings)
+    (tmp_path / "study.toml").write_text(
+        'name = "study"\nprompts = ["t1 t17 t42 t5", "t1 t9 t33", "t1 t50 t60 t70", "t1 t3 t4"]\n'
+        'modes = ["isolated", "visible"]\nbatch_size = 2\n' + settings
+    )
+    models = [str(tiny_dirs["llama"]), str(tiny_dirs["llama3_scaling"])]
+    lines: list[str] = []
+    target = study(tmp_path, models, n_chunks=2, progress=lines.append)
+    text = "\n".join(lines)
+    assert "estimated time on a 2-core CPU" in text and "study chunk 2/2 done (batch 2)" in text
+    assert sum("left for the other models" in line for line in lines) == 1  # after the first of the two models
+    md = (target / "FINDINGS.md").read_text()
+    assert "## Cross-model" in md
+    for name in ("llama", "llama3_scaling"):
+        assert (tmp_path / "models" / name / "report" / "metrics.json").is_file()
