@@ -21,7 +21,7 @@ A step that cannot be measured carries a ``missing_reason`` and NaN measurements
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -186,8 +186,7 @@ def ratio_table(runs: Iterable[Any], *, exclude_first: bool = False, other: Othe
     for run in as_runs(runs):
         for step in run.step_ids:
             result = parallel_ratio(run.attention[step], run.layout, step, exclude_first=exclude_first, other=other)
-            row = asdict(result)
-            row.pop("other_token_mean")
+            row = {k: v for k, v in vars(result).items() if k != "other_token_mean"}  # the fields are plain values
             rows.append(dict(run=run.name, prompt=run.prompt, mode=run.mask, **row, set_ratio=result.set_ratio))
     return pd.DataFrame(rows, columns=RATIO_COLUMNS)
 
@@ -198,17 +197,14 @@ def mode_averages(ratio_df: pd.DataFrame) -> pd.DataFrame:
     Columns: run, mode, ratio (mean of per-step ratios), set_ratio (same for the set ratio, when the
     table has it), n_steps (steps averaged), steps (those steps, comma-separated).
     """
+    keys = ["run", "mode"]
+    means = ["ratio"] + (["set_ratio"] if "set_ratio" in ratio_df else [])
+    columns = [*keys, *means, "n_steps", "steps"]
     measured = ratio_df[ratio_df["missing_reason"].isna() & ratio_df["ratio"].notna()]
-    rows = []
-    for (run, mode), _ in ratio_df.groupby(["run", "mode"], sort=False):
-        group = measured[(measured["run"] == run) & (measured["mode"] == mode)]
-        row = dict(run=run, mode=mode, ratio=group["ratio"].mean() if len(group) else float("nan"))
-        if "set_ratio" in ratio_df:
-            row["set_ratio"] = group["set_ratio"].mean() if len(group) else float("nan")
-        row.update(n_steps=len(group), steps=",".join(str(int(s)) for s in group["step"]))
-        rows.append(row)
-    columns = ["run", "mode", "ratio"] + (["set_ratio"] if "set_ratio" in ratio_df else []) + ["n_steps", "steps"]
-    return pd.DataFrame(rows, columns=columns)
+    grouped = measured.groupby(keys, sort=False)
+    found = grouped[means].mean().join(grouped["step"].agg(n_steps="size", steps=lambda s: ",".join(str(int(v)) for v in s)))
+    out = ratio_df[keys].drop_duplicates().merge(found.reset_index(), on=keys, how="left")  # every (run, mode), in table order
+    return out.fillna({"n_steps": 0, "steps": ""}).astype({"n_steps": int, "steps": str})[columns].reset_index(drop=True)
 
 
 def _grouped_ratio(

@@ -18,6 +18,7 @@ the ratio. With every choice off the result equals :func:`tempo_lens.analysis.pa
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -80,22 +81,24 @@ def script_ratio(attention: Any, layout: TokenLayout, step: int, definition: Scr
     return float(weights[:end][parallel].mean() / other_mean) if other_mean > 0 else float("nan")
 
 
-def script_ratio_table(run: Any, definition: ScriptDefinition = REFERENCE_SCRIPT) -> pd.DataFrame:
-    """One row per captured step of ``run``: step (this project's), label (the definition's), ratio, averaged."""
-    rows = []
+def _per_step(run: Any, definition: ScriptDefinition) -> Iterator[tuple[int, int, float, bool]]:
+    """(step, label, ratio, averaged) for each captured step of ``run`` under ``definition``."""
     for step in run.step_ids:
         label = step + 1 if definition.shifted_steps else step
         ratio = script_ratio(run.attention[step], run.layout, step, definition)
         chosen = definition.steps is None or label in definition.steps
-        rows.append(dict(step=step, label=label, ratio=ratio, averaged=bool(chosen and not np.isnan(ratio))))
-    return pd.DataFrame(rows, columns=["step", "label", "ratio", "averaged"])
+        yield step, label, ratio, bool(chosen and not np.isnan(ratio))
+
+
+def script_ratio_table(run: Any, definition: ScriptDefinition = REFERENCE_SCRIPT) -> pd.DataFrame:
+    """One row per captured step of ``run``: step (this project's), label (the definition's), ratio, averaged."""
+    return pd.DataFrame(list(_per_step(run, definition)), columns=["step", "label", "ratio", "averaged"])
 
 
 def script_average(run: Any, definition: ScriptDefinition = REFERENCE_SCRIPT) -> float:
     """Mean of the per-step ratios the definition averages (NaN when none is measurable)."""
-    table = script_ratio_table(run, definition)
-    chosen = table[table["averaged"]]
-    return float(chosen["ratio"].mean()) if len(chosen) else float("nan")
+    chosen = [ratio for _, _, ratio, averaged in _per_step(run, definition) if averaged]
+    return float(np.mean(chosen)) if chosen else float("nan")
 
 
 def undo_chain_table(runs: Any) -> pd.DataFrame:

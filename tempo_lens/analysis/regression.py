@@ -9,9 +9,9 @@ batch and heads (the weight the ratio uses, per query row). The terms:
 - ``prompt``: the key is a prompt token; ``first``: the key is physical position 0;
 - ``sibling``: the key is a sibling of the query in its own step (visible mode only; isolated hides them).
 
-Fits are ordinary least squares by :func:`numpy.linalg.lstsq`; the bootstrap's refits use the same
-call on each run's rows compressed to their QR factor (:func:`_refits`: the same solution, computed
-from a few rows per run instead of every pair). The coefficient of ``parallel`` is a
+Fits are ordinary least squares by :func:`numpy.linalg.lstsq`; the bootstrap's refits solve the same
+problem from each run's sums of squares and cross-products (:func:`_refits`: the same solution, all
+resamples at once instead of a fit over every pair per resample). The coefficient of ``parallel`` is a
 log factor: ``exp(beta)`` is how many times more attention a parallel key gets, the other terms held
 fixed. The **raw effect** is that coefficient with ``parallel`` and ``first`` only (the first token
 held fixed, as in the sink-excluded ratio the report's headline quotes); ``prompt``, ``log_distance``
@@ -44,36 +44,62 @@ RAW_TERMS: tuple[Term, ...] = ("parallel", "first")  # the raw effect: the first
 PAIR_COLUMNS = ["run", "mode", "step", "query", "key", "attention", *TERMS]
 
 
-def _step_pairs(run: Any, step: int) -> tuple[pd.DataFrame, Float[np.ndarray, "pair layer head_index"]]:
-    """The pairs of one captured step (columns :data:`PAIR_COLUMNS`) and each pair's weight per (layer, head)."""
+def _run_pairs(run: Any) -> tuple[dict[str, np.ndarray], Float[np.ndarray, "pair layer head_index"]]:
+    """The pairs of every captured step of one run (columns :data:`PAIR_COLUMNS` as arrays) and each pair's weight per (layer, head).
+
+    The run's mask is built once: a step's visibility is its rows (the step's siblings) and columns (every key up
+    to its last sibling) of the whole layout's mask.
+    """
     layout = run.layout
     steps = np.asarray(layout.steps)
     positions = np.asarray(layout.logical_positions)
     parallel = layout.parallel_tensor().numpy()
-    a, siblings = step_attention(run.attention[step], layout, step)
-    per_head = a.mean(axis=1)  # [layer, head, query, key]
-    n_queries, n_keys = per_head.shape[-2:]
-    seen = ~layout.blocked(run.mode, n_queries=n_queries, n_keys=n_keys).numpy()
-    seen[np.arange(n_queries), np.asarray(siblings)] = False
-    q, k = np.nonzero(seen)
-    query = np.asarray(siblings)[q]
-    heads = per_head[:, :, q, k]  # [layer, head, pair]
-    frame = pd.DataFrame(
+    blocked = layout.blocked(run.mode).numpy()
+    columns: dict[str, list[np.ndarray]] = {"step": [], "query": [], "key": []}
+    heads = []
+    for step in run.step_ids:
+        a, siblings = step_attention(run.attention[step], layout, step)
+        seen = ~blocked[siblings.start : siblings.stop, : siblings.stop]
+        seen[np.arange(len(siblings)), np.asarray(siblings)] = False
+        q, k = np.nonzero(seen)
+        heads.append(np.moveaxis(a.mean(axis=1)[:, :, q, k], -1, 0))  # [pair, layer, head]
+        columns["step"].append(np.full(len(k), step))
+        columns["query"].append(siblings.start + q)
+        columns["key"].append(k)
+    if not heads:
+        return {}, np.empty((0, 0, 0), dtype=np.float32)
+    step, query, key = (np.concatenate(columns[c]).astype(np.int64) for c in ("step", "query", "key"))
+    weights = np.concatenate(heads)
+    arrays = {
+        "step": step,
+        "query": query,
+        "key": key,
+        "attention": weights.mean(axis=(1, 2), dtype=np.float64),
+        "parallel": parallel[key].astype(np.float64),
+        "first": (key == 0).astype(np.float64),
+        "prompt": (steps[key] < 0).astype(np.float64),
+        "log_distance": np.log1p(positions[query] - positions[key]),
+        "sibling": (steps[key] == step).astype(np.float64),
+    }
+    return arrays, weights
+
+
+def _pairs(runs: Iterable[Any]) -> tuple[pd.DataFrame, Float[np.ndarray, "pair layer head_index"] | None]:
+    """The pair table of ``runs`` and each pair's weight per (layer, head) (None without a pair)."""
+    parts = [(run, *_run_pairs(run)) for run in as_runs(runs)]
+    parts = [p for p in parts if p[1]]
+    if not parts:
+        return pd.DataFrame(columns=PAIR_COLUMNS), None
+    sizes = [len(arrays["key"]) for _, arrays, _ in parts]
+    table = pd.DataFrame(
         {
-            "run": run.name,
-            "mode": run.mode,
-            "step": step,
-            "query": query,
-            "key": k,
-            "attention": heads.mean(axis=(0, 1), dtype=np.float64),
-            "parallel": parallel[k].astype(np.float64),
-            "first": (k == 0).astype(np.float64),
-            "prompt": (steps[k] < 0).astype(np.float64),
-            "log_distance": np.log1p(positions[query] - positions[k]),
-            "sibling": (steps[k] == step).astype(np.float64),
-        }
+            "run": np.repeat(np.array([run.name for run, _, _ in parts], dtype=object), sizes),
+            "mode": np.repeat(np.array([run.mode for run, _, _ in parts], dtype=object), sizes),
+            **{c: np.concatenate([arrays[c] for _, arrays, _ in parts]) for c in PAIR_COLUMNS[2:]},
+        },
+        columns=PAIR_COLUMNS,
     )
-    return frame, np.moveaxis(heads, -1, 0)
+    return table, np.concatenate([heads for _, _, heads in parts])
 
 
 def pair_table(runs: Iterable[Any]) -> pd.DataFrame:
@@ -81,10 +107,7 @@ def pair_table(runs: Iterable[Any]) -> pd.DataFrame:
 
     Visibility follows the run's mode and pruning (:meth:`TokenLayout.blocked`).
     """
-    frames = [_step_pairs(run, step)[0] for run in as_runs(runs) for step in run.step_ids]
-    if not frames:
-        return pd.DataFrame(columns=PAIR_COLUMNS)
-    return pd.concat(frames, ignore_index=True)[PAIR_COLUMNS]
+    return _pairs(runs)[0]
 
 
 def head_parallel_coefficients(runs: Iterable[Any]) -> Float[np.ndarray, "layer head_index"]:
@@ -92,11 +115,9 @@ def head_parallel_coefficients(runs: Iterable[Any]) -> Float[np.ndarray, "layer 
 
     One :func:`numpy.linalg.lstsq` call with a column of responses per head; NaN when no parallel key was seen.
     """
-    parts = [_step_pairs(run, step) for run in as_runs(runs) for step in run.step_ids]
-    if not parts:
+    pairs, heads = _pairs(runs)
+    if heads is None:
         return np.empty((0, 0))
-    pairs = pd.concat([p[0] for p in parts], ignore_index=True)
-    heads = np.concatenate([p[1] for p in parts])  # [pair, layer, head]
     shape = heads.shape[1:]
     if pairs["parallel"].nunique() < 2:
         return np.full(shape, np.nan)
@@ -121,20 +142,18 @@ def _lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def _refits(x: np.ndarray, y: np.ndarray, counts: np.ndarray, run_index: np.ndarray) -> np.ndarray:
     """Least-squares coefficients for each resample (``counts[resample, run]``: how often each run was drawn).
 
-    Every run's rows are first replaced by their QR factor: with ``X_r = Q_r R_r``, the problem
-    ``min sum_r c_r |y_r - X_r b|^2`` has the same solution as ``min sum_r c_r |Q_r' y_r - R_r b|^2`` (what
-    ``Q_r`` leaves out does not depend on ``b``), so each refit is :func:`numpy.linalg.lstsq` on at most
-    ``columns`` rows per drawn run, scaled by the square root of its count, instead of on every pair.
+    The problem ``min sum_r c_r |y_r - X_r b|^2`` depends on each run's rows only through ``X_r' X_r`` and
+    ``X_r' y_r``, so these are summed once per run and every refit solves its weighted sum of them, all
+    resamples in one batched call. The pseudo-inverse gives :func:`numpy.linalg.lstsq`'s minimum-norm
+    solution where a resample leaves a term constant.
     """
-    blocks = []
-    for r in range(counts.shape[1]):
-        q, factor = np.linalg.qr(x[run_index == r])
-        blocks.append((factor, q.T @ y[run_index == r]))
-    out = np.empty((len(counts), x.shape[1]))
-    for i, c in enumerate(counts):
-        drawn = [(np.sqrt(c[r]) * f, np.sqrt(c[r]) * t) for r, (f, t) in enumerate(blocks) if c[r] > 0]
-        out[i] = np.linalg.lstsq(np.vstack([f for f, _ in drawn]), np.concatenate([t for _, t in drawn]), rcond=None)[0]
-    return out
+    n_runs, p = counts.shape[1], x.shape[1]
+    products = x[:, :, None] * x[:, None, :]
+    gram = np.stack([np.bincount(run_index, weights=products[:, i, j], minlength=n_runs) for i in range(p) for j in range(p)], 1)
+    moment = np.stack([np.bincount(run_index, weights=x[:, i] * y, minlength=n_runs) for i in range(p)], 1)
+    lhs = (counts @ gram).reshape(len(counts), p, p)
+    rhs = counts @ moment
+    return np.einsum("nij,nj->ni", np.linalg.pinv(lhs, hermitian=True), rhs)
 
 
 def varying_terms(pairs: pd.DataFrame, terms: Iterable[str]) -> list[str]:

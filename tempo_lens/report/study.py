@@ -20,8 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import ConfigError, TempoLensError
-from ..experiment import ExperimentConfig, run_experiment
-from ..experiment.shards import merge_experiments
+from ..experiment import Experiment, ExperimentConfig, run_experiment
 from .cross_model import collect_entries, folder_name
 from .inputs import MULTI, SINGLE, check_pair, config_role
 from .outputs import OutputPlan
@@ -30,14 +29,18 @@ from .schema import read_metrics
 
 Progress = Callable[[str], None]
 
-# Measured by `make study` on the 2-core CPU machine this project is developed on, SmolLM2-135M, three other jobs
-# sharing the CPU (README): seconds per generated run of 10 steps with batch 8, and per run for the model's report.
-# Other zoo models are scaled by their measured speed relative to it (README, `make analyze-models`: seconds per
-# model on the 14-prompt set, conversion left out); other models by parameter count. An estimate, and said so.
-SECONDS_PER_RUN = 1.3
-REPORT_SECONDS_PER_RUN = 0.5
-RELATIVE_COST = {"smollm2-135m": 1.0, "qwen2.5-0.5b": 2.2, "qwen2.5-1.5b": 6.1, "gemma-3-270m": 1.6}
+# Measured on the 2-core CPU machine this project is developed on while another job held one of the two cores, so the
+# runner had one (docs/study.md, "Time"; an upper estimate for a quiet machine): seconds per generated run (10 steps,
+# batch 16) on SmolLM2-135M in a full `make study`, and per run for a model's report (saving the runs, loading them
+# back, the metrics, rendering). Other zoo models' generation is scaled by its CPU time per run relative to
+# SmolLM2-135M's on 31 prompts of the set, other models by parameter count. Loading each model is added per model,
+# and converting a zoo model on its first load (qwen2.5-1.5b measured here under load; the others quiet, README).
+SECONDS_PER_RUN = 0.32
+REPORT_SECONDS_PER_RUN = 0.04
+RELATIVE_COST = {"smollm2-135m": 1.0, "qwen2.5-0.5b": 2.9, "qwen2.5-1.5b": 7.5, "gemma-3-270m": 1.6}
 REFERENCE_PARAMS = 135e6
+LOAD_SECONDS = {"smollm2-135m": 8, "qwen2.5-0.5b": 7, "qwen2.5-1.5b": 18, "gemma-3-270m": 12}
+CONVERSION_SECONDS = {"smollm2-135m": 18, "qwen2.5-0.5b": 64, "qwen2.5-1.5b": 201, "gemma-3-270m": 63}
 DEFAULT_CHUNKS = 8
 
 
@@ -63,24 +66,58 @@ def estimate_seconds(configs: Sequence[ExperimentConfig], model: str) -> float:
     return per_run * sum(n_runs(c) for c in configs)
 
 
+def setup_seconds(model: str) -> float:
+    """Seconds to load ``model``, plus its conversion when it is a zoo model not converted yet (its first load converts it)."""
+    from ..model_cache import cache_problem, cache_root
+    from ..zoo import ZOO
+
+    if model not in ZOO:
+        return float(max(LOAD_SECONDS.values()))
+    converted = cache_problem(cache_root() / ZOO[model].cache_name) is None
+    return LOAD_SECONDS.get(model, max(LOAD_SECONDS.values())) + (0 if converted else CONVERSION_SECONDS.get(model, 0))
+
+
 def minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-def _run_chunked(config: ExperimentConfig, model, n_chunks: int, progress: Progress, label: str):
-    """The config's prompts in ``n_chunks`` shards (one model load), merged back into one experiment."""
+def batch_size(config: ExperimentConfig, model) -> int:
+    """The config's batch size, else the one ``generate_batch`` chooses for its longest prompt (free memory, at most 16)."""
+    if config.batch_size:
+        return config.batch_size
+    from ..generation.memory import default_batch_size
+
+    longest = max(len(model.tokenizer(p)["input_ids"]) for p in config.prompts)
+    return default_batch_size(model, longest, config.generation.max_steps, config.generation.max_parallel)
+
+
+def prompt_chunks(n_prompts: int, batch: int, n_chunks: int) -> list[range]:
+    """About ``n_chunks`` consecutive pieces of the prompts, each a whole number of batches (the last may fall short)."""
+    size = batch * max(1, -(-n_prompts // (batch * max(1, n_chunks))))
+    return [range(first, min(first + size, n_prompts)) for first in range(0, n_prompts, size)]
+
+
+def _run_chunked(config: ExperimentConfig, model, n_chunks: int, progress: Progress, label: str) -> Experiment:
+    """The config's prompts in about ``n_chunks`` pieces of whole batches (one model load), joined back into one experiment.
+
+    Each piece is consecutive prompts, so every batch but the last is full and the joined runs are in the order one
+    run of the whole config gives them.
+    """
     if config_role(config.to_dict()) != MULTI or n_chunks <= 1:
         return run_experiment(config, model)
-    n_chunks = min(n_chunks, len(config.prompts))
+    config = dataclasses.replace(config, batch_size=batch_size(config, model))
+    chunks = prompt_chunks(len(config.prompts), config.batch_size or 1, n_chunks)
     parts, started = [], time.perf_counter()
-    for i in range(n_chunks):
-        parts.append(run_experiment(config, model, shard=(i, n_chunks)))
+    for i, chunk in enumerate(chunks):
+        parts.append(run_experiment(config, model, prompt_indices=list(chunk)))
         elapsed = time.perf_counter() - started
-        left = elapsed / (i + 1) * (n_chunks - i - 1)
-        progress(f"{label}: {config.name} chunk {i + 1}/{n_chunks} done, {minutes(elapsed)} so far, about {minutes(left)} left")
-    merged = merge_experiments(parts)
-    merged.shard = None
-    return merged
+        left = elapsed / chunk.stop * (len(config.prompts) - chunk.stop)
+        progress(
+            f"{label}: {config.name} chunk {i + 1}/{len(chunks)} done (batch {config.batch_size}), {minutes(elapsed)} so far, "
+            f"about {minutes(left)} left"
+        )
+    first = parts[0]
+    return Experiment(config=first.config, runs=[r for p in parts for r in p.runs], model=first.model, versions=first.versions)
 
 
 def run_model(
@@ -132,17 +169,18 @@ def study(
     main_plan = OutputPlan(folder, overwrite)
     main_plan.check()
     prompts = sum(len(c.prompts) for c in configs.values() if config_role(c.to_dict()) == MULTI)
-    estimates = {name: estimate_seconds(list(configs.values()), name) for name in names}
+    estimates = {name: setup_seconds(name) + estimate_seconds(list(configs.values()), name) for name in names}
     progress(
         f"study: {prompts} prompts x {', '.join(sorted({m for c in configs.values() for m in c.modes}))} on "
         f"{len(names)} model(s): {', '.join(names)}"
     )
     progress(
-        "estimated time on a 2-core CPU: "
+        "estimated time on a 2-core CPU shared with one other job (less when nothing else runs): "
         + ", ".join(f"{n} {minutes(s)}" for n, s in estimates.items())
-        + f"; about {minutes(sum(estimates.values()))} in all, reports included"
+        + f"; about {minutes(sum(estimates.values()))} in all, loading, conversions and reports included"
     )
     done: dict[str, dict[str, Path]] = {}
+    spent = planned = 0.0  # seconds taken and estimated by the models done
     for i, name in enumerate(names, start=1):
         began = time.perf_counter()
         progress(f"model {i}/{len(names)}: {name} (estimated {minutes(estimates[name])})")
@@ -152,10 +190,15 @@ def study(
             progress(f"skipping model {name}: {exc}")
             continue
         build_report(done[name], plans[name], progress)
+        took = time.perf_counter() - began
         progress(
-            f"model {name}: report in {plans[name].report_dir} ({minutes(time.perf_counter() - began)}; "
+            f"model {name}: report in {plans[name].report_dir} ({minutes(took)}; "
             f"{minutes(time.perf_counter() - started)} since the start)"
         )
+        spent, planned = spent + took, planned + estimates[name]
+        if i < len(names):  # the estimate of the models left, at this machine's pace so far
+            left = spent / planned * sum(estimates[n] for n in names[i:])
+            progress(f"about {minutes(left)} left for the other models (so far {spent / planned:.2f} x the estimate)")
     main = DEFAULT_MODEL if DEFAULT_MODEL in done else next(iter(done), None)
     if main is None:
         raise ConfigError("no model of the study could run; see the messages above")
