@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .harness import PERF, Block, fmt_ratio, interleave, jsonable, measured_models, pooled_median, ratio, table
+from .harness import PERF, Block, fmt_ratio, interleave, jsonable, pooled_median, section_models, ratio, table
 from .machine import machine_info
 
 GOALS = {"tempo / hf eager": 1.0, "capture / tempo": 1.2}   # steps/s ratio at least; cost ratio at most
@@ -163,10 +163,9 @@ def _ratios(samples: Any, big: int) -> dict:
 
 
 def format_generate(result: dict) -> list[str]:
-    out = ["\n[8] against plain HF generate: steps/s on the same weights, same prompts, exactly S steps each"]
-    if "skipped" in result:
-        return out + [f"skipped: {result['skipped']}"]
-    for m in measured_models(result["models"], out):
+    out, models = section_models("\n[8] against plain HF generate: steps/s on the same weights, same prompts, exactly S steps each",
+                                 result)
+    for m in models:
         s = m["settings"]
         out.append(f"{m['name']} ({m['backend']}) on {m['device']}: B=1 over {m['prompts_b1']} prompts one at a time, "
                    f"B={m['prompts']} as one batch; {m['steps']} steps; tempo: threshold {s['threshold']}, mode {s['mode']}; "

@@ -99,10 +99,14 @@ def fmt_ratio(r: dict) -> str:
     return f"{r['ratio']:.2f}x  [{r['q1']:.2f}-{r['q3']:.2f}; fastest {r['fastest']:.2f}x]"
 
 
-def measured_models(models: Sequence[dict], out: list[str]) -> list[dict]:
-    """The models a section measured; a line in ``out`` for each one it skipped (not installed)."""
-    out.extend(f"{m['name']}: skipped, {m['skipped']}" for m in models if "skipped" in m)
-    return [m for m in models if "skipped" not in m]
+def section_models(title: str, section: dict) -> tuple[list[str], list[dict]]:
+    """A per-model section's opening lines (its title, then what was skipped) and the models it measured."""
+    if "skipped" in section:
+        return [title, f"skipped: {section['skipped']}"], []
+    models = section["models"]
+    return [title, *(f"{m['name']}: skipped, {m['skipped']}" for m in models if "skipped" in m)], [
+        m for m in models if "skipped" not in m
+    ]
 
 
 def paths_label(paths: Sequence[str]) -> str:

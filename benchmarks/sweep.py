@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from .config import TARGETS, BenchConfig
-from .harness import PERF, Block, fmt_ratio, interleave, measured_models, paths_label, pooled_median, ratio, table
+from .harness import PERF, Block, fmt_ratio, interleave, paths_label, pooled_median, section_models, ratio, table
 from .memory import peak, reset_peak, rss_mb, run_child
 from .steps import device_of
 
@@ -225,10 +225,8 @@ def bench_sweep(model: "TransformerBridge", cfg: BenchConfig, model_path: str | 
 
 
 def format_sweep(sw: dict) -> list[str]:
-    out = ["\n[7] throughput sweep: prompts x steps, one at a time (generate) vs generate_batch in chunks of B"]
-    if "skipped" in sw:
-        return out + [f"skipped: {sw['skipped']}"]
-    for m in measured_models(sw["models"], out):
+    out, models = section_models("\n[7] throughput sweep: prompts x steps, one at a time (generate) vs generate_batch in chunks of B", sw)
+    for m in models:
         s = m["settings"]
         out.append(f"{m['model']['name']} on {m['device']}: {m['prompts']} prompts x {m['steps']} steps, "
                    f"threshold {s.get('threshold')}, mode {s.get('mode')}; default settings, "
