@@ -112,6 +112,16 @@ def _restore_forwards(modules: list[torch.nn.Linear], forwards: list[Any]) -> No
 OneRowKernel = Literal["stock", "packed", "by_column"]
 
 
+def uses_packed(min_rows: int | None, one_row: OneRowKernel) -> bool:
+    """Whether forwards packed from ``min_rows`` rows (None: never) with ``one_row`` for one row read the packed copy."""
+    return min_rows is not None or one_row == "packed"
+
+
+def weight_copies(min_rows: int | None, one_row: OneRowKernel) -> int:
+    """How many extra copies of the linear weights such forwards keep (the packed one, the column-major one)."""
+    return int(uses_packed(min_rows, one_row)) + int(one_row == "by_column")
+
+
 class PackedLinearForward:
     """An ``nn.Linear``'s permanent forward on a prepacked copy of its weight, with the stock path as fallback.
 
@@ -128,14 +138,12 @@ class PackedLinearForward:
         self, module: torch.nn.Linear, packed: Tensor | None = None, min_rows: int | None = 2, one_row: OneRowKernel = "stock"
     ):
         self.module, self.min_rows, self.one_row = module, min_rows, one_row
-        self.packed: Tensor | None = packed
-        self.by_column: Tensor | None = None
-        self.key: tuple | None = None
-        if packed is not None or one_row == "by_column":
-            self._remake(module.weight)
+        self.packed: Tensor | None = packed  # packed by the caller from the current weight
+        self.by_column = module.weight.detach().t().contiguous() if one_row == "by_column" else None
+        self.key = _weight_key(module.weight) if packed is not None or self.by_column is not None else None
 
     def _remake(self, weight: Tensor) -> None:
-        if self.min_rows is not None or self.one_row == "packed":
+        if uses_packed(self.min_rows, self.one_row):
             self.packed = pack_weight(weight)
         if self.one_row == "by_column":
             self.by_column = weight.detach().t().contiguous()
@@ -189,7 +197,7 @@ def install_prepacked_linears(model: TransformerBridge, min_rows: int | None = 2
     prepacked = PrepackedLinears(model)
     if not prepacked.available:
         return 0
-    keep_packed = min_rows is not None or one_row == "packed"
+    keep_packed = uses_packed(min_rows, one_row)
     for module, packed in zip(prepacked.modules, prepacked.packed):
         vars(module)["forward"] = PackedLinearForward(module, packed if keep_packed else None, min_rows, one_row)
     return len(prepacked.modules)

@@ -44,6 +44,7 @@ from .cpu_linears import (
     remove_prepacked_linears,
     sample_linears,
     stock_linears,
+    weight_copies,
 )
 from .fast_norms import patched_norms, restore_norm_statistics, skip_unobserved_norm_statistics, stock_norms
 from .lean_dispatch import _lean_hook_call, lean_components, lean_dispatch, restore_dispatch, stock_dispatch
@@ -94,7 +95,7 @@ def apply_fast_paths(model: TransformerBridge, fast: bool | None = None) -> list
         min_rows, one_row = plan.min_rows, plan.one_row
         if setting and min_rows is None:
             min_rows = 2  # fast=True: packed from 2 rows whatever was measured
-        if one_row == "by_column" and not setting and (1 + (min_rows is not None)) * one_copy > budget:
+        if one_row == "by_column" and not setting and weight_copies(min_rows, one_row) * one_copy > budget:
             one_row = "stock"  # both copies do not fit: keep the packed one
         remove_prepacked_linears(model)
         if min_rows is not None or one_row != "stock":
@@ -132,7 +133,7 @@ def fast_paths_on(model: TransformerBridge) -> list[str]:
     if linears:
         rows, one_row = packed_min_rows(model), one_row_kernel(model)
         packed = "never packed" if rows is None else f"packed from {rows} rows"
-        copies = int(rows is not None or one_row == "packed") + int(one_row == "by_column")
+        copies = weight_copies(rows, one_row)
         on.append(
             f"prepacked linears ({len(linears)} fp32 CPU linears on oneDNN: {packed}, one row {one_row}; "
             f"+{copies * packed_bytes(linears) / 2**20:.0f} MB)"

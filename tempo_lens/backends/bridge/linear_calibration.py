@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .cpu_linears import OneRowKernel, pack_weight, packed_linear
+from .cpu_linears import OneRowKernel, pack_weight, packed_linear, weight_copies
 
 CALIBRATION_ROWS = (1, 2, 4, 8)
 PAYS_BELOW = 0.95  # a kernel pays when it takes at most this share of the stock time
@@ -43,7 +43,7 @@ class LinearPlan:
     @property
     def copies(self) -> int:
         """How many extra copies of the linear weights the plan keeps (packed, column-major)."""
-        return int(self.min_rows is not None or self.one_row == "packed") + int(self.one_row == "by_column")
+        return weight_copies(self.min_rows, self.one_row)
 
     def describe(self) -> str:
         ratios = ", ".join(f"{r} row{'s' if r > 1 else ''} {self.packed_ms[r] / self.stock_ms[r]:.2f}x" for r in self.stock_ms)
