@@ -41,13 +41,11 @@ def _stock_calls() -> Iterator[None]:
 
 
 def _stock_hook_points(model: "TransformerBridge") -> Callable[[], Any]:
-    from transformer_lens.hook_points import HookPoint
-
     from tempo_lens.backends.bridge import lean_dispatch
 
     @contextlib.contextmanager
     def undone() -> Iterator[None]:
-        points = [m for m in lean_dispatch.lean_components(model) if isinstance(m, HookPoint)]
+        points = lean_dispatch.lean_hook_points(model)
         lean_dispatch.restore_dispatch(model, points)
         try:
             yield

@@ -10,6 +10,7 @@ patterns need nothing class-specific: both model classes expose ``blocks.L.attn.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Literal
@@ -18,11 +19,28 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ..errors import InvalidInputError
 from ..position_source import PositionSource, integer_positions, last_positions, positions_of
 
 BackendName = Literal["bridge", "hooked"]
+ENV = "TEMPO_LENS_FAST"  # the speed paths' switch (Backend.apply_speedups), for every backend
+_OFF, _ON, _AUTO = {"0", "false", "off", "no"}, {"1", "true", "on", "yes"}, {"", "auto"}
 PositionKind = Literal["rotary", "learned"]
 Hook = tuple[str, Callable[..., Tensor]]
+
+
+def fast_setting(fast: bool | None = None) -> bool | None:
+    """``fast`` when given, else ``TEMPO_LENS_FAST``: False (off), True (every path) or None (default: auto)."""
+    if fast is not None:
+        return bool(fast)
+    value = os.environ.get(ENV, "").strip().lower()
+    if value in _AUTO:
+        return None
+    if value in _OFF | _ON:
+        return value in _ON
+    raise InvalidInputError(
+        f"{ENV}={os.environ[ENV]!r} is not understood; set it to 0 (stock paths), 1 (all fast paths) or unset it"
+    )
 
 
 class Backend(ABC):

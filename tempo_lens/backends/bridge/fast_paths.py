@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
 
-from ...errors import InvalidInputError
+from ..base import ENV, fast_setting  # noqa: F401 - ENV: the switch's name, read here by tests and the CLI
 from .cpu_linears import (
     install_prepacked_linears,
     installed_linears,
@@ -47,30 +46,14 @@ from .cpu_linears import (
     weight_copies,
 )
 from .fast_norms import patched_norms, restore_norm_statistics, skip_unobserved_norm_statistics, stock_norms
-from .lean_dispatch import _lean_hook_call, lean_components, lean_dispatch, restore_dispatch, stock_dispatch
+from .lean_dispatch import lean_components, lean_dispatch, lean_hook_points, restore_dispatch, stock_dispatch
 from .linear_calibration import LinearPlan, calibrate_linears
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 log = logging.getLogger("tempo_lens")
-ENV = "TEMPO_LENS_FAST"
-_OFF, _ON, _AUTO = {"0", "false", "off", "no"}, {"1", "true", "on", "yes"}, {"", "auto"}
 PACKED_SHARE_OF_FREE = 0.5  # prepack by default only where the packed copy takes at most this share of free memory
-
-
-def fast_setting(fast: bool | None = None) -> bool | None:
-    """``fast`` when given, else ``TEMPO_LENS_FAST``: False (off), True (every path) or None (default: auto)."""
-    if fast is not None:
-        return bool(fast)
-    value = os.environ.get(ENV, "").strip().lower()
-    if value in _AUTO:
-        return None
-    if value in _OFF | _ON:
-        return value in _ON
-    raise InvalidInputError(
-        f"{ENV}={os.environ[ENV]!r} is not understood; set it to 0 (stock paths), 1 (all fast paths) or unset it"
-    )
 
 
 def apply_fast_paths(model: TransformerBridge, fast: bool | None = None) -> list[str]:
@@ -121,7 +104,7 @@ def fast_paths_on(model: TransformerBridge) -> list[str]:
     on = []
     lean = lean_components(model)
     if lean:
-        points = sum(1 for m in lean if type(m).__call__ is _lean_hook_call)
+        points = len(lean_hook_points(model))
         on.append(
             f"lean dispatch ({len(lean) - points} components skip per-call signature and device-alignment bookkeeping, "
             f"{points} hook points return their input directly while unhooked)"

@@ -205,6 +205,11 @@ def lean_components(model: TransformerBridge) -> list[Any]:
     return [m for m in _components(model) if _is_lean(m)]
 
 
+def lean_hook_points(model: TransformerBridge) -> list[Any]:
+    """The hook points of ``model`` on the lean path (they return their input directly while unhooked)."""
+    return [m for m in lean_components(model) if type(m).__call__ is _lean_hook_call]
+
+
 def restore_dispatch(model: TransformerBridge, modules: list[Any] | None = None) -> list[Any]:
     """Undo :func:`lean_dispatch` (on ``modules``, default all); returns the components restored."""
     modules = lean_components(model) if modules is None else modules

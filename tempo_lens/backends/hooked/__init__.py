@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..base import Backend, Hook, PositionKind, eos_ids
+from ..base import Backend, Hook, PositionKind, eos_ids, fast_setting
 from .positions import hooked_rope_hooks
 
 log = logging.getLogger("tempo_lens")
@@ -83,7 +83,6 @@ class HookedBackend(Backend):
         return self.model.pos_embed.W_pos
 
     def apply_speedups(self, fast: bool | None) -> list[str]:
-        from ..bridge.fast_paths import fast_setting
         from .weight_layout import store_weights_as_read, weights_stored_as_read
 
         if fast_setting(fast) is not False:

@@ -51,7 +51,7 @@ def _targets(model: Any) -> list[tuple[torch.nn.Module, Orders]]:
 def _relayout(module: torch.nn.Module, name: str, order: tuple[int, ...] | None) -> bool:
     """Give ``module.name`` memory order ``order`` (None: contiguous); returns whether it changed."""
     param = module._parameters.get(name)
-    if param is None or param.ndim != (len(order) if order else param.ndim):
+    if param is None or (order is not None and param.ndim != len(order)):
         return False
     data = param.detach()
     if order is None:
