@@ -61,8 +61,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def hf_runner(hf: Any, tokenizer: Any, prompts: Sequence[str], steps: int, attention: str) -> Callable[[], int]:
-    """One pass of greedy ``hf.generate`` over ``prompts`` as one left-padded batch; returns the steps made."""
+def hf_runner(hf: Any, tokenizer: Any, prompts: Sequence[str], steps: int, attention: str) -> Callable[[], tuple[int, int]]:
+    """One pass of greedy ``hf.generate`` over ``prompts`` as one left-padded batch; returns (steps, tokens) made (equal)."""
     device = next(hf.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     tokenizer.padding_side = "left"
@@ -70,11 +70,12 @@ def hf_runner(hf: Any, tokenizer: Any, prompts: Sequence[str], steps: int, atten
         tokenizer.pad_token = tokenizer.eos_token
     encoded = tokenizer(list(prompts), return_tensors="pt", padding=True).to(device)
 
-    def run() -> int:
+    def run() -> tuple[int, int]:
         hf.set_attn_implementation(attention)
         out = hf.generate(**encoded, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=pad,
                           temperature=None, top_p=None, top_k=None)
-        return (out.shape[1] - encoded["input_ids"].shape[1]) * len(prompts)
+        made = (out.shape[1] - encoded["input_ids"].shape[1]) * len(prompts)
+        return made, made
 
     return run
 
@@ -93,7 +94,7 @@ def tempo_runner(model: Any, prompts: Sequence[str], settings: dict) -> Callable
     return run
 
 
-def _block(passes: list[Callable[[], Any]], device: torch.device, made: dict, name: str) -> Block:
+def _block(passes: list[Callable[[], tuple[int, int]]], device: torch.device, made: dict, name: str) -> Block:
     """Each timed sample runs every pass once (B = 1: one per prompt); ``made[name]`` keeps the last counts."""
 
     def run(n: int) -> list[float]:
@@ -108,12 +109,6 @@ def _block(passes: list[Callable[[], Any]], device: torch.device, made: dict, na
         return times
 
     return run
-
-
-def _steps_tokens(counts: list) -> tuple[int, int]:
-    steps = sum(c[0] if isinstance(c, tuple) else c for c in counts)
-    tokens = sum(c[1] if isinstance(c, tuple) else c for c in counts)
-    return steps, tokens
 
 
 def bench_generate_model(model: Any, hf: Any, tokenizer: Any, cfg: GenerateBenchConfig, log: Callable[[str], None] = print) -> dict:
@@ -143,7 +138,7 @@ def bench_generate_model(model: Any, hf: Any, tokenizer: Any, cfg: GenerateBench
         for name in VARIANTS:
             key = f"{name} B={b}"
             seconds = pooled_median(samples, key)
-            steps, tokens = _steps_tokens(made[key])
+            steps, tokens = (sum(column) for column in zip(*made[key]))
             rows.append({"variant": name, "batch": b, "prompts": n_prompts, "seconds": seconds, "steps": steps,
                          "tokens": tokens, "steps_per_s": steps / seconds, "tokens_per_s": tokens / seconds})
     ratios = _ratios(samples, cfg.prompts)
