@@ -143,8 +143,8 @@ def load_model(
     local folder or a Hugging Face name in the local cache. ``backend``: ``"bridge"`` (default) gives a
     ``TransformerBridge``; ``"hooked"`` a ``HookedTransformer`` (TransformerLens 3.x; a
     ``HookedSAETransformer`` when SAELens is installed) with unprocessed weights, so its logits are the
-    Hugging Face model's. ``dtype``: ``float32`` (default), ``bfloat16`` or ``float16``. ``device_map``
-    passes through to the bridge (multi-GPU models); it excludes ``device``. The bridge's exact speed paths
+    Hugging Face model's; ``"nnsight"`` an ``nnsight.LanguageModel`` (the extra ``tempo_lens[nnsight]``). ``dtype``: ``float32`` (default), ``bfloat16`` or ``float16``. ``device_map``
+    passes through to the bridge or nnsight (e.g. ``"auto"`` for a model larger than one device); it excludes ``device``. The bridge's exact speed paths
     (:mod:`tempo_lens.backends.bridge.fast_paths`) are on unless ``fast=False`` or ``TEMPO_LENS_FAST=0``.
     """
     from .backends import backend_for, check_backend_name, load
@@ -156,7 +156,7 @@ def load_model(
     chosen_device = None if device_map is not None else str(parse_device(device))
     name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
     model = load(_resolve(name), name, backend, torch_dtype, chosen_device, device_map)
-    problem = hooks_problem(model)
+    problem = hooks_problem(model) if backend_for(model).uses_hook_points else backend_for(model).model_problem()
     if problem:
         raise ModelUnavailableError(f"model {name!r} cannot be used: {problem}")
     backend_for(model).apply_speedups(fast)

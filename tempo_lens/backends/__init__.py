@@ -3,7 +3,9 @@
 - ``bridge`` (:mod:`.bridge`): TransformerLens's ``TransformerBridge`` (TransformerLens 3.9 and 4.x), with
   its KV-cache shim and exact speed paths;
 - ``hooked`` (:mod:`.hooked`): ``HookedTransformer`` and its subclasses, e.g. SAELens's
-  ``HookedSAETransformer`` (TransformerLens 3.x).
+  ``HookedSAETransformer`` (TransformerLens 3.x);
+- ``nnsight`` (:mod:`.nnsight`): an ``nnsight.LanguageModel`` around the Hugging Face model itself, TEMPO
+  given as its inputs (``position_ids``, 4D float masks) instead of hook points (optional dependency).
 
 :func:`backend_for` picks the backend of a model that a user built or :func:`tempo_lens.load_model`
 loaded; :func:`load` boots one from a resolved folder or Hugging Face name.
@@ -25,14 +27,17 @@ def backend_for(model: Any) -> Backend:
     """The backend serving ``model``; anything but a TransformerBridge or HookedTransformer is refused."""
     from .bridge import BridgeBackend, is_bridge
     from .hooked import HookedBackend, is_hooked
+    from .nnsight import NnsightBackend, is_nnsight
 
     if is_bridge(model):
         return BridgeBackend(model)
     if is_hooked(model):
         return HookedBackend(model)
+    if is_nnsight(model):
+        return NnsightBackend(model)
     raise InvalidInputError(
-        f"tempo_lens needs a TransformerLens TransformerBridge or HookedTransformer (e.g. from tempo_lens.load_model()), "
-        f"got {type(model).__name__}"
+        "tempo_lens needs a TransformerLens TransformerBridge or HookedTransformer, or an nnsight LanguageModel "
+        f"(e.g. from tempo_lens.load_model()), got {type(model).__name__}"
     )
 
 
@@ -44,9 +49,13 @@ def check_backend_name(backend: Any) -> BackendName:
 
 def load(path: str, name: str, backend: BackendName, dtype: torch.dtype, device: str | None, device_map: Any) -> Any:
     """Boot the model at ``path`` (a folder or a Hugging Face name) as ``backend``'s model class."""
+    if backend == "nnsight":
+        from .nnsight.loading import load_nnsight
+
+        return load_nnsight(path, name, dtype, device, device_map)
     if backend == "hooked":
         if device_map is not None:
-            raise InvalidInputError("device_map is supported by backend='bridge' only; pass device= for backend='hooked'")
+            raise InvalidInputError("device_map is supported by backends 'bridge' and 'nnsight'; pass device= for backend='hooked'")
         from .hooked.loading import load_hooked
 
         return load_hooked(path, name, dtype, device or "cpu")

@@ -13,16 +13,17 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..errors import InvalidInputError
 from ..position_source import PositionSource, integer_positions, last_positions, positions_of
 
-BackendName = Literal["bridge", "hooked"]
+BackendName = Literal["bridge", "hooked", "nnsight"]
 ENV = "TEMPO_LENS_FAST"  # the speed paths' switch (Backend.apply_speedups), for every backend
 _OFF, _ON, _AUTO = {"0", "false", "off", "no"}, {"1", "true", "on", "yes"}, {"", "auto"}
 PositionKind = Literal["rotary", "learned"]
@@ -43,10 +44,31 @@ def fast_setting(fast: bool | None = None) -> bool | None:
     )
 
 
+@dataclass(frozen=True)
+class TempoStep:
+    """One forward with TEMPO given as model inputs, for a backend without hook points (:meth:`Backend.tempo_forward`).
+
+    ``tokens`` are the columns fed (the new ones with a cache, every one without); ``positions`` and
+    ``physical`` cover every key column (padding included), ``blocked`` the fed rows (True = hidden:
+    causality, isolation, pruning and other rows, as the layout decides). ``physical`` is each column's
+    index in its own row's layout, for window rules. The last ``n_out`` rows of logits and patterns
+    come back. ``siblings`` is what user code run inside the forward is told about the fed tokens.
+    """
+
+    tokens: Int[Tensor, "batch pos"]
+    positions: Float[Tensor, "batch key_pos"]
+    blocked: Bool[Tensor, "batch query_pos key_pos"]
+    physical: Int[Tensor, "batch key_pos"]
+    layers: tuple[int, ...] = ()
+    n_out: int = 0
+    siblings: list[Any] = field(default_factory=list)
+
+
 class Backend(ABC):
     """What tempo_lens needs of one model instance; subclasses hold everything that depends on its class."""
 
     name: ClassVar[BackendName]
+    uses_hook_points: ClassVar[bool] = True  # False: TEMPO goes in as model inputs (:meth:`tempo_forward`)
 
     def __init__(self, model: Any):
         self.model = model
@@ -122,6 +144,18 @@ class Backend(ABC):
     def forward_step(self, tokens: list[list[int]], cache: Any) -> Float[Tensor, "batch pos d_vocab"]:
         """One cached forward of new tokens (one list per batch row)."""
         return self.forward(torch.tensor(tokens, dtype=torch.long, device=self.device), cache)
+
+    def tempo_forward(
+        self, step: TempoStep, cache: Any = None, **options: Any
+    ) -> tuple[Float[Tensor, "batch pos d_vocab"], dict[int, Float[Tensor, "batch head_index query_pos key_pos"]]]:
+        """Logits and attention patterns of one forward with positions and masks as inputs (``uses_hook_points`` False)."""
+        raise NotImplementedError(f"the {self.name} backend applies TEMPO through hook points (tempo_lens.hooks)")
+
+    def model_problem(self) -> str | None:
+        """What the loaded model lacks for TEMPO, or None (checked by ``load_model``)."""
+        from ..model_check import hooks_problem
+
+        return hooks_problem(self.model)
 
     # ---- reading -----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ lone generation records.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from .memory import check_fits, default_batch_size
 from .progress import step_bar
 from .result import GenerationResult
 from .row import GenerationRow, checked_ids, resolve_config
-from .single import forward_step, new_cache
+from .single import check_explicit_options, forward_step, new_cache
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -142,8 +142,15 @@ def _lanes(rows: list[GenerationRow]) -> list[int]:
     return assign_lanes([len(row.ids) + row.config.max_steps * row.config.max_parallel for row in rows], share, LANE_KEYS)
 
 
-def _run_rows(model: TransformerBridge, rows: list[GenerationRow], bar: Any = None) -> None:
-    """Drive ``rows`` to their end through one forward per step (``bar``: a progress bar to advance per step)."""
+def _run_rows(model: TransformerBridge, rows: list[GenerationRow], bar: Any = None, **explicit: Any) -> None:
+    """Drive ``rows`` to their end through one forward per step (``bar``: a progress bar to advance per step).
+
+    ``explicit``: ``intervene`` / ``remote`` for a backend without hook points, which drives the rows itself.
+    """
+    if not backend_for(model).uses_hook_points:
+        from .explicit import drive_rows
+
+        return drive_rows(model, rows, bar, **explicit)
     batch = LaneBatch(rows, _lanes(rows), pad_id=_pad_id(model))
     layers = set().union(*(row.recorded_layers for row in rows))
     with PatternRecorder(layers) as recorder, torch.no_grad():
@@ -173,6 +180,8 @@ def generate_batch(
     batch_size: int | None = None,
     keep_logits: bool = False,
     progress: bool | None = None,
+    intervene: Callable[[Any, list[Any]], Any] | None = None,
+    remote: bool = False,
     **overrides: Any,
 ) -> list[GenerationResult]:
     """:func:`~tempo_lens.generation.generate` for many prompts, ``batch_size`` rows per forward.
@@ -181,8 +190,10 @@ def generate_batch(
     one result per prompt, in order, each what ``generate`` returns for that prompt (captures and
     pruning included). ``batch_size`` defaults to what the free memory allows, up to 16. Every prompt
     is checked before any model work. ``progress``: a progress bar over every batch's steps (default:
-    only for long runs at a terminal, :mod:`.progress`).
+    only for long runs at a terminal, :mod:`.progress`). ``intervene`` and ``remote``: as for ``generate``
+    (nnsight models only).
     """
+    check_explicit_options(backend_for(model), intervene, remote)
     config = resolve_config(config, overrides)
     if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or len(prompts) == 0:
         raise InvalidInputError("prompts must be a non-empty list of prompts (text or token ids); for one prompt use generate()")
@@ -202,6 +213,6 @@ def generate_batch(
             ]
             for row in rows:
                 row.warn_stacklevel = 4  # choose → _run_rows → generate_batch → caller
-            _run_rows(model, rows, bar)
+            _run_rows(model, rows, bar, **({"intervene": intervene, "remote": remote} if intervene or remote else {}))
             results.extend(row.result() for row in rows)
     return results

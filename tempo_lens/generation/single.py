@@ -6,7 +6,7 @@ generation; the :class:`~tempo_lens.layout.TokenLayout` they read is updated ste
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -14,6 +14,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..backends import backend_for
+from ..errors import InvalidInputError
 from ..hooks import PatternRecorder, tempo_hooks
 from .config import GenerationConfig
 from .progress import step_bar
@@ -34,6 +35,19 @@ def forward_step(model: TransformerBridge, tokens: Sequence[Sequence[int]], cach
     return backend_for(model).forward_step([list(t) for t in tokens], cache)
 
 
+def check_explicit_options(backend: Any, intervene: Any, remote: Any) -> None:
+    """``intervene`` and ``remote`` exist on backends without hook points (nnsight) only."""
+    if intervene is not None and not callable(intervene):
+        raise InvalidInputError(f"intervene must be a function (model, siblings), got {type(intervene).__name__}")
+    if not isinstance(remote, bool):
+        raise InvalidInputError(f"remote must be True or False, got {remote!r}")
+    if backend.uses_hook_points and (intervene is not None or remote):
+        raise InvalidInputError(
+            "intervene and remote need an nnsight model (load_model(..., backend='nnsight')); on this model add "
+            "TransformerLens hooks with model.hooks(...) instead"
+        )
+
+
 def generate(
     model: TransformerBridge,
     prompt: str | Sequence[int] | Tensor,
@@ -41,6 +55,8 @@ def generate(
     *,
     keep_logits: bool = False,
     progress: bool | None = None,
+    intervene: Callable[[Any, list[Any]], Any] | None = None,
+    remote: bool = False,
     **overrides: Any,
 ) -> GenerationResult:
     """Generate with TEMPO on a TransformerBridge or HookedTransformer.
@@ -52,10 +68,20 @@ def generate(
     :class:`~tempo_lens.pruning.AttentionPruning` or :class:`~tempo_lens.pruning.SimilarityPruning`.
     ``keep_logits`` keeps each step's logits rows (``result.step_logits``) for checks against an oracle.
     ``progress``: a progress bar per step (default: only for long runs at a terminal, :mod:`.progress`).
+    On an nnsight model (``backend="nnsight"``), ``intervene(model, siblings)`` runs inside every forward's
+    trace (``siblings``: a list of :class:`~.explicit.Siblings`) and ``remote=True`` runs each step on NDIF.
     """
+    backend = backend_for(model)
+    check_explicit_options(backend, intervene, remote)
     config = resolve_config(config, overrides)
     row = GenerationRow.start(model, prompt, config, keep_logits=keep_logits)
-    backend_for(model).prepare()
+    backend.prepare()
+    if not backend.uses_hook_points:
+        from .explicit import drive_rows
+
+        with step_bar(config.max_steps, progress) as bar:
+            drive_rows(model, [row], bar, intervene=intervene, remote=remote)
+        return row.result()
     with PatternRecorder(row.recorded_layers) as recorder, torch.no_grad(), step_bar(config.max_steps, progress) as bar:
         hooks = tempo_hooks(model, row.layout, config.mode) + recorder.hooks() + row.hooks
         with model.hooks(fwd_hooks=hooks):

@@ -1,0 +1,178 @@
+"""The ``nnsight`` backend: an ``nnsight.LanguageModel`` running the Hugging Face model's own forward.
+
+TransformerLens's hook points do not exist here, so TEMPO goes in as the model's inputs: positions
+as ``position_ids``, the layout's mask as a 4D float mask (:mod:`.masks`; sliding-window layers get
+their own, written into their decoder layers' inputs inside the trace), HF's own ``DynamicCache``
+across steps. Each forward is one nnsight trace (:meth:`NnsightBackend.tempo_forward`) that saves
+the attention weights of the layers asked for (``<layers>.i.<attention>.output[1]``, eager attention)
+and the logits; user code can run inside it (``intervene``), and it can run on NDIF
+(``remote=True``, :mod:`.remote`). nnsight is an optional dependency (``tempo_lens[nnsight]``): it is
+imported only inside this package's functions, so tempo_lens imports without it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from functools import cached_property
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ...errors import InvalidInputError
+from ..base import Backend, Hook, PositionKind, TempoStep, eos_ids
+from .masks import SLIDING, float_masks
+from .structure import ModelStructure, resolve, structure_of, tl_config
+
+Intervene = Callable[[Any, list[Any]], Any]
+
+
+def is_nnsight(model: Any) -> bool:
+    """Whether ``model`` is an nnsight Transformers model (checked without importing nnsight when it is not loaded)."""
+    if "nnsight" not in sys.modules:  # no nnsight model can exist before nnsight is imported
+        return False
+    from nnsight.modeling.transformers import TransformersModel
+
+    return isinstance(model, TransformersModel)
+
+
+def _no_hook_points(what: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"{what} works through TransformerLens hook points, which an nnsight model does not have; load the model with "
+        "backend='bridge' for it, or use the nnsight backend's own path (generate, replay, the tools)"
+    )
+
+
+class NnsightBackend(Backend):
+    name = "nnsight"
+    uses_hook_points = False
+
+    def __init__(self, model: Any):
+        super().__init__(model)
+        if "cfg" not in model.__dict__:  # the TransformerLens-style facts tempo_lens reads on every backend
+            name = getattr(model, "tempo_lens_model_name", None) or str(getattr(self.hf.config, "name_or_path", "") or "model")
+            model.cfg = tl_config(self.hf, name)
+
+    @property
+    def hf(self) -> Any:
+        """The wrapped Hugging Face causal LM."""
+        return self.model._module
+
+    @cached_property
+    def structure(self) -> ModelStructure:
+        return structure_of(self.hf)
+
+    # ---- facts -------------------------------------------------------------------------------
+
+    def weights(self) -> Iterator[Tensor]:
+        return self.hf.parameters()
+
+    @property
+    def device(self) -> torch.device:
+        device = next(self.weights()).device
+        return torch.device("cpu") if device.type == "meta" else device  # a remote-only model keeps meta weights here
+
+    def eos_token_ids(self) -> set[int]:
+        config = getattr(self.hf, "generation_config", None)
+        return eos_ids(getattr(self.model, "tokenizer", None), getattr(config, "eos_token_id", None))
+
+    def position_kind(self) -> PositionKind | None:
+        return self.structure.position_kind
+
+    def position_hook_names(self) -> list[str]:
+        return []
+
+    def rope_position_hooks(self, positions: Any) -> list[Hook]:
+        raise _no_hook_points("rope_position_hooks")
+
+    def position_table(self) -> Tensor:
+        return resolve(self.hf, self.structure.layers.rsplit(".", 1)[0] + ".wpe").weight
+
+    def learned_position_hooks(self, positions: Any) -> list[Hook]:
+        raise _no_hook_points("learned_position_hooks")
+
+    def model_problem(self) -> str | None:
+        if self.position_kind() is None:
+            return "TEMPO cannot share its positions: it has neither a rotary embedding nor a learned position table"
+        implementation = getattr(self.hf.config, "_attn_implementation", None)
+        if implementation not in (None, "eager"):
+            return f"its attention is {implementation!r}, which returns no attention weights; load it with attn_implementation='eager'"
+        return None
+
+    # ---- running -----------------------------------------------------------------------------
+
+    def apply_speedups(self, fast: bool | None) -> list[str]:
+        return []  # the model's own forward runs unchanged
+
+    def new_cache(self, batch: int) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache()  # no config: every layer keeps every key, so sliding windows live in the mask
+
+    def forward(self, tokens: Tensor, cache: Any = None) -> Tensor:
+        from ..bridge.kv_cache import cache_kwarg_name
+
+        kwargs = {} if cache is None else {cache_kwarg_name(self.hf): cache, "use_cache": True}
+        return self.hf(input_ids=tokens.to(self.device), **kwargs).logits
+
+    def run_with_cache(self, tokens: Tensor, names_filter: Any) -> tuple[Tensor, Any]:
+        raise _no_hook_points("run_with_cache")
+
+    def tempo_forward(
+        self, step: TempoStep, cache: Any = None, *, intervene: Intervene | None = None, remote: bool = False, **options: Any
+    ) -> tuple[Tensor, dict[int, Tensor]]:
+        """One nnsight trace of ``step``: HF's forward with position_ids, per-type float masks and the cache.
+
+        Saves ``n_out`` rows of the logits and of each asked layer's attention weights; ``intervene(model,
+        siblings)`` runs in a second invoke of the same trace (it sees and may edit the whole batch).
+        """
+        from ..bridge.kv_cache import cache_kwarg_name
+
+        structure, device = self.structure, self.device
+        masks = float_masks(step, structure.sliding_window if structure.has_sliding_layers else None, self.dtype, device)
+        fed = step.tokens.shape[-1]
+        kwargs: dict[str, Any] = {
+            "position_ids": step.positions[:, step.positions.shape[-1] - fed :].round().long().to(device),
+            "attention_mask": masks["full_attention"],
+            "use_cache": cache is not None,
+        }
+        if cache is not None:
+            kwargs[cache_kwarg_name(self.hf)] = cache
+        n_out, wanted = step.n_out or fed, set(step.layers)
+        model = self.model
+        saved: dict[int, Any] = {}
+        with model.trace(remote=remote) as tracer:
+            with tracer.invoke(step.tokens.to(device), **kwargs):
+                layers = resolve(model, structure.layers)
+                for layer in range(max([*wanted, *self._sliding_layers(), -1]) + 1):
+                    if SLIDING in masks and structure.layer_types[layer] == SLIDING:
+                        args, layer_kwargs = layers[layer].inputs
+                        layers[layer].inputs = (args, {**layer_kwargs, "attention_mask": masks[SLIDING]})
+                    if layer in wanted:
+                        saved[layer] = getattr(layers[layer], structure.attention).output[1][:, :, -n_out:].save()
+                logits = resolve(model, structure.unembed).output[:, -n_out:].save()
+            if intervene is not None:
+                with tracer.invoke():
+                    intervene(model, step.siblings)
+        return logits, {layer: saved[layer] for layer in sorted(wanted)}
+
+    def _sliding_layers(self) -> list[int]:
+        types = self.structure.layer_types
+        return [i for i, t in enumerate(types) if t == SLIDING] if self.structure.has_sliding_layers else []
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def final_residual_hook(self) -> str:
+        return self.structure.final_norm  # read as the final norm's input in a trace
+
+    def final_norm(self) -> torch.nn.Module:
+        return resolve(self.hf, self.structure.final_norm)
+
+    def unembed_logits(self, normed: Tensor) -> Tensor:
+        return resolve(self.hf, self.structure.unembed)(normed)
+
+    @property
+    def n_mask_types(self) -> int:
+        """How many 4D masks a forward sends (one per attention type)."""
+        return 2 if self.structure.has_sliding_layers else 1

@@ -1,0 +1,167 @@
+"""TEMPO on a backend without hook points: each forward gets its positions and mask as inputs.
+
+The rows, lanes and decisions are those of the hook-driven generator (:class:`~.row.GenerationRow`,
+:class:`~.batch.LaneBatch`): a lone generation is a batch of one row. Per forward, the lane batch's
+positions and mask, plus each column's physical index in its own row (for window rules), go to
+:meth:`~tempo_lens.backends.base.Backend.tempo_forward` as one :class:`~tempo_lens.backends.base.TempoStep`.
+With ``full_context`` (remote execution, which keeps no cache between requests, and its dry run)
+every forward feeds every column so far with the mask rows of every earlier forward; those rows never
+change, since pruning hides a token only from later queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+from ..backends import backend_for
+from ..backends.base import TempoStep
+from ..errors import InvalidInputError
+from .batch import LaneBatch, _lanes, _pad_id
+from .row import GenerationRow
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+
+@dataclass(frozen=True)
+class Siblings:
+    """What one row feeds in a forward, as user code run inside that forward sees it.
+
+    ``row``: the prompt's index in its batch (0 for ``generate``); ``step``: -1 for the prompt;
+    ``lane``: its batch index in the forward; ``queries``: its columns among the forward's tokens
+    (``model.<layers>[i].output[lane, queries]`` are its residuals); ``ids`` and ``probs``: its tokens.
+    """
+
+    row: int
+    step: int
+    lane: int
+    queries: slice
+    ids: list[int]
+    probs: list[float]
+
+
+@dataclass
+class StepTraffic:
+    """What one forward of a remote run sends and brings back (counted locally by a dry run)."""
+
+    step: int  # -1: the prompt's forward
+    traces: int
+    tokens: int  # columns fed (every column so far: a remote forward keeps no cache)
+    bytes_sent: int  # token ids, position ids and masks
+    bytes_saved: int  # saved logits rows and attention weights
+
+
+def physical_columns(batch: LaneBatch) -> Int[Tensor, "batch key_pos"]:
+    """Each lane column's physical index in its own row's layout (-1 for padding)."""
+    physical = torch.full((batch.n_lanes, batch.n_columns), -1, dtype=torch.long)
+    for lane, cols in zip(batch.lanes, batch.columns):
+        physical[lane, torch.tensor(cols, dtype=torch.long)] = torch.arange(len(cols))
+    return physical
+
+
+@dataclass
+class ExplicitForwards:
+    """Runs a lane batch's forwards through ``backend.tempo_forward`` (with a cache, or with full context)."""
+
+    model: Any
+    batch: LaneBatch
+    full_context: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    traffic: list[StepTraffic] | None = None
+    cache: Any = None
+    tokens: list[Tensor] = field(default_factory=list)
+    masks: list[Tensor] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.backend = backend_for(self.model)
+        if not self.full_context:
+            self.cache = self.backend.new_cache(self.batch.n_lanes)
+
+    def _full(self, fed: Tensor, blocked: Bool[Tensor, "batch query_pos key_pos"]) -> tuple[Tensor, Tensor]:
+        """Every column so far and the mask rows of every forward so far (each padded as hidden to the right)."""
+        self.tokens.append(fed)
+        self.masks.append(blocked)
+        k = blocked.shape[-1]
+        rows = [torch.nn.functional.pad(m, (0, k - m.shape[-1]), value=True) for m in self.masks]
+        return torch.cat(self.tokens, dim=1), torch.cat(rows, dim=1)
+
+    def __call__(self, new: list[list[int]], layers: tuple[int, ...], step: int) -> tuple[Tensor, dict[int, Tensor]]:
+        batch = self.batch
+        fed = torch.tensor(batch.feed(new), dtype=torch.long)
+        q = fed.shape[1]
+        blocked = batch.current_mask(q, batch.n_columns).clone()
+        tokens = fed
+        if self.full_context:
+            tokens, blocked = self._full(fed, blocked)
+        shift = tokens.shape[1] - q
+        siblings = [
+            Siblings(
+                row=i,
+                step=row.layout.n_steps - 1 if step >= 0 else -1,
+                lane=batch.lanes[i],
+                queries=slice(batch.queries[i].start + shift, batch.queries[i].stop + shift),
+                ids=[int(t) for t in ids],
+                probs=list(row.layout.probs[len(row.layout) - len(ids) :]) if step >= 0 else [],
+            )
+            for i, (row, ids) in enumerate(zip(batch.rows, new))
+            if ids
+        ]
+        tempo_step = TempoStep(
+            tokens=tokens,
+            positions=batch.current_positions(),
+            blocked=blocked,
+            physical=physical_columns(batch),
+            layers=layers,
+            n_out=q,
+            siblings=siblings,
+        )
+        logits, patterns = self.backend.tempo_forward(tempo_step, self.cache, **self.options)
+        if self.traffic is not None:
+            n_masks = int(getattr(self.backend, "n_mask_types", 1))
+            sent = 2 * tokens.numel() * 8 + n_masks * blocked.numel() * torch.finfo(self.backend.dtype).bits // 8
+            saved = logits.numel() * logits.element_size() + sum(p.numel() * p.element_size() for p in patterns.values())
+            self.traffic.append(StepTraffic(step, 1, tokens.shape[1], int(sent), int(saved)))
+        return logits, patterns
+
+
+def drive_rows(
+    model: TransformerBridge,
+    rows: list[GenerationRow],
+    bar: Any = None,
+    *,
+    intervene: Callable[[Any, list[Siblings]], Any] | None = None,
+    remote: bool = False,
+    traffic: list[StepTraffic] | None = None,
+) -> None:
+    """Drive ``rows`` to their end, one ``tempo_forward`` per step (``traffic``: count a remote run's requests)."""
+    if any(row.hooks for row in rows):
+        raise InvalidInputError(
+            "similarity pruning reads TransformerLens hook points; on the nnsight backend use AttentionPruning "
+            "(or load the model with backend='bridge')"
+        )
+    for row in rows:
+        row.warn_stacklevel += 1  # choose → drive_rows → the generator → caller
+    batch = LaneBatch(rows, _lanes(rows), pad_id=_pad_id(model))
+    layers = tuple(sorted(set().union(*(row.recorded_layers for row in rows))))
+    forwards = ExplicitForwards(
+        model, batch, full_context=remote or traffic is not None, options={"intervene": intervene, "remote": remote}, traffic=traffic
+    )
+    with torch.no_grad():
+        logits, _ = forwards([row.ids for row in rows], (), -1)
+        for i, row in enumerate(rows):
+            row.read_prompt(batch.row_logits(logits, i))
+        while not all(row.done for row in rows):
+            new = [[] if row.done else row.choose() for row in rows]
+            step = max(row.layout.n_steps for row in rows) - 1
+            logits, patterns = forwards(new, layers, step)
+            for i, (row, ids) in enumerate(zip(rows, new)):
+                if ids:
+                    row.read_step(batch.row_logits(logits, i), batch.row_patterns(patterns, i))
+            if bar is not None:
+                bar.update()
