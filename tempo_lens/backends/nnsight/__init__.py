@@ -50,6 +50,7 @@ class NnsightBackend(Backend):
 
     def __init__(self, model: Any):
         super().__init__(model)
+        self._remote_checked = False
         if "cfg" not in model.__dict__:  # the TransformerLens-style facts tempo_lens reads on every backend
             name = getattr(model, "tempo_lens_model_name", None) or str(getattr(self.hf.config, "name_or_path", "") or "model")
             model.cfg = tl_config(self.hf, name)
@@ -140,7 +141,23 @@ class NnsightBackend(Backend):
         if cache is not None:
             kwargs[cache_kwarg_name(self.hf)] = cache
         n_out, wanted = step.n_out or fed, set(step.layers)
-        model = self.model
+        if remote:
+            from .remote import check_remote, remote_failure
+
+            if not self._remote_checked:
+                check_remote(self.model)
+                self._remote_checked = True
+            try:
+                return self._trace(step, kwargs, masks, n_out, wanted, intervene, remote=True)
+            except Exception as exc:  # any failure of the request itself (network, server, quota)
+                raise remote_failure(exc) from exc
+        return self._trace(step, kwargs, masks, n_out, wanted, intervene, remote=False)
+
+    def _trace(
+        self, step: TempoStep, kwargs: dict[str, Any], masks: dict[str, Tensor], n_out: int, wanted: set[int],
+        intervene: Intervene | None, remote: bool,
+    ) -> tuple[Tensor, dict[int, Tensor]]:
+        structure, model, device = self.structure, self.model, self.device
         saved: dict[int, Any] = {}
         with model.trace(remote=remote) as tracer:
             with tracer.invoke(step.tokens.to(device), **kwargs):

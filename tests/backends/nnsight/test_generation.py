@@ -1,0 +1,127 @@
+"""TEMPO on the nnsight backend against the HF eager oracle (position_ids + 4D float mask), per tiny family."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tempo_lens.backends import backend_for
+from tempo_lens.generation import generate, generate_batch
+from tempo_lens.pruning import AttentionPruning
+from tests.helpers import TINY_ARCHITECTURES, TINY_PROMPT, TOP3, hf_eager, hf_oracle_logits, max_step_delta, reference_mask
+
+FAMILIES = TINY_ARCHITECTURES
+
+
+def oracle_attention(hf, layout, mode: str, window_masks: dict | None = None) -> tuple:
+    """HF eager over the whole sequence: attention weights per layer ``[heads, n, n]`` (full forward, one mask)."""
+    ids = torch.tensor([layout.token_ids])
+    pos = torch.tensor(layout.logical_positions)[None]
+    mask = reference_mask(layout, mode)[None, None] if window_masks is None else window_masks
+    with torch.no_grad():
+        out = hf(input_ids=ids, position_ids=pos, attention_mask=mask, output_attentions=True)
+    return out.logits[0], [a[0] for a in out.attentions]
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+@pytest.mark.parametrize("mode", ["isolated", "visible"])
+def test_every_step_matches_hf_oracle(tiny_nnsight, tiny_dirs, arch, mode):
+    model = tiny_nnsight[arch]
+    result = generate(model, TINY_PROMPT, max_steps=5, mode=mode, keep_logits=True, capture=True, **TOP3)
+    assert result.layout.step_sizes() == [3] * 5
+    logits, attentions = oracle_attention(hf_eager(tiny_dirs[arch]), result.layout, mode)
+    assert max_step_delta(result, logits) < 1e-4
+    for step in range(result.layout.n_steps):  # the captured queries are the step's siblings, keys up to its last
+        r = result.layout.step_range(step)
+        captured = torch.as_tensor(result.capture[step].__array__())
+        expected = torch.stack([a[:, r.start : r.stop, : r.stop] for a in attentions])[:, None]
+        assert (captured - expected).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2"])
+def test_batch_rows_match_hf_oracle(tiny_nnsight, tiny_dirs, arch):
+    prompts = [TINY_PROMPT, TINY_PROMPT[:3], [1, 5]]
+    results = generate_batch(tiny_nnsight[arch], prompts, max_steps=4, mode="isolated", keep_logits=True, **TOP3)
+    hf = hf_eager(tiny_dirs[arch])
+    for result in results:
+        assert max_step_delta(result, hf_oracle_logits(hf, result.layout, "isolated")) < 1e-4
+    alone = generate(tiny_nnsight[arch], prompts[1], max_steps=4, mode="isolated", **TOP3)
+    assert alone.layout.token_ids == results[1].layout.token_ids
+
+
+def test_pruned_keys_are_hidden_like_the_oracle(tiny_nnsight, tiny_bridges, tiny_dirs):
+    """A pruning threshold above every score prunes each earlier set; the oracle's mask hides pruned keys too."""
+    pruning = AttentionPruning(attention_threshold=50.0)
+    result = generate(tiny_nnsight["llama"], TINY_PROMPT, max_steps=5, keep_logits=True, pruning=pruning, **TOP3)
+    assert result.pruning_events, "the check needs pruning to happen"
+    assert max_step_delta(result, hf_oracle_logits(hf_eager(tiny_dirs["llama"]), result.layout, "isolated")) < 1e-4
+    bridge = generate(tiny_bridges["llama"], TINY_PROMPT, max_steps=5, pruning=pruning, **TOP3)
+    assert bridge.layout.token_ids == result.layout.token_ids
+    assert bridge.pruning_events == result.pruning_events or [
+        (e.set_step, e.at_step, e.kept, e.pruned) for e in bridge.pruning_events
+    ] == [(e.set_step, e.at_step, e.kept, e.pruned) for e in result.pruning_events]
+
+
+def window_oracle_masks(layout, mode: str, window: int) -> dict:
+    """Per attention type: the reference mask, and on sliding layers also keys ``window`` or more tokens back (physical)."""
+    full = reference_mask(layout, mode)
+    n = full.shape[0]
+    far = torch.arange(n)[:, None] - torch.arange(n)[None, :] >= window
+    return {"full_attention": full[None, None], "sliding_attention": full.masked_fill(far, float("-inf"))[None, None]}
+
+
+def test_gemma3_past_its_sliding_window(tiny_nnsight, tiny_dirs):
+    """A 70-token prompt on a window of 64: sliding layers hide keys by physical distance, full layers do not."""
+    model = tiny_nnsight["gemma3"]
+    window = backend_for(model).structure.sliding_window
+    assert window == 64
+    prompt = [1] + [(7 * i) % 90 + 3 for i in range(69)]
+    result = generate(model, prompt, max_steps=4, keep_logits=True, capture=True, **TOP3)
+    assert len(result.layout) > window
+    hf = hf_eager(tiny_dirs["gemma3"])
+    logits, attentions = oracle_attention(hf, result.layout, "isolated", window_oracle_masks(result.layout, "isolated", window))
+    assert max_step_delta(result, logits) < 1e-4
+    unwindowed = hf_oracle_logits(hf, result.layout, "isolated")
+    assert max_step_delta(result, unwindowed) > 1e-3, "the window must matter for this check to mean anything"
+    last = result.layout.n_steps - 1
+    r = result.layout.step_range(last)
+    captured = torch.as_tensor(result.capture[last].__array__())
+    expected = torch.stack([a[:, r.start : r.stop, : r.stop] for a in attentions])[:, None]
+    assert (captured - expected).abs().max().item() < 1e-5
+    assert captured[0, 0, :, :, : r.start - window + 1].abs().max() == 0  # layer 0 slides: far keys get nothing
+
+
+def test_user_built_language_model_is_recognised(tiny_dirs):
+    from nnsight import LanguageModel
+
+    model = LanguageModel(str(tiny_dirs["qwen2"]), attn_implementation="eager", dtype=torch.float32, dispatch=True)
+    backend = backend_for(model)
+    assert backend.name == "nnsight" and model.cfg.n_layers == 3 and model.cfg.d_vocab == 96
+    result = generate(model, TINY_PROMPT, max_steps=3, keep_logits=True, **TOP3)
+    assert max_step_delta(result, hf_oracle_logits(hf_eager(tiny_dirs["qwen2"]), result.layout, "isolated")) < 1e-4
+
+
+def test_sdpa_model_is_refused_at_load(tiny_dirs):
+    from nnsight import LanguageModel
+
+    model = LanguageModel(str(tiny_dirs["llama"]), attn_implementation="sdpa", dtype=torch.float32, dispatch=True)
+    assert "attn_implementation='eager'" in backend_for(model).model_problem()
+
+
+def test_explicit_device_map_runs_on_cpu(tiny_dirs):
+    from tempo_lens import load_model
+
+    device_map = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "cpu", "model.layers.2": "cpu",
+                  "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    model = load_model(str(tiny_dirs["llama"]), backend="nnsight", device_map=device_map)
+    result = generate(model, TINY_PROMPT, max_steps=3, keep_logits=True, **TOP3)
+    assert max_step_delta(result, hf_oracle_logits(hf_eager(tiny_dirs["llama"]), result.layout, "isolated")) < 1e-4
+
+
+def test_hook_backends_refuse_nnsight_options(tiny_llama):
+    from tempo_lens.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="nnsight model"):
+        generate(tiny_llama, TINY_PROMPT, max_steps=1, remote=True)
+    with pytest.raises(InvalidInputError, match="nnsight model"):
+        generate_batch(tiny_llama, [TINY_PROMPT], max_steps=1, intervene=lambda model, siblings: None)
