@@ -86,7 +86,9 @@ def remote_failure(exc: BaseException) -> ModelUnavailableError:
     return ModelUnavailableError(f"the remote request to NDIF failed: {first[:400]}")
 
 
-def dry_run(model: Any, prompt: Any, config: Any = None, **overrides: Any) -> tuple[GenerationResult, list[StepTraffic]]:
+def dry_run(
+    model: Any, prompt: Any, config: Any = None, *, keep_logits: bool = False, **overrides: Any
+) -> tuple[GenerationResult, list[StepTraffic]]:
     """Generate locally in the remote shape (no cache, every column each step) and count each step's traffic.
 
     Returns the result (the tokens a remote run makes) and one :class:`~tempo_lens.generation.explicit.StepTraffic`
@@ -100,7 +102,7 @@ def dry_run(model: Any, prompt: Any, config: Any = None, **overrides: Any) -> tu
     if backend.name != "nnsight":
         raise ModelUnavailableError("dry_run counts the requests of remote execution, which needs an nnsight model")
     config = resolve_config(config, overrides)
-    row = GenerationRow.start(model, prompt, config)
+    row = GenerationRow.start(model, prompt, config, keep_logits=keep_logits)
     traffic: list[StepTraffic] = []
     drive_rows(model, [row], traffic=traffic)
     return row.result(), traffic
