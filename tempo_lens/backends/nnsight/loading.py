@@ -10,6 +10,19 @@ import torch
 from ...errors import ModelUnavailableError
 
 
+def bos_tokenizer(path: str) -> Any:
+    """The model's tokenizer, set to prepend BOS when it has one (as TransformerLens's), so every backend feeds the same ids."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.bos_token is None or getattr(tokenizer, "add_bos_token", False):
+        return tokenizer
+    try:
+        return AutoTokenizer.from_pretrained(path, add_bos_token=True)
+    except ValueError:  # a BOS the post-processor cannot express: such a tokenizer never prepends it
+        return tokenizer
+
+
 def load_nnsight(path: str, name: str, dtype: torch.dtype, device: str | None, device_map: Any) -> Any:
     """``LanguageModel(path)`` with its weights loaded on ``device`` (or spread by ``device_map``, e.g. ``"auto"``)."""
     try:
@@ -22,7 +35,9 @@ def load_nnsight(path: str, name: str, dtype: torch.dtype, device: str | None, d
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="LanguageModel is deprecated")  # the class the issue names; same model
-            model = LanguageModel(path, attn_implementation="eager", dtype=dtype, device_map=placement, dispatch=True)
+            model = LanguageModel(
+                path, tokenizer=bos_tokenizer(path), attn_implementation="eager", dtype=dtype, device_map=placement, dispatch=True
+            )
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelUnavailableError(f"Could not load model {name!r} with nnsight: {first[:400]}") from exc

@@ -12,3 +12,10 @@ def tiny_nnsight(tiny_dirs):
     from tempo_lens import load_model
 
     return {name: load_model(str(path), backend="nnsight", device="cpu") for name, path in tiny_dirs.items()}
+
+
+@pytest.fixture(scope="session")
+def embedded_nnsight():
+    from tempo_lens import load_model
+
+    return load_model(backend="nnsight", device="cpu")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from tempo_lens.backends.nnsight.remote import dry_run
@@ -100,6 +101,7 @@ for key, repo in (("", None), ("test-key", None), ("test-key", "meta-llama/Llama
 """
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_remote_without_network_fails_fast_and_clearly(tiny_dirs):
     """No key, a local folder, an unreachable host (port 9 here refuses at once): one clear line each, in seconds."""
     import os
