@@ -52,7 +52,9 @@ class TempoStep:
     ``physical`` cover every key column (padding included), ``blocked`` the fed rows (True = hidden:
     causality, isolation, pruning and other rows, as the layout decides). ``physical`` is each column's
     index in its own row's layout, for window rules. The last ``n_out`` rows of logits and patterns
-    come back. ``siblings`` is what user code run inside the forward is told about the fed tokens.
+    come back. ``siblings`` is what user code run inside the forward is told about the fed tokens;
+    each ``(layer, read)`` of ``residual_readers`` is called with that layer's output residuals
+    (``[batch, n_out, d_model]``, what TransformerLens calls ``blocks.L.hook_resid_post``).
     """
 
     tokens: Int[Tensor, "batch pos"]
@@ -62,6 +64,7 @@ class TempoStep:
     layers: tuple[int, ...] = ()
     n_out: int = 0
     siblings: list[Any] = field(default_factory=list)
+    residual_readers: list[tuple[int, Callable[[Tensor], Any]]] = field(default_factory=list)
 
 
 class Backend(ABC):

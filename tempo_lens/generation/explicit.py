@@ -77,6 +77,7 @@ class ExplicitForwards:
     cache: Any = None
     tokens: list[Tensor] = field(default_factory=list)
     masks: list[Tensor] = field(default_factory=list)
+    readers: list[tuple[int, Callable[[Tensor], Any]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.backend = backend_for(self.model)
@@ -120,6 +121,7 @@ class ExplicitForwards:
             layers=layers,
             n_out=q,
             siblings=siblings,
+            residual_readers=self.readers,
         )
         logits, patterns = self.backend.tempo_forward(tempo_step, self.cache, **self.options)
         if self.traffic is not None:
@@ -128,6 +130,16 @@ class ExplicitForwards:
             saved = logits.numel() * logits.element_size() + sum(p.numel() * p.element_size() for p in patterns.values())
             self.traffic.append(StepTraffic(step, 1, tokens.shape[1], int(sent), int(saved)))
         return logits, patterns
+
+
+def residual_reader(name: str, fn: Callable[..., Any]) -> tuple[int, Callable[[Tensor], Any]]:
+    """A row's own hook as a residual reader: ``blocks.L.hook_resid_post`` is layer L's output (others are refused)."""
+    parts = name.split(".")
+    if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit() and parts[2] == "hook_resid_post":
+        return int(parts[1]), fn
+    raise InvalidInputError(
+        f"this backend has no hook points; {name!r} cannot be read here (load the model with backend='bridge' for it)"
+    )
 
 
 def drive_rows(
@@ -140,24 +152,27 @@ def drive_rows(
     traffic: list[StepTraffic] | None = None,
 ) -> None:
     """Drive ``rows`` to their end, one ``tempo_forward`` per step (``traffic``: count a remote run's requests)."""
-    if any(row.hooks for row in rows):
-        raise InvalidInputError(
-            "similarity pruning reads TransformerLens hook points; on the nnsight backend use AttentionPruning "
-            "(or load the model with backend='bridge')"
-        )
+    readers = [residual_reader(name, fn) for row in rows for name, fn in row.hooks]
     for row in rows:
         row.warn_stacklevel += 1  # choose → drive_rows → the generator → caller
     batch = LaneBatch(rows, _lanes(rows), pad_id=_pad_id(model))
     layers = tuple(sorted(set().union(*(row.recorded_layers for row in rows))))
     forwards = ExplicitForwards(
-        model, batch, full_context=remote or traffic is not None, options={"intervene": intervene, "remote": remote}, traffic=traffic
+        model,
+        batch,
+        full_context=remote or traffic is not None,
+        options={"intervene": intervene, "remote": remote},
+        traffic=traffic,
+        readers=readers,
     )
     with torch.no_grad():
         logits, _ = forwards([row.ids for row in rows], (), -1)
         for i, row in enumerate(rows):
             row.read_prompt(batch.row_logits(logits, i))
         while not all(row.done for row in rows):
-            new = [[] if row.done else row.choose() for row in rows]
+            new: list[list[int]] = []
+            for row in rows:  # a loop, not a comprehension: the warning's stack level counts frames
+                new.append([] if row.done else row.choose())
             step = max(row.layout.n_steps for row in rows) - 1
             logits, patterns = forwards(new, layers, step)
             for i, (row, ids) in enumerate(zip(rows, new)):

@@ -159,19 +159,26 @@ class NnsightBackend(Backend):
     ) -> tuple[Tensor, dict[int, Tensor]]:
         structure, model, device = self.structure, self.model, self.device
         saved: dict[int, Any] = {}
+        residuals: dict[int, Any] = {}
+        readers = {layer for layer, _ in step.residual_readers}
         with model.trace(remote=remote) as tracer:
             with tracer.invoke(step.tokens.to(device), **kwargs):
                 layers = resolve(model, structure.layers)
-                for layer in range(max([*wanted, *self._sliding_layers(), -1]) + 1):
+                for layer in range(max([*wanted, *readers, *self._sliding_layers(), -1]) + 1):
                     if SLIDING in masks and structure.layer_types[layer] == SLIDING:
                         args, layer_kwargs = layers[layer].inputs
                         layers[layer].inputs = (args, {**layer_kwargs, "attention_mask": masks[SLIDING]})
                     if layer in wanted:
                         saved[layer] = getattr(layers[layer], structure.attention).output[1][:, :, -n_out:].save()
+                    if layer in readers:
+                        output = layers[layer].output
+                        residuals[layer] = (output[0] if isinstance(output, tuple) else output)[:, -n_out:].save()
                 logits = resolve(model, structure.unembed).output[:, -n_out:].save()
             if intervene is not None:
                 with tracer.invoke():
                     intervene(model, step.siblings)
+        for layer, read in step.residual_readers:
+            read(residuals[layer])
         return logits, {layer: saved[layer] for layer in sorted(wanted)}
 
     def _sliding_layers(self) -> list[int]:
