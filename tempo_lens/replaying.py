@@ -115,6 +115,9 @@ def replay(
     """
     _check_arguments(model, layout)
     chosen = resolve_layers(layers, int(model.cfg.n_layers), "replay layers")
+    if not backend_for(model).uses_hook_points:
+        logits, patterns = _explicit_replay(model, layout, replay_positions(layout, positions), mask, chosen, run_with_cache, extra_hooks)
+        return _replay_result(layout, logits, patterns, chosen)
     recorder = PatternRecorder(chosen)
     hooks = replay_hooks(model, layout, replay_positions(layout, positions), mask)
     hooks += _extra_hooks(model, extra_hooks) + recorder.hooks()
@@ -126,11 +129,41 @@ def replay(
             logits, cache = backend.run_with_cache(tokens, names_filter)
         else:
             logits = backend.forward(tokens)
-    patterns = recorder.take()
+    return _replay_result(layout, logits, recorder.take(), chosen, cache)
+
+
+def _replay_result(layout: TokenLayout, logits: Tensor, patterns: dict[int, Tensor], chosen: list[int], cache: Any = None) -> ReplayResult:
+    """Per-step attention ``[layers, 1, heads, q, K]`` cut from the full patterns (``layers=[]`` records nothing)."""
     attention = {}
-    if chosen:  # layers=[] records nothing
+    if chosen:
         stacked = torch.stack([patterns[l] for l in chosen]).to("cpu", torch.float32)
         for step in range(layout.n_steps):
             r = layout.step_range(step)
             attention[step] = stacked[:, :, :, r.start : r.stop, : r.stop].numpy().copy()
     return ReplayResult(logits=logits[0].detach().cpu(), attention=attention, layers=chosen, cache=cache)
+
+
+def _explicit_replay(
+    model: TransformerBridge, layout: TokenLayout, positions: Tensor, mask: MaskArg, chosen: list[int], run_with_cache: bool, extra_hooks: Any
+) -> tuple[Tensor, dict[int, Tensor]]:
+    """Replay on a backend without hook points: one forward with the positions and the mask as inputs."""
+    from .backends.base import TempoStep
+
+    if run_with_cache or extra_hooks:
+        raise InvalidInputError(
+            "run_with_cache and extra_hooks read TransformerLens hook points, which this model has none of; load it with "
+            "backend='bridge' for them (on an nnsight model, trace it yourself with the same positions and mask)"
+        )
+    if not torch.equal(positions, positions.round()):
+        raise InvalidInputError("fractional positions need the rotary hooks of backend='bridge'; position_ids are integers")
+    n = len(layout)
+    step = TempoStep(
+        tokens=torch.tensor([layout.token_ids], dtype=torch.long),
+        positions=positions[None],
+        blocked=_blocked_fn(layout, mask)(n, n)[None],
+        physical=torch.arange(n)[None],
+        layers=tuple(chosen),
+        n_out=n,
+    )
+    with torch.no_grad():
+        return backend_for(model).tempo_forward(step)
