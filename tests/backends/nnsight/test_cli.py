@@ -33,3 +33,17 @@ def test_run_with_the_nnsight_backend(tiny_dirs, tmp_path):
     ours, theirs = load_experiment(tmp_path / "nnsight"), load_experiment(tmp_path / "bridge")
     assert [r.layout.token_ids for r in ours.runs] == [r.layout.token_ids for r in theirs.runs]
     assert sorted(p.name for p in (tmp_path / "nnsight").iterdir()) == sorted(p.name for p in (tmp_path / "bridge").iterdir())
+
+
+def test_analyze_with_the_nnsight_backend(tiny_dirs, tmp_path):
+    """Both modes plus the control replays (unique positions, toggled mask) through nnsight, into the same report."""
+    settings = 'threshold = 1e-6\nmax_parallel = 2\nmax_steps = 3\ncapture = true\n'
+    for backend in ("bridge", "nnsight"):
+        folder = tmp_path / backend
+        folder.mkdir()
+        (folder / "pair.toml").write_text('name = "pair"\nprompt = "t1 t17 t42 t5"\nmodes = ["isolated", "visible"]\ncontrols = ["unique_positions", "toggled_mask"]\n' + settings)
+        assert main(["analyze", str(folder), "--model", str(tiny_dirs["llama"]), "--backend", backend]) == 0
+    ours, theirs = load_experiment(tmp_path / "nnsight" / "runs" / "pair"), load_experiment(tmp_path / "bridge" / "runs" / "pair")
+    assert [r.name for r in ours.runs] == [r.name for r in theirs.runs] and len(ours.runs) > 2
+    assert [r.layout.token_ids for r in ours.runs] == [r.layout.token_ids for r in theirs.runs]
+    assert (tmp_path / "nnsight" / "report" / "FINDINGS.md").is_file()
