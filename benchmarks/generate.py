@@ -13,7 +13,8 @@ Variants, at B = 1 (one prompt at a time) and B = 16 (one batch; HF left-pads, `
 - ``tempo capture``: the ``tempo`` variant with every layer's pattern captured.
 
 A step is a logical position (HF: one new token); TEMPO steps also feed their siblings (tokens/s). The
-backend is the bridge unless ``--backend hooked`` (``make bench`` runs that in ``.venv-tl3``)::
+backend is the bridge unless ``--backend hooked`` (``make bench`` runs that in ``.venv-tl3``) or ``--backend nnsight``
+(:mod:`~benchmarks.nnsight_trace` adds nnsight's fixed cost per trace)::
 
     python -m benchmarks.generate [--model NAME] [--backend hooked] [--device cuda] [--rounds 3] [--json PATH]
 """
@@ -265,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.generate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",qwen2.5-1.5b",
                         help="comma-separated models ('' = the embedded default; default: it and qwen2.5-1.5b where installed)")
-    parser.add_argument("--backend", default="bridge", choices=("bridge", "hooked"))
+    parser.add_argument("--backend", default="bridge", choices=("bridge", "hooked", "nnsight"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--quick", action="store_true")

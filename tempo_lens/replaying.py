@@ -93,6 +93,25 @@ def _extra_hooks(model: TransformerBridge, extra_hooks: Sequence[tuple[str, Any]
     return hooks
 
 
+def replay_residuals(
+    model: TransformerBridge, layout: TokenLayout, positions: PositionsArg, mask: MaskArg, names: Sequence[str]
+) -> ReplayResult:
+    """Replay on a backend without hook points keeping the residual streams ``names`` (``blocks.L.hook_resid_post``).
+
+    ``result.cache`` maps each name to ``[n_tokens, d_model]`` (batch axis dropped), as the tools' cached replay does.
+    """
+    from .generation.explicit import residual_reader
+
+    _check_arguments(model, layout)
+    cache: dict[str, Tensor] = {}
+    readers = []
+    for name in names:
+        layer, _ = residual_reader(name, lambda _x: None)
+        readers.append((layer, lambda resid, name=name: cache.__setitem__(name, resid[0].detach().cpu())))
+    logits, _ = _explicit_replay(model, layout, replay_positions(layout, positions), mask, [], readers=readers)
+    return ReplayResult(logits=logits[0].detach().cpu(), attention={}, layers=[], cache=cache)
+
+
 def replay(
     model: TransformerBridge,
     layout: TokenLayout,
@@ -144,9 +163,19 @@ def _replay_result(layout: TokenLayout, logits: Tensor, patterns: dict[int, Tens
 
 
 def _explicit_replay(
-    model: TransformerBridge, layout: TokenLayout, positions: Tensor, mask: MaskArg, chosen: list[int], run_with_cache: bool, extra_hooks: Any
+    model: TransformerBridge,
+    layout: TokenLayout,
+    positions: Tensor,
+    mask: MaskArg,
+    chosen: list[int],
+    run_with_cache: bool = False,
+    extra_hooks: Any = None,
+    readers: Sequence[tuple[int, Any]] = (),
 ) -> tuple[Tensor, dict[int, Tensor]]:
-    """Replay on a backend without hook points: one forward with the positions and the mask as inputs."""
+    """Replay on a backend without hook points: one forward with the positions and the mask as inputs.
+
+    ``readers``: ``(layer, read)`` pairs called with that layer's output residuals ``[1, n, d_model]``.
+    """
     from .backends.base import TempoStep
 
     if run_with_cache or extra_hooks:
@@ -164,6 +193,7 @@ def _explicit_replay(
         physical=torch.arange(n)[None],
         layers=tuple(chosen),
         n_out=n,
+        residual_readers=list(readers),
     )
     with torch.no_grad():
         return backend_for(model).tempo_forward(step)

@@ -19,7 +19,7 @@ from ..backends import backend_for
 from ..capture import resolve_layers
 from ..errors import InvalidInputError
 from ..layout import MODES, TokenLayout
-from ..replaying import MaskArg, PositionsArg, ReplayResult, replay, replay_hooks, replay_positions
+from ..replaying import MaskArg, PositionsArg, ReplayResult, replay, replay_hooks, replay_positions, replay_residuals
 from ..siblings import RunView
 
 if TYPE_CHECKING:
@@ -61,7 +61,13 @@ def cached_replay(
     names: Sequence[str] = (),
     extra_hooks: Sequence[tuple[str, Any]] | None = None,
 ) -> ReplayResult:
-    """One teacher-forced replay under ``condition`` keeping only the hook points ``names`` (batch axis dropped)."""
+    """One teacher-forced replay under ``condition`` keeping only the hook points ``names`` (batch axis dropped).
+
+    On a model without hook points (nnsight) the residual streams ``blocks.L.hook_resid_post`` are read
+    from the decoder layers' outputs; other names are refused there.
+    """
+    if not backend_for(model).uses_hook_points and not extra_hooks:
+        return replay_residuals(model, condition.layout(layout), condition.positions, condition.mask, names)
     missing = [n for n in names if n not in model.hook_dict]
     if missing:
         raise InvalidInputError(f"this model has no hook point(s) {missing}; list them with sorted(model.hook_dict)")
@@ -88,10 +94,15 @@ def batched_logits(
 
     The same positions and mask hooks as :func:`~tempo_lens.replay`; copy ``b`` alone gives replay's logits.
     """
+    backend = backend_for(model)
+    if not backend.uses_hook_points:
+        raise InvalidInputError(
+            "patching edits TransformerLens hook points, which an nnsight model does not have; load the model with "
+            "backend='bridge' for it (or patch inside generate(..., intervene=...))"
+        )
     layout = condition.layout(layout)
     positions = replay_positions(layout, condition.positions)
     hooks = replay_hooks(model, layout, positions, condition.mask)
-    backend = backend_for(model)
     tokens = torch.tensor([layout.token_ids] * batch, dtype=torch.long, device=backend.device)
     with torch.no_grad(), model.hooks(fwd_hooks=hooks + list(extra_hooks)):
         return backend.forward(tokens).detach().cpu()
