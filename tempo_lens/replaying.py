@@ -135,7 +135,9 @@ def replay(
     _check_arguments(model, layout)
     chosen = resolve_layers(layers, int(model.cfg.n_layers), "replay layers")
     if not backend_for(model).uses_hook_points:
-        logits, patterns = _explicit_replay(model, layout, replay_positions(layout, positions), mask, chosen, run_with_cache, extra_hooks)
+        logits, patterns = _explicit_replay(
+            model, layout, replay_positions(layout, positions), mask, chosen, run_with_cache, extra_hooks
+        )
         return _replay_result(layout, logits, patterns, chosen)
     recorder = PatternRecorder(chosen)
     hooks = replay_hooks(model, layout, replay_positions(layout, positions), mask)
@@ -151,7 +153,9 @@ def replay(
     return _replay_result(layout, logits, recorder.take(), chosen, cache)
 
 
-def _replay_result(layout: TokenLayout, logits: Tensor, patterns: dict[int, Tensor], chosen: list[int], cache: Any = None) -> ReplayResult:
+def _replay_result(
+    layout: TokenLayout, logits: Tensor, patterns: dict[int, Tensor], chosen: list[int], cache: Any = None
+) -> ReplayResult:
     """Per-step attention ``[layers, 1, heads, q, K]`` cut from the full patterns (``layers=[]`` records nothing)."""
     attention = {}
     if chosen:

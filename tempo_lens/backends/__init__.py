@@ -55,7 +55,9 @@ def load(path: str, name: str, backend: BackendName, dtype: torch.dtype, device:
         return load_nnsight(path, name, dtype, device, device_map)
     if backend == "hooked":
         if device_map is not None:
-            raise InvalidInputError("device_map is supported by backends 'bridge' and 'nnsight'; pass device= for backend='hooked'")
+            raise InvalidInputError(
+                "device_map is supported by backends 'bridge' and 'nnsight'; pass device= for backend='hooked'"
+            )
         from .hooked.loading import load_hooked
 
         return load_hooked(path, name, dtype, device or "cpu")

@@ -103,6 +103,11 @@ class NnsightBackend(Backend):
 
     # ---- running -----------------------------------------------------------------------------
 
+    def prepare(self) -> None:
+        problem = self.model_problem()
+        if problem:
+            raise InvalidInputError(f"this nnsight model cannot run TEMPO: {problem}")
+
     def apply_speedups(self, fast: bool | None) -> list[str]:
         return []  # the model's own forward runs unchanged
 
@@ -154,8 +159,14 @@ class NnsightBackend(Backend):
         return self._trace(step, kwargs, masks, n_out, wanted, intervene, remote=False)
 
     def _trace(
-        self, step: TempoStep, kwargs: dict[str, Any], masks: dict[str, Tensor], n_out: int, wanted: set[int],
-        intervene: Intervene | None, remote: bool,
+        self,
+        step: TempoStep,
+        kwargs: dict[str, Any],
+        masks: dict[str, Tensor],
+        n_out: int,
+        wanted: set[int],
+        intervene: Intervene | None,
+        remote: bool,
     ) -> tuple[Tensor, dict[int, Tensor]]:
         structure, model, device = self.structure, self.model, self.device
         saved: dict[int, Any] = {}

@@ -82,7 +82,8 @@ def structure_of(hf: Any) -> ModelStructure:
     base = modules.get(base_path)
     norm = _child(base, NORM_NAMES) if base is not None else None
     if not (layers and attention and unembed and norm):
-        missing = "decoder layers" if not layers else "attention modules" if not attention else "an unembedding" if not unembed else "a final norm"
+        found = {"decoder layers": layers, "attention modules": attention, "an unembedding": unembed, "a final norm": norm}
+        missing = next(what for what, path in found.items() if not path)
         raise ModelUnavailableError(
             f"the nnsight backend cannot find {missing} in {type(hf).__name__}; it serves Hugging Face causal LMs "
             "(Llama, Qwen, Mistral, Gemma, GPT-2 families)"

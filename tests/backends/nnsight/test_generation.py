@@ -106,6 +106,10 @@ def test_sdpa_model_is_refused_at_load(tiny_dirs):
 
     model = LanguageModel(str(tiny_dirs["llama"]), attn_implementation="sdpa", dtype=torch.float32, dispatch=True)
     assert "attn_implementation='eager'" in backend_for(model).model_problem()
+    from tempo_lens.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="attn_implementation='eager'"):
+        generate(model, TINY_PROMPT, max_steps=1)
 
 
 def test_explicit_device_map_runs_on_cpu(tiny_dirs):
