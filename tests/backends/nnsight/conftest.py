@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("nnsight", reason="the nnsight backend needs the extra tempo_lens[nnsight]")
+
+@pytest.fixture(autouse=True)
+def _needs_nnsight():
+    pytest.importorskip("nnsight", reason="the nnsight backend needs the extra tempo_lens[nnsight]")
 
 
 @pytest.fixture(scope="session")
 def tiny_nnsight(tiny_dirs):
+    pytest.importorskip("nnsight", reason="the nnsight backend needs the extra tempo_lens[nnsight]")
     from tempo_lens import load_model
 
     return {name: load_model(str(path), backend="nnsight", device="cpu") for name, path in tiny_dirs.items()}
@@ -16,6 +20,7 @@ def tiny_nnsight(tiny_dirs):
 
 @pytest.fixture(scope="session")
 def embedded_nnsight():
+    pytest.importorskip("nnsight", reason="the nnsight backend needs the extra tempo_lens[nnsight]")
     from tempo_lens import load_model
 
     return load_model(backend="nnsight", device="cpu")
