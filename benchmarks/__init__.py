@@ -21,6 +21,9 @@ settings of ``tempo_lens.load_model`` (the fast paths of ``tempo_lens.backends.b
    on the default model and qwen2.5-1.5b where installed (:mod:`~benchmarks.generate`; ``python -m
    benchmarks.generate --backend hooked`` measures HookedTransformer, in ``.venv-tl3``)
 9. what each per-step change gives: a TEMPO step with the defaults / with one change undone (:mod:`~benchmarks.changes`)
+10. the nnsight backend: section 8 with ``--backend nnsight`` plus nnsight's fixed cost per trace (one cached
+   one-token forward: HF's own / an nnsight trace / a trace capturing every layer), ``python -m
+   benchmarks.nnsight_trace`` (:mod:`~benchmarks.nnsight_trace`; not part of ``make bench``)
 
 Apart from the sections, ``python -m benchmarks.wait_policy`` (:mod:`~benchmarks.wait_policy`) measures a decode and
 a k-sibling forward under three OpenMP wait policies, one process alone and two at once.
