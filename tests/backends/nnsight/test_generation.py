@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -41,12 +42,15 @@ def test_every_step_matches_hf_oracle(tiny_nnsight, tiny_dirs, arch, mode):
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2"])
 def test_batch_rows_match_hf_oracle(tiny_nnsight, tiny_dirs, arch):
     prompts = [TINY_PROMPT, TINY_PROMPT[:3], [1, 5]]
-    results = generate_batch(tiny_nnsight[arch], prompts, max_steps=4, mode="isolated", keep_logits=True, **TOP3)
+    results = generate_batch(tiny_nnsight[arch], prompts, max_steps=4, mode="isolated", keep_logits=True, capture=True, **TOP3)
     hf = hf_eager(tiny_dirs[arch])
     for result in results:
         assert max_step_delta(result, hf_oracle_logits(hf, result.layout, "isolated")) < 1e-4
-    alone = generate(tiny_nnsight[arch], prompts[1], max_steps=4, mode="isolated", **TOP3)
+    alone = generate(tiny_nnsight[arch], prompts[1], max_steps=4, mode="isolated", capture=True, **TOP3)
     assert alone.layout.token_ids == results[1].layout.token_ids
+    for step in alone.capture.step_ids:  # a row's captures are cut back to its own queries and keys, as a lone generation records them
+        ours, theirs = np.asarray(results[1].capture[step]), np.asarray(alone.capture[step])
+        assert ours.shape == theirs.shape and np.abs(ours - theirs).max() < 1e-5
 
 
 def test_pruned_keys_are_hidden_like_the_oracle(tiny_nnsight, tiny_bridges, tiny_dirs):
