@@ -6,6 +6,11 @@ positions), the KV cache and one forward step, the final norm and unembedding, a
 patterns need nothing class-specific: both model classes expose ``blocks.L.attn.hook_attn_scores``
 (``[batch, head_index, query_pos, key_pos]``, masked entries at or below :func:`masked_threshold`) and
 ``blocks.L.attn.hook_pattern``.
+
+A backend without hook points (``uses_hook_points = False``: nnsight) takes TEMPO as the model's inputs
+instead: generation and replay hand it each forward as a :class:`TempoStep` (tokens, positions, the
+layout's mask, physical indices) and :meth:`Backend.tempo_forward` returns the logits and the asked
+layers' attention patterns.
 """
 
 from __future__ import annotations
