@@ -93,22 +93,24 @@ def _extra_hooks(model: TransformerBridge, extra_hooks: Sequence[tuple[str, Any]
     return hooks
 
 
-def replay_residuals(
-    model: TransformerBridge, layout: TokenLayout, positions: PositionsArg, mask: MaskArg, names: Sequence[str]
+def replay_activations(
+    model: TransformerBridge,
+    layout: TokenLayout,
+    positions: PositionsArg,
+    mask: MaskArg,
+    names: Sequence[str],
+    extra_hooks: Sequence[tuple[str, Any]] = (),
 ) -> ReplayResult:
-    """Replay on a backend without hook points keeping the residual streams ``names`` (``blocks.L.hook_resid_post``).
+    """Replay on a backend without hook points keeping the activations ``names`` (TransformerLens's names).
 
-    ``result.cache`` maps each name to ``[n_tokens, d_model]`` (batch axis dropped), as the tools' cached replay does.
+    ``result.cache`` maps each name to ``[n_tokens, ...]`` (batch axis dropped), as the tools' cached replay does;
+    ``extra_hooks`` edit activations by name during the forward.
     """
-    from .generation.explicit import residual_reader
-
     _check_arguments(model, layout)
     cache: dict[str, Tensor] = {}
-    readers = []
-    for name in names:
-        layer, _ = residual_reader(name, lambda _x: None)
-        readers.append((layer, lambda resid, name=name: cache.__setitem__(name, resid[0].detach().cpu())))
-    logits, _ = _explicit_replay(model, layout, replay_positions(layout, positions), mask, [], readers=readers)
+    readers = [(name, lambda value, name=name: cache.__setitem__(name, value[0].detach().cpu())) for name in names]
+    positions_ = replay_positions(layout, positions)
+    logits, _ = explicit_replay(model, layout, positions_, mask, [], readers=readers, edits=list(extra_hooks or []))
     return ReplayResult(logits=logits[0].detach().cpu(), attention={}, layers=[], cache=cache)
 
 
@@ -135,7 +137,7 @@ def replay(
     _check_arguments(model, layout)
     chosen = resolve_layers(layers, int(model.cfg.n_layers), "replay layers")
     if not backend_for(model).uses_hook_points:
-        logits, patterns = _explicit_replay(
+        logits, patterns = explicit_replay(
             model, layout, replay_positions(layout, positions), mask, chosen, run_with_cache, extra_hooks
         )
         return _replay_result(layout, logits, patterns, chosen)
@@ -166,7 +168,7 @@ def _replay_result(
     return ReplayResult(logits=logits[0].detach().cpu(), attention=attention, layers=chosen, cache=cache)
 
 
-def _explicit_replay(
+def explicit_replay(
     model: TransformerBridge,
     layout: TokenLayout,
     positions: Tensor,
@@ -174,30 +176,34 @@ def _explicit_replay(
     chosen: list[int],
     run_with_cache: bool = False,
     extra_hooks: Any = None,
-    readers: Sequence[tuple[int, Any]] = (),
+    readers: Sequence[tuple[str, Any]] = (),
+    edits: Sequence[tuple[str, Any]] = (),
+    copies: int = 1,
 ) -> tuple[Tensor, dict[int, Tensor]]:
     """Replay on a backend without hook points: one forward with the positions and the mask as inputs.
 
-    ``readers``: ``(layer, read)`` pairs called with that layer's output residuals ``[1, n, d_model]``.
+    ``readers`` / ``edits``: activations by TransformerLens name (:class:`~tempo_lens.backends.base.TempoStep`);
+    ``extra_hooks`` are edits too. ``copies``: that many batch rows of the same replay (for per-row edits).
     """
     from .backends.base import TempoStep
 
-    if run_with_cache or extra_hooks:
+    if run_with_cache:
         raise InvalidInputError(
-            "run_with_cache and extra_hooks read TransformerLens hook points, which this model has none of; load it with "
-            "backend='bridge' for them (on an nnsight model, trace it yourself with the same positions and mask)"
+            "run_with_cache returns TransformerLens's activation cache, which an nnsight model has none of; load it with "
+            "backend='bridge' for it (on an nnsight model, trace it yourself with the same positions and mask)"
         )
     if not torch.equal(positions, positions.round()):
         raise InvalidInputError("fractional positions need the rotary hooks of backend='bridge'; position_ids are integers")
     n = len(layout)
     step = TempoStep(
-        tokens=torch.tensor([layout.token_ids], dtype=torch.long),
-        positions=positions[None],
-        blocked=_blocked_fn(layout, mask)(n, n)[None],
-        physical=torch.arange(n)[None],
+        tokens=torch.tensor([layout.token_ids] * copies, dtype=torch.long),
+        positions=positions[None].expand(copies, n),
+        blocked=_blocked_fn(layout, mask)(n, n)[None].expand(copies, n, n),
+        physical=torch.arange(n)[None].expand(copies, n),
         layers=tuple(chosen),
         n_out=n,
-        residual_readers=list(readers),
+        readers=list(readers),
+        edits=[*edits, *_extra_hooks(model, extra_hooks)],
     )
     with torch.no_grad():
         return backend_for(model).tempo_forward(step)

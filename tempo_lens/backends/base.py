@@ -57,9 +57,10 @@ class TempoStep:
     ``physical`` cover every key column (padding included), ``blocked`` the fed rows (True = hidden:
     causality, isolation, pruning and other rows, as the layout decides). ``physical`` is each column's
     index in its own row's layout, for window rules. The last ``n_out`` rows of logits and patterns
-    come back. ``siblings`` is what user code run inside the forward is told about the fed tokens;
-    each ``(layer, read)`` of ``residual_readers`` is called with that layer's output residuals
-    (``[batch, n_out, d_model]``, what TransformerLens calls ``blocks.L.hook_resid_post``).
+    come back. ``siblings`` is what user code run inside the forward is told about the fed tokens.
+    Activations go by TransformerLens's names: each ``(name, read)`` of ``readers`` is called after the
+    forward with that activation's last ``n_out`` rows; each ``(name, edit)`` of ``edits`` replaces the
+    activation by ``edit(activation, None)`` inside it, as a TransformerLens hook would.
     """
 
     tokens: Int[Tensor, "batch pos"]
@@ -69,7 +70,8 @@ class TempoStep:
     layers: tuple[int, ...] = ()
     n_out: int = 0
     siblings: list[Any] = field(default_factory=list)
-    residual_readers: list[tuple[int, Callable[[Tensor], Any]]] = field(default_factory=list)
+    readers: list[tuple[str, Callable[[Tensor], Any]]] = field(default_factory=list)
+    edits: list[tuple[str, Callable[..., Tensor]]] = field(default_factory=list)
 
 
 class Backend(ABC):

@@ -21,7 +21,6 @@ from torch import Tensor
 
 from ..backends import backend_for
 from ..backends.base import TempoStep
-from ..errors import InvalidInputError
 from .batch import LaneBatch, _lanes, _pad_id
 from .row import GenerationRow
 
@@ -77,7 +76,7 @@ class ExplicitForwards:
     cache: Any = None
     tokens: list[Tensor] = field(default_factory=list)
     masks: list[Tensor] = field(default_factory=list)
-    readers: list[tuple[int, Callable[[Tensor], Any]]] = field(default_factory=list)
+    readers: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.backend = backend_for(self.model)
@@ -121,7 +120,7 @@ class ExplicitForwards:
             layers=layers,
             n_out=q,
             siblings=siblings,
-            residual_readers=self.readers,
+            readers=self.readers,
         )
         logits, patterns = self.backend.tempo_forward(tempo_step, self.cache, **self.options)
         if self.traffic is not None:
@@ -130,16 +129,6 @@ class ExplicitForwards:
             saved = logits.numel() * logits.element_size() + sum(p.numel() * p.element_size() for p in patterns.values())
             self.traffic.append(StepTraffic(step, 1, tokens.shape[1], int(sent), int(saved)))
         return logits, patterns
-
-
-def residual_reader(name: str, fn: Callable[..., Any]) -> tuple[int, Callable[[Tensor], Any]]:
-    """A row's own hook as a residual reader: ``blocks.L.hook_resid_post`` is layer L's output (others are refused)."""
-    parts = name.split(".")
-    if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit() and parts[2] == "hook_resid_post":
-        return int(parts[1]), fn
-    raise InvalidInputError(
-        f"this backend has no hook points; {name!r} cannot be read here (load the model with backend='bridge' for it)"
-    )
 
 
 def drive_rows(
@@ -152,7 +141,7 @@ def drive_rows(
     traffic: list[StepTraffic] | None = None,
 ) -> None:
     """Drive ``rows`` to their end, one ``tempo_forward`` per step (``traffic``: count a remote run's requests)."""
-    readers = [residual_reader(name, fn) for row in rows for name, fn in row.hooks]
+    readers = [(name, fn) for row in rows for name, fn in row.hooks]  # e.g. similarity pruning's residuals
     for row in rows:
         row.warn_stacklevel += 1  # choose → drive_rows → the generator → caller
     batch = LaneBatch(rows, _lanes(rows), pad_id=_pad_id(model))

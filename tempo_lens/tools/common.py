@@ -19,7 +19,7 @@ from ..backends import backend_for
 from ..capture import resolve_layers
 from ..errors import InvalidInputError
 from ..layout import MODES, TokenLayout
-from ..replaying import MaskArg, PositionsArg, ReplayResult, replay, replay_hooks, replay_positions, replay_residuals
+from ..replaying import MaskArg, PositionsArg, ReplayResult, replay, replay_activations, replay_hooks, replay_positions
 from ..siblings import RunView
 
 if TYPE_CHECKING:
@@ -63,11 +63,11 @@ def cached_replay(
 ) -> ReplayResult:
     """One teacher-forced replay under ``condition`` keeping only the hook points ``names`` (batch axis dropped).
 
-    On a model without hook points (nnsight) the residual streams ``blocks.L.hook_resid_post`` are read
-    from the decoder layers' outputs; other names are refused there.
+    On a model without hook points (nnsight) the names are read from the modules inside one trace
+    (:mod:`tempo_lens.backends.nnsight.activations`); names without a module value are refused there.
     """
-    if not backend_for(model).uses_hook_points and not extra_hooks:
-        return replay_residuals(model, condition.layout(layout), condition.positions, condition.mask, names)
+    if not backend_for(model).uses_hook_points:
+        return replay_activations(model, condition.layout(layout), condition.positions, condition.mask, names, extra_hooks or ())
     missing = [n for n in names if n not in model.hook_dict]
     if missing:
         raise InvalidInputError(f"this model has no hook point(s) {missing}; list them with sorted(model.hook_dict)")
@@ -95,12 +95,13 @@ def batched_logits(
     The same positions and mask hooks as :func:`~tempo_lens.replay`; copy ``b`` alone gives replay's logits.
     """
     backend = backend_for(model)
-    if not backend.uses_hook_points:
-        raise InvalidInputError(
-            "patching edits TransformerLens hook points, which an nnsight model does not have; load the model with "
-            "backend='bridge' for it (or patch inside generate(..., intervene=...))"
-        )
     layout = condition.layout(layout)
+    if not backend.uses_hook_points:  # the hooks become edits of the named activations inside one trace
+        from ..replaying import explicit_replay
+
+        positions = replay_positions(layout, condition.positions)
+        logits, _ = explicit_replay(model, layout, positions, condition.mask, [], edits=list(extra_hooks), copies=batch)
+        return logits.detach().cpu()
     positions = replay_positions(layout, condition.positions)
     hooks = replay_hooks(model, layout, positions, condition.mask)
     tokens = torch.tensor([layout.token_ids] * batch, dtype=torch.long, device=backend.device)

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ...errors import InvalidInputError
 from ..base import Backend, Hook, PositionKind, TempoStep, eos_ids
+from .activations import Kind, parse
 from .masks import SLIDING, float_masks
 from .structure import ModelStructure, resolve, structure_of, tl_config
 
@@ -35,6 +36,35 @@ def is_nnsight(model: Any) -> bool:
     from nnsight.modeling.transformers import TransformersModel
 
     return isinstance(model, TransformersModel)
+
+
+Op = tuple[str, str, Callable[..., Any]]  # ("read" or "edit", name, function)
+
+
+def activation_ops(step: TempoStep) -> dict[tuple[int, Kind], list[Op]]:
+    """The step's reads and edits by (layer, activation), each name checked (:func:`.activations.parse`)."""
+    ops: dict[tuple[int, Kind], list[Op]] = {}
+    for what, pairs in (("edit", step.edits), ("read", step.readers)):
+        for name, fn in pairs:
+            ops.setdefault(parse(name), []).append((what, name, fn))
+    return ops
+
+
+def _apply(value: Any, todo: list[Op], values: dict[str, Any], n_out: int) -> Any:
+    """Edits first (each ``fn(activation, None)``, as a TransformerLens hook), then saves for the reads."""
+    for what, _name, fn in todo:
+        if what == "edit":
+            value = fn(value, None)
+    for what, name, _fn in todo:
+        if what == "read":
+            values[name] = value[:, -n_out:].save()
+    return value
+
+
+def _with_hidden(args: tuple, kwargs: dict[str, Any], hidden: Any) -> tuple[tuple, dict[str, Any]]:
+    if args:
+        return (hidden, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": hidden}
 
 
 def _no_hook_points(what: str) -> InvalidInputError:
@@ -169,27 +199,46 @@ class NnsightBackend(Backend):
         remote: bool,
     ) -> tuple[Tensor, dict[int, Tensor]]:
         structure, model, device = self.structure, self.model, self.device
+        ops = activation_ops(step)
         saved: dict[int, Any] = {}
-        residuals: dict[int, Any] = {}
-        readers = {layer for layer, _ in step.residual_readers}
+        values: dict[str, Any] = {}
+        sliding = set(self._sliding_layers()) if SLIDING in masks else set()
         with model.trace(remote=remote) as tracer:
             with tracer.invoke(step.tokens.to(device), **kwargs):
                 layers = resolve(model, structure.layers)
-                for layer in range(max([*wanted, *readers, *self._sliding_layers(), -1]) + 1):
-                    if SLIDING in masks and structure.layer_types[layer] == SLIDING:
-                        args, layer_kwargs = layers[layer].inputs
-                        layers[layer].inputs = (args, {**layer_kwargs, "attention_mask": masks[SLIDING]})
-                    if layer in wanted:
-                        saved[layer] = getattr(layers[layer], structure.attention).output[1][:, :, -n_out:].save()
-                    if layer in readers:
-                        output = layers[layer].output
-                        residuals[layer] = (output[0] if isinstance(output, tuple) else output)[:, -n_out:].save()
+                for layer in range(max([*wanted, *(layer for layer, _ in ops), *sliding, -1]) + 1):
+                    block = layers[layer]
+                    here = {kind: todo for (at, kind), todo in ops.items() if at == layer}
+                    if layer in sliding or "resid_pre" in here:  # the layer's inputs, read once
+                        args, layer_kwargs = block.inputs
+                        if layer in sliding:
+                            layer_kwargs = {**layer_kwargs, "attention_mask": masks[SLIDING]}
+                        if "resid_pre" in here:
+                            hidden = _apply(args[0] if args else layer_kwargs["hidden_states"], here["resid_pre"], values, n_out)
+                            args, layer_kwargs = _with_hidden(args, layer_kwargs, hidden)
+                        block.inputs = (args, layer_kwargs)
+                    if layer in wanted or "attn_out" in here:  # the attention module's (output, weights), read once
+                        attention = getattr(block, structure.attention)
+                        output = attention.output
+                        if layer in wanted:
+                            saved[layer] = output[1][:, :, -n_out:].save()
+                        if "attn_out" in here:
+                            attention.output = (_apply(output[0], here["attn_out"], values, n_out), *output[1:])
+                    if "mlp_out" in here:
+                        mlp = getattr(block, structure.mlp or "mlp")
+                        mlp.output = _apply(mlp.output, here["mlp_out"], values, n_out)
+                    if "resid_post" in here:
+                        output = block.output
+                        if isinstance(output, tuple):
+                            block.output = (_apply(output[0], here["resid_post"], values, n_out), *output[1:])
+                        else:
+                            block.output = _apply(output, here["resid_post"], values, n_out)
                 logits = resolve(model, structure.unembed).output[:, -n_out:].save()
             if intervene is not None:
                 with tracer.invoke():
                     intervene(model, step.siblings)
-        for layer, read in step.residual_readers:
-            read(residuals[layer])
+        for name, read in step.readers:
+            read(values[name])
         return logits, {layer: saved[layer] for layer in sorted(wanted)}
 
     def _sliding_layers(self) -> list[int]:

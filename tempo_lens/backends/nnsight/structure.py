@@ -18,6 +18,7 @@ from ...errors import ModelUnavailableError
 from ..base import PositionKind
 
 ATTENTION_NAMES = ("self_attn", "attn", "attention", "self_attention")
+MLP_NAMES = ("mlp", "feed_forward", "ffn")
 NORM_NAMES = ("norm", "ln_f", "final_layernorm", "final_layer_norm")
 
 
@@ -27,6 +28,7 @@ class ModelStructure:
 
     layers: str
     attention: str
+    mlp: str | None
     final_norm: str
     unembed: str
     position_kind: PositionKind | None
@@ -96,6 +98,7 @@ def structure_of(hf: Any) -> ModelStructure:
     return ModelStructure(
         layers=layers,
         attention=attention,
+        mlp=_child(modules[layers][0], MLP_NAMES),
         final_norm=f"{base_path}.{norm}",
         unembed=unembed,
         position_kind=position_kind,

@@ -40,12 +40,25 @@ def test_residual_difference_is_the_bridges(tiny_nnsight, tiny_bridges, run):
     _numeric_close(ours, theirs, 1e-4)
 
 
+@pytest.mark.parametrize("hook", ["resid_pre", "attn_out", "mlp_out"])
+def test_residual_difference_at_other_hooks_is_the_bridges(tiny_nnsight, tiny_bridges, run, hook):
+    _numeric_close(residual_difference(tiny_nnsight["llama"], run, hook=hook), residual_difference(tiny_bridges["llama"], run, hook=hook), 1e-4)
+
+
+@pytest.mark.parametrize("hook", ["resid_pre", "resid_post", "attn_out", "mlp_out"])
+def test_activation_patching_is_the_bridges(tiny_nnsight, tiny_bridges, run, hook):
+    from tempo_lens.tools import activation_patching
+
+    where = [(1, 1), 2]
+    ours = activation_patching(tiny_nnsight["llama"], run, where, hook=hook, batch_size=2)
+    theirs = activation_patching(tiny_bridges["llama"], run, where, hook=hook, batch_size=2)
+    _numeric_close(ours, theirs, 1e-4)
+
+
 def test_tools_needing_hook_points_refuse(tiny_nnsight, run):
-    with pytest.raises(InvalidInputError, match="backend='bridge'"):
-        residual_difference(tiny_nnsight["llama"], run, hook="mlp_out")
     from tempo_lens.tools import activation_patching, direct_logit_attribution
 
     with pytest.raises(InvalidInputError, match="backend='bridge'"):
         direct_logit_attribution(tiny_nnsight["llama"], run, steps=[1])
     with pytest.raises(InvalidInputError, match="backend='bridge'"):
-        activation_patching(tiny_nnsight["llama"], run, [1], layers=[0])
+        activation_patching(tiny_nnsight["llama"], run, [1], hook="z", layers=[0])
