@@ -26,7 +26,7 @@ def test_replay_matches_the_bridge(tiny_nnsight, tiny_bridges, arch):
 
 def test_replay_refuses_what_needs_hook_points(tiny_nnsight):
     result = generate(tiny_nnsight["llama"], TINY_PROMPT, max_steps=2, **TOP3)
-    with pytest.raises(InvalidInputError, match="hook points"):
+    with pytest.raises(InvalidInputError, match="backend='bridge'"):
         replay(tiny_nnsight["llama"], result.layout, run_with_cache=True)
     from tempo_lens.hooks import fractional_positions
 
