@@ -91,7 +91,10 @@ class ExplicitForwards:
         rows = [torch.nn.functional.pad(m, (0, k - m.shape[-1]), value=True) for m in self.masks]
         return torch.cat(self.tokens, dim=1), torch.cat(rows, dim=1)
 
-    def __call__(self, new: list[list[int]], layers: tuple[int, ...], step: int) -> tuple[Tensor, dict[int, Tensor]]:
+    def __call__(
+        self, new: list[list[int]], layers: tuple[int, ...], step: int, last_only: bool = False
+    ) -> tuple[Tensor, dict[int, Tensor]]:
+        """One forward of ``new`` (one list per row); ``last_only``: return only each lane's last row."""
         batch = self.batch
         fed = torch.tensor(batch.feed(new), dtype=torch.long)
         q = fed.shape[1]
@@ -118,7 +121,7 @@ class ExplicitForwards:
             blocked=blocked,
             physical=physical_columns(batch),
             layers=layers,
-            n_out=q,
+            n_out=1 if last_only else q,
             siblings=siblings,
             readers=self.readers,
         )
@@ -155,9 +158,10 @@ def drive_rows(
         readers=readers,
     )
     with torch.no_grad():
-        logits, _ = forwards([row.ids for row in rows], (), -1)
+        alone = len(set(batch.lanes)) == len(rows)  # each row ends its lane: the prompt needs its last row only
+        logits, _ = forwards([row.ids for row in rows], (), -1, last_only=alone)
         for i, row in enumerate(rows):
-            row.read_prompt(batch.row_logits(logits, i))
+            row.read_prompt(logits[batch.lanes[i]] if alone else batch.row_logits(logits, i))
         while not all(row.done for row in rows):
             new: list[list[int]] = []
             for row in rows:  # a loop, not a comprehension: the warning's stack level counts frames

@@ -85,6 +85,13 @@ class NnsightBackend(Backend):
             name = getattr(model, "tempo_lens_model_name", None) or str(getattr(self.hf.config, "name_or_path", "") or "model")
             model.cfg = tl_config(self.hf, name)
 
+    @cached_property
+    def _keeps_logits(self) -> bool:
+        """Whether the model's forward takes ``logits_to_keep`` (the unembedding of the last rows only)."""
+        import inspect
+
+        return "logits_to_keep" in inspect.signature(self.hf.forward).parameters
+
     @property
     def hf(self) -> Any:
         """The wrapped Hugging Face causal LM."""
@@ -176,6 +183,8 @@ class NnsightBackend(Backend):
         if cache is not None:
             kwargs[cache_kwarg_name(self.hf)] = cache
         n_out, wanted = step.n_out or fed, set(step.layers)
+        if n_out < fed and self._keeps_logits:
+            kwargs["logits_to_keep"] = n_out  # the unembedding computes (and a remote trace returns) only these rows
         if remote:
             from .remote import check_remote, remote_failure
 
