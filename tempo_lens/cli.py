@@ -338,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--backend",
             default="bridge",
             choices=BACKENDS,
-            help="model class: bridge (TransformerBridge, default) or hooked (HookedTransformer, TransformerLens 3.x)",
+            help="model class: bridge (TransformerBridge, default), hooked (HookedTransformer, TransformerLens 3.x) "
+            "or nnsight (nnsight LanguageModel, the extra tempo_lens[nnsight])",
         )
     for command in sub.choices.values():
         command.add_argument(
