@@ -31,7 +31,7 @@ Intervene = Callable[[Any, list[Any]], Any]
 
 def is_nnsight(model: Any) -> bool:
     """Whether ``model`` is an nnsight Transformers model (checked without importing nnsight when it is not loaded)."""
-    if "nnsight" not in sys.modules:  # no nnsight model can exist before nnsight is imported
+    if sys.modules.get("nnsight") is None:  # no nnsight model can exist before nnsight is imported
         return False
     from nnsight.modeling.transformers import TransformersModel
 
