@@ -8,7 +8,7 @@ moment, imports included) and SIGTERM end the command with one line and no trace
 
 from __future__ import annotations
 
-from .signals import Terminated, exit_quietly_on_signals, interrupts_raise, is_command_line
+from .io.signals import Terminated, exit_quietly_on_signals, interrupts_raise, is_command_line
 
 if is_command_line():  # first, before anything slow is imported: from here on Ctrl-C is one quiet line
     exit_quietly_on_signals()
@@ -24,8 +24,8 @@ from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any
 
-from . import models_command  # noqa: E402
 from .errors import InvalidInputError, TempoLensError  # noqa: E402
+from .models import command as models_command
 
 ENVIRONMENT_DEFAULTS = {
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
@@ -141,7 +141,7 @@ def generation_overrides(args: argparse.Namespace) -> dict:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .generation import GenerationConfig, generate
-    from .model import load_model
+    from .models.loading import load_model
 
     prompt = _text_arg(args.prompt, "prompt")
     if not prompt.strip():
@@ -206,7 +206,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     out = _path_arg(args.out, "--out") if args.out is not None else folder
     if out.resolve() != folder.resolve() and folder.resolve() in out.resolve().parents:
         raise InvalidInputError(f"--out {out} is inside {folder}; write the merged experiment outside the shards folder")
-    from .atomic import folder_lock
+    from .io.atomic import folder_lock
 
     with folder_lock(folder) if folder.is_dir() else contextlib.nullcontext():  # no shard lands while merging
         experiment = load_experiment(folder)  # exactly one split of one config, checksums verified, runs in prompt order
@@ -224,7 +224,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .report.pipeline import analyze, analyze_models
+    from .app.analyze import analyze, analyze_models
 
     folder = _path_arg(args.folder, "the analyses folder")
     if not folder.is_dir():
@@ -404,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; ``argv`` None reads ``sys.argv`` (the installed ``tempo-lens`` and ``python -m``).
 
     As the program, Ctrl-C and SIGTERM end it at once with one line, except inside a write, where they
-    raise so the half-written folder is removed first (:mod:`tempo_lens.signals`). Called in-process
+    raise so the half-written folder is removed first (:mod:`tempo_lens.io.signals`). Called in-process
     with ``argv``, KeyboardInterrupt (and SIGTERM, while the command runs) becomes one line and 130 / 143.
     """
     program = argv is None

@@ -130,7 +130,7 @@ def fake_zoo_model(site: Path, name: str, payload: bytes, n_parts: int = 3, **ov
     """
     import hashlib
 
-    from tempo_lens.zoo import Part, ZooModel
+    from tempo_lens.models.zoo import Part, ZooModel
 
     parts = []
     step = -(-len(payload) // n_parts)

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from ..capture import CapturedAttention
+from ..io.records import clean
 from ..layout import TokenLayout
 from ..pruning import PruneEvent
-from ..records import clean
 from ..text import bracketed
 from .config import GenerationConfig
 

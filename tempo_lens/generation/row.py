@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..capture import CapturedAttention
 from ..layout import TokenLayout
-from ..model import model_name
+from ..models.loading import model_name
 from .config import GenerationConfig
 from .memory import check_fits
 from .result import GenerationResult

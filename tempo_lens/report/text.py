@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .schema import Interval
+from ..analysis.metrics.schema import Interval
 from .verdicts import NO_DOWN_WEIGHTING, has_interval, interval_verdict
 
 

@@ -1,7 +1,7 @@
 """The fast paths are on by default, one switch turns them off, and they change no result beyond float noise.
 
 The oracle is the same model on the stock TransformerBridge paths (``fast=False`` or ``stock_paths``),
-itself checked against HF eager in tests/test_generation.py and tests/test_model.py.
+itself checked against HF eager in tests/test_generation.py and tests/models/test_loading.py.
 """
 
 from __future__ import annotations
