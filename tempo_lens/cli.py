@@ -93,7 +93,7 @@ def _naming_flag(flag: str):
 
 def add_generation_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per :class:`GenerationConfig` setting, with its help text, plus the pruning flags."""
-    from .generation.config import PRUNING_FLAGS, GenerationConfig
+    from .generation.config import PRUNING_FLAGS, GenerationConfig  # deferred: pandas, torch (the command line starts without it)
 
     for f in dataclasses.fields(GenerationConfig):
         if not f.metadata.get("flag"):
@@ -109,8 +109,12 @@ def add_generation_flags(parser: argparse.ArgumentParser) -> None:
 
 def generation_overrides(args: argparse.Namespace) -> dict:
     """The generation settings given on the command line (unset flags keep the config's values)."""
-    from .generation.config import PRUNING_FLAGS, GenerationConfig, parse_setting_text
-    from .pruning import STRATEGIES
+    from .generation.config import (  # deferred: pandas, torch (the command line starts without it)
+        PRUNING_FLAGS,
+        GenerationConfig,
+        parse_setting_text,
+    )
+    from .pruning import STRATEGIES  # deferred: torch (the command line starts without it)
 
     overrides = {}
     for name in GenerationConfig.keys():
@@ -140,8 +144,8 @@ def generation_overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .generation import GenerationConfig, generate
-    from .models.loading import load_model
+    from .generation import GenerationConfig, generate  # deferred: pandas, torch (the command line starts without it)
+    from .models.loading import load_model  # deferred: torch (the command line starts without it)
 
     prompt = _text_arg(args.prompt, "prompt")
     if not prompt.strip():
@@ -177,9 +181,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if shard is not None:
         check_shard_target(out.parent, shard)
     seen = check_can_write(out, args.overwrite)  # before the run, so a refusal costs nothing
-    from .experiment.runner import shard_indices
-    from .experiment.storage import save_runs
-    from .experiment.stream import STREAM_ABOVE, run_streamed
+    from .experiment.runner import shard_indices  # deferred: pandas, torch (the command line starts without it)
+    from .experiment.storage import save_runs  # deferred: pandas, torch (the command line starts without it)
+    from .experiment.stream import STREAM_ABOVE, run_streamed  # deferred: pandas, torch (the command line starts without it)
 
     if len(shard_indices(len(config.prompts), shard)) > STREAM_ABOVE:  # chunks saved as they finish; a rerun resumes
         path = run_streamed(
@@ -200,7 +204,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     """Join the ``shard-i-of-n`` folders of ``run --shard`` into one experiment folder, written atomically."""
-    from .experiment import METADATA, load_experiment, save_experiment
+    from .experiment import (  # deferred: pandas, torch (the command line starts without it)
+        METADATA,
+        load_experiment,
+        save_experiment,
+    )
 
     folder = _path_arg(args.folder, "the shards folder")
     out = _path_arg(args.out, "--out") if args.out is not None else folder
@@ -224,7 +232,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .app.analyze import analyze, analyze_models
+    from .app.analyze import analyze, analyze_models  # deferred: pandas, torch (the command line starts without it)
 
     folder = _path_arg(args.folder, "the analyses folder")
     if not folder.is_dir():
@@ -269,7 +277,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .experiment.config import DTYPES
+    from .experiment.config import DTYPES  # deferred: pandas, torch (the command line starts without it)
 
     parser = _Parser(prog="tempo-lens", description="TEMPO through TransformerLens hook points")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -331,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--dtype", choices=DTYPES, default=None, help="model dtype (default float32)")
     a.set_defaults(func=cmd_analyze)
     models_command.add_parser(sub)
-    from .backends import BACKENDS
+    from .backends import BACKENDS  # deferred: torch (the command line starts without it)
 
     for command in (g, r, a):
         command.add_argument(

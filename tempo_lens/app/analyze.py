@@ -164,7 +164,7 @@ def build_report(paths: dict[str, Path], plan: OutputPlan, progress: Progress, c
 def write_report(metrics: Metrics, plan: OutputPlan) -> Path:
     """Write metrics.json and render FINDINGS.md / report.html from it through ``plan``."""
     from ..analysis.metrics.schema import metrics_json, parse_metrics
-    from ..report.findings import render_findings
+    from ..report.findings import render_findings  # deferred: markdown_it, plotly
 
     text = metrics_json(metrics)
     document = render_findings(parse_metrics(text))  # the renderer reads the metrics back, as any reader would

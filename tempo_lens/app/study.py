@@ -16,7 +16,8 @@ import dataclasses
 import gc
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..analysis.metrics.cross_model import collect_entries, folder_name
@@ -24,6 +25,8 @@ from ..analysis.metrics.inputs import MULTI, SINGLE, check_pair, config_role
 from ..analysis.metrics.schema import read_metrics
 from ..errors import ConfigError, TempoLensError
 from ..experiment import Experiment, ExperimentConfig, run_experiment
+from ..models.cache import cache_problem, cache_root
+from ..models.zoo import DEFAULT_MODEL, ZOO, is_installed
 from .analyze import build_report, find_configs, write_report
 from .outputs import OutputPlan
 
@@ -35,19 +38,32 @@ Progress = Callable[[str], None]
 # back, the metrics, rendering). Other zoo models' generation is scaled by its CPU time per run relative to
 # SmolLM2-135M's on 31 prompts of the set, other models by parameter count. Loading each model is added per model,
 # and converting a zoo model on its first load (qwen2.5-1.5b measured here under load; the others quiet, README).
-SECONDS_PER_RUN = 0.32
-REPORT_SECONDS_PER_RUN = 0.04
-RELATIVE_COST = {"smollm2-135m": 1.0, "qwen2.5-0.5b": 2.9, "qwen2.5-1.5b": 7.5, "gemma-3-270m": 1.6}
-REFERENCE_PARAMS = 135e6
-LOAD_SECONDS = {"smollm2-135m": 8, "qwen2.5-0.5b": 7, "qwen2.5-1.5b": 18, "gemma-3-270m": 12}
-CONVERSION_SECONDS = {"smollm2-135m": 18, "qwen2.5-0.5b": 64, "qwen2.5-1.5b": 201, "gemma-3-270m": 63}
+# These are the defaults of :class:`StudyTiming`; a study on another machine class passes its own.
+
+
+@dataclass(frozen=True)
+class StudyTiming:
+    """What the up-front time estimate assumes: one machine class's measured seconds (the defaults: see above)."""
+
+    seconds_per_run: float = 0.32
+    report_seconds_per_run: float = 0.04
+    relative_cost: Mapping[str, float] = field(
+        default_factory=lambda: {"smollm2-135m": 1.0, "qwen2.5-0.5b": 2.9, "qwen2.5-1.5b": 7.5, "gemma-3-270m": 1.6}
+    )
+    reference_params: float = 135e6
+    load_seconds: Mapping[str, float] = field(
+        default_factory=lambda: {"smollm2-135m": 8, "qwen2.5-0.5b": 7, "qwen2.5-1.5b": 18, "gemma-3-270m": 12}
+    )
+    conversion_seconds: Mapping[str, float] = field(
+        default_factory=lambda: {"smollm2-135m": 18, "qwen2.5-0.5b": 64, "qwen2.5-1.5b": 201, "gemma-3-270m": 63}
+    )
+
+
 DEFAULT_CHUNKS = 8
 
 
 def installed_zoo_models() -> list[str]:
     """The zoo models whose parts are installed, in zoo order (the default model is always usable)."""
-    from ..models.zoo import DEFAULT_MODEL, ZOO, is_installed
-
     return [name for name, model in ZOO.items() if name == DEFAULT_MODEL or is_installed(model)]
 
 
@@ -56,25 +72,21 @@ def n_runs(config: ExperimentConfig) -> int:
     return len(config.prompts) * len(config.modes) * (1 + len(config.controls))
 
 
-def estimate_seconds(configs: Sequence[ExperimentConfig], model: str) -> float:
-    """Seconds the configs should take on ``model`` on this machine class (see :data:`RELATIVE_COST`)."""
-    from ..models.zoo import ZOO
-
-    params = ZOO[model].params if model in ZOO else REFERENCE_PARAMS
-    cost = RELATIVE_COST.get(model, max(1.0, params / REFERENCE_PARAMS))
-    per_run = SECONDS_PER_RUN * cost + REPORT_SECONDS_PER_RUN
+def estimate_seconds(configs: Sequence[ExperimentConfig], model: str, timing: StudyTiming = StudyTiming()) -> float:
+    """Seconds the configs should take on ``model`` on the machine class ``timing`` was measured on."""
+    params = ZOO[model].params if model in ZOO else timing.reference_params
+    cost = timing.relative_cost.get(model, max(1.0, params / timing.reference_params))
+    per_run = timing.seconds_per_run * cost + timing.report_seconds_per_run
     return per_run * sum(n_runs(c) for c in configs)
 
 
-def setup_seconds(model: str) -> float:
+def setup_seconds(model: str, timing: StudyTiming = StudyTiming()) -> float:
     """Seconds to load ``model``, plus its conversion when it is a zoo model not converted yet (its first load converts it)."""
-    from ..models.cache import cache_problem, cache_root
-    from ..models.zoo import ZOO
-
+    slowest = float(max(timing.load_seconds.values()))
     if model not in ZOO:
-        return float(max(LOAD_SECONDS.values()))
+        return slowest
     converted = cache_problem(cache_root() / ZOO[model].cache_name) is None
-    return LOAD_SECONDS.get(model, max(LOAD_SECONDS.values())) + (0 if converted else CONVERSION_SECONDS.get(model, 0))
+    return timing.load_seconds.get(model, slowest) + (0 if converted else timing.conversion_seconds.get(model, 0))
 
 
 def minutes(seconds: float) -> str:
@@ -154,8 +166,6 @@ def study(
     dtype: str | None = None,
 ) -> Path:
     """Run the study folder on each model (default: every installed zoo model) and write every report."""
-    from ..models.zoo import DEFAULT_MODEL
-
     started = time.perf_counter()
     folder = Path(folder)
     configs = {n: c for n, c in find_configs(folder).items() if config_role(c.to_dict()) in (SINGLE, MULTI)}

@@ -114,7 +114,7 @@ def run_experiment(
     """
     from ..backends import backend_for
     from ..generation import generate_batch
-    from ..generation.memory import available_bytes
+    from ..io.memory import available_bytes  # deferred: torch
     from ..models.loading import load_model
     from ..replaying import replay
 

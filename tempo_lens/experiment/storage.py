@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 import warnings
 import zipfile
@@ -48,6 +49,7 @@ FORMAT_VERSION = 3  # 2: metadata carries a checksum of its own content; 3: Gene
 METADATA = "metadata.json"
 ARRAYS = "attention.npz"
 FIX = "re-run the experiment"
+SHARD_NAME = re.compile(r"shard-(\d+)-of-(\d+)")  # the folders of one shard of a split run
 
 
 class _Unchecked(Enum):
@@ -121,8 +123,6 @@ def check_can_write(target: Path, overwrite: bool) -> Fingerprint:
     (a ``shard-notes/`` folder included), so a mistyped ``--out`` cannot delete data. Returns the
     target's fingerprint, for the write to check that nobody replaced it in between.
     """
-    from .shards import SHARD_NAME
-
     for parent in target.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -383,22 +383,3 @@ def _arrays_on_disk(arrays_path: Path, shapes: dict, sha256: str) -> Callable[[d
         handle.close()
         raise
     return lambda names: StepsOnDisk(arrays, names)
-
-
-def load_experiment(directory: str | os.PathLike, *, lazy: bool = False) -> Experiment:
-    """Reload an experiment without the model; a folder of ``shard-i-of-n`` folders is merged.
-
-    The shards must add up to exactly one split of one config (see :func:`.shards.shard_folders`).
-    ``lazy``: each captured step is read from disk when it is used (:class:`~tempo_lens.io.saved_arrays.StepsOnDisk`;
-    only the last ones read are kept, up to a bound), so an experiment larger than memory can be analysed
-    one run at a time; the checksums are verified now, and the archives held open until the experiment goes.
-    """
-    from .shards import merge_experiments, shard_folders  # shards builds on this module
-
-    directory = folder_path(directory)
-    recover_interrupted_overwrite(directory)
-    folders = shard_folders(directory)
-    if not folders:
-        return _load_single(directory, lazy)
-    parts = [_load_single(folder, lazy) for folder in folders]
-    return merge_experiments(parts, path=directory)

@@ -25,8 +25,9 @@ from ..capture import CapturedRun
 from ..errors import ExperimentFileError
 from ..io.atomic import folder_lock, is_ours, owned_marker
 from .config import ExperimentConfig
+from .loading import load_experiment
 from .runner import run_experiment, shard_indices
-from .storage import METADATA, Experiment, load_experiment, save_experiment
+from .storage import METADATA, Experiment, save_experiment
 
 if TYPE_CHECKING:
     from ..backends.base import BackendName

@@ -8,6 +8,7 @@ May import: the bottom layers, ``capture``, ``layout`` and ``analysis`` (never `
 Nothing here renders images (no kaleido / Chrome): save with ``fig.write_html(path)``.
 """
 
+from ..analysis.labels import key_labels, token_text
 from .charts import (
     GROUP_COLOURS,
     MAX_TEXT_LABELS,
@@ -19,12 +20,10 @@ from .charts import (
     head_map_figure,
     head_scatter,
     heatmap_figure,
-    key_labels,
     layer_head_heatmap,
     ratio_ci_figure,
     ratio_figure,
     step_slider,
-    token_text,
 )
 from .heatmaps import entropy_heatmap, head_grid
 from .lattice import lattice_edges, token_lattice

@@ -17,13 +17,13 @@ import plotly.graph_objects as go
 
 from ..analysis._arrays import as_attention
 from ..analysis.heads import HEAD_GROUPS
+from ..analysis.labels import key_labels, token_text
 from ..capture import as_run
 from ..errors import InvalidInputError
 from ..layout import TokenLayout
 
 MODE_COLOURS = {"isolated": "#1f77b4", "visible": "#ff7f0e", "unique": "#2ca02c"}
 GROUP_COLOURS = {"Long-range": "#1f77b4", "Balanced": "#7f7f7f", "Diffuse": "#d62728"}
-PARALLEL_MARK, PRUNED_MARK = "∥", "✗"
 PALETTE = (
     "#1f77b4",
     "#ff7f0e",
@@ -36,11 +36,6 @@ PALETTE = (
     "#bcbd22",
     "#17becf",
 )
-
-
-def token_text(token: str) -> str:
-    """A token as plotly can show it: HTML-escaped, newlines and tabs made visible."""
-    return html.escape(str(token)).replace("\n", "⏎").replace("\t", "⇥")
 
 
 def _colour(key: str, table: dict[str, str], index: int) -> str:
@@ -216,20 +211,6 @@ def head_map_figure(cells: pd.DataFrame, *, title: str = "Per (layer, head): fir
     fig.update_yaxes(title_text="layer", autorange="reversed")
     fig.update_layout(title=title)
     return fig
-
-
-def key_labels(layout: TokenLayout, token_strings: Sequence[str], step: int, n_keys: int) -> list[str]:
-    """Axis labels ``index:token``, ``∥`` marking parallel tokens and ``✗`` keys hidden from ``step`` by pruning."""
-    parallel = layout.parallel_tensor().numpy()
-    labels = []
-    for i in range(n_keys):
-        mark = ""
-        if layout.is_hidden(i, step):
-            mark += PRUNED_MARK
-        if parallel[i]:
-            mark += PARALLEL_MARK
-        labels.append(f"{i}:{mark}{token_text(token_strings[i])}")
-    return labels
 
 
 def attention_heatmap(run: Any, step: int, layer: int | None = None, head: int | None = None) -> go.Figure:

@@ -19,10 +19,10 @@ from jaxtyping import Float
 from plotly.subplots import make_subplots
 
 from ..analysis._arrays import step_attention
+from ..analysis.captured import as_captured
 from ..analysis.entropy import entropy_by_step
+from ..analysis.labels import key_labels
 from ..text import visible_token
-from .charts import key_labels
-from .common import as_captured
 
 
 def entropy_heatmap(*runs: Any, title: str = "Attention entropy (nats) per layer and step") -> go.Figure:

@@ -18,11 +18,10 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..analysis._arrays import as_attention
+from ..analysis.captured import as_captured
+from ..analysis.edges import THRESHOLDS, lattice_edges
 from ..text import visible_token
-from .common import as_captured, layer_position
 
-THRESHOLDS = (0.05, 0.1, 0.2, 0.4)
 EDGE_COLOURS = {"parallel": "#ff7f0e", "other": "#4c72b0"}
 ARC_POINTS = 12
 
@@ -37,33 +36,6 @@ def _arc(x0: float, y0: float, x1: float, y1: float) -> tuple[list[float], list[
     xs = (1 - t) ** 2 * x0 + 2 * (1 - t) * t * cx + t**2 * x1
     ys = (1 - t) ** 2 * y0 + 2 * (1 - t) * t * cy + t**2 * y1
     return list(xs), list(ys), (float(xs[ARC_POINTS // 2]), float(ys[ARC_POINTS // 2]))
-
-
-def lattice_edges(run: Any, layer: int | None = None, head: int | None = None, min_weight: float = 0.0) -> list[dict]:
-    """Every nonzero (query sibling -> earlier key) attention weight at or above ``min_weight``, self-attention left out.
-
-    Each edge: step, query and key (physical indices), weight, parallel (whether the key is parallel).
-    """
-    run = as_captured(run)
-    layout = run.layout
-    parallel = layout.parallel_tensor().numpy()
-    edges = []
-    for step in run.step_ids:
-        a = as_attention(run.attention[step])
-        if layer is not None:
-            a = a[[layer_position(run, layer)]]
-        if head is not None:
-            a = a[:, :, [head]]
-        weights = a.mean(axis=(0, 1, 2))
-        for q_row, query in enumerate(layout.step_range(step)):
-            for key in np.flatnonzero((weights[q_row] >= min_weight) & (weights[q_row] > 0)):
-                if key != query:
-                    edges.append(
-                        dict(
-                            step=step, query=query, key=int(key), weight=float(weights[q_row, key]), parallel=bool(parallel[key])
-                        )
-                    )
-    return edges
 
 
 def _node_trace(run: Any, shown: list[int]) -> go.Scatter:

@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..analysis.metrics.schema import CrossModelEntry, HeadCell, Interval, Metrics, MultiPrompt
+from ..analysis.metrics.schema import CrossModelEntry, HeadCell, Interval, Metrics, MultiPrompt, missing
 from ..capture import CapturedRun
 from ..layout import TokenLayout
-from ..report.text import missing
 from . import charts as figures
 from .heatmaps import entropy_heatmap_from_table, head_grid
 from .lattice import token_lattice

@@ -122,10 +122,8 @@ def _write(result: GenerationResult, target: Path) -> None:
         (tmp / RESULT_FILE).write_text(json.dumps(record, ensure_ascii=False, allow_nan=False), encoding="utf-8")
 
 
-def load_result(directory: str | os.PathLike) -> GenerationResult:
-    """A result saved by :meth:`GenerationResult.save`, checked, without the model."""
-    from .result import GenerationResult
-
+def read_result(directory: str | os.PathLike) -> dict[str, Any]:
+    """The fields of a result saved by :meth:`GenerationResult.save`, checked, without the model."""
     directory = Path(directory)
     path = directory / RESULT_FILE
     if not path.is_file():
@@ -164,7 +162,7 @@ def load_result(directory: str | os.PathLike) -> GenerationResult:
         )
         for e in record.pruning_events
     ]
-    return GenerationResult(
+    return dict(
         model=record.model,
         prompt=record.prompt,
         prompt_text=record.prompt_text,

@@ -31,9 +31,9 @@ DTYPE = np.dtype("<f4")
 
 
 def _available_bytes() -> int:
-    import torch
+    import torch  # deferred: torch (reading saved arrays needs no torch until memory is checked)
 
-    from ..generation.memory import available_bytes
+    from .memory import available_bytes  # deferred with torch
 
     return available_bytes(torch.device("cpu"))
 

@@ -143,9 +143,9 @@ def hooks_problem(model: TransformerBridge) -> str | None:
     Besides the hook names, a forward of a short prompt checks that the position hook and the score
     hooks fire and that the logits are finite (Gemma 3 overflows float16, for example).
     """
-    import torch
+    import torch  # deferred: torch
 
-    from ..backends import backend_for
+    from ..backends import backend_for  # deferred: torch
 
     position_hooks = backend_for(model).position_hook_names()
     if not position_hooks:
@@ -182,9 +182,9 @@ def hooks_problem(model: TransformerBridge) -> str | None:
 
 def _probe_tokens(model: TransformerBridge) -> Any:
     """A short real prompt (with the model's BOS when it uses one): token 0 alone can hide overflows."""
-    import torch
+    import torch  # deferred: torch
 
-    from ..backends import backend_for
+    from ..backends import backend_for  # deferred: torch
 
     device = backend_for(model).device
     tokenizer = getattr(model, "tokenizer", None)

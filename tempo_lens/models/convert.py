@@ -71,9 +71,9 @@ def dequantise(gguf: Path, out: Path, title: str) -> None:
     transformers' GGUF reader dequantises tensor by tensor into a state dict that is assigned to a
     model built on the meta device, so the peak is one fp32 copy plus the largest tensor's transients.
     """
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+    import torch  # deferred: torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # deferred: transformers
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint  # deferred: transformers
 
     progress("reading the GGUF header and tokenizer...")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

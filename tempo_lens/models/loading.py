@@ -106,7 +106,7 @@ def _resolve(name_or_path: str) -> str:
         raise ModelUnavailableError(
             f"No model directory at {name_or_path!r}. Pass a directory with config.json and weights, or a zoo name ({zoo_names})."
         )
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # deferred: huggingface_hub
 
     try:
         cached = try_to_load_from_cache(name_or_path, "config.json")

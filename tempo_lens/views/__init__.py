@@ -3,6 +3,8 @@
 The figures live in :mod:`tempo_lens.figures`; this name keeps ``tempo_lens.views`` working. Each takes
 :class:`~tempo_lens.capture.CapturedRun` objects (or GenerationResults generated with ``capture=True``)
 and returns a ``go.Figure``; save with ``fig.write_html(path)``.
+
+May import: :mod:`tempo_lens.figures` only.
 """
 
 from ..figures.heatmaps import entropy_heatmap, head_grid

@@ -150,13 +150,13 @@ def test_the_report_reads_each_step_when_used_and_matches_a_whole_load(report, t
     import shutil
 
     from tempo_lens.io import saved_arrays
-    from tempo_lens.experiment import storage
+    from tempo_lens.experiment import loading, storage
     from tempo_lens.app import analyze as pipeline
 
     whole, when_used = tmp_path / "whole", tmp_path / "when_used"
     for out in (whole, when_used):
         shutil.copytree(report["folder"] / "runs", out / "runs")
-    real = storage.load_experiment
+    real = loading.load_experiment
     with monkeypatch.context() as patch:
         patch.setattr(pipeline, "load_experiment", lambda path, lazy=False: real(path))
         assert main(["analyze", str(whole)]) == 0

@@ -12,8 +12,7 @@ from tempo_lens.app.analyze import find_configs
 from tempo_lens.experiment import run_experiment
 from tempo_lens.experiment.config import config_from_dict
 from tempo_lens.app.study import (
-    REFERENCE_PARAMS, REPORT_SECONDS_PER_RUN, SECONDS_PER_RUN, _run_chunked, estimate_seconds, minutes, n_runs, prompt_chunks,
-    setup_seconds,
+    StudyTiming, _run_chunked, estimate_seconds, minutes, n_runs, prompt_chunks, setup_seconds,
 )
 
 STUDY = Path(__file__).resolve().parents[2] / "analyses" / "study"
@@ -37,11 +36,15 @@ def test_estimate_counts_runs_and_scales_with_parameters():
     study = next(c for c in find_configs(STUDY).values() if config_role(c.to_dict()) == MULTI)
     assert n_runs(study) == len(study.prompts) * 2  # no replay controls in the study
     small = estimate_seconds([study], "smollm2-135m")
-    assert small == pytest.approx((SECONDS_PER_RUN + REPORT_SECONDS_PER_RUN) * n_runs(study))
+    timing = StudyTiming()
+    assert small == pytest.approx((timing.seconds_per_run + timing.report_seconds_per_run) * n_runs(study))
     assert estimate_seconds([study], "qwen2.5-1.5b") > 3 * small
     # a model outside the zoo is scaled by its parameters (at least the default's cost)
     assert estimate_seconds([study], "some/local-model") == pytest.approx(small)
-    assert REFERENCE_PARAMS > 0
+    assert timing.reference_params > 0
+    # the timing is the study's setting: another machine class passes its own
+    slower = StudyTiming(seconds_per_run=2 * timing.seconds_per_run, report_seconds_per_run=2 * timing.report_seconds_per_run)
+    assert estimate_seconds([study], "smollm2-135m", slower) == pytest.approx(2 * small)
     assert minutes(90) == "1.5 min" and minutes(20) == "20 s"
     # loading (and a first conversion) comes on top, per model
     assert setup_seconds("qwen2.5-1.5b") > setup_seconds("smollm2-135m") > 0 and setup_seconds("some/local-model") > 0

@@ -29,7 +29,7 @@ from tempo_lens.experiment import (
     save_experiment,
 )
 from tempo_lens.experiment.storage import _metadata_digest
-from tempo_lens.generation.saved import load_result
+from tempo_lens.generation.result import load_result
 from tempo_lens.io.records import MAX_RECORD_BYTES
 from tempo_lens.app.outputs import OutputPlan
 from tempo_lens.analysis.metrics.schema import read_metrics

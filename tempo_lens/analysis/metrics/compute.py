@@ -28,7 +28,7 @@ from ..distance import matched_ratio_table
 from ..reference_script import undo_chain_table
 from .figure_data import figure_data
 from .inputs import ReportInputs, RunRef
-from .measures import entropy_step_of, fnum, interval, records, run_depth, sibling_preference
+from .measures import MetricsSettings, entropy_step_of, fnum, interval, records, run_depth, sibling_preference
 from .multi import multi_prompt_metrics, pruning_metrics
 from .schema import (
     SCHEMA_VERSION,
@@ -182,7 +182,7 @@ def _layer_ratio(iso: CapturedRun, measured: pd.DataFrame) -> list[LayerRatio]:
     return records(pd.concat(frames).groupby("layer", as_index=False)["ratio"].mean(), LayerRatio)
 
 
-def single_run_metrics(inputs: ReportInputs) -> SingleRun:
+def single_run_metrics(inputs: ReportInputs, options: MetricsSettings = MetricsSettings()) -> SingleRun:
     refs = [inputs.isolated, inputs.visible]
     iso, vis = inputs.isolated.run, inputs.visible.run
     runs = [iso, vis]
@@ -200,7 +200,7 @@ def single_run_metrics(inputs: ReportInputs) -> SingleRun:
     baseline, baseline_averages = _baseline(refs, table)
 
     model = inputs.isolated.experiment.model
-    entropy_step = entropy_step_of(iso)
+    entropy_step = entropy_step_of(iso, options.entropy_step)
     entropy = heads = layer_heads = None
     if entropy_step is not None:
         entropy = layer_entropy_table(iso.attention[entropy_step], iso.layers, n_layers=model["n_layers"])
@@ -240,7 +240,10 @@ def single_run_metrics(inputs: ReportInputs) -> SingleRun:
     )
 
 
-def compute_metrics(inputs: ReportInputs, cross_model: list[CrossModelEntry] | None = None) -> Metrics:
+def compute_metrics(
+    inputs: ReportInputs, cross_model: list[CrossModelEntry] | None = None, options: MetricsSettings = MetricsSettings()
+) -> Metrics:
+    """Every number of the report from its experiments; ``options`` holds the study's own choices (defaults: the reference's)."""
     experiment = inputs.isolated.experiment
     config = experiment.config
     run = inputs.isolated.run
@@ -256,10 +259,10 @@ def compute_metrics(inputs: ReportInputs, cross_model: list[CrossModelEntry] | N
         model=model_facts(experiment.model),
         settings=settings,
         versions={str(k): (None if v is None else str(v)) for k, v in experiment.versions.items()},
-        single_run=single_run_metrics(inputs),
+        single_run=single_run_metrics(inputs, options),
         multi_prompt=multi_prompt_metrics(inputs.multi) if inputs.multi is not None else None,
         pruning=pruning_metrics(inputs.pruning) if inputs.pruning is not None else None,
         cross_model=list(cross_model or []),
         reference=reference_values(),
-        figures=figure_data(inputs),
+        figures=figure_data(inputs, options),
     )

@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ...figures.charts import key_labels
-from ...figures.lattice import THRESHOLDS as LATTICE_THRESHOLDS
-from ...figures.lattice import lattice_edges
 from .. import entropy_by_step, head_specialisation
+from ..edges import THRESHOLDS as LATTICE_THRESHOLDS
+from ..edges import lattice_edges
+from ..labels import key_labels
 from .inputs import ReportInputs
-from .measures import entropy_step_of, records
+from .measures import MetricsSettings, entropy_step_of, records
 from .schema import EntropyPoint, FigureData, HeadGridData, HeadRow, HeatmapData, LatticeEdge, LatticeRun
 
 
@@ -36,7 +36,7 @@ def _heatmaps(run) -> list[HeatmapData]:
     return out
 
 
-def figure_data(inputs: ReportInputs) -> FigureData:
+def figure_data(inputs: ReportInputs, options: MetricsSettings = MetricsSettings()) -> FigureData:
     iso, vis = inputs.isolated.run, inputs.visible.run
     n_kv_heads = inputs.isolated.experiment.model.get("n_kv_heads")
     entropy = pd.concat([entropy_by_step(iso), entropy_by_step(vis)], ignore_index=True)
@@ -48,7 +48,7 @@ def figure_data(inputs: ReportInputs) -> FigureData:
     return FigureData(
         entropy=records(entropy, EntropyPoint),
         heads_by_step=heads,
-        heads_step=entropy_step_of(iso),
+        heads_step=entropy_step_of(iso, options.entropy_step),
         heatmaps=_heatmaps(iso),
         heatmap_step=measured[0] if measured else (iso.step_ids[-1] if iso.step_ids else None),
         lattice=[_lattice(run) for run in (iso, vis)],

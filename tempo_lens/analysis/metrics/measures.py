@@ -28,7 +28,12 @@ from ..distance import matched_ratio_table
 from .codec import clean
 from .schema import Interval
 
-ENTROPY_STEP = 1  # the reference report's entropy and head tables use step 1
+
+@dataclasses.dataclass(frozen=True)
+class MetricsSettings:
+    """Choices of one study's report; the defaults are the reference report's."""
+
+    entropy_step: int = 1  # the step of the entropy and head tables (the reference report used step 1)
 
 
 def fnum(value: Any) -> float | None:
@@ -92,10 +97,10 @@ def sibling_preference(run: CapturedRun) -> list[float]:
     return values
 
 
-def entropy_step_of(run: CapturedRun) -> int | None:
-    """Step 1 as the reference report used, else the last captured step (None when nothing was captured)."""
-    if ENTROPY_STEP in run.attention:
-        return ENTROPY_STEP
+def entropy_step_of(run: CapturedRun, preferred: int = MetricsSettings.entropy_step) -> int | None:
+    """The ``preferred`` step (the settings' ``entropy_step``), else the last captured step (None when nothing was captured)."""
+    if preferred in run.attention:
+        return preferred
     return max(run.step_ids) if run.step_ids else None
 
 

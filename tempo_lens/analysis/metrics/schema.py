@@ -9,6 +9,7 @@ Definitions of the quantities: ``docs/definitions.md``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,11 @@ from ..regression import Coefficient, RegressionResult
 from .codec import decode, encode
 
 SCHEMA_VERSION = 3  # 3: distance and token-kind controls, regression, per-(layer, head) maps; 2: lattice, heatmap, head grid
+
+
+def missing(value: Any) -> bool:
+    """Not measured: ``None``, or a float NaN."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 @dataclass

@@ -4,6 +4,8 @@ Positions go through ``rotary_emb.hook_cos`` / ``hook_sin`` (:mod:`.positions`) 
 the KV cache is the wrapped model's own (a transformers ``DynamicCache``), passed under the keyword
 its forward takes (:mod:`.kv_cache`, which also lets TransformerLens 4.x read it). The exact speed paths
 (:mod:`.fast_paths`) apply to bridges only.
+
+May import: :mod:`..base` and the layers below the model layer.
 """
 
 from __future__ import annotations

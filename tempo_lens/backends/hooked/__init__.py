@@ -4,6 +4,8 @@ Positions go through ``blocks.L.attn.hook_rot_q`` / ``hook_rot_k`` (:mod:`.posit
 ``hook_pos_embed``; the KV cache is TransformerLens's own ``HookedTransformerKeyValueCache``. Every
 forward passes an all-ones ``attention_mask``: TEMPO's masks (isolation, pruning, padding) go through
 ``hook_attn_scores``, so TransformerLens must neither guess padding from token ids nor shift positions.
+
+May import: :mod:`..base` and the layers below the model layer.
 """
 
 from __future__ import annotations

@@ -75,10 +75,10 @@ def test_the_measured_plan_decides_by_default(tiny_dirs, monkeypatch, min_rows, 
 
 
 def test_prepacking_is_skipped_where_its_copy_does_not_fit(tiny_dirs, monkeypatch, packing_pays):
-    import tempo_lens.generation.memory as memory
+    import tempo_lens.backends.bridge.fast_paths as fast_paths
 
     monkeypatch.delenv(ENV, raising=False)
-    monkeypatch.setattr(memory, "available_bytes", lambda device: 1000)
+    monkeypatch.setattr(fast_paths, "available_bytes", lambda device: 1000)
     model = load_model(str(tiny_dirs["llama"]), device="cpu")
     assert _kinds(model) == {"lean dispatch", "fast norms"}
     assert apply_fast_paths(model, fast=True) == fast_paths_on(model) and _kinds(model) == {"lean dispatch", "fast norms", "prepacked linears"}

@@ -1,4 +1,4 @@
-"""Input handling shared by the views: every view reads a captured run."""
+"""A captured run from what a user passes (a CapturedRun, or a result generated with ``capture=True``), and its layers."""
 
 from __future__ import annotations
 
