@@ -53,22 +53,18 @@ def run_head_measures(attention: Mapping[int, Any], layout: TokenLayout, mode: M
         raise InvalidInputError("the run has no captured step; capture attention to measure heads")
     totals: dict[str, np.ndarray] = {}
     rows = 0
-    labels: list[int] | None = None
+    labels: list[int] = []
     for step, captured in sorted(attention.items()):
         a, _ = step_attention(captured, layout, step)
         sums, n = _step_measures(a, layout, step, mode)
         for name, value in sums.items():
-            totals[name] = totals.get(name, 0.0) + value
+            totals[name] = totals[name] + value if name in totals else value
         rows += n
         labels = labels or layer_labels(captured, a.shape[0])
     n_layers, n_heads = totals["entropy"].shape
-    return pd.DataFrame(
-        {
-            "layer": np.repeat(labels, n_heads),
-            "head": np.tile(np.arange(n_heads), n_layers),
-            **{name: (totals[name] / rows).ravel() for name in HEAD_MEASURES},
-        }
-    )
+    columns: dict[str, np.ndarray] = {"layer": np.repeat(labels, n_heads), "head": np.tile(np.arange(n_heads), n_layers)}
+    columns.update({name: (totals[name] / rows).ravel() for name in HEAD_MEASURES})
+    return pd.DataFrame(columns)
 
 
 def head_intervals(per_run: Sequence[pd.DataFrame], n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:

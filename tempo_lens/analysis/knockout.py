@@ -32,7 +32,7 @@ from ..backends import backend_for
 from ..errors import InvalidInputError
 from ..generation.steps import next_distribution, select_siblings
 from ..hooks import attention_block_hooks, tempo_position_hooks
-from ..layout import TokenLayout
+from ..layout import Mode, TokenLayout
 
 Arm = Literal["parallel", "matched", "sink"]
 ARMS: tuple[Arm, ...] = get_args(Arm)
@@ -168,7 +168,7 @@ def _logits_of_rows(
 def knockout_run(
     model: Any,
     layout: TokenLayout,
-    mode: str,
+    mode: Mode,
     threshold: float,
     max_parallel: int,
     next_token_source: str = "mixture",
