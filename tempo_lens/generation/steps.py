@@ -111,11 +111,26 @@ def next_distribution(
     return (weights[:, None] * rows).sum(0)
 
 
-def check_context(model: TransformerBridge, n_prompt: int, max_steps: int) -> None:
-    """Refuse before any model work when the logical positions would run past the model's context."""
+def check_context(model: TransformerBridge, n_prompt: int, max_steps: int, max_parallel: int = 1) -> None:
+    """Refuse before any model work when the logical or the physical positions could run past the model's limits.
+
+    Logical: ``n_prompt + max_steps`` positions against the context ``n_ctx``. Physical: the worst case,
+    every step keeping ``max_parallel`` siblings (``n_prompt + max_steps * max_parallel`` tokens), against
+    a physical limit (a learned position table's rows, or a HookedTransformer's rotary table), which the
+    model indexes at physical positions before any hook moves them. The run is refused up front rather
+    than stopped part-way, so whether it runs does not depend on what the model happens to select.
+    """
     n_ctx = int(model.cfg.n_ctx)
     if n_prompt + max_steps > n_ctx:
         raise InvalidInputError(
             f"prompt ({n_prompt} tokens) + max_steps ({max_steps}) = {n_prompt + max_steps} logical positions exceeds "
             f"the model's context of {n_ctx}; shorten the prompt or lower max_steps"
+        )
+    limit = backend_for(model).physical_limit()
+    worst = n_prompt + max_steps * max_parallel
+    if limit is not None and worst > limit:
+        raise InvalidInputError(
+            f"prompt ({n_prompt} tokens) + max_steps ({max_steps}) x max_parallel ({max_parallel}) = {worst} tokens in the "
+            f"worst case, past this model's physical limit of {limit} positions (its position table; TEMPO appends every "
+            f"sibling physically); lower max_parallel or max_steps, or shorten the prompt, so that the sum is at most {limit}"
         )

@@ -4,6 +4,8 @@ Positions go through ``blocks.L.attn.hook_rot_q`` / ``hook_rot_k`` (:mod:`.posit
 ``hook_pos_embed``; the KV cache is TransformerLens's own ``HookedTransformerKeyValueCache``. Every
 forward passes an all-ones ``attention_mask``: TEMPO's masks (isolation, pruning, padding) go through
 ``hook_attn_scores``, so TransformerLens must neither guess padding from token ids nor shift positions.
+On local (sliding-window) layers a TEMPO step uses a plain causal mask (:mod:`.windows`): the windows
+come from TEMPO's mask hooks, by each row's physical distance.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import Tensor
 
 from ..base import Backend, Hook, PositionKind, eos_ids, fast_setting
 from .positions import hooked_rope_hooks
+from .windows import model_windows, without_own_windows
 
 log = logging.getLogger("tempo_lens")
 
@@ -62,6 +65,17 @@ class HookedBackend(Backend):
     def eos_token_ids(self) -> set[int]:
         return eos_ids(getattr(self.model, "tokenizer", None), getattr(self.model, "tempo_lens_eos_token_id", None))
 
+    def attention_windows(self) -> list[int | None]:
+        return model_windows(self.model)
+
+    def physical_limit(self) -> int | None:
+        kind = self.position_kind()
+        if kind == "learned":
+            return int(self.model.pos_embed.W_pos.shape[0])
+        if kind == "rotary":
+            return int(self.model.blocks[0].attn.rotary_sin.shape[0])  # the rotary table, one row per physical position
+        return None
+
     def position_kind(self) -> PositionKind | None:
         kind = self.model.cfg.positional_embedding_type
         if kind == "rotary" and "blocks.0.attn.hook_rot_q" in self.model.hook_dict:
@@ -95,6 +109,11 @@ class HookedBackend(Backend):
 
     def forward(self, tokens: Tensor, cache: Any = None) -> Tensor:
         return self.model(tokens, past_kv_cache=cache, attention_mask=torch.ones_like(tokens))
+
+    def forward_step(self, tokens: list[list[int]], cache: Any) -> Tensor:
+        ids = torch.tensor(tokens, dtype=torch.long, device=self.device)
+        with without_own_windows(self.model):
+            return self.forward(ids, cache)
 
     def run_with_cache(self, tokens: Tensor, names_filter: Any) -> tuple[Tensor, Any]:
         return self.model.run_with_cache(tokens, names_filter=names_filter, attention_mask=torch.ones_like(tokens))
