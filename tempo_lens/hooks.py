@@ -214,9 +214,14 @@ def windowed_block_hooks(
 ) -> list[Hook]:
     """:func:`attention_block_hooks` on every layer, with ``blocked_for(window)`` for each sliding window the model has.
 
-    ``blocked_for(None)`` masks the full-attention layers, ``blocked_for(w)`` the layers whose window is
-    ``w`` (Gemma 3's sliding layers); layers sharing a window share one mask per forward. Returns the
-    hooks in layer order.
+    Targets every ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``): ``blocked_for(None)``
+    masks the full-attention layers, ``blocked_for(w)`` the layers whose window is ``w`` (Gemma 3's sliding
+    layers); layers sharing a window share one mask per forward. Returns the hooks in layer order. Example::
+
+        layout = TokenLayout.from_prompt([1, 10, 11])
+        layout.append_step([12, 13], [0.6, 0.3])
+        hooks = windowed_block_hooks(model, lambda window: layout_blocked_fn(layout, "isolated", window=window))
+        logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=hooks)
     """
     windows = backend_for(model).attention_windows()
     hooks: list[tuple[int, Hook]] = []

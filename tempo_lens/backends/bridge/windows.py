@@ -27,8 +27,10 @@ def config_windows(config: Any, n_layers: int) -> list[int | None]:
     types = getattr(text, "layer_types", None)
     if types is None:
         return [int(window) if window is not None else None] * n_layers
-    if window is None and any(t in SLIDING_TYPES for t in types):
-        raise InvalidInputError("this model has sliding-attention layers but no sliding_window in its config")
+    if window is None:
+        if any(t in SLIDING_TYPES for t in types):
+            raise InvalidInputError("this model has sliding-attention layers but no sliding_window in its config")
+        return [None] * len(types)
     return [int(window) if t in SLIDING_TYPES else None for t in types]
 
 

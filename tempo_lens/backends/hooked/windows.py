@@ -16,13 +16,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ...errors import InvalidInputError
+
 _OWN = "_make_causal_mask"
 
 
 def model_windows(model: Any) -> list[int | None]:
     """Each layer's window (``cfg.window_size`` on local layers), None on global ones."""
     window = getattr(model.cfg, "window_size", None)
-    return [int(window) if getattr(block.attn, "attn_type", "global") == "local" else None for block in model.blocks]
+    local = [getattr(block.attn, "attn_type", "global") == "local" for block in model.blocks]
+    if window is None:
+        return [None] * len(local)
+    return [int(window) if is_local else None for is_local in local]
 
 
 def _causal(query_ctx_length: int, key_ctx_length: int, past_kv_pos_offset: int, device: torch.device) -> Tensor:
@@ -36,6 +41,11 @@ def _causal(query_ctx_length: int, key_ctx_length: int, past_kv_pos_offset: int,
 def without_own_windows(model: Any) -> Iterator[None]:
     """For the block: this model's local layers mask causally only (an instance attribute, deleted on exit)."""
     local = [block.attn for block in model.blocks if getattr(block.attn, "attn_type", "global") == "local"]
+    if local and not hasattr(type(local[0]), _OWN):
+        raise InvalidInputError(
+            "this TransformerLens builds its local-attention mask inline, so TEMPO cannot apply the sliding window "
+            "by each row's physical distance; use TransformerLens 3.9 or later, or backend='bridge'"
+        )
     for attn in local:
         attn.__dict__[_OWN] = _causal
     try:
