@@ -98,6 +98,31 @@ def test_generate_batch_past_the_window_matches_the_oracle(tiny_models, gemma_hf
         _assert_isolated_and_windowed(result, model)
 
 
+def test_the_model_keeps_its_own_windows_afterwards(tiny_models, gemma_hf):
+    """A TEMPO step switches the model's window masks off for itself only: afterwards a plain forward is bit-identical."""
+    model = tiny_models["gemma3"]
+    tokens = torch.tensor([_prompt(90)])
+    with torch.no_grad():
+        before = model(tokens)
+        generate_batch(model, [_prompt(90), _prompt(40)], max_steps=2, **TOP3)
+        after = model(tokens)
+        own = gemma_hf(tokens).logits
+    assert torch.equal(before, after)
+    assert (after[0] - own[0]).abs().max().item() < 1e-4  # and it is the model's own sliding forward
+    assert all(not hp.fwd_hooks for hp in model.hook_dict.values())
+
+
+def test_pruning_past_the_window_matches_the_oracle(tiny_models, gemma_hf):
+    """Pruned siblings stay hidden from later steps on sliding and full layers alike (the oracle reads pruned_at)."""
+    from tempo_lens.pruning import AttentionPruning
+
+    result = generate(tiny_models["gemma3"], _prompt(80), max_steps=6, keep_logits=True, capture=True,
+                      pruning=AttentionPruning(attention_threshold=2.0), **TOP3)
+    assert any(p != -1 for p in result.layout.pruned_at), "the check needs a pruned token"
+    assert max_step_delta(result, hf_oracle_logits(gemma_hf, result.layout, "isolated")) < 1e-4
+    _assert_isolated_and_windowed(result, tiny_models["gemma3"])
+
+
 # ---- physical limits ---------------------------------------------------------------------------------
 
 
@@ -148,6 +173,12 @@ def test_rows_that_fit_alone_run_in_lanes_of_their_own(gpt2_48, backend):
         for result in generate_batch(model, prompts, max_steps=4, mode=mode, keep_logits=True, **TOP3):
             assert len(result.layout) == 32
             assert max_step_delta(result, hf_oracle_logits(hf, result.layout, mode)) < 1e-4
+
+
+def test_a_hooked_rotary_table_is_a_physical_limit(tiny_hooked):
+    """TransformerLens grows a rotary table up to n_ctx (128) rows: 100 + 10 steps fit logically, 100 + 10 x 8 do not."""
+    with pytest.raises(InvalidInputError, match=r"= 180 tokens in the worst case.*limit of 128"):
+        generate(tiny_hooked["llama"], _prompt(100), threshold=1e-5)
 
 
 def test_a_run_at_the_limit_still_runs(gpt2_48):

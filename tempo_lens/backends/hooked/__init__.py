@@ -69,12 +69,8 @@ class HookedBackend(Backend):
         return model_windows(self.model)
 
     def physical_limit(self) -> int | None:
-        kind = self.position_kind()
-        if kind == "learned":
-            return int(self.model.pos_embed.W_pos.shape[0])
-        if kind == "rotary":
-            return int(self.model.blocks[0].attn.rotary_sin.shape[0])  # the rotary table, one row per physical position
-        return None
+        # The learned table has n_ctx rows; TransformerLens grows a rotary table on demand, up to n_ctx rows.
+        return int(self.model.cfg.n_ctx) if self.position_kind() is not None else None
 
     def position_kind(self) -> PositionKind | None:
         kind = self.model.cfg.positional_embedding_type
