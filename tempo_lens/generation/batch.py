@@ -32,6 +32,7 @@ from .progress import step_bar
 from .result import GenerationResult
 from .row import GenerationRow, checked_ids, resolve_config
 from .single import forward_step, new_cache
+from .steps import step_widths
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -143,13 +144,16 @@ def _pad_id(model: TransformerBridge) -> int:
     return 0
 
 
-def lane_columns(prompt_lengths: Sequence[int], lanes: Sequence[int], max_steps: int, max_parallel: int) -> int:
-    """The most key columns the lanes can reach: the widest lane's prompts, then per step the widest lane's siblings."""
+def lane_columns(prompt_lengths: Sequence[int], lanes: Sequence[int], widths: Sequence[int]) -> int:
+    """The most key columns the lanes can reach: the widest lane's prompts, then per step the widest lane's siblings.
+
+    ``widths``: the most siblings a row can keep at each step (:func:`~tempo_lens.generation.steps.step_widths`).
+    """
     prompts, rows = [0] * (max(lanes) + 1), [0] * (max(lanes) + 1)
     for n, lane in zip(prompt_lengths, lanes):
         prompts[lane] += n
         rows[lane] += 1
-    return max(prompts) + max_steps * max_parallel * max(rows)
+    return max(prompts) + sum(widths) * max(rows)
 
 
 def _lanes(model: TransformerBridge, rows: list[GenerationRow]) -> list[int]:
@@ -162,7 +166,7 @@ def _lanes(model: TransformerBridge, rows: list[GenerationRow]) -> list[int]:
     steps, width = rows[0].config.max_steps, rows[0].config.max_parallel
     lanes = assign_lanes([len(row.ids) + steps * width for row in rows], share, LANE_KEYS)
     limit = backend_for(model).physical_limit()
-    if limit is not None and lane_columns([len(row.ids) for row in rows], lanes, steps, width) > limit:
+    if limit is not None and lane_columns([len(row.ids) for row in rows], lanes, step_widths(rows[0].config)) > limit:
         lanes = list(range(len(rows)))
     return lanes
 

@@ -179,7 +179,7 @@ def check_finite(logits: Float[Tensor, "pos d_vocab"], where: str) -> None:
 def checked_ids(model: TransformerBridge, prompt: Any, config: GenerationConfig) -> list[int]:
     """The prompt's token ids, once it is known to fit the model's context and memory with ``config``."""
     ids = prompt_token_ids(model, prompt, chat=config.chat)
-    check_context(model, len(ids), config.max_steps, config.max_parallel)
+    check_context(model, len(ids), config)
     check_fits(model, len(ids), config.max_steps, config.max_parallel)
     return ids
 

@@ -175,6 +175,15 @@ def test_rows_that_fit_alone_run_in_lanes_of_their_own(gpt2_48, backend):
             assert max_step_delta(result, hf_oracle_logits(hf, result.layout, mode)) < 1e-4
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_worst_case_keeps_at_most_one_over_threshold_siblings(gpt2_48, backend):
+    """Probabilities sum to 1, so a step keeps at most 1/threshold siblings: 40 + 8 greedy steps fit 48 positions."""
+    model = _load(gpt2_48, backend)
+    assert len(generate(model, _prompt(40), threshold=1.0, max_steps=8).layout) == 48
+    with pytest.raises(InvalidInputError, match=r"up to 24 siblings in 8 steps.*= 64 tokens.*limit of 48"):
+        generate(model, _prompt(40), threshold=0.3, max_steps=8)
+
+
 def test_a_hooked_rotary_table_is_a_physical_limit(tiny_hooked):
     """TransformerLens grows a rotary table up to n_ctx (128) rows: 100 + 10 steps fit logically, 100 + 10 x 8 do not."""
     with pytest.raises(InvalidInputError, match=r"= 180 tokens in the worst case.*limit of 128"):
