@@ -15,6 +15,7 @@ import torch
 
 from tempo_lens.errors import InvalidInputError, NonFiniteLogitsError
 from tempo_lens.generation import generate, generate_batch
+from tempo_lens.replaying import replay
 from tempo_lens.hooks import attention_bias_hooks
 from tempo_lens.layout import TokenLayout
 from tests.helpers import TOP3, hf_eager, hf_oracle_logits, max_step_delta, reference_mask, sliding_window_of
@@ -82,8 +83,10 @@ def test_generate_past_the_window_matches_the_oracle(tiny_models, gemma_hf, mode
     model = tiny_models["gemma3"]
     result = generate(model, _prompt(90), max_steps=5, mode=mode, keep_logits=True, capture=True, **TOP3)
     assert result.layout.step_sizes() == [3] * 5
-    assert max_step_delta(result, hf_oracle_logits(gemma_hf, result.layout, mode)) < 1e-4
+    oracle = hf_oracle_logits(gemma_hf, result.layout, mode)
+    assert max_step_delta(result, oracle) < 1e-4
     _assert_isolated_and_windowed(result, model)
+    assert (replay(model, result.layout, mask=mode).logits - oracle).abs().max().item() < 1e-4  # one full forward too
 
 
 @pytest.mark.parametrize("lengths", [(90, 30, 70), (40, 35)], ids=["mixed", "one-lane"])
