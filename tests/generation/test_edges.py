@@ -15,9 +15,9 @@ import torch
 
 from tempo_lens.errors import InvalidInputError, NonFiniteLogitsError
 from tempo_lens.generation import generate, generate_batch
-from tempo_lens.replaying import replay
 from tempo_lens.hooks import attention_bias_hooks
 from tempo_lens.layout import TokenLayout
+from tempo_lens.replaying import replay
 from tests.helpers import TOP3, hf_eager, hf_oracle_logits, max_step_delta, reference_mask, sliding_window_of
 
 BACKENDS = ("bridge", "hooked")
