@@ -349,7 +349,8 @@ def attention_bias_hooks(
         k = scores.shape[-1]
         keys = key_mask(k) if callable(key_mask) else key_mask[:k]
         add = torch.zeros(scores.shape[1], k, dtype=scores.dtype, device=scores.device)
-        add[head_index, :] = keys.to(scores.device, scores.dtype) * bias
+        chosen = keys.to(scores.device, torch.bool)  # masked_fill, not keys * bias: 0 * inf is NaN on the other keys
+        add[head_index, :] = torch.zeros(k, dtype=scores.dtype, device=scores.device).masked_fill(chosen, bias)
         masked = scores <= masked_threshold(scores.dtype)
         return torch.where(masked, scores, scores + add[None, :, None, :])
 

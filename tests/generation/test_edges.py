@@ -206,11 +206,13 @@ def test_a_run_at_the_limit_still_runs(gpt2_48):
 def test_a_nan_bias_stops_generation_with_an_error(tiny_bridges):
     """The issue's example: ``attention_bias_hooks(..., bias=nan)`` gave NaN probabilities and a text of EOS tokens.
 
+    The bias is on the keys after the 6-token prompt, so the prompt's forward is finite and step 0's is not.
+
     (A HookedTransformer sets NaN attention weights to 0 itself, so there the logits stay finite.)
     """
     model = tiny_bridges["llama"]
     with model.hooks(fwd_hooks=attention_bias_hooks(model, lambda k: torch.arange(k) >= 6, bias=float("nan"))):
-        with pytest.raises(NonFiniteLogitsError, match=r"the prompt's forward \(before step 0\) gave non-finite logits"):
+        with pytest.raises(NonFiniteLogitsError, match="step 0's forward gave non-finite logits"):
             generate(model, _prompt(6), max_steps=3, **TOP3)
 
 
