@@ -2,11 +2,10 @@
 
 Positions go through ``rotary_emb.hook_cos`` / ``hook_sin`` (:mod:`.positions`) or ``hook_pos_embed``;
 the KV cache is the wrapped model's own (a transformers ``DynamicCache``), passed under the keyword
-its forward takes (:mod:`.kv_cache`, which also lets TransformerLens 4.x read it). On a model with
-sliding windows the cache keeps every key on every layer and a TEMPO step passes a plain causal 4D
-mask, which transformers uses as it is on every layer: the windows come from TEMPO's mask hooks
-(:mod:`.windows`). The exact speed paths
-(:mod:`.fast_paths`) apply to bridges only.
+its forward takes (:mod:`.kv_cache`, which also lets TransformerLens 4.x read it). The exact speed paths
+(:mod:`.fast_paths`) apply to bridges only. On a model with sliding windows the cache keeps every key on
+every layer and a TEMPO step passes a plain causal 4D mask, which transformers uses as it is on every
+layer: the windows come from TEMPO's mask hooks (:mod:`.windows`).
 """
 
 from __future__ import annotations
