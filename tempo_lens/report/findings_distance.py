@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 
-from . import plots
+from ..analysis.metrics.schema import MODES, HeadCell, Interval, MultiPrompt, Regression, SingleRun
+from ..figures import report as plots
 from .document import Document
 from .ordering import by_measured
-from .schema import MODES, HeadCell, Interval, MultiPrompt, Regression, SingleRun
 from .text import ci_text, ci_with_verdict, num, times
 from .verdicts import (
     DOES_NOT_SURVIVE,
