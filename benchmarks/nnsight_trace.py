@@ -42,7 +42,6 @@ def trace_cost(model: Any, context: int = 64, rounds: int = 5, block: int = 10) 
             tokens=token,
             positions=torch.cat([torch.arange(context, dtype=torch.float32)[None], position], 1),
             blocked=torch.zeros(1, 1, context + 1, dtype=torch.bool),
-            physical=torch.arange(context + 1)[None],
             layers=layers,
             n_out=1,
         )

@@ -195,11 +195,14 @@ def explicit_replay(
     if not torch.equal(positions, positions.round()):
         raise InvalidInputError("fractional positions need the rotary hooks of backend='bridge'; position_ids are integers")
     n = len(layout)
+    blocked = _blocked_fn(layout, mask)(n, n)
+    windows = {w for w in backend_for(model).attention_windows() if w is not None}
+    windowed = {w: blocked | layout.blocked("visible", apply_pruning=False, window=w) for w in windows}  # + the window
     step = TempoStep(
         tokens=torch.tensor([layout.token_ids] * copies, dtype=torch.long),
         positions=positions[None].expand(copies, n),
-        blocked=_blocked_fn(layout, mask)(n, n)[None].expand(copies, n, n),
-        physical=torch.arange(n)[None].expand(copies, n),
+        blocked=blocked[None].expand(copies, n, n),
+        windowed={w: m[None].expand(copies, n, n) for w, m in windowed.items()},
         layers=tuple(chosen),
         n_out=n,
         readers=list(readers),

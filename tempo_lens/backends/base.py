@@ -53,11 +53,11 @@ def fast_setting(fast: bool | None = None) -> bool | None:
 class TempoStep:
     """One forward with TEMPO given as model inputs, for a backend without hook points (:meth:`Backend.tempo_forward`).
 
-    ``tokens`` are the columns fed (the new ones with a cache, every one without); ``positions`` and
-    ``physical`` cover every key column (padding included), ``blocked`` the fed rows (True = hidden:
-    causality, isolation, pruning and other rows, as the layout decides). ``physical`` is each column's
-    index in its own row's layout, for window rules. The last ``n_out`` rows of logits and patterns
-    come back. ``siblings`` is what user code run inside the forward is told about the fed tokens.
+    ``tokens`` are the columns fed (the new ones with a cache, every one without); ``positions`` cover
+    every key column (padding included), ``blocked`` the fed rows (True = hidden: causality, isolation,
+    pruning and other rows, as the layout decides); ``windowed[w]`` is that mask for the layers whose
+    sliding window is ``w`` (:meth:`Backend.attention_windows`). The last ``n_out`` rows of logits and
+    patterns come back. ``siblings`` is what user code run inside the forward is told about the fed tokens.
     Activations go by TransformerLens's names: each ``(name, read)`` of ``readers`` is called after the
     forward with that activation's last ``n_out`` rows; each ``(name, edit)`` of ``edits`` replaces the
     activation by ``edit(activation, None)`` inside it, as a TransformerLens hook would.
@@ -66,7 +66,7 @@ class TempoStep:
     tokens: Int[Tensor, "batch pos"]
     positions: Float[Tensor, "batch key_pos"]
     blocked: Bool[Tensor, "batch query_pos key_pos"]
-    physical: Int[Tensor, "batch key_pos"]
+    windowed: dict[int, Bool[Tensor, "batch query_pos key_pos"]] = field(default_factory=dict)
     layers: tuple[int, ...] = ()
     n_out: int = 0
     siblings: list[Any] = field(default_factory=list)
@@ -184,7 +184,7 @@ class Backend(ABC):
 
     def model_problem(self) -> str | None:
         """What the loaded model lacks for TEMPO, or None (checked by ``load_model``)."""
-        from ..model_check import hooks_problem
+        from ..models.check import hooks_problem
 
         return hooks_problem(self.model)
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-from jaxtyping import Bool, Int
 from torch import Tensor
 
 from ..backends import backend_for
@@ -56,14 +55,6 @@ class StepTraffic:
     bytes_saved: int  # saved logits rows and attention weights
 
 
-def physical_columns(batch: LaneBatch) -> Int[Tensor, "batch key_pos"]:
-    """Each lane column's physical index in its own row's layout (-1 for padding)."""
-    physical = torch.full((batch.n_lanes, batch.n_columns), -1, dtype=torch.long)
-    for lane, cols in zip(batch.lanes, batch.columns):
-        physical[lane, torch.tensor(cols, dtype=torch.long)] = torch.arange(len(cols))
-    return physical
-
-
 @dataclass
 class ExplicitForwards:
     """Runs a lane batch's forwards through ``backend.tempo_forward`` (with a cache, or with full context)."""
@@ -75,7 +66,7 @@ class ExplicitForwards:
     traffic: list[StepTraffic] | None = None
     cache: Any = None
     tokens: list[Tensor] = field(default_factory=list)
-    masks: list[Tensor] = field(default_factory=list)
+    masks: dict[int | None, list[Tensor]] = field(default_factory=dict)
     readers: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -83,13 +74,16 @@ class ExplicitForwards:
         if not self.full_context:
             self.cache = self.backend.new_cache(self.batch.n_lanes)
 
-    def _full(self, fed: Tensor, blocked: Bool[Tensor, "batch query_pos key_pos"]) -> tuple[Tensor, Tensor]:
-        """Every column so far and the mask rows of every forward so far (each padded as hidden to the right)."""
+    def _full(self, fed: Tensor, blocked: dict[int | None, Tensor]) -> tuple[Tensor, dict[int | None, Tensor]]:
+        """Every column so far and, per window, the mask rows of every forward so far (each padded as hidden to the right)."""
         self.tokens.append(fed)
-        self.masks.append(blocked)
-        k = blocked.shape[-1]
-        rows = [torch.nn.functional.pad(m, (0, k - m.shape[-1]), value=True) for m in self.masks]
-        return torch.cat(self.tokens, dim=1), torch.cat(rows, dim=1)
+        full = {}
+        for window, mask in blocked.items():
+            history = self.masks.setdefault(window, [])
+            history.append(mask)
+            k = mask.shape[-1]
+            full[window] = torch.cat([torch.nn.functional.pad(m, (0, k - m.shape[-1]), value=True) for m in history], dim=1)
+        return torch.cat(self.tokens, dim=1), full
 
     def __call__(
         self, new: list[list[int]], layers: tuple[int, ...], step: int, last_only: bool = False
@@ -98,10 +92,10 @@ class ExplicitForwards:
         batch = self.batch
         fed = torch.tensor(batch.feed(new), dtype=torch.long)
         q = fed.shape[1]
-        blocked = batch.current_mask(q, batch.n_columns).clone()
+        masks = {window: mask.clone() for window, mask in batch.masks.items()}  # the layout's, per window (None: full)
         tokens = fed
         if self.full_context:
-            tokens, blocked = self._full(fed, blocked)
+            tokens, masks = self._full(fed, masks)
         shift = tokens.shape[1] - q
         siblings = [
             Siblings(
@@ -118,8 +112,8 @@ class ExplicitForwards:
         tempo_step = TempoStep(
             tokens=tokens,
             positions=batch.current_positions(),
-            blocked=blocked,
-            physical=physical_columns(batch),
+            blocked=masks[None],
+            windowed={window: mask for window, mask in masks.items() if window is not None},
             layers=layers,
             n_out=1 if last_only else q,
             siblings=siblings,
@@ -127,8 +121,7 @@ class ExplicitForwards:
         )
         logits, patterns = self.backend.tempo_forward(tempo_step, self.cache, **self.options)
         if self.traffic is not None:
-            n_masks = int(getattr(self.backend, "n_mask_types", 1))
-            sent = 2 * tokens.numel() * 8 + n_masks * blocked.numel() * torch.finfo(self.backend.dtype).bits // 8
+            sent = 2 * tokens.numel() * 8 + len(masks) * masks[None].numel() * torch.finfo(self.backend.dtype).bits // 8
             saved = logits.numel() * logits.element_size() + sum(p.numel() * p.element_size() for p in patterns.values())
             self.traffic.append(StepTraffic(step, 1, tokens.shape[1], int(sent), int(saved)))
         return logits, patterns
@@ -147,7 +140,8 @@ def drive_rows(
     readers = [(name, fn) for row in rows for name, fn in row.hooks]  # e.g. similarity pruning's residuals
     for row in rows:
         row.warn_stacklevel += 1  # choose → drive_rows → the generator → caller
-    batch = LaneBatch(rows, _lanes(rows), pad_id=_pad_id(model))
+    windows = tuple(dict.fromkeys([None, *backend_for(model).attention_windows()]))
+    batch = LaneBatch(rows, _lanes(model, rows), pad_id=_pad_id(model), windows=windows)
     layers = tuple(sorted(set().union(*(row.recorded_layers for row in rows))))
     forwards = ExplicitForwards(
         model,

@@ -115,6 +115,13 @@ class NnsightBackend(Backend):
         config = getattr(self.hf, "generation_config", None)
         return eos_ids(getattr(self.model, "tokenizer", None), getattr(config, "eos_token_id", None))
 
+    def attention_windows(self) -> list[int | None]:
+        structure = self.structure
+        return [structure.sliding_window if t == SLIDING else None for t in structure.layer_types]
+
+    def physical_limit(self) -> int | None:
+        return None  # positions arrive as position_ids: nothing is indexed at physical positions
+
     def position_kind(self) -> PositionKind | None:
         return self.structure.position_kind
 

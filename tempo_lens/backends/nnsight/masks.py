@@ -3,16 +3,16 @@
 The layout decides what each query may see (causality, isolation, pruning, other rows of a lane):
 ``TempoStep.blocked``. HF eager attention adds a float mask to its scores, so a hidden pair gets
 ``finfo(dtype).min`` (never a boolean mask: eager attention would ignore it) and a visible one 0; every
-query keeps its own key, so no row is empty. Sliding-window layers (Gemma 3) also hide key ``j`` from
-query ``i`` when their physical distance in the row's own layout, ``i - j``, reaches the window; the
-HF cache keeps every key on every layer (a ``DynamicCache`` built without a config), so the window
-lives in the mask alone.
+query keeps its own key, so no row is empty. Sliding-window layers (Gemma 3) get the layout's mask
+for their window (``TempoStep.windowed``: keys ``window`` or more physical positions back are hidden
+too); the HF cache keeps every key on every layer (a ``DynamicCache`` built without a config), so the
+window lives in the mask alone.
 """
 
 from __future__ import annotations
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from ..base import TempoStep
@@ -28,14 +28,6 @@ def keep_own_key(blocked: Bool[Tensor, "batch query_pos key_pos"]) -> Bool[Tenso
     return fixed
 
 
-def window_blocked(
-    physical: Int[Tensor, "batch key_pos"], n_queries: int, window: int
-) -> Bool[Tensor, "batch query_pos key_pos"]:
-    """Pairs whose physical distance ``i - j`` is ``window`` or more (the sliding layers' extra rule)."""
-    queries = physical[:, physical.shape[-1] - n_queries :]
-    return (queries[:, :, None] - physical[:, None, :]) >= window
-
-
 def float_masks(
     step: TempoStep, window: int | None, dtype: torch.dtype, device: torch.device
 ) -> dict[str, Float[Tensor, "batch 1 query_pos key_pos"]]:
@@ -48,5 +40,5 @@ def float_masks(
 
     masks = {FULL: as_float(step.blocked)}
     if window is not None:
-        masks[SLIDING] = as_float(step.blocked | window_blocked(step.physical, step.blocked.shape[-2], window))
+        masks[SLIDING] = as_float(step.windowed[window])
     return masks

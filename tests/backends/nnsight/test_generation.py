@@ -85,7 +85,8 @@ def test_gemma3_past_its_sliding_window(tiny_nnsight, tiny_dirs):
     hf = hf_eager(tiny_dirs["gemma3"])
     logits, attentions = oracle_attention(hf, result.layout, "isolated", window_oracle_masks(result.layout, "isolated", window))
     assert max_step_delta(result, logits) < 1e-4
-    unwindowed = hf_oracle_logits(hf, result.layout, "isolated")
+    assert max_step_delta(result, hf_oracle_logits(hf, result.layout, "isolated")) < 1e-4  # the shared oracle agrees
+    unwindowed, _ = oracle_attention(hf, result.layout, "isolated")  # one mask for every layer
     assert max_step_delta(result, unwindowed) > 1e-3, "the window must matter for this check to mean anything"
     last = result.layout.n_steps - 1
     r = result.layout.step_range(last)
@@ -93,6 +94,16 @@ def test_gemma3_past_its_sliding_window(tiny_nnsight, tiny_dirs):
     expected = torch.stack([a[:, r.start : r.stop, : r.stop] for a in attentions])[:, None]
     assert (captured - expected).abs().max().item() < 1e-5
     assert captured[0, 0, :, :, : r.start - window + 1].abs().max() == 0  # layer 0 slides: far keys get nothing
+
+
+def test_gemma3_past_its_window_agrees_with_the_bridge(tiny_nnsight, tiny_bridges):
+    prompt = [1] + [(5 * i) % 90 + 3 for i in range(69)]
+    ours = generate(tiny_nnsight["gemma3"], prompt, max_steps=4, keep_logits=True, capture=True, **TOP3)
+    theirs = generate(tiny_bridges["gemma3"], prompt, max_steps=4, keep_logits=True, capture=True, **TOP3)
+    assert ours.layout.token_ids == theirs.layout.token_ids
+    assert max((a - b).abs().max().item() for a, b in zip(ours.step_logits, theirs.step_logits)) < 1e-4
+    for step in theirs.capture.step_ids:
+        assert np.abs(np.asarray(ours.capture[step]) - np.asarray(theirs.capture[step])).max() < 1e-5
 
 
 def test_user_built_language_model_is_recognised(tiny_dirs):

@@ -7,7 +7,7 @@ import gc
 import numpy as np
 import pytest
 
-from tempo_lens.zoo import ZOO, is_installed
+from tempo_lens.models.zoo import ZOO, is_installed
 
 pytestmark = pytest.mark.zoo
 
