@@ -28,7 +28,7 @@ def test_bridge_and_nnsight_agree(embedded_model, embedded_nnsight, mode):
 
 
 def test_saved_runs_have_one_format(embedded_model, embedded_nnsight, tmp_path):
-    from tempo_lens.generation.saved import load_result
+    from tempo_lens.generation.result import load_result
 
     for name, model in (("bridge", embedded_model), ("nnsight", embedded_nnsight)):
         generate(model, "The cat sat on the", threshold=0.05, max_steps=4, capture=True).save(tmp_path / name)
