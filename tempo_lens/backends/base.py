@@ -183,10 +183,8 @@ class Backend(ABC):
         raise NotImplementedError(f"the {self.name} backend applies TEMPO through hook points (tempo_lens.hooks)")
 
     def model_problem(self) -> str | None:
-        """What the loaded model lacks for TEMPO, or None (checked by ``load_model``)."""
-        from ..models.check import hooks_problem
-
-        return hooks_problem(self.model)
+        """What a model without hook points lacks for TEMPO, or None (``load_model`` checks hook backends with ``hooks_problem``)."""
+        return None
 
     # ---- reading -----------------------------------------------------------------------------
 

@@ -20,8 +20,10 @@ from torch import Tensor
 
 from ..backends import backend_for
 from ..backends.base import TempoStep
-from .batch import LaneBatch, _lanes, _pad_id
-from .row import GenerationRow
+from ..errors import InvalidInputError
+from .lanes import LaneBatch, lanes_of, pad_id
+from .result import GenerationResult
+from .row import GenerationRow, resolve_config
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -141,7 +143,7 @@ def drive_rows(
     for row in rows:
         row.warn_stacklevel += 1  # choose → drive_rows → the generator → caller
     windows = tuple(dict.fromkeys([None, *backend_for(model).attention_windows()]))
-    batch = LaneBatch(rows, _lanes(model, rows), pad_id=_pad_id(model), windows=windows)
+    batch = LaneBatch(rows, lanes_of(model, rows), pad_id=pad_id(model), windows=windows)
     layers = tuple(sorted(set().union(*(row.recorded_layers for row in rows))))
     forwards = ExplicitForwards(
         model,
@@ -167,3 +169,21 @@ def drive_rows(
                     row.read_step(batch.row_logits(logits, i), batch.row_patterns(patterns, i))
             if bar is not None:
                 bar.update()
+
+
+def dry_run(
+    model: TransformerBridge, prompt: Any, config: Any = None, *, keep_logits: bool = False, **overrides: Any
+) -> tuple[GenerationResult, list[StepTraffic]]:
+    """Generate locally in the remote shape (no cache, every column each step) and count each step's traffic.
+
+    For an nnsight model about to run with ``remote=True``. Returns the result (the tokens a remote run
+    makes) and one :class:`StepTraffic` per forward: 1 trace, the columns fed, the bytes sent (ids,
+    positions, masks) and saved (logits, attention).
+    """
+    if backend_for(model).uses_hook_points:
+        raise InvalidInputError("dry_run counts the requests of remote execution, which needs an nnsight model")
+    config = resolve_config(config, overrides)
+    row = GenerationRow.start(model, prompt, config, keep_logits=keep_logits)
+    traffic: list[StepTraffic] = []
+    drive_rows(model, [row], traffic=traffic)
+    return row.result(), traffic

@@ -8,6 +8,8 @@ the attention weights of the layers asked for (``<layers>.i.<attention>.output[1
 and the logits; user code can run inside it (``intervene``), and it can run on NDIF
 (``remote=True``, :mod:`.remote`). nnsight is an optional dependency (``tempo_lens[nnsight]``): it is
 imported only inside this package's functions, so tempo_lens imports without it.
+
+May import: :mod:`..base`, :mod:`..bridge.kv_cache` (the cache keyword) and the layers below the model layer.
 """
 
 from __future__ import annotations

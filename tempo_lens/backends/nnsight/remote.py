@@ -6,8 +6,8 @@ back the saved tensors (the new rows' logits and, when captured, their attention
 first one, :func:`check_remote` makes sure it can succeed: an API key, a model named by its Hugging
 Face id (NDIF hosts models by id; a local folder cannot run remotely), and a host that answers within
 seconds; otherwise one :class:`~tempo_lens.errors.ModelUnavailableError` names what is missing.
-:func:`dry_run` runs a generation locally in exactly the remote shape and counts, per step, the traces
-and the bytes sent and saved.
+:func:`tempo_lens.generation.explicit.dry_run` runs a generation locally in exactly the remote shape
+and counts, per step, the traces and the bytes sent and saved.
 """
 
 from __future__ import annotations
@@ -16,14 +16,10 @@ import os
 import socket
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlparse
 
 from ...errors import ModelUnavailableError
-
-if TYPE_CHECKING:
-    from ...generation.explicit import StepTraffic
-    from ...generation.result import GenerationResult
 
 REACH_SECONDS = 5.0
 
@@ -84,25 +80,3 @@ def remote_failure(exc: BaseException) -> ModelUnavailableError:
     """A failed remote request as one clear error."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return ModelUnavailableError(f"the remote request to NDIF failed: {first[:400]}")
-
-
-def dry_run(
-    model: Any, prompt: Any, config: Any = None, *, keep_logits: bool = False, **overrides: Any
-) -> tuple[GenerationResult, list[StepTraffic]]:
-    """Generate locally in the remote shape (no cache, every column each step) and count each step's traffic.
-
-    Returns the result (the tokens a remote run makes) and one :class:`~tempo_lens.generation.explicit.StepTraffic`
-    per forward: 1 trace, the columns fed, the bytes sent (ids, positions, masks) and saved (logits, attention).
-    """
-    from ...generation.explicit import drive_rows
-    from ...generation.row import GenerationRow, resolve_config
-    from .. import backend_for
-
-    backend = backend_for(model)
-    if backend.name != "nnsight":
-        raise ModelUnavailableError("dry_run counts the requests of remote execution, which needs an nnsight model")
-    config = resolve_config(config, overrides)
-    row = GenerationRow.start(model, prompt, config, keep_logits=keep_logits)
-    traffic: list[StepTraffic] = []
-    drive_rows(model, [row], traffic=traffic)
-    return row.result(), traffic

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from tempo_lens.backends.nnsight.remote import dry_run
+from tempo_lens.generation.explicit import dry_run
 from tempo_lens.generation import generate, generate_batch
 from tests.helpers import TINY_PROMPT, TOP3, hf_eager, hf_oracle_logits, max_step_delta
 
