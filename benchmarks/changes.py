@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .config import BenchConfig
 from .harness import interleave, median_interval, table
@@ -43,12 +44,11 @@ COMPARISONS = (
     ("packed linears (2+ rows)", "packed", "norms", KS),
     ("one row by column", "by_column", "norms", KS),
     ("one row packed", "packed_1", "packed", KS),
-    ("lean dispatch", "lean", "norms", KS),
     ("defaults (as loaded)", "defaults", "stock", KS),
 )
 
 
-def _forced_forwards(model: "TransformerBridge") -> dict[str, list[tuple[Any, Any]]]:
+def _forced_forwards(model: TransformerBridge) -> dict[str, list[tuple[Any, Any]]]:
     """(linear, forward) pairs per forced plan, built once; one packed copy of the weights shared by the plans."""
     from tempo_lens.backends.bridge.cpu_linears import PackedLinearForward, PrepackedLinears
 
@@ -57,20 +57,23 @@ def _forced_forwards(model: "TransformerBridge") -> dict[str, list[tuple[Any, An
         return {}
     return {
         name: [
-            (module, PackedLinearForward(module, packed if min_rows is not None or one_row == "packed" else None, min_rows, one_row))  # type: ignore[arg-type]
+            (
+                module,
+                PackedLinearForward(module, packed if min_rows is not None or one_row == "packed" else None, min_rows, one_row),
+            )  # type: ignore[arg-type]
             for module, packed in zip(prepacked.modules, prepacked.packed)
         ]
         for name, (min_rows, one_row) in PLANS.items()
     }
 
 
-def _variant(model: "TransformerBridge", norms: bool, forwards: list[tuple[Any, Any]] | None) -> Callable[[], Any]:
+def _variant(model: TransformerBridge, norms: bool, forwards: list[tuple[Any, Any]] | None) -> Callable[[], Any]:
     from tempo_lens.backends.bridge.fast_norms import fast_norms
     from tempo_lens.backends.bridge.fast_paths import stock_paths
 
     @contextlib.contextmanager
     def on() -> Iterator[None]:
-        with stock_paths(model), (fast_norms(model) if norms else contextlib.nullcontext()):
+        with stock_paths(model), fast_norms(model) if norms else contextlib.nullcontext():
             for module, forward in forwards or []:
                 vars(module)["forward"] = forward
             try:
@@ -82,36 +85,22 @@ def _variant(model: "TransformerBridge", norms: bool, forwards: list[tuple[Any, 
     return on
 
 
-def _lean_variant(model: "TransformerBridge") -> Callable[[], Any]:
-    from tempo_lens.backends.bridge.lean_dispatch import lean_dispatch, restore_dispatch
-
-    norms = _variant(model, True, None)
-
-    @contextlib.contextmanager
-    def on() -> Iterator[None]:
-        with norms():
-            lean_dispatch(model)
-            try:
-                yield
-            finally:
-                restore_dispatch(model)
-
-    return on
-
-
-def bench_changes(model: "TransformerBridge", cfg: BenchConfig) -> dict:
+def bench_changes(model: TransformerBridge, cfg: BenchConfig) -> dict:
     from tempo_lens.backends.bridge.fast_paths import fast_paths_on
 
     info = machine_info()
-    print(f"[9] CPU: {info['cpu']}; torch {info['torch']} ({info['torch_threads']} threads); "
-          f"load average {info['loadavg_start']}", flush=True)
+    print(
+        f"[9] CPU: {info['cpu']}; torch {info['torch']} ({info['torch_threads']} threads); load average {info['loadavg_start']}",
+        flush=True,
+    )
     ctx = FixedContext(model, cfg.context, cfg.mode, cfg.seed)
     forced = _forced_forwards(model)
     contexts: dict[str, Callable[[], Any] | None] = {
-        "defaults": None, "stock": _variant(model, False, None), "norms": _variant(model, True, None),
+        "defaults": None,
+        "stock": _variant(model, False, None),
+        "norms": _variant(model, True, None),
         **{name: _variant(model, True, forwards) for name, forwards in forced.items()},
     }
-    contexts["lean"] = _lean_variant(model)
     variants, groups = {}, []
     for k in KS:
         for name, factory in contexts.items():
@@ -128,23 +117,52 @@ def bench_changes(model: "TransformerBridge", cfg: BenchConfig) -> dict:
             g = next(g for g in samples if f"{with_it} k={k}" in g)
             paired = [statistics.median(a) / statistics.median(b) for a, b in zip(g[f"{with_it} k={k}"], g[f"{without} k={k}"])]
             median, low, high = median_interval(paired)
-            rows.append({
-                "path": path, "k": k, "ratio": median, "ci95": [low, high], "rounds": len(paired),
-                "with_ms": 1e3 * statistics.median(t for b in g[f"{with_it} k={k}"] for t in b),
-                "without_ms": 1e3 * statistics.median(t for b in g[f"{without} k={k}"] for t in b),
-                "pays": median <= PAYS_AT,
-            })
-    return {"context": cfg.context, "cpu": info["cpu"], "torch": info["torch"], "loadavg_start": info["loadavg_start"],
-            "defaults": fast_paths_on(model), "rounds": rounds, "block": BLOCK, "rows": rows, "samples": samples}
+            rows.append(
+                {
+                    "path": path,
+                    "k": k,
+                    "ratio": median,
+                    "ci95": [low, high],
+                    "rounds": len(paired),
+                    "with_ms": 1e3 * statistics.median(t for b in g[f"{with_it} k={k}"] for t in b),
+                    "without_ms": 1e3 * statistics.median(t for b in g[f"{without} k={k}"] for t in b),
+                    "pays": median <= PAYS_AT,
+                }
+            )
+    return {
+        "context": cfg.context,
+        "cpu": info["cpu"],
+        "torch": info["torch"],
+        "loadavg_start": info["loadavg_start"],
+        "defaults": fast_paths_on(model),
+        "rounds": rounds,
+        "block": BLOCK,
+        "rows": rows,
+        "samples": samples,
+    }
 
 
 def format_changes(ch: dict) -> list[str]:
-    out = [f"\n[9] what each speed path is worth on {ch.get('cpu', 'this CPU')}: TEMPO step (hooks on, context {ch['context']}) "
-           f"with the path / without it, {ch.get('rounds', '?')} interleaved rounds of {ch.get('block', '?')} steps "
-           f"(< 1: the path helps; kept where <= {PAYS_AT}); load average at start {ch.get('loadavg_start')}; "
-           f"defaults here: {'; '.join(ch.get('defaults') or []) or 'stock'}"]
+    out = [
+        f"\n[9] what each speed path is worth on {ch.get('cpu', 'this CPU')}: TEMPO step (hooks on, context {ch['context']}) "
+        f"with the path / without it, {ch.get('rounds', '?')} interleaved rounds of {ch.get('block', '?')} steps "
+        f"(< 1: the path helps; kept where <= {PAYS_AT}); load average at start {ch.get('loadavg_start')}; "
+        f"defaults here: {'; '.join(ch.get('defaults') or []) or 'stock'}"
+    ]
     if "rows" in ch and ch["rows"] and "ci95" in ch["rows"][0]:
-        out.append(table(["path", "k", "with / without [95% CI]", "median step ms", ">= 5 %"],
-                         [[r["path"], r["k"], f"{r['ratio']:.3f}x [{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}]",
-                           f"{r['with_ms']:.1f} / {r['without_ms']:.1f}", "yes" if r["pays"] else "no"] for r in ch["rows"]]))
+        out.append(
+            table(
+                ["path", "k", "with / without [95% CI]", "median step ms", ">= 5 %"],
+                [
+                    [
+                        r["path"],
+                        r["k"],
+                        f"{r['ratio']:.3f}x [{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}]",
+                        f"{r['with_ms']:.1f} / {r['without_ms']:.1f}",
+                        "yes" if r["pays"] else "no",
+                    ]
+                    for r in ch["rows"]
+                ],
+            )
+        )
     return out
