@@ -4,7 +4,8 @@ Every variant runs the same TEMPO step (hooks on, fixed context, :mod:`benchmark
 and k = 4, starting from the stock TransformerBridge (``stock_paths``) and switching on exactly one more path
 than the variant it is compared with. All variants of one k run in every round, one block each, in an order
 rotated every round (:mod:`benchmarks.harness`); a ratio is the median of the per-round paired ratios, with a
-bootstrap 95 % interval of that median. The linear kernels are forced whatever the load-time plan chose, so
+bootstrap 95 % interval of that median, for wall time (what a user waits) and for the process's CPU time (all
+threads; on a machine other jobs load, the work a path saves shows there when wall time is noise). The linear kernels are forced whatever the load-time plan chose, so
 each kernel's worth is measured on every CPU:
 
 - ``fast norms``: norm statistics skipped while no hook observes them / stock;
@@ -23,11 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .config import BenchConfig
-from .harness import interleave, median_interval, table
+from .harness import Block, interleave, median_interval, table
 from .machine import machine_info
 from .steps import FixedContext, tempo_step_block, with_context
 
@@ -86,6 +88,19 @@ def _variant(model: TransformerBridge, norms: bool, forwards: list[tuple[Any, An
     return on
 
 
+def _cpu_timed(block: Block, into: list[float]) -> Block:
+    """``block``, also appending the process CPU time per step of each call to ``into`` (all threads; the rollback
+    outside the timed steps is the same for every variant)."""
+
+    def run(n: int) -> list[float]:
+        t0 = time.process_time()
+        times = block(n)
+        into.append((time.process_time() - t0) / n)
+        return times
+
+    return run
+
+
 def verdict(median: float, low: float, high: float) -> str:
     """``yes`` (at least 5 % off, the interval below 1), ``no`` (the interval above 0.95) or ``unclear``."""
     if median <= PAYS_AT and high < 1:
@@ -110,10 +125,14 @@ def bench_changes(model: TransformerBridge, cfg: BenchConfig) -> dict:
         **{name: _variant(model, True, forwards) for name, forwards in forced.items()},
     }
     variants, groups = {}, []
+    cpu: dict[str, list[float]] = {}  # process CPU seconds per step, one value per block (the warm-up first)
     for k in KS:
         for name, factory in contexts.items():
             block = tempo_step_block(ctx, k)
-            variants[f"{name} k={k}"] = block if factory is None else with_context(factory, block)
+            cpu[f"{name} k={k}"] = []
+            variants[f"{name} k={k}"] = _cpu_timed(
+                block if factory is None else with_context(factory, block), cpu[f"{name} k={k}"]
+            )
         groups.append([f"{name} k={k}" for name in contexts])
     rounds = cfg.path_rounds
     samples = interleave(variants, groups, rounds, BLOCK)
@@ -125,6 +144,8 @@ def bench_changes(model: TransformerBridge, cfg: BenchConfig) -> dict:
             g = next(g for g in samples if f"{with_it} k={k}" in g)
             paired = [statistics.median(a) / statistics.median(b) for a, b in zip(g[f"{with_it} k={k}"], g[f"{without} k={k}"])]
             median, low, high = median_interval(paired)
+            cpu_paired = [a / b for a, b in zip(cpu[f"{with_it} k={k}"][1:], cpu[f"{without} k={k}"][1:])]
+            cpu_median, cpu_low, cpu_high = median_interval(cpu_paired)
             rows.append(
                 {
                     "path": path,
@@ -135,6 +156,9 @@ def bench_changes(model: TransformerBridge, cfg: BenchConfig) -> dict:
                     "with_ms": 1e3 * statistics.median(t for b in g[f"{with_it} k={k}"] for t in b),
                     "without_ms": 1e3 * statistics.median(t for b in g[f"{without} k={k}"] for t in b),
                     "pays": verdict(median, low, high),
+                    "cpu_ratio": cpu_median,
+                    "cpu_ci95": [cpu_low, cpu_high],
+                    "cpu_pays": verdict(cpu_median, cpu_low, cpu_high),
                 }
             )
     return {
@@ -161,14 +185,24 @@ def format_changes(ch: dict) -> list[str]:
     if "rows" in ch and ch["rows"] and "ci95" in ch["rows"][0]:
         out.append(
             table(
-                ["path", "k", "with / without [95% CI]", "median step ms", ">= 5 %"],
+                [
+                    "path",
+                    "k",
+                    "wall: with / without [95% CI]",
+                    ">= 5 %",
+                    "CPU time: with / without [95% CI]",
+                    ">= 5 %",
+                    "median step ms",
+                ],
                 [
                     [
                         r["path"],
                         r["k"],
                         f"{r['ratio']:.3f}x [{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}]",
-                        f"{r['with_ms']:.1f} / {r['without_ms']:.1f}",
                         r["pays"],
+                        f"{r['cpu_ratio']:.3f}x [{r['cpu_ci95'][0]:.3f}-{r['cpu_ci95'][1]:.3f}]",
+                        r["cpu_pays"],
+                        f"{r['with_ms']:.1f} / {r['without_ms']:.1f}",
                     ]
                     for r in ch["rows"]
                 ],
