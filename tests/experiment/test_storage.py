@@ -184,7 +184,8 @@ def test_every_run_records_the_speed_paths_and_kernel_plan_it_ran(tiny_experimen
     from tempo_lens.records import clean
 
     expected = clean(backend_for(tiny_llama).speed_record())
-    assert "fast norms" in expected["paths"]
+    assert "fast norms" in expected["paths"] and isinstance(expected["kernel_plan"], str)  # the cached measurement's key
+    assert set(expected) == {"paths", "packed_from_rows", "one_row", "kernel_plan", "plan_measured"}
     path = save_experiment(tiny_experiment, tmp_path / "exp")
     saved = json.loads((path / "metadata.json").read_text())
     assert all(run["meta"]["speed"] == expected for run in saved["runs"])

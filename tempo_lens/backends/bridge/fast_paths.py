@@ -124,11 +124,9 @@ def stock_paths(model: TransformerBridge) -> Iterator[list[str]]:
 
 
 def speed_record(model: TransformerBridge) -> SpeedRecord:
-    """The paths on now and, where the linears run chosen kernels, the plan (what an experiment records)."""
+    """The paths on now, the linear kernels they run, and the cached measurement that chose them (while any path is on)."""
     paths = [line.split(" (")[0] for line in fast_paths_on(model)]
-    if not installed_linears(model):
-        return SpeedRecord(paths=paths)
-    plan = getattr(model, "tempo_lens_linear_plan", None)
+    plan = getattr(model, "tempo_lens_linear_plan", None) if paths else None
     return SpeedRecord(
         paths=paths,
         packed_from_rows=packed_min_rows(model),
