@@ -8,6 +8,8 @@ TransformerBridge, itself checked against HF eager elsewhere).
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch.nn.modules import module as torch_module
@@ -142,3 +144,24 @@ def test_has_hooks_sees_every_kind_of_hook():
         assert has_hooks(point)
         point.remove_hooks(direction)
         assert not has_hooks(point)
+
+
+@pytest.mark.parametrize("component", ["blocks.0.attn.q", "blocks.1.mlp.out"])
+def test_a_torch_hook_on_a_wrapped_linear_fires_once_per_forward(fast_model, component):
+    """The prepacked kernels replace ``nn.Linear.forward`` only: a hook on the Hugging Face linear itself still fires."""
+    linear = fast_model.get_submodule(component).original_component
+    forwards: list[int] = []
+    seen: dict[str, list[torch.Tensor]] = {"fast": [], "stock": []}
+    for label in ("fast", "stock"):
+        forwards.clear()
+        counter = fast_model.hook_dict["hook_embed"].register_forward_hook(lambda m, a, out: forwards.append(1))
+        handle = linear.register_forward_hook(lambda m, args, out, into=seen[label]: into.append(out.detach().clone()))
+        try:
+            with stock_paths(fast_model) if label == "stock" else contextlib.nullcontext():
+                _generate(fast_model)
+        finally:
+            handle.remove()
+            counter.remove()
+        assert len(seen[label]) == len(forwards) > 1
+    for fast, stock in zip(seen["fast"], seen["stock"]):
+        torch.testing.assert_close(fast, stock, atol=1e-5, rtol=1e-5)
