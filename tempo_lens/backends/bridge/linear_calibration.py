@@ -33,7 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .cpu_linears import OneRowKernel, pack_weight, packed_linear, weight_copies
+from ..base import OneRowKernel
+from .cpu_linears import pack_weight, packed_linear, weight_copies
 
 log = logging.getLogger("tempo_lens")
 CALIBRATION_ROWS = (1, 2, 4, 8)
