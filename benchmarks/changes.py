@@ -5,8 +5,8 @@ and k = 4, starting from the stock TransformerBridge (``stock_paths``) and switc
 than the variant it is compared with. All variants of one k run in every round, one block each, in an order
 rotated every round (:mod:`benchmarks.harness`); a ratio is the median of the per-round paired ratios, with a
 bootstrap 95 % interval of that median, for wall time (what a user waits) and for the process's CPU time (all
-threads; on a machine other jobs load, the work a path saves shows there when wall time is noise). The linear kernels are forced whatever the load-time plan chose, so
-each kernel's worth is measured on every CPU:
+threads; on a machine other jobs load, the work a path saves shows there when wall time is noise). The linear
+kernels are forced whatever the cached plan chose, so each kernel's worth is measured on every CPU:
 
 - ``fast norms``: norm statistics skipped while no hook observes them / stock;
 - ``packed linears``: oneDNN prepacked weights from 2 rows (one row stock) / fast norms alone;
