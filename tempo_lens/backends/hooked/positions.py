@@ -91,11 +91,11 @@ def hooked_rope_hooks(model: Any, positions: PositionSource) -> list[Hook]:
                 )
             key = (source_key, n_all, n, attn._rotary_base(), getattr(attn, "attn_type", None), attn.rotary_cos.shape[0], x.dtype)
 
-            def make() -> tuple[Tensor, Tensor]:
+            def tables() -> tuple[Tensor, Tensor]:
                 physical = torch.arange(n_all - n, n_all, dtype=torch.float32)
                 return turn_tables(attn, physical, last_positions(all_positions, n).to(torch.float32), x.dtype)
 
-            return _turn(attn, x, cache.get(key, make))
+            return _turn(attn, x, cache.get(key, tables))
 
         return hook_rot
 
