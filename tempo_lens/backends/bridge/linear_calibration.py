@@ -4,8 +4,9 @@ Which kernel is fastest for a few rows depends on the CPU: on one machine oneDNN
 k-row product cost what one row does, on another they are slower than MKL's stock kernel at two rows; for
 one row (a decode) a column-major (``[in, out]``) copy of the weight can beat both. :func:`calibrate_linears`
 times the kernels on the model's first linears (64 MB of weights, more than a CPU cache holds) at 1, 2, 4 and
-8 rows (rounds alternate, medians compared; about a second on the embedded model) and :func:`plan_from_timings`
-turns that into a :class:`LinearPlan`: from how many rows the packed forward runs, and which kernel serves one
+8 rows (rounds alternate; each kernel counts by its worst round against stock's in the same round, so a
+kernel is chosen only where it pays in every round, and noise on a busy machine leaves the stock kernels; about
+a second on the embedded model) and :func:`plan_from_timings` turns that into a :class:`LinearPlan`: from how many rows the packed forward runs, and which kernel serves one
 row (:class:`~tempo_lens.backends.bridge.cpu_linears.PackedLinearForward`). Kernels round differently, and a
 measurement on a busy machine can choose differently from one call to the next, so :func:`cached_plan` measures
 once per key (CPU model, torch version and threads, dtype, layer shapes) and keeps the plan in a file beside the
@@ -47,7 +48,8 @@ Timings = dict[int, float]  # rows -> ms per pass over the sample
 
 @dataclass
 class LinearPlan:
-    """The kernels chosen, and the times they were chosen from (ms per pass over the sample, per row count)."""
+    """The kernels chosen, and the times they were chosen from (ms per pass over the sample, per row count; a
+    kernel other than stock by its worst round, as stock's median times its worst paired ratio)."""
 
     min_rows: int | None  # the packed forward from this many rows (2 or more) on; None: never
     one_row: OneRowKernel = "stock"
@@ -68,7 +70,8 @@ class LinearPlan:
             f"; column-major / stock at 1 row {self.by_column_ms[1] / self.stock_ms[1]:.2f}x" if 1 in self.by_column_ms else ""
         )
         packed = "never" if self.min_rows is None else f"from {self.min_rows} row{'s' if self.min_rows > 1 else ''}"
-        return f"packed / stock measured at load: {ratios}{column}; packed {packed}, one row {self.one_row}"
+        cached = f" (cached plan {self.key}, measured {self.measured})" if self.key else ""
+        return f"packed / stock, worst round: {ratios}{column}; packed {packed}, one row {self.one_row}{cached}"
 
 
 def plan_from_timings(
@@ -134,8 +137,10 @@ def calibrate_linears(
                 names = list(kernels)
                 for name in names[i % len(names) :] + names[: i % len(names)]:
                     _time_into(kernels[name], samples[name])
-            for name, values in samples.items():
-                times[name][r] = statistics.median(values)
+            stock = statistics.median(samples["stock"])
+            times["stock"][r] = stock
+            for name in kernels.keys() - {"stock"}:  # its worst round against stock's in that round
+                times[name][r] = stock * max(a / b for a, b in zip(samples[name], samples["stock"]))
     del columns
     return plan_from_timings(times["stock"], times["packed"], times["by_column"])
 

@@ -38,7 +38,7 @@ def test_measurement_covers_every_row_count():
     assert all(t > 0 for t in [*plan.stock_ms.values(), *plan.packed_ms.values(), *plan.by_column_ms.values()])
     again = plan_from_timings(plan.stock_ms, plan.packed_ms, plan.by_column_ms)
     assert (plan.min_rows, plan.one_row) == (again.min_rows, again.one_row)
-    assert "packed / stock measured at load" in plan.describe()
+    assert "packed / stock, worst round" in plan.describe()
 
 
 def test_nothing_to_pack_is_never():
