@@ -144,3 +144,27 @@ def test_an_unwritable_cache_measures_for_this_load_only(tmp_path, monkeypatch):
     blocker.write_text("")
     plan = cached_plan([torch.nn.Linear(8, 16)], blocker / "plans")
     assert plan.min_rows == 2 and plan.key is None
+
+
+@pytest.mark.parametrize(("packed_rounds", "packs"), [([5.0] * 5, True), ([5.0, 5.0, 5.0, 12.0, 5.0], False)])
+def test_a_kernel_is_chosen_only_where_it_pays_in_every_round(monkeypatch, packed_rounds, packs):
+    """One noisy round (a busy machine) leaves the stock kernels, so a cached plan is not a lucky draw."""
+    from tempo_lens.backends.bridge import linear_calibration as calibration
+
+    kernels = {torch.nn.functional.linear: "stock", calibration.packed_linear: "packed", torch.matmul: "by_column"}
+    scripted = {"stock": [10.0] * 5, "packed": packed_rounds, "by_column": [20.0] * 5}
+
+    class Kernel:
+        def __init__(self, product, inputs, weights):
+            self.name = kernels[product]
+
+        def __call__(self) -> None:
+            pass
+
+    monkeypatch.setattr(calibration, "_over", Kernel)
+    monkeypatch.setattr(calibration, "_time_into", lambda run, rounds: rounds.append(scripted[run.name][len(rounds)]))
+    layers = [torch.nn.Linear(8, 8)]
+    if pack_weight(layers[0].weight) is None:
+        pytest.skip("oneDNN prepacked linears are not available in this torch build")
+    plan = calibration.calibrate_linears(layers, rounds=5)
+    assert (plan.min_rows == 2) == packs and plan.one_row == ("packed" if packs else "stock")
