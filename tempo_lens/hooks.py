@@ -6,7 +6,8 @@ a forward is taken to cover the *last* tokens of the sequence its layout (or pos
 describes, i.e. physical ``[K - q, K)`` where ``q`` is the number of new tokens and ``K`` the number of
 keys. Hooks keep no global state and install nothing outside the hook points they name, so removing them
 (leaving ``with model.hooks(...)``, or ``run_with_hooks`` returning) undoes everything; they read the
-layout they close over when called, and memoise derived tensors by the layout's ``version``. What
+layout they close over when called, and cache derived tensors by the layout's ``version``
+(:class:`~tempo_lens.hook_cache.HookCache`). What
 depends on the model's class lives in :mod:`tempo_lens.backends`.
 
 Targets (one forward of ``q`` new tokens over ``K`` keys):
@@ -38,6 +39,7 @@ from torch import Tensor
 
 from .backends import backend_for
 from .errors import InvalidInputError
+from .hook_cache import HookCache, Same
 from .layout import Mode, TokenLayout
 from .position_source import PositionSource
 
@@ -155,26 +157,27 @@ def attention_block_hooks(
         logits = model.run_with_hooks(tokens, fwd_hooks=attention_block_hooks(model, no_bos))
     """
 
-    memo: dict[str, Any] = {"source": None, "device": None}
+    cache: HookCache[tuple[Same, torch.device], Tensor | None] = HookCache(size=1)
 
     def prepared(mask: Tensor, q: int, k: int, device: torch.device) -> Tensor | None:
         """``mask`` with every query's own key kept, on ``device``; None when it blocks nothing.
 
-        Memoised on the mask's identity (the memo holds a reference, so it cannot be reused) and the
-        device, so the layers of one forward share one check and one copy to the device.
+        Cached by the mask's identity and the device, so the layers of one forward share one check and one
+        copy to the device.
         """
-        if memo["source"] is not mask or memo["device"] != device:
-            fixed = None
-            if bool(mask.any()):
-                rows, own = torch.arange(q), torch.arange(k - q, k)
-                fixed = mask
-                if bool(mask[..., rows, own].any()):
-                    fixed = mask.clone()
-                    fixed[..., rows, own] = False
-                fixed = fixed.to(device)
-                fixed = fixed[:, None] if fixed.ndim == 3 else fixed  # one mask per batch row, shared by heads
-            memo.update(source=mask, device=device, fixed=fixed)
-        return memo["fixed"]
+
+        def make() -> Tensor | None:
+            if not bool(mask.any()):
+                return None
+            rows, own = torch.arange(q), torch.arange(k - q, k)
+            fixed = mask
+            if bool(mask[..., rows, own].any()):
+                fixed = mask.clone()
+                fixed[..., rows, own] = False
+            fixed = fixed.to(device)
+            return fixed[:, None] if fixed.ndim == 3 else fixed  # one mask per batch row, shared by heads
+
+        return cache.get((Same(mask), device), make)
 
     def hook_scores(scores: Float[Tensor, "batch head_index query_pos key_pos"], hook: Any = None) -> Tensor:
         q, k = scores.shape[-2], scores.shape[-1]
@@ -198,13 +201,13 @@ def layout_blocked_fn(
         blocked = layout_blocked_fn(layout, "isolated")          # blocked(5, 5)[4, 3]: sibling 4 cannot see 3
         logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=attention_block_hooks(model, blocked))
     """
-    memo: dict[str, Any] = {"key": None}
+    cache: HookCache[tuple[int, int, int], Tensor] = HookCache(size=1)
 
     def blocked(q: int, k: int) -> Tensor:
-        key = (layout.version, q, k)
-        if memo["key"] != key:
-            memo.update(key=key, value=layout.blocked(mode, n_queries=q, n_keys=k, apply_pruning=apply_pruning, window=window))
-        return memo["value"]
+        return cache.get(
+            (layout.version, q, k),
+            lambda: layout.blocked(mode, n_queries=q, n_keys=k, apply_pruning=apply_pruning, window=window),
+        )
 
     return blocked
 

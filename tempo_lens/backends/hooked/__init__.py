@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..base import Backend, Hook, PositionKind, eos_ids, fast_setting
+from ..base import Backend, Hook, PositionKind, SpeedRecord, eos_ids, fast_setting
 from .positions import hooked_rope_hooks
 from .windows import model_windows, without_own_windows
 
@@ -101,6 +101,11 @@ class HookedBackend(Backend):
             store_weights_as_read(self.model)
         n = weights_stored_as_read(self.model)
         return [f"weights stored as read ({n} modules: the forward copies no weight per call)"] if n else []
+
+    def speed_record(self) -> SpeedRecord:
+        from .weight_layout import weights_stored_as_read
+
+        return SpeedRecord(paths=["weights stored as read"] if weights_stored_as_read(self.model) else [])
 
     def new_cache(self, batch: int) -> Any:
         return kv_cache_class().init_cache(self.model.cfg, self.device, batch)
