@@ -29,6 +29,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from ...io.memory import available_bytes
 from ..base import ENV, SpeedRecord, fast_setting  # noqa: F401 - ENV: the switch's name, read here by tests and the CLI
 from .cpu_linears import (
     install_prepacked_linears,
