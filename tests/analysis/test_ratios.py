@@ -178,6 +178,12 @@ def _run(mode: str, name: str) -> CapturedRun:
                        layers=[0, 1], attention=attention)
 
 
+def test_runs_of_one_name_are_refused_not_pooled():
+    """mode_averages groups by run name: two prompts' runs named alike would average as one run."""
+    with pytest.raises(InvalidInputError, match="two runs are named 'a'"):
+        ratio_table([_run("isolated", "a"), _run("isolated", "a")])
+
+
 def test_ratio_table_rows_and_missing():
     df = ratio_table([_run("isolated", "a"), _run("visible", "b")])
     assert list(df.columns[:12]) == ["run", "prompt", "mode", "step", "ratio", "parallel_mean", "other_mean",
