@@ -1,8 +1,10 @@
 """Uncertainty for multi-prompt results: bootstrap intervals, paired permutation tests, direction words.
 
-One prompt is one sample; the report states multi-prompt means with a 95 % percentile-bootstrap
-interval, paired comparisons (isolated vs visible on the same tokens) with a two-sided sign-flip
-permutation test, and picks its words ("less" / "more" / "no reliable difference") from the
+One run (prompt) is one sample: every interval and test resamples one value per run, never steps,
+tokens or sets of one run. The report states multi-prompt means with a 95 % percentile-bootstrap
+interval and a two-sided sign-flip permutation test, which acts on log ratios for ratios
+(:func:`log_ratio_test`, :func:`paired_log_ratio_test`; a ratio and its reciprocal are equally likely
+under "no preference", a ratio minus 1 is not symmetric), and picks its words ("less" / "more" / "no reliable difference") from the
 interval in the multi-prompt section and from the point estimate in single-run tables (``docs/definitions.md``).
 """
 
@@ -91,6 +93,34 @@ def paired_permutation_test(a: Any, b: Any, n_perm: int = 10000, seed: int = 0) 
     return (1 + hits) / (n_perm + 1)
 
 
+def log_ratio_test(ratios: Any, n_perm: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """(p, mean log ratio): the sign-flip test of ``mean(log r) = 0`` over one ratio per run; NaNs dropped.
+
+    A ratio at or below 0 has no log: then, and with fewer than 2 ratios, ``(nan, nan)`` (not tested).
+    """
+    r = _clean(ratios)
+    if len(r) < 2 or (r <= 0).any() or not np.isfinite(r).all():
+        return float("nan"), float("nan")
+    logs = np.log(r)
+    return paired_permutation_test(logs, np.zeros_like(logs), n_perm=n_perm, seed=seed), float(logs.mean())
+
+
+def paired_log_ratio_test(a: Any, b: Any, n_perm: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """(p, mean of log(a / b)): the sign-flip test of paired ratios, per pair ``log a - log b``; pairs with a NaN dropped.
+
+    ``(nan, nan)`` with fewer than 2 pairs or a ratio at or below 0.
+    """
+    a, b = _numbers(a, "a"), _numbers(b, "b")
+    if a.shape != b.shape:
+        raise InvalidInputError(f"paired samples differ in length: {a.shape} vs {b.shape}")
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    if len(a) < 2 or (a <= 0).any() or (b <= 0).any() or not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("nan"), float("nan")
+    d = np.log(a) - np.log(b)
+    return paired_permutation_test(d, np.zeros_like(d), n_perm=n_perm, seed=seed), float(d.mean())
+
+
 def direction_from_estimate(estimate: float | None, null: float = RATIO_NULL) -> str:
     """ "less" / "more" than ``null`` from a point estimate ("no difference" when equal, "not measured" if NaN)."""
     if estimate is None or np.isnan(estimate):
@@ -130,16 +160,20 @@ def ci_summary(
     ci: float = 0.95,
     seed: int = 0,
     null: float = RATIO_NULL,
+    unit: str = "run",
 ) -> pd.DataFrame:
     """Per group of ``by``: n, mean, lo, hi of ``value`` (bootstrap) and the direction word from the interval.
 
-    This is the frame :func:`tempo_lens.figures.ratio_ci_figure` draws. Rows are typically one per
-    prompt (e.g. each prompt's mean ratio), so the interval is across prompts.
+    This is the frame :func:`tempo_lens.figures.ratio_ci_figure` draws. The interval resamples one value per
+    ``unit``: when ``df`` has that column (a per-step ratio table has ``run``), each unit's rows are averaged
+    first (NaN rows skipped), so ``n`` counts runs, not steps; without it each row is taken as one unit.
     """
     keys = [by] if isinstance(by, str) else list(by)
     rows = []
     for group, part in df.groupby(keys, sort=False):
         group = group if isinstance(group, tuple) else (group,)
+        if unit in part and unit not in keys:
+            part = part.groupby(unit, sort=False)[[value]].mean()
         values = _clean(part[value])
         mean, lo, hi = bootstrap_ci(values, n_boot=n_boot, ci=ci, seed=seed)
         rows.append(

@@ -25,10 +25,12 @@ from .verdicts import LESS, MINIMAL, MORE, NOT_MEASURED, TOLERANCE, depth_profil
 RULES = (
     f"**How the words are chosen** (`docs/definitions.md`): a single-run value is judged from its point estimate, and "
     f"a difference smaller than {TOLERANCE} (in ratio units) from the null value is called *minimal*. Wherever a value has a "
-    "95 % bootstrap interval (across prompts, or across steps and sets), the interval decides: *less* / *more* only when it "
-    "excludes the null value (1 for ratios, 0 for differences), otherwise *no reliable difference*. The sign-flip permutation "
-    "p-value is reported beside it and can only weaken the interval's word: when the interval excludes the null but p is "
-    "not below 0.05, the report says the test does not confirm it."
+    "95 % bootstrap interval (across prompts: one value per run, never steps or tokens of one run), the interval decides: "
+    "*less* / *more* only when it excludes the null value (1 for ratios, 0 for differences), otherwise *no reliable "
+    "difference*. The sign-flip permutation p-value (on log ratios for ratios) is reported beside it and can only weaken the "
+    "interval's word: when the interval excludes the null but p is not below 0.05, or the mean log ratio lies on the other "
+    "side of the null, the report says so. A ratio whose denominator (a mean attention weight) is below 1e-6 is not "
+    "measurable: n/a, and the runs without a measurable value are counted (n/a in k of n runs)."
 )
 
 

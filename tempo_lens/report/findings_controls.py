@@ -127,10 +127,13 @@ def hypotheses_section(doc: Document, single: SingleRun, multi: MultiPrompt | No
     pref = single.sibling_preference
     evidence = [
         f"Within earlier parallel sets, attention to the less likely siblings / attention to the most likely sibling "
-        f"(single runs, one value per step and set): {ci_with_verdict(pref)}"
+        f"(single runs, mean over their steps and sets; no interval, as they are not independent samples): {ci_with_verdict(pref)}"
     ]
     if multi:
-        evidence.append(f"{multi.n_prompts} prompts (one mean per run): {ci_with_verdict(multi.sibling_preference)}")
+        evidence.append(
+            f"{multi.n_prompts} prompts (one value per prompt: each run's mean, averaged over its modes): "
+            f"{ci_with_verdict(multi.sibling_preference)}"
+        )
     evidence.append(_preference_reading(pref, multi))
     doc.p("*What the controls say:*")
     doc.bullets(evidence)
@@ -385,7 +388,7 @@ def _pruning_section(doc: Document, pruning: Pruning) -> None:
         "measured in the forward pass that decided its set (before the pruning took effect); survivors over every later step."
     )
     doc.table(
-        ["Tokens", "Relative attention, mean [95 % CI] (n observations)", "Distinct tokens"],
+        ["Tokens", "Relative attention, mean [95 % CI] over runs (n runs, each its tokens' mean)", "Distinct tokens"],
         [[o.outcome, ci_text(o.attention), o.n_tokens] for o in pruning.outcomes],
     )
     pruned, kept, survivor = (pruning.outcome(n) for n in ("pruned", "kept (top sibling)", "survivor"))
@@ -393,7 +396,7 @@ def _pruning_section(doc: Document, pruning: Pruning) -> None:
         return
     doc.p(
         f"At the step that decided their set, pruned siblings drew {ci_text(pruned.attention)} and the kept top sibling of the same "
-        f"set, measured at that same step, {ci_text(kept.attention)}. Paired per set (pruned - kept top): "
+        f"set, measured at that same step, {ci_text(kept.attention)}. Paired per run (pruned - kept top, each run's mean over its collapsed sets): "
         f"{ci_with_verdict(pruning.pruned_minus_kept_top)}. "
         + (
             f"Surviving parallel tokens ({ci_text(survivor.attention)}) are measured over every later step, not at a deciding step, "

@@ -26,9 +26,12 @@ SCHEMA_VERSION = 3  # 3: distance and token-kind controls, regression, per-(laye
 
 @dataclass
 class Interval:
-    """A mean with its 95 % percentile-bootstrap interval over ``n`` values and a sign-flip p against ``null``.
+    """A mean with its 95 % percentile-bootstrap interval over ``n`` values (one per run) and a sign-flip p against ``null``.
 
-    ``lo``/``hi`` are None with fewer than 2 values; ``p`` is None when no test was run.
+    ``lo``/``hi`` are None with fewer than 2 values; ``p`` is None when no test was run. A ratio's test acts on
+    log ratios, whose mean can fall on the other side of the null than the arithmetic mean: ``test_direction``
+    ("less" / "more") is the side the tested statistic is on. ``n_na``: runs given without a measurable value
+    (no measured step, or a denominator below the floor), left out of ``n``.
     """
 
     mean: float | None
@@ -37,6 +40,8 @@ class Interval:
     n: int = 0
     p: float | None = None
     null: float = 1.0
+    n_na: int = 0
+    test_direction: str | None = None
 
 
 @dataclass

@@ -109,14 +109,14 @@ def test_the_readme_shape_keeps_each_prompt_its_own_run(sae_model):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         runs = generate_batch(sae_model, README_PROMPTS, threshold=0.05, max_steps=8, max_parallel=3)
-    assert [r.name for r in runs] == ["isolated-0", "isolated-1", "isolated-2"]
     frames = [sae_latents(sae_model, run, sae) for run in runs]
-    assert [set(f.run) for f in frames] == [{"isolated-0"}, {"isolated-1"}, {"isolated-2"}]
     # every run has both parallel and non-parallel generated tokens at this threshold, so each contributes a value
     assert all(f.drop_duplicates(["step", "sibling"]).parallel.nunique() == 2 for f in frames)
     top = compare_sae_latents(frames, top=5)
     assert (top.n_runs == len(README_PROMPTS)).all()
     assert (top.ci_high > top.ci_low).all()  # three different runs: intervals with width
+    assert [set(f.run) for f in frames] == [{"isolated-0"}, {"isolated-1"}, {"isolated-2"}]
+    assert [r.name for r in runs] == ["isolated-0", "isolated-1", "isolated-2"]
 
 
 def test_compare_sae_latents_refuses_two_runs_of_one_name():
