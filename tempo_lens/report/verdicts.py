@@ -66,8 +66,10 @@ def permutation_confirms(interval: Interval | None, alpha: float = ALPHA) -> boo
     return interval.p < alpha and test_agrees(interval)
 
 
-def test_agrees(interval: Interval) -> bool:
+def test_agrees(interval: Interval | None) -> bool:
     """The tested statistic is on the interval's side of the null (or its side is not known)."""
+    if interval is None:
+        return True
     side = interval.test_direction
     return side is None or interval_direction(interval) not in (LESS, MORE) or side == interval_direction(interval)
 
