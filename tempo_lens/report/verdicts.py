@@ -63,10 +63,10 @@ def permutation_confirms(interval: Interval | None, alpha: float = ALPHA) -> boo
     """
     if interval is None or _missing(interval.p):
         return None
-    return interval.p < alpha and test_agrees(interval)
+    return interval.p < alpha and tested_side_agrees(interval)
 
 
-def test_agrees(interval: Interval | None) -> bool:
+def tested_side_agrees(interval: Interval | None) -> bool:
     """The tested statistic is on the interval's side of the null (or its side is not known)."""
     if interval is None:
         return True
@@ -116,7 +116,7 @@ def interval_verdict(interval: Interval | None) -> Verdict:
         confirmed=permutation_confirms(interval),
         small=within_tolerance(interval),
         p=interval.p,
-        opposite=not test_agrees(interval),
+        opposite=not tested_side_agrees(interval),
     )
 
 
