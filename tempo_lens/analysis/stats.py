@@ -11,7 +11,7 @@ interval in the multi-prompt section and from the point estimate in single-run t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -47,12 +47,26 @@ def _check_resampling(n: object, name: str, ci: float = 0.5) -> None:
         raise InvalidInputError(f"ci must be a level in (0, 1), e.g. 0.95, got {ci!r}")
 
 
-def bootstrap_ci(values: Any, n_boot: int = 10000, ci: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, lo, hi): the sample mean and its percentile-bootstrap interval; NaNs are dropped.
+IntervalMethod = Literal["studentized", "percentile"]
+"""How :func:`bootstrap_ci` turns resampled means into an interval: the studentized (bootstrap-t) interval, which
+keeps its 95 % coverage at a dozen runs and under skew, or the plain percentile interval, which falls to about
+90 % at 13 runs (``tests/analysis/test_coverage.py`` measures both)."""
 
-    No values: all NaN; fewer than 2 values: the mean with ``lo = hi = nan`` (no spread to resample).
+
+def bootstrap_ci(
+    values: Any, n_boot: int = 10000, ci: float = 0.95, seed: int = 0, method: IntervalMethod = "studentized"
+) -> tuple[float, float, float]:
+    """(mean, lo, hi): the sample mean and its bootstrap interval (one value per run); NaNs are dropped.
+
+    ``method="studentized"``: each resample's mean minus the sample mean over the resample's standard error
+    gives ``t*``; the interval is ``mean - t*_(hi) se, mean - t*_(lo) se``. A resample of one repeated value has no
+    spread: its ``t*`` is infinite on its side, so with 2 or 3 values the interval is unbounded and reported
+    as none (NaN). No values: all NaN; fewer than 2 values: the mean with ``lo = hi = nan``; identical values:
+    ``lo = hi = mean``.
     """
     _check_resampling(n_boot, "n_boot", ci)
+    if method not in get_args(IntervalMethod):
+        raise InvalidInputError(f"method must be one of {get_args(IntervalMethod)}, got {method!r}")
     x = _clean(values)
     if len(x) == 0:
         return float("nan"), float("nan"), float("nan")
@@ -60,10 +74,24 @@ def bootstrap_ci(values: Any, n_boot: int = 10000, ci: float = 0.95, seed: int =
     if len(x) < 2:
         return mean, float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
+    draws = x[rng.integers(0, len(x), size=(n_boot, len(x)))]
+    means = draws.mean(axis=1)
     tail = (1.0 - ci) / 2 * 100
-    lo, hi = np.percentile(means, [tail, 100 - tail])
-    return mean, float(lo), float(hi)
+    if method == "percentile":
+        lo, hi = np.percentile(means, [tail, 100 - tail])
+        return mean, float(lo), float(hi)
+    se = float(x.std(ddof=1)) / np.sqrt(len(x))
+    if se <= 1e-12 * max(1.0, abs(mean)):
+        return mean, mean, mean
+    spread = draws.std(axis=1, ddof=1) / np.sqrt(len(x))
+    deviation = means - mean
+    flat = spread <= 1e-9 * se
+    t = np.where(flat, np.copysign(np.inf, deviation), deviation / np.where(flat, 1.0, spread))
+    t[flat & (deviation == 0)] = 0.0
+    t_lo, t_hi = np.percentile(np.sort(t), [tail, 100 - tail], method="nearest")
+    if not (np.isfinite(t_lo) and np.isfinite(t_hi)):
+        return mean, float("nan"), float("nan")
+    return mean, float(mean - t_hi * se), float(mean - t_lo * se)
 
 
 def paired_permutation_test(a: Any, b: Any, n_perm: int = 10000, seed: int = 0) -> float:

@@ -25,8 +25,13 @@ def test_bootstrap_covers_known_mean():
 
 def test_bootstrap_edge_cases():
     assert bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
+    # two or three values: some resamples repeat one value (no spread, t* infinite), so the studentized interval is
+    # unbounded and none is given; the percentile interval of the same two values is [1, 3], far too short
     mean, lo, hi = bootstrap_ci([1.0, float("nan"), 3.0])
-    assert mean == 2.0 and 1.0 <= lo <= hi <= 3.0
+    assert mean == 2.0 and math.isnan(lo) and math.isnan(hi)
+    assert bootstrap_ci([1.0, 3.0], method="percentile") == (2.0, 1.0, 3.0)
+    mean, lo, hi = bootstrap_ci([1.0, 3.0, 2.5, 2.2])
+    assert lo < 1.0 and hi > 3.0 - 0.5  # four values: bounded, wider than their range on the low side
     mean, lo, hi = bootstrap_ci([4.0, float("nan")])
     assert mean == 4.0 and math.isnan(lo) and math.isnan(hi)
     assert all(math.isnan(v) for v in bootstrap_ci([]))
