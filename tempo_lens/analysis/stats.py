@@ -1,11 +1,11 @@
 """Uncertainty for multi-prompt results: bootstrap intervals, paired permutation tests, direction words.
 
 One run (prompt) is one sample: every interval and test resamples one value per run, never steps,
-tokens or sets of one run. The report states multi-prompt means with a 95 % percentile-bootstrap
+tokens or sets of one run. The report states multi-prompt means with a 95 % studentized-bootstrap
 interval and a two-sided sign-flip permutation test, which acts on log ratios for ratios
 (:func:`log_ratio_test`, :func:`paired_log_ratio_test`; a ratio and its reciprocal are equally likely
-under "no preference", a ratio minus 1 is not symmetric), and picks its words ("less" / "more" / "no reliable difference") from the
-interval in the multi-prompt section and from the point estimate in single-run tables (``docs/definitions.md``).
+under "no preference", a ratio minus 1 is not symmetric), and picks its words ("less" / "more" /
+"no reliable difference") from the interval in the multi-prompt section and from the point estimate in single-run tables (``docs/definitions.md``).
 """
 
 from __future__ import annotations

@@ -127,7 +127,8 @@ def hypotheses_section(doc: Document, single: SingleRun, multi: MultiPrompt | No
     pref = single.sibling_preference
     evidence = [
         f"Within earlier parallel sets, attention to the less likely siblings / attention to the most likely sibling "
-        f"(single runs, mean over their steps and sets; no interval, as they are not independent samples): {ci_with_verdict(pref)}"
+        f"(single runs, mean over their steps and sets; no interval, as they are not independent samples): {ci_text(pref)}: "
+        f"{direction(pref)} (point estimate)"
     ]
     if multi:
         evidence.append(
@@ -366,8 +367,9 @@ def _multi_section(doc: Document, multi: MultiPrompt) -> None:
     doc.p(
         f"{multi.n_prompts} prompts (experiment `{multi.experiment}`), both modes; {iso.n_runs_with_ratio if iso else 0} of the isolated "
         "runs had a step with an earlier parallel set (the others have no ratio to measure and are left out, not counted as 0). "
-        "One value per run: the mean of its per-step ratios. Means with 95 % percentile-bootstrap intervals and a two-sided sign-flip "
-        "permutation p-value against the null (1 for ratios, 0 for differences). The interval decides the direction word; "
+        "One value per run: the mean of its per-step ratios. Means with 95 % studentized-bootstrap intervals over runs (none with "
+        "fewer than 4 runs) and a two-sided sign-flip permutation p-value against the null (on log ratios for ratios, 0 for "
+        "differences). The interval decides the direction word; "
         "the permutation test can only weaken it (see *How the words are chosen*)."
     )
     rows = [[mode.upper(), *_interval_row(label, ci)] for mode, label, ci in multi.measured(MULTI_MEASURES)]

@@ -1,6 +1,6 @@
 """Small measurements shared by the metric builders: intervals, per-run means, sibling preference.
 
-An :class:`~.schema.Interval` is always a mean of one value per run with its 95 % percentile-bootstrap
+An :class:`~.schema.Interval` is always a mean of one value per run with its 95 % studentized-bootstrap
 interval and a two-sided sign-flip permutation p-value against its null (1 for ratios, tested on log
 ratios; 0 for differences); runs without a measurable value are counted, not averaged.
 """

@@ -26,7 +26,7 @@ SCHEMA_VERSION = 3  # 3: distance and token-kind controls, regression, per-(laye
 
 @dataclass
 class Interval:
-    """A mean with its 95 % percentile-bootstrap interval over ``n`` values (one per run) and a sign-flip p against ``null``.
+    """A mean with its 95 % studentized-bootstrap interval over ``n`` values (one per run) and a sign-flip p against ``null``.
 
     ``lo``/``hi`` are None with fewer than 2 values; ``p`` is None when no test was run. A ratio's test acts on
     log ratios, whose mean can fall on the other side of the null than the arithmetic mean: ``test_direction``
