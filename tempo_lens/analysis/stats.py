@@ -149,6 +149,22 @@ def paired_log_ratio_test(a: Any, b: Any, n_perm: int = 10000, seed: int = 0) ->
     return paired_permutation_test(d, np.zeros_like(d), n_perm=n_perm, seed=seed), float(d.mean())
 
 
+def holm(pvalues: Sequence[float | None]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (None / NaN: no test, left NaN and not counted).
+
+    Sorted ascending, ``p_(j)`` becomes ``max over i <= j of min(1, (m - i + 1) p_(i))`` with ``m`` the tests given:
+    rejecting where the adjusted p is below alpha keeps the chance of any false rejection in the family at alpha.
+    """
+    p = np.asarray([np.nan if v is None else v for v in pvalues], dtype=np.float64)
+    tested = np.flatnonzero(~np.isnan(p))
+    out = np.full(len(p), np.nan)
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = len(order)
+    adjusted = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(adjusted) if m else adjusted
+    return [float(v) for v in out]
+
+
 def direction_from_estimate(estimate: float | None, null: float = RATIO_NULL) -> str:
     """ "less" / "more" than ``null`` from a point estimate ("no difference" when equal, "not measured" if NaN)."""
     if estimate is None or np.isnan(estimate):

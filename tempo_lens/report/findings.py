@@ -14,7 +14,7 @@ from . import plots
 from .document import Document
 from .escaping import escape_user_text
 from .findings_controls import baseline_section, beyond_section, hypotheses_section, sharing_reading, sink_reading
-from .findings_distance import summary_paragraph
+from .findings_distance import correction_note, summary_paragraph, summary_view
 from .findings_models import cross_model_section
 from .findings_reference import conclusion_section, data_summary, future_directions, reference_comparison
 from .ordering import by_measured
@@ -85,6 +85,7 @@ def render_findings(metrics: Metrics) -> Document:
     ratios = [r.ratio for r in single.ratios if r.ratio is not None]
     overall = point_direction(mean_of(ratios))
     doc.h(2, "Executive Summary")
+    full, multi = multi, summary_view(multi)  # the summary reads its measures corrected for their number
     doc.p(summary_paragraph(single, multi))
     if not ratios:
         doc.p(
@@ -113,6 +114,10 @@ def render_findings(metrics: Metrics) -> Document:
                 f"Across {multi.n_prompts} prompts the uncontrolled isolated ratio is {ci_with_verdict(iso.ratio)} (mean, 95 % "
                 f"bootstrap interval, sign-flip p against 1; n = runs with at least one measured step)."
             )
+
+    if note := correction_note(multi):
+        doc.p(note)
+    multi = full
 
     doc.h(2, "Key Findings")
     heading = {LESS: "Reduced", MORE: "Increased"}.get(overall, "About Equal" if overall == MINIMAL else "Unmeasured")

@@ -15,6 +15,7 @@ from .verdicts import (
     TOLERANCE,
     accounts_for,
     direction,
+    has_interval,
     interval_verdict,
     point_direction,
     position_sharing_role,
@@ -126,9 +127,13 @@ def hypotheses_section(doc: Document, single: SingleRun, multi: MultiPrompt | No
     doc.p("*Hypothesis:* parallel tokens are lower-probability alternatives, and the model down-weights less likely tokens.")
     pref = single.sibling_preference
     evidence = [
-        f"Within earlier parallel sets, attention to the less likely siblings / attention to the most likely sibling "
-        f"(single runs, mean over their steps and sets; no interval, as they are not independent samples): {ci_text(pref)}: "
-        f"{direction(pref)} (point estimate)"
+        "Within earlier parallel sets, attention to the less likely siblings / attention to the most likely sibling "
+        "(single runs, mean over their steps and sets): "
+        + (
+            ci_with_verdict(pref)
+            if has_interval(pref)
+            else f"{ci_text(pref)}: {direction(pref)} (a point estimate: steps and sets of one run are not independent samples)"
+        )
     ]
     if multi:
         evidence.append(

@@ -42,15 +42,15 @@ def fnum(value: Any) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else value
 
 
-def interval(values: Iterable[float | None], null: float = 1.0, *, test: bool = True) -> Interval:
+def interval(values: Iterable[float | None], null: float = 1.0, *, test: bool = True, ci: float = 0.95) -> Interval:
     """Mean, bootstrap interval and (``test``) a sign-flip p of one value per run; NaN / None runs are counted as n/a.
 
     A ratio (``null`` 1) is tested on its logs (:func:`~tempo_lens.analysis.stats.log_ratio_test`), a difference
-    (``null`` 0) on its values.
+    (``null`` 0) on its values. ``ci``: the interval's level (0.95; higher where a family of measures is corrected).
     """
     given = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
     x = given[~np.isnan(given)]
-    mean, lo, hi = bootstrap_ci(x)
+    mean, lo, hi = bootstrap_ci(x, ci=ci)
     p, statistic = float("nan"), float("nan")
     if test and len(x) >= 2:
         if null == 1.0:
@@ -75,7 +75,7 @@ def point_estimate(values: Iterable[float], null: float = 1.0) -> Interval:
     return Interval(mean=fnum(x.mean()) if len(x) else None, n=int(len(x)), null=null)
 
 
-def paired(a: Iterable[float | None], b: Iterable[float | None], *, ratios: bool = True) -> Interval:
+def paired(a: Iterable[float | None], b: Iterable[float | None], *, ratios: bool = True, ci: float = 0.95) -> Interval:
     """The paired difference ``a - b`` (one pair per run; pairs with a NaN are n/a) against 0.
 
     ``ratios``: ``a`` and ``b`` are ratios, so the sign-flip test acts on ``log a - log b``
@@ -84,10 +84,10 @@ def paired(a: Iterable[float | None], b: Iterable[float | None], *, ratios: bool
     a = np.asarray([np.nan if v is None else v for v in a], dtype=np.float64)
     b = np.asarray([np.nan if v is None else v for v in b], dtype=np.float64)
     if not ratios:
-        return interval(a - b, null=0.0)
+        return interval(a - b, null=0.0, ci=ci)
     d = a - b
     x = d[~np.isnan(d)]
-    mean, lo, hi = bootstrap_ci(x)
+    mean, lo, hi = bootstrap_ci(x, ci=ci)
     p, statistic = paired_log_ratio_test(a, b) if len(x) >= 2 else (float("nan"), float("nan"))
     return _interval(mean, lo, hi, len(x), p, 0.0, len(d) - len(x), statistic)
 

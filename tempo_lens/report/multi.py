@@ -10,6 +10,8 @@ tokens and sets are averaged to one value per run before any interval.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -18,14 +20,17 @@ from ..analysis.head_map import head_map
 from ..analysis.ratios import measurable
 from ..analysis.reference_script import script_average
 from ..analysis.regression import attention_regression, pair_table
+from ..analysis.stats import holm
 from ..capture import CapturedRun
 from ..experiment import Experiment, pruning_from_config
+from ..layout import Mode
 from .inputs import experiment_name
 from .measures import fnum, interval, mean_matched_by_run, mean_ratio_by_run, paired, records, run_depth, sibling_preference
 from .schema import (
     MODES,
     DepthInterval,
     HeadCell,
+    Interval,
     ModeIntervals,
     MultiPrompt,
     NamedInterval,
@@ -108,12 +113,47 @@ def _preference_by_prompt(runs: list[CapturedRun]) -> list[float]:
     return [_run_mean(v) for v in by_prompt.values()]
 
 
-def regression_metrics(mode: str, runs: list[CapturedRun]) -> Regression | None:
+def regression_metrics(mode: str, runs: list[CapturedRun], ci: float = 0.95) -> Regression | None:
     """The (query, key) regression of one mode's runs (:mod:`tempo_lens.analysis.regression`), None when unmeasurable."""
-    result = attention_regression(pair_table(runs)) if runs else None
+    result = attention_regression(pair_table(runs), ci=ci) if runs else None
     if result is None:
         return None
     return Regression(**vars(result), mode=mode)
+
+
+SUMMARY_MODE: Mode = "isolated"
+SUMMARY_RATIOS = ("ratio", "ratio_no_sink", "ratio_generated", "ratio_matched", "ratio_unique")
+SUMMARY_PAIR = "shared_minus_unique_isolated"
+SUMMARY_TERMS = {
+    "regression_parallel": "Regression: parallel coefficient",
+    "regression_raw": "Regression: raw parallel coefficient",
+}
+FAMILY_ALPHA = 0.05
+
+
+def _summary_family(
+    values: dict[str, list[float]], pair: tuple[list[float], list[float]] | None, runs: list[CapturedRun]
+) -> tuple[list[NamedInterval], float | None]:
+    """The executive summary's measures, corrected for how many it reads: intervals at ``1 - 0.05 / m`` (Bonferroni)
+    and p-values Holm-adjusted over the measures that have a test (the regression's coefficients have none)."""
+    m = len(values) + (pair is not None) + 2  # the regression's parallel coefficient and its raw effect
+    level = 1 - FAMILY_ALPHA / m
+    family = {key: interval(v, ci=level) for key, v in values.items()}
+    if pair is not None:
+        family[SUMMARY_PAIR] = paired(*pair, ci=level)
+    reg = regression_metrics(SUMMARY_MODE, runs, ci=level)
+    if reg is None:
+        return [], None
+    coef, raw = reg.coefficient("parallel"), reg.raw
+    for key, c in (("regression_parallel", coef), ("regression_raw", raw)):
+        if c is not None and c.estimate is not None:
+            family[key] = Interval(mean=c.estimate, lo=c.lo, hi=c.hi, n=reg.n_runs, null=0.0)
+    adjusted = holm([ci.p for ci in family.values()])
+    labels = {**PAIRED_LABELS, **SUMMARY_TERMS}
+    return [
+        NamedInterval(key, labels.get(key, key), dataclasses.replace(ci, p=fnum(p)))
+        for (key, ci), p in zip(family.items(), adjusted)
+    ], level
 
 
 def multi_prompt_metrics(experiment: Experiment) -> MultiPrompt:
@@ -157,6 +197,18 @@ def multi_prompt_metrics(experiment: Experiment) -> MultiPrompt:
                 [ratio.get(r.name, np.nan) for r in with_unique],
                 [unique_ratio.get(unique[r.name].name, np.nan) for r in with_unique],
             )
+    iso_runs = by_mode[SUMMARY_MODE]
+    iso_unique = [r for r in iso_runs if r.name in unique]
+    columns = {"ratio": ratio, "ratio_no_sink": no_sink, "ratio_generated": generated_only, "ratio_matched": matched}
+    summary_values = {key: [values.get(r.name, np.nan) for r in iso_runs] for key, values in columns.items()}
+    summary_pair = None
+    if iso_unique:
+        summary_values["ratio_unique"] = [unique_ratio.get(unique[r.name].name, np.nan) for r in iso_unique]
+        summary_pair = (
+            [ratio.get(r.name, np.nan) for r in iso_unique],
+            [unique_ratio.get(unique[r.name].name, np.nan) for r in iso_unique],
+        )
+    summary, summary_level = _summary_family(summary_values, summary_pair, iso_runs) if iso_runs else ([], None)
     preference = _preference_by_prompt(generated)
     return MultiPrompt(
         experiment=experiment_name(experiment),
@@ -168,6 +220,8 @@ def multi_prompt_metrics(experiment: Experiment) -> MultiPrompt:
         per_run=[PerRun(run=r.name, mode=r.mode, prompt=r.prompt, mean_ratio=fnum(ratio.get(r.name))) for r in generated],
         regression=[reg for m, runs in by_mode.items() if (reg := regression_metrics(m, runs)) is not None],
         head_map=records(head_map(by_mode["isolated"]), HeadCell),
+        summary=summary,
+        summary_level=summary_level,
     )
 
 

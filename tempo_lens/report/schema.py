@@ -328,6 +328,10 @@ class MultiPrompt:
     per_run: list[PerRun]
     regression: list[Regression] = field(default_factory=list)
     head_map: list[HeadCell] = field(default_factory=list)  # isolated runs
+    # the executive summary's measures (isolated mode), corrected for their number: intervals at ``summary_level``
+    # (Bonferroni), p-values Holm-adjusted; keys are ModeIntervals fields, paired keys and the regression's terms
+    summary: list[NamedInterval] = field(default_factory=list)
+    summary_level: float | None = None
 
     regression_of = FindBy[Regression]("regression", "mode")
     mode = FindBy[ModeIntervals]("modes", "mode")

@@ -81,3 +81,12 @@ def test_ci_summary():
     assert s.loc["isolated", "direction"] == "less" and s.loc["isolated", "n"] == 3
     assert s.loc["visible", "n"] == 2 and s.loc["visible", "mean"] == pytest.approx(1.0)
     assert s.loc["visible", "direction"] == "no reliable difference"
+
+
+def test_holm_adjusts_a_family_step_down():
+    from tempo_lens.analysis.stats import holm
+
+    # sorted 0.005, 0.01, 0.03, 0.04 of m = 4 tests: x4 = 0.02, x3 = 0.03, x2 = 0.06, x1 = 0.04 -> running max 0.06
+    adjusted = holm([0.01, 0.04, 0.03, None, 0.005])
+    assert adjusted[:3] == pytest.approx([0.03, 0.06, 0.06]) and math.isnan(adjusted[3]) and adjusted[4] == pytest.approx(0.02)
+    assert holm([0.6, 0.9]) == [1.0, 1.0] and holm([]) == []

@@ -110,3 +110,52 @@ def test_ci_summary_resamples_runs_not_steps():
     df = pd.DataFrame({"run": ["a"] * 9 + ["b"], "mode": "isolated", "ratio": [0.5] * 9 + [1.5]})
     row = ci_summary(df, n_boot=500).iloc[0]
     assert row["n"] == 2 and row["mean"] == pytest.approx(1.0)
+
+
+def test_the_executive_summary_reads_its_measures_corrected_for_their_number():
+    """Eight prompts, isolated and visible, with a unique-position replay: the summary's family is the four ratios, the
+    ratio at unique positions, shared - unique, and the regression's two coefficients: m = 8, intervals at 1 - 0.05 / 8,
+    p-values Holm-adjusted (never below the raw p, and the smallest multiplied by the six tests)."""
+    from tempo_lens.report.findings_distance import correction_note, summary_view
+    from tempo_lens.report.multi import multi_prompt_metrics
+
+    rng = np.random.default_rng(3)
+    runs = []
+    for i in range(8):
+        layout = TokenLayout.from_prompt([10, 11, 12, 13])
+        layout.append_step([20, 21], [0.6, 0.3])
+        for s in range(3):
+            layout.append_step([30 + s], [0.9])
+        for mode in ("isolated", "visible"):
+            attention = {}
+            for step in range(layout.n_steps):
+                r = layout.step_range(step)
+                a = rng.random((1, 1, 2, len(r), r.stop)) + 0.05
+                attention[step] = a / a.sum(-1, keepdims=True)
+            name = f"p{i:02d}-{mode}"
+            run = CapturedRun(name=name, prompt=f"q{i}", mode=mode, layout=layout, token_strings=[f"t{k}" for k in range(len(layout))],
+                              layers=[0], attention=attention, meta={"prompt_index": i, "mask": mode})
+            replay = CapturedRun(name=f"{name}/unique", prompt=run.prompt, mode=mode, layout=layout, token_strings=run.token_strings,
+                                 layers=[0], attention=dict(attention),
+                                 meta={"prompt_index": i, "variant": "unique_positions", "source_run": name, "mask": mode,
+                                       "positions": "unique"})
+            runs += [run, replay]
+    multi = multi_prompt_metrics(Experiment(config={"name": "hand-built", "prompts": [f"q{i}" for i in range(8)]}, runs=runs,
+                                            model={"n_layers": 1, "n_heads": 2}))
+    keys = [n.key for n in multi.summary]
+    assert keys == ["ratio", "ratio_no_sink", "ratio_generated", "ratio_matched", "ratio_unique",
+                    "shared_minus_unique_isolated", "regression_parallel", "regression_raw"]
+    assert multi.summary_level == pytest.approx(1 - 0.05 / 8)
+    iso = multi.mode("isolated")
+    for key in ("ratio", "ratio_no_sink", "ratio_generated", "ratio_matched"):
+        plain, corrected = getattr(iso, key), next(n.interval for n in multi.summary if n.key == key)
+        assert corrected.mean == pytest.approx(plain.mean)
+        assert corrected.lo <= plain.lo and corrected.hi >= plain.hi  # a higher level: at least as wide
+        assert corrected.p >= plain.p
+    raw = sorted(getattr(iso, k).p for k in ("ratio", "ratio_no_sink", "ratio_generated", "ratio_matched", "ratio_unique"))
+    assert min(n.interval.p for n in multi.summary if n.interval.p is not None) == pytest.approx(
+        min(1.0, 6 * min(raw + [multi.pair("shared_minus_unique_isolated").p])))
+    view = summary_view(multi)
+    assert view.mode("isolated").ratio == next(n.interval for n in multi.summary if n.key == "ratio")
+    assert view.mode("visible") == multi.mode("visible")  # only the summary's (isolated) measures change
+    assert "8 measures" in correction_note(multi) and "99.4 %" in correction_note(multi)
