@@ -14,7 +14,7 @@ from . import plots
 from .document import Document
 from .escaping import escape_user_text
 from .findings_controls import baseline_section, beyond_section, hypotheses_section, sharing_reading, sink_reading
-from .findings_distance import correction_note, summary_paragraph, summary_view
+from .findings_distance import correction_note, level_text, summary_paragraph, summary_view
 from .findings_models import cross_model_section
 from .findings_reference import conclusion_section, data_summary, future_directions, reference_comparison
 from .ordering import by_measured
@@ -111,8 +111,8 @@ def render_findings(metrics: Metrics) -> Document:
         if multi and multi.mode("isolated"):
             iso = multi.mode("isolated")
             doc.p(
-                f"Across {multi.n_prompts} prompts the uncontrolled isolated ratio is {ci_with_verdict(iso.ratio)} (mean, 95 % "
-                f"bootstrap interval, sign-flip p against 1; n = runs with at least one measured step)."
+                f"Across {multi.n_prompts} prompts the uncontrolled isolated ratio is {ci_with_verdict(iso.ratio)} (mean, "
+                f"{level_text(multi)} bootstrap interval, sign-flip p against 1; n = runs with at least one measured step)."
             )
 
     if note := correction_note(multi):

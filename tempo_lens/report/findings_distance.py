@@ -157,6 +157,12 @@ def summary_view(multi: MultiPrompt | None) -> MultiPrompt | None:
     return dataclasses.replace(multi, modes=modes, paired=paired, regression=regressions)
 
 
+def level_text(multi: MultiPrompt | None) -> str:
+    """The level of the intervals the executive summary shows: "95 %", or the corrected level."""
+    level = multi.summary_level if multi is not None and multi.summary else None
+    return "95 %" if level is None else f"{level * 100:.1f} %"
+
+
 def correction_note(multi: MultiPrompt | None) -> str:
     """What the executive summary's correction is, or "" without one."""
     if multi is None or not multi.summary or multi.summary_level is None:
@@ -190,7 +196,8 @@ def summary_paragraph(single: SingleRun, multi: MultiPrompt | None, mode: str = 
         )
     )
     text = (
-        f"**What survives the controls** ({multi.n_prompts} prompts, {mode} mode, mean [95 % interval over prompts]{n_note}). "
+        f"**What survives the controls** ({multi.n_prompts} prompts, {mode} mode, mean [{level_text(multi)} interval over prompts]"
+        f"{n_note}). "
         f"Without the first token, the parallel : other ratio is {ci_with_verdict(m.ratio_no_sink)}. "
         f"Against generated, non-parallel tokens only: {ci_with_verdict(m.ratio_generated)}. Against non-parallel tokens at the "
         f"same logical distance (±1): {ci_with_verdict(m.ratio_matched)}." + _shrink(m.ratio_no_sink, m.ratio_matched)
