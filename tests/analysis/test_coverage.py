@@ -102,3 +102,36 @@ def test_the_log_ratio_test_holds_its_size_where_the_ratio_is_one_on_the_log_sca
     rate = float(np.mean(np.asarray(p) < 0.05))
     print(f"log-ratio sign-flip test: rejects {rate:.3f} of {N_STUDIES} null studies")
     assert 0.02 <= rate <= 0.08
+
+
+@pytest.mark.slow
+def test_the_regression_interval_over_runs_covers_the_truth_about_95_percent():
+    """300 studies of 13 prompts, each prompt with its own parallel effect around -0.15 (the truth) and its own offset,
+    pairs drawn as the regression reads them; the run-resampled studentized interval covers -0.15 about 95 % of the
+    time (binomial standard error 0.0126 at 300: 0.91-0.99; the percentile interval covered 0.90 here)."""
+    import pandas as pd
+
+    from tempo_lens.analysis.regression import attention_regression
+
+    rng = np.random.default_rng(5)
+    n_studies, n_pairs, truth = 300, 120, -0.15
+    hits = 0
+    for study in range(n_studies):
+        frames = []
+        for r in range(N_PROMPTS):
+            effect = truth + rng.normal(0, 0.25)
+            parallel = rng.random(n_pairs) < 0.3
+            first = np.zeros(n_pairs)
+            first[0] = 1.0
+            prompt = ~parallel & (rng.random(n_pairs) < 0.5)
+            log_distance = np.log1p(rng.integers(0, 20, n_pairs))
+            y = (-2 + effect * parallel + 1.5 * first - 0.3 * prompt - 0.4 * log_distance + rng.normal(0, 0.5, n_pairs)
+                 + rng.normal(0, 0.3))
+            frames.append(pd.DataFrame(dict(
+                run=f"r{r}", mode="isolated", step=0, query=0, key=np.arange(n_pairs), attention=np.exp(y),
+                parallel=parallel.astype(float), first=first, prompt=prompt.astype(float), log_distance=log_distance, sibling=0.0,
+            )))
+        c = attention_regression(pd.concat(frames, ignore_index=True), seed=study).coefficient("parallel")
+        hits += _covers(c.lo, c.hi, truth)
+    print(f"regression parallel coefficient: coverage {hits / n_studies:.3f} over {n_studies} studies of {N_PROMPTS} prompts")
+    assert 0.91 <= hits / n_studies <= 0.99
