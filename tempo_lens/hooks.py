@@ -184,11 +184,14 @@ def attention_block_hooks(
     return [(name, hook_scores) for name in _attn_score_hook_names(model, layers)]
 
 
-def layout_blocked_fn(layout: TokenLayout, mode: Mode = "isolated", apply_pruning: bool = True) -> Callable[[int, int], Tensor]:
+def layout_blocked_fn(
+    layout: TokenLayout, mode: Mode = "isolated", apply_pruning: bool = True, window: int | None = None
+) -> Callable[[int, int], Tensor]:
     """``blocked(q, K)`` from a layout, memoised by (version, q, K), for :func:`attention_block_hooks`.
 
     Returns a function of the forward's query and key counts giving the ``[q, K]`` boolean mask of
-    :meth:`TokenLayout.blocked` (True = hidden) for ``mode``. Example::
+    :meth:`TokenLayout.blocked` (True = hidden) for ``mode``; ``window``: a sliding layer's window
+    (physical distance). Example::
 
         layout = TokenLayout.from_prompt([1, 10, 11])
         layout.append_step([12, 13], [0.6, 0.3])
@@ -200,10 +203,32 @@ def layout_blocked_fn(layout: TokenLayout, mode: Mode = "isolated", apply_prunin
     def blocked(q: int, k: int) -> Tensor:
         key = (layout.version, q, k)
         if memo["key"] != key:
-            memo.update(key=key, value=layout.blocked(mode, n_queries=q, n_keys=k, apply_pruning=apply_pruning))
+            memo.update(key=key, value=layout.blocked(mode, n_queries=q, n_keys=k, apply_pruning=apply_pruning, window=window))
         return memo["value"]
 
     return blocked
+
+
+def windowed_block_hooks(
+    model: TransformerBridge, blocked_for: Callable[[int | None], Callable[[int, int], Tensor]]
+) -> list[Hook]:
+    """:func:`attention_block_hooks` on every layer, with ``blocked_for(window)`` for each sliding window the model has.
+
+    Targets every ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``): ``blocked_for(None)``
+    masks the full-attention layers, ``blocked_for(w)`` the layers whose window is ``w`` (Gemma 3's sliding
+    layers); layers sharing a window share one mask per forward. Returns the hooks in layer order. Example::
+
+        layout = TokenLayout.from_prompt([1, 10, 11])
+        layout.append_step([12, 13], [0.6, 0.3])
+        hooks = windowed_block_hooks(model, lambda window: layout_blocked_fn(layout, "isolated", window=window))
+        logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=hooks)
+    """
+    windows = backend_for(model).attention_windows()
+    hooks: list[tuple[int, Hook]] = []
+    for window in dict.fromkeys(windows):
+        layers = [layer for layer, w in enumerate(windows) if w == window]
+        hooks += zip(layers, attention_block_hooks(model, blocked_for(window), layers))
+    return [hook for _, hook in sorted(hooks, key=lambda pair: pair[0])]
 
 
 def isolation_mask_hooks(model: TransformerBridge, layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
@@ -241,6 +266,9 @@ def tempo_hooks(
 ) -> list[Hook]:
     """Everything a TEMPO forward needs: shared positions plus one mask hook per layer (isolation + pruning).
 
+    A sliding-window layer's mask also hides keys ``window`` or more physical positions back
+    (:meth:`TokenLayout.blocked`, ``docs/definitions.md``), so the window holds whatever the cache keeps.
+
     Targets the position hooks of :func:`tempo_position_hooks` (``rotary_emb.hook_cos`` / ``hook_sin``,
     ``[batch, q, d_head]``, or ``hook_pos_embed``) and every ``blocks.L.attn.hook_attn_scores``
     (``[batch, head, q, K]``). ``mode`` is ``"isolated"`` or ``"visible"``; ``positions`` overrides the
@@ -252,7 +280,7 @@ def tempo_hooks(
         logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=tempo_hooks(model, layout, "isolated"))
     """
     position_hooks = tempo_position_hooks(model, layout if positions is None else positions)
-    return position_hooks + attention_block_hooks(model, layout_blocked_fn(layout, mode, apply_pruning=True))
+    return position_hooks + windowed_block_hooks(model, lambda window: layout_blocked_fn(layout, mode, True, window))
 
 
 # ---- interventions and reading -----------------------------------------------------------------
@@ -321,7 +349,8 @@ def attention_bias_hooks(
         k = scores.shape[-1]
         keys = key_mask(k) if callable(key_mask) else key_mask[:k]
         add = torch.zeros(scores.shape[1], k, dtype=scores.dtype, device=scores.device)
-        add[head_index, :] = keys.to(scores.device, scores.dtype) * bias
+        chosen = keys.to(scores.device, torch.bool)  # masked_fill, not keys * bias: 0 * inf is NaN on the other keys
+        add[head_index, :] = torch.zeros(k, dtype=scores.dtype, device=scores.device).masked_fill(chosen, bias)
         masked = scores <= masked_threshold(scores.dtype)
         return torch.where(masked, scores, scores + add[None, :, None, :])
 

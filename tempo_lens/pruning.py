@@ -29,6 +29,7 @@ from torch import Tensor
 from .capture import resolve_layer
 from .errors import InvalidInputError
 from .layout import TokenLayout
+from .validation import check_choice, reject_unknown
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -313,8 +314,6 @@ def describe_strategy(strategy: TabledStrategy) -> dict:
 
 def strategy_from_table(table: dict) -> AttentionPruning | SimilarityPruning:
     """A strategy from a config table; every setting it leaves out keeps the strategy's own default."""
-    from .generation.config import check_choice, reject_unknown
-
     name = check_choice(table.get("strategy", "attention"), "pruning.strategy", get_args(StrategyName))
     cls = STRATEGIES[name]  # type: ignore[index]
     reject_unknown(table, {"strategy", *cls.TABLE}, f"[pruning] (strategy {name!r})")

@@ -71,7 +71,7 @@ def embedded_model():
 def embedded_hf():
     from transformers import AutoModelForCausalLM
 
-    from tempo_lens.model import embedded_model_dir
+    from tempo_lens.models.loading import embedded_model_dir
 
     return AutoModelForCausalLM.from_pretrained(embedded_model_dir(), attn_implementation="eager", dtype=torch.float32).eval()
 
@@ -82,8 +82,8 @@ def fake_zoo(tmp_path, monkeypatch):
 
     Returns ``add(name, payload, **overrides) -> ZooModel``; the fake dequantiser writes a small folder.
     """
-    import tempo_lens.convert as convert
-    from tempo_lens import zoo
+    import tempo_lens.models.convert as convert
+    from tempo_lens.models import zoo
     from tests.helpers import fake_dequantise, fake_zoo_model
 
     site = tmp_path / "site-packages"
@@ -126,3 +126,45 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         elif getattr(item, "originalname", item.name) in SLOW_TESTS or item.path.name in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+
+
+REPORT_COMMON = 'threshold = 1e-6\nmax_parallel = 2\nmax_steps = 5\n'
+
+
+@pytest.fixture(scope="session")
+def report(tiny_dirs, tmp_path_factory):
+    """The report built once from a tiny random-weight model (shared by the report and app tests)."""
+    import json
+
+    from tempo_lens.cli import main
+    from tempo_lens.experiment import load_experiment
+
+    folder = tmp_path_factory.mktemp("analyses")
+    exp1 = 'prompt = "t1 t17 t42 t5"\ncontrols = ["unique_positions", "toggled_mask"]\n' + REPORT_COMMON
+    (folder / "exp1_isolated.toml").write_text('name = "exp1_isolated"\nmode = "isolated"\n' + exp1)
+    (folder / "exp1_visible.toml").write_text('name = "exp1_visible"\nmode = "visible"\n' + exp1)
+    (folder / "multi_prompt.toml").write_text(
+        'name = "multi_prompt"\nprompts = ["t1 t17 t42 t5", "t1 t9 t33", "t1 t50 t60 t70", "t1 t3 t4"]\n'
+        'modes = ["isolated", "visible"]\ncontrols = ["unique_positions", "toggled_mask"]\n' + REPORT_COMMON)
+    (folder / "pruning.toml").write_text(
+        'name = "pruning"\nprompts = ["t1 t17 t42 t5", "t1 t9 t33"]\nmode = "isolated"\n' + REPORT_COMMON + '[pruning]\nattention_threshold = 1.0\n')
+    assert main(["analyze", str(folder), "--model", str(tiny_dirs["llama"])]) == 0
+    out = folder / "report"
+    return {
+        "folder": folder,
+        "md": (out / "FINDINGS.md").read_text(),
+        "metrics_text": (out / "metrics.json").read_text(),
+        "html": (out / "report.html").read_text(),
+        "metrics": json.loads((out / "metrics.json").read_text()),
+        "iso": load_experiment(folder / "runs" / "exp1_isolated"),
+        "vis": load_experiment(folder / "runs" / "exp1_visible"),
+        "multi": load_experiment(folder / "runs" / "multi_prompt"),
+    }
+
+
+@pytest.fixture()
+def metrics(report):
+    """A fresh typed copy of the tiny report's metrics (tests may change it)."""
+    from tempo_lens.report import parse_metrics
+
+    return parse_metrics(report["metrics_text"])

@@ -38,7 +38,7 @@ def test_generate_json_schema(tiny_dirs, tiny_llama, capsys):
 
 
 def test_no_fast_loads_the_stock_bridge(tiny_dirs, monkeypatch, capsys):
-    from tempo_lens import model as model_module
+    from tempo_lens.models import loading as model_module
     from tempo_lens.backends.bridge.fast_paths import ENV, fast_paths_on
 
     loaded = []

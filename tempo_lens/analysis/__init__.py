@@ -7,7 +7,11 @@
 - :mod:`.distance`: the distance-matched ratio (each parallel key against other keys at the same logical distance);
 - :mod:`.regression`: log attention over (query, key) pairs on parallel, distance and token kind;
 - :mod:`.head_map`: per (layer, head) sink share and parallel coefficient;
-- :mod:`.stats`: bootstrap intervals, paired permutation tests, direction words.
+- :mod:`.stats`: bootstrap intervals, paired permutation tests, direction words;
+- :mod:`.captured`, :mod:`.labels`, :mod:`.edges`: a captured run from what a user passes, key labels, attention edges;
+- :mod:`.metrics`: the findings report's numbers (a typed ``Metrics``, ``metrics.json``).
+
+May import: io, errors, layout, capture, generation and experiment (the layers below); never figures, tools, report or app.
 """
 
 from .entropy import depth_pattern, entropy_by_step, entropy_groups, layer_entropy, layer_entropy_table

@@ -7,6 +7,9 @@
 
 :func:`backend_for` picks the backend of a model that a user built or :func:`tempo_lens.load_model`
 loaded; :func:`load` boots one from a resolved folder or Hugging Face name.
+
+May import: :mod:`tempo_lens.errors`, :mod:`tempo_lens.io`, :mod:`tempo_lens.layout` and
+:mod:`tempo_lens.position_source` (the layers below); nothing above the model layer.
 """
 
 from __future__ import annotations

@@ -69,6 +69,22 @@ class Backend(ABC):
     def eos_token_ids(self) -> set[int]:
         """EOS ids of the tokenizer and of the generation config."""
 
+    @abstractmethod
+    def attention_windows(self) -> list[int | None]:
+        """Each layer's sliding window (a query sees itself and the ``window - 1`` physically preceding keys), or None.
+
+        None is full attention; Gemma 3's sliding layers give an int. TEMPO applies these windows in its own
+        mask (:meth:`TokenLayout.blocked <tempo_lens.layout.TokenLayout.blocked>`, ``window=``).
+        """
+
+    @abstractmethod
+    def physical_limit(self) -> int | None:
+        """The longest physical sequence (KV cache included) one forward can take, or None when unbounded.
+
+        A learned position table, or a precomputed rotary table, has this many rows; the model indexes it
+        at physical positions before any hook can move them.
+        """
+
     # ---- positions ---------------------------------------------------------------------------
 
     @abstractmethod
@@ -120,7 +136,12 @@ class Backend(ABC):
         """Logits and TransformerLens's activation cache of one full forward."""
 
     def forward_step(self, tokens: list[list[int]], cache: Any) -> Float[Tensor, "batch pos d_vocab"]:
-        """One cached forward of new tokens (one list per batch row)."""
+        """One cached TEMPO forward of new tokens (one list per batch row), under TEMPO's hooks.
+
+        A backend whose model has sliding windows (:meth:`attention_windows`) turns the model's own
+        window masks off in this forward: they count distance in columns of the batch, which padding and
+        rows sharing a lane stretch, while TEMPO's mask hooks apply each row's window from its layout.
+        """
         return self.forward(torch.tensor(tokens, dtype=torch.long, device=self.device), cache)
 
     # ---- reading -----------------------------------------------------------------------------

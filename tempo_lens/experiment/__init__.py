@@ -1,9 +1,13 @@
 """Experiments: a TOML config in (:mod:`.config`), runs made (:mod:`.runner`), a folder out (:mod:`.storage`).
 
 Data flows one way: config → runner → storage → analysis → report.
+
+May import: the layers below (io, errors, layout, models, backends, hooks, capture, generation);
+never analysis, figures, report or app.
 """
 
 from .config import CONTROLS, DTYPES, ExperimentConfig, config_from_dict, load_config, pruning_from_config
+from .loading import load_experiment
 from .runner import model_facts, package_versions, parse_shard, run_experiment, shard_folder
 from .shards import check_shard_target, merge_experiments, shard_folders
 from .storage import (
@@ -12,7 +16,6 @@ from .storage import (
     METADATA,
     Experiment,
     check_can_write,
-    load_experiment,
     recover_interrupted_overwrite,
     save_experiment,
 )

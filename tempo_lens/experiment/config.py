@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from ..capped_read import CappedReadError, read_capped
 from ..errors import ConfigError, InvalidInputError
 from ..generation.config import GenerationConfig, check_choice, check_int, reject_unknown
-from ..model import DTYPES as _MODEL_DTYPES
+from ..io.capped_read import CappedReadError, read_capped
+from ..models.loading import DTYPES as _MODEL_DTYPES
 
 Control = Literal["unique_positions", "toggled_mask"]
 CONTROLS: tuple[Control, ...] = get_args(Control)
@@ -259,7 +259,7 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
         raise ConfigError(f"the config must be a path to a .toml file, got {path!r}")
     path = Path(path)
     text = read_text_file(path, "config file", MAX_CONFIG_BYTES)
-    from ..records import MAX_DEPTH, too_deep
+    from ..io.records import MAX_DEPTH, too_deep
 
     try:
         data = tomllib.loads(text)

@@ -1,6 +1,6 @@
 """The schema of an experiment's ``metadata.json``: every field typed, checked at load time before use.
 
-:func:`check_metadata` decodes the parsed file into these dataclasses (:mod:`tempo_lens.records`) and
+:func:`check_metadata` decodes the parsed file into these dataclasses (:mod:`tempo_lens.io.records`) and
 then checks what types cannot say: layers are distinct model layers, steps distinct and non-negative,
 the stored config is a valid config (its generation settings rebuild a
 :class:`~tempo_lens.generation.GenerationConfig`). A file that does not fit is refused naming the file
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import ExperimentFileError, InvalidInputError
+from ..io.records import FieldError, decode
 from ..layout import LayoutRecord, Mode
-from ..records import FieldError, decode
 
 Variant = Literal["generated", "unique_positions", "toggled_mask"]
 Dtype = Literal["float32", "bfloat16", "float16"]

@@ -79,7 +79,7 @@ def parameter_count(model: torch.nn.Module) -> int:
 
 def model_facts(model: TransformerBridge) -> dict:
     from ..backends import backend_for
-    from ..model import model_name
+    from ..models.loading import model_name
 
     cfg, backend = model.cfg, backend_for(model)
     return {
@@ -114,8 +114,8 @@ def run_experiment(
     """
     from ..backends import backend_for
     from ..generation import generate_batch
-    from ..generation.memory import available_bytes
-    from ..model import load_model
+    from ..io.memory import available_bytes  # deferred: torch
+    from ..models.loading import load_model
     from ..replaying import replay
 
     indices = shard_indices(len(config.prompts), shard) if prompt_indices is None else list(prompt_indices)

@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ExperimentFileError, InvalidInputError
-from .storage import METADATA, Experiment, recover_interrupted_overwrite
+from .storage import METADATA, SHARD_NAME, Experiment, recover_interrupted_overwrite
 
-SHARD_NAME = re.compile(r"shard-(\d+)-of-(\d+)")
 MAX_SHARDS = 10_000
 
 

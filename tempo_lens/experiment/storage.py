@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 import warnings
 import zipfile
@@ -25,7 +26,9 @@ from typing import Literal
 
 import numpy as np
 
-from ..atomic import (
+from ..capture import CapturedRun
+from ..errors import ExperimentFileError, InvalidInputError
+from ..io.atomic import (
     MARKER,
     Fingerprint,
     abandoned_backups,
@@ -36,18 +39,17 @@ from ..atomic import (
     remove_abandoned,
     restore_backup,
 )
-from ..capture import CapturedRun
-from ..checksums import sha256_of, sha256_of_open
-from ..errors import ExperimentFileError, InvalidInputError
+from ..io.checksums import sha256_of, sha256_of_open
+from ..io.records import read_json
+from ..io.saved_arrays import ArraysOnDisk, StepsOnDisk, read_arrays
 from ..layout import TokenLayout
-from ..records import read_json
-from ..saved_arrays import ArraysOnDisk, StepsOnDisk, read_arrays
 from .record import check_metadata
 
 FORMAT_VERSION = 3  # 2: metadata carries a checksum of its own content; 3: GenerationConfig keys, no seed, mask of controls
 METADATA = "metadata.json"
 ARRAYS = "attention.npz"
 FIX = "re-run the experiment"
+SHARD_NAME = re.compile(r"shard-(\d+)-of-(\d+)")  # the folders of one shard of a split run
 
 
 class _Unchecked(Enum):
@@ -121,8 +123,6 @@ def check_can_write(target: Path, overwrite: bool) -> Fingerprint:
     (a ``shard-notes/`` folder included), so a mistyped ``--out`` cannot delete data. Returns the
     target's fingerprint, for the write to check that nobody replaced it in between.
     """
-    from .shards import SHARD_NAME
-
     for parent in target.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -180,7 +180,7 @@ def save_experiment(
 ) -> Path:
     """Write atomically: a temporary sibling folder, then a rename; an existing folder needs ``overwrite``.
 
-    The write holds the lock of the folder it writes into (:func:`~tempo_lens.atomic.folder_lock`), so
+    The write holds the lock of the folder it writes into (:func:`~tempo_lens.io.atomic.folder_lock`), so
     writers of one folder never interleave, and checks the target again under it. ``expect`` is what
     :func:`check_can_write` returned before a long run: if another process wrote the target since, the
     write is refused rather than replacing that work. Temporary folders that killed writes into the same
@@ -383,22 +383,3 @@ def _arrays_on_disk(arrays_path: Path, shapes: dict, sha256: str) -> Callable[[d
         handle.close()
         raise
     return lambda names: StepsOnDisk(arrays, names)
-
-
-def load_experiment(directory: str | os.PathLike, *, lazy: bool = False) -> Experiment:
-    """Reload an experiment without the model; a folder of ``shard-i-of-n`` folders is merged.
-
-    The shards must add up to exactly one split of one config (see :func:`.shards.shard_folders`).
-    ``lazy``: each captured step is read from disk when it is used (:class:`~tempo_lens.saved_arrays.StepsOnDisk`;
-    only the last ones read are kept, up to a bound), so an experiment larger than memory can be analysed
-    one run at a time; the checksums are verified now, and the archives held open until the experiment goes.
-    """
-    from .shards import merge_experiments, shard_folders  # shards builds on this module
-
-    directory = folder_path(directory)
-    recover_interrupted_overwrite(directory)
-    folders = shard_folders(directory)
-    if not folders:
-        return _load_single(directory, lazy)
-    parts = [_load_single(folder, lazy) for folder in folders]
-    return merge_experiments(parts, path=directory)

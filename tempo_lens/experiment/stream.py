@@ -8,7 +8,7 @@ An interrupted run keeps every finished chunk; running the same command again sk
 chunks are there, they are combined into the target one chunk at a time (:func:`~.storage.write_runs`,
 through the caller's ``save``), so the whole experiment is never held in memory, and the progress
 folder is removed. The progress folder is marked as ours like every temporary folder
-(:mod:`tempo_lens.atomic`) and held under its lock while the run goes on.
+(:mod:`tempo_lens.io.atomic`) and held under its lock while the run goes on.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..atomic import folder_lock, is_ours, owned_marker
 from ..capture import CapturedRun
 from ..errors import ExperimentFileError
+from ..io.atomic import folder_lock, is_ours, owned_marker
 from .config import ExperimentConfig
+from .loading import load_experiment
 from .runner import run_experiment, shard_indices
-from .storage import METADATA, Experiment, load_experiment, save_experiment
+from .storage import METADATA, Experiment, save_experiment
 
 if TYPE_CHECKING:
     from ..backends.base import BackendName
@@ -107,7 +108,7 @@ def model_on_first_use(
 
     def model() -> Any:
         if not held:
-            from ..model import load_model
+            from ..models.loading import load_model
 
             if announce is not None:
                 announce()

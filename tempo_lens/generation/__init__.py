@@ -6,12 +6,14 @@
 - :mod:`.single` / :mod:`.batch`: one prompt per forward, or many through one padded forward;
 - :mod:`.memory`: the memory estimate that refuses oversized settings and sizes batches;
 - :mod:`.result`: :class:`GenerationResult` and its per-step records; :mod:`.saved`: one result on disk.
+
+May import: io, errors, validation, layout, models, backends, hooks, capture and pruning; never experiment or
+anything above.
 """
 
 from .batch import generate_batch
 from .config import NEXT_TOKEN_SOURCES, GenerationConfig, check_int, pruning_from_mapping
-from .result import GenerationResult, StepRecord
-from .saved import load_result
+from .result import GenerationResult, StepRecord, load_result
 from .single import forward_step, generate, new_cache
 from .steps import eos_token_ids, next_distribution, prompt_token_ids, select_siblings
 

@@ -10,8 +10,7 @@ cannot exist.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +20,7 @@ from ..layout import MODES, Mode
 from ..pruning import AttentionPruning, SimilarityPruning, strategy_from_table
 from ..schedules import ThresholdSchedule, check_threshold
 from ..siblings import NEXT_TOKEN_SOURCES
+from ..validation import check_choice, check_int, reject_unknown
 
 MAX_PARALLEL_LIMIT = 1 << 18  # larger than any vocabulary: a step cannot have more siblings
 PruningStrategy = AttentionPruning | SimilarityPruning
@@ -32,26 +32,6 @@ def _setting(default: Any, help: str, *, flag: bool = True, choices: Sequence[st
     if isinstance(default, dataclasses._MISSING_TYPE):  # pragma: no cover - every setting has a default
         return field(metadata=metadata)
     return field(default=default, metadata=metadata)
-
-
-def check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
-    """An integer in ``[minimum, maximum]`` (``max_steps``, ``max_parallel``, ...), or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        if hasattr(value, "__index__") and not isinstance(value, bool):
-            value = value.__index__()  # numpy integers
-        else:
-            raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise InvalidInputError(f"{name} must be >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise InvalidInputError(f"{name} {value} is far beyond anything sensible (at most {maximum:,}); check the value")
-    return int(value)
-
-
-def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise InvalidInputError(f"unknown {name} {value!r}; use one of {', '.join(choices)}")
-    return str(value)
 
 
 def pruning_from_mapping(table: Mapping[str, Any]) -> PruningStrategy:
@@ -104,21 +84,6 @@ def _all_or_list(value: Any, name: str, minimum: int | None = None) -> list[int]
         bound = "integers >= 0" if minimum is not None else "layer indices (negative counts from the last)"
         raise InvalidInputError(f'{name} must be "all" or a list of {bound}, got {value!r}')
     return list(value)
-
-
-def reject_unknown(keys: Iterable[str], allowed: Iterable[str], where: str) -> None:
-    """Name unknown keys, each with its closest allowed key as a hint."""
-    allowed = sorted(allowed)
-    bad = sorted(set(keys) - set(allowed))
-    if not bad:
-        return
-    hints = []
-    for key in bad:
-        close = difflib.get_close_matches(key, allowed, n=1)
-        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    raise InvalidInputError(
-        f"unknown key{'s' if len(bad) > 1 else ''} {', '.join(hints)} in {where}; allowed: {', '.join(allowed)}"
-    )
 
 
 @dataclass(frozen=True)

@@ -7,32 +7,18 @@ are already loaded and not counted.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import torch
 
 from ..backends import backend_for
 from ..errors import InvalidInputError
+from ..io.memory import available_bytes
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 MAX_AUTO_BATCH = 16
-
-
-def available_bytes(device: torch.device) -> int:
-    """Free memory where the model runs: the GPU's free memory, or the machine's available RAM."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
 def generation_bytes(model: TransformerBridge, n_prompt: int, max_steps: int, max_parallel: int, batch: int = 1) -> int:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from torch import Tensor
 
 from ..capture import CapturedAttention
+from ..io.records import clean
 from ..layout import TokenLayout
 from ..pruning import PruneEvent
-from ..records import clean
 from ..text import bracketed
 from .config import GenerationConfig
+from .saved import read_result, save_result, token_table
 
 
 @dataclass
@@ -139,12 +141,13 @@ class GenerationResult:
 
     def save(self, directory, *, overwrite: bool = False):
         """Write this result (settings, layout, capture) to a folder; :func:`load_result` reads it back."""
-        from .saved import save_result
-
         return save_result(self, directory, overwrite=overwrite)
 
     def to_dataframe(self):
         """One row per token: physical index, step, rank, logical position, token, probability, pruning."""
-        from .saved import token_table
-
         return token_table(self)
+
+
+def load_result(directory: str | os.PathLike) -> GenerationResult:
+    """A result saved by :meth:`GenerationResult.save`, checked, without the model."""
+    return GenerationResult(**read_result(directory))

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..atomic import MARKER, atomic_directory, folder_lock
 from ..capture import CapturedAttention
-from ..checksums import sha256_of
 from ..errors import ExperimentFileError, InvalidInputError
+from ..io.atomic import MARKER, atomic_directory, folder_lock
+from ..io.checksums import sha256_of
+from ..io.records import read_record, typed
+from ..io.saved_arrays import read_arrays
 from ..layout import LayoutRecord, TokenLayout
 from ..pruning import PruneEvent
-from ..records import read_record, typed
-from ..saved_arrays import read_arrays
 from .config import GenerationConfig
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class PruneEventRecord:
 
 @dataclass
 class ResultRecord:
-    """The schema of ``result.json`` (read through :func:`tempo_lens.records.read_record`)."""
+    """The schema of ``result.json`` (read through :func:`tempo_lens.io.records.read_record`)."""
 
     format: Literal[1]
     kind: Literal["tempo_lens.result"]
@@ -122,10 +122,8 @@ def _write(result: GenerationResult, target: Path) -> None:
         (tmp / RESULT_FILE).write_text(json.dumps(record, ensure_ascii=False, allow_nan=False), encoding="utf-8")
 
 
-def load_result(directory: str | os.PathLike) -> GenerationResult:
-    """A result saved by :meth:`GenerationResult.save`, checked, without the model."""
-    from .result import GenerationResult
-
+def read_result(directory: str | os.PathLike) -> dict[str, Any]:
+    """The fields of a result saved by :meth:`GenerationResult.save`, checked, without the model."""
     directory = Path(directory)
     path = directory / RESULT_FILE
     if not path.is_file():
@@ -164,7 +162,7 @@ def load_result(directory: str | os.PathLike) -> GenerationResult:
         )
         for e in record.pruning_events
     ]
-    return GenerationResult(
+    return dict(
         model=record.model,
         prompt=record.prompt,
         prompt_text=record.prompt_text,

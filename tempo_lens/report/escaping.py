@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from .schema import Metrics
+from ..analysis.metrics.schema import Metrics
 
 _ACTIVE = re.compile(r"([!\"#$%&'()*+:;<=>?@\[\\\]^`{|}~])")  # not / , . _ - (inert, and common in paths)
 

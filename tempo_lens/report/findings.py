@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 
-from . import plots
+from ..analysis.metrics.schema import MODES, Metrics, SingleRun
+from ..figures import report as plots
 from .document import Document
 from .escaping import escape_user_text
 from .findings_controls import baseline_section, beyond_section, hypotheses_section, sharing_reading, sink_reading
@@ -18,7 +19,6 @@ from .findings_distance import correction_note, level_text, summary_paragraph, s
 from .findings_models import cross_model_section
 from .findings_reference import conclusion_section, data_summary, future_directions, reference_comparison
 from .ordering import by_measured
-from .schema import MODES, Metrics, SingleRun
 from .text import ci_with_verdict, compared, layer_list, mean_of, num, points, times, value_range
 from .verdicts import LESS, MINIMAL, MORE, NOT_MEASURED, TOLERANCE, depth_profile, funnel_reading, point_direction
 

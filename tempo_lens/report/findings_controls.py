@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from . import plots
+from ..analysis.metrics.schema import MODES, Interval, MultiPrompt, Pruning, SingleRun
+from ..figures import report as plots
 from .document import Document
 from .findings_distance import distance_section
 from .ordering import by_measured
-from .schema import MODES, Interval, MultiPrompt, Pruning, SingleRun
 from .text import ci_text, ci_with_verdict, compared, difference, explains, mean_of, num, p_text, times
 from .verdicts import (
     MINIMAL,

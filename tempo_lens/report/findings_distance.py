@@ -12,10 +12,10 @@ import dataclasses
 import math
 from typing import Any
 
-from . import plots
+from ..analysis.metrics.schema import MODES, HeadCell, Interval, MultiPrompt, Regression, SingleRun
+from ..figures import report as plots
 from .document import Document
 from .ordering import by_measured
-from .schema import MODES, HeadCell, Interval, MultiPrompt, Regression, SingleRun
 from .text import ci_text, ci_with_verdict, num, times
 from .verdicts import (
     DOES_NOT_SURVIVE,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import plots
-from .cross_model import folder_name, zoo_names
+from ..analysis.metrics.cross_model import folder_name, zoo_names
+from ..analysis.metrics.schema import CrossModelEntry, Interval, Metrics
+from ..figures import report as plots
 from .document import Document
 from .findings_distance import coefficient_interval, distance_verdict, standout_text
-from .schema import CrossModelEntry, Interval, Metrics
 from .text import ci_text, difference, num, p_clause, parameters, times
 from .verdicts import NOT_MEASURED, depth_profile, gap_from_definition, interval_verdict, ordering_reliable
 

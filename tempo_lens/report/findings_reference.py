@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from ..analysis.metrics.schema import MODES, Metrics, MultiPrompt, Pruning, ScriptChainRow, SingleRun
 from .document import Document
 from .findings_controls import sharing_verdict, sink_verdict
 from .findings_distance import reading_sentence
 from .ordering import by_measured
-from .schema import MODES, Metrics, MultiPrompt, Pruning, ScriptChainRow, SingleRun
 from .text import ci_with_verdict, code, compared, difference, explains, layer_list, mean_of, num, points, times, value_range
 from .verdicts import NOT_MEASURED, TOLERANCE, definition_explains_gap, point_direction
 

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .schema import Interval
+from ..analysis.metrics.schema import Interval, missing
 from .verdicts import NO_DOWN_WEIGHTING, has_interval, interval_verdict
-
-
-def missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def num(value: Any, digits: int = 3) -> str:

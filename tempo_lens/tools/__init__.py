@@ -12,6 +12,9 @@
 
 Siblings are named by :class:`~tempo_lens.siblings.Sibling` (step, rank, token); replays by
 :class:`Condition` (mask, positions, pruned).
+
+May import: the layers below (generation, replaying, capture, analysis) and :mod:`tempo_lens.figures`;
+never report or app.
 """
 
 from ..siblings import Sibling, siblings

@@ -29,7 +29,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..errors import InvalidInputError
-from ..figures import layer_head_heatmap
+from ..figures.charts import layer_head_heatmap
 from ..generation import check_int
 from ..layout import PROMPT_STEP, TokenLayout
 from ..siblings import RunSource, Sibling, Where, output_rows, physical_indices, reader_rows, run_view

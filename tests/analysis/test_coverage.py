@@ -4,7 +4,7 @@ Each study has ``N_PROMPTS`` prompts; each prompt an isolated and a visible run 
 step's parallel : other ratio is built into its attention, ``r = exp(mu + u_prompt + e_mode + e_step)`` (normal
 effects), with ``mu = -(s_u^2 + s_m^2 + s_e^2) / 2`` so that the expected run mean is exactly 1: the truth. The
 report takes one value per run (``mean_ratio_by_run``: the mean of its steps' ratios) and an interval over runs
-(:func:`~tempo_lens.report.measures.interval`); the paired isolated - visible difference has truth 0 and, the two
+(:func:`~tempo_lens.analysis.metrics.measures.interval`); the paired isolated - visible difference has truth 0 and, the two
 modes being exchangeable, its log-ratio sign-flip test an exact null. Coverage of a 95 % interval over 500
 studies has a binomial standard error of 0.0097, so 0.92-0.98 is about three of them either side of 0.95.
 """
@@ -18,7 +18,7 @@ from tempo_lens.analysis import mode_averages, ratio_table
 from tempo_lens.analysis.stats import bootstrap_ci, ci_summary
 from tempo_lens.capture import CapturedRun
 from tempo_lens.layout import TokenLayout
-from tempo_lens.report.measures import interval, paired
+from tempo_lens.analysis.metrics.measures import interval, paired
 
 N_STUDIES, N_PROMPTS, N_STEPS = 500, 13, 6
 S_PROMPT, S_MODE, S_STEP = 0.3, 0.1, 0.4

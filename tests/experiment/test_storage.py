@@ -39,7 +39,7 @@ def test_round_trip_is_identical(tiny_experiment, tmp_path):
 def test_a_lazy_load_reads_each_step_when_used_from_the_file_it_checked(tiny_experiment, tiny_llama, tmp_path, monkeypatch):
     """``lazy=True``: the same arrays, none read at load, each read on use; a damaged archive is refused at load;
     an overwrite after the load does not change what is read (the checked file is held open)."""
-    from tempo_lens import saved_arrays
+    from tempo_lens.io import saved_arrays
 
     path = save_experiment(tiny_experiment, tmp_path / "exp")
     reads = []

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tempo_lens.zoo import ZOO, is_installed
+from tempo_lens.models.zoo import ZOO, is_installed
 
 pytestmark = pytest.mark.zoo
 
@@ -43,7 +43,7 @@ def _step_deltas(result, oracle) -> list[float]:
 @pytest.mark.parametrize("name", list(ZOO))
 def test_zoo_model_matches_hf_eager_at_every_step(name):
     from tempo_lens import load_model
-    from tempo_lens.convert import converted_dir
+    from tempo_lens.models.convert import converted_dir
     from tempo_lens.generation import generate
     from tests.helpers import hf_eager, hf_oracle_logits, hf_stepwise_logits
 
@@ -79,8 +79,8 @@ def test_zoo_model_matches_hf_eager_at_every_step(name):
 
 @pytest.mark.parametrize("name", list(ZOO))
 def test_zoo_cache_verifies_in_full(name):
-    from tempo_lens.convert import converted_dir
-    from tempo_lens.model_cache import cache_problem
+    from tempo_lens.models.convert import converted_dir
+    from tempo_lens.models.cache import cache_problem
 
     _installed_or_skip(name)
     assert cache_problem(converted_dir(ZOO[name]), full=True) is None
@@ -94,7 +94,7 @@ def test_zoo_model_on_hooked_transformer(name):
     except ImportError:
         pytest.skip("HookedTransformer needs TransformerLens 3.x; make test-models runs this in .venv-tl3")
     from tempo_lens import load_model
-    from tempo_lens.convert import converted_dir
+    from tempo_lens.models.convert import converted_dir
     from tempo_lens.generation import generate
     from tests.helpers import hf_eager, hf_oracle_logits
 

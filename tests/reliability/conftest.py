@@ -60,7 +60,7 @@ def no_forward(monkeypatch):
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Fail the test if a model is loaded: inputs that do not depend on the model are refused before."""
-    import tempo_lens.model as model
+    import tempo_lens.models.loading as model
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the model was loaded before the input was refused")
@@ -118,9 +118,9 @@ def dead_owner_tag() -> str:
     """``MACHINE-PID-START`` of a process of this machine that has ended (as temporary folder names carry it)."""
     import subprocess
 
-    from tempo_lens.atomic import owner_tag
+    from tempo_lens.io.atomic import owner_tag
 
-    child = subprocess.Popen([sys.executable, "-c", "from tempo_lens.atomic import owner_tag; print(owner_tag())"],
+    child = subprocess.Popen([sys.executable, "-c", "from tempo_lens.io.atomic import owner_tag; print(owner_tag())"],
                              stdout=subprocess.PIPE, text=True, env=subprocess_env())
     tag = child.communicate(timeout=60)[0].strip()
     assert tag.split("-")[0] == owner_tag().split("-")[0] and child.returncode == 0

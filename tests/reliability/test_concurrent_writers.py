@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tempo_lens.atomic import MARKER, folder_lock, owner_tag, write_files
+from tempo_lens.io.atomic import MARKER, folder_lock, owner_tag, write_files
 from tempo_lens.errors import ExperimentFileError
 from tempo_lens.experiment import (
     config_from_dict,
@@ -28,8 +28,8 @@ from tempo_lens.experiment import (
     run_experiment,
     save_experiment,
 )
-from tempo_lens.report.cross_model import model_folders
-from tempo_lens.report.outputs import MANIFEST, OutputPlan
+from tempo_lens.analysis.metrics.cross_model import model_folders
+from tempo_lens.app.outputs import MANIFEST, OutputPlan
 from tests.reliability.conftest import (
     assert_clean_refusal,
     dead_owner_tag,
@@ -106,7 +106,7 @@ def test_an_edited_report_file_between_check_and_write_is_not_replaced(tmp_path)
 HOLD = r"""
 import sys, time
 from pathlib import Path
-from tempo_lens.atomic import folder_lock
+from tempo_lens.io.atomic import folder_lock
 with folder_lock(Path(sys.argv[1])):
     print(time.time(), flush=True)
     time.sleep(float(sys.argv[2]))
@@ -145,7 +145,7 @@ import sys, time
 from pathlib import Path
 from tempo_lens.errors import ExperimentFileError
 from tempo_lens.experiment import load_experiment
-from tempo_lens.report.outputs import OutputPlan
+from tempo_lens.app.outputs import OutputPlan
 out, source, go = map(Path, sys.argv[1:4])
 experiment = load_experiment(source)
 plan = OutputPlan(out)
@@ -202,7 +202,7 @@ def test_links_planted_at_the_old_temporary_names_are_never_written_through(tmp_
 
 def test_write_files_never_opens_an_existing_name(tmp_path, monkeypatch):
     """Every new file is opened with O_CREAT | O_EXCL | O_NOFOLLOW inside a fresh folder of ours."""
-    import tempo_lens.atomic as atomic
+    import tempo_lens.io.atomic as atomic
 
     opened = []
     real_open = os.open

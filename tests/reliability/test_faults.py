@@ -241,8 +241,8 @@ CACHE_DAMAGE = {
 @pytest.fixture
 def zoo_cache(fake_zoo, monkeypatch):
     """A fake zoo model converted into an empty cache, a conversion counter, and weights treated as large."""
-    import tempo_lens.convert as convert
-    import tempo_lens.model_cache as model_cache
+    import tempo_lens.models.convert as convert
+    import tempo_lens.models.cache as model_cache
 
     monkeypatch.setattr(model_cache, "ALWAYS_HASH_BYTES", 1024)  # the fake weights are checked like real ones
     calls: list[Path] = []
@@ -261,8 +261,8 @@ def zoo_cache(fake_zoo, monkeypatch):
 
 @pytest.mark.parametrize("case", sorted(CACHE_DAMAGE))
 def test_damaged_cache_is_reported_and_rebuilt(case, zoo_cache, capsys):
-    from tempo_lens.convert import converted_dir
-    from tempo_lens.model_cache import cache_problem
+    from tempo_lens.models.convert import converted_dir
+    from tempo_lens.models.cache import cache_problem
 
     entry, target, calls = zoo_cache
     capsys.readouterr()
@@ -278,8 +278,8 @@ def test_damaged_cache_is_reported_and_rebuilt(case, zoo_cache, capsys):
 
 
 def test_touched_cache_is_rehashed_once_and_kept(zoo_cache):
-    from tempo_lens.convert import converted_dir
-    from tempo_lens.model_cache import MARKER, cache_problem
+    from tempo_lens.models.convert import converted_dir
+    from tempo_lens.models.cache import MARKER, cache_problem
 
     entry, target, calls = zoo_cache
     os.utime(target / "model.safetensors")  # same bytes, new mtime (a copy, a backup tool)
@@ -290,7 +290,7 @@ def test_touched_cache_is_rehashed_once_and_kept(zoo_cache):
 
 def test_models_verify_hashes_what_a_normal_load_trusts(zoo_cache):
     """Damage behind an unchanged fingerprint: only the full check (`tempo-lens models --verify`) sees it."""
-    from tempo_lens.model_cache import MARKER, cache_problem
+    from tempo_lens.models.cache import MARKER, cache_problem
 
     entry, target, calls = zoo_cache
     _overwrite_middle(target / "model.safetensors", os.urandom(4096))
@@ -308,9 +308,9 @@ def test_models_verify_hashes_what_a_normal_load_trusts(zoo_cache):
 
 def test_leftover_conversion_folders(zoo_cache, capsys):
     """A killed conversion leaves NAME.tmp-*: reported, removed when its writer is gone, kept while it lives."""
-    from tempo_lens.atomic import MARKER, owner_tag
-    from tempo_lens.convert import converted_dir, tmp_prefix
-    from tempo_lens.model_cache import cache_problem
+    from tempo_lens.io.atomic import MARKER, owner_tag
+    from tempo_lens.models.convert import converted_dir, tmp_prefix
+    from tempo_lens.models.cache import cache_problem
     from tests.reliability.conftest import dead_owner_tag
 
     entry, target, calls = zoo_cache
@@ -333,9 +333,9 @@ def test_interrupted_real_conversion_cleans_up_and_is_retried(tmp_path, monkeypa
     """Ctrl-C inside the real converter: its temporary folder is removed and the cache stays 'not converted'."""
     import transformers
 
-    import tempo_lens.model as model
-    from tempo_lens.model_cache import cache_problem
-    from tempo_lens.zoo import DEFAULT_MODEL, ZOO
+    import tempo_lens.models.loading as model
+    from tempo_lens.models.cache import cache_problem
+    from tempo_lens.models.zoo import DEFAULT_MODEL, ZOO
 
     monkeypatch.setenv("TEMPO_LENS_CACHE", str(tmp_path))
     try:

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tempo_lens import saved_arrays
-from tempo_lens.checksums import sha256_of
+from tempo_lens.io import saved_arrays
+from tempo_lens.io.checksums import sha256_of
 from tempo_lens.errors import ExperimentFileError
 from tempo_lens.experiment import (
     config_from_dict,
@@ -29,10 +29,10 @@ from tempo_lens.experiment import (
     save_experiment,
 )
 from tempo_lens.experiment.storage import _metadata_digest
-from tempo_lens.generation.saved import load_result
-from tempo_lens.records import MAX_RECORD_BYTES
-from tempo_lens.report.outputs import OutputPlan
-from tempo_lens.report.schema import read_metrics
+from tempo_lens.generation.result import load_result
+from tempo_lens.io.records import MAX_RECORD_BYTES
+from tempo_lens.app.outputs import OutputPlan
+from tempo_lens.analysis.metrics.schema import read_metrics
 from tests.reliability.conftest import assert_clean_refusal, run_cli, snapshot
 
 DEEP = "[" * 200_000 + "]" * 200_000

@@ -207,7 +207,7 @@ def test_an_interrupted_analyze_keeps_finished_runs_and_the_rerun_generates_only
 def test_a_rerun_regenerates_only_what_changed_or_was_damaged(tiny_dirs, tmp_path, generated):
     import dataclasses
 
-    from tempo_lens.report.outputs import OutputPlan
+    from tempo_lens.app.outputs import OutputPlan
 
     folder = _analyze_folder(tmp_path / "analyses", tiny_dirs["llama"])
     assert run_cli(["analyze", str(folder)])[0] == 0

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from markdown_it import MarkdownIt
 
-from tempo_lens.checksums import sha256_of
+from tempo_lens.io.checksums import sha256_of
 from tempo_lens.errors import ConfigError
 from tempo_lens.experiment import config_from_dict
 from tempo_lens.experiment.storage import _metadata_digest
 from tempo_lens.report.findings import render_findings
-from tempo_lens.report.schema import parse_metrics
+from tempo_lens.analysis.metrics.schema import parse_metrics
 from tests.reliability.conftest import assert_clean_refusal, run_cli, snapshot
 
 HOSTILE_NAME = "m![i](http:evil.example) <b>B <img src=x onerror=alert(1)>"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tempo_lens.atomic import MARKER
+from tempo_lens.io.atomic import MARKER
 
 from tempo_lens.errors import ExperimentFileError, InvalidInputError
 from tempo_lens.experiment import config_from_dict, load_experiment, merge_experiments, run_experiment, save_experiment

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tempo_lens.atomic import MARKER, atomic_directory, owner_tag, remove_abandoned
+from tempo_lens.io.atomic import MARKER, atomic_directory, owner_tag, remove_abandoned
 from tempo_lens.experiment import config_from_dict, load_experiment, run_experiment, save_experiment
 from tests.reliability.conftest import dead_owner_tag, snapshot, start_slow_run, subprocess_env
 
@@ -133,7 +133,7 @@ def test_the_model_cache_prefix_is_cleaned_the_same_way(tmp_path):
 HOLDER = r"""
 import sys, time
 from pathlib import Path
-from tempo_lens.atomic import atomic_directory
+from tempo_lens.io.atomic import atomic_directory
 with atomic_directory(Path(sys.argv[1])) as tmp:
     print(tmp, flush=True)
     time.sleep(300)

@@ -7,7 +7,7 @@ import re
 
 from tempo_lens.cli import main
 from tempo_lens.report import render_findings
-from tempo_lens.report.schema import Interval, NamedInterval, SharedUnique
+from tempo_lens.analysis.metrics.schema import Interval, NamedInterval, SharedUnique
 
 
 def _paragraph_with(md: str, needle: str) -> str:

@@ -187,7 +187,7 @@ def test_rerun_replaces_the_report_atomically(report, tiny_dirs):
 def test_pruning_metrics_with_partly_pruned_sets(tiny_llama):
     """SimilarityPruning may keep several siblings of a set: only the pruned ones are labelled pruned."""
     from tempo_lens.experiment import config_from_dict, run_experiment
-    from tempo_lens.report.multi import pruning_metrics
+    from tempo_lens.analysis.metrics.multi import pruning_metrics
 
     config = config_from_dict({"name": "p", "prompts": ["t1 t17 t42 t5"], "threshold": 1e-6, "max_parallel": 3, "max_steps": 4,
                                "pruning": {"strategy": "similarity", "similarity_threshold": -1.0}})
@@ -221,8 +221,8 @@ def test_metrics_of_runs_without_captured_steps(report):
     """`[capture] steps` plus an early EOS: a run (and its toggled-mask replay) with no captured step has no average."""
     import dataclasses
 
-    from tempo_lens.report.inputs import choose_inputs
-    from tempo_lens.report.metrics import single_run_metrics
+    from tempo_lens.analysis.metrics.inputs import choose_inputs
+    from tempo_lens.analysis.metrics.compute import single_run_metrics
 
     def emptied(experiment, which):
         runs = [dataclasses.replace(r, attention={}) if which(r) else r for r in experiment.runs]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tempo_lens.report.schema import Interval
+from tempo_lens.analysis.metrics.schema import Interval
 from tempo_lens.report.verdicts import (
     FUNNEL,
     LESS,

@@ -114,7 +114,11 @@ def test_the_readme_shape_keeps_each_prompt_its_own_run(sae_model):
     assert all(f.drop_duplicates(["step", "sibling"]).parallel.nunique() == 2 for f in frames)
     top = compare_sae_latents(frames, top=5)
     assert (top.n_runs == len(README_PROMPTS)).all()
-    assert (top.ci_high > top.ci_low).all()  # three different runs: intervals with width
+    # three runs are too few for a bounded studentized interval: none is given (merged as one run, it had zero width)
+    assert top.ci_low.isna().all() and top.ci_high.isna().all()
+    fourth = frames[0].assign(run="isolated-3", activation=frames[0].activation * 1.5)  # a distinct fourth run
+    four = compare_sae_latents([*frames, fourth], top=5)
+    assert (four.n_runs == 4).all() and (four.ci_high > four.ci_low).all()  # four runs: intervals with width
     assert [set(f.run) for f in frames] == [{"isolated-0"}, {"isolated-1"}, {"isolated-2"}]
     assert [r.name for r in runs] == ["isolated-0", "isolated-1", "isolated-2"]
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ...io.memory import available_bytes
 from ..base import ENV, fast_setting  # noqa: F401 - ENV: the switch's name, read here by tests and the CLI
 from .cpu_linears import (
     install_prepacked_linears,
@@ -63,8 +64,6 @@ def apply_fast_paths(model: TransformerBridge, fast: bool | None = None) -> list
     applies the prepacked linears where their copy takes more than half of the free memory.
     Calling it again repacks the linears (after editing weights through ``.data``).
     """
-    from ...generation.memory import available_bytes
-
     setting = fast_setting(fast)
     if setting is False:
         return fast_paths_on(model)

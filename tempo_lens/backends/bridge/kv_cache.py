@@ -5,7 +5,7 @@ transformers >= 5.2x passes the KV cache to attention modules as ``cache=``; Tra
 new tokens alone (wrong logits, no error). :func:`ensure_kv_cache` lets the attention bridges of
 *one model instance* read either name: it wraps each instance's ``_update_kv_cache`` and leaves the
 TransformerLens classes (and every other model in the process) untouched. It is idempotent and
-changes nothing when the cache already arrives as ``past_key_values``. ``tests/test_model.py``
+changes nothing when the cache already arrives as ``past_key_values``. ``tests/models/test_loading.py``
 compares cached decoding with a full recompute, so an upgrade that breaks (or fixes) this is caught.
 """
 

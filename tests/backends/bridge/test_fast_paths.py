@@ -1,7 +1,7 @@
 """The fast paths are on by default, one switch turns them off, and they change no result beyond float noise.
 
 The oracle is the same model on the stock TransformerBridge paths (``fast=False`` or ``stock_paths``),
-itself checked against HF eager in tests/test_generation.py and tests/test_model.py.
+itself checked against HF eager in tests/test_generation.py and tests/models/test_loading.py.
 """
 
 from __future__ import annotations
@@ -75,10 +75,10 @@ def test_the_measured_plan_decides_by_default(tiny_dirs, monkeypatch, min_rows, 
 
 
 def test_prepacking_is_skipped_where_its_copy_does_not_fit(tiny_dirs, monkeypatch, packing_pays):
-    import tempo_lens.generation.memory as memory
+    import tempo_lens.backends.bridge.fast_paths as fast_paths
 
     monkeypatch.delenv(ENV, raising=False)
-    monkeypatch.setattr(memory, "available_bytes", lambda device: 1000)
+    monkeypatch.setattr(fast_paths, "available_bytes", lambda device: 1000)
     model = load_model(str(tiny_dirs["llama"]), device="cpu")
     assert _kinds(model) == {"lean dispatch", "fast norms"}
     assert apply_fast_paths(model, fast=True) == fast_paths_on(model) and _kinds(model) == {"lean dispatch", "fast norms", "prepacked linears"}

@@ -15,10 +15,10 @@ from tests.helpers import hf_oracle_logits
 
 @pytest.mark.parametrize("mode", ["isolated", "visible"])
 def test_cli_json_probabilities_match_the_oracle(embedded_hooked, embedded_hf, mode, capsys, monkeypatch):
-    import tempo_lens.model
+    import tempo_lens.models.loading
 
     asked = []
-    monkeypatch.setattr(tempo_lens.model, "load_model", lambda *args, **kwargs: asked.append(kwargs) or embedded_hooked)
+    monkeypatch.setattr(tempo_lens.models.loading, "load_model", lambda *args, **kwargs: asked.append(kwargs) or embedded_hooked)
     code = main(["generate", "The cat sat on the", "--backend", "hooked", "--json", "--threshold", "0.05",
                  "--max-steps", "6", "--mode", mode])
     assert code == 0 and asked[0]["backend"] == "hooked"

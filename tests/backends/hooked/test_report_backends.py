@@ -27,10 +27,10 @@ def _numbers(value, path=""):
 
 
 def test_quick_report_numbers_agree_across_backends(embedded_hooked, tmp_path, monkeypatch):
-    import tempo_lens.model
+    import tempo_lens.models.loading
 
-    real = tempo_lens.model.load_model
-    monkeypatch.setattr(tempo_lens.model, "load_model",
+    real = tempo_lens.models.loading.load_model
+    monkeypatch.setattr(tempo_lens.models.loading, "load_model",
                         lambda *a, **k: embedded_hooked if k.get("backend") == "hooked" else real(*a, **k))
     metrics = {}
     for backend in ("bridge", "hooked"):
