@@ -209,7 +209,8 @@ def generate_batch(
 
     Takes the settings of ``generate`` (a :class:`GenerationConfig` and/or keyword overrides) and returns
     one result per prompt, in order, each what ``generate`` returns for that prompt (captures and
-    pruning included). ``batch_size`` defaults to what the free memory allows, up to 16. Every prompt
+    pruning included), named ``"<mode>-<i>"`` with ``i`` the prompt's index in ``prompts`` (``result.name``;
+    the tools that group by run tell runs apart by it). ``batch_size`` defaults to what the free memory allows, up to 16. Every prompt
     is checked before any model work. ``progress``: a progress bar over every batch's steps (default:
     only for long runs at a terminal, :mod:`.progress`).
     """
@@ -233,5 +234,8 @@ def generate_batch(
             for row in rows:
                 row.warn_stacklevel = 4  # choose → _run_rows → generate_batch → caller
             _run_rows(model, rows, bar)
-            results.extend(row.result() for row in rows)
+            for i, row in enumerate(rows):
+                result = row.result()
+                result.name = f"{config.mode}-{first + i}"
+                results.append(result)
     return results

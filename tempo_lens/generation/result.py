@@ -53,7 +53,13 @@ def _config_setting(name: str) -> property:
 
 @dataclass
 class GenerationResult:
-    """The layout of a TEMPO generation and what is needed to read it."""
+    """The layout of a TEMPO generation and what is needed to read it.
+
+    ``name`` identifies the run to the tools that group by run (``sae_latents``' run column,
+    ``compare_sae_latents``): :func:`~tempo_lens.generation.generate` names its result ``"run"``,
+    :func:`~tempo_lens.generation.generate_batch` names result ``i`` ``"<mode>-<i>"`` (``i`` the prompt's
+    index in the call's list). Set it yourself to tell apart results of separate calls.
+    """
 
     model: str
     prompt: str | None
@@ -69,6 +75,7 @@ class GenerationResult:
     clean_text: str = ""
     pruning_events: list[PruneEvent] = field(default_factory=list)
     step_logits: list[Tensor] | None = field(default=None, repr=False)
+    name: str = "run"
 
     # the settings a reader asks for most, straight from the config (read-only)
     mode = _config_setting("mode")

@@ -15,7 +15,7 @@ from ..figures import report as plots
 from .document import Document
 from .escaping import escape_user_text
 from .findings_controls import baseline_section, beyond_section, hypotheses_section, sharing_reading, sink_reading
-from .findings_distance import summary_paragraph
+from .findings_distance import correction_note, level_text, summary_paragraph, summary_view
 from .findings_models import cross_model_section
 from .findings_reference import conclusion_section, data_summary, future_directions, reference_comparison
 from .ordering import by_measured
@@ -25,10 +25,12 @@ from .verdicts import LESS, MINIMAL, MORE, NOT_MEASURED, TOLERANCE, depth_profil
 RULES = (
     f"**How the words are chosen** (`docs/definitions.md`): a single-run value is judged from its point estimate, and "
     f"a difference smaller than {TOLERANCE} (in ratio units) from the null value is called *minimal*. Wherever a value has a "
-    "95 % bootstrap interval (across prompts, or across steps and sets), the interval decides: *less* / *more* only when it "
-    "excludes the null value (1 for ratios, 0 for differences), otherwise *no reliable difference*. The sign-flip permutation "
-    "p-value is reported beside it and can only weaken the interval's word: when the interval excludes the null but p is "
-    "not below 0.05, the report says the test does not confirm it."
+    "95 % bootstrap interval (across prompts: one value per run, never steps or tokens of one run), the interval decides: "
+    "*less* / *more* only when it excludes the null value (1 for ratios, 0 for differences), otherwise *no reliable "
+    "difference*. The sign-flip permutation p-value (on log ratios for ratios) is reported beside it and can only weaken the "
+    "interval's word: when the interval excludes the null but p is not below 0.05, or the mean log ratio lies on the other "
+    "side of the null, the report says so. A ratio whose denominator (a mean attention weight) is below 1e-6 is not "
+    "measurable: n/a, and the runs without a measurable value are counted (n/a in k of n runs)."
 )
 
 
@@ -83,6 +85,7 @@ def render_findings(metrics: Metrics) -> Document:
     ratios = [r.ratio for r in single.ratios if r.ratio is not None]
     overall = point_direction(mean_of(ratios))
     doc.h(2, "Executive Summary")
+    full, multi = multi, summary_view(multi)  # the summary reads its measures corrected for their number
     doc.p(summary_paragraph(single, multi))
     if not ratios:
         doc.p(
@@ -108,9 +111,13 @@ def render_findings(metrics: Metrics) -> Document:
         if multi and multi.mode("isolated"):
             iso = multi.mode("isolated")
             doc.p(
-                f"Across {multi.n_prompts} prompts the uncontrolled isolated ratio is {ci_with_verdict(iso.ratio)} (mean, 95 % "
-                f"bootstrap interval, sign-flip p against 1; n = runs with at least one measured step)."
+                f"Across {multi.n_prompts} prompts the uncontrolled isolated ratio is {ci_with_verdict(iso.ratio)} (mean, "
+                f"{level_text(multi)} bootstrap interval, sign-flip p against 1; n = runs with at least one measured step)."
             )
+
+    if note := correction_note(multi):
+        doc.p(note)
+    multi = full
 
     doc.h(2, "Key Findings")
     heading = {LESS: "Reduced", MORE: "Increased"}.get(overall, "About Equal" if overall == MINIMAL else "Unmeasured")

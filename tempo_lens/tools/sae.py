@@ -71,16 +71,43 @@ def sae_latents(
     return pd.DataFrame(rows, columns=LATENT_COLUMNS)
 
 
+def _one_frame(frames: Iterable[pd.DataFrame] | pd.DataFrame) -> pd.DataFrame:
+    """The frames as one, refusing a run name shared by two runs (their tokens would be pooled as one run)."""
+    frames = [frames] if isinstance(frames, pd.DataFrame) else list(frames)
+    seen: dict[str, int] = {}
+    for i, part in enumerate(frames):
+        for name in part["run"].unique() if "run" in part else []:
+            if name in seen:
+                raise InvalidInputError(
+                    f"frames {seen[name]} and {i} both hold a run named {name!r}; each run needs its own name "
+                    "(generate_batch names its results '<mode>-<index>'; for results of separate calls set result.name)"
+                )
+            seen[name] = i
+    frame = pd.concat(frames, ignore_index=True) if len(frames) != 1 else frames[0]
+    if frame.empty:
+        raise InvalidInputError("no active latents to compare; run sae_latents on generations first")
+    missing = [c for c in LATENT_COLUMNS if c not in frame]
+    if missing:
+        raise InvalidInputError(f"the frames lack the columns {missing}; pass sae_latents' frames")
+    repeated = frame.duplicated(["run", "step", "sibling", "latent"])
+    if repeated.any():
+        row = frame[repeated].iloc[0]
+        raise InvalidInputError(
+            f"run {row['run']!r} has latent {row['latent']} twice at step {row['step']}, sibling {row['sibling']}: two runs share "
+            "that name; give each run its own name (result.name) before sae_latents"
+        )
+    return frame
+
+
 def compare_sae_latents(frames: Iterable[pd.DataFrame] | pd.DataFrame, top: int = 10, seed: int = 0) -> pd.DataFrame:
     """Latents whose mean activation differs most between parallel and non-parallel tokens, across runs.
 
     Per run, a latent's mean activation over its parallel tokens minus over its non-parallel ones (tokens
     where it is inactive count as 0); then, over runs, the mean difference with a 95 % bootstrap interval
-    (runs resampled). Returns the ``top`` latents by absolute mean difference.
+    (runs resampled; no interval, NaN, from a single run). Returns the ``top`` latents by absolute mean
+    difference. Runs are told apart by the ``run`` column: two runs of one name are refused, never merged.
     """
-    frame = frames if isinstance(frames, pd.DataFrame) else pd.concat(list(frames), ignore_index=True)
-    if frame.empty:
-        raise InvalidInputError("no active latents to compare; run sae_latents on generations first")
+    frame = _one_frame(frames)
     per_run = []
     for run, part in frame.groupby("run"):
         tokens = part.drop_duplicates(["step", "sibling"])
@@ -95,7 +122,7 @@ def compare_sae_latents(frames: Iterable[pd.DataFrame] | pd.DataFrame, top: int 
     table = pd.concat(per_run, axis=1).fillna(0.0)
     rows = []
     for latent, values in table.iterrows():
-        mean, lo, hi = bootstrap_ci(values.to_numpy(), n_boot=2000, seed=seed) if len(values) > 1 else (values.iloc[0],) * 3
+        mean, lo, hi = bootstrap_ci(values.to_numpy(), n_boot=2000, seed=seed)
         rows.append((int(latent), float(mean), float(lo), float(hi), len(values)))
     out = pd.DataFrame(rows, columns=["latent", "difference", "ci_low", "ci_high", "n_runs"])
     return out.reindex(out.difference.abs().sort_values(ascending=False).index).head(top).reset_index(drop=True)

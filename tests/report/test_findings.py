@@ -74,5 +74,5 @@ def test_pruned_siblings_are_compared_with_the_kept_top_sibling_at_the_same_step
         return
     paragraph = _paragraph_with(md, "At the step that decided their set")
     assert f"{outcomes['pruned']:.3f}" in paragraph and f"{outcomes['kept (top sibling)']:.3f}" in paragraph
-    assert "measured at that same step" in paragraph and "Paired per set (pruned - kept top)" in paragraph
+    assert "measured at that same step" in paragraph and "Paired per run (pruned - kept top" in paragraph
     assert "drew less attention than surviving" not in md

@@ -86,10 +86,57 @@ def test_compare_sae_latents_ranks_a_planted_difference():
 
     rows = []
     for run in range(4):
-        for step, parallel in ((0, True), (0, True), (1, False), (2, False)):
-            rows.append((f"r{run}", step, len(rows) % 2, "t", parallel, 7, 2.0 if parallel else 0.1))
-            rows.append((f"r{run}", step, len(rows) % 2, "t", parallel, 3, 0.5))
+        for step, sibling, parallel in ((0, 0, True), (0, 1, True), (1, 0, False), (2, 0, False)):
+            rows.append((f"r{run}", step, sibling, "t", parallel, 7, 2.0 if parallel else 0.1))
+            rows.append((f"r{run}", step, sibling, "t", parallel, 3, 0.5))
     frame = pd.DataFrame(rows, columns=["run", "step", "sibling", "token", "parallel", "latent", "activation"])
     top = compare_sae_latents(frame, top=2)
     assert top.latent.iloc[0] == 7 and top.difference.iloc[0] > 1.5
     assert top.ci_low.iloc[0] <= top.difference.iloc[0] <= top.ci_high.iloc[0]
+
+
+README_PROMPTS = [[1, 17, 42, 5, 63, 8], [1, 9, 33, 2], [1, 50, 4, 6, 7]]
+
+
+def test_the_readme_shape_keeps_each_prompt_its_own_run(sae_model):
+    """generate_batch -> sae_latents per result -> compare_sae_latents: one run per prompt, never merged."""
+    import warnings
+
+    from tempo_lens import generate_batch
+
+    sae = _random_sae(sae_model.cfg.d_model)
+    sae_model.add_sae(sae, use_error_term=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = generate_batch(sae_model, README_PROMPTS, threshold=0.05, max_steps=8, max_parallel=3)
+    frames = [sae_latents(sae_model, run, sae) for run in runs]
+    # every run has both parallel and non-parallel generated tokens at this threshold, so each contributes a value
+    assert all(f.drop_duplicates(["step", "sibling"]).parallel.nunique() == 2 for f in frames)
+    top = compare_sae_latents(frames, top=5)
+    assert (top.n_runs == len(README_PROMPTS)).all()
+    # three runs are too few for a bounded studentized interval: none is given (merged as one run, it had zero width)
+    assert top.ci_low.isna().all() and top.ci_high.isna().all()
+    fourth = frames[0].assign(run="isolated-3", activation=frames[0].activation * 1.5)  # a distinct fourth run
+    four = compare_sae_latents([*frames, fourth], top=5)
+    assert (four.n_runs == 4).all() and (four.ci_high > four.ci_low).all()  # four runs: intervals with width
+    assert [set(f.run) for f in frames] == [{"isolated-0"}, {"isolated-1"}, {"isolated-2"}]
+    assert [r.name for r in runs] == ["isolated-0", "isolated-1", "isolated-2"]
+
+
+def test_compare_sae_latents_refuses_two_runs_of_one_name():
+    import pandas as pd
+
+    from tempo_lens.errors import InvalidInputError
+
+    def frame(run, shift):
+        rows = [(run, step, 0, "t", step == 0, 7, 1.0 + shift + step) for step in range(3)]
+        return pd.DataFrame(rows, columns=["run", "step", "sibling", "token", "parallel", "latent", "activation"])
+
+    with pytest.raises(InvalidInputError, match="both hold a run named 'run'"):
+        compare_sae_latents([frame("run", 0.0), frame("run", 1.0)])
+    with pytest.raises(InvalidInputError, match="two runs share that name"):
+        compare_sae_latents(pd.concat([frame("run", 0.0), frame("run", 1.0)]))
+    one = compare_sae_latents([frame("a", 0.0)])  # one run: a value, no interval
+    assert one.n_runs.iloc[0] == 1 and one.ci_low.isna().all() and one.ci_high.isna().all()
+    two = compare_sae_latents([frame("a", 0.0), frame("b", 1.0)])
+    assert two.n_runs.iloc[0] == 2

@@ -28,7 +28,7 @@ from ..distance import matched_ratio_table
 from ..reference_script import undo_chain_table
 from .figure_data import figure_data
 from .inputs import ReportInputs, RunRef
-from .measures import MetricsSettings, entropy_step_of, fnum, interval, records, run_depth, sibling_preference
+from .measures import MetricsSettings, entropy_step_of, fnum, point_estimate, records, run_depth, sibling_preference
 from .multi import multi_prompt_metrics, pruning_metrics
 from .schema import (
     SCHEMA_VERSION,
@@ -230,7 +230,7 @@ def single_run_metrics(inputs: ReportInputs, options: MetricsSettings = MetricsS
         heads=records(heads, HeadRow) if heads is not None else [],
         kv_groups=records(heads_by_kv_group(heads), KVGroup) if heads is not None else [],
         layer_ratio=_layer_ratio(iso, measured),
-        sibling_preference=interval(preference, null=1.0),
+        sibling_preference=point_estimate(preference),
         script_chain=_script_chain(runs),
         runs=[run_summary(ref) for ref in refs],
         generated_averages=_by_mode(mode_averages(generated)),
