@@ -61,6 +61,12 @@ def _check_arguments(model: TransformerBridge, layout: Any) -> None:
     if not len(layout):
         raise InvalidInputError("the layout is empty; replay a generation's layout")
     backend_for(model)  # refuses anything but a TransformerBridge or HookedTransformer
+    from .generation.steps import check_token_ids
+
+    try:
+        check_token_ids(model, layout.token_ids)  # generate's rule: a layout of another model's vocabulary is refused
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"this layout does not fit the model: {exc}; replay a layout made with this model") from None
 
 
 def replay_positions(layout: TokenLayout, positions: PositionsArg) -> Float[Tensor, " pos"]:

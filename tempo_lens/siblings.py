@@ -89,6 +89,10 @@ def run_view(source: RunSource, model: TransformerBridge | None = None) -> RunVi
     if isinstance(source, RunView):
         return source
     if isinstance(source, TokenLayout):
+        if model is not None and getattr(model, "cfg", None) is not None:
+            from .generation.steps import check_token_ids
+
+            check_token_ids(model, source.token_ids)  # before any id is decoded or replayed
         tokenizer = getattr(model, "tokenizer", None)
         strings = [tokenizer.decode([t]) if tokenizer is not None else f"<{t}>" for t in source.token_ids]
         return RunView(source, strings, "isolated", "mixture", "layout")

@@ -95,6 +95,20 @@ def model_facts(model: TransformerBridge) -> dict:
     }
 
 
+def check_loaded_config(config: ExperimentConfig, model: TransformerBridge) -> None:
+    """The rules ``load_experiment`` applies to the saved config, with the model's layer count, before generation."""
+    import json
+
+    from ..errors import ConfigError
+    from ..records import FieldError
+    from .record import check_config
+
+    try:
+        check_config(json.loads(json.dumps(config.to_dict())), int(model.cfg.n_layers))
+    except FieldError as exc:
+        raise ConfigError(f"{config.name}: {exc.where.removeprefix('config.')} {exc.problem} for this model") from None
+
+
 def run_experiment(
     config: ExperimentConfig,
     model: TransformerBridge | None = None,
@@ -115,14 +129,17 @@ def run_experiment(
     from ..backends import backend_for
     from ..generation import generate_batch
     from ..generation.memory import available_bytes
+    from ..generation.steps import check_context
     from ..model import load_model
     from ..replaying import replay
 
     indices = shard_indices(len(config.prompts), shard) if prompt_indices is None else list(prompt_indices)
     check_run_count(config, allow_large, n_prompts=len(indices))  # before the model loads
     model = model if model is not None else load_model(config.model, dtype=config.dtype, backend=backend)
+    check_loaded_config(config, model)
     if indices:
         longest = max(len(model.tokenizer(config.prompts[i])["input_ids"]) for i in indices)
+        check_context(model, longest, config.generation.max_steps)  # generate's own rule, before any estimate
         need = attention_bytes(config, int(model.cfg.n_layers), int(model.cfg.n_heads), longest, len(indices))
         check_memory(need, available_bytes(backend_for(model).device), config, allow_large)
         if progress:

@@ -48,6 +48,19 @@ def check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -
     return int(value)
 
 
+def check_finite(value: Any, name: str) -> float:
+    """A real, finite number (an int or float, numpy's included; not a bool, text, NaN or an infinity), or a clear error."""
+    import math
+
+    try:
+        number = float(value) if hasattr(value, "__float__") and not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):  # a tensor of many numbers
+        number = math.nan
+    if not math.isfinite(number):
+        raise InvalidInputError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
 def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise InvalidInputError(f"unknown {name} {value!r}; use one of {', '.join(choices)}")
@@ -103,6 +116,9 @@ def _all_or_list(value: Any, name: str, minimum: int | None = None) -> list[int]
     if not ok or (minimum is not None and any(v < minimum for v in value)):
         bound = "integers >= 0" if minimum is not None else "layer indices (negative counts from the last)"
         raise InvalidInputError(f'{name} must be "all" or a list of {bound}, got {value!r}')
+    twice = sorted({v for v in value if list(value).count(v) > 1})
+    if twice:
+        raise InvalidInputError(f"{name} lists {twice} more than once; list each once")
     return list(value)
 
 

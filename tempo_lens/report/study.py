@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import ConfigError, TempoLensError
+from ..signals import Terminated, interrupts_raise
 from ..experiment import Experiment, ExperimentConfig, run_experiment
 from .cross_model import collect_entries, folder_name
 from .inputs import MULTI, SINGLE, check_pair, config_role
@@ -229,17 +230,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()] or None
     try:
-        study(
-            args.folder,
-            models,
-            args.chunks,
-            progress=lambda m: print(f"[study] {m}", flush=True),
-            overwrite=args.overwrite,
-            dtype=args.dtype,
-        )
+        with interrupts_raise():  # Ctrl-C and SIGTERM end it with one line, after any write has removed its temporaries
+            study(
+                args.folder,
+                models,
+                args.chunks,
+                progress=lambda m: print(f"[study] {m}", flush=True),
+                overwrite=args.overwrite,
+                dtype=args.dtype,
+            )
     except TempoLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{what}; the finished models' runs are kept and a rerun resumes after them", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     return 0
 
 

@@ -89,6 +89,9 @@ def batched_logits(
     The same positions and mask hooks as :func:`~tempo_lens.replay`; copy ``b`` alone gives replay's logits.
     """
     layout = condition.layout(layout)
+    from ..generation.steps import check_token_ids
+
+    check_token_ids(model, layout.token_ids)
     positions = replay_positions(layout, condition.positions)
     hooks = replay_hooks(model, layout, positions, condition.mask)
     backend = backend_for(model)
