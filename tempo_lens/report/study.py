@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import ConfigError, TempoLensError
-from ..signals import Terminated, interrupts_raise
 from ..experiment import Experiment, ExperimentConfig, run_experiment
+from ..signals import Terminated, interrupts_raise
 from .cross_model import collect_entries, folder_name
 from .inputs import MULTI, SINGLE, check_pair, config_role
 from .outputs import OutputPlan
