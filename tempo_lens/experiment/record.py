@@ -31,6 +31,7 @@ class ModelRecord:
     n_ctx: int | None = None
     n_params: int | None = None
     dtype: str | None = None
+    fingerprint: str | None = None  # weights_identity.folder_fingerprint of the model's folder (None: unknown)
 
 
 @dataclass

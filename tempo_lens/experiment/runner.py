@@ -80,8 +80,11 @@ def parameter_count(model: torch.nn.Module) -> int:
 def model_facts(model: TransformerBridge) -> dict:
     from ..backends import backend_for
     from ..model import model_name
+    from ..weights_identity import checkpoint_parameters, loaded_fingerprint
 
     cfg, backend = model.cfg, backend_for(model)
+    source = getattr(model, "tempo_lens_source", None)
+    stored = checkpoint_parameters(Path(source)) if source and Path(source).is_dir() else None
     return {
         "name": model_name(model),
         "n_layers": int(cfg.n_layers),
@@ -89,9 +92,10 @@ def model_facts(model: TransformerBridge) -> dict:
         "n_kv_heads": int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads),
         "d_model": int(cfg.d_model),
         "n_ctx": int(cfg.n_ctx),
-        "n_params": parameter_count(model),
+        "n_params": stored if stored is not None else parameter_count(model),  # the checkpoint's count, for every backend
         "dtype": str(backend.dtype).removeprefix("torch."),
         "backend": backend.name,
+        "fingerprint": loaded_fingerprint(model),  # what the model is (its files), not only its name
     }
 
 

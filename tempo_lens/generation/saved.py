@@ -20,7 +20,7 @@ import pandas as pd
 from ..atomic import MARKER, atomic_directory, folder_lock
 from ..capture import CapturedAttention
 from ..checksums import sha256_of
-from ..errors import ExperimentFileError, InvalidInputError
+from ..errors import ExperimentFileError, InvalidInputError, describe
 from ..layout import LayoutRecord, TokenLayout
 from ..pruning import PruneEvent
 from ..records import read_record, typed
@@ -153,7 +153,7 @@ def load_result(directory: str | os.PathLike) -> GenerationResult:
             loaded = read_arrays(arrays, shapes, FIX)
             capture = CapturedAttention(list(record.capture.layers), {s: loaded[f"s{s}"] for s in record.capture.steps})
     except (InvalidInputError, TypeError, ValueError, IndexError) as exc:
-        raise ExperimentFileError(f"{path} does not fit its layout ({exc}); {FIX}") from None
+        raise ExperimentFileError(f"{path} does not fit its layout ({describe(exc)}); {FIX}") from None
     events = [
         PruneEvent(
             set_step=e.set_step,
