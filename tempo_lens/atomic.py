@@ -287,7 +287,7 @@ def folder_lock(folder: Path, wait_s: float | None = None) -> Iterator[None]:
                 if time.monotonic() >= deadline:
                     raise ExperimentFileError(
                         f"{describe_holder(folder)} is writing into {folder} (it holds the folder's lock) and did not "
-                        f"finish within {limit:.0f} s; wait for it to finish, or write somewhere else"
+                        f"finish within {limit:.3g} s; wait for it to finish, or write somewhere else"
                     ) from None
                 if not announced and limit >= 1:  # a person waiting is told what for, and for how long
                     announced = True

@@ -39,6 +39,6 @@ def describe_holder(folder: Path) -> str:
     for pid in lock_holders(folder):
         if pid == os.getpid():
             continue
-        command = _read(f"/proc/{pid}/cmdline").replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        command = " ".join(_read(f"/proc/{pid}/cmdline").replace(b"\0", b" ").decode("utf-8", "replace").split())
         return f"process {pid}" + (f" ({command[:120]})" if command else "")
     return "another process"

@@ -239,8 +239,15 @@ def config_from_dict(data: dict, source: str = "config", base_dir: Path | None =
     try:  # the rules load_experiment applies to the saved config, checked before anything is generated
         check_config(json.loads(json.dumps(config.to_dict())))
     except FieldError as exc:
-        raise ConfigError(f"{source}: {exc.where.removeprefix('config.')} {exc.problem}") from None
+        raise ConfigError(f"{source}: {setting_words(exc.where)} {exc.problem}") from None
     return config
+
+
+def setting_words(where: str) -> str:
+    """A stored config field (``config.capture_layers``) as the config file spells it (``[capture] layers``)."""
+    key = where.removeprefix("config.")
+    table, _, inner = key.partition("_")
+    return f"[{table}] {inner}" if table == "capture" and inner in ("layers", "steps") else key
 
 
 def check_name(name: object) -> None:

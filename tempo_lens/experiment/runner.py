@@ -107,10 +107,15 @@ def check_loaded_config(config: ExperimentConfig, model: TransformerBridge) -> N
     from ..records import FieldError
     from .record import check_config
 
+    from .config import setting_words
+
+    n_layers = int(model.cfg.n_layers)
+    if config.generation.capture is not None:
+        config.generation.capture.layers_for(n_layers)  # generate's own words for a layer this model lacks
     try:
-        check_config(json.loads(json.dumps(config.to_dict())), int(model.cfg.n_layers))
+        check_config(json.loads(json.dumps(config.to_dict())), n_layers)
     except FieldError as exc:
-        raise ConfigError(f"{config.name}: {exc.where.removeprefix('config.')} {exc.problem} for this model") from None
+        raise ConfigError(f"{config.name}: {setting_words(exc.where)} {exc.problem} for this model") from None
 
 
 def run_experiment(

@@ -233,9 +233,9 @@ def analyze(
         if quick and _select(configs, (SINGLE,)):
             configs = _select(configs, (SINGLE,))
         check_pair({name: c.to_dict() for name, c in configs.items()})  # refuse before the model is loaded
-        check_same_settings(configs, folder)
         for config in configs.values():
             check_run_count(config, allow_large)  # past the bound only when asked (--allow-large, or in the config)
+        check_same_settings(configs, folder)
         chosen = {name: (model or c.model or "the default model", dtype or c.dtype or "float32") for name, c in configs.items()}
         if len(set(chosen.values())) > 1:  # the report would mix them: refuse before anything runs
             listed = "; ".join(f"{name}: {m} {d}" for name, (m, d) in sorted(chosen.items()))
