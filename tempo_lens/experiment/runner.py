@@ -105,9 +105,8 @@ def check_loaded_config(config: ExperimentConfig, model: TransformerBridge) -> N
 
     from ..errors import ConfigError
     from ..records import FieldError
-    from .record import check_config
-
     from .config import setting_words
+    from .record import check_config
 
     n_layers = int(model.cfg.n_layers)
     if config.generation.capture is not None:
