@@ -128,6 +128,8 @@ Where = Sibling | tuple[int, int] | int
 
 def physical_indices(layout: TokenLayout, where: Where | Sequence[Where]) -> list[int]:
     """Physical indices of siblings given as :class:`Sibling`, ``(step, rank)`` or a whole step (an int)."""
+    if isinstance(where, (str, bytes)) or not isinstance(where, (Sibling, int, tuple, Iterable)):
+        raise InvalidInputError(f"cannot read {where!r} as siblings; pass Siblings, (step, rank) pairs or steps")
     items = [where] if isinstance(where, (Sibling, int, tuple)) else list(where)
     indices: list[int] = []
     for item in items:

@@ -192,3 +192,31 @@ def test_a_file_too_large_names_the_path_and_the_limit(tiny_dirs, tmp_path, monk
     monkeypatch.setattr(storage, "write_arrays", too_large)
     rc, _, err = run_cli(["run", str(config), "--out", str(tmp_path / "out")])
     assert_clean_refusal(rc, err, "file too large", str(tmp_path / "out"), "ulimit")
+
+
+# ---- the research tools: steps, conditions and siblings by the same rules ---------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_llama):
+    return generate(tiny_llama, [1, 17, 42, 5], max_steps=3, threshold=1e-6, max_parallel=2, capture=True)
+
+
+def _tool_calls():
+    from tempo_lens.tools import activation_patching, direct_logit_attribution, logit_lens, residual_difference
+
+    return {
+        "logit_lens_steps_text": lambda m, r: logit_lens(m, r, steps="x"),
+        "logit_lens_steps_float": lambda m, r: logit_lens(m, r, steps=[1.5]),
+        "attribution_steps_text": lambda m, r: direct_logit_attribution(m, r, steps="x"),
+        "residuals_steps_float": lambda m, r: residual_difference(m, r, steps=[0.5]),
+        "residuals_condition_text": lambda m, r: residual_difference(m, r, a="isolated"),
+        "patching_condition_text": lambda m, r: activation_patching(m, r, "all", source="isolated"),
+        "patching_where_none": lambda m, r: activation_patching(m, r, None),
+        "patching_score_steps_text": lambda m, r: activation_patching(m, r, "all", score_steps="x"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_tool_calls()))
+def test_the_tools_refuse_malformed_steps_conditions_and_siblings(tiny_llama, tiny_run, case):
+    with pytest.raises(InvalidInputError):
+        _tool_calls()[case](tiny_llama, tiny_run)
