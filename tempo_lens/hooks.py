@@ -368,9 +368,24 @@ class PatternRecorder:
         patterns = recorder.take()   # {0: [1, n_heads, 4, 4], n_layers - 1: [1, n_heads, 4, 4]}
     """
 
-    def __init__(self, layers: Iterable[int]):
-        self.layers = sorted(set(int(layer) for layer in layers))
+    def __init__(self, layers: Iterable[int], model: TransformerBridge | None = None):
+        """``layers``: layer numbers; with ``model`` checked by the one layer rule (negative counts from the last),
+        without it non-negative integers (a negative layer needs the model to be read)."""
+        from .capture import resolve_layers
+
         self.patterns: dict[int, Tensor] = {}
+        if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
+            raise InvalidInputError(f"layers must be a list of layer numbers, got {layers!r}")
+        layers = list(layers)
+        if model is not None:
+            self.layers = resolve_layers(layers, int(model.cfg.n_layers), "layers")
+            return
+        if not all(hasattr(l, "__index__") and not isinstance(l, bool) and int(l) >= 0 for l in layers):
+            raise InvalidInputError(
+                f"layers must be layer numbers >= 0, got {layers!r}; for negative layers pass the model: "
+                "PatternRecorder(layers, model)"
+            )
+        self.layers = sorted(set(int(layer) for layer in layers))
 
     def __enter__(self) -> PatternRecorder:
         return self

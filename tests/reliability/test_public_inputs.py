@@ -220,3 +220,23 @@ def _tool_calls():
 def test_the_tools_refuse_malformed_steps_conditions_and_siblings(tiny_llama, tiny_run, case):
     with pytest.raises(InvalidInputError):
         _tool_calls()[case](tiny_llama, tiny_run)
+
+
+@pytest.mark.parametrize("layers", [[-1], ["0"], [1.5], "01", [True]])
+def test_a_pattern_recorder_refuses_layers_it_cannot_name(layers):
+    from tempo_lens.hooks import PatternRecorder
+
+    with pytest.raises(InvalidInputError, match="layer"):
+        PatternRecorder(layers)
+
+
+def test_a_pattern_recorder_given_the_model_reads_layers_by_the_one_rule(tiny_llama):
+    from tempo_lens.hooks import PatternRecorder
+
+    last = tiny_llama.cfg.n_layers - 1
+    assert PatternRecorder([-1, 0], tiny_llama).layers == [0, last]
+    with pytest.raises(InvalidInputError, match="layer"):
+        PatternRecorder([99], tiny_llama)
+    recorder = PatternRecorder([-1], tiny_llama)
+    _forward(tiny_llama, recorder.hooks())
+    assert list(recorder.take()) == [last]
