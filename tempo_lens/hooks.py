@@ -50,8 +50,10 @@ Hook = tuple[str, Callable[..., Tensor]]
 
 
 def _attn_score_hook_names(model: TransformerBridge, layers: Iterable[int] | None = None) -> list[str]:
-    n_layers = model.cfg.n_layers
-    chosen = range(n_layers) if layers is None else layers
+    """The score hook points of ``layers`` (None: all), checked by the one layer rule (negative counts from the last)."""
+    from .capture import resolve_layers
+
+    chosen = resolve_layers(None if layers is None else list(layers), int(model.cfg.n_layers), "layers")
     return [f"blocks.{layer}.attn.hook_attn_scores" for layer in chosen]
 
 
@@ -346,18 +348,44 @@ def attention_bias_hooks(
         bias = attention_bias_hooks(model, layout.parallel_tensor(), bias=1.0, layers=[model.cfg.n_layers - 1], heads=[0])
         logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=tempo_hooks(model, layout) + bias)
     """
-    head_index = slice(None) if heads is None else torch.as_tensor(list(heads), dtype=torch.long)
+    from .validation import check_finite
+
+    bias = check_finite(bias, "bias")
+    if not callable(key_mask) and not (isinstance(key_mask, Tensor) and key_mask.dtype == torch.bool and key_mask.ndim == 1):
+        raise InvalidInputError("key_mask must be a boolean tensor [n_tokens] or a function K -> boolean tensor [K]")
+    names = _attn_score_hook_names(model, layers)
+    n_heads = int(model.cfg.n_heads)
+    head_index = slice(None) if heads is None else torch.as_tensor(_check_heads(heads, n_heads), dtype=torch.long)
 
     def hook_scores(scores: Float[Tensor, "batch head_index query_pos key_pos"], hook: Any = None) -> Tensor:
         k = scores.shape[-1]
         keys = key_mask(k) if callable(key_mask) else key_mask[:k]
+        if not isinstance(keys, Tensor) or keys.dtype != torch.bool or tuple(keys.shape) != (k,):
+            raise InvalidInputError(
+                f"key_mask must give one boolean per key: [{k}] for this forward, got "
+                f"{tuple(keys.shape) if isinstance(keys, Tensor) else type(keys).__name__}; cover every physical position"
+            )
         add = torch.zeros(scores.shape[1], k, dtype=scores.dtype, device=scores.device)
         chosen = keys.to(scores.device, torch.bool)  # masked_fill, not keys * bias: 0 * inf is NaN on the other keys
         add[head_index, :] = torch.zeros(k, dtype=scores.dtype, device=scores.device).masked_fill(chosen, bias)
         masked = scores <= masked_threshold(scores.dtype)
         return torch.where(masked, scores, scores + add[None, :, None, :])
 
-    return [(name, hook_scores) for name in _attn_score_hook_names(model, layers)]
+    return [(name, hook_scores) for name in names]
+
+
+def _check_heads(heads: Sequence[int], n_heads: int) -> list[int]:
+    """Head numbers of a model with ``n_heads`` heads (each in ``0..n_heads - 1``), or a clear error."""
+    if isinstance(heads, (str, bytes)) or not isinstance(heads, Iterable):
+        raise InvalidInputError(f"heads must be a list of head numbers, got {heads!r}")
+    chosen = list(heads)
+    if not all(hasattr(h, "__index__") and not isinstance(h, bool) for h in chosen):
+        raise InvalidInputError(f"heads must be a list of head numbers, got {heads!r}")
+    chosen = [int(h) for h in chosen]
+    bad = [h for h in chosen if not 0 <= h < n_heads]
+    if bad:
+        raise InvalidInputError(f"heads {bad} outside 0..{n_heads - 1}; choose heads of this model")
+    return chosen
 
 
 class PatternRecorder:
@@ -372,9 +400,24 @@ class PatternRecorder:
         patterns = recorder.take()   # {0: [1, n_heads, 4, 4], n_layers - 1: [1, n_heads, 4, 4]}
     """
 
-    def __init__(self, layers: Iterable[int]):
-        self.layers = sorted(set(int(layer) for layer in layers))
+    def __init__(self, layers: Iterable[int], model: TransformerBridge | None = None):
+        """``layers``: layer numbers; with ``model`` checked by the one layer rule (negative counts from the last),
+        without it non-negative integers (a negative layer needs the model to be read)."""
+        from .capture import resolve_layers
+
         self.patterns: dict[int, Tensor] = {}
+        if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
+            raise InvalidInputError(f"layers must be a list of layer numbers, got {layers!r}")
+        layers = list(layers)
+        if model is not None:
+            self.layers = resolve_layers(layers, int(model.cfg.n_layers), "layers")
+            return
+        if not all(hasattr(l, "__index__") and not isinstance(l, bool) and int(l) >= 0 for l in layers):
+            raise InvalidInputError(
+                f"layers must be layer numbers >= 0, got {layers!r}; for negative layers pass the model: "
+                "PatternRecorder(layers, model)"
+            )
+        self.layers = sorted(set(int(layer) for layer in layers))
 
     def __enter__(self) -> PatternRecorder:
         return self

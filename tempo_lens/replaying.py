@@ -22,6 +22,7 @@ from .capture import resolve_layers
 from .errors import InvalidInputError
 from .hooks import PatternRecorder, attention_block_hooks, layout_blocked_fn, tempo_position_hooks
 from .layout import MODES, TokenLayout
+from .validation import check_token_ids
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -61,6 +62,11 @@ def _check_arguments(model: TransformerBridge, layout: Any) -> None:
     if not len(layout):
         raise InvalidInputError("the layout is empty; replay a generation's layout")
     backend_for(model)  # refuses anything but a TransformerBridge or HookedTransformer
+
+    try:
+        check_token_ids(model, layout.token_ids)  # generate's rule: a layout of another model's vocabulary is refused
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"this layout does not fit the model: {exc}; replay a layout made with this model") from None
 
 
 def replay_positions(layout: TokenLayout, positions: PositionsArg) -> Float[Tensor, " pos"]:

@@ -7,7 +7,7 @@ shared vs unique positions, pruned vs unpruned.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from ..errors import InvalidInputError
 from ..layout import MODES, TokenLayout
 from ..replaying import MaskArg, PositionsArg, ReplayResult, replay, replay_hooks, replay_positions
 from ..siblings import RunView
+from ..validation import check_token_ids
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -43,6 +44,13 @@ class Condition:
 
     def layout(self, layout: TokenLayout) -> TokenLayout:
         return layout if self.pruned else layout.unpruned()
+
+
+def check_condition(condition: object, name: str) -> Condition:
+    """``condition`` when it is a :class:`Condition`, else a clear error naming the argument."""
+    if not isinstance(condition, Condition):
+        raise InvalidInputError(f"{name} must be a tempo_lens.tools.Condition, got {type(condition).__name__}")
+    return condition
 
 
 def default_condition(view: RunView, condition: Condition | None) -> Condition:
@@ -89,6 +97,8 @@ def batched_logits(
     The same positions and mask hooks as :func:`~tempo_lens.replay`; copy ``b`` alone gives replay's logits.
     """
     layout = condition.layout(layout)
+
+    check_token_ids(model, layout.token_ids)
     positions = replay_positions(layout, condition.positions)
     hooks = replay_hooks(model, layout, positions, condition.mask)
     backend = backend_for(model)
@@ -99,6 +109,12 @@ def batched_logits(
 
 def check_steps(layout: TokenLayout, steps: Sequence[int] | None) -> list[int]:
     """The chosen steps (default all), each checked against the layout."""
+    if steps is not None and (
+        isinstance(steps, (str, bytes))
+        or not isinstance(steps, Iterable)
+        or not all(hasattr(s, "__index__") and not isinstance(s, bool) for s in steps)
+    ):
+        raise InvalidInputError(f"steps must be a list of step numbers, got {steps!r}")
     chosen = list(range(layout.n_steps)) if steps is None else [int(s) for s in steps]
     bad = [s for s in chosen if not 0 <= s < layout.n_steps]
     if bad or not chosen:

@@ -19,6 +19,7 @@ import torch
 from ..analysis.stats import bootstrap_ci
 from ..errors import InvalidInputError
 from ..siblings import RunSource, run_view
+from ..validation import check_finite
 from .common import Condition, cached_replay, default_condition
 
 if TYPE_CHECKING:
@@ -36,6 +37,14 @@ def sae_hook_name(sae: Any) -> str:
     return name
 
 
+def sae_input_width(sae: Any) -> int | None:
+    """The width an SAE encodes (SAELens: ``cfg.d_in``; else the rows of ``W_enc``), None when it does not say."""
+    width = getattr(getattr(sae, "cfg", None), "d_in", None)
+    if width is None and isinstance(getattr(sae, "W_enc", None), torch.Tensor):
+        width = sae.W_enc.shape[0]
+    return int(width) if isinstance(width, (int, np.integer)) else None
+
+
 def sae_latents(
     model: TransformerBridge,
     source: RunSource,
@@ -49,6 +58,7 @@ def sae_latents(
     ``source`` is a generation, a saved run or a layout; ``condition`` the replay (default: the run's own
     mode at shared positions). Prompt tokens are left out; latents at or below ``min_activation`` too.
     """
+    min_activation = check_finite(min_activation, "min_activation")
     view = run_view(source, model)
     hook = sae_hook_name(sae)
     attached = f"{hook}.hook_sae_acts_post"
@@ -56,6 +66,13 @@ def sae_latents(
     replayed = cached_replay(model, view.layout, default_condition(view, condition), [attached if reads_attached else hook])
     acts = replayed.cache[attached if reads_attached else hook]
     if not reads_attached:
+        acts = acts.flatten(1)  # per-head hook points (attn.hook_z: [pos, head, d_head]) as SAELens reads them
+        width = sae_input_width(sae)
+        if width is not None and width != acts.shape[-1]:
+            raise InvalidInputError(
+                f"the SAE encodes {width} values per token, but {hook} of this model holds {acts.shape[-1]}; "
+                "use an SAE trained on this model's hook point"
+            )
         with torch.no_grad():
             acts = sae.encode(acts.to(sae.W_enc.dtype if hasattr(sae, "W_enc") else acts.dtype))
     acts = acts.detach().float().cpu().numpy()  # [n_tokens, d_sae]

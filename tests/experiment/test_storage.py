@@ -181,7 +181,7 @@ def test_every_run_records_the_speed_paths_and_kernel_plan_it_ran(tiny_experimen
     the field existed still loads."""
     from tempo_lens.backends import backend_for
     from tempo_lens.experiment.storage import _metadata_digest
-    from tempo_lens.records import clean
+    from tempo_lens.io.records import clean
 
     expected = clean(backend_for(tiny_llama).speed_record())
     assert "fast norms" in expected["paths"] and isinstance(expected["kernel_plan"], str)  # the cached measurement's key

@@ -140,3 +140,39 @@ def test_compare_sae_latents_refuses_two_runs_of_one_name():
     assert one.n_runs.iloc[0] == 1 and one.ci_low.isna().all() and one.ci_high.isna().all()
     two = compare_sae_latents([frame("a", 0.0), frame("b", 1.0)])
     assert two.n_runs.iloc[0] == 2
+
+
+# ---- issue 32, class 6: sae_latents checks its inputs (no raw traceback) ------------------------------------------
+
+def _sae_at(hook: str, d_in: int):
+    from sae_lens import StandardSAE, StandardSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    torch.manual_seed(0)
+    return StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=16, metadata=SAEMetadata(hook_name=hook)))
+
+
+@pytest.mark.parametrize("hook, d_in", [(HOOK, 63), (HOOK, 128), ("blocks.1.attn.hook_z", 63), ("blocks.9.hook_resid_post", 64)])
+def test_an_sae_of_another_width_or_hook_point_is_refused(sae_model, hook, d_in):
+    from tempo_lens.errors import InvalidInputError
+
+    result = generate(sae_model, TINY_PROMPT, max_steps=2, **TOP3)
+    with pytest.raises(InvalidInputError, match="SAE|hook point"):
+        sae_latents(sae_model, result, _sae_at(hook, d_in))
+
+
+def test_an_sae_at_a_per_head_hook_point_reads_the_heads_side_by_side(sae_model):
+    """attn.hook_z is [pos, head, d_head]: the SAE encodes heads x d_head values per token, as SAELens does."""
+    result = generate(sae_model, TINY_PROMPT, max_steps=2, **TOP3)
+    width = sae_model.cfg.n_heads * sae_model.cfg.d_head
+    frame = sae_latents(sae_model, result, _sae_at("blocks.1.attn.hook_z", width), min_activation=-1e9)
+    assert set(frame.latent) <= set(range(16)) and len(frame) == 16 * (len(result.layout) - result.layout.n_prompt)
+
+
+@pytest.mark.parametrize("value", ["x", float("nan"), float("inf"), None, True, [0.1]])
+def test_min_activation_must_be_a_finite_number(sae_model, value):
+    from tempo_lens.errors import InvalidInputError
+
+    result = generate(sae_model, TINY_PROMPT, max_steps=1, **TOP3)
+    with pytest.raises(InvalidInputError, match="min_activation"):
+        sae_latents(sae_model, result, _random_sae(sae_model.cfg.d_model), min_activation=value)
