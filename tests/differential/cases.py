@@ -60,7 +60,11 @@ class Case:
         return out
 
     def physical_bound(self) -> int:
-        """The most physical positions one forward's row can reach: a batch's rows may share one lane, side by side."""
+        """The most physical positions one prompt's generation can reach (every step at ``max_parallel``)."""
+        return max(length + self.max_steps * self.max_parallel for length, _ in self.prompts)
+
+    def lane_bound(self) -> int:
+        """The most physical positions one lane of a batch can reach: its rows may share it, side by side."""
         return sum(length + self.max_steps * self.max_parallel for length, _ in self.prompts)
 
     def __str__(self) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from hypothesis import note
+from hypothesis import currently_in_test_context, note
 
 from tempo_lens.errors import TempoLensError
 from tempo_lens.generation import generate, generate_batch
@@ -87,6 +87,13 @@ class Run:
     logs: list[HookLog] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     worst: dict[str, float] = field(default_factory=dict)  # the largest difference each oracle comparison measured
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        """Keep ``text`` for the failure message, and hand it to hypothesis when a hypothesis test runs."""
+        self.notes.append(text)
+        if currently_in_test_context():
+            note(text)
 
     def measured(self, check: str, delta: float) -> None:
         self.worst[check] = max(self.worst.get(check, 0.0), delta)
@@ -141,6 +148,15 @@ def hook_state(model: Any) -> dict:
     return state
 
 
+def calls_per_forward(model: Any, name: str) -> int:
+    """How often ``name`` fires in one plain forward of the model, without TEMPO (HookedTransformer calls ``ln1``
+    three times per block: once each for the query, key and value inputs). Counted with a TransformerLens hook."""
+    calls: list[int] = []
+    with torch.no_grad(), model.hooks(fwd_hooks=[(name, lambda tensor, hook: calls.append(1))]):
+        model(torch.tensor([PROBE]))
+    return len(calls)
+
+
 def probe_logits(model: Any) -> torch.Tensor:
     with torch.no_grad():
         return model(torch.tensor([PROBE])).detach().clone()
@@ -148,12 +164,13 @@ def probe_logits(model: Any) -> torch.Tensor:
 
 def run_case(shelf: ModelShelf, case: Case) -> Run:
     """Generate as the case says with the user's hooks attached, then run every check."""
-    note(f"case: {case}")
     run = Run(case)
+    run.note(f"case: {case}")
     model = shelf.model(case.family, case.backend, case.dtype, case.fast)
+    hooks = [h for h in case.hooks if hasattr(model, "hook_dict")]
+    multiplicity = {name: calls_per_forward(model, name) for _, name in hooks}
     before, state = probe_logits(model), hook_state(model)
     prompts = case.prompt_ids()
-    hooks = [h for h in case.hooks if hasattr(model, "hook_dict")]
     tl_hooks, handles = [], []
     for kind, name in hooks:
         log = HookLog(kind, name)
@@ -178,7 +195,7 @@ def run_case(shelf: ModelShelf, case: Case) -> Run:
                 run.results = generate_batch(model, prompts, **settings)
     except Exception as exc:  # noqa: BLE001 - every error is an outcome to judge
         run.error = exc
-        note("error: " + "".join(traceback.format_exception_only(exc)).strip()[:500])
+        run.note("error: " + "".join(traceback.format_exception_only(exc)).strip()[:500])
     finally:
         for handle in handles:
             handle.remove()
@@ -186,8 +203,8 @@ def run_case(shelf: ModelShelf, case: Case) -> Run:
     if run.error is not None:
         check_error(run)
         return run
-    note(f"physical lengths {run.physical_lengths()}, steps {[r.layout.step_sizes() for r in run.results]}")
-    check_hooks(run, prompts)
+    run.note(f"physical lengths {run.physical_lengths()}, steps {[r.layout.step_sizes() for r in run.results]}")
+    check_hooks(run, prompts, multiplicity)
     for i, result in enumerate(run.results):
         check_against_oracle(run, shelf, result, row=i)
     return run
@@ -204,7 +221,11 @@ def check_model_unchanged(run: Run, model: Any, before: torch.Tensor, state: dic
 
 
 def check_error(run: Run) -> None:
-    """A deliberate refusal before any model work is right only where the physical length can pass a limit."""
+    """A deliberate refusal before any model work is right only where one prompt's physical length can pass a limit.
+
+    Rows of a batch that each fit must not be refused because they would share a lane: ``generate_batch``
+    promises each row what ``generate`` gives it.
+    """
     error, case = run.error, run.case
     text = f"{type(error).__name__}: {error}"
     limit = physical_limit(case)
@@ -216,8 +237,8 @@ def check_error(run: Run) -> None:
         run.fail("refusal", f"refused after {max(len(log.sizes) for log in run.logs)} forwards, not before generation: {text[:300]}")
 
 
-def check_hooks(run: Run, prompts: list[list[int]]) -> None:
-    """Each user hook fires once per forward and sees one row per token fed (per sibling)."""
+def check_hooks(run: Run, prompts: list[list[int]], multiplicity: dict[str, int]) -> None:
+    """Each user hook fires once per forward (as often as in a plain forward) and sees one row per token fed (per sibling)."""
     layouts = [result.layout for result in run.results]
     n_forwards = 1 + max(layout.n_steps for layout in layouts)
     fed = []  # per forward: each row's count of new tokens
@@ -227,13 +248,15 @@ def check_hooks(run: Run, prompts: list[list[int]]) -> None:
         else:
             fed.append([len(layout.step_range(k - 1)) if layout.n_steps >= k else 0 for layout in layouts])
     for log in run.logs:
-        if len(log.sizes) != n_forwards:
-            run.fail("hook_calls", f"{log.kind} hook on {log.name} fired {len(log.sizes)} times in {n_forwards} forwards")
+        per = multiplicity[log.name]
+        if len(log.sizes) != n_forwards * per:
+            run.fail("hook_calls", f"{log.kind} hook on {log.name} fired {len(log.sizes)} times in {n_forwards} forwards "
+                                   f"({per} per plain forward)")
             continue
-        for k, (size, rows) in enumerate(zip(log.sizes, fed)):
+        for k, (size, rows) in enumerate(zip(log.sizes, [f for f in fed for _ in range(per)])):
             ok = size == rows[0] if run.case.api == "generate" else max(rows) <= size <= sum(rows)
             if not ok:
-                run.fail("hook_rows", f"{log.kind} hook on {log.name} saw {size} tokens in forward {k}, which fed {rows}")
+                run.fail("hook_rows", f"{log.kind} hook on {log.name} saw {size} tokens in call {k} (forward {k // per}), which fed {rows}")
                 break
 
 
@@ -258,7 +281,7 @@ def check_against_oracle(run: Run, shelf: ModelShelf, result: Any, row: int) -> 
         own = hf_oracle_logits(shelf.oracle(case.family, case.dtype), layout, case.mode).float()
         slack = BF16_FACTOR * (own - oracle)[layout.n_prompt :].abs().max().item()
         tol = Tolerance(BF16.logits + slack, BF16.probs, BF16.attention)
-        note(f"{case.dtype} bound on logits: {tol.logits:.3g} (HF eager's own {case.dtype} rows are {slack / BF16_FACTOR:.3g} from fp32)")
+        run.note(f"{case.dtype} bound on logits: {tol.logits:.3g} (HF eager's own {case.dtype} rows are {slack / BF16_FACTOR:.3g} from fp32)")
     n_prompt = layout.n_prompt
     distribution = torch.softmax(oracle[n_prompt - 1], -1)
     for step, rows in enumerate(result.step_logits):

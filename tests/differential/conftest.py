@@ -14,7 +14,6 @@ def pytest_configure(config):
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # a tiny model loads per (family, backend, dtype, speed paths): no bar each time
-    config.addinivalue_line("markers", "fuzz: the long tier of the differential harness (`make fuzz`; left out of `make test`)")
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ def _past_window(run: Run) -> bool:
     if window is None:
         return False
     if run.error is not None:
-        return run.case.physical_bound() > window
+        return run.case.lane_bound() > window
     lengths = run.physical_lengths()
     return (max(lengths) if run.case.api == "generate" else sum(lengths)) > window
 
@@ -40,12 +40,12 @@ def _torch_hook_on_a_norm(run: Run) -> bool:
 
 
 def _past_the_physical_limit(run: Run, learned: bool) -> bool:
-    """An IndexError where the physical length can pass the limit (with learned positions, or without)."""
+    """An IndexError where a lane's physical length can pass the limit (with learned positions, or without)."""
     limit = physical_limit(run.case)
     return (
         limit is not None
         and family_shape(run.case.family).learned_positions == learned
-        and run.case.physical_bound() > limit
+        and run.case.lane_bound() > limit
         and isinstance(run.error, IndexError)
     )
 
