@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
+from tempo_lens.siblings import NEXT_TOKEN_SOURCES
+
 from .models import DTYPES, FAMILIES, FAST_SETTINGS, family_shape
 
 # Hook points that both model classes have ({L}: a drawn layer).
@@ -50,6 +52,8 @@ class Case:
     pruning: tuple[str, float] | None  # ("attention", threshold) or ("similarity", threshold)
     capture: bool
     hooks: tuple[tuple[str, str], ...]  # (kind, hook point) of the user's hooks
+    next_token_source: str = "mixture"  # one of tempo_lens.siblings.NEXT_TOKEN_SOURCES
+    batch_size: int | None = None  # generate_batch's rows per forward (None: its default)
 
     def prompt_ids(self) -> list[list[int]]:
         """Each prompt's token ids: BOS, then tokens drawn from the prompt's seed (EOS, id 2, left out)."""
@@ -75,6 +79,10 @@ class Case:
             f"{self.api}(prompt lengths [{lengths}] seeds [{seeds}]",
             f"mode={self.mode} threshold={self.threshold:g} max_parallel={self.max_parallel} max_steps={self.max_steps}",
         ]
+        if self.next_token_source != "mixture":
+            parts.append(f"next_token_source={self.next_token_source}")
+        if self.batch_size is not None:
+            parts.append(f"batch_size={self.batch_size}")
         if self.pruning:
             parts.append(f"pruning={self.pruning[0]}:{self.pruning[1]:g}")
         if self.capture:
@@ -88,8 +96,11 @@ class Case:
 def prompt_lengths(draw, window: int | None, longest: int) -> int:
     """Short prompts, prompts around the sliding window (or 64) and anything up to the context."""
     edge = window or 64
-    return draw(st.one_of(st.integers(1, min(12, longest)), st.integers(max(1, edge - 12), min(edge + 12, longest)),
-                          st.integers(1, longest)))
+    return draw(
+        st.one_of(
+            st.integers(1, min(12, longest)), st.integers(max(1, edge - 12), min(edge + 12, longest)), st.integers(1, longest)
+        )
+    )
 
 
 @st.composite
@@ -101,11 +112,13 @@ def cases(draw, backends: list[str], families: tuple[str, ...] = FAMILIES, dtype
     n_prompts = 1 if api == "generate" else draw(st.integers(1, 4))
     longest = shape.n_ctx - max_steps  # the logical length stays within the context
     prompts = tuple((draw(prompt_lengths(shape.window, longest)), draw(st.integers(0, 2**16))) for _ in range(n_prompts))
-    pruning = draw(st.one_of(
-        st.none(),
-        st.tuples(st.just("attention"), st.sampled_from((0.05, 0.3, 1.0))),
-        st.tuples(st.just("similarity"), st.sampled_from((0.0, 0.5, 0.9))),
-    ))
+    pruning = draw(
+        st.one_of(
+            st.none(),
+            st.tuples(st.just("attention"), st.sampled_from((0.05, 0.3, 1.0))),
+            st.tuples(st.just("similarity"), st.sampled_from((0.0, 0.5, 0.9))),
+        )
+    )
     hooks = tuple(
         (kind, template.replace("{L}", str(draw(st.integers(0, shape.n_layers - 1)))))
         for kind, template in draw(st.lists(st.tuples(st.sampled_from(HOOK_KINDS), st.sampled_from(HOOK_POINTS)), max_size=2))
@@ -124,4 +137,6 @@ def cases(draw, backends: list[str], families: tuple[str, ...] = FAMILIES, dtype
         pruning=pruning,
         capture=draw(st.booleans()),
         hooks=hooks,
+        next_token_source=draw(st.sampled_from(NEXT_TOKEN_SOURCES)),
+        batch_size=None if api == "generate" else draw(st.sampled_from((None, 1, 2))),
     )

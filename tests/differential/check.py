@@ -180,11 +180,20 @@ def run_case(shelf: ModelShelf, case: Case) -> Run:
             tl_hooks.append((name, lambda tensor, hook, log=log, axis=axis: log.sizes.append(tensor.shape[axis])))
         else:
             handles.append(
-                model.hook_dict[name].register_forward_hook(lambda module, args, out, log=log, axis=axis: log.sizes.append(out.shape[axis]))
+                model.hook_dict[name].register_forward_hook(
+                    lambda module, args, out, log=log, axis=axis: log.sizes.append(out.shape[axis])
+                )
             )
     settings = dict(
-        mode=case.mode, threshold=case.threshold, max_parallel=case.max_parallel, max_steps=case.max_steps,
-        pruning=strategy(case), capture=case.capture or None, keep_logits=True, progress=False,
+        mode=case.mode,
+        threshold=case.threshold,
+        max_parallel=case.max_parallel,
+        max_steps=case.max_steps,
+        pruning=strategy(case),
+        capture=case.capture or None,
+        next_token_source=case.next_token_source,
+        keep_logits=True,
+        progress=False,
     )
     try:
         with warnings.catch_warnings(), model.hooks(fwd_hooks=tl_hooks) if tl_hooks else contextlib.nullcontext():
@@ -192,7 +201,7 @@ def run_case(shelf: ModelShelf, case: Case) -> Run:
             if case.api == "generate":
                 run.results = [generate(model, prompts[0], **settings)]
             else:
-                run.results = generate_batch(model, prompts, **settings)
+                run.results = generate_batch(model, prompts, batch_size=case.batch_size, **settings)
     except Exception as exc:  # noqa: BLE001 - every error is an outcome to judge
         run.error = exc
         run.note("error: " + "".join(traceback.format_exception_only(exc)).strip()[:500])
@@ -217,7 +226,9 @@ def check_model_unchanged(run: Run, model: Any, before: torch.Tensor, state: dic
         run.fail("hooks_left", f"hooks left on the model: {sorted(map(str, extra))[:5]}")
     after = probe_logits(model)
     if not torch.equal(before, after):
-        run.fail("model_changed", f"probe logits differ by {(after.float() - before.float()).abs().max().item():.3g} after the case")
+        run.fail(
+            "model_changed", f"probe logits differ by {(after.float() - before.float()).abs().max().item():.3g} after the case"
+        )
 
 
 def check_error(run: Run) -> None:
@@ -234,29 +245,37 @@ def check_error(run: Run) -> None:
     elif limit is None or case.physical_bound() <= limit:
         run.fail("refusal", f"refused within every limit (physical bound {case.physical_bound()}, limit {limit}): {text[:300]}")
     elif any(log.sizes for log in run.logs):
-        run.fail("refusal", f"refused after {max(len(log.sizes) for log in run.logs)} forwards, not before generation: {text[:300]}")
+        run.fail(
+            "refusal", f"refused after {max(len(log.sizes) for log in run.logs)} forwards, not before generation: {text[:300]}"
+        )
 
 
 def check_hooks(run: Run, prompts: list[list[int]], multiplicity: dict[str, int]) -> None:
     """Each user hook fires once per forward (as often as in a plain forward) and sees one row per token fed (per sibling)."""
     layouts = [result.layout for result in run.results]
-    n_forwards = 1 + max(layout.n_steps for layout in layouts)
-    fed = []  # per forward: each row's count of new tokens
-    for k in range(n_forwards):
-        if k == 0:
-            fed.append([len(p) for p in prompts])
-        else:
-            fed.append([len(layout.step_range(k - 1)) if layout.n_steps >= k else 0 for layout in layouts])
+    chunk_size = run.case.batch_size or len(layouts)  # the tiny models' memory estimate never lowers the default of 16
+    fed = []  # per forward: each row's count of new tokens; a chunk of batch_size rows after another
+    for first in range(0, len(layouts), chunk_size):
+        chunk, chunk_prompts = layouts[first : first + chunk_size], prompts[first : first + chunk_size]
+        fed.append([len(p) for p in chunk_prompts])
+        for k in range(1, 1 + max(layout.n_steps for layout in chunk)):
+            fed.append([len(layout.step_range(k - 1)) if layout.n_steps >= k else 0 for layout in chunk])
+    n_forwards = len(fed)
     for log in run.logs:
         per = multiplicity[log.name]
         if len(log.sizes) != n_forwards * per:
-            run.fail("hook_calls", f"{log.kind} hook on {log.name} fired {len(log.sizes)} times in {n_forwards} forwards "
-                                   f"({per} per plain forward)")
+            run.fail(
+                "hook_calls",
+                f"{log.kind} hook on {log.name} fired {len(log.sizes)} times in {n_forwards} forwards ({per} per plain forward)",
+            )
             continue
         for k, (size, rows) in enumerate(zip(log.sizes, [f for f in fed for _ in range(per)])):
             ok = size == rows[0] if run.case.api == "generate" else max(rows) <= size <= sum(rows)
             if not ok:
-                run.fail("hook_rows", f"{log.kind} hook on {log.name} saw {size} tokens in call {k} (forward {k // per}), which fed {rows}")
+                run.fail(
+                    "hook_rows",
+                    f"{log.kind} hook on {log.name} saw {size} tokens in call {k} (forward {k // per}), which fed {rows}",
+                )
                 break
 
 
@@ -281,7 +300,9 @@ def check_against_oracle(run: Run, shelf: ModelShelf, result: Any, row: int) -> 
         own = hf_oracle_logits(shelf.oracle(case.family, case.dtype), layout, case.mode).float()
         slack = BF16_FACTOR * (own - oracle)[layout.n_prompt :].abs().max().item()
         tol = Tolerance(BF16.logits + slack, BF16.probs, BF16.attention)
-        run.note(f"{case.dtype} bound on logits: {tol.logits:.3g} (HF eager's own {case.dtype} rows are {slack / BF16_FACTOR:.3g} from fp32)")
+        run.note(
+            f"{case.dtype} bound on logits: {tol.logits:.3g} (HF eager's own {case.dtype} rows are {slack / BF16_FACTOR:.3g} from fp32)"
+        )
     n_prompt = layout.n_prompt
     distribution = torch.softmax(oracle[n_prompt - 1], -1)
     for step, rows in enumerate(result.step_logits):
@@ -291,11 +312,21 @@ def check_against_oracle(run: Run, shelf: ModelShelf, result: Any, row: int) -> 
         run.measured("logits", delta)
         if not delta <= tol.logits:
             run.fail("logits", f"{where} step {step}: logits differ from the oracle by {delta:.3g} (bound {tol.logits:.3g})")
-        probs = torch.softmax(oracle[r.start : r.stop], -1)
-        weights = torch.tensor(layout.probs[r.start : r.stop], dtype=torch.float32)
-        distribution = (weights[:, None] / weights.sum() * probs).sum(0)
+        distribution = next_distribution(
+            torch.softmax(oracle[r.start : r.stop], -1), layout.probs[r.start : r.stop], case.next_token_source
+        )
     if case.capture:
         check_capture(run, where, result, oracle_attention(hf, layout, case.mode), tol.attention)
+
+
+def next_distribution(rows: torch.Tensor, sibling_probs: list[float], source: str) -> torch.Tensor:
+    """The next step's distribution from the oracle's rows of a step's siblings (docs/definitions.md)."""
+    if source == "top":
+        return rows[0]
+    if source == "last":
+        return rows[-1]
+    weights = torch.tensor(sibling_probs, dtype=torch.float32)
+    return (weights[:, None] / weights.sum() * rows).sum(0)
 
 
 def check_selection(run: Run, where: str, step: int, layout: Any, distribution: torch.Tensor, tol: float, case: Case) -> None:
@@ -313,8 +344,10 @@ def check_selection(run: Run, where: str, step: int, layout: Any, distribution: 
     low = [i for i, p in zip(ids[1:], oracle_probs[1:].tolist()) if p < case.threshold - tol]
     top_gap = distribution.max().item() - oracle_probs[0].item()
     if (missing and len(ids) < case.max_parallel) or low or top_gap > tol:
-        run.fail("selection", f"{where} step {step}: siblings {ids}, missing {sorted(missing)[:5]}, below threshold {low}, "
-                               f"top gap {top_gap:.3g}")
+        run.fail(
+            "selection",
+            f"{where} step {step}: siblings {ids}, missing {sorted(missing)[:5]}, below threshold {low}, top gap {top_gap:.3g}",
+        )
 
 
 def check_capture(run: Run, where: str, result: Any, attention: tuple[torch.Tensor, ...], tol: float) -> None:
@@ -331,20 +364,22 @@ def check_capture(run: Run, where: str, result: Any, attention: tuple[torch.Tens
         if tuple(array.shape) != expected_shape:
             run.fail("capture", f"{where} step {step}: captured shape {tuple(array.shape)}, expected {expected_shape}")
             return
+        blocked = torch.isinf(mask[r.start : r.stop, : r.stop])
+        siblings = torch.zeros_like(blocked)
+        if run.case.mode == "isolated":
+            siblings[:, r.start : r.stop] = ~torch.eye(len(r), dtype=torch.bool)
         for i, layer in enumerate(capture.layers):
             got = array[i, 0]
+            for keys, what in ((siblings, "isolated siblings"), (blocked & ~siblings, "pruned keys")):
+                leak = got[:, keys].abs().max().item() if keys.any() else 0.0
+                if leak != 0.0:
+                    run.fail(
+                        "blocked", f"{where} step {step} layer {layer}: {what} get attention up to {leak:.3g}, not exactly 0"
+                    )
+                    return
             want = attention[layer][:, r.start : r.stop, : r.stop]
             delta = (got - want).abs().max().item()
             run.measured("capture", delta)
             if not delta <= tol:
                 run.fail("capture", f"{where} step {step} layer {layer}: attention differs from the oracle by {delta:.3g}")
                 return
-            blocked = torch.isinf(mask[r.start : r.stop, : r.stop])
-            siblings = torch.zeros_like(blocked)
-            if run.case.mode == "isolated":
-                siblings[:, r.start : r.stop] = ~torch.eye(len(r), dtype=torch.bool)
-            for keys, what in ((siblings, "isolated siblings"), (blocked & ~siblings, "pruned keys")):
-                leak = got[:, keys].abs().max().item() if keys.any() else 0.0
-                if leak != 0.0:
-                    run.fail("blocked", f"{where} step {step} layer {layer}: {what} get attention up to {leak:.3g}, not exactly 0")
-                    return

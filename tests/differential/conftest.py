@@ -43,5 +43,7 @@ def pytest_terminal_summary(terminalreporter):
         return
     for bug in KNOWN_BUGS:
         excused, passed = tally[(bug.item, "failed as known")], tally[(bug.item, "passed")]
-        write(f"known, excused: {bug.item}: {excused} cases failed as known, {passed} in its region passed "
-              f"(checks excused: {', '.join(sorted(bug.checks))})")
+        write(
+            f"known, excused: {bug.item}: {excused} cases failed as known, {passed} in its region passed "
+            f"(checks excused: {', '.join(sorted(bug.checks))})"
+        )

@@ -17,7 +17,13 @@ import torch
 
 from tests.helpers import build_tiny_model, tiny_config
 
-FAMILIES = ("llama", "llama3_scaling", "qwen2", "gemma3", "gpt2")  # RoPE + GQA, llama3 RoPE scaling, biases, two bases + windows, learned positions
+FAMILIES = (
+    "llama",
+    "llama3_scaling",
+    "qwen2",
+    "gemma3",
+    "gpt2",
+)  # RoPE + GQA, llama3 RoPE scaling, biases, two bases + windows, learned positions
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 FAST_SETTINGS = (None, False)  # the backend's default speed paths, and none
 
@@ -36,7 +42,9 @@ def family_shape(family: str) -> FamilyShape:
     config = tiny_config(family)
     if family == "gpt2":
         return FamilyShape(config.n_layer, config.n_positions, None, True)
-    window = getattr(config, "sliding_window", None) if "sliding_attention" in (getattr(config, "layer_types", None) or []) else None
+    window = (
+        getattr(config, "sliding_window", None) if "sliding_attention" in (getattr(config, "layer_types", None) or []) else None
+    )
     return FamilyShape(config.num_hidden_layers, config.max_position_embeddings, window, False)
 
 

@@ -19,7 +19,7 @@ from .cases import Case, cases
 from .check import run_case
 from .known import unexcused
 
-FAST_EXAMPLES = int(os.environ.get("TEMPO_FUZZ_FAST_EXAMPLES", "40"))
+FAST_EXAMPLES = int(os.environ.get("TEMPO_FUZZ_FAST_EXAMPLES", "30"))
 CHUNK = 25  # examples per fresh seed in the long tier
 RELAXED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
 
@@ -37,8 +37,18 @@ def test_drawn_runs_match_the_oracle(shelf, data):
 
 
 def _case(family: str, backend: str, prompts, **settings) -> Case:
-    base = dict(dtype="float32", fast=None, api="generate", mode="isolated", threshold=1e-5, max_parallel=8, max_steps=8,
-                pruning=None, capture=False, hooks=())
+    base = dict(
+        dtype="float32",
+        fast=None,
+        api="generate",
+        mode="isolated",
+        threshold=1e-5,
+        max_parallel=8,
+        max_steps=8,
+        pruning=None,
+        capture=False,
+        hooks=(),
+    )
     return Case(family=family, backend=backend, prompts=tuple((n, 0) for n in prompts), **{**base, **settings})
 
 
@@ -51,8 +61,9 @@ ISSUE_EXAMPLES = {
     "torch-hook-on-a-norm": _case("llama", "bridge", [6], max_steps=3, hooks=(("torch", "blocks.0.ln1.hook_normalized"),)),
     "gpt2-physical-past-n_positions": _case("gpt2", "bridge", [100], hooks=(("tl", "hook_embed"),)),
     # every row fits n_positions (48 physical tokens each), the lane they share does not (144)
-    "gpt2-rows-sharing-a-lane-past-n_positions": _case("gpt2", "bridge", [40, 40, 40], api="generate_batch", threshold=1.0,
-                                                      hooks=(("tl", "hook_embed"),)),
+    "gpt2-rows-sharing-a-lane-past-n_positions": _case(
+        "gpt2", "bridge", [40, 40, 40], api="generate_batch", threshold=1.0, hooks=(("tl", "hook_embed"),)
+    ),
     "hooked-rope-physical-past-n_ctx": _case("llama", "hooked", [100], hooks=(("tl", "hook_embed"),)),
 }
 
@@ -89,5 +100,8 @@ def test_long_tier(shelf, capsys):
             chunk()
     finally:
         with capsys.disabled():
-            print(f"\nlong tier: {sum(drawn.values())} cases drawn in {time.monotonic() - start:.0f} s on backends "
-                  f"{', '.join(shelf.backends)}; per backend and family: {dict(sorted(drawn.items()))}", flush=True)
+            print(
+                f"\nlong tier: {sum(drawn.values())} cases drawn in {time.monotonic() - start:.0f} s on backends "
+                f"{', '.join(shelf.backends)}; per backend and family: {dict(sorted(drawn.items()))}",
+                flush=True,
+            )
