@@ -50,10 +50,11 @@ class Case:
     max_parallel: int
     max_steps: int
     pruning: tuple[str, float] | None  # ("attention", threshold) or ("similarity", threshold)
-    capture: bool
+    capture: bool | tuple[int, ...]  # True: every layer; a tuple: those layers (negative counts from the last)
     hooks: tuple[tuple[str, str], ...]  # (kind, hook point) of the user's hooks
     next_token_source: str = "mixture"  # one of tempo_lens.siblings.NEXT_TOKEN_SOURCES
     batch_size: int | None = None  # generate_batch's rows per forward (None: its default)
+    threshold_schedule: str | None = None  # bezier:FINAL[:P1:P2] or relu:FINAL:KNEE
 
     def prompt_ids(self) -> list[list[int]]:
         """Each prompt's token ids: BOS, then tokens drawn from the prompt's seed (EOS, id 2, left out)."""
@@ -81,12 +82,14 @@ class Case:
         ]
         if self.next_token_source != "mixture":
             parts.append(f"next_token_source={self.next_token_source}")
+        if self.threshold_schedule:
+            parts.append(f"threshold_schedule={self.threshold_schedule}")
         if self.batch_size is not None:
             parts.append(f"batch_size={self.batch_size}")
         if self.pruning:
             parts.append(f"pruning={self.pruning[0]}:{self.pruning[1]:g}")
         if self.capture:
-            parts.append("capture=True")
+            parts.append(f"capture={self.capture if self.capture is True else list(self.capture)}")
         if self.hooks:
             parts.append("hooks=[" + ", ".join(f"{k}:{name}" for k, name in self.hooks) + "]")
         return " ".join(parts) + ")"
@@ -135,8 +138,9 @@ def cases(draw, backends: list[str], families: tuple[str, ...] = FAMILIES, dtype
         max_parallel=draw(st.integers(1, 8)),
         max_steps=max_steps,
         pruning=pruning,
-        capture=draw(st.booleans()),
+        capture=draw(st.one_of(st.booleans(), st.sampled_from(((0,), (-1,), (0, 2))))),
         hooks=hooks,
         next_token_source=draw(st.sampled_from(NEXT_TOKEN_SOURCES)),
+        threshold_schedule=draw(st.sampled_from((None, "bezier:0.5", "bezier:0.001:0.2:0.9", "relu:0.02:0.5"))),
         batch_size=None if api == "generate" else draw(st.sampled_from((None, 1, 2))),
     )

@@ -190,7 +190,8 @@ def run_case(shelf: ModelShelf, case: Case) -> Run:
         max_parallel=case.max_parallel,
         max_steps=case.max_steps,
         pruning=strategy(case),
-        capture=case.capture or None,
+        capture=(list(case.capture) if isinstance(case.capture, tuple) else case.capture) or None,
+        threshold_schedule=case.threshold_schedule,
         next_token_source=case.next_token_source,
         keep_logits=True,
         progress=False,
@@ -307,7 +308,7 @@ def check_against_oracle(run: Run, shelf: ModelShelf, result: Any, row: int) -> 
     distribution = torch.softmax(oracle[n_prompt - 1], -1)
     for step, rows in enumerate(result.step_logits):
         r = layout.step_range(step)
-        check_selection(run, where, step, layout, distribution, tol.probs, case)
+        check_selection(run, where, step, layout, distribution, tol.probs, case, result.thresholds[step])
         delta = (oracle[r.start : r.stop] - rows.float()).abs().max().item()
         run.measured("logits", delta)
         if not delta <= tol.logits:
@@ -329,7 +330,9 @@ def next_distribution(rows: torch.Tensor, sibling_probs: list[float], source: st
     return (weights[:, None] / weights.sum() * rows).sum(0)
 
 
-def check_selection(run: Run, where: str, step: int, layout: Any, distribution: torch.Tensor, tol: float, case: Case) -> None:
+def check_selection(
+    run: Run, where: str, step: int, layout: Any, distribution: torch.Tensor, tol: float, case: Case, threshold: float
+) -> None:
     """The step's siblings are the tokens the oracle's distribution puts at or above the threshold, capped, most likely first."""
     r = layout.step_range(step)
     ids, probs = layout.token_ids[r.start : r.stop], layout.probs[r.start : r.stop]
@@ -339,9 +342,9 @@ def check_selection(run: Run, where: str, step: int, layout: Any, distribution: 
     if not delta <= tol:
         run.fail("probs", f"{where} step {step}: sibling probabilities differ from the oracle's by {delta:.3g} (bound {tol:g})")
         return
-    clear = set((distribution >= case.threshold + tol).nonzero().flatten().tolist())
+    clear = set((distribution >= threshold + tol).nonzero().flatten().tolist())
     missing = clear - set(ids)
-    low = [i for i, p in zip(ids[1:], oracle_probs[1:].tolist()) if p < case.threshold - tol]
+    low = [i for i, p in zip(ids[1:], oracle_probs[1:].tolist()) if p < threshold - tol]
     top_gap = distribution.max().item() - oracle_probs[0].item()
     if (missing and len(ids) < case.max_parallel) or low or top_gap > tol:
         run.fail(
