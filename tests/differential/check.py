@@ -18,7 +18,7 @@ from hypothesis import currently_in_test_context, note
 from tempo_lens.errors import TempoLensError
 from tempo_lens.generation import generate, generate_batch
 from tempo_lens.pruning import AttentionPruning, SimilarityPruning
-from tests.helpers import hf_oracle_logits, reference_mask
+from tests.helpers import hf_oracle_logits, oracle_mask, reference_mask, sliding_window_of
 
 from .cases import Case, pos_axis
 from .models import ModelShelf, family_shape
@@ -284,9 +284,8 @@ def oracle_attention(hf: Any, layout: Any, mode: str) -> tuple[torch.Tensor, ...
     """HF eager's attention weights per layer, ``[head, query, key]``, for the whole physical sequence."""
     ids = torch.tensor([layout.token_ids])
     pos = torch.tensor(layout.logical_positions).long()[None]
-    mask = reference_mask(layout, mode)[None, None]
     with torch.no_grad():
-        out = hf(input_ids=ids, position_ids=pos, attention_mask=mask, output_attentions=True)
+        out = hf(input_ids=ids, position_ids=pos, attention_mask=oracle_mask(hf, layout, mode), output_attentions=True)
     return tuple(a[0].float() for a in out.attentions)
 
 
@@ -317,7 +316,7 @@ def check_against_oracle(run: Run, shelf: ModelShelf, result: Any, row: int) -> 
             torch.softmax(oracle[r.start : r.stop], -1), layout.probs[r.start : r.stop], case.next_token_source
         )
     if case.capture:
-        check_capture(run, where, result, oracle_attention(hf, layout, case.mode), tol.attention)
+        check_capture(run, where, result, oracle_attention(hf, layout, case.mode), tol.attention, layer_windows(hf))
 
 
 def next_distribution(rows: torch.Tensor, sibling_probs: list[float], source: str) -> torch.Tensor:
@@ -353,13 +352,23 @@ def check_selection(
         )
 
 
-def check_capture(run: Run, where: str, result: Any, attention: tuple[torch.Tensor, ...], tol: float) -> None:
-    """Captured attention equals the oracle's rows, and every blocked key gets exactly 0."""
+def layer_windows(hf: Any) -> list[int | None]:
+    """Each layer's sliding window (None: full attention)."""
+    config = hf.config.get_text_config(decoder=True)
+    window = sliding_window_of(hf)
+    types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+    return [window if kind == "sliding_attention" else None for kind in types]
+
+
+def check_capture(
+    run: Run, where: str, result: Any, attention: tuple[torch.Tensor, ...], tol: float, windows: list[int | None]
+) -> None:
+    """Captured attention equals the oracle's rows, and every blocked key (sibling, pruned, out of the window) gets exactly 0."""
     layout, capture = result.layout, result.capture
     if capture is None or capture.step_ids != list(range(layout.n_steps)):
         run.fail("capture", f"{where}: captured steps {None if capture is None else capture.step_ids}, expected every step")
         return
-    mask = reference_mask(layout, run.case.mode)
+    masks = {window: reference_mask(layout, run.case.mode, window) for window in set(windows)}
     for step in capture.step_ids:
         r = layout.step_range(step)
         array = torch.from_numpy(capture.steps[step])  # [layer, batch, head, query, key]
@@ -367,13 +376,19 @@ def check_capture(run: Run, where: str, result: Any, attention: tuple[torch.Tens
         if tuple(array.shape) != expected_shape:
             run.fail("capture", f"{where} step {step}: captured shape {tuple(array.shape)}, expected {expected_shape}")
             return
-        blocked = torch.isinf(mask[r.start : r.stop, : r.stop])
-        siblings = torch.zeros_like(blocked)
+        siblings = torch.zeros(len(r), r.stop, dtype=torch.bool)
         if run.case.mode == "isolated":
             siblings[:, r.start : r.stop] = ~torch.eye(len(r), dtype=torch.bool)
+        unwindowed = torch.isinf(masks[None][r.start : r.stop, : r.stop])
         for i, layer in enumerate(capture.layers):
             got = array[i, 0]
-            for keys, what in ((siblings, "isolated siblings"), (blocked & ~siblings, "pruned keys")):
+            blocked = torch.isinf(masks[windows[layer]][r.start : r.stop, : r.stop])
+            kinds = (
+                (siblings, "isolated siblings"),
+                (unwindowed & ~siblings, "pruned keys"),
+                (blocked & ~unwindowed, "keys past the window"),
+            )
+            for keys, what in kinds:
                 leak = got[:, keys].abs().max().item() if keys.any() else 0.0
                 if leak != 0.0:
                     run.fail(

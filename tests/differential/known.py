@@ -13,8 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .check import CHECKS, Run, physical_limit
-from .models import family_shape
+from .check import Run
 
 
 @dataclass(frozen=True)
@@ -24,53 +23,15 @@ class KnownBug:
     applies: Callable[[Run], bool]  # whether the case is in the bug's region
 
 
-def _past_window(run: Run) -> bool:
-    """Gemma 3 whose physical length passed the sliding window (a batch's rows may share one lane, side by side)."""
-    window = family_shape(run.case.family).window
-    if window is None:
-        return False
-    if run.error is not None:
-        return run.case.lane_bound() > window
-    lengths = run.physical_lengths()
-    return (max(lengths) if run.case.api == "generate" else sum(lengths)) > window
-
-
 def _torch_hook_on_a_norm(run: Run) -> bool:
     return run.case.fast is None and any(kind == "torch" and ".hook_normalized" in name for kind, name in run.case.hooks)
 
 
-def _past_the_physical_limit(run: Run, learned: bool) -> bool:
-    """An IndexError where a lane's physical length can pass the limit (with learned positions, or without)."""
-    limit = physical_limit(run.case)
-    return (
-        limit is not None
-        and family_shape(run.case.family).learned_positions == learned
-        and run.case.lane_bound() > limit
-        and isinstance(run.error, IndexError)
-    )
-
-
 KNOWN_BUGS = (
-    KnownBug(
-        "issue 28 item 1: Gemma 3 past its sliding window (branch edges)",
-        frozenset(CHECKS) - {"model_changed", "hooks_left", "hook_calls", "hook_rows"},
-        _past_window,
-    ),
     KnownBug(
         "issue 28 item 2: a plain torch hook on a norm hook point never fires with the default speed paths (branch speed)",
         frozenset({"hook_calls", "hook_rows"}),
         lambda run: run.case.backend == "bridge" and _torch_hook_on_a_norm(run),
-    ),
-    KnownBug(
-        "issue 28 item 3: learned positions past the context raise IndexError (branch edges: a clear error before generation)",
-        frozenset({"run"}),
-        lambda run: _past_the_physical_limit(run, learned=True),
-    ),
-    KnownBug(  # found by this harness: the same fix ("refuse where a cache has a physical bound") covers it
-        "issue 28 'Context' (found here): HookedTransformer with RoPE past n_ctx physical tokens raises IndexError "
-        "in its rotary table (branch edges: a clear error before generation)",
-        frozenset({"run"}),
-        lambda run: _past_the_physical_limit(run, learned=False),
     ),
 )
 

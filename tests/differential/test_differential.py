@@ -52,8 +52,9 @@ def _case(family: str, backend: str, prompts, **settings) -> Case:
     return Case(family=family, backend=backend, prompts=tuple((n, 0) for n in prompts), **{**base, **settings})
 
 
-# The examples of issue 28 on the tiny models, and what the harness found beside them: each is in a known bug's
-# region until its fix is merged (then it must pass, or, past a physical limit, be refused before generation).
+# The examples of issue 28 on the tiny models, and what the harness found beside them (rows sharing a lane, the hooked
+# rotary table): each must match the oracle, or, where one prompt's worst case passes a physical limit, be refused
+# before generation.
 ISSUE_EXAMPLES = {
     "gemma3-past-window-capture": _case("gemma3", "bridge", [90], threshold=0.05, max_parallel=4, capture=True),
     "gemma3-past-window-batch": _case("gemma3", "bridge", [90, 20], api="generate_batch", threshold=0.05, max_parallel=4),
