@@ -16,18 +16,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .cases import Case, cases
-from .check import run_case
+from .check import Run, run_case
 from .known import unexcused
+from .models import family_shape
 
 FAST_EXAMPLES = int(os.environ.get("TEMPO_FUZZ_FAST_EXAMPLES", "30"))
 CHUNK = 25  # examples per fresh seed in the long tier
 RELAXED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
 
 
-def check(shelf, case) -> None:
+def check(shelf, case) -> Run:
     run = run_case(shelf, case)
     left = unexcused(run)
     assert not left, "\n".join(run.notes + left)
+    return run
 
 
 @settings(derandomize=True, max_examples=FAST_EXAMPLES, deadline=None, suppress_health_check=RELAXED, database=None)
@@ -77,6 +79,21 @@ def test_issue_examples(shelf, name):
     check(shelf, case)
 
 
+def outcome(run: Run) -> list[str]:
+    """What a passing case exercised, for the long tier's summary."""
+    if run.error is not None:
+        return ["refused before generation"]
+    shape, lengths = family_shape(run.case.family), run.physical_lengths()
+    found = ["matched the oracle"]
+    if shape.window is not None and max(lengths) > shape.window:
+        found.append("past the sliding window")
+    if max(lengths) > shape.n_ctx:
+        found.append("physical length past n_ctx")
+    if any(max(r.layout.step_sizes(), default=1) > 1 for r in run.results):
+        found.append("parallel steps")
+    return found
+
+
 @pytest.mark.fuzz
 @pytest.mark.timeout(float(os.environ.get("TEMPO_FUZZ_SECONDS", "0") or 0) + 900)  # the budget, the last chunk, a shrink
 def test_long_tier(shelf, capsys):
@@ -85,6 +102,7 @@ def test_long_tier(shelf, capsys):
     if budget <= 0:
         pytest.skip("the long tier runs under `make fuzz` (TEMPO_FUZZ_SECONDS sets its budget)")
     drawn: Counter = Counter()
+    outcomes: Counter = Counter()
     start = time.monotonic()
 
     @settings(max_examples=CHUNK, deadline=None, suppress_health_check=RELAXED, database=None)
@@ -94,7 +112,7 @@ def test_long_tier(shelf, capsys):
         drawn[(case.backend, case.family)] += 1
         with capsys.disabled():
             print(f"{sum(drawn.values()):5d} {time.monotonic() - start:6.1f}s  {case}", flush=True)
-        check(shelf, case)
+        outcomes.update(outcome(check(shelf, case)))
 
     try:
         while time.monotonic() - start < budget:
@@ -103,6 +121,7 @@ def test_long_tier(shelf, capsys):
         with capsys.disabled():
             print(
                 f"\nlong tier: {sum(drawn.values())} cases drawn in {time.monotonic() - start:.0f} s on backends "
-                f"{', '.join(shelf.backends)}; per backend and family: {dict(sorted(drawn.items()))}",
+                f"{', '.join(shelf.backends)}; per backend and family: {dict(sorted(drawn.items()))}; "
+                f"outcomes: {dict(sorted(outcomes.items()))}",
                 flush=True,
             )
