@@ -7,14 +7,15 @@ STAMP  := $(VENV)/.installed
 VENV_TL3  := .venv-tl3
 PY_TL3    := $(VENV_TL3)/bin/python
 STAMP_TL3 := $(VENV_TL3)/.installed
-TL3_TESTS := tests/backends tests/test_hooks.py tests/generation tests/tools/test_sae.py tests/tools/test_tools_hooked.py tests/test_readme_tl3.py
+TL3_TESTS := tests/backends tests/test_hooks.py tests/generation tests/tools/test_sae.py tests/tools/test_tools_hooked.py tests/test_readme_tl3.py \
+             tests/differential
 MODEL  ?=
 export OMP_WAIT_POLICY ?= PASSIVE
 export OPENBLAS_NUM_THREADS ?= 1
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: setup setup-tl3 test test-fast lint analyze analyze-models study bench check-page clean models test-models
+.PHONY: setup setup-tl3 test test-fast fuzz lint analyze analyze-models study bench check-page clean models test-models
 
 setup: $(STAMP)
 
@@ -39,12 +40,22 @@ setup-tl3: $(STAMP_TL3)
 # Both worlds: the whole suite on TransformerLens 4.3, then the backend, hook, generation, tool and SAE tests
 # on TransformerLens 3.9 with SAELens (HookedTransformer and HookedSAETransformer included).
 test: $(STAMP) $(STAMP_TL3)
-	$(PY) -m pytest -q -ra -m "not zoo"
-	$(PY_TL3) -m pytest -q -ra -m "not zoo" $(TL3_TESTS)
+	$(PY) -m pytest -q -ra -m "not zoo and not fuzz"
+	$(PY_TL3) -m pytest -q -ra -m "not zoo and not fuzz" $(TL3_TESTS)
 
 # The edit loop: everything but the tests of the 30-layer embedded model (`slow`, marked in tests/conftest.py) and the zoo.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -ra -m "not slow and not zoo"
+	$(PY) -m pytest -q -ra -m "not slow and not zoo and not fuzz"
+
+# The differential harness's long tier (tests/differential): fresh hypothesis seeds for FUZZ_SECONDS in each world
+# (bridge on TransformerLens 4.3; bridge and hooked on 3.9), every drawn case printed, a failure shrunk to a
+# minimal case. `make test` runs its fast tier (a fixed seed, few examples). TEMPO_FUZZ_STRICT=1 excuses no known bug.
+FUZZ_SECONDS ?= 300
+fuzz: $(STAMP) $(STAMP_TL3)
+	status=0; \
+	TEMPO_FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -q -ra -m fuzz tests/differential || status=1; \
+	TEMPO_FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY_TL3) -m pytest -q -ra -m fuzz tests/differential || status=1; \
+	exit $$status
 
 # ruff (lint and format check) and mypy on tempo_lens/, as configured in pyproject.toml.
 lint: $(STAMP)
