@@ -28,6 +28,7 @@ from ..experiment import Experiment, ExperimentConfig, run_experiment
 from ..models.cache import cache_problem, cache_root
 from ..models.zoo import DEFAULT_MODEL, ZOO, is_installed
 from .analyze import build_report, find_configs, write_report
+from .knockout import knockout_if_multi, loaded
 from .outputs import OutputPlan
 
 Progress = Callable[[str], None]
@@ -150,6 +151,7 @@ def run_model(
             experiment = _run_chunked(config, model, n_chunks, progress, name)
             experiment.model["n_params"] = n_params
             out[config_name] = plan.save_run(experiment, config_name)
+            knockout_if_multi(config_name, config, out[config_name], loaded(model), progress, plan)
             progress(f"{name}: {config_name}: {len(experiment.runs)} runs in {minutes(time.perf_counter() - began)}")
     finally:
         del model

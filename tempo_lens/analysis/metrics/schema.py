@@ -329,6 +329,7 @@ class MultiPrompt:
     per_run: list[PerRun]
     regression: list[Regression] = field(default_factory=list)
     head_map: list[HeadCell] = field(default_factory=list)  # isolated runs
+    causal: dict[str, Any] | None = None  # knock-out, key attention, head measures: typed by .causal_schema.read_causal
 
     regression_of = FindBy[Regression]("regression", "mode")
     mode = FindBy[ModeIntervals]("modes", "mode")
