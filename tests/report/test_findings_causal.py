@@ -1,0 +1,58 @@
+"""The knock-out's words in the report, from metrics whose knock-out is set by hand."""
+
+from __future__ import annotations
+
+from tempo_lens.analysis.metrics.causal_schema import ArmOutcome, Causal, KnockoutBlock, KnockoutMetrics
+from tempo_lens.analysis.metrics.codec import clean
+from tempo_lens.analysis.metrics.cross_model import entry_from_metrics
+from tempo_lens.analysis.metrics.schema import Interval
+from tempo_lens.report import render_findings
+
+
+def _block(mode: str, block: str, ratio: Interval) -> KnockoutBlock:
+    arms = [ArmOutcome(arm, Interval(0.1, 0.05, 0.2, 5), Interval(0.2, 0.0, 0.4, 5)) for arm in ("parallel", "matched", "sink")]
+    return KnockoutBlock(mode, block, [0, 1], 5, 0, ratio, Interval(0.01, -0.02, 0.04, 5, 0.5, null=0.0), arms)
+
+
+def _with_knockout(metrics, isolated: Interval, visible: Interval, late: Interval):
+    blocks = [_block("isolated", "all", isolated), _block("visible", "all", visible), _block("isolated", "late", late)]
+    metrics.multi_prompt.causal = clean(Causal(knockout=KnockoutMetrics(status="", seconds=3.5, n_forwards=40, blocks=blocks)))
+    return metrics
+
+
+def test_the_summary_says_which_reading_the_knockout_supports(metrics):
+    more = Interval(2.0, 1.5, 2.6, 5, 0.01)
+    unclear = Interval(0.97, 0.8, 1.2, 5, 0.7)
+    md = render_findings(_with_knockout(metrics, more, unclear, more)).to_markdown()
+    summary = md.split("## Key Findings")[0]
+    assert "isolated: 2.000 [1.500, 2.600] (n = 5), p = 0.010: more, so parallel keys matter more than matched keys" in summary
+    assert "visible: 0.970 [0.800, 1.200] (n = 5), p = 0.700: no reliable difference, so parallel keys matter no differently" in summary
+    assert "How the attention measures line up (isolated)" in summary
+    section = md.split("## Intervention: the Knock-out")[1]
+    assert "40 batched forwards, 3.5 s" in section
+    assert "late (layers 0-1)" in section and "Blocks whose ratio is reliably away from 1: isolated late; visible none." in section
+
+
+def test_a_weak_permutation_test_keeps_the_reading_at_no_difference(metrics):
+    not_confirmed = Interval(1.4, 1.05, 1.9, 5, 0.2)  # the interval excludes 1, the test does not confirm it
+    md = render_findings(_with_knockout(metrics, not_confirmed, not_confirmed, not_confirmed)).to_markdown()
+    assert "so parallel keys matter no differently from matched keys" in md.split("## Key Findings")[0]
+
+
+def test_metrics_without_the_knockout_say_so(metrics):
+    metrics.multi_prompt.causal = None
+    md = render_findings(metrics).to_markdown()
+    assert "## Intervention: the Knock-out" in md and "predate the knock-out" in md
+    assert "**The knock-out**" not in md.split("## Key Findings")[0]
+    metrics.multi_prompt.causal = clean(Causal(knockout=KnockoutMetrics(status="not run (no knockout.json beside the runs)")))
+    md = render_findings(metrics).to_markdown()
+    assert "not run (no knockout.json beside the runs)." in md.split("## Key Findings")[0]
+
+
+def test_the_cross_model_table_carries_the_knockout(metrics):
+    metrics = _with_knockout(metrics, Interval(0.5, 0.4, 0.6, 5, 0.01), Interval(1.0, 0.9, 1.1, 5, 0.9), Interval(1.0, 0.9, 1.1, 5))
+    metrics.cross_model = [entry_from_metrics(metrics, "tiny")]
+    md = render_findings(metrics).to_markdown()
+    section = md.split("## Cross-model")[1]
+    assert "| Knock-out KL(parallel) / KL(matched), isolated (geometric mean over prompts) | 0.500 [0.400, 0.600]" in section
+    assert "tiny: parallel keys matter less than matched keys for the next token / parallel keys matter no differently" in section
