@@ -107,8 +107,9 @@ def knockout_experiment(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> KnockoutFile:
-    """Every generated run of ``experiment`` knocked out on every block of ``blocks`` (one replay per batch of arms)."""
-    from .knockout import BATCH_ROWS, knockout_run, layer_blocks  # deferred: torch
+    """Every generated run of ``experiment`` knocked out on every block of ``blocks``: one unablated replay per run,
+    shared by its blocks, and one replay per batch of (step, arm) pairs, cut after the batch's last step."""
+    from .knockout import BATCH_ROWS, baseline_logits, knockout_run, layer_blocks  # deferred: torch
 
     settings = knockout_settings(experiment)
     started = time.perf_counter()
@@ -116,10 +117,11 @@ def knockout_experiment(
     generated = experiment.generated()
     for i, run in enumerate(generated):
         by_block: dict[str, list[KnockoutStepRecord]] = {}
+        baseline = baseline_logits(model, run.layout, run.mode)  # type: ignore[arg-type]
+        forwards += 1
         for block in blocks:
-            steps = knockout_run(model, run.layout, run.mode, seed=seed, block=block, **settings)  # type: ignore[arg-type]
-            n_arms = len(steps)
-            forwards += (1 + -(-n_arms // BATCH_ROWS)) if n_arms else 0
+            steps = knockout_run(model, run.layout, run.mode, seed=seed, block=block, baseline=baseline, **settings)  # type: ignore[arg-type]
+            forwards += -(-len(steps) // BATCH_ROWS)
             by_block[block] = [KnockoutStepRecord(s.step, s.arm, s.n_keys, s.kl, s.kept_changed, s.distance_gap) for s in steps]
         index = run.meta.get("prompt_index")
         runs.append(RunKnockoutRecord(run.name, run.mode, index if isinstance(index, int) else None, by_block))
