@@ -134,9 +134,16 @@ def _run_chunked(config: ExperimentConfig, model, n_chunks: int, progress: Progr
 
 
 def run_model(
-    configs: dict[str, ExperimentConfig], name: str, plan: OutputPlan, n_chunks: int, progress: Progress, dtype: str | None = None
+    configs: dict[str, ExperimentConfig],
+    name: str,
+    plan: OutputPlan,
+    n_chunks: int,
+    progress: Progress,
+    dtype: str | None = None,
+    knockout: bool = True,
 ) -> dict[str, Path]:
-    """Every config on one model (loaded once, on the GPU when there is one), saved through ``plan``."""
+    """Every config on one model (loaded once, on the GPU when there is one), saved through ``plan``; ``knockout``:
+    the multi-prompt runs' knock-out too, while the model is loaded (:mod:`.knockout`)."""
     from ..models.loading import load_model
 
     dtype = dtype or next(iter(configs.values())).dtype
@@ -151,7 +158,8 @@ def run_model(
             experiment = _run_chunked(config, model, n_chunks, progress, name)
             experiment.model["n_params"] = n_params
             out[config_name] = plan.save_run(experiment, config_name)
-            knockout_if_multi(config_name, config, out[config_name], loaded(model), progress, plan)
+            if knockout:
+                knockout_if_multi(config_name, config, out[config_name], loaded(model), progress, plan)
             progress(f"{name}: {config_name}: {len(experiment.runs)} runs in {minutes(time.perf_counter() - began)}")
     finally:
         del model
@@ -166,8 +174,10 @@ def study(
     progress: Progress = print,
     overwrite: bool = False,
     dtype: str | None = None,
+    knockout: bool = True,
 ) -> Path:
-    """Run the study folder on each model (default: every installed zoo model) and write every report."""
+    """Run the study folder on each model (default: every installed zoo model) and write every report
+    (``knockout``: with the multi-prompt runs' knock-out, one batched replay per step, arm and layer block)."""
     started = time.perf_counter()
     folder = Path(folder)
     configs = {n: c for n, c in find_configs(folder).items() if config_role(c.to_dict()) in (SINGLE, MULTI)}
@@ -197,7 +207,7 @@ def study(
         began = time.perf_counter()
         progress(f"model {i}/{len(names)}: {name} (estimated {minutes(estimates[name])})")
         try:
-            done[name] = run_model(configs, name, plans[name], n_chunks, progress, dtype)
+            done[name] = run_model(configs, name, plans[name], n_chunks, progress, dtype, knockout)
         except TempoLensError as exc:
             progress(f"skipping model {name}: {exc}")
             continue
@@ -238,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="model dtype (default: the configs' own, else float32); bfloat16 for a big model on a GPU",
     )
+    parser.add_argument(
+        "--no-knockout",
+        action="store_true",
+        help="skip the knock-out replays (the reports then say it was not run); they add one batched replay per step and arm",
+    )
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()] or None
     try:
@@ -248,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=lambda m: print(f"[study] {m}", flush=True),
             overwrite=args.overwrite,
             dtype=args.dtype,
+            knockout=not args.no_knockout,
         )
     except TempoLensError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -10,7 +10,7 @@ from ..analysis.metrics.schema import MODES, Interval, Metrics, MultiPrompt
 from ..figures import causal as plots
 from .document import Document
 from .findings_distance import coefficient_interval
-from .text import ci_text, ci_with_verdict, layer_list, num, times
+from .text import ci_text, ci_with_verdict, layer_list, num, p_clause, times
 from .verdicts import LESS, MORE, NOT_MEASURED, interval_verdict
 
 ARMS = ("parallel", "matched", "sink")
@@ -29,6 +29,11 @@ def knockout_word(ci: Interval | None) -> str:
         return "not measured"
     if verdict.word in (LESS, MORE) and verdict.reliable:
         return f"parallel keys matter {verdict.word} than matched keys for the next token"
+    if verdict.word in (LESS, MORE):
+        return (
+            f"no reliable difference between parallel and matched keys for the next token (the interval leans to "
+            f"{verdict.word}, but the permutation test does not confirm it)"
+        )
     return "parallel keys matter no differently from matched keys for the next token (no reliable difference)"
 
 
@@ -50,7 +55,7 @@ def knockout_summary(multi: MultiPrompt | None) -> str | None:
     )
     if not blocks:
         return lead + _status(knockout) + "."
-    readings = "; ".join(f"{b.mode}: {ci_with_verdict(b.ratio)}, so {knockout_word(b.ratio)}" for b in blocks)
+    readings = "; ".join(f"{b.mode}: {ci_text(b.ratio)}, {p_clause(b.ratio.p)}: {knockout_word(b.ratio)}" for b in blocks)
     return lead + readings + ". " + lineup_sentence(multi, causal)
 
 

@@ -91,5 +91,7 @@ def test_the_study_runs_every_model_with_an_estimate_and_progress(tiny_dirs, tmp
     assert sum("left for the other models" in line for line in lines) == 1  # after the first of the two models
     md = (target / "FINDINGS.md").read_text()
     assert "## Cross-model" in md
+    assert sum("study: knock-out took" in line for line in lines) == 2  # each model's multi-prompt runs, while it is loaded
+    assert "| Knock-out KL(parallel) / KL(matched), isolated" in md and "**Which reading the knock-out supports**" in md
     for name in ("llama", "llama3_scaling"):
         assert (tmp_path / "models" / name / "report" / "metrics.json").is_file()

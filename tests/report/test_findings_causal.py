@@ -25,8 +25,8 @@ def test_the_summary_says_which_reading_the_knockout_supports(metrics):
     unclear = Interval(0.97, 0.8, 1.2, 5, 0.7)
     md = render_findings(_with_knockout(metrics, more, unclear, more)).to_markdown()
     summary = md.split("## Key Findings")[0]
-    assert "isolated: 2.000 [1.500, 2.600] (n = 5), p = 0.010: more, so parallel keys matter more than matched keys" in summary
-    assert "visible: 0.970 [0.800, 1.200] (n = 5), p = 0.700: no reliable difference, so parallel keys matter no differently" in summary
+    assert "isolated: 2.000 [1.500, 2.600] (n = 5), p = 0.010: parallel keys matter more than matched keys" in summary
+    assert "visible: 0.970 [0.800, 1.200] (n = 5), p = 0.700: parallel keys matter no differently" in summary
     assert "How the attention measures line up (isolated)" in summary
     section = md.split("## Intervention: the Knock-out")[1]
     assert "40 batched forwards, 3.5 s" in section
@@ -36,7 +36,9 @@ def test_the_summary_says_which_reading_the_knockout_supports(metrics):
 def test_a_weak_permutation_test_keeps_the_reading_at_no_difference(metrics):
     not_confirmed = Interval(1.4, 1.05, 1.9, 5, 0.2)  # the interval excludes 1, the test does not confirm it
     md = render_findings(_with_knockout(metrics, not_confirmed, not_confirmed, not_confirmed)).to_markdown()
-    assert "so parallel keys matter no differently from matched keys" in md.split("## Key Findings")[0]
+    summary = md.split("## Key Findings")[0]
+    assert "p = 0.200: no reliable difference between parallel and matched keys" in summary
+    assert "leans to more, but the permutation test does not confirm it" in summary
 
 
 def test_metrics_without_the_knockout_say_so(metrics):
