@@ -14,7 +14,7 @@ from ..analysis.metrics.schema import MODES, Metrics, SingleRun
 from ..figures import report as plots
 from .document import Document
 from .escaping import escape_user_text
-from .findings_causal import head_measures_part, knockout_section, knockout_summary
+from .findings_causal import head_measures_part, holm_sentence, knockout_section, knockout_summary
 from .findings_controls import baseline_section, beyond_section, hypotheses_section, sharing_reading, sink_reading
 from .findings_distance import summary_paragraph
 from .findings_models import cross_model_section
@@ -115,6 +115,8 @@ def render_findings(metrics: Metrics) -> Document:
 
     if (knockout := knockout_summary(multi)) is not None:
         doc.p(knockout)
+    if (corrected := holm_sentence(multi)) is not None:
+        doc.p(corrected)
 
     doc.h(2, "Key Findings")
     heading = {LESS: "Reduced", MORE: "Increased"}.get(overall, "About Equal" if overall == MINIMAL else "Unmeasured")

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from ..analysis.metrics.causal_schema import Causal, KnockoutBlock, KnockoutMetrics, read_causal
 from ..analysis.metrics.schema import MODES, Interval, Metrics, MultiPrompt
+from ..analysis.multiplicity import holm
 from ..figures import causal as plots
 from .document import Document
 from .findings_distance import coefficient_interval
-from .text import ci_text, ci_with_verdict, layer_list, num, p_clause, times
-from .verdicts import LESS, MORE, NOT_MEASURED, interval_verdict
+from .text import ci_text, ci_with_verdict, layer_list, num, p_clause, p_text, times
+from .verdicts import ALPHA, LESS, MORE, NOT_MEASURED, interval_verdict
 
 ARMS = ("parallel", "matched", "sink")
 HEAD_WORDS = {
@@ -57,6 +58,35 @@ def knockout_summary(multi: MultiPrompt | None) -> str | None:
         return lead + _status(knockout) + "."
     readings = "; ".join(f"{b.mode}: {ci_text(b.ratio)}, {p_clause(b.ratio.p)}: {knockout_word(b.ratio)}" for b in blocks)
     return lead + readings + ". " + lineup_sentence(multi, causal)
+
+
+def summary_family(multi: MultiPrompt | None) -> list[tuple[str, Interval | None]]:
+    """The across-prompt measures the executive summary reads (the family Holm's correction is taken over)."""
+    m = multi.mode("isolated") if multi else None
+    causal = read_causal(multi)
+    knockout = {mode: causal.knockout.block(mode) if causal else None for mode in MODES}
+    return [
+        ("ratio, isolated", m.ratio if m else None),
+        ("ratio without the first token, isolated", m.ratio_no_sink if m else None),
+        ("generated-only ratio, isolated", m.ratio_generated if m else None),
+        ("distance-matched ratio, isolated", m.ratio_matched if m else None),
+        *((f"knock-out KL ratio, {mode}", block.ratio if block else None) for mode, block in knockout.items()),
+    ]
+
+
+def holm_sentence(multi: MultiPrompt | None) -> str | None:
+    """The sign-flip p-values of the summary's measures, Holm-corrected over that family (intervals are not adjusted)."""
+    family = [(label, ci) for label, ci in summary_family(multi) if ci is not None and ci.p is not None]
+    if len(family) < 2:
+        return None
+    adjusted = holm([ci.p for _, ci in family])
+    below = [label for (label, _), p in zip(family, adjusted) if p is not None and p < ALPHA]
+    return (
+        f"**Multiplicity** (Holm's correction over the {len(family)} sign-flip p-values this summary reads; the regression "
+        "coefficient has an interval but no test, and the intervals are not adjusted): "
+        + "; ".join(f"{label} p = {p_text(ci.p)} -> {p_text(p)}" for (label, ci), p in zip(family, adjusted))
+        + f". Still below {ALPHA} after the correction: {', '.join(below) or 'none'}."
+    )
 
 
 def lineup_sentence(multi: MultiPrompt, causal: Causal) -> str:

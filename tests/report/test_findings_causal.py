@@ -58,3 +58,17 @@ def test_the_cross_model_table_carries_the_knockout(metrics):
     section = md.split("## Cross-model")[1]
     assert "| Knock-out KL(parallel) / KL(matched), isolated (geometric mean over prompts) | 0.500 [0.400, 0.600]" in section
     assert "tiny: parallel keys matter less than matched keys for the next token / parallel keys matter no differently" in section
+
+
+def test_holm_corrects_the_p_values_the_summary_reads(metrics):
+    metrics = _with_knockout(metrics, Interval(2.0, 1.5, 2.6, 5, 0.01), Interval(0.97, 0.8, 1.2, 5, 0.7), Interval(1.0, 0.9, 1.1, 5))
+    iso = metrics.multi_prompt.mode("isolated")
+    iso.ratio.p, iso.ratio_no_sink.p, iso.ratio_generated.p, iso.ratio_matched.p = 0.001, 0.02, 0.04, None
+    summary = render_findings(metrics).to_markdown().split("## Key Findings")[0]
+    # five tested: 0.001 x 5, 0.01 x 4, 0.02 x 3, 0.04 x 2 -> 0.08, 0.7 x 1
+    assert "Holm's correction over the 5 sign-flip p-values" in summary
+    for text in ("ratio, isolated p = 0.001 -> 0.005", "knock-out KL ratio, isolated p = 0.010 -> 0.040",
+                 "ratio without the first token, isolated p = 0.020 -> 0.060", "generated-only ratio, isolated p = 0.040 -> 0.080",
+                 "knock-out KL ratio, visible p = 0.700 -> 0.700"):
+        assert text in summary
+    assert "Still below 0.05 after the correction: ratio, isolated, knock-out KL ratio, isolated." in summary
