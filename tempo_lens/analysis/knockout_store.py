@@ -63,6 +63,7 @@ class KnockoutFile:
     n_forwards: int
     runs: list[RunKnockoutRecord]
     record_sha256: str = ""
+    cpu_seconds: float | None = None  # this process's CPU time over the replays (the wall time depends on what else runs)
     settings: dict[str, Any] = field(default_factory=dict)  # threshold, max_parallel, next_token_source
 
 
@@ -112,7 +113,7 @@ def knockout_experiment(
     from .knockout import BATCH_ROWS, baseline_logits, knockout_run, layer_blocks  # deferred: torch
 
     settings = knockout_settings(experiment)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     runs, forwards = [], 0
     generated = experiment.generated()
     for i, run in enumerate(generated):
@@ -138,6 +139,7 @@ def knockout_experiment(
         n_forwards=forwards,
         runs=runs,
         settings=settings,
+        cpu_seconds=time.process_time() - cpu_started,
     )
 
 

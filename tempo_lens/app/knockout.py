@@ -50,7 +50,10 @@ def ensure_knockout(
     path = save_knockout(folder, record)
     if plan is not None and folder in plan.seen:  # the folder now holds one more file of ours
         plan.seen[folder] = fingerprint(folder)
-    progress(f"{name}: knock-out took {record.seconds:.1f} s ({record.n_forwards} batched forwards), saved to {path}")
+    progress(
+        f"{name}: knock-out took {record.seconds:.1f} s ({record.cpu_seconds or 0:.1f} s of CPU; {record.n_forwards} batched "
+        f"forwards), saved to {path}"
+    )
 
 
 def loaded(model: Any) -> Callable[[], Any]:

@@ -151,7 +151,7 @@ def knockout_section(doc: Document, metrics: Metrics) -> None:
         return
     doc.p(
         f"Cost: one replay per batch of (step, arm) pairs and layer block, {knockout.n_forwards} batched forwards, "
-        f"{num(knockout.seconds, 1)} s during `analyze` (seed {knockout.seed})."
+        f"{num(knockout.seconds, 1)} s wall ({num(knockout.cpu_seconds, 1)} s of CPU) during `analyze` (seed {knockout.seed})."
     )
     every = [b for b in knockout.blocks if b.block == "all"]
     doc.table(

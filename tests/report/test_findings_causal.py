@@ -29,7 +29,7 @@ def test_the_summary_says_which_reading_the_knockout_supports(metrics):
     assert "visible: 0.970 [0.800, 1.200] (n = 5), p = 0.700: parallel keys matter no differently" in summary
     assert "How the attention measures line up (isolated)" in summary
     section = md.split("## Intervention: the Knock-out")[1]
-    assert "40 batched forwards, 3.5 s" in section
+    assert "40 batched forwards, 3.5 s wall" in section
     assert "late (layers 0-1)" in section and "Blocks whose ratio is reliably away from 1: isolated late; visible none." in section
 
 

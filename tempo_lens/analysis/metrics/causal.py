@@ -88,7 +88,14 @@ def knockout_from_file(record: KnockoutFile) -> KnockoutMetrics:
         if (runs := [r for r in record.runs if r.mode == mode])
         for block, layers in sorted(record.layers.items(), key=lambda item: BLOCK_ORDER.get(item[0], len(BLOCK_ORDER)))
     ]
-    return KnockoutMetrics(status="", seconds=record.seconds, n_forwards=record.n_forwards, seed=record.seed, blocks=blocks)
+    return KnockoutMetrics(
+        status="",
+        seconds=record.seconds,
+        n_forwards=record.n_forwards,
+        seed=record.seed,
+        blocks=blocks,
+        cpu_seconds=record.cpu_seconds,
+    )
 
 
 def knockout_metrics(experiment: Experiment) -> KnockoutMetrics:

@@ -51,6 +51,7 @@ class KnockoutMetrics:
     status: str
     seconds: float | None = None
     n_forwards: int = 0
+    cpu_seconds: float | None = None
     seed: int = 0
     blocks: list[KnockoutBlock] = field(default_factory=list)
 
