@@ -234,6 +234,14 @@ def head_measures_part(doc: Document, metrics: Metrics) -> None:
         ci = Interval(mean=value, lo=lo, hi=hi, n=head.n_runs if head else 0)
         rows.append([HEAD_WORDS.get((s.measure, s.direction), f"{s.direction} {s.measure}"), f"L{s.layer}H{s.head}", ci_text(ci)])
     doc.table(["Standout (ranked by the interval's bound)", "Head", "Mean [95 % CI] (n runs)"], rows)
+    named = {(m, d): {(s.layer, s.head) for s in measures.standout if (s.measure, s.direction) == (m, d)} for m, d in HEAD_WORDS}
+    both = sorted(named[("distance", "highest")] & named[("sink", "highest")])
+    if both:
+        doc.p(
+            "Named both longest-range and most sink-bound: "
+            + ", ".join(f"L{layer}H{head}" for layer, head in both)
+            + ". Their long distance is the distance to the first token, not attention spread over distant context."
+        )
     doc.figure(
         "head-measures",
         plots.head_measures_plot(measures),

@@ -182,6 +182,17 @@ def cross_model_section(doc: Document, metrics: Metrics) -> None:
                 for e in entries
             )
             + ".",
+            "**How the attention measures line up** (isolated; the knock-out ratio / the distance-matched attention ratio / "
+            "the regression coefficient, each the interval's word): "
+            + "; ".join(
+                f"{e.folder}: "
+                + " / ".join(
+                    interval_verdict(get(e)).word
+                    for get in (_knockout("isolated"), _mode("ratio_matched", "isolated"), _coefficient("isolated"))
+                )
+                for e in entries
+            )
+            + ".",
         ]
     )
     doc.p(

@@ -58,6 +58,7 @@ def test_the_cross_model_table_carries_the_knockout(metrics):
     section = md.split("## Cross-model")[1]
     assert "| Knock-out KL(parallel) / KL(matched), isolated (geometric mean over prompts) | 0.500 [0.400, 0.600]" in section
     assert "tiny: parallel keys matter less than matched keys for the next token / parallel keys matter no differently" in section
+    assert "**How the attention measures line up** (isolated;" in section and "tiny: less / " in section
 
 
 def test_holm_corrects_the_p_values_the_summary_reads(metrics):
@@ -72,3 +73,21 @@ def test_holm_corrects_the_p_values_the_summary_reads(metrics):
                  "knock-out KL ratio, visible p = 0.700 -> 0.700"):
         assert text in summary
     assert "Still below 0.05 after the correction: ratio, isolated, knock-out KL ratio, isolated." in summary
+
+
+def test_head_measures_name_standout_heads_with_intervals(metrics):
+    from tempo_lens.analysis.metrics.causal_schema import HeadMeasureRow, HeadMeasures, StandoutHead
+
+    def row(layer, head, distance, sink, entropy):
+        return HeadMeasureRow(layer, head, 4, distance, distance - 1, distance + 1, sink, sink - 0.1, sink + 0.1, entropy,
+                              entropy - 0.1, entropy + 0.1)
+
+    heads = [row(0, 0, 9.0, 0.9, 0.2), row(0, 1, 1.5, 0.1, 1.0), row(1, 0, 6.0, 0.2, 2.0)]
+    standout = [StandoutHead("distance", "highest", 0, 0), StandoutHead("distance", "lowest", 0, 1),
+                StandoutHead("sink", "highest", 0, 0), StandoutHead("entropy", "lowest", 0, 0)]
+    metrics.multi_prompt.causal = clean(Causal(knockout=KnockoutMetrics(status="not run"), head_measures=HeadMeasures("isolated", 4, heads, standout)))
+    md = render_findings(metrics).to_markdown()
+    part = md.split("**Heads over every step and prompt**")[1].split("**Per (layer, head) at one step**")[0]
+    assert "| longest-range (highest mean logical distance) | L0H0 | 9.000 [8.000, 10.000] (n = 4) |" in part
+    assert "| most local (lowest mean logical distance) | L0H1 | 1.500 [0.500, 2.500] (n = 4) |" in part
+    assert "Named both longest-range and most sink-bound: L0H0." in part
