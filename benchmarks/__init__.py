@@ -20,7 +20,8 @@ settings of ``tempo_lens.load_model`` (the fast paths of ``tempo_lens.backends.b
    then one token per step; then with capture) beside greedy ``hf.generate``, eager and sdpa, B = 1 and B = 16,
    on the default model and qwen2.5-1.5b where installed (:mod:`~benchmarks.generate`; ``python -m
    benchmarks.generate --backend hooked`` measures HookedTransformer, in ``.venv-tl3``)
-9. what each per-step change gives: a TEMPO step with the defaults / with one change undone (:mod:`~benchmarks.changes`)
+9. what each speed path is worth: an interleaved A/B of a TEMPO step with and without each path, forced kernels
+   included, with a bootstrap 95 % interval (:mod:`~benchmarks.changes`; about 2 minutes on a quiet machine)
 
 Apart from the sections, ``python -m benchmarks.wait_policy`` (:mod:`~benchmarks.wait_policy`) measures a decode and
 a k-sibling forward under three OpenMP wait policies, one process alone and two at once.

@@ -19,6 +19,10 @@ class OutOfRangeError(InvalidInputError, IndexError):
     """A step, rank or layer number outside what exists (an IndexError too, for callers that catch that)."""
 
 
+class NonFiniteLogitsError(TempoLensError, FloatingPointError):
+    """A forward gave NaN or infinite logits (a hook, the weights or the dtype overflowed); generation stops there."""
+
+
 class ModelUnavailableError(TempoLensError, OSError):
     """A model name or path cannot be loaded here (unknown, offline, or not a supported architecture)."""
 

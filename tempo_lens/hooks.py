@@ -6,7 +6,8 @@ a forward is taken to cover the *last* tokens of the sequence its layout (or pos
 describes, i.e. physical ``[K - q, K)`` where ``q`` is the number of new tokens and ``K`` the number of
 keys. Hooks keep no global state and install nothing outside the hook points they name, so removing them
 (leaving ``with model.hooks(...)``, or ``run_with_hooks`` returning) undoes everything; they read the
-layout they close over when called, and memoise derived tensors by the layout's ``version``. What
+layout they close over when called, and cache derived tensors by the layout's ``version``
+(:class:`~tempo_lens.hook_cache.HookCache`). What
 depends on the model's class lives in :mod:`tempo_lens.backends`.
 
 Targets (one forward of ``q`` new tokens over ``K`` keys):
@@ -38,6 +39,7 @@ from torch import Tensor
 
 from .backends import backend_for
 from .errors import InvalidInputError
+from .hook_cache import HookCache, Same
 from .layout import Mode, TokenLayout
 from .position_source import PositionSource
 
@@ -155,26 +157,27 @@ def attention_block_hooks(
         logits = model.run_with_hooks(tokens, fwd_hooks=attention_block_hooks(model, no_bos))
     """
 
-    memo: dict[str, Any] = {"source": None, "device": None}
+    cache: HookCache[tuple[Same, torch.device], Tensor | None] = HookCache(size=1)
 
     def prepared(mask: Tensor, q: int, k: int, device: torch.device) -> Tensor | None:
         """``mask`` with every query's own key kept, on ``device``; None when it blocks nothing.
 
-        Memoised on the mask's identity (the memo holds a reference, so it cannot be reused) and the
-        device, so the layers of one forward share one check and one copy to the device.
+        Cached by the mask's identity and the device, so the layers of one forward share one check and one
+        copy to the device.
         """
-        if memo["source"] is not mask or memo["device"] != device:
-            fixed = None
-            if bool(mask.any()):
-                rows, own = torch.arange(q), torch.arange(k - q, k)
-                fixed = mask
-                if bool(mask[..., rows, own].any()):
-                    fixed = mask.clone()
-                    fixed[..., rows, own] = False
-                fixed = fixed.to(device)
-                fixed = fixed[:, None] if fixed.ndim == 3 else fixed  # one mask per batch row, shared by heads
-            memo.update(source=mask, device=device, fixed=fixed)
-        return memo["fixed"]
+
+        def make() -> Tensor | None:
+            if not bool(mask.any()):
+                return None
+            rows, own = torch.arange(q), torch.arange(k - q, k)
+            fixed = mask
+            if bool(mask[..., rows, own].any()):
+                fixed = mask.clone()
+                fixed[..., rows, own] = False
+            fixed = fixed.to(device)
+            return fixed[:, None] if fixed.ndim == 3 else fixed  # one mask per batch row, shared by heads
+
+        return cache.get((Same(mask), device), make)
 
     def hook_scores(scores: Float[Tensor, "batch head_index query_pos key_pos"], hook: Any = None) -> Tensor:
         q, k = scores.shape[-2], scores.shape[-1]
@@ -184,26 +187,51 @@ def attention_block_hooks(
     return [(name, hook_scores) for name in _attn_score_hook_names(model, layers)]
 
 
-def layout_blocked_fn(layout: TokenLayout, mode: Mode = "isolated", apply_pruning: bool = True) -> Callable[[int, int], Tensor]:
+def layout_blocked_fn(
+    layout: TokenLayout, mode: Mode = "isolated", apply_pruning: bool = True, window: int | None = None
+) -> Callable[[int, int], Tensor]:
     """``blocked(q, K)`` from a layout, memoised by (version, q, K), for :func:`attention_block_hooks`.
 
     Returns a function of the forward's query and key counts giving the ``[q, K]`` boolean mask of
-    :meth:`TokenLayout.blocked` (True = hidden) for ``mode``. Example::
+    :meth:`TokenLayout.blocked` (True = hidden) for ``mode``; ``window``: a sliding layer's window
+    (physical distance). Example::
 
         layout = TokenLayout.from_prompt([1, 10, 11])
         layout.append_step([12, 13], [0.6, 0.3])
         blocked = layout_blocked_fn(layout, "isolated")          # blocked(5, 5)[4, 3]: sibling 4 cannot see 3
         logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=attention_block_hooks(model, blocked))
     """
-    memo: dict[str, Any] = {"key": None}
+    cache: HookCache[tuple[int, int, int], Tensor] = HookCache(size=1)
 
     def blocked(q: int, k: int) -> Tensor:
-        key = (layout.version, q, k)
-        if memo["key"] != key:
-            memo.update(key=key, value=layout.blocked(mode, n_queries=q, n_keys=k, apply_pruning=apply_pruning))
-        return memo["value"]
+        return cache.get(
+            (layout.version, q, k),
+            lambda: layout.blocked(mode, n_queries=q, n_keys=k, apply_pruning=apply_pruning, window=window),
+        )
 
     return blocked
+
+
+def windowed_block_hooks(
+    model: TransformerBridge, blocked_for: Callable[[int | None], Callable[[int, int], Tensor]]
+) -> list[Hook]:
+    """:func:`attention_block_hooks` on every layer, with ``blocked_for(window)`` for each sliding window the model has.
+
+    Targets every ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``): ``blocked_for(None)``
+    masks the full-attention layers, ``blocked_for(w)`` the layers whose window is ``w`` (Gemma 3's sliding
+    layers); layers sharing a window share one mask per forward. Returns the hooks in layer order. Example::
+
+        layout = TokenLayout.from_prompt([1, 10, 11])
+        layout.append_step([12, 13], [0.6, 0.3])
+        hooks = windowed_block_hooks(model, lambda window: layout_blocked_fn(layout, "isolated", window=window))
+        logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=hooks)
+    """
+    windows = backend_for(model).attention_windows()
+    hooks: list[tuple[int, Hook]] = []
+    for window in dict.fromkeys(windows):
+        layers = [layer for layer, w in enumerate(windows) if w == window]
+        hooks += zip(layers, attention_block_hooks(model, blocked_for(window), layers))
+    return [hook for _, hook in sorted(hooks, key=lambda pair: pair[0])]
 
 
 def isolation_mask_hooks(model: TransformerBridge, layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
@@ -241,6 +269,9 @@ def tempo_hooks(
 ) -> list[Hook]:
     """Everything a TEMPO forward needs: shared positions plus one mask hook per layer (isolation + pruning).
 
+    A sliding-window layer's mask also hides keys ``window`` or more physical positions back
+    (:meth:`TokenLayout.blocked`, ``docs/definitions.md``), so the window holds whatever the cache keeps.
+
     Targets the position hooks of :func:`tempo_position_hooks` (``rotary_emb.hook_cos`` / ``hook_sin``,
     ``[batch, q, d_head]``, or ``hook_pos_embed``) and every ``blocks.L.attn.hook_attn_scores``
     (``[batch, head, q, K]``). ``mode`` is ``"isolated"`` or ``"visible"``; ``positions`` overrides the
@@ -252,7 +283,7 @@ def tempo_hooks(
         logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=tempo_hooks(model, layout, "isolated"))
     """
     position_hooks = tempo_position_hooks(model, layout if positions is None else positions)
-    return position_hooks + attention_block_hooks(model, layout_blocked_fn(layout, mode, apply_pruning=True))
+    return position_hooks + windowed_block_hooks(model, lambda window: layout_blocked_fn(layout, mode, True, window))
 
 
 # ---- interventions and reading -----------------------------------------------------------------
@@ -321,7 +352,8 @@ def attention_bias_hooks(
         k = scores.shape[-1]
         keys = key_mask(k) if callable(key_mask) else key_mask[:k]
         add = torch.zeros(scores.shape[1], k, dtype=scores.dtype, device=scores.device)
-        add[head_index, :] = keys.to(scores.device, scores.dtype) * bias
+        chosen = keys.to(scores.device, torch.bool)  # masked_fill, not keys * bias: 0 * inf is NaN on the other keys
+        add[head_index, :] = torch.zeros(k, dtype=scores.dtype, device=scores.device).masked_fill(chosen, bias)
         masked = scores <= masked_threshold(scores.dtype)
         return torch.where(masked, scores, scores + add[None, :, None, :])
 

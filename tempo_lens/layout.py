@@ -302,12 +302,14 @@ class TokenLayout:
         n_queries: int | None = None,
         n_keys: int | None = None,
         apply_pruning: bool = True,
+        window: int | None = None,
     ) -> Bool[Tensor, "query_pos key_pos"]:
         """Which (query, key) pairs a forward over physical ``[n_keys - n_queries, n_keys)`` must not attend.
 
         Causal over the physical order; in ``"isolated"`` mode a token also cannot see the other
         siblings of its own step; a token pruned after step p is hidden from queries of steps > p.
-        A query always keeps its own key.
+        ``window`` (a sliding-attention layer's): a query at physical index i also cannot see a key at
+        j <= i - window, the physical-distance rule of ``docs/definitions.md``. A query always keeps its own key.
         """
         if mode not in MODES:
             raise InvalidInputError(f"unknown mode {mode!r}; use 'isolated' or 'visible'")
@@ -317,6 +319,10 @@ class TokenLayout:
         query_index = torch.arange(n_keys - n_queries, n_keys)
         key_index = torch.arange(n_keys)
         blocked = key_index[None, :] > query_index[:, None]
+        if window is not None:
+            if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+                raise InvalidInputError(f"window must be a positive number of tokens or None, got {window!r}")
+            blocked |= key_index[None, :] <= query_index[:, None] - window
         query_steps = steps[query_index]
         if mode == "isolated":
             same_step = (query_steps[:, None] == steps[None, :]) & (query_steps[:, None] >= 0)

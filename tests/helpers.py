@@ -70,16 +70,19 @@ def hf_eager(directory) -> "torch.nn.Module":
     return AutoModelForCausalLM.from_pretrained(directory, attn_implementation="eager", dtype=torch.float32).eval()
 
 
-def reference_mask(layout, mode: str) -> Tensor:
+def reference_mask(layout, mode: str, window: int | None = None) -> Tensor:
     """The TEMPO mask written out loop by loop from the layout's raw lists (independent of layout.blocked).
 
     Query i may see key j when j <= i physically, and, for j != i: in isolated mode j is not a sibling
-    of i (same step >= 0), and j was not pruned at a step earlier than i's step.
+    of i (same step >= 0), and j was not pruned at a step earlier than i's step. ``window`` (a sliding
+    layer's): also i - j < window, physical distance (docs/definitions.md).
     """
     n = len(layout.token_ids)
     mask = torch.full((n, n), float("-inf"))
     for i in range(n):
         for j in range(i + 1):
+            if window is not None and i - j >= window:
+                continue
             if j != i:
                 if mode == "isolated" and layout.steps[i] >= 0 and layout.steps[j] == layout.steps[i]:
                     continue
@@ -111,13 +114,39 @@ def tiny_oracle_delta(model, directory, mode: str) -> float:
     return max_step_delta(result, hf_oracle_logits(hf_eager(directory), result.layout, mode))
 
 
+def sliding_window_of(hf_model) -> int | None:
+    """The window of an HF model with sliding-attention layers (Gemma 3's ``layer_types``), else None."""
+    config = hf_model.config.get_text_config(decoder=True)
+    types = getattr(config, "layer_types", None) or []
+    return int(config.sliding_window) if "sliding_attention" in types else None
+
+
+def oracle_mask(hf_model, layout, mode: str):
+    """The 4D float mask(s) for HF: one tensor, or one per layer type when the model has sliding layers."""
+    full = reference_mask(layout, mode)[None, None]
+    window = sliding_window_of(hf_model)
+    if window is None:
+        return full
+    return {"full_attention": full, "sliding_attention": reference_mask(layout, mode, window)[None, None]}
+
+
+def _rows(mask, a: int, b: int):
+    """Query rows ``a:b`` over keys ``:b`` of a mask or of each mask in a per-layer-type dict."""
+    if isinstance(mask, dict):
+        return {kind: m[..., a:b, :b] for kind, m in mask.items()}
+    return mask[..., a:b, :b]
+
+
 def hf_oracle_logits(hf_model, layout, mode: str = "isolated", positions: Tensor | None = None) -> Tensor:
-    """HF eager over the whole physical sequence with explicit position_ids and a 0/-inf 4D mask."""
+    """HF eager over the whole physical sequence with explicit position_ids and a 0/-inf 4D mask.
+
+    A model with sliding layers gets one mask per layer type (``{"full_attention", "sliding_attention"}``),
+    the sliding one also hiding keys ``sliding_window`` or more physical positions back.
+    """
     ids = torch.tensor([layout.token_ids])
     pos = (torch.tensor(layout.logical_positions) if positions is None else positions).long()[None]
-    mask = reference_mask(layout, mode)[None, None]
     with torch.no_grad():
-        return hf_model(input_ids=ids, position_ids=pos, attention_mask=mask).logits[0]
+        return hf_model(input_ids=ids, position_ids=pos, attention_mask=oracle_mask(hf_model, layout, mode)).logits[0]
 
 
 # ---- a fake model zoo: part "wheels" on a temporary sys.path entry, and a fake dequantiser ---------------
@@ -164,7 +193,7 @@ def fake_dequantise(gguf: Path, out: Path, title: str) -> None:
 def hf_stepwise_logits(hf_model, layout, mode: str = "isolated") -> list[Tensor]:
     """HF eager with its own KV cache, fed like a TEMPO generation: the prompt, then one step at a time.
 
-    Each forward gets explicit position_ids and its rows of the 0/-inf 4D mask; returns the logits of
+    Each forward gets explicit position_ids and its rows of the 0/-inf 4D mask(s); returns the logits of
     every step's rows. Same chunking as the generation, so fp32 rounding matches too: cached decoding
     differs from one full forward by up to ~1e-3 on a 28-layer model, in HF itself.
     """
@@ -172,13 +201,14 @@ def hf_stepwise_logits(hf_model, layout, mode: str = "isolated") -> list[Tensor]
 
     ids = torch.tensor([layout.token_ids])
     pos = torch.tensor(layout.logical_positions)[None]
-    mask = reference_mask(layout, mode)[None, None]
-    cache = DynamicCache(config=hf_model.config)
+    mask = oracle_mask(hf_model, layout, mode)
+    # Every key kept on every layer (a sliding layer's cache would drop the keys its window mask addresses).
+    cache = DynamicCache() if isinstance(mask, dict) else DynamicCache(config=hf_model.config)
     bounds = [0, layout.step_range(0).start] + [layout.step_range(s).stop for s in range(layout.n_steps)]
     rows = []
     with torch.no_grad():
         for a, b in zip(bounds[:-1], bounds[1:]):
-            out = hf_model(input_ids=ids[:, a:b], position_ids=pos[:, a:b], attention_mask=mask[..., a:b, :b],
+            out = hf_model(input_ids=ids[:, a:b], position_ids=pos[:, a:b], attention_mask=_rows(mask, a, b),
                            past_key_values=cache, use_cache=True).logits[0]
             rows.append(out)
     return rows[1:]

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tempo_lens"
 
 # Lowest first. Names are relative to tempo_lens ("" is tempo_lens/__init__.py, the lazy public API).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("errors", "io", "lookup", "text", "validation")),
+    ("base", ("errors", "hook_cache", "io", "lookup", "text", "validation")),
     ("layout", ("layout", "position_source", "siblings", "schedules")),
     ("model", ("backends", "models")),
     ("hooks", ("hooks", "capture")),

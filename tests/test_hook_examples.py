@@ -25,7 +25,7 @@ README_SECTION = "## Using the hooks in your own research"
 # hook point and shapes and carry a runnable example.
 FACTORIES = (
     "rope_position_hooks", "learned_position_hooks", "tempo_position_hooks", "attention_block_hooks",
-    "layout_blocked_fn", "isolation_mask_hooks", "pruned_keys_mask_hooks", "tempo_hooks",
+    "layout_blocked_fn", "windowed_block_hooks", "isolation_mask_hooks", "pruned_keys_mask_hooks", "tempo_hooks",
     "fractional_positions", "attention_bias_hooks", "PatternRecorder",
 )
 NEEDS_ROPE = {"rope_position_hooks", "fractional_positions"}

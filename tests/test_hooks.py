@@ -115,6 +115,16 @@ def test_attention_bias_shifts_scores_of_chosen_keys_only(tiny_llama):
     assert (biased[0][:, ~causal] == plain[0][:, ~causal]).all()  # masked entries stay masked
 
 
+def test_an_infinite_bias_reaches_the_chosen_keys_only(tiny_llama):
+    """bias=-inf hides key 1 like a mask hook does (rows after it agree); the other keys get 0, not 0 * inf = NaN."""
+    tokens = torch.tensor([[1, 10, 11, 12, 13]])
+    key_1 = torch.arange(5) == 1
+    hidden = tiny_llama.run_with_hooks(tokens, fwd_hooks=attention_block_hooks(tiny_llama, lambda q, k: key_1[None, :k].expand(q, k)))
+    biased = tiny_llama.run_with_hooks(tokens, fwd_hooks=attention_bias_hooks(tiny_llama, key_1, bias=float("-inf")))
+    assert torch.isfinite(biased).all()
+    assert torch.allclose(biased[0, 2:], hidden[0, 2:], atol=1e-5)
+
+
 def test_pattern_recorder_keeps_chosen_layers(tiny_llama):
     recorder = PatternRecorder([0, 2])
     tiny_llama.run_with_hooks(torch.tensor([[1, 2, 3, 4]]), fwd_hooks=recorder.hooks())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tempo_lens.errors import InvalidInputError
 from tempo_lens.hooks import layout_blocked_fn
 from tempo_lens.layout import TokenLayout
 
@@ -98,3 +99,25 @@ def test_str_is_a_table_of_every_token():
     assert lines[4].split() == ["3", "0", "2", "6", "0.3000", "yes", "at", "step", "1"]
     assert lines[5].split() == ["4", "1", "3", "7", "0.9000"]
     assert repr(layout).startswith("TokenLayout(")
+
+
+@pytest.mark.parametrize("mode", ["isolated", "visible"])
+@pytest.mark.parametrize("window", [1, 2, 4, 100])
+def test_a_window_hides_keys_by_physical_distance(mode, window):
+    """``blocked(window=w)`` equals the loop-by-loop oracle mask: j visible from i only when i - j < w."""
+    from tests.helpers import reference_mask
+
+    layout = TokenLayout.from_prompt([1, 10, 11, 12])
+    for siblings in ([20, 21, 22], [23], [24, 25]):
+        layout.append_step(siblings, [0.9 / len(siblings)] * len(siblings))
+    layout.prune([5], at_step=1, score=0.1)
+    expected = torch.isinf(reference_mask(layout, mode, window))
+    assert torch.equal(layout.blocked(mode, window=window), expected)
+    for q in (1, 2, 3):  # the rows of a cached forward of the last q tokens
+        assert torch.equal(layout.blocked(mode, n_queries=q, window=window), expected[-q:])
+
+
+@pytest.mark.parametrize("window", [0, -1, 2.5, True])
+def test_a_window_must_be_a_positive_count(window):
+    with pytest.raises(InvalidInputError, match="window must be a positive number"):
+        TokenLayout.from_prompt([1, 2, 3]).blocked(window=window)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -27,6 +28,22 @@ ENV = "TEMPO_LENS_FAST"  # the speed paths' switch (Backend.apply_speedups), for
 _OFF, _ON, _AUTO = {"0", "false", "off", "no"}, {"1", "true", "on", "yes"}, {"", "auto"}
 PositionKind = Literal["rotary", "learned"]
 Hook = tuple[str, Callable[..., Tensor]]
+OneRowKernel = Literal["stock", "packed", "by_column"]
+
+
+@dataclass
+class SpeedRecord:
+    """The speed paths a model runs, and the linear kernel plan where it has one (recorded with every experiment).
+
+    ``kernel_plan`` names the cached per-machine measurement the kernels came from (a digest of CPU, torch,
+    threads, dtype and layer shapes; None where nothing was measured or it could not be cached).
+    """
+
+    paths: list[str] = field(default_factory=list)
+    packed_from_rows: int | None = None
+    one_row: OneRowKernel = "stock"
+    kernel_plan: str | None = None
+    plan_measured: str | None = None
 
 
 def fast_setting(fast: bool | None = None) -> bool | None:
@@ -69,6 +86,22 @@ class Backend(ABC):
     def eos_token_ids(self) -> set[int]:
         """EOS ids of the tokenizer and of the generation config."""
 
+    @abstractmethod
+    def attention_windows(self) -> list[int | None]:
+        """Each layer's sliding window (a query sees itself and the ``window - 1`` physically preceding keys), or None.
+
+        None is full attention; Gemma 3's sliding layers give an int. TEMPO applies these windows in its own
+        mask (:meth:`TokenLayout.blocked <tempo_lens.layout.TokenLayout.blocked>`, ``window=``).
+        """
+
+    @abstractmethod
+    def physical_limit(self) -> int | None:
+        """The longest physical sequence (KV cache included) one forward can take, or None when unbounded.
+
+        A learned position table, or a precomputed rotary table, has this many rows; the model indexes it
+        at physical positions before any hook can move them.
+        """
+
     # ---- positions ---------------------------------------------------------------------------
 
     @abstractmethod
@@ -107,6 +140,10 @@ class Backend(ABC):
     def apply_speedups(self, fast: bool | None) -> list[str]:
         """Switch on the exact speed paths this class has (``fast``: None default, False none); what is on."""
 
+    def speed_record(self) -> SpeedRecord:
+        """The speed paths on now (and their kernel plan), for the experiment's metadata; none by default."""
+        return SpeedRecord()
+
     @abstractmethod
     def new_cache(self, batch: int) -> Any:
         """An empty KV cache for ``batch`` rows."""
@@ -120,7 +157,12 @@ class Backend(ABC):
         """Logits and TransformerLens's activation cache of one full forward."""
 
     def forward_step(self, tokens: list[list[int]], cache: Any) -> Float[Tensor, "batch pos d_vocab"]:
-        """One cached forward of new tokens (one list per batch row)."""
+        """One cached TEMPO forward of new tokens (one list per batch row), under TEMPO's hooks.
+
+        A backend whose model has sliding windows (:meth:`attention_windows`) turns the model's own
+        window masks off in this forward: they count distance in columns of the batch, which padding and
+        rows sharing a lane stretch, while TEMPO's mask hooks apply each row's window from its layout.
+        """
         return self.forward(torch.tensor(tokens, dtype=torch.long, device=self.device), cache)
 
     # ---- reading -----------------------------------------------------------------------------

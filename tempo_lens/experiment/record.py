@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..backends.base import SpeedRecord
 from ..errors import ExperimentFileError, InvalidInputError
 from ..io.records import FieldError, decode
 from ..layout import LayoutRecord, Mode
@@ -66,6 +67,7 @@ class RunMetaRecord:
     text: str | None = None
     clean_text: str | None = None
     stop_reason: str | None = None
+    speed: SpeedRecord | None = None  # the speed paths and kernel plan that produced it (absent in older files)
 
 
 @dataclass

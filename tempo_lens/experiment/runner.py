@@ -115,6 +115,7 @@ def run_experiment(
     from ..backends import backend_for
     from ..generation import generate_batch
     from ..io.memory import available_bytes  # deferred: torch
+    from ..io.records import clean
     from ..models.loading import load_model
     from ..replaying import replay
 
@@ -133,6 +134,7 @@ def run_experiment(
                 f"{probe * 1e3:.0f} ms here; batching shares forwards)"
             )
     runs: dict[tuple[int, str], list[CapturedRun]] = {}
+    speed = clean(backend_for(model).speed_record())  # the kernels every run of this model ran (replays inherit it)
     started, total = time.perf_counter(), len(indices) * len(config.modes)
     for m, mode in enumerate(config.modes if indices else []):  # a shard may hold no prompt
         settings = config.generation.replace(mode=mode)
@@ -153,7 +155,7 @@ def run_experiment(
                 progress(f"{config.name}: prompt {index + 1}/{len(config.prompts)} {mode}: controls ({done}/{len(indices)})")
             name = f"p{index:02d}-{mode}"
             run = CapturedRun.from_result(
-                result, name=name, variant="generated", prompt_index=index, mask=mode, positions="shared"
+                result, name=name, variant="generated", prompt_index=index, mask=mode, positions="shared", speed=speed
             )
             group = runs[(index, mode)] = [run]
             if "unique_positions" in config.controls:

@@ -6,7 +6,8 @@ side by side, which saves the padding a lane per row would need. Every forward f
 widest lane's new tokens; narrower lanes are left-padded. A :class:`LaneBatch` maps each row's physical
 tokens to lane columns; from it come, per lane, the positions (``[batch, K]``, padding at 0) for the
 rotary hooks and the mask (``[batch, q, K]``: each row's own layout mask on its queries and columns,
-every other column hidden) for the attention-score hooks. So a row never sees padding or another
+every other column hidden; one per sliding window the model has, each row's window counted in its own
+physical positions) for the attention-score hooks. So a row never sees padding or another
 row, and padding shifts no logical position; a finished row feeds nothing. Each row's patterns are cut
 back to its own queries and columns before capture and pruning see them, so they have the shapes a
 lone generation records.
@@ -14,7 +15,7 @@ lone generation records.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,13 +25,14 @@ from torch import Tensor
 
 from ..backends import backend_for
 from ..errors import InvalidInputError
-from ..hooks import PatternRecorder, attention_block_hooks, tempo_position_hooks
+from ..hooks import PatternRecorder, tempo_position_hooks, windowed_block_hooks
 from .config import GenerationConfig, check_int
 from .memory import check_fits, default_batch_size
 from .progress import step_bar
 from .result import GenerationResult
 from .row import GenerationRow, checked_ids, resolve_config
 from .single import forward_step, new_cache
+from .steps import step_widths
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -56,11 +58,12 @@ class LaneBatch:
     rows: list[GenerationRow]
     lanes: list[int]
     pad_id: int = 0
+    windows: tuple[int | None, ...] = (None,)
     columns: list[list[int]] = field(default_factory=list)
     queries: list[slice] = field(default_factory=list)
     n_columns: int = 0
     positions: Float[Tensor, "batch key_pos"] | None = None
-    mask: Bool[Tensor, "batch query_pos key_pos"] | None = None
+    masks: dict[int | None, Bool[Tensor, "batch query_pos key_pos"]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.columns = [[] for _ in self.rows]
@@ -88,15 +91,16 @@ class LaneBatch:
 
     def _build(self, q: int) -> None:
         positions = torch.zeros(self.n_lanes, self.n_columns)
-        mask = torch.ones(self.n_lanes, q, self.n_columns, dtype=torch.bool)
+        masks = {w: torch.ones(self.n_lanes, q, self.n_columns, dtype=torch.bool) for w in self.windows}
         for row, lane, cols, queries in zip(self.rows, self.lanes, self.columns, self.queries):
             index = torch.tensor(cols, dtype=torch.long)
             positions[lane, index] = row.layout.positions("shared")
             n_new = queries.stop - queries.start
             if n_new:
-                own = row.layout.blocked(row.config.mode, n_queries=n_new, n_keys=len(row.layout))
-                mask[lane, queries, index] = own
-        self.positions, self.mask = positions, mask
+                for window, mask in masks.items():
+                    own = row.layout.blocked(row.config.mode, n_queries=n_new, n_keys=len(row.layout), window=window)
+                    mask[lane, queries, index] = own
+        self.positions, self.masks = positions, masks
 
     def row_logits(self, logits: Float[Tensor, "batch pos d_vocab"], i: int) -> Float[Tensor, "pos d_vocab"]:
         """Row ``i``'s logits rows of the last forward (one per token it fed)."""
@@ -116,13 +120,17 @@ class LaneBatch:
         assert self.positions is not None, "feed builds the positions before a forward"
         return self.positions
 
-    def current_mask(self, q: int, k: int) -> Bool[Tensor, "batch query_pos key_pos"]:
-        """The mask ``feed`` built: one object per forward, shared by all layers."""
-        assert self.mask is not None, "feed builds the mask before a forward"
-        return self.mask
+    def current_mask(self, window: int | None = None) -> Callable[[int, int], Bool[Tensor, "batch query_pos key_pos"]]:
+        """``blocked(q, K)`` giving the mask ``feed`` built for ``window``: one object per forward, shared by its layers."""
+
+        def blocked(q: int, k: int) -> Tensor:
+            assert window in self.masks, "feed builds the masks before a forward"
+            return self.masks[window]
+
+        return blocked
 
     def hooks(self, model: TransformerBridge) -> list:
-        return tempo_position_hooks(model, self.current_positions) + attention_block_hooks(model, self.current_mask)
+        return tempo_position_hooks(model, self.current_positions) + windowed_block_hooks(model, self.current_mask)
 
 
 def _pad_id(model: TransformerBridge) -> int:
@@ -136,15 +144,37 @@ def _pad_id(model: TransformerBridge) -> int:
     return 0
 
 
-def _lanes(rows: list[GenerationRow]) -> list[int]:
-    """Rows with hooks of their own (similarity pruning reads its lane's last tokens) get a lane each."""
+def lane_columns(prompt_lengths: Sequence[int], lanes: Sequence[int], widths: Sequence[int]) -> int:
+    """The most key columns the lanes can reach: the widest lane's prompts, then per step the widest lane's siblings.
+
+    ``widths``: the most siblings a row can keep at each step (:func:`~tempo_lens.generation.steps.step_widths`).
+    """
+    prompts, rows = [0] * (max(lanes) + 1), [0] * (max(lanes) + 1)
+    for n, lane in zip(prompt_lengths, lanes):
+        prompts[lane] += n
+        rows[lane] += 1
+    return max(prompts) + sum(widths) * max(rows)
+
+
+def _lanes(model: TransformerBridge, rows: list[GenerationRow]) -> list[int]:
+    """Rows with hooks of their own (similarity pruning reads its lane's last tokens) get a lane each.
+
+    So do all rows when shared lanes could pass the model's physical limit (a position table's rows):
+    each row's own worst case is within it (:func:`~tempo_lens.generation.steps.check_context`).
+    """
     share = not any(row.hooks for row in rows)
-    return assign_lanes([len(row.ids) + row.config.max_steps * row.config.max_parallel for row in rows], share, LANE_KEYS)
+    steps, width = rows[0].config.max_steps, rows[0].config.max_parallel
+    lanes = assign_lanes([len(row.ids) + steps * width for row in rows], share, LANE_KEYS)
+    limit = backend_for(model).physical_limit()
+    if limit is not None and lane_columns([len(row.ids) for row in rows], lanes, step_widths(rows[0].config)) > limit:
+        lanes = list(range(len(rows)))
+    return lanes
 
 
 def _run_rows(model: TransformerBridge, rows: list[GenerationRow], bar: Any = None) -> None:
     """Drive ``rows`` to their end through one forward per step (``bar``: a progress bar to advance per step)."""
-    batch = LaneBatch(rows, _lanes(rows), pad_id=_pad_id(model))
+    windows = tuple(dict.fromkeys(backend_for(model).attention_windows()))
+    batch = LaneBatch(rows, _lanes(model, rows), pad_id=_pad_id(model), windows=windows)
     layers = set().union(*(row.recorded_layers for row in rows))
     with PatternRecorder(layers) as recorder, torch.no_grad():
         hooks = batch.hooks(model) + recorder.hooks() + [h for row in rows for h in row.hooks]

@@ -15,6 +15,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..capture import CapturedAttention
+from ..errors import NonFiniteLogitsError
 from ..layout import TokenLayout
 from ..models.loading import model_name
 from .config import GenerationConfig
@@ -95,6 +96,7 @@ class GenerationRow:
 
     def read_prompt(self, logits: Float[Tensor, "pos d_vocab"]) -> None:
         """The prompt's forward: its last row gives step 0's distribution."""
+        check_finite(logits, "the prompt's forward (before step 0)")
         self.distribution = torch.softmax(logits[-1].float(), dim=-1)
 
     def choose(self) -> list[int]:
@@ -124,6 +126,7 @@ class GenerationRow:
         """The forward that fed the newest step: capture, prune, the next distribution, and the stop rule."""
         step = self.layout.n_steps - 1
         r = self.layout.step_range(step)
+        check_finite(logits, f"step {step}'s forward")
         if self.capture is not None and self.config.capture.wants_step(step):
             self.capture.record(step, patterns)
         if self.pruning is not None:
@@ -160,10 +163,23 @@ class GenerationRow:
         )
 
 
+def check_finite(logits: Float[Tensor, "pos d_vocab"], where: str) -> None:
+    """Stop with an error naming ``where`` when ``logits`` hold NaN or inf: every later choice would be meaningless."""
+    finite = torch.isfinite(logits)
+    if not bool(finite.all()):
+        n_nan = int(torch.isnan(logits).sum())
+        n_inf = int((~finite).sum()) - n_nan
+        raise NonFiniteLogitsError(
+            f"{where} gave non-finite logits ({n_nan} NaN, {n_inf} inf of {logits.numel()} values in "
+            f"{logits.shape[0]} rows); a hook (e.g. a NaN or inf bias), the weights or the dtype's range produced them. "
+            "Check the hooks you added, or load the model in float32"
+        )
+
+
 def checked_ids(model: TransformerBridge, prompt: Any, config: GenerationConfig) -> list[int]:
     """The prompt's token ids, once it is known to fit the model's context and memory with ``config``."""
     ids = prompt_token_ids(model, prompt, chat=config.chat)
-    check_context(model, len(ids), config.max_steps)
+    check_context(model, len(ids), config)
     check_fits(model, len(ids), config.max_steps, config.max_parallel)
     return ids
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,8 @@ from ..errors import InvalidInputError
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
+
+    from .config import GenerationConfig
 
 
 def decode(tokenizer: Any, ids: Sequence[int]) -> str:
@@ -111,11 +114,37 @@ def next_distribution(
     return (weights[:, None] * rows).sum(0)
 
 
-def check_context(model: TransformerBridge, n_prompt: int, max_steps: int) -> None:
-    """Refuse before any model work when the logical positions would run past the model's context."""
-    n_ctx = int(model.cfg.n_ctx)
+def step_widths(config: GenerationConfig) -> list[int]:
+    """The most siblings each step can keep: ``max_parallel``, and at most ``1 / threshold`` (probabilities sum to 1)."""
+    widths = []
+    for step in range(config.max_steps):
+        t = config.schedule.at(step, config.max_steps)
+        most = config.max_parallel if t <= 0 else int(math.floor((1 + 1e-6) / t))  # 1e-6: float32 sums just above 1
+        widths.append(max(1, min(config.max_parallel, most)))
+    return widths
+
+
+def check_context(model: TransformerBridge, n_prompt: int, config: GenerationConfig) -> None:
+    """Refuse before any model work when the logical or the physical positions could run past the model's limits.
+
+    Logical: ``n_prompt + max_steps`` positions against the context ``n_ctx``. Physical: the worst case,
+    every step keeping as many siblings as it can (:func:`step_widths`), against a physical limit (a
+    learned position table, or a HookedTransformer's rotary table), which the model indexes at physical
+    positions before any hook moves them. The run is refused up front rather than stopped part-way, so
+    whether it runs never depends on what the model happens to select.
+    """
+    n_ctx, max_steps = int(model.cfg.n_ctx), config.max_steps
     if n_prompt + max_steps > n_ctx:
         raise InvalidInputError(
             f"prompt ({n_prompt} tokens) + max_steps ({max_steps}) = {n_prompt + max_steps} logical positions exceeds "
             f"the model's context of {n_ctx}; shorten the prompt or lower max_steps"
+        )
+    limit = backend_for(model).physical_limit()
+    worst = n_prompt + sum(step_widths(config))
+    if limit is not None and worst > limit:
+        raise InvalidInputError(
+            f"prompt ({n_prompt} tokens) + up to {worst - n_prompt} siblings in {max_steps} steps (at most max_parallel "
+            f"{config.max_parallel} per step, and no more than 1/threshold) = {worst} tokens in the worst case, past this "
+            f"model's physical limit of {limit} positions (its position table; TEMPO appends every sibling physically); "
+            f"lower max_parallel or max_steps, raise the threshold, or shorten the prompt"
         )

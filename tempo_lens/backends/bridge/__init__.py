@@ -3,7 +3,9 @@
 Positions go through ``rotary_emb.hook_cos`` / ``hook_sin`` (:mod:`.positions`) or ``hook_pos_embed``;
 the KV cache is the wrapped model's own (a transformers ``DynamicCache``), passed under the keyword
 its forward takes (:mod:`.kv_cache`, which also lets TransformerLens 4.x read it). The exact speed paths
-(:mod:`.fast_paths`) apply to bridges only.
+(:mod:`.fast_paths`) apply to bridges only. On a model with sliding windows the cache keeps every key on
+every layer and a TEMPO step passes a plain causal 4D mask, which transformers uses as it is on every
+layer: the windows come from TEMPO's mask hooks (:mod:`.windows`).
 
 May import: :mod:`..base` and the layers below the model layer.
 """
@@ -16,9 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..base import Backend, Hook, PositionKind, eos_ids
+from ..base import Backend, Hook, PositionKind, SpeedRecord, eos_ids
 from .kv_cache import cache_kwarg_name, ensure_kv_cache
 from .positions import bridge_rope_hooks
+from .windows import causal_mask, config_windows
 
 
 def is_bridge(model: Any) -> bool:
@@ -38,6 +41,12 @@ class BridgeBackend(Backend):
     def eos_token_ids(self) -> set[int]:
         config = getattr(self.model.original_model, "generation_config", None)
         return eos_ids(getattr(self.model, "tokenizer", None), getattr(config, "eos_token_id", None))
+
+    def attention_windows(self) -> list[int | None]:
+        return config_windows(self.model.original_model.config, int(self.model.cfg.n_layers))
+
+    def physical_limit(self) -> int | None:
+        return int(self.position_table().shape[0]) if self.position_kind() == "learned" else None
 
     def position_kind(self) -> PositionKind | None:
         hooks = self.model.hook_dict
@@ -65,10 +74,25 @@ class BridgeBackend(Backend):
 
         return apply_fast_paths(self.model, fast)
 
+    def speed_record(self) -> SpeedRecord:
+        from .fast_paths import speed_record
+
+        return speed_record(self.model)
+
     def new_cache(self, batch: int) -> Any:
         from transformers import DynamicCache
 
+        if any(w is not None for w in self.attention_windows()):
+            return DynamicCache()  # every key on every layer: TEMPO's hooks apply the windows
         return DynamicCache(config=self.model.original_model.config)
+
+    def forward_step(self, tokens: list[list[int]], cache: Any) -> Tensor:
+        ids = torch.tensor(tokens, dtype=torch.long, device=self.device)
+        if not any(w is not None for w in self.attention_windows()):
+            return self.forward(ids, cache)
+        mask = causal_mask(ids.shape[0], ids.shape[1], cache.get_seq_length(), self.dtype, self.device)
+        kwargs = {cache_kwarg_name(self.model.original_model): cache, "use_cache": True, "attention_mask": mask}
+        return self.model(ids, **kwargs)
 
     def forward(self, tokens: Tensor, cache: Any = None) -> Tensor:
         if cache is None:

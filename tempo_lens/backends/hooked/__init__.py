@@ -4,6 +4,8 @@ Positions go through ``blocks.L.attn.hook_rot_q`` / ``hook_rot_k`` (:mod:`.posit
 ``hook_pos_embed``; the KV cache is TransformerLens's own ``HookedTransformerKeyValueCache``. Every
 forward passes an all-ones ``attention_mask``: TEMPO's masks (isolation, pruning, padding) go through
 ``hook_attn_scores``, so TransformerLens must neither guess padding from token ids nor shift positions.
+On local (sliding-window) layers a TEMPO step uses a plain causal mask (:mod:`.windows`): the windows
+come from TEMPO's mask hooks, by each row's physical distance.
 
 May import: :mod:`..base` and the layers below the model layer.
 """
@@ -17,8 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..base import Backend, Hook, PositionKind, eos_ids, fast_setting
+from ..base import Backend, Hook, PositionKind, SpeedRecord, eos_ids, fast_setting
 from .positions import hooked_rope_hooks
+from .windows import model_windows, without_own_windows
 
 log = logging.getLogger("tempo_lens")
 
@@ -64,6 +67,13 @@ class HookedBackend(Backend):
     def eos_token_ids(self) -> set[int]:
         return eos_ids(getattr(self.model, "tokenizer", None), getattr(self.model, "tempo_lens_eos_token_id", None))
 
+    def attention_windows(self) -> list[int | None]:
+        return model_windows(self.model)
+
+    def physical_limit(self) -> int | None:
+        # The learned table has n_ctx rows; TransformerLens grows a rotary table on demand, up to n_ctx rows.
+        return int(self.model.cfg.n_ctx) if self.position_kind() is not None else None
+
     def position_kind(self) -> PositionKind | None:
         kind = self.model.cfg.positional_embedding_type
         if kind == "rotary" and "blocks.0.attn.hook_rot_q" in self.model.hook_dict:
@@ -92,11 +102,21 @@ class HookedBackend(Backend):
         n = weights_stored_as_read(self.model)
         return [f"weights stored as read ({n} modules: the forward copies no weight per call)"] if n else []
 
+    def speed_record(self) -> SpeedRecord:
+        from .weight_layout import weights_stored_as_read
+
+        return SpeedRecord(paths=["weights stored as read"] if weights_stored_as_read(self.model) else [])
+
     def new_cache(self, batch: int) -> Any:
         return kv_cache_class().init_cache(self.model.cfg, self.device, batch)
 
     def forward(self, tokens: Tensor, cache: Any = None) -> Tensor:
         return self.model(tokens, past_kv_cache=cache, attention_mask=torch.ones_like(tokens))
+
+    def forward_step(self, tokens: list[list[int]], cache: Any) -> Tensor:
+        ids = torch.tensor(tokens, dtype=torch.long, device=self.device)
+        with without_own_windows(self.model):
+            return self.forward(ids, cache)
 
     def run_with_cache(self, tokens: Tensor, names_filter: Any) -> tuple[Tensor, Any]:
         return self.model.run_with_cache(tokens, names_filter=names_filter, attention_mask=torch.ones_like(tokens))
