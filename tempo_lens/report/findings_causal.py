@@ -12,7 +12,7 @@ from ..figures import causal as plots
 from .document import Document
 from .findings_distance import coefficient_interval
 from .text import ci_text, ci_with_verdict, layer_list, num, p_clause, p_text, times
-from .verdicts import ALPHA, LESS, MORE, NOT_MEASURED, interval_verdict
+from .verdicts import ALPHA, LESS, MORE, NO_RELIABLE, NOT_MEASURED, interval_verdict
 
 ARMS = ("parallel", "matched", "sink")
 HEAD_WORDS = {
@@ -36,6 +36,12 @@ def knockout_word(ci: Interval | None) -> str:
             f"{verdict.word}, but the permutation test does not confirm it)"
         )
     return "parallel keys matter no differently from matched keys for the next token (no reliable difference)"
+
+
+def settled_word(ci: Interval | None) -> str:
+    """The interval's word, "no reliable difference" where the permutation test does not confirm a direction."""
+    verdict = interval_verdict(ci)
+    return verdict.word if verdict.reliable or verdict.word not in (LESS, MORE) else NO_RELIABLE
 
 
 def _status(knockout: KnockoutMetrics) -> str:
@@ -84,7 +90,7 @@ def holm_sentence(multi: MultiPrompt | None) -> str | None:
     return (
         f"**Multiplicity** (Holm's correction over the {len(family)} sign-flip p-values this summary reads; the regression "
         "coefficient has an interval but no test, and the intervals are not adjusted): "
-        + "; ".join(f"{label} p = {p_text(ci.p)} -> {p_text(p)}" for (label, ci), p in zip(family, adjusted))
+        + "; ".join(f"{label} {p_clause(ci.p)} -> {p_text(p)}" for (label, ci), p in zip(family, adjusted))
         + f". Still below {ALPHA} after the correction: {', '.join(below) or 'none'}."
     )
 
@@ -98,12 +104,12 @@ def lineup_sentence(multi: MultiPrompt, causal: Causal) -> str:
         "the distance-matched ratio (a ratio of arithmetic means)": intervals.ratio_matched if intervals else None,
         "the regression on log attention (a geometric-mean effect, null 0)": coefficient_interval(multi.regression_of(mode)),
     }
-    wanted = interval_verdict(block.ratio if block else None)
+    wanted = settled_word(block.ratio if block else None)
     said, agree = [], []
     for label, ci in measures.items():
-        verdict = interval_verdict(ci)
-        said.append(f"{label} says {verdict.word} ({ci_text(ci)})")
-        if verdict.word == wanted.word and verdict.word != NOT_MEASURED:
+        word = settled_word(ci)
+        said.append(f"{label} says {word} ({ci_text(ci)})")
+        if word == wanted and word != NOT_MEASURED:
             agree.append(label.split(" (")[0])
     keys = {k.kind: k for k in causal.key_attention if k.mode == mode}
     spread = ""

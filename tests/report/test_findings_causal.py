@@ -91,3 +91,13 @@ def test_head_measures_name_standout_heads_with_intervals(metrics):
     assert "| longest-range (highest mean logical distance) | L0H0 | 9.000 [8.000, 10.000] (n = 4) |" in part
     assert "| most local (lowest mean logical distance) | L0H1 | 1.500 [0.500, 2.500] (n = 4) |" in part
     assert "Named both longest-range and most sink-bound: L0H0." in part
+
+
+def test_an_unconfirmed_knockout_lines_up_with_an_unreliable_measure(metrics):
+    leans = Interval(0.3, 0.1, 0.95, 8, 0.13)  # interval below 1, test not confirming: no reliable difference
+    metrics = _with_knockout(metrics, leans, leans, leans)
+    iso = metrics.multi_prompt.mode("isolated")
+    iso.ratio_matched = Interval(1.0, 0.8, 1.2, 8, 0.9)  # no reliable difference either
+    summary = render_findings(metrics).to_markdown().split("## Key Findings")[0]
+    assert "the distance-matched ratio (a ratio of arithmetic means) says no reliable difference" in summary
+    assert "The knock-out agrees with the distance-matched ratio" in summary
