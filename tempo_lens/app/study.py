@@ -140,7 +140,7 @@ def run_model(
     n_chunks: int,
     progress: Progress,
     dtype: str | None = None,
-    knockout: bool = True,
+    knockout: bool = False,
 ) -> dict[str, Path]:
     """Every config on one model (loaded once, on the GPU when there is one), saved through ``plan``; ``knockout``:
     the multi-prompt runs' knock-out too, while the model is loaded (:mod:`.knockout`)."""
@@ -174,7 +174,7 @@ def study(
     progress: Progress = print,
     overwrite: bool = False,
     dtype: str | None = None,
-    knockout: bool = True,
+    knockout: bool = False,
 ) -> Path:
     """Run the study folder on each model (default: every installed zoo model) and write every report
     (``knockout``: with the multi-prompt runs' knock-out, one batched replay per step, arm and layer block)."""
@@ -249,9 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         help="model dtype (default: the configs' own, else float32); bfloat16 for a big model on a GPU",
     )
     parser.add_argument(
-        "--no-knockout",
+        "--knockout",
         action="store_true",
-        help="skip the knock-out replays (the reports then say it was not run); they add one batched replay per step and arm",
+        help="also the knock-out of each model's multi-prompt runs (one batched replay per step, arm and layer block: "
+        "several times the generation's time on a CPU); without it the reports say it was not run",
     )
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()] or None
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=lambda m: print(f"[study] {m}", flush=True),
             overwrite=args.overwrite,
             dtype=args.dtype,
-            knockout=not args.no_knockout,
+            knockout=args.knockout,
         )
     except TempoLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
