@@ -29,6 +29,7 @@ from ..errors import ConfigError, TempoLensError
 from ..experiment import METADATA, ExperimentConfig, load_config, load_experiment, run_experiment, stream
 from ..experiment.budget import check_run_count
 from ..experiment.config import RESERVED_NAMES
+from .knockout import knockout_if_multi
 from .outputs import OutputPlan
 
 if TYPE_CHECKING:
@@ -113,10 +114,12 @@ def run_configs(
                 if done is not None:
                     progress(f"{name}: kept the runs in {done}, finished earlier with the same model, settings and prompts")
                     out[name] = done
+                    knockout_if_multi(name, config, done, model, progress, plan)  # the knock-out needs the model
                     continue
                 started = time.perf_counter()
                 out[name] = _run_config(config, name, model, plan, progress, backend)
                 progress(f"{name}: runs saved to {out[name]} in {time.perf_counter() - started:.1f} s")
+                knockout_if_multi(name, config, out[name], model, progress, plan)
         finally:
             del model
             gc.collect()

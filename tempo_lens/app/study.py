@@ -30,6 +30,7 @@ from ..io.signals import Terminated, interrupts_raise
 from ..models.cache import cache_problem, cache_root
 from ..models.zoo import DEFAULT_MODEL, ZOO, is_installed
 from .analyze import build_report, find_configs, write_report
+from .knockout import knockout_if_multi
 from .outputs import OutputPlan
 
 if TYPE_CHECKING:
@@ -145,10 +146,12 @@ def run_model(
     progress: Progress,
     dtype: str | None = None,
     backend: BackendName = "bridge",
+    knockout: bool = False,
 ) -> dict[str, Path]:
     """Every config on one model (loaded once, on the GPU when there is one, and only when a config has runs to make),
     saved through ``plan``; a config whose runs an earlier study finished with the same model files, settings and
-    prompts is kept (``analyze``'s resume, :meth:`~.outputs.OutputPlan.finished_run`)."""
+    prompts is kept (``analyze``'s resume, :meth:`~.outputs.OutputPlan.finished_run`). ``knockout``: the multi-prompt
+    runs' knock-out too, while the model is loaded (:mod:`.knockout`)."""
     from ..experiment.stream import model_on_first_use
 
     dtype = dtype or next(iter(configs.values())).dtype
@@ -167,6 +170,8 @@ def run_model(
             began = time.perf_counter()
             experiment = _run_chunked(config, model(), n_chunks, progress, name)
             out[config_name] = plan.save_run(experiment, config_name)
+            if knockout:
+                knockout_if_multi(config_name, config, out[config_name], model, progress, plan)
             progress(f"{name}: {config_name}: {len(experiment.runs)} runs in {minutes(time.perf_counter() - began)}")
     finally:
         del model
@@ -181,8 +186,10 @@ def study(
     progress: Progress = print,
     overwrite: bool = False,
     dtype: str | None = None,
+    knockout: bool = False,
 ) -> Path:
-    """Run the study folder on each model (default: every installed zoo model) and write every report."""
+    """Run the study folder on each model (default: every installed zoo model) and write every report
+    (``knockout``: with the multi-prompt runs' knock-out, one batched replay per step, arm and layer block)."""
     started = time.perf_counter()
     folder = Path(folder)
     configs = {n: c for n, c in find_configs(folder).items() if config_role(c.to_dict()) in (SINGLE, MULTI)}
@@ -213,7 +220,7 @@ def study(
         began = time.perf_counter()
         progress(f"model {i}/{len(names)}: {name} (estimated {minutes(estimates[name])})")
         try:
-            done[name] = run_model(configs, name, plans[name], n_chunks, progress, dtype)
+            done[name] = run_model(configs, name, plans[name], n_chunks, progress, dtype, knockout=knockout)
         except TempoLensError as exc:
             progress(f"skipping model {name}: {exc}")
             continue
@@ -254,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="model dtype (default: the configs' own, else float32); bfloat16 for a big model on a GPU",
     )
+    parser.add_argument(
+        "--knockout",
+        action="store_true",
+        help="also the knock-out of each model's multi-prompt runs (one batched replay per step, arm and layer block: "
+        "several times the generation's time on a CPU); without it the reports say it was not run",
+    )
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()] or None
     try:
@@ -265,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress=lambda m: print(f"[study] {m}", flush=True),
                 overwrite=args.overwrite,
                 dtype=args.dtype,
+                knockout=args.knockout,
             )
     except TempoLensError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -48,6 +48,7 @@ from .record import check_metadata
 FORMAT_VERSION = 3  # 2: metadata carries a checksum of its own content; 3: GenerationConfig keys, no seed, mask of controls
 METADATA = "metadata.json"
 ARRAYS = "attention.npz"
+KNOCKOUT = "knockout.json"  # the knock-out beside the runs (tempo_lens.analysis.knockout_store); optional
 FIX = "re-run the experiment"
 SHARD_NAME = re.compile(r"shard-(\d+)-of-(\d+)")  # the folders of one shard of a split run
 
@@ -146,7 +147,7 @@ def check_can_write(target: Path, overwrite: bool) -> Fingerprint:
     foreign = sorted(
         p.name
         for p in target.iterdir()
-        if not (p.name in (METADATA, ARRAYS, MARKER) and p.is_file() and not p.is_symlink())
+        if not (p.name in (METADATA, ARRAYS, MARKER, KNOCKOUT) and p.is_file() and not p.is_symlink())
         and not (SHARD_NAME.fullmatch(p.name) and is_experiment_folder(p))
     )
     if foreign:

@@ -11,16 +11,17 @@ from __future__ import annotations
 import time
 
 from ..analysis.metrics.schema import MODES, Metrics, SingleRun
+from ..analysis.verdicts import LESS, MINIMAL, MORE, NOT_MEASURED, TOLERANCE, depth_profile, funnel_reading, point_direction
 from ..figures import report as plots
 from .document import Document
 from .escaping import escape_user_text
+from .findings_causal import head_measures_part, knockout_section, knockout_summary
 from .findings_controls import baseline_section, beyond_section, hypotheses_section, sharing_reading, sink_reading
 from .findings_distance import correction_note, level_text, summary_paragraph, summary_view
 from .findings_models import cross_model_section
 from .findings_reference import conclusion_section, data_summary, future_directions, reference_comparison
 from .ordering import by_measured
 from .text import ci_with_verdict, compared, layer_list, mean_of, num, points, times, value_range
-from .verdicts import LESS, MINIMAL, MORE, NOT_MEASURED, TOLERANCE, depth_profile, funnel_reading, point_direction
 
 RULES = (
     f"**How the words are chosen** (`docs/definitions.md`): a single-run value is judged from its point estimate, and "
@@ -117,6 +118,8 @@ def render_findings(metrics: Metrics) -> Document:
 
     if note := correction_note(multi):
         doc.p(note)
+    if (knockout := knockout_summary(multi)) is not None:
+        doc.p(knockout)
     multi = full
 
     doc.h(2, "Key Findings")
@@ -165,6 +168,7 @@ def render_findings(metrics: Metrics) -> Document:
     hypotheses_section(doc, single, multi)
     baseline_section(doc, single)
     beyond_section(doc, single, multi, metrics.pruning)
+    knockout_section(doc, metrics)
     future_directions(doc, single, metrics.pruning)
     conclusion_section(doc, single, multi, metrics.reference)
     reference_comparison(doc, metrics)
@@ -240,7 +244,8 @@ def _layer_heads(doc: Document, metrics: Metrics) -> None:
     measured = [h for h in cells if None not in (h.entropy, h.recent, h.distant)]
     counts = {g: sum(h.group == g for h in cells) for g in ("Long-range", "Balanced", "Diffuse")}
     doc.p(
-        f"**Per (layer, head)** (the primary analysis; step {metrics.single_run.entropy_step}, isolated run, "
+        f"**Per (layer, head) at one step** (a comparison, in the reference's step-{metrics.single_run.entropy_step} view: "
+        "recent and distant are tied at one step, so this scatter lies on a line; isolated run, "
         f"{len(cells)} heads = {metrics.model.n_layers} layers x {metrics.model.n_heads} heads, each on its own). The grouping rule above, "
         "applied over every (layer, head) together: " + ", ".join(f"{g} {n}" for g, n in counts.items()) + "."
     )
@@ -279,6 +284,7 @@ def _heads_section(doc: Document, metrics: Metrics, gqa: bool) -> None:
         "(deterministic): with the entropy range [lo, hi] of the heads compared, Diffuse = entropy in the top third of the range; "
         "Long-range = bottom third and distant > recent; Balanced = the rest."
     )
+    head_measures_part(doc, metrics)
     _layer_heads(doc, metrics)
     doc.p(
         f"**The reference's view** ({len(heads)} heads, step {single.entropy_step}, attention averaged over layers by head index, "

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 from ..analysis.metrics.schema import MODES, Interval, MultiPrompt, Pruning, SingleRun
-from ..figures import report as plots
-from .document import Document
-from .findings_distance import distance_section
-from .ordering import by_measured
-from .text import ci_text, ci_with_verdict, compared, difference, explains, mean_of, num, p_text, times
-from .verdicts import (
+from ..analysis.verdicts import (
     MINIMAL,
     NO_DOWN_WEIGHTING,
     NOT_MEASURED,
@@ -20,6 +15,11 @@ from .verdicts import (
     point_direction,
     position_sharing_role,
 )
+from ..figures import report as plots
+from .document import Document
+from .findings_distance import distance_section
+from .ordering import by_measured
+from .text import ci_text, ci_with_verdict, compared, difference, explains, mean_of, num, p_text, times
 
 MULTI_MEASURES = (
     ("Ratio", "ratio"),

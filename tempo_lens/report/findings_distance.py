@@ -13,11 +13,7 @@ import math
 from typing import Any
 
 from ..analysis.metrics.schema import MODES, HeadCell, Interval, MultiPrompt, Regression, SingleRun
-from ..figures import report as plots
-from .document import Document
-from .ordering import by_measured
-from .text import ci_text, ci_with_verdict, num, times
-from .verdicts import (
+from ..analysis.verdicts import (
     DOES_NOT_SURVIVE,
     NOT_MEASURED,
     PARTLY_SURVIVES,
@@ -28,6 +24,10 @@ from .verdicts import (
     interval_verdict,
     point_direction,
 )
+from ..figures import report as plots
+from .document import Document
+from .ordering import by_measured
+from .text import ci_text, ci_with_verdict, num, times
 
 TERM_LABELS = {
     "intercept": "intercept",

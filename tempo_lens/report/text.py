@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..analysis.metrics.schema import Interval, missing
-from .verdicts import NO_DOWN_WEIGHTING, has_interval, interval_verdict
+from ..analysis.verdicts import NO_DOWN_WEIGHTING, has_interval, interval_verdict
 
 
 def num(value: Any, digits: int = 3) -> str:

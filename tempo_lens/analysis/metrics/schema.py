@@ -333,6 +333,7 @@ class MultiPrompt:
     # the executive summary's measures, corrected: intervals at ``summary_level`` (Bonferroni), p-values Holm-adjusted
     summary: list[NamedInterval] = field(default_factory=list)
     summary_level: float | None = None
+    causal: dict[str, Any] | None = None  # knock-out, key attention, head measures: typed by .causal_schema.read_causal
 
     regression_of = FindBy[Regression]("regression", "mode")
     mode = FindBy[ModeIntervals]("modes", "mode")

@@ -51,7 +51,7 @@ def test_the_main_report_has_the_cross_model_section(study, tiny_dirs):
 
 def test_direction_words_follow_the_intervals(study):
     from tempo_lens.report import read_metrics
-    from tempo_lens.report.verdicts import interval_verdict
+    from tempo_lens.analysis.verdicts import interval_verdict
 
     metrics = read_metrics(study / "report" / "metrics.json")
     md = (study / "report" / "FINDINGS.md").read_text()

@@ -13,7 +13,7 @@ from tempo_lens.layout import TokenLayout
 from tempo_lens.analysis.metrics.measures import interval, paired, sibling_preference
 from tempo_lens.analysis.metrics.multi import _preference_by_prompt, pruning_metrics
 from tempo_lens.report.text import ci_text
-from tempo_lens.report.verdicts import interval_verdict
+from tempo_lens.analysis.verdicts import interval_verdict
 
 
 def uniform_run(name: str, layout: TokenLayout, prompt_index: int = 0, mode: str = "isolated") -> CapturedRun:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..analysis.metrics.schema import Interval
-from ..analysis.stats import direction_from_interval
+from .metrics.schema import Interval
+from .stats import direction_from_interval
 
 TOLERANCE = 0.05  # |estimate - null| below this is "minimal" (ratio units: 5 points of a ratio)
 ALPHA = 0.05  # a permutation p below this confirms an interval's direction
