@@ -16,7 +16,11 @@ import torch
 from torch import Tensor
 
 from ..base import Backend, Hook, PositionKind, eos_ids, fast_setting
+from .from_folder import hooked_from_folder
 from .positions import hooked_rope_hooks
+from .weight_layout import restore_weight_layout, store_weights_as_read
+
+__all__ = ["HookedBackend", "hooked_from_folder", "is_hooked", "restore_weight_layout", "store_weights_as_read"]
 
 log = logging.getLogger("tempo_lens")
 
@@ -35,7 +39,8 @@ class _NormView(torch.nn.Module):
     def __init__(self, norm: torch.nn.Module):
         super().__init__()
         self.norm = norm
-        self.weight = norm.w
+        w = getattr(norm, "w", None)  # a folded norm (LNPre / RMSPre: fold_ln=True) has no weight: it is 1
+        self.weight = w if w is not None else torch.ones(norm.cfg.d_model, device=norm.cfg.device)
         self.bias = getattr(norm, "b", None)
 
     def forward(self, x: Tensor) -> Tensor:
