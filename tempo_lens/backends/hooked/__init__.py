@@ -40,7 +40,8 @@ class _NormView(torch.nn.Module):
         super().__init__()
         self.norm = norm
         w = getattr(norm, "w", None)  # a folded norm (LNPre / RMSPre: fold_ln=True) has no weight: it is 1
-        self.weight = w if w is not None else torch.ones(norm.cfg.d_model, device=norm.cfg.device)
+        cfg: Any = norm.cfg
+        self.weight = w if w is not None else torch.ones(int(cfg.d_model), device=cfg.device)
         self.bias = getattr(norm, "b", None)
 
     def forward(self, x: Tensor) -> Tensor:
