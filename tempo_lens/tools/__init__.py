@@ -7,6 +7,8 @@
   sibling's logit, and which heads push siblings apart;
 - :func:`sae_latents` (+ :func:`compare_sae_latents`): an SAE's latents on every generated token, and the
   latents that differ most between parallel and non-parallel tokens, with intervals across runs;
+- :func:`latent_figure` (one latent on parallel against non-parallel tokens, across runs) and :func:`sae_lattice`
+  (each token's top latents on the token lattice), with :func:`neuronpedia_url`;
 - :func:`residual_difference` (+ :func:`residual_figure`): each sibling's residual stream under two
   replay conditions, compared layer by layer.
 
@@ -21,6 +23,7 @@ from .logit_lens import lens_logits, logit_lens
 from .patching import HOOK_POINTS, LogitDifference, activation_patching, patching_figure
 from .residuals import residual_difference, residual_figure
 from .sae import compare_sae_latents, sae_latents
+from .sae_figures import latent_figure, latent_table, neuronpedia_url, sae_lattice, top_latents
 
 __all__ = [
     "Condition",
@@ -30,12 +33,17 @@ __all__ = [
     "activation_patching",
     "compare_sae_latents",
     "direct_logit_attribution",
+    "latent_figure",
+    "latent_table",
     "lens_logits",
     "logit_lens",
+    "neuronpedia_url",
     "patching_figure",
     "residual_difference",
     "residual_figure",
     "sae_latents",
+    "sae_lattice",
     "sibling_contrast",
     "siblings",
+    "top_latents",
 ]
