@@ -3,6 +3,8 @@
 - :func:`logit_lens`: each sibling's probability and rank at every layer, and KL to the last layer;
 - :func:`activation_patching` (+ :func:`patching_figure`): patch hook points of chosen siblings from
   one replay condition into another, swept over layers and heads;
+- :func:`attribution_patching` (+ :func:`attribution_totals`): the gradient estimate of activation patching, per
+  sibling, every layer and head from one backward;
 - :func:`direct_logit_attribution` (+ :func:`sibling_contrast`): each layer's and head's share of a
   sibling's logit, and which heads push siblings apart;
 - :func:`sae_latents` (+ :func:`compare_sae_latents`): an SAE's latents on every generated token, and the
@@ -18,6 +20,7 @@ Siblings are named by :class:`~tempo_lens.siblings.Sibling` (step, rank, token);
 
 from ..siblings import Sibling, siblings
 from .attribution import direct_logit_attribution, sibling_contrast
+from .attribution_patching import attribution_patching, attribution_totals
 from .common import Condition
 from .logit_lens import lens_logits, logit_lens
 from .patching import HOOK_POINTS, LogitDifference, activation_patching, patching_figure
@@ -31,6 +34,8 @@ __all__ = [
     "LogitDifference",
     "Sibling",
     "activation_patching",
+    "attribution_patching",
+    "attribution_totals",
     "compare_sae_latents",
     "direct_logit_attribution",
     "latent_figure",
