@@ -19,8 +19,11 @@ TOP3 = dict(threshold=1e-6, max_parallel=3, max_steps=4)
 def names_of(model):
     """Per-token hook points of every kind: residuals, MLP, per-head (incl. rotated keys), embedding, attention."""
     wanted = ["blocks.1.hook_resid_post", "blocks.0.hook_mlp_out", "blocks.2.attn.hook_z", "blocks.1.attn.hook_pattern",
-              "blocks.1.attn.hook_attn_scores", "blocks.0.attn.hook_rot_k", "blocks.0.attn.hook_rot_q"]
-    return [n for n in wanted if n in model.hook_dict]
+              "blocks.1.attn.hook_attn_scores", "blocks.0.attn.hook_rot_k", "blocks.0.attn.hook_rot_q",
+              "blocks.1.ln2.hook_scale", "blocks.2.mlp.hook_post", "ln_final.hook_normalized"]
+    names = [n for n in wanted if n in model.hook_dict]
+    assert len(names) >= 8, names
+    return names
 
 
 def forward_end(layout, i: int) -> int:
