@@ -67,3 +67,9 @@ def test_batched_forwards_name_each_row(tiny_llama):
                 assert (start, stop) == (result.layout.step_range(ctx.step).start, result.layout.step_range(ctx.step).stop)
     with pytest.raises(tempo_lens.errors.InvalidInputError, match="rows"):
         _ = first[0][0].physical_range  # two rows: ask each row
+
+
+def test_public_names():
+    for name in ("current_step", "StepContext", "TokenCache"):
+        assert name in tempo_lens.__all__ and getattr(tempo_lens, name) is not None
+    assert tempo_lens.current_step is __import__("tempo_lens.generation.hook_context", fromlist=["x"]).current_step
