@@ -42,6 +42,7 @@ from .errors import InvalidInputError
 from .hook_cache import HookCache, Same
 from .layout import Mode, TokenLayout
 from .position_source import PositionSource
+from .validation import check_finite
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -348,9 +349,11 @@ def attention_bias_hooks(
         bias = attention_bias_hooks(model, layout.parallel_tensor(), bias=1.0, layers=[model.cfg.n_layers - 1], heads=[0])
         logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=tempo_hooks(model, layout) + bias)
     """
-    from .validation import check_finite
-
-    bias = check_finite(bias, "bias")
+    if not (isinstance(bias, (int, float)) and bias == float("-inf")):  # -inf hides the keys, as a mask hook does
+        try:
+            bias = check_finite(bias, "bias")
+        except InvalidInputError:
+            raise InvalidInputError(f"bias must be a finite number, or -inf to hide the keys; got {bias!r}") from None
     if not callable(key_mask) and not (isinstance(key_mask, Tensor) and key_mask.dtype == torch.bool and key_mask.ndim == 1):
         raise InvalidInputError("key_mask must be a boolean tensor [n_tokens] or a function K -> boolean tensor [K]")
     names = _attn_score_hook_names(model, layers)

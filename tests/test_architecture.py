@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("layout", ("layout", "position_source", "siblings", "schedules")),
     ("model", ("backends", "models")),
     ("hooks", ("hooks", "capture")),
-    ("generation", ("generation", "pruning", "replaying")),
+    ("generation", ("activation_cache", "generation", "pruning", "replaying")),
     ("experiment", ("experiment",)),
     ("analysis", ("analysis",)),
     ("figures", ("figures", "views", "tools")),

@@ -17,7 +17,7 @@ def test_readme_blocks_run_as_pasted(tmp_path, monkeypatch, capsys):
     except ImportError:
         pytest.skip("HookedTransformer needs TransformerLens 3.x")
     blocks = readme_blocks(HEADING)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "readme_example"}
     for block in blocks:
@@ -25,3 +25,5 @@ def test_readme_blocks_run_as_pasted(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "True" in out.splitlines()  # the self-booted bridge generates the same text as the hooked model
     assert "latent" in out and "difference" in out
+    assert "RMSPre" in out  # hooked_from_folder folded the norms
+    assert (tmp_path / "latent.html").stat().st_size > 1000 and (tmp_path / "latents_on_lattice.html").stat().st_size > 1000

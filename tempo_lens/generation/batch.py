@@ -23,10 +23,12 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from ..activation_cache import ActivationRecorder, NamesFilter, resolve_names
 from ..backends import backend_for
 from ..errors import InvalidInputError
 from ..hooks import PatternRecorder, tempo_position_hooks, windowed_block_hooks
 from .config import GenerationConfig, check_int
+from .hook_context import StepContext, in_forward, row_in_forward, step_context
 from .memory import check_fits, default_batch_size
 from .progress import step_bar
 from .result import GenerationResult
@@ -129,6 +131,23 @@ class LaneBatch:
 
         return blocked
 
+    def context(self, first_row: int = 0) -> StepContext:
+        """What :func:`~tempo_lens.generation.hook_context.current_step` says during the forward ``feed`` prepared."""
+        return step_context(
+            [
+                row_in_forward(
+                    row.layout,
+                    row.token_strings,
+                    q.stop - q.start,
+                    row=first_row + i,
+                    lane=lane,
+                    queries=(q.start, q.stop),
+                    key_columns=cols,
+                )
+                for i, (row, lane, q, cols) in enumerate(zip(self.rows, self.lanes, self.queries, self.columns))
+            ]
+        )
+
     def hooks(self, model: TransformerBridge) -> list:
         return tempo_position_hooks(model, self.current_positions) + windowed_block_hooks(model, self.current_mask)
 
@@ -171,22 +190,36 @@ def _lanes(model: TransformerBridge, rows: list[GenerationRow]) -> list[int]:
     return lanes
 
 
-def _run_rows(model: TransformerBridge, rows: list[GenerationRow], bar: Any = None) -> None:
-    """Drive ``rows`` to their end through one forward per step (``bar``: a progress bar to advance per step)."""
+def _run_rows(
+    model: TransformerBridge,
+    rows: list[GenerationRow],
+    bar: Any = None,
+    activations: ActivationRecorder | None = None,
+    first_row: int = 0,
+) -> None:
+    """Drive ``rows`` to their end through one forward per step (``bar``: a progress bar to advance per step).
+
+    ``activations`` records hook points per token; ``first_row``: the index of ``rows[0]`` among the call's prompts.
+    """
     windows = tuple(dict.fromkeys(backend_for(model).attention_windows()))
     batch = LaneBatch(rows, _lanes(model, rows), pad_id=_pad_id(model), windows=windows)
     layers = set().union(*(row.recorded_layers for row in rows))
     with PatternRecorder(layers) as recorder, torch.no_grad():
         hooks = batch.hooks(model) + recorder.hooks() + [h for row in rows for h in row.hooks]
+        hooks += activations.hooks() if activations is not None else []
         with model.hooks(fwd_hooks=hooks):
             cache = new_cache(model, batch.n_lanes)
-            logits = forward_step(model, batch.feed([row.ids for row in rows]), cache)
+            fed = batch.feed([row.ids for row in rows])
+            with in_forward(batch.context(first_row)):
+                logits = forward_step(model, fed, cache)
             recorder.take()
             for i, row in enumerate(rows):
                 row.read_prompt(batch.row_logits(logits, i))
             while not all(row.done for row in rows):
                 new = [[] if row.done else row.choose() for row in rows]
-                logits = forward_step(model, batch.feed(new), cache)
+                fed = batch.feed(new)
+                with in_forward(batch.context(first_row)):
+                    logits = forward_step(model, fed, cache)
                 patterns = recorder.take()
                 for i, (row, ids) in enumerate(zip(rows, new)):
                     if ids:
@@ -202,6 +235,7 @@ def generate_batch(
     *,
     batch_size: int | None = None,
     keep_logits: bool = False,
+    names_filter: NamesFilter = None,
     progress: bool | None = None,
     **overrides: Any,
 ) -> list[GenerationResult]:
@@ -211,7 +245,8 @@ def generate_batch(
     one result per prompt, in order, each what ``generate`` returns for that prompt (captures and
     pruning included), named ``"<mode>-<i>"`` with ``i`` the prompt's index in ``prompts`` (``result.name``;
     the tools that group by run tell runs apart by it). ``batch_size`` defaults to what the free memory allows, up to 16. Every prompt
-    is checked before any model work. ``progress``: a progress bar over every batch's steps (default:
+    is checked before any model work. ``names_filter``: hook points recorded per token, as in ``generate``
+    (each result's ``cache``; the rows of other prompts and the padding are cut away). ``progress``: a progress bar over every batch's steps (default:
     only for long runs at a terminal, :mod:`.progress`).
     """
     config = resolve_config(config, overrides)
@@ -223,6 +258,7 @@ def generate_batch(
         batch_size = default_batch_size(model, longest, config.max_steps, config.max_parallel)
     batch_size = check_int(batch_size, "batch_size", 1)
     check_fits(model, longest, config.max_steps, config.max_parallel, min(batch_size, len(prompts)))
+    names = resolve_names(model, names_filter)
     backend_for(model).prepare()
     results: list[GenerationResult] = []
     with step_bar(-(-len(prompts) // batch_size) * config.max_steps, progress) as bar:
@@ -233,9 +269,12 @@ def generate_batch(
             ]
             for row in rows:
                 row.warn_stacklevel = 4  # choose → _run_rows → generate_batch → caller
-            _run_rows(model, rows, bar)
+            activations = ActivationRecorder(names) if names else None
+            _run_rows(model, rows, bar, activations, first)
             for i, row in enumerate(rows):
                 result = row.result()
                 result.name = f"{config.mode}-{first + i}"
+                if activations is not None:
+                    result.cache = activations.cache(first + i, row.layout, row.token_strings)
                 results.append(result)
     return results

@@ -13,9 +13,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..activation_cache import ActivationRecorder, NamesFilter, resolve_names
 from ..backends import backend_for
 from ..hooks import PatternRecorder, tempo_hooks
 from .config import GenerationConfig
+from .hook_context import in_forward, row_in_forward, step_context
 from .progress import step_bar
 from .result import GenerationResult
 from .row import GenerationRow, resolve_config
@@ -40,6 +42,7 @@ def generate(
     config: GenerationConfig | None = None,
     *,
     keep_logits: bool = False,
+    names_filter: NamesFilter = None,
     progress: bool | None = None,
     **overrides: Any,
 ) -> GenerationResult:
@@ -51,20 +54,35 @@ def generate(
     :class:`~tempo_lens.capture.CaptureSpec`; ``pruning`` is an
     :class:`~tempo_lens.pruning.AttentionPruning` or :class:`~tempo_lens.pruning.SimilarityPruning`.
     ``keep_logits`` keeps each step's logits rows (``result.step_logits``) for checks against an oracle.
+    ``names_filter`` (TransformerLens's meaning: a hook name, a list of names or a predicate) records those hook
+    points for every token as the generation runs: ``result.cache[name][i]`` is physical token ``i``'s value
+    (:class:`~tempo_lens.activation_cache.TokenCache`). No extra forward is needed: the last step's tokens are fed
+    by the forward that decides whether to stop, so every row is filled. Hooks during generation can read
+    :func:`~tempo_lens.generation.hook_context.current_step`.
     ``progress``: a progress bar per step (default: only for long runs at a terminal, :mod:`.progress`).
     """
     config = resolve_config(config, overrides)
     row = GenerationRow.start(model, prompt, config, keep_logits=keep_logits)
+    activations = ActivationRecorder(resolve_names(model, names_filter))
     backend_for(model).prepare()
+
+    def fed(n_new: int):
+        return in_forward(step_context([row_in_forward(row.layout, row.token_strings, n_new)]))
+
     with PatternRecorder(row.recorded_layers) as recorder, torch.no_grad(), step_bar(config.max_steps, progress) as bar:
-        hooks = tempo_hooks(model, row.layout, config.mode) + recorder.hooks() + row.hooks
+        hooks = tempo_hooks(model, row.layout, config.mode) + recorder.hooks() + row.hooks + activations.hooks()
         with model.hooks(fwd_hooks=hooks):
             cache = new_cache(model)
-            row.read_prompt(forward_step(model, [row.ids], cache)[0])
+            with fed(len(row.ids)):
+                row.read_prompt(forward_step(model, [row.ids], cache)[0])
             recorder.take()
             while not row.done:
                 ids = row.choose()
-                logits = forward_step(model, [ids], cache)[0]
+                with fed(len(ids)):
+                    logits = forward_step(model, [ids], cache)[0]
                 row.read_step(logits, recorder.take())
                 bar.update()
-    return row.result()
+    result = row.result()
+    if activations.names:
+        result.cache = activations.cache(0, row.layout, row.token_strings)
+    return result

@@ -8,7 +8,6 @@ shared vs unique positions, pruned vs unpruned.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,48 +17,22 @@ from torch import Tensor
 from ..backends import backend_for
 from ..capture import resolve_layers
 from ..errors import InvalidInputError
-from ..layout import MODES, TokenLayout
-from ..replaying import MaskArg, PositionsArg, ReplayResult, replay, replay_hooks, replay_positions
-from ..siblings import RunView
+from ..layout import TokenLayout
+from ..replaying import (  # noqa: F401 - Condition, check_condition: the tools' names for the replay conditions
+    Condition,
+    MaskArg,
+    PositionsArg,
+    ReplayResult,
+    check_condition,
+    default_condition,
+    replay,
+    replay_hooks,
+    replay_positions,
+)
 from ..validation import check_token_ids
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
-
-
-@dataclass(frozen=True)
-class Condition:
-    """A replay of a run's tokens: ``mask`` (``"isolated"`` / ``"visible"``), ``positions`` (``"shared"`` /
-    ``"unique"`` / a tensor), and ``pruned`` (False: every pruning decision undone)."""
-
-    mask: MaskArg = "isolated"
-    positions: PositionsArg = "shared"
-    pruned: bool = True
-
-    @property
-    def label(self) -> str:
-        mask = self.mask if isinstance(self.mask, str) else "custom mask"
-        positions = self.positions if isinstance(self.positions, str) else "custom positions"
-        return f"{mask}, {positions}" + ("" if self.pruned else ", unpruned")
-
-    def layout(self, layout: TokenLayout) -> TokenLayout:
-        return layout if self.pruned else layout.unpruned()
-
-
-def check_condition(condition: object, name: str) -> Condition:
-    """``condition`` when it is a :class:`Condition`, else a clear error naming the argument."""
-    if not isinstance(condition, Condition):
-        raise InvalidInputError(f"{name} must be a tempo_lens.tools.Condition, got {type(condition).__name__}")
-    return condition
-
-
-def default_condition(view: RunView, condition: Condition | None) -> Condition:
-    """The given condition, or the run's own mode at shared positions."""
-    if condition is None:
-        return Condition(mask=view.mode if view.mode in MODES else "isolated")
-    if not isinstance(condition, Condition):
-        raise InvalidInputError(f"condition must be a tempo_lens.tools.Condition, got {type(condition).__name__}")
-    return condition
 
 
 def cached_replay(

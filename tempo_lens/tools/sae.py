@@ -25,7 +25,19 @@ from .common import Condition, cached_replay, default_condition
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-LATENT_COLUMNS = ["run", "step", "sibling", "token", "parallel", "latent", "activation"]
+LATENT_COLUMNS = [
+    "run",
+    "prompt",
+    "step",
+    "sibling",
+    "physical_index",
+    "logical_position",
+    "token",
+    "prob",
+    "parallel",
+    "latent",
+    "activation",
+]
 
 
 def sae_hook_name(sae: Any) -> str:
@@ -53,10 +65,13 @@ def sae_latents(
     condition: Condition | None = None,
     min_activation: float = 0.0,
 ) -> pd.DataFrame:
-    """One row per (generated token, active latent): step, sibling rank, token text, parallel, latent, activation.
+    """One row per (generated token, active latent): run, prompt, step, sibling rank, physical index, logical
+    position, token text, selection probability, parallel, latent, activation.
 
     ``source`` is a generation, a saved run or a layout; ``condition`` the replay (default: the run's own
     mode at shared positions). Prompt tokens are left out; latents at or below ``min_activation`` too.
+    ``frame.attrs["n_tokens"]`` counts the run's generated tokens, parallel and not (``{"parallel": .., "other": ..}``),
+    so a per-token mean can count the tokens where a latent is inactive.
     """
     min_activation = check_finite(min_activation, "min_activation")
     view = run_view(source, model)
@@ -78,14 +93,27 @@ def sae_latents(
     acts = acts.detach().float().cpu().numpy()  # [n_tokens, d_sae]
     layout, rows = view.layout, list[tuple]()
     parallel = layout.parallel_tensor().tolist()
+    prompt = _prompt_of(source, view.token_strings, layout.n_prompt)
     for index in range(layout.n_prompt, len(layout)):
         active = np.nonzero(acts[index] > min_activation)[0]
         sibling = view.sibling(index)
+        token = (view.name, prompt, sibling.step, sibling.rank, index, layout.logical_positions[index], sibling.token)
         rows.extend(
-            (view.name, sibling.step, sibling.rank, sibling.token, bool(parallel[index]), int(latent), float(acts[index, latent]))
-            for latent in active
+            (*token, layout.probs[index], bool(parallel[index]), int(latent), float(acts[index, latent])) for latent in active
         )
-    return pd.DataFrame(rows, columns=LATENT_COLUMNS)
+    frame = pd.DataFrame(rows, columns=LATENT_COLUMNS)
+    generated = parallel[layout.n_prompt :]
+    frame.attrs["n_tokens"] = {"parallel": sum(generated), "other": len(generated) - sum(generated)}
+    return frame
+
+
+def _prompt_of(source: RunSource, token_strings: list[str], n_prompt: int) -> str:
+    """The run's prompt text: as given to ``generate``, as saved, or its decoded prompt tokens."""
+    for name in ("prompt", "prompt_text"):
+        value = getattr(source, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return "".join(token_strings[:n_prompt])
 
 
 def _one_frame(frames: Iterable[pd.DataFrame] | pd.DataFrame) -> pd.DataFrame:

@@ -66,7 +66,8 @@ def test_sae_latents_match_encoding_the_replayed_activations(sae_model):
     detached = sae_latents(sae_model, result, sae)
     sae_model.add_sae(sae, use_error_term=True)
     attached = sae_latents(sae_model, result, sae)
-    assert list(detached.columns) == ["run", "step", "sibling", "token", "parallel", "latent", "activation"]
+    assert list(detached.columns) == ["run", "prompt", "step", "sibling", "physical_index", "logical_position", "token", "prob",
+                                      "parallel", "latent", "activation"]
     assert len(detached) == len(attached) > 0
     assert (detached.activation.to_numpy() - attached.activation.to_numpy()).__abs__().max() < 1e-4
     # every generated token appears with its own step and rank, and parallel follows the layout
