@@ -20,7 +20,8 @@ settings of ``tempo_lens.load_model`` (the fast paths of ``tempo_lens.backends.b
    then one token per step; then with capture) beside greedy ``hf.generate``, eager and sdpa, B = 1 and B = 16,
    on the default model and qwen2.5-1.5b where installed (:mod:`~benchmarks.generate`; ``python -m
    benchmarks.generate --backend hooked`` measures HookedTransformer, in ``.venv-tl3``)
-9. what each per-step change gives: a TEMPO step with the defaults / with one change undone (:mod:`~benchmarks.changes`)
+9. what each speed path is worth: an interleaved A/B of a TEMPO step with and without each path, forced kernels
+   included, with a bootstrap 95 % interval (:mod:`~benchmarks.changes`; about 2 minutes on a quiet machine)
 10. the nnsight backend: section 8 with ``--backend nnsight`` plus nnsight's fixed cost per trace (one cached
    one-token forward: HF's own / an nnsight trace / a trace capturing every layer), ``python -m
    benchmarks.nnsight_trace`` (:mod:`~benchmarks.nnsight_trace`; not part of ``make bench``)

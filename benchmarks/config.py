@@ -14,6 +14,7 @@ class BenchConfig:
     rounds: int = 21
     block: int = 1
     linear_rounds: int = 12
+    path_rounds: int = 30                  # section 9: interleaved rounds of the speed-path A/B
     scaling_contexts: tuple[int, ...] = (32, 128, 512, 1024)
     scaling_k: int = 2
     scaling_rounds: int = 3
@@ -39,7 +40,7 @@ class BenchConfig:
 
     @classmethod
     def quick(cls) -> "BenchConfig":
-        return cls(rounds=3, linear_rounds=3, scaling_rounds=1, scaling_block=2, profile_steps=5, analysis_repeats=1,
+        return cls(rounds=3, linear_rounds=3, path_rounds=3, scaling_rounds=1, scaling_block=2, profile_steps=5, analysis_repeats=1,
                    sweep_rounds=1, brief=True)
 
 

@@ -95,6 +95,15 @@ def ratio(groups: Groups, num: str, den: str) -> dict:
     }
 
 
+def median_interval(values: list[float], level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """The median of ``values`` and a percentile-bootstrap interval of it (seeded, so a rerun prints the same)."""
+    data = np.asarray(values, dtype=float)
+    draws = np.random.default_rng(seed).choice(data, size=(resamples, len(data)), replace=True)
+    medians = np.median(draws, axis=1)
+    tail = (1 - level) / 2
+    return float(np.median(data)), float(np.quantile(medians, tail)), float(np.quantile(medians, 1 - tail))
+
+
 def fmt_ratio(r: dict) -> str:
     return f"{r['ratio']:.2f}x  [{r['q1']:.2f}-{r['q3']:.2f}; fastest {r['fastest']:.2f}x]"
 

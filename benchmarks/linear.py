@@ -81,7 +81,7 @@ def bench_linear(model: "TransformerBridge", cfg: BenchConfig) -> dict:
         rows.append(row)
     n_params = sum(w.numel() for w in weights)
     del per_layout, prepacked
-    # The load-time rule (tempo_lens.backends.bridge.linear_calibration) on these timings of every linear.
+    # The rule of the per-machine measurement (tempo_lens.backends.bridge.linear_calibration) on these timings of every linear.
     every = None
     if "onednn" in layouts:
         every = plan_from_timings({r["k"]: r["rowmajor_ms"] for r in rows}, {r["k"]: r["onednn_ms"] for r in rows},
@@ -139,7 +139,7 @@ def format_linear(li: dict) -> list[str]:
         table(["k"] + [f"{LAYOUT_NAMES[lay]} ms / ratio" for lay in li["layouts"]],
               [[r["k"]] + [f"{r[f'{lay}_ms']:.1f} / {r[f'{lay}_vs_rowmajor_1']['ratio']:.2f}x" for lay in li["layouts"]]
                for r in li["rows"]]),
-        f"kernel choice (packed from how many rows, the one-row kernel): the load-time measurement chose "
+        f"kernel choice (packed from how many rows, the one-row kernel): the cached per-machine measurement chose "
         f"{_plan(li['plan']['load_time'])}; its rule on these timings of every linear gives {_plan(li['plan']['every_linear'])}",
     ]
 

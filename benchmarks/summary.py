@@ -64,7 +64,7 @@ def summarize(results: dict) -> list[dict]:
                                  row["vs_decode"]["ratio"]))
     if "linear" in s and "plan" in s["linear"]:
         chosen = s["linear"]["plan"]
-        rows.append(_row("1b kernel choice: load-time measurement / the rule on every linear", "agree",
+        rows.append(_row("1b kernel choice: cached per-machine measurement / the rule on every linear", "agree",
                          f"{chosen['load_time']} / {chosen['every_linear']}", None, chosen["load_time"] == chosen["every_linear"]))
     if "stock" in s:
         for row in s["stock"]["rows"]:

@@ -39,6 +39,9 @@ _EXPORTS = {
     "attention_bias_hooks": "hooks",
     "fractional_positions": "hooks",
     "PatternRecorder": "hooks",
+    "current_step": "generation.hook_context",
+    "StepContext": "generation.hook_context",
+    "TokenCache": "activation_cache",
 }
 _SUBMODULES = ("analysis", "figures", "tools", "views")  # research modules a user imports as tempo_lens.NAME
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
@@ -63,9 +66,11 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from typing import Any
 
+    from .activation_cache import TokenCache
     from .capture import CapturedRun, CaptureSpec
     from .experiment import load_config, load_experiment, run_experiment, save_experiment
     from .generation import GenerationConfig, GenerationResult, generate, generate_batch, load_result
+    from .generation.hook_context import StepContext, current_step
     from .hooks import (
         PatternRecorder,
         attention_bias_hooks,

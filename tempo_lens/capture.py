@@ -227,8 +227,23 @@ def as_runs(source: Any, *, controls: bool = False) -> list[CapturedRun]:
     if hasattr(source, "runs") and not isinstance(source, (list, tuple)):
         source = [r for r in source.runs if controls or not getattr(r, "is_control", False)]
     if isinstance(source, Iterable) and not isinstance(source, (str, bytes, np.ndarray)):
-        return [
-            as_run(item, name=None if isinstance(item, CapturedRun) else f"{getattr(item, 'mode', 'run')}-{i}")
-            for i, item in enumerate(source)
-        ]
+        return distinct_runs(
+            [
+                as_run(item, name=None if isinstance(item, CapturedRun) else f"{getattr(item, 'mode', 'run')}-{i}")
+                for i, item in enumerate(source)
+            ]
+        )
     return [as_run(source)]
+
+
+def distinct_runs(runs: list[CapturedRun]) -> list[CapturedRun]:
+    """``runs``, refusing two of one name: analyses group by run name, and two runs of one name would pool as one."""
+    seen: set[str] = set()
+    for run in runs:
+        if run.name in seen:
+            raise InvalidInputError(
+                f"two runs are named {run.name!r}; analyses group by run name, so each run needs its own "
+                "(rename one: dataclasses.replace(run, name=...))"
+            )
+        seen.add(run.name)
+    return runs

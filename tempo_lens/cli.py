@@ -24,7 +24,7 @@ from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any
 
-from .errors import InvalidInputError, TempoLensError  # noqa: E402
+from .errors import InvalidInputError, TempoLensError, describe  # noqa: E402
 from .models import command as models_command
 
 ENVIRONMENT_DEFAULTS = {
@@ -373,9 +373,8 @@ def _dispatch(argv: Sequence[str] | None) -> int:
     except BrokenPipeError:  # the reader of stdout went away (`| head`): nothing more to say
         _quiet_stdout()
         return 1
-    except OSError as exc:  # disk full, permission denied, a path through a file: the system's own words
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"error: {exc.strerror or exc}{where}; check the path and free space, then retry", file=sys.stderr)
+    except OSError as exc:  # disk full, permission denied, a path through a file: the system's own words, and the path
+        print(f"error: {describe(exc)}; check the path and free space, then retry", file=sys.stderr)
         return 2
     except MemoryError:
         fix = (

@@ -33,3 +33,18 @@ class ExperimentFileError(TempoLensError, OSError):
 
 class ConfigError(TempoLensError, ValueError):
     """An experiment config file has missing, misspelled or invalid keys."""
+
+
+def describe(exc: BaseException) -> str:
+    """An exception in words that are never empty: its message, else its type (``EOFError``), with the path and
+    the system's words for an OSError (``Permission denied: 'x.npz'``)."""
+    import errno as errno_names
+    import os
+
+    if isinstance(exc, OSError) and exc.errno is not None:
+        words = exc.strerror or os.strerror(exc.errno)
+        if exc.errno == errno_names.EFBIG:
+            words += " (past the size limit for one file: `ulimit -f`, or the file system's largest file)"
+        return f"{words}: {exc.filename!r}" if exc.filename else words
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

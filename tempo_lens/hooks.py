@@ -6,7 +6,8 @@ a forward is taken to cover the *last* tokens of the sequence its layout (or pos
 describes, i.e. physical ``[K - q, K)`` where ``q`` is the number of new tokens and ``K`` the number of
 keys. Hooks keep no global state and install nothing outside the hook points they name, so removing them
 (leaving ``with model.hooks(...)``, or ``run_with_hooks`` returning) undoes everything; they read the
-layout they close over when called, and memoise derived tensors by the layout's ``version``. What
+layout they close over when called, and cache derived tensors by the layout's ``version``
+(:class:`~tempo_lens.hook_cache.HookCache`). What
 depends on the model's class lives in :mod:`tempo_lens.backends`.
 
 Targets (one forward of ``q`` new tokens over ``K`` keys):
@@ -38,8 +39,10 @@ from torch import Tensor
 
 from .backends import backend_for
 from .errors import InvalidInputError
+from .hook_cache import HookCache, Same
 from .layout import Mode, TokenLayout
 from .position_source import PositionSource
+from .validation import check_finite
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -48,8 +51,10 @@ Hook = tuple[str, Callable[..., Tensor]]
 
 
 def _attn_score_hook_names(model: TransformerBridge, layers: Iterable[int] | None = None) -> list[str]:
-    n_layers = model.cfg.n_layers
-    chosen = range(n_layers) if layers is None else layers
+    """The score hook points of ``layers`` (None: all), checked by the one layer rule (negative counts from the last)."""
+    from .capture import resolve_layers
+
+    chosen = resolve_layers(None if layers is None else list(layers), int(model.cfg.n_layers), "layers")
     return [f"blocks.{layer}.attn.hook_attn_scores" for layer in chosen]
 
 
@@ -155,26 +160,27 @@ def attention_block_hooks(
         logits = model.run_with_hooks(tokens, fwd_hooks=attention_block_hooks(model, no_bos))
     """
 
-    memo: dict[str, Any] = {"source": None, "device": None}
+    cache: HookCache[tuple[Same, torch.device], Tensor | None] = HookCache(size=1)
 
     def prepared(mask: Tensor, q: int, k: int, device: torch.device) -> Tensor | None:
         """``mask`` with every query's own key kept, on ``device``; None when it blocks nothing.
 
-        Memoised on the mask's identity (the memo holds a reference, so it cannot be reused) and the
-        device, so the layers of one forward share one check and one copy to the device.
+        Cached by the mask's identity and the device, so the layers of one forward share one check and one
+        copy to the device.
         """
-        if memo["source"] is not mask or memo["device"] != device:
-            fixed = None
-            if bool(mask.any()):
-                rows, own = torch.arange(q), torch.arange(k - q, k)
-                fixed = mask
-                if bool(mask[..., rows, own].any()):
-                    fixed = mask.clone()
-                    fixed[..., rows, own] = False
-                fixed = fixed.to(device)
-                fixed = fixed[:, None] if fixed.ndim == 3 else fixed  # one mask per batch row, shared by heads
-            memo.update(source=mask, device=device, fixed=fixed)
-        return memo["fixed"]
+
+        def make() -> Tensor | None:
+            if not bool(mask.any()):
+                return None
+            rows, own = torch.arange(q), torch.arange(k - q, k)
+            fixed = mask
+            if bool(mask[..., rows, own].any()):
+                fixed = mask.clone()
+                fixed[..., rows, own] = False
+            fixed = fixed.to(device)
+            return fixed[:, None] if fixed.ndim == 3 else fixed  # one mask per batch row, shared by heads
+
+        return cache.get((Same(mask), device), make)
 
     def hook_scores(scores: Float[Tensor, "batch head_index query_pos key_pos"], hook: Any = None) -> Tensor:
         q, k = scores.shape[-2], scores.shape[-1]
@@ -198,13 +204,13 @@ def layout_blocked_fn(
         blocked = layout_blocked_fn(layout, "isolated")          # blocked(5, 5)[4, 3]: sibling 4 cannot see 3
         logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=attention_block_hooks(model, blocked))
     """
-    memo: dict[str, Any] = {"key": None}
+    cache: HookCache[tuple[int, int, int], Tensor] = HookCache(size=1)
 
     def blocked(q: int, k: int) -> Tensor:
-        key = (layout.version, q, k)
-        if memo["key"] != key:
-            memo.update(key=key, value=layout.blocked(mode, n_queries=q, n_keys=k, apply_pruning=apply_pruning, window=window))
-        return memo["value"]
+        return cache.get(
+            (layout.version, q, k),
+            lambda: layout.blocked(mode, n_queries=q, n_keys=k, apply_pruning=apply_pruning, window=window),
+        )
 
     return blocked
 
@@ -343,18 +349,46 @@ def attention_bias_hooks(
         bias = attention_bias_hooks(model, layout.parallel_tensor(), bias=1.0, layers=[model.cfg.n_layers - 1], heads=[0])
         logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=tempo_hooks(model, layout) + bias)
     """
-    head_index = slice(None) if heads is None else torch.as_tensor(list(heads), dtype=torch.long)
+    if not (isinstance(bias, (int, float)) and bias == float("-inf")):  # -inf hides the keys, as a mask hook does
+        try:
+            bias = check_finite(bias, "bias")
+        except InvalidInputError:
+            raise InvalidInputError(f"bias must be a finite number, or -inf to hide the keys; got {bias!r}") from None
+    if not callable(key_mask) and not (isinstance(key_mask, Tensor) and key_mask.dtype == torch.bool and key_mask.ndim == 1):
+        raise InvalidInputError("key_mask must be a boolean tensor [n_tokens] or a function K -> boolean tensor [K]")
+    names = _attn_score_hook_names(model, layers)
+    n_heads = int(model.cfg.n_heads)
+    head_index = slice(None) if heads is None else torch.as_tensor(_check_heads(heads, n_heads), dtype=torch.long)
 
     def hook_scores(scores: Float[Tensor, "batch head_index query_pos key_pos"], hook: Any = None) -> Tensor:
         k = scores.shape[-1]
         keys = key_mask(k) if callable(key_mask) else key_mask[:k]
+        if not isinstance(keys, Tensor) or keys.dtype != torch.bool or tuple(keys.shape) != (k,):
+            raise InvalidInputError(
+                f"key_mask must give one boolean per key: [{k}] for this forward, got "
+                f"{tuple(keys.shape) if isinstance(keys, Tensor) else type(keys).__name__}; cover every physical position"
+            )
         add = torch.zeros(scores.shape[1], k, dtype=scores.dtype, device=scores.device)
         chosen = keys.to(scores.device, torch.bool)  # masked_fill, not keys * bias: 0 * inf is NaN on the other keys
         add[head_index, :] = torch.zeros(k, dtype=scores.dtype, device=scores.device).masked_fill(chosen, bias)
         masked = scores <= masked_threshold(scores.dtype)
         return torch.where(masked, scores, scores + add[None, :, None, :])
 
-    return [(name, hook_scores) for name in _attn_score_hook_names(model, layers)]
+    return [(name, hook_scores) for name in names]
+
+
+def _check_heads(heads: Sequence[int], n_heads: int) -> list[int]:
+    """Head numbers of a model with ``n_heads`` heads (each in ``0..n_heads - 1``), or a clear error."""
+    if isinstance(heads, (str, bytes)) or not isinstance(heads, Iterable):
+        raise InvalidInputError(f"heads must be a list of head numbers, got {heads!r}")
+    chosen = list(heads)
+    if not all(hasattr(h, "__index__") and not isinstance(h, bool) for h in chosen):
+        raise InvalidInputError(f"heads must be a list of head numbers, got {heads!r}")
+    chosen = [int(h) for h in chosen]
+    bad = [h for h in chosen if not 0 <= h < n_heads]
+    if bad:
+        raise InvalidInputError(f"heads {bad} outside 0..{n_heads - 1}; choose heads of this model")
+    return chosen
 
 
 class PatternRecorder:
@@ -369,9 +403,24 @@ class PatternRecorder:
         patterns = recorder.take()   # {0: [1, n_heads, 4, 4], n_layers - 1: [1, n_heads, 4, 4]}
     """
 
-    def __init__(self, layers: Iterable[int]):
-        self.layers = sorted(set(int(layer) for layer in layers))
+    def __init__(self, layers: Iterable[int], model: TransformerBridge | None = None):
+        """``layers``: layer numbers; with ``model`` checked by the one layer rule (negative counts from the last),
+        without it non-negative integers (a negative layer needs the model to be read)."""
+        from .capture import resolve_layers
+
         self.patterns: dict[int, Tensor] = {}
+        if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
+            raise InvalidInputError(f"layers must be a list of layer numbers, got {layers!r}")
+        layers = list(layers)
+        if model is not None:
+            self.layers = resolve_layers(layers, int(model.cfg.n_layers), "layers")
+            return
+        if not all(hasattr(l, "__index__") and not isinstance(l, bool) and int(l) >= 0 for l in layers):
+            raise InvalidInputError(
+                f"layers must be layer numbers >= 0, got {layers!r}; for negative layers pass the model: "
+                "PatternRecorder(layers, model)"
+            )
+        self.layers = sorted(set(int(layer) for layer in layers))
 
     def __enter__(self) -> PatternRecorder:
         return self

@@ -22,12 +22,49 @@ from .capture import resolve_layers
 from .errors import InvalidInputError
 from .hooks import PatternRecorder, attention_block_hooks, layout_blocked_fn, tempo_position_hooks
 from .layout import MODES, TokenLayout
+from .siblings import RunView
+from .validation import check_token_ids
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 PositionsArg = Literal["shared", "unique"] | Tensor
 MaskArg = Literal["isolated", "visible"] | Tensor
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A replay of a run's tokens: ``mask`` (``"isolated"`` / ``"visible"``), ``positions`` (``"shared"`` /
+    ``"unique"`` / a tensor), and ``pruned`` (False: every pruning decision undone)."""
+
+    mask: MaskArg = "isolated"
+    positions: PositionsArg = "shared"
+    pruned: bool = True
+
+    @property
+    def label(self) -> str:
+        mask = self.mask if isinstance(self.mask, str) else "custom mask"
+        positions = self.positions if isinstance(self.positions, str) else "custom positions"
+        return f"{mask}, {positions}" + ("" if self.pruned else ", unpruned")
+
+    def layout(self, layout: TokenLayout) -> TokenLayout:
+        return layout if self.pruned else layout.unpruned()
+
+
+def check_condition(condition: object, name: str) -> Condition:
+    """``condition`` when it is a :class:`Condition`, else a clear error naming the argument."""
+    if not isinstance(condition, Condition):
+        raise InvalidInputError(f"{name} must be a tempo_lens.tools.Condition, got {type(condition).__name__}")
+    return condition
+
+
+def default_condition(view: RunView, condition: Condition | None) -> Condition:
+    """The given condition, or the run's own mode at shared positions."""
+    if condition is None:
+        return Condition(mask=view.mode if view.mode in MODES else "isolated")
+    if not isinstance(condition, Condition):
+        raise InvalidInputError(f"condition must be a tempo_lens.tools.Condition, got {type(condition).__name__}")
+    return condition
 
 
 @dataclass
@@ -61,6 +98,11 @@ def _check_arguments(model: TransformerBridge, layout: Any) -> None:
     if not len(layout):
         raise InvalidInputError("the layout is empty; replay a generation's layout")
     backend_for(model)  # refuses anything but a TransformerBridge or HookedTransformer
+
+    try:
+        check_token_ids(model, layout.token_ids)  # generate's rule: a layout of another model's vocabulary is refused
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"this layout does not fit the model: {exc}; replay a layout made with this model") from None
 
 
 def replay_positions(layout: TokenLayout, positions: PositionsArg) -> Float[Tensor, " pos"]:

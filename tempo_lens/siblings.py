@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from .errors import InvalidInputError
 from .layout import MODES, PROMPT_STEP, TokenLayout
 from .text import visible_token
+from .validation import check_token_ids
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -89,6 +90,8 @@ def run_view(source: RunSource, model: TransformerBridge | None = None) -> RunVi
     if isinstance(source, RunView):
         return source
     if isinstance(source, TokenLayout):
+        if model is not None and getattr(model, "cfg", None) is not None:
+            check_token_ids(model, source.token_ids)  # before any id is decoded or replayed
         tokenizer = getattr(model, "tokenizer", None)
         strings = [tokenizer.decode([t]) if tokenizer is not None else f"<{t}>" for t in source.token_ids]
         return RunView(source, strings, "isolated", "mixture", "layout")
@@ -124,6 +127,8 @@ Where = Sibling | tuple[int, int] | int
 
 def physical_indices(layout: TokenLayout, where: Where | Sequence[Where]) -> list[int]:
     """Physical indices of siblings given as :class:`Sibling`, ``(step, rank)`` or a whole step (an int)."""
+    if isinstance(where, (str, bytes)) or not isinstance(where, (Sibling, int, tuple, Iterable)):
+        raise InvalidInputError(f"cannot read {where!r} as siblings; pass Siblings, (step, rank) pairs or steps")
     items = [where] if isinstance(where, (Sibling, int, tuple)) else list(where)
     indices: list[int] = []
     for item in items:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -21,6 +22,26 @@ def check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -
     if maximum is not None and value > maximum:
         raise InvalidInputError(f"{name} {value} is far beyond anything sensible (at most {maximum:,}); check the value")
     return int(value)
+
+
+def check_finite(value: Any, name: str) -> float:
+    """A real, finite number (an int or float, numpy's included; not a bool, text, NaN or an infinity), or a clear error."""
+    try:
+        number = float(value) if hasattr(value, "__float__") and not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):  # a tensor of many numbers
+        number = math.nan
+    if not math.isfinite(number):
+        raise InvalidInputError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def check_token_ids(model: Any, ids: Sequence[int]) -> list[int]:
+    """``ids`` when every one is in the model's vocabulary (the rule of every prompt and replayed layout)."""
+    vocab = int(model.cfg.d_vocab)
+    bad = [int(i) for i in ids if not 0 <= i < vocab]
+    if bad:
+        raise InvalidInputError(f"token ids {bad[:5]} are outside the vocabulary (0..{vocab - 1})")
+    return list(ids)
 
 
 def check_choice(value: object, name: str, choices: Sequence[str]) -> str:

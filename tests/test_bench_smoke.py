@@ -29,7 +29,7 @@ def tiny(tmp_path_factory):
 
 def tiny_config(**overrides) -> BenchConfig:
     return BenchConfig(
-        context=8, ks=(1, 2), rounds=1, block=1, linear_rounds=1, scaling_contexts=(8, 16), scaling_rounds=1, scaling_block=1,
+        context=8, ks=(1, 2), rounds=1, block=1, linear_rounds=1, path_rounds=2, scaling_contexts=(8, 16), scaling_rounds=1, scaling_block=1,
         capture_contexts=(8,), capture_k=2, profile_steps=1, analysis_steps=6, analysis_shape=(3, 4, 2),
         analysis_repeats=1, **overrides,
     )
@@ -72,8 +72,10 @@ def test_bench_runs_every_section_on_a_tiny_model(tiny, monkeypatch):
 
     assert "skipped" in sections["sweep"] and any(row["target"].startswith("7 sweep") for row in summary)
     assert "skipped" in sections["generate"]  # it needs generate_batch, removed above
-    assert {row["change"] for row in sections["changes"]["rows"]} >= {"calls", "hook points"}
-    assert all(row["effect"]["ratio"] > 0 for row in sections["changes"]["rows"])
+    paths = {"fast norms", "packed linears (2+ rows)", "one row by column", "one row packed", "defaults (as loaded)"}
+    assert {row["path"] for row in sections["changes"]["rows"]} == paths
+    for row in sections["changes"]["rows"]:
+        assert row["ci95"][0] <= row["ratio"] <= row["ci95"][1] and row["pays"] in ("yes", "no", "unclear")
 
     report = format_report(results)
     for header in ("[1+2]", "[1b]", "[1c]", "[3]", "[4]", "[4b]", "[5]", "[6]", "[7]", "[8]", "[9]", "Summary"):

@@ -18,7 +18,7 @@ def test_readme_blocks_run_as_pasted(tmp_path, monkeypatch, capsys):
     except ImportError:
         pytest.skip("HookedTransformer needs TransformerLens 3.x")
     blocks = [block for block in readme_blocks(HEADING) if block not in readme_blocks(NNSIGHT)]
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "readme_example"}
     for block in blocks:
@@ -26,3 +26,5 @@ def test_readme_blocks_run_as_pasted(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "True" in out.splitlines()  # the self-booted bridge generates the same text as the hooked model
     assert "latent" in out and "difference" in out
+    assert "RMSPre" in out  # hooked_from_folder folded the norms
+    assert (tmp_path / "latent.html").stat().st_size > 1000 and (tmp_path / "latents_on_lattice.html").stat().st_size > 1000

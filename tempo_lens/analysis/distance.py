@@ -30,7 +30,7 @@ from jaxtyping import Bool, Float, Int
 from ..capture import as_runs
 from ..layout import TokenLayout
 from ._arrays import step_attention
-from .ratios import NO_OTHER_ATTENTION, NO_PARALLEL, STEP_RATIO_COLUMNS, key_buckets
+from .ratios import NO_OTHER_ATTENTION, NO_PARALLEL, STEP_RATIO_COLUMNS, key_buckets, measurable
 
 DISTANCE_WINDOW = 1  # logical distances within this of a parallel key's count as "the same distance"
 NO_MATCH = "no distance-matched other keys"
@@ -79,7 +79,7 @@ def matched_ratio_weights(weights: Float[np.ndarray, "*group key"], match: Dista
     baseline = (w @ match.matches.T.astype(np.float64)) / match.matches.sum(axis=1)
     matched_mean = baseline.mean(-1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(matched_mean > 0, parallel_mean / matched_mean, np.nan)
+        ratio = np.where(measurable(matched_mean), parallel_mean / matched_mean, np.nan)
     return dict(ratio=ratio, parallel_mean=parallel_mean, matched_mean=matched_mean)
 
 
@@ -88,7 +88,7 @@ def _reason(match: DistanceMatch, matched_mean: float) -> str | None:
         return NO_PARALLEL
     if match.n_matched == 0:
         return NO_MATCH
-    return None if matched_mean > 0 else NO_OTHER_ATTENTION
+    return None if measurable(matched_mean) else NO_OTHER_ATTENTION
 
 
 def distance_matched_ratio(attention: Any, layout: TokenLayout, step: int, window: int = DISTANCE_WINDOW) -> dict[str, Any]:

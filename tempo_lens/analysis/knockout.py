@@ -148,21 +148,33 @@ def _arms(layout: TokenLayout, steps: Sequence[int], seed: int) -> list[_Arm]:
 
 
 def _logits_of_rows(
-    model: Any, layout: TokenLayout, base: Bool[Tensor, "pos pos"], knocks: list[Bool[Tensor, "pos pos"]], layers: list[int]
+    model: Any,
+    layout: TokenLayout,
+    base: Bool[Tensor, "pos pos"],
+    knocks: list[Bool[Tensor, "pos pos"]],
+    layers: list[int],
+    length: int | None = None,
 ) -> Float[Tensor, "batch pos d_vocab"]:
-    """One batched replay: every row the same tokens and base mask; row b also blocks ``knocks[b]`` on ``layers``."""
+    """One batched replay of the first ``length`` tokens (default: all): every row the same tokens and base mask;
+    row b also blocks ``knocks[b]`` on ``layers``. A step's rows see no later token, so feeding the tokens up to
+    its last sibling gives its logits."""
     backend = backend_for(model)
-    n = len(layout)
-    tokens = torch.tensor([layout.token_ids] * max(len(knocks), 1), dtype=torch.long, device=backend.device)
-    stacked_base = base.expand(tokens.shape[0], n, n)
-    stacked_knock = torch.stack(knocks) if knocks else torch.zeros_like(stacked_base)
-    positions = layout.positions("shared").expand(tokens.shape[0], n)
+    n = len(layout) if length is None else length
+    tokens = torch.tensor([layout.token_ids[:n]] * max(len(knocks), 1), dtype=torch.long, device=backend.device)
+    stacked_base = base[:n, :n].expand(tokens.shape[0], n, n)
+    stacked_knock = torch.stack([k[:n, :n] for k in knocks]) if knocks else torch.zeros_like(stacked_base)
+    positions = layout.positions("shared")[:n].expand(tokens.shape[0], n)
     hooks = tempo_position_hooks(model, positions)
     hooks += attention_block_hooks(model, lambda q, k: stacked_base[:, k - q : k, :k])
     if knocks and layers:
         hooks += attention_block_hooks(model, lambda q, k: stacked_knock[:, k - q : k, :k], layers)
     with torch.no_grad(), model.hooks(fwd_hooks=hooks):
         return backend.forward(tokens).float().cpu()
+
+
+def baseline_logits(model: Any, layout: TokenLayout, mode: Mode) -> Float[Tensor, "pos d_vocab"]:
+    """The run's own replay, unablated: the reference every arm's KL is taken from."""
+    return _logits_of_rows(model, layout, layout.blocked(mode), [], [])[0]
 
 
 def knockout_run(
@@ -175,8 +187,12 @@ def knockout_run(
     block: Block = "all",
     seed: int = 0,
     batch_rows: int = BATCH_ROWS,
+    baseline: Float[Tensor, "pos d_vocab"] | None = None,
 ) -> list[StepKnockout]:
-    """Every arm at every step with earlier parallel keys, on the layers of ``block``; see the module docstring."""
+    """Every arm at every step with earlier parallel keys, on the layers of ``block``; see the module docstring.
+
+    ``baseline``: the unablated replay's logits (:func:`baseline_logits`), when the caller shares one over blocks.
+    """
     if block not in BLOCKS:
         raise InvalidInputError(f"unknown block {block!r}; choose one of {', '.join(BLOCKS)}")
     if batch_rows < 1:
@@ -186,8 +202,9 @@ def knockout_run(
         return []
     layers = layer_blocks(int(model.cfg.n_layers))[block]
     base = layout.blocked(mode)
-    baseline = _logits_of_rows(model, layout, base, [], layers)[0]
-    arms = _arms(layout, steps, seed)
+    if baseline is None:
+        baseline = baseline_logits(model, layout, mode)
+    arms = _arms(layout, steps, seed)  # in step order, so a batch's replay stops soon after its last step
     records: list[StepKnockout] = []
     for first in range(0, len(arms), batch_rows):
         chunk = arms[first : first + batch_rows]
@@ -197,7 +214,8 @@ def knockout_run(
             rows = layout.step_range(arm.step)
             knock[rows.start : rows.stop, arm.keys] = True
             knocks.append(knock)
-        logits = _logits_of_rows(model, layout, base, knocks, layers)
+        length = max(layout.step_range(arm.step).stop for arm in chunk)
+        logits = _logits_of_rows(model, layout, base, knocks, layers, length)
         for row, arm in enumerate(chunk):
             records.append(_measure(layout, arm, block, baseline, logits[row], threshold, max_parallel, next_token_source))
     return records

@@ -35,7 +35,10 @@ from ._arrays import layer_labels, step_attention
 
 NO_PARALLEL = "no earlier parallel set"
 NO_OTHER = "no other keys"
-NO_OTHER_ATTENTION = "no attention to other keys"
+MIN_DENOMINATOR = 1e-6
+"""A ratio of attention weights is measurable only when its denominator (a mean weight) is at least this:
+below it the weight is within about ten float32 rounding steps (1.2e-7 near 1) of 0 and the ratio is noise."""
+NO_OTHER_ATTENTION = f"attention to other keys below {MIN_DENOMINATOR:g} (not measurable)"
 
 OtherKeys = Literal["all", "generated"]
 """Which non-parallel keys form the "other" bucket: every one, or the generated ones only."""
@@ -52,6 +55,11 @@ RATIO_COLUMNS = [
     "missing_reason",
     "set_ratio",
 ]
+
+
+def measurable(denominator: Any) -> Any:
+    """Whether a ratio over ``denominator`` (a mean attention weight) is measurable: at least :data:`MIN_DENOMINATOR`."""
+    return np.asarray(denominator) >= MIN_DENOMINATOR
 
 
 @dataclass(frozen=True)
@@ -138,7 +146,7 @@ def _weights_ratio(weights: Float[np.ndarray, "... key"], buckets: KeyBuckets) -
     one_hot = buckets.set_of_key[:, None] == np.arange(buckets.n_sets)[None, :]
     set_mass = (w @ one_hot).mean(-1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(other_mean > 0, parallel_mean / other_mean, np.nan)
+        ratio = np.where(measurable(other_mean), parallel_mean / other_mean, np.nan)
     return dict(ratio=ratio, parallel_mean=parallel_mean, other_mean=other_mean, parallel_set_mass=set_mass)
 
 
@@ -147,7 +155,7 @@ def _missing(buckets: KeyBuckets, other_mean: Any) -> str | None:
         return NO_PARALLEL
     if not buckets.other.any():
         return NO_OTHER
-    return None if other_mean > 0 else NO_OTHER_ATTENTION
+    return None if measurable(other_mean) else NO_OTHER_ATTENTION
 
 
 def parallel_ratio(
@@ -220,7 +228,7 @@ def _grouped_ratio(
     reason = _missing(buckets, 1.0)  # shared by every row, unless a row pays no attention to other keys
     reasons = np.full(len(labels), reason, dtype=object)
     if reason is None:
-        reasons[~(r["other_mean"] > 0)] = NO_OTHER_ATTENTION
+        reasons[~measurable(r["other_mean"])] = NO_OTHER_ATTENTION
     missing = np.array([x is not None for x in reasons], dtype=bool)
     columns = {k: np.where(missing, np.nan, v) for k, v in r.items()}
     return pd.DataFrame({label: np.asarray(labels), "step": step, **columns, "missing_reason": reasons})

@@ -28,6 +28,7 @@ from jaxtyping import Float
 
 from ..layout import TokenLayout
 from ._arrays import step_attention
+from .ratios import measurable
 
 REFERENCE_STEPS = (3, 4, 5, 6)
 
@@ -78,7 +79,7 @@ def script_ratio(attention: Any, layout: TokenLayout, step: int, definition: Scr
     if not parallel.any() or not other.any():
         return float("nan")
     other_mean = weights[:end][other].mean()
-    return float(weights[:end][parallel].mean() / other_mean) if other_mean > 0 else float("nan")
+    return float(weights[:end][parallel].mean() / other_mean) if measurable(other_mean) else float("nan")
 
 
 def _per_step(run: Any, definition: ScriptDefinition) -> Iterator[tuple[int, int, float, bool]]:

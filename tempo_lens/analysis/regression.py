@@ -19,7 +19,8 @@ and ``sibling`` are then added one at a time in that order, and each one's **sha
 is how far it moves the parallel coefficient, over the raw coefficient (order matters; it is fixed).
 The response is a log, so these are effects on the geometric mean, where the ratios use the
 arithmetic mean: a few heavily attended keys move a ratio more than a coefficient. Intervals resample prompts
-(runs) with replacement: each resample refits on the chosen runs, a run drawn twice counted twice.
+(runs) with replacement: each resample refits on the chosen runs, a run drawn twice counted twice, and the interval
+is the studentized (bootstrap-t) one, each refit's coefficient over its run-clustered standard error.
 """
 
 from __future__ import annotations
@@ -139,21 +140,53 @@ def _lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(x, y, rcond=None)[0]
 
 
-def _refits(x: np.ndarray, y: np.ndarray, counts: np.ndarray, run_index: np.ndarray) -> np.ndarray:
-    """Least-squares coefficients for each resample (``counts[resample, run]``: how often each run was drawn).
+def _run_products(x: np.ndarray, y: np.ndarray, run_index: np.ndarray, n_runs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each run's ``X_r' X_r`` (``[run, p, p]``) and ``X_r' y_r`` (``[run, p]``): all a refit needs of its rows."""
+    p = x.shape[1]
+    products = x[:, :, None] * x[:, None, :]
+    gram = np.stack([np.bincount(run_index, weights=products[:, i, j], minlength=n_runs) for i in range(p) for j in range(p)], 1)
+    moment = np.stack([np.bincount(run_index, weights=x[:, i] * y, minlength=n_runs) for i in range(p)], 1)
+    return gram.reshape(n_runs, p, p), moment
+
+
+def _refits(x: np.ndarray, y: np.ndarray, counts: np.ndarray, run_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares coefficients for each resample (``counts[resample, run]``: how often each run was drawn), and
+    their run-clustered standard errors.
 
     The problem ``min sum_r c_r |y_r - X_r b|^2`` depends on each run's rows only through ``X_r' X_r`` and
     ``X_r' y_r``, so these are summed once per run and every refit solves its weighted sum of them, all
     resamples in one batched call. The pseudo-inverse gives :func:`numpy.linalg.lstsq`'s minimum-norm
-    solution where a resample leaves a term constant.
+    solution where a resample leaves a term constant. The standard error is the sandwich over runs (each
+    drawn copy of a run one cluster): ``A^-1 (sum_r c_r s_r s_r') A^-1`` with ``A = sum_r c_r X_r' X_r`` and the
+    run's score ``s_r = X_r' (y_r - X_r b)``.
     """
-    n_runs, p = counts.shape[1], x.shape[1]
-    products = x[:, :, None] * x[:, None, :]
-    gram = np.stack([np.bincount(run_index, weights=products[:, i, j], minlength=n_runs) for i in range(p) for j in range(p)], 1)
-    moment = np.stack([np.bincount(run_index, weights=x[:, i] * y, minlength=n_runs) for i in range(p)], 1)
-    lhs = (counts @ gram).reshape(len(counts), p, p)
-    rhs = counts @ moment
-    return np.einsum("nij,nj->ni", np.linalg.pinv(lhs, hermitian=True), rhs)
+    gram, moment = _run_products(x, y, run_index, counts.shape[1])
+    inverse = np.linalg.pinv(np.einsum("nr,rij->nij", counts, gram), hermitian=True)
+    beta = np.einsum("nij,nj->ni", inverse, counts @ moment)
+    scores = moment[None] - np.einsum("rij,nj->nri", gram, beta)
+    meat = np.einsum("nr,nri,nrj->nij", counts, scores, scores)
+    variance = np.einsum("nij,njk,nkl->nil", inverse, meat, inverse)
+    return beta, np.sqrt(np.clip(np.diagonal(variance, axis1=1, axis2=2), 0.0, None))
+
+
+def _studentized(
+    estimate: float, se: float, draws: np.ndarray, draw_se: np.ndarray, ci: float
+) -> tuple[float | None, float | None]:
+    """The bootstrap-t interval of one coefficient (:func:`~tempo_lens.analysis.stats.bootstrap_ci`'s rule): each
+    resample's ``t* = (b* - b) / se*``; a resample with no spread has an infinite ``t*``; None when unbounded."""
+    keep = np.isfinite(draws) & np.isfinite(draw_se)
+    draws, draw_se = draws[keep], draw_se[keep]
+    if len(draws) < 2 or not (np.isfinite(estimate) and np.isfinite(se)) or se <= 0:
+        return None, None
+    deviation = draws - estimate
+    flat = draw_se <= 1e-9 * se
+    t = np.where(flat, np.copysign(np.inf, deviation), deviation / np.where(flat, 1.0, draw_se))
+    t[flat & (deviation == 0)] = 0.0
+    tail = (1 - ci) / 2 * 100
+    t_lo, t_hi = np.percentile(np.sort(t), [tail, 100 - tail], method="nearest")
+    if not (np.isfinite(t_lo) and np.isfinite(t_hi)):
+        return None, None
+    return float(estimate - t_hi * se), float(estimate - t_lo * se)
 
 
 def varying_terms(pairs: pd.DataFrame, terms: Iterable[str]) -> list[str]:
@@ -219,7 +252,7 @@ def sequential_shares(pairs: pd.DataFrame) -> tuple[float, dict[str, float | Non
 
 
 def attention_regression(pairs: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0, ci: float = 0.95) -> RegressionResult | None:
-    """Fit the full model and the raw effect, with percentile intervals over ``n_boot`` resamples of the runs.
+    """Fit the full model and the raw effect, with studentized intervals over ``n_boot`` resamples of the runs.
 
     None when there are no pairs or no parallel key among them.
     """
@@ -241,27 +274,29 @@ def attention_regression(pairs: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 
     has_parallel = np.bincount(run_index, weights=parallel, minlength=len(runs)) > 0
     has_other = np.bincount(run_index, weights=1 - parallel, minlength=len(runs)) > 0
     counts = counts[(counts @ has_parallel > 0) & (counts @ has_other > 0)]
-    draws_full = list(_refits(x, y, counts, run_index))
-    draws_raw = list(_refits(x[:, raw_columns], y, counts, run_index)[:, 1])
-    tail = (1 - ci) / 2 * 100
-
-    def bounds(values: list[float]) -> tuple[float | None, float | None]:
-        v = np.asarray(values, dtype=np.float64)
-        v = v[np.isfinite(v)]
-        if len(v) < 2:
-            return None, None
-        lo, hi = np.percentile(v, [tail, 100 - tail])
-        return float(lo), float(hi)
+    everyone = np.ones((1, len(runs)))
+    draws_full, se_full = _refits(x, y, counts, run_index)
+    draws_raw, se_raw = _refits(x[:, raw_columns], y, counts, run_index)
+    (base_full,), (base_se_full,) = _refits(x, y, everyone, run_index)
+    (base_raw,), (base_se_raw,) = _refits(x[:, raw_columns], y, everyone, run_index)
 
     column = {name: i for i, name in enumerate(["intercept", *used])}
+
+    def bounds(
+        i: int, base: np.ndarray, base_se: np.ndarray, draws: np.ndarray, se: np.ndarray
+    ) -> tuple[float | None, float | None]:
+        return _studentized(float(base[i]), float(base_se[i]), draws[:, i], se[:, i], ci)
+
     coefficients = [
-        Coefficient(t, _num(full[t]), *(bounds([d[column[t]] for d in draws_full]) if t in column else (None, None)))
+        Coefficient(
+            t, _num(full[t]), *(bounds(column[t], base_full, base_se_full, draws_full, se_full) if t in column else (None, None))
+        )
         for t in ("intercept", *TERMS)
     ]
     return RegressionResult(
         n_pairs=len(pairs),
         n_runs=len(runs),
         coefficients=coefficients,
-        raw=Coefficient("parallel (raw)", _num(raw), *bounds(draws_raw)),
+        raw=Coefficient("parallel (raw)", _num(raw), *bounds(1, base_raw, base_se_raw, draws_raw, se_raw)),
         shares=shares,
     )

@@ -29,6 +29,7 @@ from ..errors import ConfigError, TempoLensError
 from ..experiment import METADATA, ExperimentConfig, load_config, load_experiment, run_experiment, stream
 from ..experiment.budget import check_run_count
 from ..experiment.config import RESERVED_NAMES
+from .knockout import knockout_if_multi
 from .outputs import OutputPlan
 
 if TYPE_CHECKING:
@@ -113,10 +114,12 @@ def run_configs(
                 if done is not None:
                     progress(f"{name}: kept the runs in {done}, finished earlier with the same model, settings and prompts")
                     out[name] = done
+                    knockout_if_multi(name, config, done, model, progress, plan)  # the knock-out needs the model
                     continue
                 started = time.perf_counter()
                 out[name] = _run_config(config, name, model, plan, progress, backend)
                 progress(f"{name}: runs saved to {out[name]} in {time.perf_counter() - started:.1f} s")
+                knockout_if_multi(name, config, out[name], model, progress, plan)
         finally:
             del model
             gc.collect()
@@ -143,15 +146,30 @@ def _streamed(config: ExperimentConfig) -> bool:
     return len(config.prompts) > stream.STREAM_ABOVE
 
 
-def build_report(paths: dict[str, Path], plan: OutputPlan, progress: Progress, cross_model_dir: Path | None = None) -> Path:
+def build_report(
+    paths: dict[str, Path],
+    plan: OutputPlan,
+    progress: Progress,
+    cross_model_dir: Path | None = None,
+    expected: dict[str, str | None] | None = None,
+) -> Path:
     """Compute the metrics from the saved experiments, render and write the report through ``plan``.
 
     The experiments are loaded lazily: each captured step is read from disk when a metric uses it and
     not kept, so memory holds the steps in use and the metrics, not every run of the prompt set.
+    ``expected``: the metadata checksum of each run folder this analyze wrote or kept; a folder replaced since
+    (a concurrent ``run --overwrite``) is refused rather than reported.
     """
     from ..analysis.metrics.compute import compute_metrics
 
     experiments = {name: load_experiment(path, lazy=True) for name, path in paths.items()}  # each step read when used
+    for name, experiment in experiments.items():  # what this analyze wrote is what it reads (no `run --overwrite` meanwhile)
+        wanted = (expected or {}).get(name)
+        if wanted is not None and experiment.digest != wanted:
+            raise ConfigError(
+                f"{paths[name]} was replaced by another process after this analyze wrote it; nothing was reported. "
+                "Run analyze again (it regenerates or keeps the runs as they are now)"
+            )
     check_one_model(experiments)
     inputs = choose_inputs(experiments.values())
     unused = sorted(set(experiments) - inputs.used())
@@ -171,8 +189,21 @@ def write_report(metrics: Metrics, plan: OutputPlan) -> Path:
     return plan.write_report({"FINDINGS.md": document.to_markdown(), "report.html": document.to_html(), "metrics.json": text})
 
 
+def check_same_settings(configs: dict[str, ExperimentConfig], folder: Path) -> None:
+    """Before anything runs: the configs of one report share every generation setting (a pruning config its pruning aside)."""
+    from ..analysis.metrics.comparable import check_comparable
+    from ..analysis.metrics.inputs import PRUNING
+
+    as_dicts = {name: c.to_dict() for name, c in configs.items()}
+    ignore = {name: ("pruning",) for name, c in as_dicts.items() if config_role(c) == PRUNING}
+    check_comparable(as_dicts, f"the configs in {folder}", ignore)
+
+
 def check_one_model(experiments: dict) -> None:
-    """A report compares runs of one model at one dtype: a mix is refused, naming each experiment's model."""
+    """A report compares runs of one model at one dtype: a mix is refused, naming each experiment's model; runs of one
+    name but different files (fingerprints) too (:func:`~.comparable.check_fingerprints`)."""
+    from ..analysis.metrics.comparable import check_fingerprints
+
     made_with = {name: (str(e.model.get("name")), str(e.model.get("dtype"))) for name, e in experiments.items()}
     if len(set(made_with.values())) > 1:
         listed = "; ".join(f"{name}: {model} {dtype}" for name, (model, dtype) in sorted(made_with.items()))
@@ -180,6 +211,7 @@ def check_one_model(experiments: dict) -> None:
             f"the saved experiments were made with different models or dtypes ({listed}); a report compares runs of "
             "one model: move the others to another folder, or use `analyze --models` for a cross-model study"
         )
+    check_fingerprints(experiments)
 
 
 def analyze(
@@ -206,6 +238,7 @@ def analyze(
         check_pair({name: c.to_dict() for name, c in configs.items()})  # refuse before the model is loaded
         for config in configs.values():
             check_run_count(config, allow_large)  # past the bound only when asked (--allow-large, or in the config)
+        check_same_settings(configs, folder)
         chosen = {name: (model or c.model or "the default model", dtype or c.dtype or "float32") for name, c in configs.items()}
         if len(set(chosen.values())) > 1:  # the report would mix them: refuse before anything runs
             listed = "; ".join(f"{name}: {m} {d}" for name, (m, d) in sorted(chosen.items()))
@@ -225,7 +258,8 @@ def analyze(
         plan.check()
         progress(f"no configs in {folder}: building the report from {len(paths)} saved experiment(s)")
     progress("building the report from the saved experiment files")
-    target = build_report(paths, plan, progress, cross_model_dir=out / "models")
+    expected = {name: plan.manifest.runs.get(name) for name in paths} if configs else None
+    target = build_report(paths, plan, progress, cross_model_dir=out / "models", expected=expected)
     progress(
         f"wrote {target / 'FINDINGS.md'}, {target / 'report.html'}, {target / 'metrics.json'} "
         f"({time.perf_counter() - started:.0f} s in all)"
@@ -266,7 +300,7 @@ def analyze_models(
         except TempoLensError as exc:
             progress(f"skipping model {name}: {exc}")
             continue
-        build_report(paths, plan, progress)
+        build_report(paths, plan, progress, expected={n: plan.manifest.runs.get(n) for n in paths})
         progress(f"model {name}: report in {plan.report_dir} ({time.perf_counter() - began:.0f} s)")
     main_plan = OutputPlan(folder, overwrite)  # read now, so the manifest keeps the main runs written above
     target = build_report(main_runs, main_plan, progress, cross_model_dir=folder / "models")

@@ -26,7 +26,7 @@ from pathlib import Path
 from ..capture import CapturedRun
 from ..errors import ExperimentFileError
 from ..experiment import METADATA, Experiment, ExperimentConfig, check_can_write
-from ..experiment.storage import intact_metadata, save_runs
+from ..experiment.storage import intact_metadata, is_experiment_folder, save_runs
 from ..io.atomic import Fingerprint, changed_since, fingerprint, folder_lock, write_files
 from ..io.checksums import sha256_of
 from ..io.records import MAX_RECORD_BYTES, clean, read_json, read_record
@@ -101,13 +101,25 @@ class OutputPlan:
                 "or move that folder away"
             )
 
+    def _check_layout_folder(self, folder: Path) -> None:
+        """One rule for ``OUT/runs`` and ``OUT/report``: a folder, or a link to one (followed, e.g. to another disk);
+        a link that leads nowhere or to a file, and a file, are refused. What goes inside is never a link."""
+        if folder.is_symlink() and not folder.is_dir():
+            raise ExperimentFileError(f"{folder} is a link that does not lead to a folder; fix or remove the link")
+        if folder.exists() and not folder.is_dir():
+            raise ExperimentFileError(f"{folder} exists and is not a folder; move it away so analyze can write there")
+
     def check_run(self, name: str) -> None:
+        self._check_layout_folder(self.out / "runs")
         target = self.run_folder(name)
         if not (target.exists() or target.is_symlink()):
             self.seen.setdefault(target, None)
             return
         recorded = self.manifest.runs.get(name)
-        ours = recorded is not None and run_digest(target) == recorded
+        digest = run_digest(target)
+        # ours: the digest analyze recorded; or a folder analyze recorded whose metadata is now unreadable (truncated,
+        # deleted): damaged, so it is generated again, as any damaged run folder of ours is
+        ours = recorded is not None and (digest == recorded or (digest is None and is_experiment_folder(target)))
         if not ours and not self.overwrite:
             raise self._refuse(target, "was not written by `tempo-lens analyze` (or was changed since)")
         seen = check_can_write(target, overwrite=True)  # an experiment folder only: foreign files are refused even now
@@ -115,8 +127,7 @@ class OutputPlan:
 
     def _report_problems(self) -> dict[Path, Fingerprint]:
         folder = self.report_dir
-        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-            raise ExperimentFileError(f"{folder} exists and is not a folder; move it away so the report can be written there")
+        self._check_layout_folder(folder)
         if (folder / METADATA).exists():
             raise ExperimentFileError(
                 f"{folder} holds a saved experiment ({METADATA}), where the report goes; move it to runs/ under another name"
@@ -138,6 +149,11 @@ class OutputPlan:
             self.seen.setdefault(path, seen)
 
     def check(self, run_names: Sequence[str] = (), report: bool = True) -> None:
+        from ..io.writable import check_writable
+
+        targets = [self.path, *(self.run_folder(n) for n in run_names), *([self.report_dir / "FINDINGS.md"] if report else [])]
+        for target in targets:  # before any model loads: a read-only output is refused now, not after the generation
+            check_writable(target)
         self.check_model()
         for name in run_names:
             self.check_run(name)
@@ -150,9 +166,12 @@ class OutputPlan:
             "there now, then run analyze again (with --overwrite to replace it)"
         )
 
-    def finished_run(self, name: str, config: ExperimentConfig, backend: str) -> Path | None:
+    def finished_run(self, name: str, config: ExperimentConfig, backend: str, automatic_batch: bool = False) -> Path | None:
         """``runs/NAME`` when an earlier analyze wrote it (unchanged since, both checksums intact) from this config,
-        model, dtype and backend: its runs are kept instead of generated again. None otherwise (they are regenerated)."""
+        model, dtype and backend, and the model's files are still the ones it was made with (the same fingerprint):
+        its runs are kept instead of generated again. None otherwise, also when either fingerprint is unknown (runs
+        saved before fingerprints, a model only the hub serves): they are regenerated. ``automatic_batch``: a config
+        without a ``batch_size`` matches runs made at any batch size (the study runner picks one from free memory)."""
         target = self.run_folder(name)
         recorded = self.manifest.runs.get(name)
         if recorded is None or target.is_symlink() or not target.is_dir():
@@ -161,7 +180,15 @@ class OutputPlan:
         if data is None or data.get("metadata_sha256") != recorded or data.get("shard") is not None:
             return None
         wanted = json.loads(json.dumps(config.to_dict())), backend
-        return target if (data["config"], data["model"].get("backend")) == wanted else None
+        saved = data["config"]
+        if automatic_batch and config.batch_size is None:  # the batch size the runner chose from free memory then
+            saved = {**saved, "batch_size": None}
+        if (saved, data["model"].get("backend")) != wanted:
+            return None
+        from ..models.identity import fingerprint_of
+
+        recorded_model = data["model"].get("fingerprint")  # None: saved before fingerprints, or of a model not on disk
+        return target if recorded_model is not None and recorded_model == fingerprint_of(config.model) else None
 
     def save_run(self, experiment: Experiment, name: str) -> Path:
         experiment.path = self.save_runs(experiment, [experiment.runs], name)

@@ -19,16 +19,22 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..analysis.metrics.cross_model import collect_entries, folder_name
+from ..analysis.metrics.cross_model import collect_entries, model_folders
 from ..analysis.metrics.inputs import MULTI, SINGLE, check_pair, config_role
 from ..analysis.metrics.schema import read_metrics
 from ..errors import ConfigError, TempoLensError
 from ..experiment import Experiment, ExperimentConfig, run_experiment
+from ..io.signals import Terminated, interrupts_raise
 from ..models.cache import cache_problem, cache_root
 from ..models.zoo import DEFAULT_MODEL, ZOO, is_installed
 from .analyze import build_report, find_configs, write_report
+from .knockout import knockout_if_multi
 from .outputs import OutputPlan
+
+if TYPE_CHECKING:
+    from ..backends.base import BackendName
 
 Progress = Callable[[str], None]
 
@@ -133,23 +139,39 @@ def _run_chunked(config: ExperimentConfig, model, n_chunks: int, progress: Progr
 
 
 def run_model(
-    configs: dict[str, ExperimentConfig], name: str, plan: OutputPlan, n_chunks: int, progress: Progress, dtype: str | None = None
+    configs: dict[str, ExperimentConfig],
+    name: str,
+    plan: OutputPlan,
+    n_chunks: int,
+    progress: Progress,
+    dtype: str | None = None,
+    backend: BackendName = "bridge",
+    knockout: bool = False,
 ) -> dict[str, Path]:
-    """Every config on one model (loaded once, on the GPU when there is one), saved through ``plan``."""
-    from ..models.loading import load_model
+    """Every config on one model (loaded once, on the GPU when there is one, and only when a config has runs to make),
+    saved through ``plan``; a config whose runs an earlier study finished with the same model files, settings and
+    prompts is kept (``analyze``'s resume, :meth:`~.outputs.OutputPlan.finished_run`). ``knockout``: the multi-prompt
+    runs' knock-out too, while the model is loaded (:mod:`.knockout`)."""
+    from ..experiment.stream import model_on_first_use
 
     dtype = dtype or next(iter(configs.values())).dtype
-    progress(f"{name}: loading")
-    model = load_model(name, dtype=dtype)
-    n_params = int(sum({p.data_ptr(): p.numel() for p in model.parameters()}.values()))
+    model = model_on_first_use(name, dtype, backend, announce=lambda: progress(f"{name}: loading"))
     out = {}
     try:
         for config_name, config in configs.items():
             config = dataclasses.replace(config, model=name, dtype=dtype)
+            done = plan.finished_run(config_name, config, backend, automatic_batch=True)
+            if done is not None:
+                progress(
+                    f"{name}: {config_name}: kept the runs in {done}, finished earlier with the same model, settings and prompts"
+                )
+                out[config_name] = done
+                continue
             began = time.perf_counter()
-            experiment = _run_chunked(config, model, n_chunks, progress, name)
-            experiment.model["n_params"] = n_params
+            experiment = _run_chunked(config, model(), n_chunks, progress, name)
             out[config_name] = plan.save_run(experiment, config_name)
+            if knockout:
+                knockout_if_multi(config_name, config, out[config_name], model, progress, plan)
             progress(f"{name}: {config_name}: {len(experiment.runs)} runs in {minutes(time.perf_counter() - began)}")
     finally:
         del model
@@ -164,16 +186,19 @@ def study(
     progress: Progress = print,
     overwrite: bool = False,
     dtype: str | None = None,
+    knockout: bool = False,
 ) -> Path:
-    """Run the study folder on each model (default: every installed zoo model) and write every report."""
+    """Run the study folder on each model (default: every installed zoo model) and write every report
+    (``knockout``: with the multi-prompt runs' knock-out, one batched replay per step, arm and layer block)."""
     started = time.perf_counter()
     folder = Path(folder)
     configs = {n: c for n, c in find_configs(folder).items() if config_role(c.to_dict()) in (SINGLE, MULTI)}
     if not configs:
         raise ConfigError(f"{folder} has no single-prompt or multi-prompt configs (*.toml) for a study")
     check_pair({n: c.to_dict() for n, c in configs.items()})
-    names = models or installed_zoo_models()
-    plans = {name: OutputPlan(folder / "models" / folder_name(name), overwrite) for name in names}
+    names = list(dict.fromkeys(models or installed_zoo_models()))  # each model once
+    # one folder per model, also for two models of one base name (/x/a and /y/a), each recording its model
+    plans = {name: OutputPlan(folder / "models" / sub, overwrite, model=name) for name, sub in model_folders(names).items()}
     for plan in plans.values():
         plan.check(list(configs))
     main_plan = OutputPlan(folder, overwrite)
@@ -195,11 +220,11 @@ def study(
         began = time.perf_counter()
         progress(f"model {i}/{len(names)}: {name} (estimated {minutes(estimates[name])})")
         try:
-            done[name] = run_model(configs, name, plans[name], n_chunks, progress, dtype)
+            done[name] = run_model(configs, name, plans[name], n_chunks, progress, dtype, knockout=knockout)
         except TempoLensError as exc:
             progress(f"skipping model {name}: {exc}")
             continue
-        build_report(done[name], plans[name], progress)
+        build_report(done[name], plans[name], progress, expected={n: plans[name].manifest.runs.get(n) for n in done[name]})
         took = time.perf_counter() - began
         progress(
             f"model {name}: report in {plans[name].report_dir} ({minutes(took)}; "
@@ -236,20 +261,32 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="model dtype (default: the configs' own, else float32); bfloat16 for a big model on a GPU",
     )
+    parser.add_argument(
+        "--knockout",
+        action="store_true",
+        help="also the knock-out of each model's multi-prompt runs (one batched replay per step, arm and layer block: "
+        "several times the generation's time on a CPU); without it the reports say it was not run",
+    )
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()] or None
     try:
-        study(
-            args.folder,
-            models,
-            args.chunks,
-            progress=lambda m: print(f"[study] {m}", flush=True),
-            overwrite=args.overwrite,
-            dtype=args.dtype,
-        )
+        with interrupts_raise():  # Ctrl-C and SIGTERM end it with one line, after any write has removed its temporaries
+            study(
+                args.folder,
+                models,
+                args.chunks,
+                progress=lambda m: print(f"[study] {m}", flush=True),
+                overwrite=args.overwrite,
+                dtype=args.dtype,
+                knockout=args.knockout,
+            )
     except TempoLensError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{what}; the finished models' runs are kept and a rerun resumes after them", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     return 0
 
 

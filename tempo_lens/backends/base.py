@@ -33,6 +33,22 @@ ENV = "TEMPO_LENS_FAST"  # the speed paths' switch (Backend.apply_speedups), for
 _OFF, _ON, _AUTO = {"0", "false", "off", "no"}, {"1", "true", "on", "yes"}, {"", "auto"}
 PositionKind = Literal["rotary", "learned"]
 Hook = tuple[str, Callable[..., Tensor]]
+OneRowKernel = Literal["stock", "packed", "by_column"]
+
+
+@dataclass
+class SpeedRecord:
+    """The speed paths a model runs, and the linear kernel plan where it has one (recorded with every experiment).
+
+    ``kernel_plan`` names the cached per-machine measurement the kernels came from (a digest of CPU, torch,
+    threads, dtype and layer shapes; None where nothing was measured or it could not be cached).
+    """
+
+    paths: list[str] = field(default_factory=list)
+    packed_from_rows: int | None = None
+    one_row: OneRowKernel = "stock"
+    kernel_plan: str | None = None
+    plan_measured: str | None = None
 
 
 def fast_setting(fast: bool | None = None) -> bool | None:
@@ -154,6 +170,10 @@ class Backend(ABC):
     @abstractmethod
     def apply_speedups(self, fast: bool | None) -> list[str]:
         """Switch on the exact speed paths this class has (``fast``: None default, False none); what is on."""
+
+    def speed_record(self) -> SpeedRecord:
+        """The speed paths on now (and their kernel plan), for the experiment's metadata; none by default."""
+        return SpeedRecord()
 
     @abstractmethod
     def new_cache(self, batch: int) -> Any:

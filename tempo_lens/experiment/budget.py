@@ -11,7 +11,6 @@ refuses, again unless asked, an experiment whose arrays would not fit in half th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -52,15 +51,23 @@ def check_run_count(config: ExperimentConfig, allow_large: bool = False, n_promp
 
 
 def attention_bytes(config: ExperimentConfig, n_layers: int, n_heads: int, longest_prompt: int, n_prompts: int) -> int:
-    """Upper estimate of the captured attention an experiment holds: every step at ``max_parallel`` siblings."""
+    """Upper estimate of the captured attention an experiment holds: every step at ``max_parallel`` siblings.
+
+    Step ``s`` holds ``width`` queries over ``longest_prompt + (s + 1) * width`` keys; over all steps that sum
+    has a closed form, so the estimate costs the same for any ``max_steps``.
+    """
     settings = config.generation
     capture = settings.capture
     layers = len(capture.layers_for(n_layers)) if capture is not None else n_layers
-    steps: Sequence[int] = range(settings.max_steps)
+    width = settings.max_parallel
     if capture is not None and capture.steps is not None:
         steps = [s for s in capture.steps if s < settings.max_steps]
-    width = settings.max_parallel
-    per_run = sum(layers * n_heads * width * (longest_prompt + (s + 1) * width) for s in steps) * FLOAT_BYTES
+        n_steps, step_sum = len(steps), sum(steps)
+    else:
+        n_steps = settings.max_steps
+        step_sum = n_steps * (n_steps - 1) // 2  # 0 + 1 + ... + (max_steps - 1)
+    keys = n_steps * longest_prompt + (step_sum + n_steps) * width  # sum over steps of prompt + (s + 1) * width
+    per_run = layers * n_heads * width * keys * FLOAT_BYTES
     return per_run * run_count(config, n_prompts)
 
 

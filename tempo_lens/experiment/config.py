@@ -8,9 +8,11 @@ generation setting of :class:`~tempo_lens.generation.GenerationConfig` (``thresh
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -39,6 +41,9 @@ EXPERIMENT_KEYS = (
 MAX_PROMPTS_FILE_BYTES = 16 * 2**20
 MAX_CONFIG_BYTES = 2**20
 MAX_NAME_CHARS = 100
+# Unicode categories a name may not hold: controls (C0, DEL, C1), format characters (U+200B, U+202E bidi overrides),
+# line and paragraph separators (U+2028, U+2029): invisible or reordering in a folder listing or a report
+INVISIBLE_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")
 RESERVED_NAMES = ("report", "runs", "models")  # folders of the analyze layout (OUT/report, OUT/runs, OUT/models)
 
 
@@ -227,7 +232,22 @@ def config_from_dict(data: dict, source: str = "config", base_dir: Path | None =
             check_name(name)
         except InvalidInputError:
             name = "experiment"
-    return replace(config, name=str(name))
+    config = replace(config, name=str(name))
+    from ..io.records import FieldError
+    from .record import check_config
+
+    try:  # the rules load_experiment applies to the saved config, checked before anything is generated
+        check_config(json.loads(json.dumps(config.to_dict())))
+    except FieldError as exc:
+        raise ConfigError(f"{source}: {setting_words(exc.where)} {exc.problem}") from None
+    return config
+
+
+def setting_words(where: str) -> str:
+    """A stored config field (``config.capture_layers``) as the config file spells it (``[capture] layers``)."""
+    key = where.removeprefix("config.")
+    table, _, inner = key.partition("_")
+    return f"[{table}] {inner}" if table == "capture" and inner in ("layers", "steps") else key
 
 
 def check_name(name: object) -> None:
@@ -240,11 +260,11 @@ def check_name(name: object) -> None:
         or len(name) > MAX_NAME_CHARS
         or name.startswith(".")
         or any(c in name for c in "/\\")
-        or any(ord(c) < 32 for c in name)
+        or any(unicodedata.category(c) in INVISIBLE_CATEGORIES for c in name)
     ):
         raise InvalidInputError(
-            f"name must be a plain folder name (no / or \\, not starting with '.', at most {MAX_NAME_CHARS} "
-            f'characters), got {name!r}; e.g. name = "exp1"'
+            f"name must be a plain folder name (no / or \\, not starting with '.', no control, format or line/paragraph "
+            f'separator characters, at most {MAX_NAME_CHARS} characters), got {name!r}; e.g. name = "exp1"'
         )
     if name.lower() in RESERVED_NAMES or re.fullmatch(r"shard-\d+-of-\d+", name):
         raise InvalidInputError(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..backends.base import SpeedRecord
 from ..errors import ExperimentFileError, InvalidInputError
 from ..io.records import FieldError, decode
 from ..layout import LayoutRecord, Mode
@@ -31,6 +32,7 @@ class ModelRecord:
     n_ctx: int | None = None
     n_params: int | None = None
     dtype: str | None = None
+    fingerprint: str | None = None  # weights_identity.folder_fingerprint of the model's folder (None: unknown)
 
 
 @dataclass
@@ -66,6 +68,7 @@ class RunMetaRecord:
     text: str | None = None
     clean_text: str | None = None
     stop_reason: str | None = None
+    speed: SpeedRecord | None = None  # the speed paths and kernel plan that produced it (absent in older files)
 
 
 @dataclass
@@ -94,15 +97,15 @@ class ExperimentRecord:
     created: str | None = None
 
 
-def _distinct(values: list[int], where: str, low: int, high: int | None) -> None:
+def _distinct(values: list[int], where: str, low: int | None, high: int | None) -> None:
     if len(set(values)) != len(values):
         raise FieldError(where, f"lists a value twice ({values[:8]})")
-    bad = [v for v in values if v < low or (high is not None and v >= high)]
+    bad = [v for v in values if (low is not None and v < low) or (high is not None and v >= high)]
     if bad:
         raise FieldError(where, f"holds {bad[:3]}, outside {low}..{'' if high is None else high - 1}")
 
 
-def _check_settings(config: dict[str, Any], n_layers: int) -> None:
+def _check_settings(config: dict[str, Any], n_layers: int | None) -> None:
     import typing
 
     from ..generation.config import GenerationConfig
@@ -122,20 +125,27 @@ def _check_settings(config: dict[str, Any], n_layers: int) -> None:
             _distinct(
                 config[key],
                 f"config.{key}",
-                -n_layers if key == "capture_layers" else 0,
+                (-n_layers if n_layers is not None else None) if key == "capture_layers" else 0,
                 n_layers if key == "capture_layers" else None,
             )
+
+
+def check_config(config: Any, n_layers: int | None = None) -> None:
+    """The stored config's rules (types, settings, distinct capture layers and steps); ``n_layers`` None skips the
+    layer range. The one check of a config: :func:`check_metadata` applies it to saved folders, and
+    :func:`~.config.config_from_dict` and :func:`~.runner.run_experiment` to a config before anything is generated."""
+    decode(ConfigRecord, config, "config")
+    _check_settings(config, n_layers)
 
 
 def check_metadata(data: Any, source: str, fix: str) -> ExperimentRecord:
     """``data`` (parsed ``metadata.json``) typed and checked, or a refusal naming ``source`` and the field."""
     try:
         record = decode(ExperimentRecord, data, "metadata")
-        decode(ConfigRecord, record.config, "config")
         n_layers = record.model.n_layers
         if n_layers < 1 or record.model.n_heads < 1:
             raise FieldError("model.n_layers", f"a model has at least one layer and head, got {n_layers}, {record.model.n_heads}")
-        _check_settings(record.config, n_layers)
+        check_config(record.config, n_layers)
         for i, run in enumerate(record.runs):
             where = f"runs[{i}]"
             decode(RunMetaRecord, run.meta, f"{where}.meta")

@@ -79,9 +79,12 @@ def parameter_count(model: torch.nn.Module) -> int:
 
 def model_facts(model: TransformerBridge) -> dict:
     from ..backends import backend_for
+    from ..models.identity import checkpoint_parameters, loaded_fingerprint
     from ..models.loading import model_name
 
     cfg, backend = model.cfg, backend_for(model)
+    source = getattr(model, "tempo_lens_source", None)
+    stored = checkpoint_parameters(Path(source)) if source and Path(source).is_dir() else None
     return {
         "name": model_name(model),
         "n_layers": int(cfg.n_layers),
@@ -89,10 +92,29 @@ def model_facts(model: TransformerBridge) -> dict:
         "n_kv_heads": int(getattr(cfg, "n_key_value_heads", None) or cfg.n_heads),
         "d_model": int(cfg.d_model),
         "n_ctx": int(cfg.n_ctx),
-        "n_params": parameter_count(model),
+        "n_params": stored if stored is not None else parameter_count(model),  # the checkpoint's count, for every backend
         "dtype": str(backend.dtype).removeprefix("torch."),
         "backend": backend.name,
+        "fingerprint": loaded_fingerprint(model),  # what the model is (its files), not only its name
     }
+
+
+def check_loaded_config(config: ExperimentConfig, model: TransformerBridge) -> None:
+    """The rules ``load_experiment`` applies to the saved config, with the model's layer count, before generation."""
+    import json
+
+    from ..errors import ConfigError
+    from ..io.records import FieldError
+    from .config import setting_words
+    from .record import check_config
+
+    n_layers = int(model.cfg.n_layers)
+    if config.generation.capture is not None:
+        config.generation.capture.layers_for(n_layers)  # generate's own words for a layer this model lacks
+    try:
+        check_config(json.loads(json.dumps(config.to_dict())), n_layers)
+    except FieldError as exc:
+        raise ConfigError(f"{config.name}: {setting_words(exc.where)} {exc.problem} for this model") from None
 
 
 def run_experiment(
@@ -114,15 +136,19 @@ def run_experiment(
     """
     from ..backends import backend_for
     from ..generation import generate_batch
+    from ..generation.steps import check_context
     from ..io.memory import available_bytes  # deferred: torch
+    from ..io.records import clean
     from ..models.loading import load_model
     from ..replaying import replay
 
     indices = shard_indices(len(config.prompts), shard) if prompt_indices is None else list(prompt_indices)
     check_run_count(config, allow_large, n_prompts=len(indices))  # before the model loads
     model = model if model is not None else load_model(config.model, dtype=config.dtype, backend=backend)
+    check_loaded_config(config, model)
     if indices:
         longest = max(len(model.tokenizer(config.prompts[i])["input_ids"]) for i in indices)
+        check_context(model, longest, config.generation)  # generate's own rule, before any estimate
         need = attention_bytes(config, int(model.cfg.n_layers), int(model.cfg.n_heads), longest, len(indices))
         check_memory(need, available_bytes(backend_for(model).device), config, allow_large)
         if progress:
@@ -133,6 +159,7 @@ def run_experiment(
                 f"{probe * 1e3:.0f} ms here; batching shares forwards)"
             )
     runs: dict[tuple[int, str], list[CapturedRun]] = {}
+    speed = clean(backend_for(model).speed_record())  # the kernels every run of this model ran (replays inherit it)
     started, total = time.perf_counter(), len(indices) * len(config.modes)
     for m, mode in enumerate(config.modes if indices else []):  # a shard may hold no prompt
         settings = config.generation.replace(mode=mode)
@@ -153,7 +180,7 @@ def run_experiment(
                 progress(f"{config.name}: prompt {index + 1}/{len(config.prompts)} {mode}: controls ({done}/{len(indices)})")
             name = f"p{index:02d}-{mode}"
             run = CapturedRun.from_result(
-                result, name=name, variant="generated", prompt_index=index, mask=mode, positions="shared"
+                result, name=name, variant="generated", prompt_index=index, mask=mode, positions="shared", speed=speed
             )
             group = runs[(index, mode)] = [run]
             if "unique_positions" in config.controls:

@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 
 from ..capture import CapturedRun
-from ..errors import ExperimentFileError, InvalidInputError
+from ..errors import ExperimentFileError, InvalidInputError, describe
 from ..io.atomic import (
     MARKER,
     Fingerprint,
@@ -48,6 +48,7 @@ from .record import check_metadata
 FORMAT_VERSION = 3  # 2: metadata carries a checksum of its own content; 3: GenerationConfig keys, no seed, mask of controls
 METADATA = "metadata.json"
 ARRAYS = "attention.npz"
+KNOCKOUT = "knockout.json"  # the knock-out beside the runs (tempo_lens.analysis.knockout_store); optional
 FIX = "re-run the experiment"
 SHARD_NAME = re.compile(r"shard-(\d+)-of-(\d+)")  # the folders of one shard of a split run
 
@@ -71,6 +72,7 @@ class Experiment:
     versions: dict = field(default_factory=dict)
     shard: str | None = None
     path: Path | None = None
+    digest: str | None = None  # the metadata checksum of the folder it was loaded from (None: not loaded, or merged)
 
     def run(self, name: str) -> CapturedRun:
         for run in self.runs:
@@ -106,7 +108,7 @@ def recover_interrupted_overwrite(target: Path) -> Path | None:
     return target
 
 
-def _is_experiment_folder(folder: Path) -> bool:
+def is_experiment_folder(folder: Path) -> bool:
     """A folder holding only what an experiment write puts there (the arrays, the metadata, our marker)."""
     return (
         folder.is_dir()
@@ -128,6 +130,9 @@ def check_can_write(target: Path, overwrite: bool) -> Fingerprint:
             if not parent.is_dir():
                 raise ExperimentFileError(f"cannot write {target}: {parent} is a file, not a folder; choose another --out")
             break
+    from ..io.writable import check_writable
+
+    check_writable(target)  # before the long work: a read-only --out is refused now, not after the generation
     recover_interrupted_overwrite(target)
     if not (target.exists() or target.is_symlink()):
         return None
@@ -142,8 +147,8 @@ def check_can_write(target: Path, overwrite: bool) -> Fingerprint:
     foreign = sorted(
         p.name
         for p in target.iterdir()
-        if not (p.name in (METADATA, ARRAYS, MARKER) and p.is_file() and not p.is_symlink())
-        and not (SHARD_NAME.fullmatch(p.name) and _is_experiment_folder(p))
+        if not (p.name in (METADATA, ARRAYS, MARKER, KNOCKOUT) and p.is_file() and not p.is_symlink())
+        and not (SHARD_NAME.fullmatch(p.name) and is_experiment_folder(p))
     )
     if foreign:
         raise ExperimentFileError(
@@ -333,7 +338,9 @@ def _load_single(directory: Path, lazy: bool = False) -> Experiment:
                 r = layout.step_range(step)
                 shapes[f"r{i}_s{step}"] = (len(meta.layers), 1, record.model.n_heads, len(r), r.stop)
         except (InvalidInputError, ValueError, TypeError, IndexError) as exc:
-            raise ExperimentFileError(f"{path}: field runs[{i}] ({meta.name!r}) does not fit its layout ({exc}); {FIX}") from None
+            raise ExperimentFileError(
+                f"{path}: field runs[{i}] ({meta.name!r}) does not fit its layout ({describe(exc)}); {FIX}"
+            ) from None
         layouts.append(layout)
     if record.metadata_sha256 != _metadata_digest(data):
         raise ExperimentFileError(f"{path} does not match its own checksum (edited or damaged); {FIX}")
@@ -356,7 +363,13 @@ def _load_single(directory: Path, lazy: bool = False) -> Experiment:
         for i, (meta, layout) in enumerate(zip(record.runs, layouts))
     ]
     return Experiment(
-        config=data["config"], runs=runs, model=data["model"], versions=data["versions"], shard=record.shard, path=directory
+        config=data["config"],
+        runs=runs,
+        model=data["model"],
+        versions=data["versions"],
+        shard=record.shard,
+        path=directory,
+        digest=record.metadata_sha256,
     )
 
 

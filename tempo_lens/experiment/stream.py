@@ -27,7 +27,7 @@ from ..io.atomic import folder_lock, is_ours, owned_marker
 from .config import ExperimentConfig
 from .loading import load_experiment
 from .runner import run_experiment, shard_indices
-from .storage import METADATA, Experiment, save_experiment
+from .storage import Experiment, intact_metadata, is_experiment_folder, save_experiment
 
 if TYPE_CHECKING:
     from ..backends.base import BackendName
@@ -41,8 +41,12 @@ SaveRuns = Callable[[Experiment, Iterable[list[CapturedRun]]], Path]  # (header,
 def progress_folder(
     target: Path, config: ExperimentConfig, shard: tuple[int, int] | None, backend: BackendName = "bridge"
 ) -> Path:
-    """Where the finished chunks of this experiment (config, model, dtype, backend, shard) into ``target`` are kept."""
-    key = json.dumps([config.to_dict(), config.model, config.dtype, backend, shard], sort_keys=True, default=str)
+    """Where the finished chunks of this experiment (config, model and its fingerprint, dtype, backend, shard) into
+    ``target`` are kept: new weights under the same model name start a new progress folder."""
+    from ..models.identity import fingerprint_of
+
+    identity = [config.to_dict(), config.model, config.dtype, backend, shard, fingerprint_of(config.model)]
+    key = json.dumps(identity, sort_keys=True, default=str)
     return target.with_name(f".{target.name}.partial-{hashlib.sha1(key.encode('utf-8')).hexdigest()[:12]}")
 
 
@@ -79,6 +83,7 @@ def run_streamed(
     check_run_count(config, allow_large, n_prompts=len(indices))
     folder = progress_folder(target, config, shard, backend)
     check_progress_folder(folder)
+    remove_orphans(target, folder, progress)
     folder.mkdir(parents=True, exist_ok=True)
     owned_marker(folder)
     chunks = _chunks(indices)
@@ -86,7 +91,7 @@ def run_streamed(
     with folder_lock(folder, wait_s=1.0):
         for k, chunk in enumerate(chunks):
             part = folder / f"chunk-{k:05d}"
-            if (part / METADATA).is_file():
+            if kept_chunk(part, folder, progress):
                 progress(f"{config.name}: chunk {k + 1}/{len(chunks)} was finished by an earlier run; kept")
                 continue
             progress(f"{config.name}: chunk {k + 1}/{len(chunks)} ({len(chunk)} prompts)")
@@ -94,10 +99,57 @@ def run_streamed(
             save_experiment(experiment, part, overwrite=True)
             del experiment  # one chunk in memory at a time
         parts = [folder / f"chunk-{k:05d}" for k in range(len(chunks))]
-        header = dataclasses.replace(load_experiment(parts[0]), runs=[])  # its facts only: the runs come chunk by chunk
-        path = save(header, _groups(parts, header))
+        header = dataclasses.replace(_load_chunk(parts[0], folder), runs=[])  # its facts only: the runs come chunk by chunk
+        path = save(header, _groups(parts, header, folder))
     shutil.rmtree(folder, ignore_errors=True)
     return path
+
+
+def kept_chunk(part: Path, folder: Path, progress: Callable[[str], None]) -> bool:
+    """Whether the finished chunk ``part`` is intact (metadata and arrays match their checksums) and can be kept.
+
+    A damaged chunk (a file truncated, edited or missing) is removed so that it is generated again; a chunk
+    that is not a folder of ours (a link, foreign files) is never removed: the refusal names the folder to delete.
+    """
+    if not (part.exists() or part.is_symlink()):
+        return False
+    if part.is_symlink() or not is_experiment_folder(part):
+        raise ExperimentFileError(
+            f"{part} holds files tempo-lens did not write; delete the progress folder {folder} and run again"
+        )
+    if intact_metadata(part) is not None:
+        return True
+    progress(f"{part.name} of {folder.name} is damaged (its files do not match their checksums); generating it again")
+    shutil.rmtree(part)
+    return False
+
+
+def remove_orphans(target: Path, folder: Path, progress: Callable[[str], None]) -> None:
+    """Remove the progress folders of ``target`` left by runs of other prompts or settings (``folder`` is this run's).
+
+    Only folders of ours (marked) that no process holds are removed: their chunks can never be resumed by this
+    config, and a later run of the old one would generate them again.
+    """
+    prefix = f".{target.name}.partial-"
+    if not target.parent.is_dir():
+        return
+    for other in sorted(target.parent.iterdir()):
+        if other == folder or not other.name.startswith(prefix) or not is_ours(other):
+            continue
+        try:
+            with folder_lock(other, wait_s=0):
+                shutil.rmtree(other)
+        except ExperimentFileError:
+            continue  # a run of those settings is still going on
+        progress(f"removed {other.name}: the unfinished progress of an earlier run of other prompts or settings into {target}")
+
+
+def _load_chunk(part: Path, folder: Path) -> Experiment:
+    """A finished chunk, or a refusal naming the progress folder to delete (it was damaged after it was checked)."""
+    try:
+        return load_experiment(part)
+    except ExperimentFileError as exc:
+        raise ExperimentFileError(f"{exc} [in {part}: delete the progress folder {folder} and run again]") from None
 
 
 def model_on_first_use(
@@ -118,10 +170,10 @@ def model_on_first_use(
     return model
 
 
-def _groups(parts: list[Path], header: Experiment) -> Iterator[list[CapturedRun]]:
+def _groups(parts: list[Path], header: Experiment, folder: Path) -> Iterator[list[CapturedRun]]:
     """Each chunk's runs, loaded one chunk at a time; a chunk of another config or model is refused."""
     for part in parts:
-        experiment = load_experiment(part)
+        experiment = _load_chunk(part, folder)
         if (experiment.config, experiment.model, experiment.shard) != (header.config, header.model, header.shard):
             raise ExperimentFileError(
                 f"{part} holds another config or model than {parts[0].name}; remove {part.parent} and run again"

@@ -3,7 +3,7 @@
 Rows differ in prompt length, in how many siblings each step keeps and in when they stop. Each row
 lives in a *lane* (a batch index of the forward); several short rows may share one lane, their tokens
 side by side, which saves the padding a lane per row would need. Every forward feeds ``q`` = the
-widest lane's new tokens; narrower lanes are left-padded. A :class:`~.lanes.LaneBatch` maps each row's physical
+widest lane's new tokens; narrower lanes are left-padded. A :class:`LaneBatch` maps each row's physical
 tokens to lane columns; from it come, per lane, the positions (``[batch, K]``, padding at 0) for the
 rotary hooks and the mask (``[batch, q, K]``: each row's own layout mask on its queries and columns,
 every other column hidden; one per sliding window the model has, each row's window counted in its own
@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..activation_cache import ActivationRecorder, NamesFilter, resolve_names
 from ..backends import backend_for
 from ..errors import InvalidInputError
 from ..hooks import PatternRecorder
 from .config import GenerationConfig, check_int
+from .hook_context import in_forward
 from .lanes import LANE_KEYS, LaneBatch, assign_lanes, lane_columns  # noqa: F401  (re-exported: the lanes were defined here)
 from .lanes import lanes_of as _lanes
 from .lanes import pad_id as _pad_id
@@ -37,9 +39,17 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 
-def _run_rows(model: TransformerBridge, rows: list[GenerationRow], bar: Any = None, **explicit: Any) -> None:
+def _run_rows(
+    model: TransformerBridge,
+    rows: list[GenerationRow],
+    bar: Any = None,
+    activations: ActivationRecorder | None = None,
+    first_row: int = 0,
+    **explicit: Any,
+) -> None:
     """Drive ``rows`` to their end through one forward per step (``bar``: a progress bar to advance per step).
 
+    ``activations`` records hook points per token; ``first_row``: the index of ``rows[0]`` among the call's prompts.
     ``explicit``: ``intervene`` / ``remote`` for a backend without hook points, which drives the rows itself.
     """
     if not backend_for(model).uses_hook_points:
@@ -51,15 +61,20 @@ def _run_rows(model: TransformerBridge, rows: list[GenerationRow], bar: Any = No
     layers = set().union(*(row.recorded_layers for row in rows))
     with PatternRecorder(layers) as recorder, torch.no_grad():
         hooks = batch.hooks(model) + recorder.hooks() + [h for row in rows for h in row.hooks]
+        hooks += activations.hooks() if activations is not None else []
         with model.hooks(fwd_hooks=hooks):
             cache = new_cache(model, batch.n_lanes)
-            logits = forward_step(model, batch.feed([row.ids for row in rows]), cache)
+            fed = batch.feed([row.ids for row in rows])
+            with in_forward(batch.context(first_row)):
+                logits = forward_step(model, fed, cache)
             recorder.take()
             for i, row in enumerate(rows):
                 row.read_prompt(batch.row_logits(logits, i))
             while not all(row.done for row in rows):
                 new = [[] if row.done else row.choose() for row in rows]
-                logits = forward_step(model, batch.feed(new), cache)
+                fed = batch.feed(new)
+                with in_forward(batch.context(first_row)):
+                    logits = forward_step(model, fed, cache)
                 patterns = recorder.take()
                 for i, (row, ids) in enumerate(zip(rows, new)):
                     if ids:
@@ -75,6 +90,7 @@ def generate_batch(
     *,
     batch_size: int | None = None,
     keep_logits: bool = False,
+    names_filter: NamesFilter = None,
     progress: bool | None = None,
     intervene: Callable[[Any, list[Any]], Any] | None = None,
     remote: bool = False,
@@ -84,12 +100,14 @@ def generate_batch(
 
     Takes the settings of ``generate`` (a :class:`GenerationConfig` and/or keyword overrides) and returns
     one result per prompt, in order, each what ``generate`` returns for that prompt (captures and
-    pruning included). ``batch_size`` defaults to what the free memory allows, up to 16. Every prompt
-    is checked before any model work. ``progress``: a progress bar over every batch's steps (default:
+    pruning included), named ``"<mode>-<i>"`` with ``i`` the prompt's index in ``prompts`` (``result.name``;
+    the tools that group by run tell runs apart by it). ``batch_size`` defaults to what the free memory allows, up to 16. Every prompt
+    is checked before any model work. ``names_filter``: hook points recorded per token, as in ``generate``
+    (each result's ``cache``; the rows of other prompts and the padding are cut away). ``progress``: a progress bar over every batch's steps (default:
     only for long runs at a terminal, :mod:`.progress`). ``intervene`` and ``remote``: as for ``generate``
     (nnsight models only).
     """
-    check_explicit_options(backend_for(model), intervene, remote)
+    check_explicit_options(backend_for(model), intervene, remote, names_filter)
     config = resolve_config(config, overrides)
     if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or len(prompts) == 0:
         raise InvalidInputError("prompts must be a non-empty list of prompts (text or token ids); for one prompt use generate()")
@@ -99,6 +117,7 @@ def generate_batch(
         batch_size = default_batch_size(model, longest, config.max_steps, config.max_parallel)
     batch_size = check_int(batch_size, "batch_size", 1)
     check_fits(model, longest, config.max_steps, config.max_parallel, min(batch_size, len(prompts)))
+    names = resolve_names(model, names_filter)
     backend_for(model).prepare()
     results: list[GenerationResult] = []
     with step_bar(-(-len(prompts) // batch_size) * config.max_steps, progress) as bar:
@@ -109,6 +128,13 @@ def generate_batch(
             ]
             for row in rows:
                 row.warn_stacklevel = 4  # choose → _run_rows → generate_batch → caller
-            _run_rows(model, rows, bar, **({"intervene": intervene, "remote": remote} if intervene or remote else {}))
-            results.extend(row.result() for row in rows)
+            activations = ActivationRecorder(names) if names else None
+            explicit = {"intervene": intervene, "remote": remote} if intervene or remote else {}
+            _run_rows(model, rows, bar, activations, first, **explicit)
+            for i, row in enumerate(rows):
+                result = row.result()
+                result.name = f"{config.mode}-{first + i}"
+                if activations is not None:
+                    result.cache = activations.cache(first + i, row.layout, row.token_strings)
+                results.append(result)
     return results

@@ -83,6 +83,9 @@ def _all_or_list(value: Any, name: str, minimum: int | None = None) -> list[int]
     if not ok or (minimum is not None and any(v < minimum for v in value)):
         bound = "integers >= 0" if minimum is not None else "layer indices (negative counts from the last)"
         raise InvalidInputError(f'{name} must be "all" or a list of {bound}, got {value!r}')
+    twice = sorted({v for v in value if list(value).count(v) > 1})
+    if twice:
+        raise InvalidInputError(f"{name} lists {twice} more than once; list each once")
     return list(value)
 
 

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..backends import backend_for
 from ..hooks import tempo_position_hooks, windowed_block_hooks
+from .hook_context import StepContext, row_in_forward, step_context
 from .row import GenerationRow
 from .steps import step_widths
 
@@ -119,6 +120,23 @@ class LaneBatch:
             return self.masks[window]
 
         return blocked
+
+    def context(self, first_row: int = 0) -> StepContext:
+        """What :func:`~tempo_lens.generation.hook_context.current_step` says during the forward ``feed`` prepared."""
+        return step_context(
+            [
+                row_in_forward(
+                    row.layout,
+                    row.token_strings,
+                    q.stop - q.start,
+                    row=first_row + i,
+                    lane=lane,
+                    queries=(q.start, q.stop),
+                    key_columns=cols,
+                )
+                for i, (row, lane, q, cols) in enumerate(zip(self.rows, self.lanes, self.queries, self.columns))
+            ]
+        )
 
     def hooks(self, model: TransformerBridge) -> list:
         return tempo_position_hooks(model, self.current_positions) + windowed_block_hooks(model, self.current_mask)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
+from ..activation_cache import NamesFilter, TokenCache
 from ..capture import CapturedAttention
 from ..io.records import clean
 from ..layout import TokenLayout
@@ -53,7 +54,13 @@ def _config_setting(name: str) -> property:
 
 @dataclass
 class GenerationResult:
-    """The layout of a TEMPO generation and what is needed to read it."""
+    """The layout of a TEMPO generation and what is needed to read it.
+
+    ``name`` identifies the run to the tools that group by run (``sae_latents``' run column,
+    ``compare_sae_latents``): :func:`~tempo_lens.generation.generate` names its result ``"run"``,
+    :func:`~tempo_lens.generation.generate_batch` names result ``i`` ``"<mode>-<i>"`` (``i`` the prompt's
+    index in the call's list). Set it yourself to tell apart results of separate calls.
+    """
 
     model: str
     prompt: str | None
@@ -69,6 +76,8 @@ class GenerationResult:
     clean_text: str = ""
     pruning_events: list[PruneEvent] = field(default_factory=list)
     step_logits: list[Tensor] | None = field(default=None, repr=False)
+    name: str = "run"
+    cache: TokenCache | None = field(default=None, repr=False)  # generate(..., names_filter=...): hook points per token
 
     # the settings a reader asks for most, straight from the config (read-only)
     mode = _config_setting("mode")
@@ -135,6 +144,13 @@ class GenerationResult:
     def save(self, directory, *, overwrite: bool = False):
         """Write this result (settings, layout, capture) to a folder; :func:`load_result` reads it back."""
         return save_result(self, directory, overwrite=overwrite)
+
+    def run_with_cache(self, model, names_filter: NamesFilter, *, condition=None) -> TokenCache:
+        """The hook points of ``names_filter`` for every token, from a teacher-forced replay of this run on ``model``
+        (its own mode at shared positions, or a :class:`~tempo_lens.tools.Condition`); shaped as ``result.cache``."""
+        from ..activation_cache import replay_cache
+
+        return replay_cache(model, self, names_filter, condition)
 
     def to_dataframe(self):
         """One row per token: physical index, step, rank, logical position, token, probability, pruning."""

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..capture import CapturedAttention
-from ..errors import ExperimentFileError, InvalidInputError
+from ..errors import ExperimentFileError, InvalidInputError, describe
 from ..io.atomic import MARKER, atomic_directory, folder_lock
 from ..io.checksums import sha256_of
 from ..io.records import read_record, typed
@@ -151,7 +151,7 @@ def read_result(directory: str | os.PathLike) -> dict[str, Any]:
             loaded = read_arrays(arrays, shapes, FIX)
             capture = CapturedAttention(list(record.capture.layers), {s: loaded[f"s{s}"] for s in record.capture.steps})
     except (InvalidInputError, TypeError, ValueError, IndexError) as exc:
-        raise ExperimentFileError(f"{path} does not fit its layout ({exc}); {FIX}") from None
+        raise ExperimentFileError(f"{path} does not fit its layout ({describe(exc)}); {FIX}") from None
     events = [
         PruneEvent(
             set_step=e.set_step,

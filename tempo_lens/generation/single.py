@@ -13,10 +13,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..activation_cache import ActivationRecorder, NamesFilter, resolve_names
 from ..backends import backend_for
 from ..errors import InvalidInputError
 from ..hooks import PatternRecorder, tempo_hooks
 from .config import GenerationConfig
+from .hook_context import in_forward, row_in_forward, step_context
 from .progress import step_bar
 from .result import GenerationResult
 from .row import GenerationRow, resolve_config
@@ -35,8 +37,8 @@ def forward_step(model: TransformerBridge, tokens: Sequence[Sequence[int]], cach
     return backend_for(model).forward_step([list(t) for t in tokens], cache)
 
 
-def check_explicit_options(backend: Any, intervene: Any, remote: Any) -> None:
-    """``intervene`` and ``remote`` exist on backends without hook points (nnsight) only."""
+def check_explicit_options(backend: Any, intervene: Any, remote: Any, names_filter: Any = None) -> None:
+    """``intervene`` and ``remote`` exist on backends without hook points (nnsight) only; ``names_filter`` on the others."""
     if intervene is not None and not callable(intervene):
         raise InvalidInputError(f"intervene must be a function (model, siblings), got {type(intervene).__name__}")
     if not isinstance(remote, bool):
@@ -46,6 +48,11 @@ def check_explicit_options(backend: Any, intervene: Any, remote: Any) -> None:
             "intervene and remote need an nnsight model (load_model(..., backend='nnsight')); on this model add "
             "TransformerLens hooks with model.hooks(...) instead"
         )
+    if not backend.uses_hook_points and names_filter is not None:
+        raise InvalidInputError(
+            "names_filter records TransformerLens hook points, which an nnsight model has none of; save activations "
+            "with intervene=... (e.g. model.model.layers[i].output[...].save()) or load the model with backend='bridge'"
+        )
 
 
 def generate(
@@ -54,6 +61,7 @@ def generate(
     config: GenerationConfig | None = None,
     *,
     keep_logits: bool = False,
+    names_filter: NamesFilter = None,
     progress: bool | None = None,
     intervene: Callable[[Any, list[Any]], Any] | None = None,
     remote: bool = False,
@@ -67,12 +75,17 @@ def generate(
     :class:`~tempo_lens.capture.CaptureSpec`; ``pruning`` is an
     :class:`~tempo_lens.pruning.AttentionPruning` or :class:`~tempo_lens.pruning.SimilarityPruning`.
     ``keep_logits`` keeps each step's logits rows (``result.step_logits``) for checks against an oracle.
+    ``names_filter`` (TransformerLens's meaning: a hook name, a list of names or a predicate) records those hook
+    points for every token as the generation runs: ``result.cache[name][i]`` is physical token ``i``'s value
+    (:class:`~tempo_lens.activation_cache.TokenCache`). No extra forward is needed: the last step's tokens are fed
+    by the forward that decides whether to stop, so every row is filled. Hooks during generation can read
+    :func:`~tempo_lens.generation.hook_context.current_step`.
     ``progress``: a progress bar per step (default: only for long runs at a terminal, :mod:`.progress`).
     On an nnsight model (``backend="nnsight"``), ``intervene(model, siblings)`` runs inside every forward's
     trace (``siblings``: a list of :class:`~.explicit.Siblings`) and ``remote=True`` runs each step on NDIF.
     """
     backend = backend_for(model)
-    check_explicit_options(backend, intervene, remote)
+    check_explicit_options(backend, intervene, remote, names_filter)
     config = resolve_config(config, overrides)
     row = GenerationRow.start(model, prompt, config, keep_logits=keep_logits)
     backend.prepare()
@@ -82,15 +95,25 @@ def generate(
         with step_bar(config.max_steps, progress) as bar:
             drive_rows(model, [row], bar, intervene=intervene, remote=remote)
         return row.result()
+    activations = ActivationRecorder(resolve_names(model, names_filter))
+
+    def fed(n_new: int):
+        return in_forward(step_context([row_in_forward(row.layout, row.token_strings, n_new)]))
+
     with PatternRecorder(row.recorded_layers) as recorder, torch.no_grad(), step_bar(config.max_steps, progress) as bar:
-        hooks = tempo_hooks(model, row.layout, config.mode) + recorder.hooks() + row.hooks
+        hooks = tempo_hooks(model, row.layout, config.mode) + recorder.hooks() + row.hooks + activations.hooks()
         with model.hooks(fwd_hooks=hooks):
             cache = new_cache(model)
-            row.read_prompt(forward_step(model, [row.ids], cache)[0])
+            with fed(len(row.ids)):
+                row.read_prompt(forward_step(model, [row.ids], cache)[0])
             recorder.take()
             while not row.done:
                 ids = row.choose()
-                logits = forward_step(model, [ids], cache)[0]
+                with fed(len(ids)):
+                    logits = forward_step(model, [ids], cache)[0]
                 row.read_step(logits, recorder.take())
                 bar.update()
-    return row.result()
+    result = row.result()
+    if activations.names:
+        result.cache = activations.cache(0, row.layout, row.token_strings)
+    return result

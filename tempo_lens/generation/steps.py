@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ..backends import backend_for
 from ..errors import InvalidInputError
+from ..validation import check_token_ids
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -42,11 +43,11 @@ def prompt_token_ids(model: TransformerBridge, prompt: str | Sequence[int] | Ten
                 "for many prompts use generate_batch"
             )
         prompt = prompt.flatten().tolist()
-    if isinstance(prompt, (bytes, bytearray)):
-        try:
-            prompt = prompt.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidInputError(f"the prompt is not valid UTF-8 ({exc}); pass text or token ids") from None
+    if isinstance(prompt, (bytes, bytearray, memoryview)):  # a bytes-like is never read as token ids
+        raise InvalidInputError(
+            f"the prompt is {type(prompt).__name__}, not text: decode it first (UTF-8: prompt.decode('utf-8')), "
+            "or pass token ids as a list of integers"
+        )
     if isinstance(prompt, str):
         try:
             prompt.encode("utf-8")
@@ -80,11 +81,7 @@ def prompt_token_ids(model: TransformerBridge, prompt: str | Sequence[int] | Ten
     ids = [int(i) for i in items]
     if not ids:
         raise InvalidInputError("the prompt is empty; pass some text or at least one token id")
-    vocab = model.cfg.d_vocab
-    bad = [i for i in ids if not 0 <= i < vocab]
-    if bad:
-        raise InvalidInputError(f"token ids {bad[:5]} are outside the vocabulary (0..{vocab - 1})")
-    return ids
+    return check_token_ids(model, ids)
 
 
 def select_siblings(probs: Float[Tensor, " d_vocab"], threshold: float, max_parallel: int) -> tuple[list[int], list[float], int]:

@@ -31,6 +31,7 @@ import os
 import shutil
 import socket
 import stat
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -270,7 +271,9 @@ def folder_lock(folder: Path, wait_s: float | None = None) -> Iterator[None]:
         yield
         return
     fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    deadline = time.monotonic() + (LOCK_WAIT_S if wait_s is None else wait_s)
+    limit = LOCK_WAIT_S if wait_s is None else wait_s
+    deadline = time.monotonic() + limit
+    announced = False
     try:
         while True:
             try:
@@ -279,11 +282,22 @@ def folder_lock(folder: Path, wait_s: float | None = None) -> Iterator[None]:
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     break  # this file system has no locks: go on unlocked, as without flock
+                from .lock_holder import describe_holder
+
                 if time.monotonic() >= deadline:
                     raise ExperimentFileError(
-                        f"another tempo-lens process is writing into {folder} (it holds the folder's lock); "
-                        "wait for it to finish, or write somewhere else"
+                        f"{describe_holder(folder)} is writing into {folder} (it holds the folder's lock) and did not "
+                        f"finish within {limit:.3g} s; wait for it to finish, or write somewhere else"
                     ) from None
+                if not announced and limit >= 1:  # a person waiting is told what for, and for how long
+                    announced = True
+                    span = f"{limit:.0f} s" if limit < 120 else f"{limit / 60:.0f} min"
+                    print(
+                        f"[tempo_lens] waiting for {describe_holder(folder)}, which is writing into {folder} (it holds "
+                        f"the folder's lock); waiting up to {span}, then giving up",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 time.sleep(0.05)
         _HELD[key] = [fd, 1]
         try:
@@ -322,7 +336,12 @@ def atomic_directory(target: Path, prefix: str | None = None) -> Iterator[Path]:
     remove_abandoned(target, prefix)
     with interrupts_raise(), owned_temporary(target.parent, prefix) as tmp:
         tmp.chmod(0o755)
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:
+            if exc.filename is None and exc.errno is not None:  # a write on an open file names no path: name the target
+                raise OSError(exc.errno, exc.strerror, str(target)) from exc
+            raise
         swap_into_place(tmp, target)
 
 
@@ -348,7 +367,12 @@ def write_files(folder: Path, files: dict[str, bytes]) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
     with owned_temporary(folder, FILES_PREFIX) as tmp:
         for name, data in files.items():
-            create_exclusive(tmp / name, data)
+            try:
+                create_exclusive(tmp / name, data)
+            except OSError as exc:
+                if exc.filename is None and exc.errno is not None:  # a write on an open file names no path
+                    raise OSError(exc.errno, exc.strerror, str(folder / name)) from exc
+                raise
         for name in files:
             os.replace(tmp / name, folder / name)
 

@@ -28,7 +28,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import numpy as np
 
-from ..errors import ExperimentFileError
+from ..errors import ExperimentFileError, describe
 from .capped_read import CappedReadError, read_capped
 
 MAX_DEPTH = 64  # no record of ours nests deeper than a handful of levels
@@ -177,7 +177,7 @@ def parse_json(data: bytes | str, source: str, fix: str) -> Any:
             f"{source} nests deeper than {MAX_DEPTH} levels; no tempo_lens file does. {fix[:1].upper()}{fix[1:]}"
         ) from None
     except ValueError as exc:
-        raise ExperimentFileError(f"{source} is corrupt: not valid JSON ({exc}); {fix}") from None
+        raise ExperimentFileError(f"{source} is corrupt: not valid JSON ({describe(exc)}); {fix}") from None
     if too_deep(value):
         raise ExperimentFileError(
             f"{source} nests deeper than {MAX_DEPTH} levels; no tempo_lens file does. {fix[:1].upper()}{fix[1:]}"

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..errors import ExperimentFileError
+from ..errors import ExperimentFileError, describe
 
 MAX_DEFLATE_RATIO = 1032  # deflate's largest possible expansion
 MAX_NPY_HEADER = 65536 + 16
@@ -110,7 +110,7 @@ def _open(source: Path | BinaryIO, path: Path, fix: str) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ExperimentFileError(f"{path} is not an .npz archive of arrays ({exc}); {fix}") from None
+        raise ExperimentFileError(f"{path} is not an .npz archive of arrays ({describe(exc)}); {fix}") from None
 
 
 def _members(archive: zipfile.ZipFile, path: Path, shapes: Mapping[str, tuple[int, ...]], fix: str) -> dict[str, zipfile.ZipInfo]:
@@ -153,7 +153,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple[i
     except ExperimentFileError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ExperimentFileError(f"{where} is unreadable ({exc}); {fix}") from None
+        raise ExperimentFileError(f"{where} is unreadable ({describe(exc)}); {fix}") from None
     if got != nbytes:
         raise ExperimentFileError(f"{where} is truncated ({got} of {nbytes} bytes); {fix}")
     return array

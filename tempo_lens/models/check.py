@@ -16,6 +16,8 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import describe
+
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -95,7 +97,7 @@ def _json_problem(path: Path) -> str | None:
     except UnicodeDecodeError:
         return f"{path.name} is not UTF-8 text (damaged)"
     except ValueError as exc:
-        return f"{path.name} is not valid JSON ({exc})"
+        return f"{path.name} is not valid JSON ({describe(exc)})"
     return None
 
 

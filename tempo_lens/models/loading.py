@@ -155,12 +155,14 @@ def load_model(
         raise InvalidInputError("Pass either device or device_map, not both.")
     chosen_device = None if device_map is not None else str(parse_device(device))
     name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
-    model = load(_resolve(name), name, backend, torch_dtype, chosen_device, device_map)
+    source = _resolve(name)
+    model = load(source, name, backend, torch_dtype, chosen_device, device_map)
     problem = hooks_problem(model) if backend_for(model).uses_hook_points else backend_for(model).model_problem()
     if problem:
         raise ModelUnavailableError(f"model {name!r} cannot be used: {problem}")
     backend_for(model).apply_speedups(fast)
     model.tempo_lens_model_name = name
+    model.tempo_lens_source = source  # the folder it came from: its fingerprint identifies the model (weights_identity)
     return model
 
 

@@ -11,24 +11,27 @@ from __future__ import annotations
 import time
 
 from ..analysis.metrics.schema import MODES, Metrics, SingleRun
+from ..analysis.verdicts import LESS, MINIMAL, MORE, NOT_MEASURED, TOLERANCE, depth_profile, funnel_reading, point_direction
 from ..figures import report as plots
 from .document import Document
 from .escaping import escape_user_text
+from .findings_causal import head_measures_part, knockout_section, knockout_summary
 from .findings_controls import baseline_section, beyond_section, hypotheses_section, sharing_reading, sink_reading
-from .findings_distance import summary_paragraph
+from .findings_distance import correction_note, level_text, summary_paragraph, summary_view
 from .findings_models import cross_model_section
 from .findings_reference import conclusion_section, data_summary, future_directions, reference_comparison
 from .ordering import by_measured
 from .text import ci_with_verdict, compared, layer_list, mean_of, num, points, times, value_range
-from .verdicts import LESS, MINIMAL, MORE, NOT_MEASURED, TOLERANCE, depth_profile, funnel_reading, point_direction
 
 RULES = (
     f"**How the words are chosen** (`docs/definitions.md`): a single-run value is judged from its point estimate, and "
     f"a difference smaller than {TOLERANCE} (in ratio units) from the null value is called *minimal*. Wherever a value has a "
-    "95 % bootstrap interval (across prompts, or across steps and sets), the interval decides: *less* / *more* only when it "
-    "excludes the null value (1 for ratios, 0 for differences), otherwise *no reliable difference*. The sign-flip permutation "
-    "p-value is reported beside it and can only weaken the interval's word: when the interval excludes the null but p is "
-    "not below 0.05, the report says the test does not confirm it."
+    "95 % bootstrap interval (across prompts: one value per run, never steps or tokens of one run), the interval decides: "
+    "*less* / *more* only when it excludes the null value (1 for ratios, 0 for differences), otherwise *no reliable "
+    "difference*. The sign-flip permutation p-value (on log ratios for ratios) is reported beside it and can only weaken the "
+    "interval's word: when the interval excludes the null but p is not below 0.05, or the mean log ratio lies on the other "
+    "side of the null, the report says so. A ratio whose denominator (a mean attention weight) is below 1e-6 is not "
+    "measurable: n/a, and the runs without a measurable value are counted (n/a in k of n runs)."
 )
 
 
@@ -83,6 +86,7 @@ def render_findings(metrics: Metrics) -> Document:
     ratios = [r.ratio for r in single.ratios if r.ratio is not None]
     overall = point_direction(mean_of(ratios))
     doc.h(2, "Executive Summary")
+    full, multi = multi, summary_view(multi)  # the summary reads its measures corrected for their number
     doc.p(summary_paragraph(single, multi))
     if not ratios:
         doc.p(
@@ -108,9 +112,15 @@ def render_findings(metrics: Metrics) -> Document:
         if multi and multi.mode("isolated"):
             iso = multi.mode("isolated")
             doc.p(
-                f"Across {multi.n_prompts} prompts the uncontrolled isolated ratio is {ci_with_verdict(iso.ratio)} (mean, 95 % "
-                f"bootstrap interval, sign-flip p against 1; n = runs with at least one measured step)."
+                f"Across {multi.n_prompts} prompts the uncontrolled isolated ratio is {ci_with_verdict(iso.ratio)} (mean, "
+                f"{level_text(multi)} bootstrap interval, sign-flip p against 1; n = runs with at least one measured step)."
             )
+
+    if note := correction_note(multi):
+        doc.p(note)
+    if (knockout := knockout_summary(multi)) is not None:
+        doc.p(knockout)
+    multi = full
 
     doc.h(2, "Key Findings")
     heading = {LESS: "Reduced", MORE: "Increased"}.get(overall, "About Equal" if overall == MINIMAL else "Unmeasured")
@@ -158,6 +168,7 @@ def render_findings(metrics: Metrics) -> Document:
     hypotheses_section(doc, single, multi)
     baseline_section(doc, single)
     beyond_section(doc, single, multi, metrics.pruning)
+    knockout_section(doc, metrics)
     future_directions(doc, single, metrics.pruning)
     conclusion_section(doc, single, multi, metrics.reference)
     reference_comparison(doc, metrics)
@@ -233,7 +244,8 @@ def _layer_heads(doc: Document, metrics: Metrics) -> None:
     measured = [h for h in cells if None not in (h.entropy, h.recent, h.distant)]
     counts = {g: sum(h.group == g for h in cells) for g in ("Long-range", "Balanced", "Diffuse")}
     doc.p(
-        f"**Per (layer, head)** (the primary analysis; step {metrics.single_run.entropy_step}, isolated run, "
+        f"**Per (layer, head) at one step** (a comparison, in the reference's step-{metrics.single_run.entropy_step} view: "
+        "recent and distant are tied at one step, so this scatter lies on a line; isolated run, "
         f"{len(cells)} heads = {metrics.model.n_layers} layers x {metrics.model.n_heads} heads, each on its own). The grouping rule above, "
         "applied over every (layer, head) together: " + ", ".join(f"{g} {n}" for g, n in counts.items()) + "."
     )
@@ -272,6 +284,7 @@ def _heads_section(doc: Document, metrics: Metrics, gqa: bool) -> None:
         "(deterministic): with the entropy range [lo, hi] of the heads compared, Diffuse = entropy in the top third of the range; "
         "Long-range = bottom third and distant > recent; Balanced = the rest."
     )
+    head_measures_part(doc, metrics)
     _layer_heads(doc, metrics)
     doc.p(
         f"**The reference's view** ({len(heads)} heads, step {single.entropy_step}, attention averaged over layers by head index, "

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from ..analysis.metrics.schema import MODES, Interval, MultiPrompt, Pruning, SingleRun
-from ..figures import report as plots
-from .document import Document
-from .findings_distance import distance_section
-from .ordering import by_measured
-from .text import ci_text, ci_with_verdict, compared, difference, explains, mean_of, num, p_text, times
-from .verdicts import (
+from ..analysis.verdicts import (
     MINIMAL,
     NO_DOWN_WEIGHTING,
     NOT_MEASURED,
     TOLERANCE,
     accounts_for,
     direction,
+    has_interval,
     interval_verdict,
     point_direction,
     position_sharing_role,
 )
+from ..figures import report as plots
+from .document import Document
+from .findings_distance import distance_section
+from .ordering import by_measured
+from .text import ci_text, ci_with_verdict, compared, difference, explains, mean_of, num, p_text, times
 
 MULTI_MEASURES = (
     ("Ratio", "ratio"),
@@ -126,11 +127,19 @@ def hypotheses_section(doc: Document, single: SingleRun, multi: MultiPrompt | No
     doc.p("*Hypothesis:* parallel tokens are lower-probability alternatives, and the model down-weights less likely tokens.")
     pref = single.sibling_preference
     evidence = [
-        f"Within earlier parallel sets, attention to the less likely siblings / attention to the most likely sibling "
-        f"(single runs, one value per step and set): {ci_with_verdict(pref)}"
+        "Within earlier parallel sets, attention to the less likely siblings / attention to the most likely sibling "
+        "(single runs, mean over their steps and sets): "
+        + (
+            ci_with_verdict(pref)
+            if has_interval(pref)
+            else f"{ci_text(pref)}: {direction(pref)} (a point estimate: steps and sets of one run are not independent samples)"
+        )
     ]
     if multi:
-        evidence.append(f"{multi.n_prompts} prompts (one mean per run): {ci_with_verdict(multi.sibling_preference)}")
+        evidence.append(
+            f"{multi.n_prompts} prompts (one value per prompt: each run's mean, averaged over its modes): "
+            f"{ci_with_verdict(multi.sibling_preference)}"
+        )
     evidence.append(_preference_reading(pref, multi))
     doc.p("*What the controls say:*")
     doc.bullets(evidence)
@@ -363,8 +372,9 @@ def _multi_section(doc: Document, multi: MultiPrompt) -> None:
     doc.p(
         f"{multi.n_prompts} prompts (experiment `{multi.experiment}`), both modes; {iso.n_runs_with_ratio if iso else 0} of the isolated "
         "runs had a step with an earlier parallel set (the others have no ratio to measure and are left out, not counted as 0). "
-        "One value per run: the mean of its per-step ratios. Means with 95 % percentile-bootstrap intervals and a two-sided sign-flip "
-        "permutation p-value against the null (1 for ratios, 0 for differences). The interval decides the direction word; "
+        "One value per run: the mean of its per-step ratios. Means with 95 % studentized-bootstrap intervals over runs (none with "
+        "fewer than 4 runs) and a two-sided sign-flip permutation p-value against the null (on log ratios for ratios, 0 for "
+        "differences). The interval decides the direction word; "
         "the permutation test can only weaken it (see *How the words are chosen*)."
     )
     rows = [[mode.upper(), *_interval_row(label, ci)] for mode, label, ci in multi.measured(MULTI_MEASURES)]
@@ -385,7 +395,7 @@ def _pruning_section(doc: Document, pruning: Pruning) -> None:
         "measured in the forward pass that decided its set (before the pruning took effect); survivors over every later step."
     )
     doc.table(
-        ["Tokens", "Relative attention, mean [95 % CI] (n observations)", "Distinct tokens"],
+        ["Tokens", "Relative attention, mean [95 % CI] over runs (n runs, each its tokens' mean)", "Distinct tokens"],
         [[o.outcome, ci_text(o.attention), o.n_tokens] for o in pruning.outcomes],
     )
     pruned, kept, survivor = (pruning.outcome(n) for n in ("pruned", "kept (top sibling)", "survivor"))
@@ -393,7 +403,7 @@ def _pruning_section(doc: Document, pruning: Pruning) -> None:
         return
     doc.p(
         f"At the step that decided their set, pruned siblings drew {ci_text(pruned.attention)} and the kept top sibling of the same "
-        f"set, measured at that same step, {ci_text(kept.attention)}. Paired per set (pruned - kept top): "
+        f"set, measured at that same step, {ci_text(kept.attention)}. Paired per run (pruned - kept top, each run's mean over its collapsed sets): "
         f"{ci_with_verdict(pruning.pruned_minus_kept_top)}. "
         + (
             f"Surviving parallel tokens ({ci_text(survivor.attention)}) are measured over every later step, not at a deciding step, "

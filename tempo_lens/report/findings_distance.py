@@ -8,14 +8,12 @@ and token kind"): the generated-only ratio, the distance-matched ratio, and a re
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
 from ..analysis.metrics.schema import MODES, HeadCell, Interval, MultiPrompt, Regression, SingleRun
-from ..figures import report as plots
-from .document import Document
-from .ordering import by_measured
-from .text import ci_text, ci_with_verdict, num, times
-from .verdicts import (
+from ..analysis.verdicts import (
     DOES_NOT_SURVIVE,
     NOT_MEASURED,
     PARTLY_SURVIVES,
@@ -26,6 +24,10 @@ from .verdicts import (
     interval_verdict,
     point_direction,
 )
+from ..figures import report as plots
+from .document import Document
+from .ordering import by_measured
+from .text import ci_text, ci_with_verdict, num, times
 
 TERM_LABELS = {
     "intercept": "intercept",
@@ -127,6 +129,52 @@ def _shrink(before: Interval | None, after: Interval | None) -> str:
     )
 
 
+def summary_view(multi: MultiPrompt | None) -> MultiPrompt | None:
+    """``multi`` with the executive summary's measures replaced by their corrected versions (``multi.summary``:
+    intervals at ``summary_level``, Holm-adjusted p-values); unchanged when it has none."""
+    if multi is None or not multi.summary:
+        return multi
+    corrected = {n.key: n.interval for n in multi.summary}
+    modes = []
+    for m in multi.modes:
+        fields: dict[str, Any] = {k: ci for k, ci in corrected.items() if hasattr(m, k)}
+        modes.append(dataclasses.replace(m, **fields) if m.mode == "isolated" else m)
+    paired = [dataclasses.replace(p, interval=corrected.get(p.key, p.interval)) for p in multi.paired]
+    regressions = []
+    for reg in multi.regression:
+        if reg.mode == "isolated":
+            coefs = [
+                dataclasses.replace(c, lo=corrected[k].lo, hi=corrected[k].hi)
+                if c.term == "parallel" and (k := "regression_parallel") in corrected
+                else c
+                for c in reg.coefficients
+            ]
+            raw = corrected.get("regression_raw")
+            reg = dataclasses.replace(
+                reg, coefficients=coefs, raw=dataclasses.replace(reg.raw, lo=raw.lo, hi=raw.hi) if raw else reg.raw
+            )
+        regressions.append(reg)
+    return dataclasses.replace(multi, modes=modes, paired=paired, regression=regressions)
+
+
+def level_text(multi: MultiPrompt | None) -> str:
+    """The level of the intervals the executive summary shows: "95 %", or the corrected level."""
+    level = multi.summary_level if multi is not None and multi.summary else None
+    return "95 %" if level is None else f"{level * 100:.1f} %"
+
+
+def correction_note(multi: MultiPrompt | None) -> str:
+    """What the executive summary's correction is, or "" without one."""
+    if multi is None or not multi.summary or multi.summary_level is None:
+        return ""
+    n_tests = sum(1 for n in multi.summary if n.interval.p is not None)
+    return (
+        f"The intervals and p-values in this summary are corrected for the {len(multi.summary)} measures it reads across prompts: "
+        f"{multi.summary_level * 100:.1f} % intervals (Bonferroni, 0.05 / {len(multi.summary)}) and p-values Holm-adjusted over "
+        f"its {n_tests} tests; the tables below give each measure's uncorrected 95 % interval and p."
+    )
+
+
 def summary_paragraph(single: SingleRun, multi: MultiPrompt | None, mode: str = "isolated") -> str:
     """The executive summary's lead: the controlled numbers first, then the verdict."""
     m = multi.mode(mode) if multi else None
@@ -148,7 +196,8 @@ def summary_paragraph(single: SingleRun, multi: MultiPrompt | None, mode: str = 
         )
     )
     text = (
-        f"**What survives the controls** ({multi.n_prompts} prompts, {mode} mode, mean [95 % interval over prompts]{n_note}). "
+        f"**What survives the controls** ({multi.n_prompts} prompts, {mode} mode, mean [{level_text(multi)} interval over prompts]"
+        f"{n_note}). "
         f"Without the first token, the parallel : other ratio is {ci_with_verdict(m.ratio_no_sink)}. "
         f"Against generated, non-parallel tokens only: {ci_with_verdict(m.ratio_generated)}. Against non-parallel tokens at the "
         f"same logical distance (±1): {ci_with_verdict(m.ratio_matched)}." + _shrink(m.ratio_no_sink, m.ratio_matched)

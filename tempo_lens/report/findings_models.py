@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..analysis.metrics.causal_schema import read_causal
 from ..analysis.metrics.cross_model import folder_name, zoo_names
 from ..analysis.metrics.schema import CrossModelEntry, Interval, Metrics
+from ..analysis.verdicts import NOT_MEASURED, depth_profile, gap_from_definition, interval_verdict, ordering_reliable
 from ..figures import report as plots
 from .document import Document
+from .findings_causal import knockout_word
 from .findings_distance import coefficient_interval, distance_verdict, standout_text
 from .text import ci_text, difference, num, p_clause, parameters, times
-from .verdicts import NOT_MEASURED, depth_profile, gap_from_definition, interval_verdict, ordering_reliable
 
 Getter = Callable[[CrossModelEntry], "Interval | None"]
 
@@ -25,6 +27,15 @@ def _mode(key: str, mode: str) -> Getter:
 
 def _pair(key: str) -> Getter:
     return lambda entry: entry.multi.pair(key) if entry.multi else None
+
+
+def _knockout(mode: str, key: str = "ratio") -> Getter:
+    def get(entry: CrossModelEntry) -> Interval | None:
+        causal = read_causal(entry.multi)
+        block = causal.knockout.block(mode) if causal else None
+        return getattr(block, key) if block else None
+
+    return get
 
 
 def _coefficient(mode: str) -> Getter:
@@ -49,6 +60,9 @@ MEASURES: tuple[tuple[str, Getter], ...] = (
         "Regression: parallel coefficient with distance and token kind fixed, isolated (log factor; null 0)",
         _coefficient("isolated"),
     ),
+    ("Knock-out KL(parallel) / KL(matched), isolated (geometric mean over prompts)", _knockout("isolated")),
+    ("Knock-out KL(parallel) / KL(matched), visible (geometric mean over prompts)", _knockout("visible")),
+    ("Knock-out KL(parallel) - KL(matched), isolated (nats; null 0)", _knockout("isolated", "difference")),
 )
 
 
@@ -162,6 +176,23 @@ def cross_model_section(doc: Document, metrics: Metrics) -> None:
             '**Does "more attention without the first token" survive distance and token kind?** '
             + "; ".join(f"{e.folder}: {distance_verdict(None, e.multi)[0]}" for e in entries)
             + ' (every control still "more": survives; none: does not survive; otherwise partly; see *2b* for the rule).',
+            "**Which reading the knock-out supports** (isolated / visible; see *Intervention: the Knock-out*): "
+            + "; ".join(
+                f"{e.folder}: {knockout_word(_knockout('isolated')(e))} / {knockout_word(_knockout('visible')(e))}"
+                for e in entries
+            )
+            + ".",
+            "**How the attention measures line up** (isolated; the knock-out ratio / the distance-matched attention ratio / "
+            "the regression coefficient, each the interval's word): "
+            + "; ".join(
+                f"{e.folder}: "
+                + " / ".join(
+                    interval_verdict(get(e)).word
+                    for get in (_knockout("isolated"), _mode("ratio_matched", "isolated"), _coefficient("isolated"))
+                )
+                for e in entries
+            )
+            + ".",
         ]
     )
     doc.p(

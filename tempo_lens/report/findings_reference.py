@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from ..analysis.metrics.schema import MODES, Metrics, MultiPrompt, Pruning, ScriptChainRow, SingleRun
+from ..analysis.verdicts import NOT_MEASURED, TOLERANCE, definition_explains_gap, point_direction
 from .document import Document
 from .findings_controls import sharing_verdict, sink_verdict
 from .findings_distance import reading_sentence
 from .ordering import by_measured
 from .text import ci_with_verdict, code, compared, difference, explains, layer_list, mean_of, num, points, times, value_range
-from .verdicts import NOT_MEASURED, TOLERANCE, definition_explains_gap, point_direction
 
 
 def future_directions(doc: Document, single: SingleRun, pruning: Pruning | None) -> None:

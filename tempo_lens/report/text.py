@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..analysis.metrics.schema import Interval, missing
-from .verdicts import NO_DOWN_WEIGHTING, has_interval, interval_verdict
+from ..analysis.verdicts import NO_DOWN_WEIGHTING, has_interval, interval_verdict
 
 
 def num(value: Any, digits: int = 3) -> str:
@@ -34,18 +34,22 @@ def p_clause(p: float | None) -> str:
 
 
 def ci_text(ci: Interval | None, digits: int = 3) -> str:
-    """``mean [lo, hi] (n = N)``; the interval is left out with fewer than two values."""
-    if ci is None or missing(ci.mean):
+    """``mean [lo, hi] (n = N)``; the interval is left out with fewer than two values; runs without a measurable
+    value are counted: ``(n = N; n/a in k of N + k runs)``, or ``n/a in k of k runs`` when none has one."""
+    if ci is None:
         return "n/a"
+    if missing(ci.mean):
+        return f"n/a in {ci.n_na} of {ci.n_na} runs" if ci.n_na else "n/a"
+    count = f"n = {ci.n}" + (f"; n/a in {ci.n_na} of {ci.n + ci.n_na} runs" if ci.n_na else "")
     if not has_interval(ci):
-        return f"{num(ci.mean, digits)} (n = {ci.n})"
-    return f"{num(ci.mean, digits)} [{num(ci.lo, digits)}, {num(ci.hi, digits)}] (n = {ci.n})"
+        return f"{num(ci.mean, digits)} ({count})"
+    return f"{num(ci.mean, digits)} [{num(ci.lo, digits)}, {num(ci.hi, digits)}] ({count})"
 
 
 def ci_with_verdict(ci: Interval | None) -> str:
     """``mean [lo, hi] (n = N), p = P: word`` as the multi-prompt tables and bullets state it."""
     if ci is None or missing(ci.mean):
-        return "not measured"
+        return "not measured" + (f" ({ci_text(ci)})" if ci is not None and ci.n_na else "")
     test = "" if missing(ci.p) else f", {p_clause(ci.p)}"
     return f"{ci_text(ci)}{test}: {interval_verdict(ci).phrase()}"
 

@@ -7,8 +7,7 @@ shared vs unique positions, pruned vs unpruned.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,40 +17,23 @@ from torch import Tensor
 from ..backends import backend_for
 from ..capture import resolve_layers
 from ..errors import InvalidInputError
-from ..layout import MODES, TokenLayout
-from ..replaying import MaskArg, PositionsArg, ReplayResult, replay, replay_activations, replay_hooks, replay_positions
-from ..siblings import RunView
+from ..layout import TokenLayout
+from ..replaying import (  # noqa: F401 - Condition, check_condition: the tools' names for the replay conditions
+    Condition,
+    MaskArg,
+    PositionsArg,
+    ReplayResult,
+    check_condition,
+    default_condition,
+    replay,
+    replay_activations,
+    replay_hooks,
+    replay_positions,
+)
+from ..validation import check_token_ids
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
-
-
-@dataclass(frozen=True)
-class Condition:
-    """A replay of a run's tokens: ``mask`` (``"isolated"`` / ``"visible"``), ``positions`` (``"shared"`` /
-    ``"unique"`` / a tensor), and ``pruned`` (False: every pruning decision undone)."""
-
-    mask: MaskArg = "isolated"
-    positions: PositionsArg = "shared"
-    pruned: bool = True
-
-    @property
-    def label(self) -> str:
-        mask = self.mask if isinstance(self.mask, str) else "custom mask"
-        positions = self.positions if isinstance(self.positions, str) else "custom positions"
-        return f"{mask}, {positions}" + ("" if self.pruned else ", unpruned")
-
-    def layout(self, layout: TokenLayout) -> TokenLayout:
-        return layout if self.pruned else layout.unpruned()
-
-
-def default_condition(view: RunView, condition: Condition | None) -> Condition:
-    """The given condition, or the run's own mode at shared positions."""
-    if condition is None:
-        return Condition(mask=view.mode if view.mode in MODES else "isolated")
-    if not isinstance(condition, Condition):
-        raise InvalidInputError(f"condition must be a tempo_lens.tools.Condition, got {type(condition).__name__}")
-    return condition
 
 
 def cached_replay(
@@ -94,15 +76,16 @@ def batched_logits(
 
     The same positions and mask hooks as :func:`~tempo_lens.replay`; copy ``b`` alone gives replay's logits.
     """
-    backend = backend_for(model)
     layout = condition.layout(layout)
+
+    check_token_ids(model, layout.token_ids)
+    positions = replay_positions(layout, condition.positions)
+    backend = backend_for(model)
     if not backend.uses_hook_points:  # the hooks become edits of the named activations inside one trace
         from ..replaying import explicit_replay
 
-        positions = replay_positions(layout, condition.positions)
         logits, _ = explicit_replay(model, layout, positions, condition.mask, [], edits=list(extra_hooks), copies=batch)
         return logits.detach().cpu()
-    positions = replay_positions(layout, condition.positions)
     hooks = replay_hooks(model, layout, positions, condition.mask)
     tokens = torch.tensor([layout.token_ids] * batch, dtype=torch.long, device=backend.device)
     with torch.no_grad(), model.hooks(fwd_hooks=hooks + list(extra_hooks)):
@@ -111,6 +94,12 @@ def batched_logits(
 
 def check_steps(layout: TokenLayout, steps: Sequence[int] | None) -> list[int]:
     """The chosen steps (default all), each checked against the layout."""
+    if steps is not None and (
+        isinstance(steps, (str, bytes))
+        or not isinstance(steps, Iterable)
+        or not all(hasattr(s, "__index__") and not isinstance(s, bool) for s in steps)
+    ):
+        raise InvalidInputError(f"steps must be a list of step numbers, got {steps!r}")
     chosen = list(range(layout.n_steps)) if steps is None else [int(s) for s in steps]
     bad = [s for s in chosen if not 0 <= s < layout.n_steps]
     if bad or not chosen:

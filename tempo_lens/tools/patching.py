@@ -33,7 +33,7 @@ from ..figures.charts import layer_head_heatmap
 from ..generation import check_int
 from ..layout import PROMPT_STEP, TokenLayout
 from ..siblings import RunSource, Sibling, Where, output_rows, physical_indices, reader_rows, run_view
-from .common import Condition, batched_logits, cached_replay, check_layers, kl_divergence, mix_log_probs
+from .common import Condition, batched_logits, cached_replay, check_condition, check_layers, kl_divergence, mix_log_probs
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -168,6 +168,7 @@ def activation_patching(
     if heads is not None and hook != "z":
         raise InvalidInputError(f"heads apply to hook 'z' (one head's hook_z), not to {hook!r}")
     batch_size = check_int(batch_size, "batch_size", 1)
+    source, target = check_condition(source, "source"), check_condition(target, "target")
     view = run_view(run, model)
     layout = view.layout
     if source.layout(layout).token_ids != target.layout(layout).token_ids:
@@ -192,6 +193,8 @@ def activation_patching(
     tgt = cached_replay(model, layout, target)
     if score_steps is None:
         score_steps = sorted({layout.steps[i] for i in positions})
+    if isinstance(score_steps, (str, bytes)) or not all(hasattr(s, "__index__") and not isinstance(s, bool) for s in score_steps):
+        raise InvalidInputError(f"score_steps must be a list of step numbers, got {score_steps!r}")
     scored = [int(s) for s in score_steps]
     if not scored and not isinstance(metric, LogitDifference) and not callable(metric):
         raise InvalidInputError("score_steps is empty, so the KL metric would average over nothing; name steps, or leave it out")

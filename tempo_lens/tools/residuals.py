@@ -19,7 +19,7 @@ import torch
 
 from ..errors import InvalidInputError
 from ..siblings import RunSource, run_view
-from .common import Condition, cached_replay, check_layers, check_steps
+from .common import Condition, cached_replay, check_condition, check_layers, check_steps
 from .patching import HOOK_POINTS
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ def residual_difference(
     """
     if hook not in RESIDUAL_HOOKS:
         raise InvalidInputError(f"unknown hook {hook!r}; use one of {', '.join(RESIDUAL_HOOKS)}")
+    a, b = check_condition(a, "a"), check_condition(b, "b")
     view = run_view(run, model)
     layout = view.layout
     if a.layout(layout).token_ids != b.layout(layout).token_ids:

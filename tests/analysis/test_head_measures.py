@@ -60,11 +60,11 @@ def test_uniform_rows_have_log_n_entropy_over_visible_keys_only():
 
 def test_intervals_are_over_runs():
     runs = [pd.DataFrame({"layer": [0, 0], "head": [0, 1], "distance": [d, 1.0], "sink": [0.5, 0.1], "entropy": [1.0, 2.0]})
-            for d in (1.0, 2.0, 3.0, 4.0)]
+            for d in (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)]  # 8 runs: a studentized interval well above head 1's 1.0
     table = head_intervals(runs, n_boot=500)
     head0 = table[table["head"] == 0].iloc[0]
-    assert head0["n_runs"] == 4 and head0["distance"] == pytest.approx(2.5)
-    assert head0["distance_lo"] < 2.5 < head0["distance_hi"]
+    assert head0["n_runs"] == 8 and head0["distance"] == pytest.approx(4.5)
+    assert 1.0 < head0["distance_lo"] < 4.5 < head0["distance_hi"]
     head1 = table[table["head"] == 1].iloc[0]
     assert head1["distance_lo"] == head1["distance_hi"] == 1.0
     top = standout_heads(table, "distance", n=1)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tempo_lens.analysis.ratios import MIN_DENOMINATOR, NO_OTHER_ATTENTION
 from tempo_lens.analysis import (
     RatioResult, key_buckets, mode_averages, parallel_ratio, ratio_by_head, ratio_by_layer, ratio_table,
 )
@@ -178,6 +179,12 @@ def _run(mode: str, name: str) -> CapturedRun:
                        layers=[0, 1], attention=attention)
 
 
+def test_runs_of_one_name_are_refused_not_pooled():
+    """mode_averages groups by run name: two prompts' runs named alike would average as one run."""
+    with pytest.raises(InvalidInputError, match="two runs are named 'a'"):
+        ratio_table([_run("isolated", "a"), _run("isolated", "a")])
+
+
 def test_ratio_table_rows_and_missing():
     df = ratio_table([_run("isolated", "a"), _run("visible", "b")])
     assert list(df.columns[:12]) == ["run", "prompt", "mode", "step", "ratio", "parallel_mean", "other_mean",
@@ -215,5 +222,20 @@ def test_zero_attention_to_other_keys_is_missing_not_infinite():
     # step 2 row with all weight on parallel key 4 and the query itself: other mean 0 -> no ratio
     a = step_from_rows([[0, 0, 0, 0, 0.5, 0, 0.5]], 1, 1)
     r = parallel_ratio(a, make_layout(), 2)
-    assert r.missing_reason == "no attention to other keys" and math.isnan(r.ratio)
-    assert ratio_by_head(a, make_layout(), 2).loc[0, "missing_reason"] == "no attention to other keys"
+    assert r.missing_reason == NO_OTHER_ATTENTION and math.isnan(r.ratio)
+    assert ratio_by_head(a, make_layout(), 2).loc[0, "missing_reason"] == NO_OTHER_ATTENTION
+
+
+def test_a_ratio_over_a_near_zero_denominator_is_not_measurable():
+    """Other keys 0..3 at 1e-9 each: 0.5 / 1e-9 = 5e8 would be rounding noise; below the floor it is n/a."""
+    tiny = 1e-9
+    a = step_from_rows([[tiny] * 4 + [0.5 - 2 * tiny, 0.0, 0.5 - 2 * tiny]], 1, 1)
+    r = parallel_ratio(a, make_layout(), 2)
+    assert r.missing_reason == NO_OTHER_ATTENTION and math.isnan(r.ratio) and math.isnan(r.set_ratio)
+    assert ratio_by_layer(a, make_layout(), 2).loc[0, "missing_reason"] == NO_OTHER_ATTENTION
+    # just above the floor it is measured: parallel keys 4, 5 -> (0.5 - 2e-6 + 0) / 2 over other mean 2e-6
+    small = 2 * MIN_DENOMINATOR
+    b = step_from_rows([[small] * 4 + [0.5 - 2 * small, 0.0, 0.5 - 2 * small]], 1, 1)
+    measured = parallel_ratio(b, make_layout(), 2)
+    assert measured.missing_reason is None
+    assert measured.ratio == pytest.approx((0.5 - 2 * small) / 2 / small)

@@ -150,10 +150,18 @@ def test_bootstrap_refits_equal_a_direct_weighted_fit():
     x, y = _design(pairs, TERMS)
     runs, run_index = np.unique(pairs["run"], return_inverse=True)
     counts = np.array([[2, 0, 1, 1, 0, 2], [1, 1, 1, 1, 1, 1]], dtype=float)
-    got = _refits(x, y, counts, run_index)
-    for c, b in zip(counts, got):
+    got, se = _refits(x, y, counts, run_index)
+    for c, b, s in zip(counts, got, se):
         w = np.sqrt(c[run_index])
         direct = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)[0]
         assert b == pytest.approx(direct, abs=1e-9)
+        # the run-clustered sandwich, written out run by run (a run drawn twice is two clusters)
+        bread = np.linalg.inv((x * (w**2)[:, None]).T @ x)
+        meat = np.zeros_like(bread)
+        for r, k in enumerate(c):
+            rows = run_index == r
+            score = x[rows].T @ (y[rows] - x[rows] @ direct)
+            meat += k * np.outer(score, score)
+        assert s == pytest.approx(np.sqrt(np.diag(bread @ meat @ bread)), rel=1e-6)
     # all counts 1 is the plain fit
     assert got[1] == pytest.approx(list(fit(pairs, TERMS).values()), abs=1e-9)

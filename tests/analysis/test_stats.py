@@ -25,8 +25,13 @@ def test_bootstrap_covers_known_mean():
 
 def test_bootstrap_edge_cases():
     assert bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
+    # two or three values: some resamples repeat one value (no spread, t* infinite), so the studentized interval is
+    # unbounded and none is given; the percentile interval of the same two values is [1, 3], far too short
     mean, lo, hi = bootstrap_ci([1.0, float("nan"), 3.0])
-    assert mean == 2.0 and 1.0 <= lo <= hi <= 3.0
+    assert mean == 2.0 and math.isnan(lo) and math.isnan(hi)
+    assert bootstrap_ci([1.0, 3.0], method="percentile") == (2.0, 1.0, 3.0)
+    mean, lo, hi = bootstrap_ci([1.0, 3.0, 2.5, 2.2])
+    assert lo < 1.0 and hi > 3.0 - 0.5  # four values: bounded, wider than their range on the low side
     mean, lo, hi = bootstrap_ci([4.0, float("nan")])
     assert mean == 4.0 and math.isnan(lo) and math.isnan(hi)
     assert all(math.isnan(v) for v in bootstrap_ci([]))
@@ -76,3 +81,12 @@ def test_ci_summary():
     assert s.loc["isolated", "direction"] == "less" and s.loc["isolated", "n"] == 3
     assert s.loc["visible", "n"] == 2 and s.loc["visible", "mean"] == pytest.approx(1.0)
     assert s.loc["visible", "direction"] == "no reliable difference"
+
+
+def test_holm_adjusts_a_family_step_down():
+    from tempo_lens.analysis.stats import holm
+
+    # sorted 0.005, 0.01, 0.03, 0.04 of m = 4 tests: x4 = 0.02, x3 = 0.03, x2 = 0.06, x1 = 0.04 -> running max 0.06
+    adjusted = holm([0.01, 0.04, 0.03, None, 0.005])
+    assert adjusted[:3] == pytest.approx([0.03, 0.06, 0.06]) and math.isnan(adjusted[3]) and adjusted[4] == pytest.approx(0.02)
+    assert holm([0.6, 0.9]) == [1.0, 1.0] and holm([]) == []

@@ -85,11 +85,13 @@ def test_the_study_runs_every_model_with_an_estimate_and_progress(tiny_dirs, tmp
     )
     models = [str(tiny_dirs["llama"]), str(tiny_dirs["llama3_scaling"])]
     lines: list[str] = []
-    target = study(tmp_path, models, n_chunks=2, progress=lines.append)
+    target = study(tmp_path, models, n_chunks=2, progress=lines.append, knockout=True)
     text = "\n".join(lines)
     assert "estimated time on a 2-core CPU" in text and "study chunk 2/2 done (batch 2)" in text
     assert sum("left for the other models" in line for line in lines) == 1  # after the first of the two models
     md = (target / "FINDINGS.md").read_text()
     assert "## Cross-model" in md
+    assert sum("study: knock-out took" in line for line in lines) == 2  # each model's multi-prompt runs, while it is loaded
+    assert "| Knock-out KL(parallel) / KL(matched), isolated" in md and "**Which reading the knock-out supports**" in md
     for name in ("llama", "llama3_scaling"):
         assert (tmp_path / "models" / name / "report" / "metrics.json").is_file()

@@ -174,3 +174,24 @@ def test_folders_merely_named_like_temporaries_are_never_removed(tiny_experiment
     os.utime(stale, (old, old))
     save_experiment(tiny_experiment, tmp_path / "exp")
     assert stale.exists() and fresh.exists()
+
+
+def test_every_run_records_the_speed_paths_and_kernel_plan_it_ran(tiny_experiment, tiny_llama, tmp_path):
+    """The saved metadata says which speed paths and linear kernels produced each run; a file written before
+    the field existed still loads."""
+    from tempo_lens.backends import backend_for
+    from tempo_lens.experiment.storage import _metadata_digest
+    from tempo_lens.io.records import clean
+
+    expected = clean(backend_for(tiny_llama).speed_record())
+    assert "fast norms" in expected["paths"] and isinstance(expected["kernel_plan"], str)  # the cached measurement's key
+    assert set(expected) == {"paths", "packed_from_rows", "one_row", "kernel_plan", "plan_measured"}
+    path = save_experiment(tiny_experiment, tmp_path / "exp")
+    saved = json.loads((path / "metadata.json").read_text())
+    assert all(run["meta"]["speed"] == expected for run in saved["runs"])
+    assert all(r.meta["speed"] == expected for r in load_experiment(path).runs)
+    for run in saved["runs"]:
+        del run["meta"]["speed"]
+    saved["metadata_sha256"] = _metadata_digest(saved)
+    (path / "metadata.json").write_text(json.dumps(saved))
+    assert all("speed" not in r.meta for r in load_experiment(path).runs)

@@ -61,6 +61,9 @@ def test_batch_of_one_and_chunks(tiny_llama):
     chunked = generate_batch(tiny_llama, PROMPTS, batch_size=3, max_steps=4, threshold=1e-6, max_parallel=3, keep_logits=True)
     assert_rows_equal(singles[:1], alone, logit_tol=1e-4)
     assert_rows_equal(singles, chunked, logit_tol=1e-4)
+    # each result is named by its mode and its prompt's index in the call, across chunks
+    assert [r.name for r in chunked] == [f"isolated-{i}" for i in range(len(PROMPTS))]
+    assert singles[0].name == "run"
 
 
 def test_eos_in_one_row_only_stops_that_row(tiny_llama):

@@ -203,17 +203,16 @@ def test_a_run_at_the_limit_still_runs(gpt2_48):
 # ---- non-finite logits -------------------------------------------------------------------------------
 
 
-def test_a_nan_bias_stops_generation_with_an_error(tiny_bridges):
+def test_a_nan_bias_is_refused_before_any_forward(tiny_bridges):
     """The issue's example: ``attention_bias_hooks(..., bias=nan)`` gave NaN probabilities and a text of EOS tokens.
 
-    The bias is on the keys after the 6-token prompt, so the prompt's forward is finite and step 0's is not.
-
-    (A HookedTransformer sets NaN attention weights to 0 itself, so there the logits stay finite.)
+    It is refused where it is made (a hook that writes NaN could only be caught afterwards, and a HookedTransformer
+    sets NaN attention weights to 0 itself); a forward that still turns non-finite stops generation (below).
     """
     model = tiny_bridges["llama"]
-    with model.hooks(fwd_hooks=attention_bias_hooks(model, lambda k: torch.arange(k) >= 6, bias=float("nan"))):
-        with pytest.raises(NonFiniteLogitsError, match="step 0's forward gave non-finite logits"):
-            generate(model, _prompt(6), max_steps=3, **TOP3)
+    for bias in (float("nan"), float("inf")):
+        with pytest.raises(InvalidInputError, match="bias must be a finite number, or -inf"):
+            attention_bias_hooks(model, lambda k: torch.arange(k) >= 6, bias=bias)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])

@@ -132,7 +132,7 @@ def test_the_folder_lock_excludes_a_writer_in_another_process(tmp_path):
 def test_a_writer_that_cannot_get_the_lock_in_time_is_refused_naming_the_folder(tmp_path):
     child, _ = _holder(tmp_path, 3)
     try:
-        with pytest.raises(ExperimentFileError, match="another tempo-lens process is writing"):
+        with pytest.raises(ExperimentFileError, match=rf"process {child.pid} \(.*python.*\) is writing into .*within 0.3 s"):
             with folder_lock(tmp_path, wait_s=0.3):
                 pass
     finally:

@@ -225,11 +225,11 @@ def test_a_rerun_regenerates_only_what_changed_or_was_damaged(tiny_dirs, tmp_pat
         assert plan.finished_run("multi", other, "bridge") is None
     assert plan.finished_run("multi", config, "hooked") is None
 
-    (folder / "a_pair.toml").write_text((folder / "a_pair.toml").read_text().replace("max_steps = 2", "max_steps = 3"))
+    (folder / "a_pair.toml").write_text((folder / "a_pair.toml").read_text().replace("t1 t17 t42 t5", "t1 t17 t42 t6"))
     arrays = folder / "runs" / "multi" / "attention.npz"
     arrays.write_bytes(arrays.read_bytes()[:-10])  # damaged: its checksum no longer matches
     assert run_cli(["analyze", str(folder)])[0] == 0
-    assert sorted(generated.prompts()) == sorted(["t1 t17 t42 t5", "t1 t17 t42", "t1 t9", "t1 t50 t60"] * 2)
+    assert sorted(generated.prompts()) == sorted(["t1 t17 t42 t6", "t1 t17 t42", "t1 t9", "t1 t50 t60"] * 2)
 
 
 def test_analyze_refuses_a_progress_folder_it_did_not_make(tiny_dirs, tmp_path, generated):

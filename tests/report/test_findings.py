@@ -5,22 +5,33 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from tempo_lens.cli import main
 from tempo_lens.report import render_findings
-from tempo_lens.analysis.metrics.schema import Interval, NamedInterval, SharedUnique
+from tempo_lens.analysis.metrics.schema import Interval, MissingStep, NamedInterval, SharedUnique
 
 
 def _paragraph_with(md: str, needle: str) -> str:
     return next(block for block in md.split("\n\n") if needle in block)
 
 
-def test_a_mode_without_a_measured_step_renders_without_claims(tiny_dirs, tmp_path):
-    """The visible run selects one token per step, so it has no earlier parallel set: every visible value is missing."""
-    common = 'prompt = "t1 t17 t42 t5"\nthreshold = 1e-6\nmax_steps = 4\ncontrols = ["unique_positions", "toggled_mask"]\n'
-    (tmp_path / "exp1_isolated.toml").write_text('name = "exp1_isolated"\nmode = "isolated"\nmax_parallel = 2\n' + common)
-    (tmp_path / "exp1_visible.toml").write_text('name = "exp1_visible"\nmode = "visible"\nmax_parallel = 1\n' + common)
-    assert main(["analyze", str(tmp_path), "--model", str(tiny_dirs["llama"])]) == 0
-    md = (tmp_path / "report" / "FINDINGS.md").read_text()
+def test_a_mode_without_a_measured_step_renders_without_claims(metrics):
+    """The visible run has no earlier parallel set, so every visible value is missing. (A report pairs only runs made
+    with the same settings, so the case is the tiny report's metrics with the visible values taken out.)"""
+    single = metrics.single_run
+    gone = [MissingStep("visible", r.step, "no earlier parallel set to measure") for r in single.ratios if r.mode == "visible"]
+    no_visible = {
+        name: dataclasses.replace(getattr(single, name), visible=None)
+        for name in ("mode_averages", "set_ratio_averages", "no_sink_averages", "generated_averages", "matched_averages")
+    }
+    single = dataclasses.replace(
+        single,
+        ratios=[r for r in single.ratios if r.mode != "visible"],
+        missing_steps=[m for m in single.missing_steps if m.mode != "visible"] + gone,
+        baseline=[b for b in single.baseline if b.mode != "visible"],
+        baseline_averages=[b for b in single.baseline_averages if b.mode != "visible"],
+        **no_visible,
+    )
+    assert gone and single.mode_averages.isolated is not None
+    md = render_findings(dataclasses.replace(metrics, single_run=single)).to_markdown()
     assert "nan" not in md.lower().replace("nanoseconds", "")
     assert "### 2. Isolation Mode Has an Unmeasured Effect" in md
     assert "- **Visible mode:** n/a (not measured)" in md
@@ -74,5 +85,5 @@ def test_pruned_siblings_are_compared_with_the_kept_top_sibling_at_the_same_step
         return
     paragraph = _paragraph_with(md, "At the step that decided their set")
     assert f"{outcomes['pruned']:.3f}" in paragraph and f"{outcomes['kept (top sibling)']:.3f}" in paragraph
-    assert "measured at that same step" in paragraph and "Paired per set (pruned - kept top)" in paragraph
+    assert "measured at that same step" in paragraph and "Paired per run (pruned - kept top" in paragraph
     assert "drew less attention than surviving" not in md

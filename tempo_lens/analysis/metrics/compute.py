@@ -13,6 +13,7 @@ from importlib import resources
 import pandas as pd
 
 from ...capture import CapturedRun
+from ...experiment import Experiment
 from .. import (
     depth_pattern,
     head_specialisation,
@@ -26,9 +27,10 @@ from .. import (
 )
 from ..distance import matched_ratio_table
 from ..reference_script import undo_chain_table
+from .causal import causal_metrics
 from .figure_data import figure_data
 from .inputs import ReportInputs, RunRef
-from .measures import MetricsSettings, entropy_step_of, fnum, interval, records, run_depth, sibling_preference
+from .measures import MetricsSettings, entropy_step_of, fnum, point_estimate, records, run_depth, sibling_preference
 from .multi import multi_prompt_metrics, pruning_metrics
 from .schema import (
     SCHEMA_VERSION,
@@ -45,6 +47,7 @@ from .schema import (
     Metrics,
     MissingStep,
     ModelFacts,
+    MultiPrompt,
     RunSummary,
     ScriptChainRow,
     Settings,
@@ -230,7 +233,7 @@ def single_run_metrics(inputs: ReportInputs, options: MetricsSettings = MetricsS
         heads=records(heads, HeadRow) if heads is not None else [],
         kv_groups=records(heads_by_kv_group(heads), KVGroup) if heads is not None else [],
         layer_ratio=_layer_ratio(iso, measured),
-        sibling_preference=interval(preference, null=1.0),
+        sibling_preference=point_estimate(preference),
         script_chain=_script_chain(runs),
         runs=[run_summary(ref) for ref in refs],
         generated_averages=_by_mode(mode_averages(generated)),
@@ -238,6 +241,13 @@ def single_run_metrics(inputs: ReportInputs, options: MetricsSettings = MetricsS
         layer_heads=records(layer_heads, LayerHeadRow) if layer_heads is not None else [],
         depth_all_steps=records(depth, DepthThird) if (depth := run_depth(iso, model["n_layers"])) is not None else [],
     )
+
+
+def _multi_prompt(experiment: Experiment) -> MultiPrompt:
+    """The multi-prompt section with its causal part (the saved knock-out, per-key attention, head measures)."""
+    multi = multi_prompt_metrics(experiment)
+    multi.causal = causal_metrics(experiment)
+    return multi
 
 
 def compute_metrics(
@@ -260,7 +270,7 @@ def compute_metrics(
         settings=settings,
         versions={str(k): (None if v is None else str(v)) for k, v in experiment.versions.items()},
         single_run=single_run_metrics(inputs, options),
-        multi_prompt=multi_prompt_metrics(inputs.multi) if inputs.multi is not None else None,
+        multi_prompt=_multi_prompt(inputs.multi) if inputs.multi is not None else None,
         pruning=pruning_metrics(inputs.pruning) if inputs.pruning is not None else None,
         cross_model=list(cross_model or []),
         reference=reference_values(),

@@ -102,12 +102,26 @@ def choose_inputs(experiments: Iterable[Experiment]) -> ReportInputs:
     for role in (SINGLE, MULTI):
         for experiment in (e for e in by_name if roles[experiment_name(e)] == role):
             candidates += [RunRef(experiment, run) for run in experiment.generated()]
+    from .comparable import check_comparable, differences
+
     isolated = [c for c in candidates if c.run.mode == "isolated"]
     visible = [c for c in candidates if c.run.mode == "visible"]
-    pair = next(((i, v) for i in isolated if (v := _same_prompt(i, visible)) is not None), None)
-    if pair is None:
+    pairs = [(i, v) for i in isolated if (v := _same_prompt(i, visible)) is not None]
+    if not pairs:
         raise _no_pair(list(roles))
+    # the first pair made the same way (model and every generation setting); else the first, refused naming the difference
+    pair = next((p for p in pairs if not differences({p[0].name: p[0].experiment, p[1].name: p[1].experiment})), pairs[0])
+    check_comparable(
+        {pair[0].name: pair[0].experiment, pair[1].name: pair[1].experiment},
+        f"the isolated and visible runs of the prompt {pair[0].run.prompt!r}",
+    )
     multis = [e for e in by_name if roles[experiment_name(e)] == MULTI]
     multi = max(multis, key=lambda e: len(e.config.get("prompts") or []), default=None)
     pruning = next((e for e in by_name if roles[experiment_name(e)] == PRUNING), None)
-    return ReportInputs(isolated=pair[0], visible=pair[1], multi=multi, pruning=pruning)
+    inputs = ReportInputs(isolated=pair[0], visible=pair[1], multi=multi, pruning=pruning)
+    check_comparable(
+        {experiment_name(e): e for e in by_name},
+        "the experiments of one report",
+        ignore={experiment_name(e): ("pruning",) for e in by_name if roles[experiment_name(e)] == PRUNING},
+    )
+    return inputs

@@ -1,7 +1,8 @@
 """Small measurements shared by the metric builders: intervals, per-run means, sibling preference.
 
-An :class:`~.schema.Interval` is always a mean with its 95 % percentile-bootstrap interval and a
-two-sided sign-flip permutation p-value against its null (1 for ratios, 0 for differences).
+An :class:`~.schema.Interval` is always a mean of one value per run with its 95 % studentized-bootstrap
+interval and a two-sided sign-flip permutation p-value against its null (1 for ratios, tested on log
+ratios; 0 for differences); runs without a measurable value are counted, not averaged.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from .. import (
     ratio_table,
 )
 from ..distance import matched_ratio_table
+from ..ratios import measurable
+from ..stats import log_ratio_test, paired_log_ratio_test
 from .codec import clean
 from .schema import Interval
 
@@ -44,19 +47,54 @@ def fnum(value: Any) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else value
 
 
-def interval(values: Iterable[float], null: float = 1.0, *, test: bool = True) -> Interval:
-    """Mean, bootstrap interval and (``test``) the sign-flip p of ``values - null``; NaNs are dropped."""
-    x = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+def interval(values: Iterable[float | None], null: float = 1.0, *, test: bool = True, ci: float = 0.95) -> Interval:
+    """Mean, bootstrap interval and (``test``) a sign-flip p of one value per run; NaN / None runs are counted as n/a.
+
+    A ratio (``null`` 1) is tested on its logs (:func:`~tempo_lens.analysis.stats.log_ratio_test`), a difference
+    (``null`` 0) on its values. ``ci``: the interval's level (0.95; higher where a family of measures is corrected).
+    """
+    given = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    x = given[~np.isnan(given)]
+    mean, lo, hi = bootstrap_ci(x, ci=ci)
+    p, statistic = float("nan"), float("nan")
+    if test and len(x) >= 2:
+        if null == 1.0:
+            p, statistic = log_ratio_test(x)
+        else:
+            p, statistic = paired_permutation_test(x, np.full_like(x, null)), float(x.mean() - null)
+    return _interval(mean, lo, hi, len(x), p, null, len(given) - len(x), statistic)
+
+
+def _interval(mean: float, lo: float, hi: float, n: int, p: float, null: float, n_na: int, statistic: float) -> Interval:
+    side = None if fnum(p) is None or statistic == 0 or math.isnan(statistic) else ("less" if statistic < 0 else "more")
+    return Interval(
+        mean=fnum(mean), lo=fnum(lo), hi=fnum(hi), n=int(n), p=fnum(p), null=null, n_na=int(n_na), test_direction=side
+    )
+
+
+def point_estimate(values: Iterable[float], null: float = 1.0) -> Interval:
+    """The mean of ``values`` from one or two runs (steps, sets): no interval and no test, since they are not
+    independent samples; ``n`` counts the values."""
+    x = np.asarray(list(values), dtype=np.float64)
     x = x[~np.isnan(x)]
-    mean, lo, hi = bootstrap_ci(x)
-    p = paired_permutation_test(x, np.full_like(x, null)) if test and len(x) >= 2 else float("nan")
-    return Interval(mean=fnum(mean), lo=fnum(lo), hi=fnum(hi), n=int(len(x)), p=fnum(p), null=null)
+    return Interval(mean=fnum(x.mean()) if len(x) else None, n=int(len(x)), null=null)
 
 
-def paired(a: Iterable[float], b: Iterable[float]) -> Interval:
-    """The paired difference ``a - b`` (pairs with a NaN dropped) against 0."""
-    a, b = np.asarray(list(a), dtype=np.float64), np.asarray(list(b), dtype=np.float64)
-    return interval(a - b, null=0.0)
+def paired(a: Iterable[float | None], b: Iterable[float | None], *, ratios: bool = True, ci: float = 0.95) -> Interval:
+    """The paired difference ``a - b`` (one pair per run; pairs with a NaN are n/a) against 0.
+
+    ``ratios``: ``a`` and ``b`` are ratios, so the sign-flip test acts on ``log a - log b``
+    (:func:`~tempo_lens.analysis.stats.paired_log_ratio_test`); otherwise on ``a - b``.
+    """
+    a = np.asarray([np.nan if v is None else v for v in a], dtype=np.float64)
+    b = np.asarray([np.nan if v is None else v for v in b], dtype=np.float64)
+    if not ratios:
+        return interval(a - b, null=0.0, ci=ci)
+    d = a - b
+    x = d[~np.isnan(d)]
+    mean, lo, hi = bootstrap_ci(x, ci=ci)
+    p, statistic = paired_log_ratio_test(a, b) if len(x) >= 2 else (float("nan"), float("nan"))
+    return _interval(mean, lo, hi, len(x), p, 0.0, len(d) - len(x), statistic)
 
 
 def records(df: pd.DataFrame, cls: type, **fixed: Any) -> list:
@@ -91,8 +129,8 @@ def sibling_preference(run: CapturedRun) -> list[float]:
             if earlier >= step:
                 break
             members = [k for k in layout.step_range(earlier) if not layout.is_hidden(k, step)]
-            if len(members) < 2 or a[members[0]] <= 0:
-                continue
+            if len(members) < 2 or not measurable(a[members[0]]):
+                continue  # the top sibling's weight below the floor: the ratio is not measurable
             values.append(float(a[members[1:]].mean() / a[members[0]]))
     return values
 

@@ -1,29 +1,36 @@
 """The multi-prompt and pruning sections' metrics: one value per run, intervals across prompts.
 
 Multi-prompt: every run contributes the mean of its measured per-step ratios (runs with no measured
-step are left out, never counted as 0); paired differences pair a run with the other mode's run of
-the same prompt, or with its own control replay (same tokens). Pruning: the attention each parallel
-token drew in the forward pass that decided its set's fate, and the pruned siblings against the kept
-top sibling of the same set at that same step.
+step are counted as n/a, never as 0); paired differences pair a run with the other mode's run of
+the same prompt, or with its own control replay (same tokens); the sibling preference is one value per
+prompt. Pruning: the attention each parallel token drew in the forward pass that decided its set's
+fate, and the pruned siblings against the kept top sibling of the same set at that same step; each run's
+tokens and sets are averaged to one value per run before any interval.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pandas as pd
 
 from ...capture import CapturedRun
 from ...experiment import Experiment, pruning_from_config
+from ...layout import Mode
 from .. import mode_averages, ratio_table
 from ..head_map import head_map
+from ..ratios import measurable
 from ..reference_script import script_average
 from ..regression import attention_regression, pair_table
+from ..stats import holm
 from .inputs import experiment_name
 from .measures import fnum, interval, mean_matched_by_run, mean_ratio_by_run, paired, records, run_depth, sibling_preference
 from .schema import (
     MODES,
     DepthInterval,
     HeadCell,
+    Interval,
     ModeIntervals,
     MultiPrompt,
     NamedInterval,
@@ -93,12 +100,60 @@ def _mode_intervals(
     )
 
 
-def regression_metrics(mode: str, runs: list[CapturedRun]) -> Regression | None:
+def _preference_by_prompt(runs: list[CapturedRun]) -> list[float]:
+    """One sibling preference per prompt: each run's mean over its steps and sets, averaged over the prompt's runs.
+
+    A prompt's isolated and visible runs share their prompt, so they are one unit, not two. NaN for a prompt
+    none of whose runs has a measurable value.
+    """
+    by_prompt: dict[object, list[float]] = {}
+    for run in runs:
+        values = sibling_preference(run)
+        by_prompt.setdefault(run.meta.get("prompt_index", run.name), []).append(float(np.mean(values)) if values else np.nan)
+    return [_run_mean(v) for v in by_prompt.values()]
+
+
+def regression_metrics(mode: str, runs: list[CapturedRun], ci: float = 0.95) -> Regression | None:
     """The (query, key) regression of one mode's runs (:mod:`tempo_lens.analysis.regression`), None when unmeasurable."""
-    result = attention_regression(pair_table(runs)) if runs else None
+    result = attention_regression(pair_table(runs), ci=ci) if runs else None
     if result is None:
         return None
     return Regression(**vars(result), mode=mode)
+
+
+SUMMARY_MODE: Mode = "isolated"
+SUMMARY_RATIOS = ("ratio", "ratio_no_sink", "ratio_generated", "ratio_matched", "ratio_unique")
+SUMMARY_PAIR = "shared_minus_unique_isolated"
+SUMMARY_TERMS = {
+    "regression_parallel": "Regression: parallel coefficient",
+    "regression_raw": "Regression: raw parallel coefficient",
+}
+FAMILY_ALPHA = 0.05
+
+
+def _summary_family(
+    values: dict[str, list[float]], pair: tuple[list[float], list[float]] | None, runs: list[CapturedRun]
+) -> tuple[list[NamedInterval], float | None]:
+    """The executive summary's measures, corrected for how many it reads: intervals at ``1 - 0.05 / m`` (Bonferroni)
+    and p-values Holm-adjusted over the measures that have a test (the regression's coefficients have none)."""
+    m = len(values) + (pair is not None) + 2  # the regression's parallel coefficient and its raw effect
+    level = 1 - FAMILY_ALPHA / m
+    family = {key: interval(v, ci=level) for key, v in values.items()}
+    if pair is not None:
+        family[SUMMARY_PAIR] = paired(*pair, ci=level)
+    reg = regression_metrics(SUMMARY_MODE, runs, ci=level)
+    if reg is None:
+        return [], None
+    coef, raw = reg.coefficient("parallel"), reg.raw
+    for key, c in (("regression_parallel", coef), ("regression_raw", raw)):
+        if c is not None and c.estimate is not None:
+            family[key] = Interval(mean=c.estimate, lo=c.lo, hi=c.hi, n=reg.n_runs, null=0.0)
+    adjusted = holm([ci.p for ci in family.values()])
+    labels = {**PAIRED_LABELS, **SUMMARY_TERMS}
+    return [
+        NamedInterval(key, labels.get(key, key), dataclasses.replace(ci, p=fnum(p)))
+        for (key, ci), p in zip(family.items(), adjusted)
+    ], level
 
 
 def multi_prompt_metrics(experiment: Experiment) -> MultiPrompt:
@@ -142,7 +197,19 @@ def multi_prompt_metrics(experiment: Experiment) -> MultiPrompt:
                 [ratio.get(r.name, np.nan) for r in with_unique],
                 [unique_ratio.get(unique[r.name].name, np.nan) for r in with_unique],
             )
-    preference = [float(np.mean(v)) if (v := sibling_preference(r)) else np.nan for r in generated]
+    iso_runs = by_mode[SUMMARY_MODE]
+    iso_unique = [r for r in iso_runs if r.name in unique]
+    columns = {"ratio": ratio, "ratio_no_sink": no_sink, "ratio_generated": generated_only, "ratio_matched": matched}
+    summary_values = {key: [values.get(r.name, np.nan) for r in iso_runs] for key, values in columns.items()}
+    summary_pair = None
+    if iso_unique:
+        summary_values["ratio_unique"] = [unique_ratio.get(unique[r.name].name, np.nan) for r in iso_unique]
+        summary_pair = (
+            [ratio.get(r.name, np.nan) for r in iso_unique],
+            [unique_ratio.get(unique[r.name].name, np.nan) for r in iso_unique],
+        )
+    summary, summary_level = _summary_family(summary_values, summary_pair, iso_runs) if iso_runs else ([], None)
+    preference = _preference_by_prompt(generated)
     return MultiPrompt(
         experiment=experiment_name(experiment),
         n_prompts=len(experiment.config.get("prompts") or []),
@@ -153,6 +220,8 @@ def multi_prompt_metrics(experiment: Experiment) -> MultiPrompt:
         per_run=[PerRun(run=r.name, mode=r.mode, prompt=r.prompt, mean_ratio=fnum(ratio.get(r.name))) for r in generated],
         regression=[reg for m, runs in by_mode.items() if (reg := regression_metrics(m, runs)) is not None],
         head_map=records(head_map(by_mode["isolated"]), HeadCell),
+        summary=summary,
+        summary_level=summary_level,
     )
 
 
@@ -162,7 +231,7 @@ def _relative_attention(run: CapturedRun, step: int) -> np.ndarray:
     start = run.layout.step_range(step).start
     reference = [k for k in range(1, start) if not run.layout.is_hidden(k, step)]
     denominator = a[reference].mean() if reference else np.nan
-    return a / denominator if denominator > 0 else np.full_like(a, np.nan)
+    return a / denominator if measurable(denominator) else np.full_like(a, np.nan)
 
 
 def _outcome(layout, k: int, rank: int, decided: int | None) -> str:
@@ -204,13 +273,25 @@ def _pruning_rows(run: CapturedRun) -> tuple[list[dict], list[float], list[float
     return rows, pruned_means, kept_top
 
 
+def _run_mean(values: list[float]) -> float:
+    """The mean of one run's measurable values (NaN when it has none): the run's one value for the intervals."""
+    finite = [v for v in values if not np.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def pruning_metrics(experiment: Experiment) -> Pruning:
+    """Relative attention per outcome and pruned - kept top, each one value per run (its mean) before any interval."""
     rows: list[dict] = []
     pruned_means: list[float] = []
     kept_top: list[float] = []
+    n_collapsed = 0
     for run in experiment.generated():
         r, p, k = _pruning_rows(run)
-        rows, pruned_means, kept_top = rows + r, pruned_means + p, kept_top + k
+        rows += r
+        n_collapsed += len(k)
+        if k:
+            pruned_means.append(_run_mean(p))
+            kept_top.append(_run_mean(k))
     df = pd.DataFrame(
         rows,
         columns=["run", "set_step", "step", "physical", "rank", "token", "prob", "outcome", "relative_attention", "prune_score"],
@@ -218,7 +299,7 @@ def pruning_metrics(experiment: Experiment) -> Pruning:
     outcomes = [
         PruningOutcome(
             outcome=str(name),
-            attention=interval(part["relative_attention"]),
+            attention=interval(_run_mean(list(v)) for _, v in part.groupby("run", sort=False)["relative_attention"]),
             n_tokens=int(len(part[["run", "physical"]].drop_duplicates())),
         )
         for name, part in df.groupby("outcome", sort=True)
@@ -230,7 +311,7 @@ def pruning_metrics(experiment: Experiment) -> Pruning:
         strategy=pruning_from_config(config).describe() if config else None,
         n_runs=len(generated),
         n_parallel_sets=sum(len(r.layout.parallel_steps()) for r in generated),
-        n_collapsed_sets=len(kept_top),
+        n_collapsed_sets=n_collapsed,
         n_pruned_tokens=sum(1 for r in generated for i in range(len(r.layout)) if r.layout.is_pruned(i)),
         outcomes=outcomes,
         pruned_minus_kept_top=paired(pruned_means, kept_top) if kept_top else None,

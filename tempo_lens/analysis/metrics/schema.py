@@ -32,10 +32,9 @@ def missing(value: Any) -> bool:
 
 @dataclass
 class Interval:
-    """A mean with its 95 % percentile-bootstrap interval over ``n`` values and a sign-flip p against ``null``.
-
-    ``lo``/``hi`` are None with fewer than 2 values; ``p`` is None when no test was run.
-    """
+    """A mean of ``n`` values (one per run) with its 95 % studentized-bootstrap interval (None under 4 values) and a
+    sign-flip p against ``null`` (None: no test); ``test_direction``: the side of the null its statistic (a ratio's mean
+    log) is on; ``n_na``: runs without a measurable value, left out of ``n``."""
 
     mean: float | None
     lo: float | None = None
@@ -43,6 +42,8 @@ class Interval:
     n: int = 0
     p: float | None = None
     null: float = 1.0
+    n_na: int = 0
+    test_direction: str | None = None
 
 
 @dataclass
@@ -329,6 +330,10 @@ class MultiPrompt:
     per_run: list[PerRun]
     regression: list[Regression] = field(default_factory=list)
     head_map: list[HeadCell] = field(default_factory=list)  # isolated runs
+    # the executive summary's measures, corrected: intervals at ``summary_level`` (Bonferroni), p-values Holm-adjusted
+    summary: list[NamedInterval] = field(default_factory=list)
+    summary_level: float | None = None
+    causal: dict[str, Any] | None = None  # knock-out, key attention, head measures: typed by .causal_schema.read_causal
 
     regression_of = FindBy[Regression]("regression", "mode")
     mode = FindBy[ModeIntervals]("modes", "mode")

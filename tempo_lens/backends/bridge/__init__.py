@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..base import Backend, Hook, PositionKind, eos_ids
+from ..base import Backend, Hook, PositionKind, SpeedRecord, eos_ids
 from .kv_cache import cache_kwarg_name, ensure_kv_cache
 from .positions import bridge_rope_hooks
 from .windows import causal_mask, config_windows
@@ -73,6 +73,11 @@ class BridgeBackend(Backend):
         from .fast_paths import apply_fast_paths
 
         return apply_fast_paths(self.model, fast)
+
+    def speed_record(self) -> SpeedRecord:
+        from .fast_paths import speed_record
+
+        return speed_record(self.model)
 
     def new_cache(self, batch: int) -> Any:
         from transformers import DynamicCache

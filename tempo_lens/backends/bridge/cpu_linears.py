@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+from ..base import OneRowKernel
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -107,9 +109,6 @@ def _restore_forwards(modules: list[torch.nn.Linear], forwards: list[Any]) -> No
             vars(module).pop("forward", None)
         else:
             module.forward = forward
-
-
-OneRowKernel = Literal["stock", "packed", "by_column"]
 
 
 def uses_packed(min_rows: int | None, one_row: OneRowKernel) -> bool:

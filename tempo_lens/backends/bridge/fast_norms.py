@@ -4,9 +4,10 @@ TransformerLens 4.3.0's normalization bridges compute the statistics for ``hook_
 ``hook_normalized`` on every call, then return the wrapped Hugging Face module's own output unless a
 hook edited them. With no hook attached to either point, that work is thrown away: about 12 % of a
 cached decode step of the embedded model on CPU. :func:`skip_unobserved_norm_statistics` gives each
-norm bridge of one model an instance-level override that, while neither hook point has a forward or
-backward hook, returns the wrapped module's output directly (the same tensor the bridge returns), and
-otherwise takes the bridge's own path, so every hook still fires whenever something is attached.
+norm bridge of one model an instance-level override that, while neither hook point has any hook
+(:func:`~tempo_lens.backends.observed.has_hooks`: TransformerLens's, torch's, global ones; asked on every
+call), returns the wrapped module's output directly (the same tensor the bridge returns), and otherwise
+takes the bridge's own path, so every hook fires whenever something is attached.
 """
 
 from __future__ import annotations
@@ -17,14 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
+from ..observed import has_hooks
+
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 _FLAG = "_tempo_lens_fast_norm"
-
-
-def _has_hooks(hook_point: Any) -> bool:
-    return bool(hook_point.fwd_hooks or hook_point.bwd_hooks)
 
 
 class _FastNormForward:
@@ -40,8 +39,8 @@ class _FastNormForward:
         module = self.module
         component = module.original_component
         if (
-            _has_hooks(module.hook_scale)
-            or _has_hooks(module.hook_normalized)
+            has_hooks(module.hook_scale)
+            or has_hooks(module.hook_normalized)
             or component is None
             or type(component).__name__ == "Identity"
         ):

@@ -1,26 +1,25 @@
 """The exact speed paths, on by default for every model :func:`tempo_lens.load_model` returns.
 
-Three parity-tested paths change how a forward is computed, never what it computes (beyond the rounding
-of the prepacked linears):
+Two parity-tested paths change how a forward is computed, never what any hook sees:
 
-- lean dispatch (:mod:`tempo_lens.backends.bridge.lean_dispatch`): each block bridge reads its wrapped layer's signature
-  once instead of on every call, and a component whose wrapped module is not offloaded by Accelerate is
-  called without the (then empty) device-alignment context (bit-identical; any device and dtype);
 - fast norms (:mod:`tempo_lens.backends.bridge.fast_norms`): a norm bridge skips the ``hook_scale`` / ``hook_normalized``
-  statistics while nothing is attached to either hook point (bit-identical; any device and dtype);
+  statistics while nothing observes either hook point (:func:`~tempo_lens.backends.observed.has_hooks`, asked on
+  every forward; bit-identical; any device and dtype);
 - prepacked linears (:mod:`tempo_lens.backends.bridge.cpu_linears`): fp32 CPU linear layers run on oneDNN with
   prepacked weights, so a step with 2-8 siblings, or a batch, costs about what a one-token decode does per
   weight read, and one row (a decode) may run on a column-major copy of the weight (they round differently:
-  logits within 1e-4 of the stock ones on the tiny test models, 1e-3 on the embedded model). Which of these
-  pays depends on the CPU, so by default it is measured when the model loads
-  (:mod:`tempo_lens.backends.bridge.linear_calibration`, once per process and layer shapes). Each kernel kept
-  holds one more copy of the linear weights, so by default they are applied only where those copies take at
-  most half of the free memory (the column-major copy goes first). ``fast=True`` applies them regardless of
-  memory, and packs from 2 rows even where the measurement says it does not pay.
+  logits within 1e-4 of the stock ones on the tiny test models, 1e-3 on the embedded model). The kernels
+  replace ``nn.Linear.forward`` only, so every hook on a linear still fires. Which kernels pay depends on the
+  CPU: they are measured once per machine and cached (:mod:`tempo_lens.backends.bridge.linear_calibration`), so
+  every load on one machine runs the same kernels. Each kernel kept holds one more copy of the linear
+  weights, so by default they are applied only where those copies take at most half of the free memory (the
+  column-major copy goes first). ``fast=True`` applies them regardless of memory, and packs from 2 rows even
+  where the measurement says it does not pay.
 
-The one switch: ``load_model(..., fast=False)``, or the environment variable ``TEMPO_LENS_FAST=0``
-(``tempo-lens --no-fast`` sets it), loads the stock TransformerBridge. :func:`stock_paths` sets them
-aside inside a ``with`` block (for comparisons) and :func:`remove_fast_paths` undoes them.
+:func:`speed_record` says what is on and which kernel plan runs (recorded with every experiment). The one
+switch: ``load_model(..., fast=False)``, or the environment variable ``TEMPO_LENS_FAST=0`` (``tempo-lens
+--no-fast`` sets it), loads the stock TransformerBridge. :func:`stock_paths` sets them aside inside a ``with``
+block (for comparisons) and :func:`remove_fast_paths` undoes them.
 """
 
 from __future__ import annotations
@@ -30,10 +29,8 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-import torch
-
 from ...io.memory import available_bytes
-from ..base import ENV, fast_setting  # noqa: F401 - ENV: the switch's name, read here by tests and the CLI
+from ..base import ENV, SpeedRecord, fast_setting  # noqa: F401 - ENV: the switch's name, read here by tests and the CLI
 from .cpu_linears import (
     install_prepacked_linears,
     installed_linears,
@@ -47,8 +44,7 @@ from .cpu_linears import (
     weight_copies,
 )
 from .fast_norms import patched_norms, restore_norm_statistics, skip_unobserved_norm_statistics, stock_norms
-from .lean_dispatch import lean_components, lean_dispatch, lean_hook_points, restore_dispatch, stock_dispatch
-from .linear_calibration import LinearPlan, calibrate_linears
+from .linear_calibration import LinearPlan, cached_plan
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -67,7 +63,6 @@ def apply_fast_paths(model: TransformerBridge, fast: bool | None = None) -> list
     setting = fast_setting(fast)
     if setting is False:
         return fast_paths_on(model)
-    lean_dispatch(model)
     skip_unobserved_norm_statistics(model)
     params = next(model.original_model.parameters())
     one_copy = packed_bytes(linear_modules(model))
@@ -82,32 +77,21 @@ def apply_fast_paths(model: TransformerBridge, fast: bool | None = None) -> list
         remove_prepacked_linears(model)
         if min_rows is not None or one_row != "stock":
             install_prepacked_linears(model, min_rows, one_row)
+        model.tempo_lens_linear_plan = plan
         log.info("fast paths: linears, %s", plan.describe())
     return fast_paths_on(model)
 
 
-_PLANS: dict[tuple, LinearPlan] = {}
-
-
 def linear_plan(model: TransformerBridge) -> LinearPlan:
-    """The measured linear plan for this model's layer shapes (measured once per process and shapes)."""
-    sample = sample_linears(model)
-    key = (tuple(tuple(m.weight.shape) for m in sample), torch.get_num_threads())
-    if key not in _PLANS:
-        _PLANS[key] = calibrate_linears(sample)
-    return _PLANS[key]
+    """The linear kernel plan for this model's layer shapes on this machine (measured once, then cached)."""
+    from ...models.cache import cache_root
+
+    return cached_plan(sample_linears(model), cache_root() / "kernel_plans")
 
 
 def fast_paths_on(model: TransformerBridge) -> list[str]:
     """What is on now, one line per path (empty: the stock bridge)."""
     on = []
-    lean = lean_components(model)
-    if lean:
-        points = len(lean_hook_points(model))
-        on.append(
-            f"lean dispatch ({len(lean) - points} components skip per-call signature and device-alignment bookkeeping, "
-            f"{points} hook points return their input directly while unhooked)"
-        )
     norms = len(patched_norms(model))
     if norms:
         on.append(f"fast norms ({norms} norm bridges skip unobserved hook statistics)")
@@ -125,14 +109,27 @@ def fast_paths_on(model: TransformerBridge) -> list[str]:
 
 def remove_fast_paths(model: TransformerBridge) -> None:
     """Back to the stock TransformerBridge paths (the packed copies are freed)."""
-    restore_dispatch(model)
     restore_norm_statistics(model)
     remove_prepacked_linears(model)
+    vars(model).pop("tempo_lens_linear_plan", None)
 
 
 @contextlib.contextmanager
 def stock_paths(model: TransformerBridge) -> Iterator[list[str]]:
     """Inside the block the model runs its stock paths; yields what was set aside (kept, not repacked)."""
     was_on = fast_paths_on(model)
-    with stock_dispatch(model), stock_norms(model), stock_linears(model):
+    with stock_norms(model), stock_linears(model):
         yield was_on
+
+
+def speed_record(model: TransformerBridge) -> SpeedRecord:
+    """The paths on now, the linear kernels they run, and the cached measurement that chose them (while any path is on)."""
+    paths = [line.split(" (")[0] for line in fast_paths_on(model)]
+    plan = getattr(model, "tempo_lens_linear_plan", None) if paths else None
+    return SpeedRecord(
+        paths=paths,
+        packed_from_rows=packed_min_rows(model),
+        one_row=one_row_kernel(model),
+        kernel_plan=None if plan is None else plan.key,
+        plan_measured=None if plan is None else plan.measured,
+    )

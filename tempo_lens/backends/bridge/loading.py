@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ...errors import ModelUnavailableError
+from ...errors import ModelUnavailableError, describe
 from .kv_cache import ensure_kv_cache
 
 
@@ -33,7 +33,7 @@ def load_bridge(path: str, name: str, dtype: torch.dtype, device: str | None, de
     except Exception as exc:  # e.g. safetensors' SafetensorError, which derives from Exception only
         if type(exc).__name__ != "SafetensorError":
             raise
-        raise ModelUnavailableError(f"Could not load model {name!r}: its weights are unreadable ({exc}).") from exc
+        raise ModelUnavailableError(f"Could not load model {name!r}: its weights are unreadable ({describe(exc)}).") from exc
     bridge.eval()
     ensure_kv_cache(bridge)
     return bridge

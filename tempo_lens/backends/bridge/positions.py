@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ...hook_cache import HookCache
 from ...position_source import PositionSource, last_positions, positions_of
 from ..base import Hook
 
@@ -44,18 +45,18 @@ def bridge_rope_hooks(model: Any, positions: PositionSource) -> list[Hook]:
     """``rotary_emb.hook_cos`` / ``hook_sin`` hooks giving the model's rotary tables at ``positions``."""
     rotary = model.rotary_emb.original_component
     variants = rotary_call_variants(rotary)
-    memo: dict[tuple, tuple[Tensor, Tensor]] = {}
+    # one forward asks for each variant's tables at the physical and at the wanted positions, for cos and sin
+    cache: HookCache[tuple[tuple, int], tuple[Tensor, Tensor]] = HookCache(size=4 * len(variants))
 
     def tables(reference: Tensor, variant: int, key: tuple, wanted: Callable[[], Tensor]) -> tuple[Tensor, Tensor]:
-        """The rotary tables at ``wanted()`` positions for one call variant, memoised by ``key`` (positions built on a miss only)."""
-        full_key = (key, variant)
-        if full_key not in memo:
+        """The rotary tables at ``wanted()`` positions for one call variant, cached by ``key`` (positions built on a miss only)."""
+
+        def make() -> tuple[Tensor, Tensor]:
             with torch.no_grad():
                 cos, sin = rotary(reference, wanted(), **variants[variant])
-            if len(memo) > 4 * len(variants):  # one forward's tables; older ones are never asked for again
-                memo.clear()
-            memo[full_key] = (cos.to(reference.dtype), sin.to(reference.dtype))
-        return memo[full_key]
+            return cos.to(reference.dtype), sin.to(reference.dtype)
+
+        return cache.get((key, variant), make)
 
     def variant_of(incoming: Tensor, which: int, n_all: int) -> int:
         """Which rotary call produced ``incoming`` (compared at the forward's physical positions)."""

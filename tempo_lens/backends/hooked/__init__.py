@@ -19,9 +19,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..base import Backend, Hook, PositionKind, eos_ids, fast_setting
+from ..base import Backend, Hook, PositionKind, SpeedRecord, eos_ids, fast_setting
+from .from_folder import hooked_from_folder
 from .positions import hooked_rope_hooks
+from .weight_layout import restore_weight_layout, store_weights_as_read
 from .windows import model_windows, without_own_windows
+
+__all__ = ["HookedBackend", "hooked_from_folder", "is_hooked", "restore_weight_layout", "store_weights_as_read"]
 
 log = logging.getLogger("tempo_lens")
 
@@ -40,7 +44,9 @@ class _NormView(torch.nn.Module):
     def __init__(self, norm: torch.nn.Module):
         super().__init__()
         self.norm = norm
-        self.weight = norm.w
+        w = getattr(norm, "w", None)  # a folded norm (LNPre / RMSPre: fold_ln=True) has no weight: it is 1
+        cfg: Any = norm.cfg
+        self.weight = w if w is not None else torch.ones(int(cfg.d_model), device=cfg.device)
         self.bias = getattr(norm, "b", None)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -101,6 +107,11 @@ class HookedBackend(Backend):
             store_weights_as_read(self.model)
         n = weights_stored_as_read(self.model)
         return [f"weights stored as read ({n} modules: the forward copies no weight per call)"] if n else []
+
+    def speed_record(self) -> SpeedRecord:
+        from .weight_layout import weights_stored_as_read
+
+        return SpeedRecord(paths=["weights stored as read"] if weights_stored_as_read(self.model) else [])
 
     def new_cache(self, batch: int) -> Any:
         return kv_cache_class().init_cache(self.model.cfg, self.device, batch)

@@ -44,8 +44,18 @@ def local_folder(path: str) -> Path:
         ) from None
 
 
-def load_hooked(path: str, name: str, dtype: torch.dtype, device: str) -> Any:
-    """A ``HookedTransformer`` of the model at ``path`` with unprocessed weights, in eval mode."""
+UNPROCESSED = dict(
+    fold_ln=False,
+    center_writing_weights=False,
+    center_unembed=False,
+    fold_value_biases=False,
+    refactor_factored_attn_matrices=False,
+)
+
+
+def load_hooked(path: str, name: str, dtype: torch.dtype, device: str, processing: dict[str, bool] | None = None) -> Any:
+    """A ``HookedTransformer`` of the model at ``path``, in eval mode; weights unprocessed unless ``processing``
+    (TransformerLens's ``load_and_process_state_dict`` flags) says otherwise."""
     try:
         from transformer_lens import HookedTransformer  # noqa: F401  (TransformerLens 4 removed it)
     except ImportError as exc:
@@ -65,14 +75,7 @@ def load_hooked(path: str, name: str, dtype: torch.dtype, device: str) -> Any:
     except (OSError, ValueError):
         tokenizer = None
     model = hooked_class()(cfg, tokenizer, move_to_device=True, default_padding_side="right")
-    model.load_and_process_state_dict(
-        state_dict,
-        fold_ln=False,
-        center_writing_weights=False,
-        center_unembed=False,
-        fold_value_biases=False,
-        refactor_factored_attn_matrices=False,
-    )
+    model.load_and_process_state_dict(state_dict, **(UNPROCESSED if processing is None else processing))
     model.tempo_lens_eos_token_id = getattr(hf_model.generation_config, "eos_token_id", None)
     del hf_model, state_dict
     return model.eval()

@@ -21,6 +21,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ...errors import InvalidInputError
+from ...hook_cache import HookCache
 from ...position_source import PositionSource, last_positions, positions_of
 from ..base import Hook
 
@@ -73,7 +74,8 @@ def hooked_rope_hooks(model: Any, positions: PositionSource) -> list[Hook]:
     exactly as many as the positions.
     """
     n_layers = int(model.cfg.n_layers)
-    memo: dict[tuple, tuple[Tensor, Tensor]] = {}  # layers with one rotary base share one table per forward
+    # layers with one rotary base share one table per forward: queries and keys, per rotary base (two on Gemma 3)
+    cache: HookCache[tuple, tuple[Tensor, Tensor]] = HookCache(size=8)
 
     def make(layer: int, which: str) -> Any:
         attn = model.blocks[layer].attn
@@ -88,12 +90,12 @@ def hooked_rope_hooks(model: Any, positions: PositionSource) -> list[Hook]:
                     "must start at the sequence's first token or continue a KV cache holding the earlier tokens"
                 )
             key = (source_key, n_all, n, attn._rotary_base(), getattr(attn, "attn_type", None), attn.rotary_cos.shape[0], x.dtype)
-            if key not in memo:
-                if len(memo) > 8:  # tables of earlier forwards are never asked for again
-                    memo.clear()
+
+            def tables() -> tuple[Tensor, Tensor]:
                 physical = torch.arange(n_all - n, n_all, dtype=torch.float32)
-                memo[key] = turn_tables(attn, physical, last_positions(all_positions, n).to(torch.float32), x.dtype)
-            return _turn(attn, x, memo[key])
+                return turn_tables(attn, physical, last_positions(all_positions, n).to(torch.float32), x.dtype)
+
+            return _turn(attn, x, cache.get(key, tables))
 
         return hook_rot
 

@@ -47,7 +47,7 @@ def test_a_field_that_does_not_fit_is_named(report, edit, field):
 
 
 def test_nan_is_written_as_null_and_read_as_none():
-    assert encode(Interval(mean=float("nan"), lo=float("inf"))) == {"mean": None, "lo": None, "hi": None, "n": 0, "p": None, "null": 1.0}
+    assert encode(Interval(mean=float("nan"), lo=float("inf"))) == {"mean": None, "lo": None, "hi": None, "n": 0, "p": None, "null": 1.0, "n_na": 0, "test_direction": None}
     assert decode(Interval, {"mean": 1, "n": 2}) == Interval(mean=1.0, n=2)
     with pytest.raises(ExperimentFileError, match="n"):
         decode(Interval, {"mean": 1.0, "n": True})

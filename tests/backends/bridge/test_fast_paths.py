@@ -28,7 +28,7 @@ NORM_HOOKS = ("ln_final.hook_scale", "blocks.1.ln1.hook_normalized", "blocks.0.l
 def fast_llama(tiny_dirs):
     """The tiny Llama with every fast path on, whatever TEMPO_LENS_FAST says."""
     model = load_model(str(tiny_dirs["llama"]), device="cpu", fast=True)
-    assert _kinds(model) == {"lean dispatch", "fast norms", "prepacked linears"}
+    assert _kinds(model) == {"fast norms", "prepacked linears"}
     return model
 
 
@@ -45,11 +45,11 @@ def packing_pays(monkeypatch):
 def test_on_by_default_and_one_switch_turns_them_off(tiny_dirs, monkeypatch, packing_pays):
     path = str(tiny_dirs["llama"])
     monkeypatch.delenv(ENV, raising=False)
-    assert _kinds(load_model(path, device="cpu")) == {"lean dispatch", "fast norms", "prepacked linears"}
+    assert _kinds(load_model(path, device="cpu")) == {"fast norms", "prepacked linears"}
     assert fast_paths_on(load_model(path, device="cpu", fast=False)) == []
     monkeypatch.setenv(ENV, "0")
     assert fast_paths_on(load_model(path, device="cpu")) == []
-    assert _kinds(load_model(path, device="cpu", fast=True)) == {"lean dispatch", "fast norms", "prepacked linears"}  # the argument wins
+    assert _kinds(load_model(path, device="cpu", fast=True)) == {"fast norms", "prepacked linears"}  # the argument wins
     monkeypatch.setenv(ENV, "maybe")
     with pytest.raises(InvalidInputError, match=ENV):
         load_model(path, device="cpu")
@@ -80,8 +80,8 @@ def test_prepacking_is_skipped_where_its_copy_does_not_fit(tiny_dirs, monkeypatc
     monkeypatch.delenv(ENV, raising=False)
     monkeypatch.setattr(fast_paths, "available_bytes", lambda device: 1000)
     model = load_model(str(tiny_dirs["llama"]), device="cpu")
-    assert _kinds(model) == {"lean dispatch", "fast norms"}
-    assert apply_fast_paths(model, fast=True) == fast_paths_on(model) and _kinds(model) == {"lean dispatch", "fast norms", "prepacked linears"}
+    assert _kinds(model) == {"fast norms"}
+    assert apply_fast_paths(model, fast=True) == fast_paths_on(model) and _kinds(model) == {"fast norms", "prepacked linears"}
     remove_fast_paths(model)
     assert fast_paths_on(model) == []
 

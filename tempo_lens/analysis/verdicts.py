@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..analysis.metrics.schema import Interval
-from ..analysis.stats import direction_from_interval
+from .metrics.schema import Interval
+from .stats import direction_from_interval
 
 TOLERANCE = 0.05  # |estimate - null| below this is "minimal" (ratio units: 5 points of a ratio)
 ALPHA = 0.05  # a permutation p below this confirms an interval's direction
@@ -57,10 +57,21 @@ def interval_direction(interval: Interval | None) -> str:
 
 
 def permutation_confirms(interval: Interval | None, alpha: float = ALPHA) -> bool | None:
-    """Whether the permutation test rejects the null at ``alpha`` (None when no test was run)."""
+    """Whether the permutation test rejects the null at ``alpha`` on the interval's side (None when no test was run).
+
+    A ratio's test acts on log ratios; when their mean is on the other side of the null, it does not confirm.
+    """
     if interval is None or _missing(interval.p):
         return None
-    return interval.p < alpha
+    return interval.p < alpha and tested_side_agrees(interval)
+
+
+def tested_side_agrees(interval: Interval | None) -> bool:
+    """The tested statistic is on the interval's side of the null (or its side is not known)."""
+    if interval is None:
+        return True
+    side = interval.test_direction
+    return side is None or interval_direction(interval) not in (LESS, MORE) or side == interval_direction(interval)
 
 
 def within_tolerance(interval: Interval | None, tolerance: float = TOLERANCE) -> bool:
@@ -76,6 +87,7 @@ class Verdict:
     confirmed: bool | None = None  # permutation test agrees (None: no test, or nothing to confirm)
     small: bool = False  # the whole interval is within the tolerance
     p: float | None = None
+    opposite: bool = False  # the test's statistic (mean log ratio) is on the other side of the null
 
     @property
     def reliable(self) -> bool:
@@ -85,7 +97,9 @@ class Verdict:
         if self.word not in (LESS, MORE):
             return self.word
         text = self.word
-        if self.confirmed is False:
+        if self.confirmed is False and self.opposite:
+            text += f", though the mean log ratio is on the other side of the null (permutation p = {self.p:.3f})"
+        elif self.confirmed is False:
             text += f", though the permutation test does not confirm it (p = {self.p:.3f}, not below {ALPHA})"
         if self.small:
             text += f", but minimal in size (whole interval within {TOLERANCE} of the null)"
@@ -97,7 +111,13 @@ def interval_verdict(interval: Interval | None) -> Verdict:
     word = interval_direction(interval)
     if word not in (LESS, MORE):
         return Verdict(word)
-    return Verdict(word, confirmed=permutation_confirms(interval), small=within_tolerance(interval), p=interval.p)
+    return Verdict(
+        word,
+        confirmed=permutation_confirms(interval),
+        small=within_tolerance(interval),
+        p=interval.p,
+        opposite=not tested_side_agrees(interval),
+    )
 
 
 def direction(interval: Interval | None = None, estimate: float | None = None, null: float = 1.0) -> str:

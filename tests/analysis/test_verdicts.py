@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tempo_lens.analysis.metrics.schema import Interval
-from tempo_lens.report.verdicts import (
+from tempo_lens.analysis.verdicts import (
     FUNNEL,
     LESS,
     MINIMAL,
@@ -135,7 +135,7 @@ def test_gap_from_definition_across_prompts():
 
 
 def test_distance_reading_one_rule():
-    from tempo_lens.report.verdicts import DOES_NOT_SURVIVE, NOTHING_TO_EXPLAIN, PARTLY_SURVIVES, SURVIVES, distance_reading
+    from tempo_lens.analysis.verdicts import DOES_NOT_SURVIVE, NOTHING_TO_EXPLAIN, PARTLY_SURVIVES, SURVIVES, distance_reading
 
     assert distance_reading(MORE, {"a": MORE, "b": MORE, "c": MORE}) == SURVIVES
     assert distance_reading(MORE, {"a": NO_RELIABLE, "b": LESS}) == DOES_NOT_SURVIVE
@@ -146,7 +146,7 @@ def test_distance_reading_one_rule():
 
 
 def test_explained_amount_words():
-    from tempo_lens.report.verdicts import explained_amount
+    from tempo_lens.analysis.verdicts import explained_amount
 
     assert explained_amount(1.24).startswith("all of it and more")
     assert explained_amount(1.02) == "all of it"
