@@ -144,3 +144,12 @@ def test_hook_backends_refuse_nnsight_options(tiny_llama):
         generate(tiny_llama, TINY_PROMPT, max_steps=1, remote=True)
     with pytest.raises(InvalidInputError, match="nnsight model"):
         generate_batch(tiny_llama, [TINY_PROMPT], max_steps=1, intervene=lambda model, siblings: None)
+
+
+def test_names_filter_is_refused_on_nnsight(tiny_nnsight):
+    from tempo_lens.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="intervene"):
+        generate(tiny_nnsight["llama"], TINY_PROMPT, max_steps=1, names_filter="blocks.0.hook_resid_post")
+    with pytest.raises(InvalidInputError, match="intervene"):
+        generate_batch(tiny_nnsight["llama"], [TINY_PROMPT], max_steps=1, names_filter="blocks.0.hook_resid_post")
