@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+
 from hypothesis import currently_in_test_context, note
 
+from tempo_lens.backends import backend_for
 from tempo_lens.errors import TempoLensError
 from tempo_lens.generation import generate, generate_batch
 from tempo_lens.pruning import AttentionPruning, SimilarityPruning
@@ -132,7 +134,7 @@ def hook_state(model: Any) -> dict:
     from torch.nn.modules import module as torch_module
 
     state: dict = {}
-    for name, module in model.named_modules():
+    for name, module in traced_module(model).named_modules():
         for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
             hooks = getattr(module, attr, None)
             if hooks:
@@ -157,9 +159,15 @@ def calls_per_forward(model: Any, name: str) -> int:
     return len(calls)
 
 
+def traced_module(model: Any) -> torch.nn.Module:
+    """The torch module a backend runs: the model itself, or the Hugging Face model an nnsight wrapper traces."""
+    return model._module if backend_for(model).name == "nnsight" else model
+
+
 def probe_logits(model: Any) -> torch.Tensor:
+    """Logits of a fixed input through the backend's own plain forward (no TEMPO)."""
     with torch.no_grad():
-        return model(torch.tensor([PROBE])).detach().clone()
+        return backend_for(model).forward(torch.tensor([PROBE])).detach().clone()
 
 
 def run_case(shelf: ModelShelf, case: Case) -> Run:

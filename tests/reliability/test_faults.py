@@ -86,6 +86,7 @@ def test_sigkill_during_a_real_run_keeps_the_previous_result(previous, tiny_dirs
 WRITER = r"""
 import os, sys, time, numpy
 import tempo_lens.experiment.storage as experiment
+from tempo_lens.experiment.loading import load_experiment
 point, source, target = sys.argv[1:4]
 if point == "arrays":   # killed after the arrays are written, before the metadata
     original = experiment.write_arrays
@@ -100,7 +101,7 @@ elif point == "swap":   # killed between moving the old folder aside and moving 
         if os.path.basename(str(dst)).startswith(".") and ".old-" in str(dst):
             print("KILL-POINT", flush=True); time.sleep(120)
     experiment.os.replace = slow
-loaded = experiment.load_experiment(source)
+loaded = load_experiment(source)
 experiment.save_experiment(loaded, target, overwrite=True)
 print("DONE", flush=True)
 """
