@@ -25,6 +25,7 @@ from .common import Condition, cached_replay, default_condition
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
+COMPARED_COLUMNS = ("run", "step", "sibling", "parallel", "latent", "activation")  # what compare_sae_latents reads
 LATENT_COLUMNS = [
     "run",
     "prompt",
@@ -131,7 +132,7 @@ def _one_frame(frames: Iterable[pd.DataFrame] | pd.DataFrame) -> pd.DataFrame:
     frame = pd.concat(frames, ignore_index=True) if len(frames) != 1 else frames[0]
     if frame.empty:
         raise InvalidInputError("no active latents to compare; run sae_latents on generations first")
-    missing = [c for c in LATENT_COLUMNS if c not in frame]
+    missing = [c for c in COMPARED_COLUMNS if c not in frame]
     if missing:
         raise InvalidInputError(f"the frames lack the columns {missing}; pass sae_latents' frames")
     repeated = frame.duplicated(["run", "step", "sibling", "latent"])

@@ -96,7 +96,10 @@ def test_latent_table_against_the_generation_cache(model, runs):
     bars = [t for t in fig.data if t.type == "bar"]
     assert [b.x[0] for b in bars] == ["parallel", "non-parallel"]
     assert bars[0].y[0] == pytest.approx(table.parallel.mean())
-    assert bars[0].error_y.array is not None  # three runs: an interval
+    assert bars[0].error_y.array is None  # three runs: too few for a bounded studentized interval, none is drawn
+    fourth = frames[0].assign(run="isolated-3", activation=frames[0].activation * 1.5)  # a distinct fourth run
+    four = [t for t in latent_figure([*frames, fourth], latent, sae=sae).data if t.type == "bar"]
+    assert four[0].error_y.array is not None  # four runs: an interval
     assert not fig.layout.annotations  # this SAE names no Neuronpedia id
 
 

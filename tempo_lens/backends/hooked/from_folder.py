@@ -36,7 +36,7 @@ def hooked_from_folder(
     """A ``HookedTransformer`` (``HookedSAETransformer`` with SAELens installed) of the model in folder ``path``.
 
     ``path``: a local folder with ``config.json``, the weights and the tokenizer (a zoo model's converted
-    folder: ``tempo_lens.model.embedded_model_dir()``, or ``tempo-lens models`` for the others), or a Hugging
+    folder: ``tempo_lens.models.loading.embedded_model_dir()``, or ``tempo-lens models`` for the others), or a Hugging
     Face name in the local cache. The processing flags are ``HookedTransformer.from_pretrained``'s, with its
     defaults; a flag the architecture cannot take (folding or centring on a post-norm model, centring the
     unembedding under a logit soft-cap) is refused rather than skipped. ``store_weights``: re-store the weights

@@ -62,7 +62,7 @@ def test_bad_flags_are_refused(hooked_from_folder, tiny_dirs):
 
 
 def test_embedded_model_log_probabilities(embedded_hooked, hooked_from_folder):
-    from tempo_lens.model import embedded_model_dir
+    from tempo_lens.models.loading import embedded_model_dir
 
     own = hooked_from_folder(embedded_model_dir())
     ids = embedded_hooked.to_tokens("The cat sat on the mat because")
