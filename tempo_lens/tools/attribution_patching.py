@@ -29,9 +29,9 @@ from ..backends import backend_for
 from ..errors import InvalidInputError
 from ..layout import PROMPT_STEP, TokenLayout
 from ..replaying import replay_hooks, replay_positions
-from ..siblings import RunSource, Where, output_rows, physical_indices, reader_rows, run_view
-from .common import Condition, cached_replay, check_layers
-from .patching import HOOK_POINTS, LogitDifference, step_log_probs
+from ..siblings import RunSource, Where, output_rows, reader_rows
+from .common import Condition, cached_replay
+from .patching import HOOK_POINTS, LogitDifference, patch_sites, step_log_probs
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -129,19 +129,8 @@ def attribution_patching(
     """
     if hook not in HOOK_POINTS:
         raise InvalidInputError(f"unknown hook {hook!r}; use one of {', '.join(HOOK_POINTS)}")
-    view = run_view(run, model)
+    view, positions, chosen_layers = patch_sites(model, run, source, target, where, layers)
     layout = view.layout
-    if source.layout(layout).token_ids != target.layout(layout).token_ids:
-        raise InvalidInputError("source and target must replay the same tokens")
-    if isinstance(where, str):
-        if where != "all":
-            raise InvalidInputError(f'where must be siblings, steps or "all", got {where!r}')
-        positions = list(range(len(layout)))
-    else:
-        positions = physical_indices(layout, where)
-    if not positions:
-        raise InvalidInputError('where selects no token; name siblings, steps or "all"')
-    chosen_layers = check_layers(model, layers)
     names = [HOOK_POINTS[hook].format(layer=l) for l in chosen_layers]
     scored = sorted({layout.steps[i] for i in positions}) if score_steps is None else [int(s) for s in score_steps]
     if any(not PROMPT_STEP <= s < layout.n_steps for s in scored) or (metric == "kl_to_source" and not scored):

@@ -32,7 +32,7 @@ from ..errors import InvalidInputError
 from ..figures.charts import layer_head_heatmap
 from ..generation import check_int
 from ..layout import PROMPT_STEP, TokenLayout
-from ..siblings import RunSource, Sibling, Where, output_rows, physical_indices, reader_rows, run_view
+from ..siblings import RunSource, RunView, Sibling, Where, output_rows, physical_indices, reader_rows, run_view
 from .common import Condition, batched_logits, cached_replay, check_condition, check_layers, kl_divergence, mix_log_probs
 
 if TYPE_CHECKING:
@@ -139,6 +139,25 @@ def patched_logits(
     return out
 
 
+def patch_sites(model: Any, run: Any, source: Any, target: Any, where: Any, layers: Any) -> tuple[RunView, list[int], list[int]]:
+    """The run's view, the physical positions ``where`` names and the checked layers, for activation and attribution
+    patching alike: the two conditions must be :class:`Condition` s replaying the same tokens."""
+    source, target = check_condition(source, "source"), check_condition(target, "target")
+    view = run_view(run, model)
+    layout = view.layout
+    if source.layout(layout).token_ids != target.layout(layout).token_ids:
+        raise InvalidInputError("source and target must replay the same tokens")
+    if isinstance(where, str):
+        if where != "all":
+            raise InvalidInputError(f'where must be siblings, steps or "all", got {where!r}')
+        positions = list(range(len(layout)))
+    else:
+        positions = physical_indices(layout, where)
+    if not positions:
+        raise InvalidInputError('where selects no token to patch; name siblings, steps or "all"')
+    return view, positions, check_layers(model, layers)
+
+
 def activation_patching(
     model: TransformerBridge,
     run: RunSource,
@@ -168,20 +187,8 @@ def activation_patching(
     if heads is not None and hook != "z":
         raise InvalidInputError(f"heads apply to hook 'z' (one head's hook_z), not to {hook!r}")
     batch_size = check_int(batch_size, "batch_size", 1)
-    source, target = check_condition(source, "source"), check_condition(target, "target")
-    view = run_view(run, model)
+    view, positions, chosen_layers = patch_sites(model, run, source, target, where, layers)
     layout = view.layout
-    if source.layout(layout).token_ids != target.layout(layout).token_ids:
-        raise InvalidInputError("source and target must replay the same tokens")
-    if isinstance(where, str):
-        if where != "all":
-            raise InvalidInputError(f'where must be siblings, steps or "all", got {where!r}')
-        positions = list(range(len(layout)))
-    else:
-        positions = physical_indices(layout, where)
-    if not positions:
-        raise InvalidInputError('where selects no token to patch; name siblings, steps or "all"')
-    chosen_layers = check_layers(model, layers)
     n_heads = int(model.cfg.n_heads)
     chosen_heads: list[int | None] = [None]
     if hook == "z":
