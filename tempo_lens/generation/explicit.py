@@ -154,7 +154,9 @@ def drive_rows(
         readers=readers,
     )
     with torch.no_grad():
-        alone = len(set(batch.lanes)) == len(rows)  # each row ends its lane: the prompt needs its last row only
+        # each row ends its lane: the prompt's forward needs its last row only, unless a reader (similarity pruning's
+        # residuals) needs every row it fed
+        alone = len(set(batch.lanes)) == len(rows) and not readers
         logits, _ = forwards([row.ids for row in rows], (), -1, last_only=alone)
         for i, row in enumerate(rows):
             row.read_prompt(logits[batch.lanes[i]] if alone else batch.row_logits(logits, i))

@@ -153,3 +153,19 @@ def test_names_filter_is_refused_on_nnsight(tiny_nnsight):
         generate(tiny_nnsight["llama"], TINY_PROMPT, max_steps=1, names_filter="blocks.0.hook_resid_post")
     with pytest.raises(InvalidInputError, match="intervene"):
         generate_batch(tiny_nnsight["llama"], [TINY_PROMPT], max_steps=1, names_filter="blocks.0.hook_resid_post")
+
+
+def test_similarity_pruning_alone_in_its_lane_reads_every_fed_row(tiny_nnsight, tiny_bridges):
+    """The harness's minimal case: one generate (each row ends its lane), similarity pruning. The prompt's forward
+    must hand the residual reader every row it fed (it once got the last row only: states were shifted, then a
+    KeyError). The pruning decisions and similarity scores equal the bridge's."""
+    from tempo_lens import generate
+    from tempo_lens.pruning import SimilarityPruning
+
+    settings = dict(mode="isolated", threshold=1e-6, max_parallel=2, max_steps=3, progress=False)
+    for prompt in ([1, 5, 6, 7], [1], [1, 17, 42, 5, 63, 8]):
+        ours = generate(tiny_nnsight["llama"], prompt, pruning=SimilarityPruning(0.0), **settings)
+        bridge = generate(tiny_bridges["llama"], prompt, pruning=SimilarityPruning(0.0), **settings)
+        assert ours.layout.token_ids == bridge.layout.token_ids
+        assert ours.layout.pruned_at == bridge.layout.pruned_at
+        assert ours.layout.prune_scores == pytest.approx(bridge.layout.prune_scores, abs=1e-5, nan_ok=True)
