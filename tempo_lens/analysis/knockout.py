@@ -31,14 +31,14 @@ from torch import Tensor
 from ..backends import backend_for
 from ..errors import InvalidInputError
 from ..generation.steps import next_distribution, select_siblings
-from ..hooks import attention_block_hooks, tempo_position_hooks
+from ..hooks import attention_block_hooks, tempo_hooks, tempo_position_hooks
 from ..layout import Mode, TokenLayout
 
 Arm = Literal["parallel", "matched", "sink"]
 ARMS: tuple[Arm, ...] = get_args(Arm)
 Block = Literal["all", "early", "middle", "late"]
 BLOCKS: tuple[Block, ...] = get_args(Block)
-BATCH_ROWS = 8  # (step, arm) replays per forward
+BATCH_ROWS = 48  # (step, arm, block) rows per forward
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,8 @@ def knockout_steps(layout: TokenLayout) -> list[int]:
 def kl_divergence(p: Float[Tensor, " d_vocab"], q: Float[Tensor, " d_vocab"]) -> float:
     """KL(p || q) in nats, in float64; terms where p is 0 contribute 0."""
     p64, q64 = p.double(), q.double()
-    support = p64 > 0
-    return float((p64[support] * (p64[support].log() - q64[support].clamp_min(1e-300).log())).sum())
+    terms = p64 * (p64.clamp_min(1e-300).log() - q64.clamp_min(1e-300).log())
+    return float(torch.where(p64 > 0, terms, 0.0).sum())
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,14 @@ class _Arm:
     arm: Arm
     keys: list[int]
     distance_gap: float
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One row of a knock-out forward: an arm at a step, knocked out on the layers of one block."""
+
+    arm: _Arm
+    block: Block
 
 
 def _arms(layout: TokenLayout, steps: Sequence[int], seed: int) -> list[_Arm]:
@@ -147,34 +155,127 @@ def _arms(layout: TokenLayout, steps: Sequence[int], seed: int) -> list[_Arm]:
     return arms
 
 
-def _logits_of_rows(
-    model: Any,
-    layout: TokenLayout,
-    base: Bool[Tensor, "pos pos"],
-    knocks: list[Bool[Tensor, "pos pos"]],
-    layers: list[int],
-    length: int | None = None,
-) -> Float[Tensor, "batch pos d_vocab"]:
-    """One batched replay of the first ``length`` tokens (default: all): every row the same tokens and base mask;
-    row b also blocks ``knocks[b]`` on ``layers``. A step's rows see no later token, so feeding the tokens up to
-    its last sibling gives its logits."""
+def baseline_forward(model: Any, layout: TokenLayout, mode: Mode) -> tuple[Float[Tensor, "pos d_vocab"], Any]:
+    """The run's own replay, unablated (every arm's KL is taken from its logits), and the KV cache it leaves.
+
+    Every key's cached keys and values are those of the run: a knock-out only changes what a step's own
+    queries read, so the tokens before it, and what they cache, are the same in every arm.
+    """
     backend = backend_for(model)
-    n = len(layout) if length is None else length
-    tokens = torch.tensor([layout.token_ids[:n]] * max(len(knocks), 1), dtype=torch.long, device=backend.device)
-    stacked_base = base[:n, :n].expand(tokens.shape[0], n, n)
-    stacked_knock = torch.stack([k[:n, :n] for k in knocks]) if knocks else torch.zeros_like(stacked_base)
-    positions = layout.positions("shared")[:n].expand(tokens.shape[0], n)
-    hooks = tempo_position_hooks(model, positions)
-    hooks += attention_block_hooks(model, lambda q, k: stacked_base[:, k - q : k, :k])
-    if knocks and layers:
-        hooks += attention_block_hooks(model, lambda q, k: stacked_knock[:, k - q : k, :k], layers)
-    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
-        return backend.forward(tokens).float().cpu()
+    backend.prepare()
+    cache = backend.new_cache(1)
+    with torch.no_grad(), model.hooks(fwd_hooks=tempo_hooks(model, layout, mode)):
+        logits = backend.forward_step([layout.token_ids], cache)[0]
+    return logits.float().cpu(), cache
 
 
 def baseline_logits(model: Any, layout: TokenLayout, mode: Mode) -> Float[Tensor, "pos d_vocab"]:
-    """The run's own replay, unablated: the reference every arm's KL is taken from."""
-    return _logits_of_rows(model, layout, layout.blocked(mode), [], [])[0]
+    """The unablated replay's logits (:func:`baseline_forward` without its cache)."""
+    return baseline_forward(model, layout, mode)[0]
+
+
+def _row_masks(
+    layout: TokenLayout, mode: Mode, rows: Sequence[_Row], width: int, windows: Sequence[int | None]
+) -> tuple[dict[int | None, Bool[Tensor, "batch query_pos key_pos"]], Bool[Tensor, "batch query_pos key_pos"]]:
+    """Each row's base mask per window and its knock-out, over the cached run's ``n`` keys and then the row's own tokens.
+
+    Row ``b`` feeds its step's siblings again after the whole cached run, in columns ``n .. n + k``: they see
+    the run's keys before their step as the run's own queries did (mode, pruning, window), and each other as
+    the mode allows; the run's cached copies of their step, and every later key, stay hidden. Columns past
+    ``k`` are padding, hidden from every real query (a padding query keeps its own key).
+    """
+    n = len(layout)
+    base = {w: torch.ones(len(rows), width, n + width, dtype=torch.bool) for w in windows}
+    knock = torch.zeros(len(rows), width, n + width, dtype=torch.bool)
+    for b, row in enumerate(rows):
+        span = layout.step_range(row.arm.step)
+        k = len(span)
+        for w in windows:
+            full = layout.blocked(mode, n_queries=n - span.start, n_keys=n, window=w)[: k]  # the step's queries
+            base[w][b, :k, : span.start] = full[:, : span.start]
+            base[w][b, :k, n : n + k] = full[:, span.start : span.stop]
+        knock[b, :k, row.arm.keys] = True
+    return base, knock
+
+
+def _knocked_logits(
+    model: Any, layout: TokenLayout, mode: Mode, cache: Any, rows: Sequence[_Row]
+) -> Float[Tensor, "batch query_pos d_vocab"]:
+    """One forward of ``rows`` after the run's cache: each row feeds its step's siblings with its arm knocked out.
+
+    The knock-out applies on the layers of the row's block only: a layer's mask is the base mask of its
+    window, plus the knock-out of the rows whose block holds it.
+    """
+    backend = backend_for(model)
+    width = max(len(layout.step_range(r.arm.step)) for r in rows)
+    n = len(layout)
+    windows = backend.attention_windows()
+    base, knock = _row_masks(layout, mode, rows, width, list(dict.fromkeys(windows)))
+    tokens = torch.zeros(len(rows), width, dtype=torch.long)
+    shared = layout.positions("shared")
+    positions = torch.zeros(len(rows), n + width, dtype=shared.dtype)
+    positions[:, :n] = shared  # every key column has one: a HookedTransformer turns the cached keys again each forward
+    for b, row in enumerate(rows):
+        span = layout.step_range(row.arm.step)
+        ids = list(layout.token_ids[span.start : span.stop])
+        tokens[b] = torch.tensor(ids + [ids[-1]] * (width - len(ids)))
+        step_positions = shared[span.start : span.stop]
+        positions[b, n:] = torch.cat([step_positions, step_positions[-1:].expand(width - len(ids))])
+    thirds = layer_blocks(len(windows))
+    hooks = tempo_position_hooks(model, positions)
+    groups: dict[tuple[int | None, Block], list[int]] = {}
+    for third in ("early", "middle", "late"):
+        for layer in thirds[third]:
+            groups.setdefault((windows[layer], third), []).append(layer)
+    for (window, third), layers in groups.items():
+        knocked_here = torch.tensor([r.block in ("all", third) for r in rows])[:, None, None]
+        mask = base[window] | (knock & knocked_here)
+        hooks += attention_block_hooks(model, lambda q, k, mask=mask: mask[:, mask.shape[1] - q :, :k], layers)
+    repeated = backend.repeat_cache(cache, len(rows))
+    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+        return backend.forward_step(tokens.tolist(), repeated).float().cpu()
+
+
+def knockout_blocks(
+    model: Any,
+    layout: TokenLayout,
+    mode: Mode,
+    threshold: float,
+    max_parallel: int,
+    next_token_source: str = "mixture",
+    blocks: Sequence[Block] = ("all",),
+    seed: int = 0,
+    batch_rows: int = BATCH_ROWS,
+) -> list[StepKnockout]:
+    """Every arm at every step with earlier parallel keys, on the layers of each block of ``blocks``.
+
+    One unablated forward of the run fills a KV cache; then each (step, arm, block) is one batch row that
+    feeds only its step's siblings after that cache, ``batch_rows`` rows a forward. The matched keys are
+    drawn once per step (``seed``) and shared by the blocks.
+    """
+    for block in blocks:
+        if block not in BLOCKS:
+            raise InvalidInputError(f"unknown block {block!r}; choose one of {', '.join(BLOCKS)}")
+    if batch_rows < 1:
+        raise InvalidInputError(f"batch_rows must be at least 1, got {batch_rows}")
+    steps = knockout_steps(layout)
+    if not steps:
+        return []
+    baseline, cache = baseline_forward(model, layout, mode)
+    arms = _arms(layout, steps, seed)
+    rows = [_Row(arm, block) for block in blocks for arm in arms]
+    order = sorted(range(len(rows)), key=lambda i: len(layout.step_range(rows[i].arm.step)))  # rows of one width together
+    references = {s: _reference(layout, s, baseline, threshold, max_parallel, next_token_source) for s in steps}
+    measured: dict[int, StepKnockout] = {}
+    for first in range(0, len(order), batch_rows):
+        chunk = order[first : first + batch_rows]
+        logits = _knocked_logits(model, layout, mode, cache, [rows[i] for i in chunk])
+        for b, i in enumerate(chunk):
+            row = rows[i]
+            k = len(layout.step_range(row.arm.step))
+            reference = references[row.arm.step]
+            measured[i] = _measure(layout, row.arm, row.block, reference, logits[b, :k], threshold, max_parallel, next_token_source)
+    return [measured[i] for i in range(len(rows))]
 
 
 def knockout_run(
@@ -187,57 +288,41 @@ def knockout_run(
     block: Block = "all",
     seed: int = 0,
     batch_rows: int = BATCH_ROWS,
-    baseline: Float[Tensor, "pos d_vocab"] | None = None,
 ) -> list[StepKnockout]:
-    """Every arm at every step with earlier parallel keys, on the layers of ``block``; see the module docstring.
+    """:func:`knockout_blocks` on one block; see the module docstring."""
+    return knockout_blocks(model, layout, mode, threshold, max_parallel, next_token_source, (block,), seed, batch_rows)
 
-    ``baseline``: the unablated replay's logits (:func:`baseline_logits`), when the caller shares one over blocks.
-    """
-    if block not in BLOCKS:
-        raise InvalidInputError(f"unknown block {block!r}; choose one of {', '.join(BLOCKS)}")
-    if batch_rows < 1:
-        raise InvalidInputError(f"batch_rows must be at least 1, got {batch_rows}")
-    steps = knockout_steps(layout)
-    if not steps:
-        return []
-    layers = layer_blocks(int(model.cfg.n_layers))[block]
-    base = layout.blocked(mode)
-    if baseline is None:
-        baseline = baseline_logits(model, layout, mode)
-    arms = _arms(layout, steps, seed)  # in step order, so a batch's replay stops soon after its last step
-    records: list[StepKnockout] = []
-    for first in range(0, len(arms), batch_rows):
-        chunk = arms[first : first + batch_rows]
-        knocks = []
-        for arm in chunk:
-            knock = torch.zeros(len(layout), len(layout), dtype=torch.bool)
-            rows = layout.step_range(arm.step)
-            knock[rows.start : rows.stop, arm.keys] = True
-            knocks.append(knock)
-        length = max(layout.step_range(arm.step).stop for arm in chunk)
-        logits = _logits_of_rows(model, layout, base, knocks, layers, length)
-        for row, arm in enumerate(chunk):
-            records.append(_measure(layout, arm, block, baseline, logits[row], threshold, max_parallel, next_token_source))
-    return records
+
+@dataclass(frozen=True)
+class _Reference:
+    """A step's unablated next-token distribution and the kept set it gives: what each of its arms is measured against."""
+
+    distribution: Float[Tensor, " d_vocab"]
+    kept: frozenset[int]
+
+
+def _reference(
+    layout: TokenLayout, step: int, baseline: Float[Tensor, "pos d_vocab"], threshold: float, max_parallel: int, source: str
+) -> _Reference:
+    rows = layout.step_range(step)
+    p = next_distribution(baseline[rows.start : rows.stop], [layout.probs[i] for i in rows], source)
+    return _Reference(p, frozenset(select_siblings(p, threshold, max_parallel)[0]))
 
 
 def _measure(
     layout: TokenLayout,
     arm: _Arm,
     block: Block,
-    baseline: Float[Tensor, "pos d_vocab"],
-    knocked: Float[Tensor, "pos d_vocab"],
+    reference: _Reference,
+    knocked: Float[Tensor, "sibling d_vocab"],
     threshold: float,
     max_parallel: int,
     source: str,
 ) -> StepKnockout:
-    rows = layout.step_range(arm.step)
-    probs = [layout.probs[i] for i in rows]
-    p = next_distribution(baseline[rows.start : rows.stop], probs, source)
-    q = next_distribution(knocked[rows.start : rows.stop], probs, source)
-    kept_p = set(select_siblings(p, threshold, max_parallel)[0])
-    kept_q = set(select_siblings(q, threshold, max_parallel)[0])
-    return StepKnockout(arm.step, arm.arm, block, len(arm.keys), kl_divergence(p, q), kept_p != kept_q, arm.distance_gap)
+    q = next_distribution(knocked, [layout.probs[i] for i in layout.step_range(arm.step)], source)
+    kept_q = frozenset(select_siblings(q, threshold, max_parallel)[0])
+    kl = kl_divergence(reference.distribution, q)
+    return StepKnockout(arm.step, arm.arm, block, len(arm.keys), kl, reference.kept != kept_q, arm.distance_gap)
 
 
 def summarise_run(records: Sequence[StepKnockout], block: Block = "all") -> RunKnockout | None:

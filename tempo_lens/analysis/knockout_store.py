@@ -108,22 +108,21 @@ def knockout_experiment(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> KnockoutFile:
-    """Every generated run of ``experiment`` knocked out on every block of ``blocks``: one unablated replay per run,
-    shared by its blocks, and one replay per batch of (step, arm) pairs, cut after the batch's last step."""
-    from .knockout import BATCH_ROWS, baseline_logits, knockout_run, layer_blocks  # deferred: torch
+    """Every generated run of ``experiment`` knocked out on every block of ``blocks``: one unablated forward per run
+    fills a KV cache, then each batch of (step, arm, block) rows feeds only its steps' siblings after it."""
+    from .knockout import BATCH_ROWS, knockout_blocks, knockout_steps, layer_blocks  # deferred: torch
 
     settings = knockout_settings(experiment)
     started, cpu_started = time.perf_counter(), time.process_time()
     runs, forwards = [], 0
     generated = experiment.generated()
     for i, run in enumerate(generated):
-        by_block: dict[str, list[KnockoutStepRecord]] = {}
-        baseline = baseline_logits(model, run.layout, run.mode)  # type: ignore[arg-type]
-        forwards += 1
-        for block in blocks:
-            steps = knockout_run(model, run.layout, run.mode, seed=seed, block=block, baseline=baseline, **settings)  # type: ignore[arg-type]
-            forwards += -(-len(steps) // BATCH_ROWS)
-            by_block[block] = [KnockoutStepRecord(s.step, s.arm, s.n_keys, s.kl, s.kept_changed, s.distance_gap) for s in steps]
+        records = knockout_blocks(model, run.layout, run.mode, blocks=tuple(blocks), seed=seed, **settings)  # type: ignore[arg-type]
+        n_rows = len(records)
+        forwards += (1 + -(-n_rows // BATCH_ROWS)) if knockout_steps(run.layout) else 0
+        by_block: dict[str, list[KnockoutStepRecord]] = {block: [] for block in blocks}
+        for s in records:
+            by_block[s.block].append(KnockoutStepRecord(s.step, s.arm, s.n_keys, s.kl, s.kept_changed, s.distance_gap))
         index = run.meta.get("prompt_index")
         runs.append(RunKnockoutRecord(run.name, run.mode, index if isinstance(index, int) else None, by_block))
         if progress is not None and (i + 1) % 8 == 0:

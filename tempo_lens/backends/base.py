@@ -179,6 +179,10 @@ class Backend(ABC):
     def new_cache(self, batch: int) -> Any:
         """An empty KV cache for ``batch`` rows."""
 
+    def repeat_cache(self, cache: Any, batch: int) -> Any:
+        """A new cache holding ``batch`` copies of a one-row ``cache`` (left as it is), to continue it ``batch`` ways."""
+        raise NotImplementedError(f"the {self.name} backend cannot copy its KV cache")
+
     @abstractmethod
     def forward(self, tokens: Int[Tensor, "batch pos"], cache: Any = None) -> Float[Tensor, "batch pos d_vocab"]:
         """Logits of ``tokens``; with a cache, they continue it (and it grows by them)."""

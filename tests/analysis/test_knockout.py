@@ -152,3 +152,93 @@ def test_a_run_without_earlier_parallel_keys_has_no_knockout(tiny_bridges):
     for ids in ([30], [31], [32, 33]):
         layout.append_step(ids, [0.9] if len(ids) == 1 else [0.5, 0.4])
     assert knockout_run(tiny_bridges["llama"], layout, "isolated", 0.2, 3) == []
+
+
+# ---- the cached replay against independent recomputations, on every backend and past a sliding window ----------
+
+
+def _random_layout(prompt_length: int, seed: int = 0) -> TokenLayout:
+    """A prompt of ``prompt_length`` and steps mixing single tokens and parallel sets of 2 and 3."""
+    rng = np.random.default_rng(seed)
+    layout = TokenLayout.from_prompt([1] + [int(t) for t in rng.integers(3, 96, prompt_length - 1)])
+    for size in (2, 1, 1, 3, 1, 2, 1):
+        ids = [int(t) for t in rng.integers(3, 96, size)]
+        layout.append_step(ids, [0.8 / size] * size)
+    return layout
+
+
+@pytest.fixture(params=["bridge", "hooked"])
+def knockout_models(request):
+    """The tiny models of one backend (the hooked ones skip outside TransformerLens 3)."""
+    return request.getfixturevalue("tiny_bridges" if request.param == "bridge" else "tiny_hooked")
+
+
+@pytest.mark.parametrize(("family", "prompt_length"), [("llama", 6), ("gemma3", 70)])
+@pytest.mark.parametrize("mode", ["isolated", "visible"])
+def test_every_arm_equals_the_hf_oracle(knockout_models, tiny_dirs, family, prompt_length, mode):
+    """Gemma 3's window is 64: with a prompt of 70, the knocked steps' queries sit past it on its sliding layers."""
+    from tests.helpers import oracle_mask
+
+    model = knockout_models[family]
+    layout = _random_layout(prompt_length)
+    records = knockout_run(model, layout, mode, 0.2, 3, batch_rows=5)
+    assert {r.arm for r in records} == {"parallel", "matched", "sink"}
+    hf = hf_eager(tiny_dirs[family])
+    ids = torch.tensor([layout.token_ids])
+    pos = torch.tensor(layout.logical_positions)[None]
+    masks = oracle_mask(hf, layout, mode)
+
+    def logits(mask) -> torch.Tensor:
+        with torch.no_grad():
+            return hf(input_ids=ids, position_ids=pos, attention_mask=mask).logits[0]
+
+    base = logits(masks)
+    rng = np.random.default_rng(0)
+    matched = {s: matched_keys(layout, s, rng) for s in knockout_steps(layout)}  # drawn in step order, as the run does
+    for record in records:
+        rows = layout.step_range(record.step)
+        keys = {"parallel": parallel_keys(layout, record.step), "sink": [0], "matched": (matched[record.step] or [[]])[0]}
+        knocked_masks = {}
+        for kind, m in (masks.items() if isinstance(masks, dict) else [(None, masks)]):
+            m = m.clone()
+            m[..., rows.start : rows.stop, keys[record.arm]] = float("-inf")
+            knocked_masks[kind] = m
+        knocked = logits(knocked_masks if isinstance(masks, dict) else knocked_masks[None])
+        probs = [layout.probs[i] for i in rows]
+        p = next_distribution(base[rows.start : rows.stop], probs, "mixture")
+        q = next_distribution(knocked[rows.start : rows.stop], probs, "mixture")
+        assert record.kl == pytest.approx(kl_divergence(p, q), rel=2e-3, abs=1e-6), (record.step, record.arm)
+
+
+def test_a_block_knockout_equals_a_full_replay_on_its_layers(tiny_bridges):
+    """Each block's rows against a replay of the whole sequence, with no cache, knocking out on that block's layers."""
+    from tempo_lens.analysis.knockout import knockout_blocks
+    from tempo_lens.hooks import attention_block_hooks, tempo_hooks
+
+    model = tiny_bridges["llama"]
+    layout = _random_layout(6, seed=3)
+    records = knockout_blocks(model, layout, "visible", 0.2, 3, blocks=("all", "early", "middle", "late"), batch_rows=7)
+    blocks = layer_blocks(int(model.cfg.n_layers))
+    tokens = torch.tensor([layout.token_ids])
+
+    def replay(knock_rows=None, keys=(), layers=()):
+        hooks = tempo_hooks(model, layout, "visible")
+        if knock_rows is not None:
+            knock = torch.zeros(len(layout), len(layout), dtype=torch.bool)
+            knock[knock_rows.start : knock_rows.stop, list(keys)] = True
+            hooks += attention_block_hooks(model, lambda q, k: knock[k - q : k, :k], layers)
+        with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+            return model(tokens)[0]
+
+    base = replay()
+    rng = np.random.default_rng(0)
+    matched = {s: matched_keys(layout, s, rng) for s in knockout_steps(layout)}
+    assert {r.block for r in records} == {"all", "early", "middle", "late"}
+    for record in records:
+        rows = layout.step_range(record.step)
+        keys = {"parallel": parallel_keys(layout, record.step), "sink": [0], "matched": (matched[record.step] or [[]])[0]}
+        knocked = replay(rows, keys[record.arm], blocks[record.block])
+        probs = [layout.probs[i] for i in rows]
+        p = next_distribution(base[rows.start : rows.stop], probs, "mixture")
+        q = next_distribution(knocked[rows.start : rows.stop], probs, "mixture")
+        assert record.kl == pytest.approx(kl_divergence(p, q), rel=2e-3, abs=1e-6), (record.step, record.arm, record.block)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..base import Backend, Hook, PositionKind, SpeedRecord, eos_ids
-from .kv_cache import cache_kwarg_name, ensure_kv_cache
+from .kv_cache import cache_kwarg_name, ensure_kv_cache, repeat_dynamic_cache
 from .positions import bridge_rope_hooks
 from .windows import causal_mask, config_windows
 
@@ -85,6 +85,9 @@ class BridgeBackend(Backend):
         if any(w is not None for w in self.attention_windows()):
             return DynamicCache()  # every key on every layer: TEMPO's hooks apply the windows
         return DynamicCache(config=self.model.original_model.config)
+
+    def repeat_cache(self, cache: Any, batch: int) -> Any:
+        return repeat_dynamic_cache(cache, batch)
 
     def forward_step(self, tokens: list[list[int]], cache: Any) -> Tensor:
         ids = torch.tensor(tokens, dtype=torch.long, device=self.device)

@@ -11,6 +11,7 @@ compares cached decoding with a full recompute, so an upgrade that breaks (or fi
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 from typing import TYPE_CHECKING, Any
@@ -47,3 +48,10 @@ def cache_kwarg_name(hf_model: TransformerBridge) -> str:
     """The keyword under which this Hugging Face model's forward takes its KV cache."""
     params = inspect.signature(hf_model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
+
+
+def repeat_dynamic_cache(cache: Any, batch: int) -> Any:
+    """A deep copy of a one-row Hugging Face cache with its row repeated ``batch`` times (``cache`` is left as it is)."""
+    repeated = copy.deepcopy(cache)
+    repeated.batch_repeat_interleave(batch)
+    return repeated

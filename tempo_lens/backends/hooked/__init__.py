@@ -116,6 +116,14 @@ class HookedBackend(Backend):
     def new_cache(self, batch: int) -> Any:
         return kv_cache_class().init_cache(self.model.cfg, self.device, batch)
 
+    def repeat_cache(self, cache: Any, batch: int) -> Any:
+        repeated = self.new_cache(batch)
+        for new, old in zip(repeated.entries, cache.entries, strict=True):
+            new.past_keys = old.past_keys.repeat_interleave(batch, dim=0)
+            new.past_values = old.past_values.repeat_interleave(batch, dim=0)
+        repeated.previous_attention_mask = cache.previous_attention_mask.repeat_interleave(batch, dim=0)
+        return repeated
+
     def forward(self, tokens: Tensor, cache: Any = None) -> Tensor:
         return self.model(tokens, past_kv_cache=cache, attention_mask=torch.ones_like(tokens))
 

@@ -162,6 +162,11 @@ class NnsightBackend(Backend):
 
         return DynamicCache()  # no config: every layer keeps every key, so sliding windows live in the mask
 
+    def repeat_cache(self, cache: Any, batch: int) -> Any:
+        from ..bridge.kv_cache import repeat_dynamic_cache  # deferred as the other bridge imports here
+
+        return repeat_dynamic_cache(cache, batch)
+
     def forward(self, tokens: Tensor, cache: Any = None) -> Tensor:
         from ..bridge.kv_cache import cache_kwarg_name
 
