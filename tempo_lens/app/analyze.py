@@ -35,6 +35,7 @@ from .outputs import OutputPlan
 if TYPE_CHECKING:
     from ..analysis.metrics.schema import Metrics
     from ..backends.base import BackendName
+    from ..experiment import Experiment
     from ..experiment.stream import ModelSource
 
 Progress = Callable[[str], None]
@@ -153,15 +154,18 @@ def build_report(
     cross_model_dir: Path | None = None,
     expected: dict[str, str | None] | None = None,
 ) -> Path:
-    """Compute the metrics from the saved experiments, render and write the report through ``plan``.
+    """Compute the metrics from the saved experiments, render and write the report through ``plan``
+    (:func:`read_saved`, :func:`report_metrics`, :func:`write_report`)."""
+    return write_report(report_metrics(read_saved(paths, expected), progress, cross_model_dir), plan)
 
-    The experiments are loaded lazily: each captured step is read from disk when a metric uses it and
-    not kept, so memory holds the steps in use and the metrics, not every run of the prompt set.
+
+def read_saved(paths: dict[str, Path], expected: dict[str, str | None] | None = None) -> dict[str, Experiment]:
+    """The saved experiments, loaded lazily: each captured step is read from disk when a metric uses it and not kept,
+    so memory holds the steps in use and the metrics, not every run of the prompt set.
+
     ``expected``: the metadata checksum of each run folder this analyze wrote or kept; a folder replaced since
     (a concurrent ``run --overwrite``) is refused rather than reported.
     """
-    from ..analysis.metrics.compute import compute_metrics
-
     experiments = {name: load_experiment(path, lazy=True) for name, path in paths.items()}  # each step read when used
     for name, experiment in experiments.items():  # what this analyze wrote is what it reads (no `run --overwrite` meanwhile)
         wanted = (expected or {}).get(name)
@@ -170,13 +174,21 @@ def build_report(
                 f"{paths[name]} was replaced by another process after this analyze wrote it; nothing was reported. "
                 "Run analyze again (it regenerates or keeps the runs as they are now)"
             )
+    return experiments
+
+
+def report_metrics(experiments: dict[str, Experiment], progress: Progress, cross_model_dir: Path | None = None) -> Metrics:
+    """The report's metrics from saved experiments of one model (each role filled by one experiment), with the
+    Cross-model entries of ``cross_model_dir`` when given."""
+    from ..analysis.metrics.compute import compute_metrics
+
     check_one_model(experiments)
     inputs = choose_inputs(experiments.values())
     unused = sorted(set(experiments) - inputs.used())
     if unused:
         progress(f"not used by the report (another experiment already fills its role): {', '.join(unused)}")
     cross = collect_entries(cross_model_dir, progress) if cross_model_dir is not None else []
-    return write_report(compute_metrics(inputs, cross), plan)
+    return compute_metrics(inputs, cross)
 
 
 def write_report(metrics: Metrics, plan: OutputPlan) -> Path:
@@ -214,6 +226,79 @@ def check_one_model(experiments: dict) -> None:
     check_fingerprints(experiments)
 
 
+@dataclasses.dataclass(frozen=True)
+class Sources:
+    """What one report is made from: the configs to run, or (without configs) the saved experiment folders by name."""
+
+    configs: dict[str, ExperimentConfig]
+    saved: dict[str, Path]
+
+
+def choose_sources(folder: Path, model: str | None, dtype: str | None, quick: bool = False, allow_large: bool = False) -> Sources:
+    """The config stage: the folder's configs (``quick``: the single-prompt ones), refused before any model is loaded
+    when they cannot make one report (a bad pair, past the run bound without ``allow_large``, different settings or
+    models); without configs, the saved experiments of the folder."""
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is not a folder; pass a folder of experiment configs (*.toml) or of saved runs")
+    configs = find_configs(folder)
+    if not configs:
+        saved = find_saved(folder)
+        if not saved:
+            raise ConfigError(
+                f"{folder} holds no experiment configs (*.toml) and no saved experiments; "
+                "pass a folder of configs, or the folder `tempo-lens run` wrote"
+            )
+        return Sources({}, saved)
+    if quick and _select(configs, (SINGLE,)):
+        configs = _select(configs, (SINGLE,))
+    check_pair({name: c.to_dict() for name, c in configs.items()})  # refuse before the model is loaded
+    for config in configs.values():
+        check_run_count(config, allow_large)  # past the bound only when asked (--allow-large, or in the config)
+    check_same_settings(configs, folder)
+    chosen = {name: (model or c.model or "the default model", dtype or c.dtype or "float32") for name, c in configs.items()}
+    if len(set(chosen.values())) > 1:  # the report would mix them: refuse before anything runs
+        listed = "; ".join(f"{name}: {m} {d}" for name, (m, d) in sorted(chosen.items()))
+        raise ConfigError(
+            f"the configs in {folder} name different models or dtypes ({listed}); a report compares runs "
+            "of one model: pass --model (and --dtype), or use `analyze --models` for a cross-model study"
+        )
+    return Sources(configs, {})
+
+
+def plan_outputs(sources: Sources, folder: Path, out: Path, overwrite: bool, progress: Progress) -> OutputPlan:
+    """The plan stage: where the runs and the report go, checked against what is there before anything runs."""
+    plan = OutputPlan(out, overwrite)
+    if sources.configs:
+        plan.check(list(sources.configs))
+    else:
+        plan.check()
+        progress(f"no configs in {folder}: building the report from {len(sources.saved)} saved experiment(s)")
+    return plan
+
+
+def generate(
+    sources: Sources,
+    plan: OutputPlan,
+    progress: Progress,
+    model: str | None,
+    dtype: str | None,
+    backend: BackendName,
+    allow_large: bool,
+) -> dict[str, Path]:
+    """The generate stage: each config's runs made and saved (kept or resumed where an earlier analyze got to,
+    :func:`run_configs`); without configs, the saved folders as they are."""
+    if not sources.configs:
+        return sources.saved
+    return run_configs(sources.configs, model, plan, progress, dtype=dtype, backend=backend, allow_large=allow_large)
+
+
+def saved_runs(paths: dict[str, Path], sources: Sources, plan: OutputPlan, progress: Progress) -> dict[str, Experiment]:
+    """The save stage's result, read back: the runs this analyze wrote or kept must still match its manifest."""
+    progress("building the report from the saved experiment files")
+    expected = {name: plan.manifest.runs.get(name) for name in paths} if sources.configs else None
+    return read_saved(paths, expected)
+
+
 def analyze(
     folder: Path,
     model: str | None = None,
@@ -225,41 +310,15 @@ def analyze(
     backend: BackendName = "bridge",
     allow_large: bool = False,
 ) -> Path:
+    """config -> plan -> generate (resume) -> saved runs -> metrics -> report; returns the report folder."""
     started = time.perf_counter()
-    folder = Path(folder)
-    out = Path(out) if out is not None else folder
-    if not folder.is_dir():
-        raise ConfigError(f"{folder} is not a folder; pass a folder of experiment configs (*.toml) or of saved runs")
-    configs = find_configs(folder)
-    plan = OutputPlan(out, overwrite)
-    if configs:
-        if quick and _select(configs, (SINGLE,)):
-            configs = _select(configs, (SINGLE,))
-        check_pair({name: c.to_dict() for name, c in configs.items()})  # refuse before the model is loaded
-        for config in configs.values():
-            check_run_count(config, allow_large)  # past the bound only when asked (--allow-large, or in the config)
-        check_same_settings(configs, folder)
-        chosen = {name: (model or c.model or "the default model", dtype or c.dtype or "float32") for name, c in configs.items()}
-        if len(set(chosen.values())) > 1:  # the report would mix them: refuse before anything runs
-            listed = "; ".join(f"{name}: {m} {d}" for name, (m, d) in sorted(chosen.items()))
-            raise ConfigError(
-                f"the configs in {folder} name different models or dtypes ({listed}); a report compares runs "
-                "of one model: pass --model (and --dtype), or use `analyze --models` for a cross-model study"
-            )
-        plan.check(list(configs))
-        paths = run_configs(configs, model, plan, progress, dtype=dtype, backend=backend, allow_large=allow_large)
-    else:
-        paths = find_saved(folder)
-        if not paths:
-            raise ConfigError(
-                f"{folder} holds no experiment configs (*.toml) and no saved experiments; "
-                "pass a folder of configs, or the folder `tempo-lens run` wrote"
-            )
-        plan.check()
-        progress(f"no configs in {folder}: building the report from {len(paths)} saved experiment(s)")
-    progress("building the report from the saved experiment files")
-    expected = {name: plan.manifest.runs.get(name) for name in paths} if configs else None
-    target = build_report(paths, plan, progress, cross_model_dir=out / "models", expected=expected)
+    folder, out = Path(folder), Path(out if out is not None else folder)
+    sources = choose_sources(folder, model, dtype, quick, allow_large)
+    plan = plan_outputs(sources, folder, out, overwrite, progress)
+    paths = generate(sources, plan, progress, model, dtype, backend, allow_large)
+    experiments = saved_runs(paths, sources, plan, progress)
+    metrics = report_metrics(experiments, progress, cross_model_dir=out / "models")
+    target = write_report(metrics, plan)
     progress(
         f"wrote {target / 'FINDINGS.md'}, {target / 'report.html'}, {target / 'metrics.json'} "
         f"({time.perf_counter() - started:.0f} s in all)"

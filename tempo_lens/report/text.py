@@ -1,13 +1,15 @@
-"""Number and text formatting for the findings report (no judgements here: those are in :mod:`.verdicts`)."""
+"""Number and text formatting shared by the report's sections (no judgements here: those are in :mod:`.verdicts`)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from ..analysis.metrics.schema import Interval, missing
 from ..analysis.verdicts import NO_DOWN_WEIGHTING, has_interval, interval_verdict
+
+T = TypeVar("T")
 
 
 def num(value: Any, digits: int = 3) -> str:
@@ -122,3 +124,10 @@ def explains(subject: str, verdict: str) -> str:
     if verdict == NO_DOWN_WEIGHTING:
         return f"parallel tokens are not down-weighted here, so there is nothing for {subject} to explain"
     return f"{subject} {verdict} the down-weighting"
+
+
+def by_measured(items: Iterable[T], value: Callable[[T], float | None], *, reverse: bool = False) -> list[T]:
+    """The ``items`` whose ``value`` is not None, sorted by it (stable; ``reverse``: largest first)."""
+    keyed = [(v, item) for item in items if (v := value(item)) is not None]
+    keyed.sort(key=lambda pair: pair[0], reverse=reverse)
+    return [item for _, item in keyed]

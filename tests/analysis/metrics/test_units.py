@@ -116,7 +116,7 @@ def test_the_executive_summary_reads_its_measures_corrected_for_their_number():
     """Eight prompts, isolated and visible, with a unique-position replay: the summary's family is the four ratios, the
     ratio at unique positions, shared - unique, and the regression's two coefficients: m = 8, intervals at 1 - 0.05 / 8,
     p-values Holm-adjusted (never below the raw p, and the smallest multiplied by the six tests)."""
-    from tempo_lens.report.findings_distance import correction_note, summary_view
+    from tempo_lens.report.sections.summary import correction_note, summary_view
     from tempo_lens.analysis.metrics.multi import multi_prompt_metrics
 
     rng = np.random.default_rng(3)

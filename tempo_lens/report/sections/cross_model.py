@@ -1,18 +1,17 @@
-"""The Cross-model section: the same measurements on every zoo model, with intervals over prompts."""
+"""Cross-model: the same measurements on every zoo model, with intervals over prompts."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..analysis.metrics.causal_schema import read_causal
-from ..analysis.metrics.cross_model import folder_name, zoo_names
-from ..analysis.metrics.schema import CrossModelEntry, Interval, Metrics
-from ..analysis.verdicts import NOT_MEASURED, depth_profile, gap_from_definition, interval_verdict, ordering_reliable
-from ..figures import report as plots
-from .document import Document
-from .findings_causal import knockout_word
-from .findings_distance import coefficient_interval, distance_verdict, standout_text
-from .text import ci_text, difference, num, p_clause, parameters, times
+from ...analysis.metrics.causal_schema import read_causal
+from ...analysis.metrics.cross_model import folder_name, zoo_names
+from ...analysis.metrics.schema import CrossModelEntry, Interval, Metrics
+from ...analysis.verdicts import NOT_MEASURED, depth_profile, gap_from_definition, interval_verdict, ordering_reliable
+from ...figures import report as plots
+from ..document import Document
+from ..readings import coefficient_interval, distance_verdict, knockout_word, standout_text
+from ..text import ci_text, difference, num, p_clause, parameters, times
 
 Getter = Callable[[CrossModelEntry], "Interval | None"]
 
@@ -123,7 +122,7 @@ def _power_rows(entries: list[CrossModelEntry]) -> list[list[str | int]]:
     return rows
 
 
-def cross_model_section(doc: Document, metrics: Metrics) -> None:
+def render(doc: Document, metrics: Metrics) -> None:
     entries = metrics.cross_model
     doc.h(2, "Cross-model")
     if not entries:
