@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExperimentFileError
+from ..errors import ExperimentFileError, InvalidInputError
 from ..experiment import METADATA, Experiment
 from ..experiment.storage import KNOCKOUT, SHARD_NAME
 from ..io.atomic import folder_lock, write_files
@@ -90,14 +90,30 @@ def _digest(data: dict) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def knockout_settings(experiment: Experiment) -> dict[str, Any]:
-    """The generation settings the knock-out judges the kept set by (from the experiment's config)."""
+def knockout_settings(experiment: Experiment, prompts: Sequence[int] | None = None) -> dict[str, Any]:
+    """The generation settings the knock-out judges the kept set by (from the experiment's config), and which
+    prompts' runs it replays (``prompts``: their indices; None: every run)."""
     config = experiment.config
-    return {
+    settings: dict[str, Any] = {
         "threshold": float(config["threshold"]),
         "max_parallel": int(config["max_parallel"]),
         "next_token_source": str(config.get("next_token_source", "mixture")),
     }
+    if prompts is not None:
+        settings["prompts"] = sorted(int(i) for i in prompts)
+    return settings
+
+
+def sample_prompts(n_prompts: int, n_sample: int) -> list[int]:
+    """``n_sample`` prompt indices spread evenly over ``n_prompts`` (every one when ``n_sample`` covers them all).
+
+    Evenly spaced, so a prompt set written in blocks of one genre each gives every genre its share.
+    """
+    if n_sample < 1:
+        raise InvalidInputError(f"a knock-out sample needs at least one prompt, got {n_sample}")
+    if n_sample >= n_prompts:
+        return list(range(n_prompts))
+    return sorted({(i * n_prompts) // n_sample for i in range(n_sample)})
 
 
 def knockout_experiment(
@@ -107,17 +123,23 @@ def knockout_experiment(
     blocks: Sequence[str] = DEFAULT_BLOCKS,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    prompts: Sequence[int] | None = None,
 ) -> KnockoutFile:
     """Every generated run of ``experiment`` knocked out on every block of ``blocks``: one unablated forward per run
-    fills a KV cache, then each batch of (step, arm, block) rows feeds only its steps' siblings after it."""
+    fills a KV cache, then each batch of (step, arm, block) rows feeds only its steps' siblings after it.
+    ``prompts``: replay only the runs of these prompt indices (a study's sample); None: every run."""
     from .knockout import BATCH_ROWS, knockout_blocks, knockout_steps, layer_blocks  # deferred: torch
 
-    settings = knockout_settings(experiment)
+    settings = knockout_settings(experiment, prompts)
+    generation = {k: v for k, v in settings.items() if k != "prompts"}
     started, cpu_started = time.perf_counter(), time.process_time()
     runs, forwards = [], 0
     generated = experiment.generated()
+    if prompts is not None:
+        chosen = set(prompts)
+        generated = [run for run in generated if run.meta.get("prompt_index") in chosen]
     for i, run in enumerate(generated):
-        records = knockout_blocks(model, run.layout, run.mode, blocks=tuple(blocks), seed=seed, **settings)  # type: ignore[arg-type]
+        records = knockout_blocks(model, run.layout, run.mode, blocks=tuple(blocks), seed=seed, **generation)  # type: ignore[arg-type]
         n_rows = len(records)
         forwards += (1 + -(-n_rows // BATCH_ROWS)) if knockout_steps(run.layout) else 0
         by_block: dict[str, list[KnockoutStepRecord]] = {block: [] for block in blocks}

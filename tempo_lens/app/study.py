@@ -66,6 +66,10 @@ class StudyTiming:
 
 
 DEFAULT_CHUNKS = 8
+# The knock-out replays the runs of this many prompts per model, spread evenly over the set (six per genre of the
+# 216-prompt set): all four zoo models' study, knock-out included, then fits in 30 minutes on this project's 2-core CPU
+# (docs/study.md, "Time"). None replays every run.
+KNOCKOUT_PROMPTS = 36
 
 
 def installed_zoo_models() -> list[str]:
@@ -146,12 +150,14 @@ def run_model(
     progress: Progress,
     dtype: str | None = None,
     backend: BackendName = "bridge",
-    knockout: bool = False,
+    knockout: bool = True,
+    knockout_prompts: int | None = KNOCKOUT_PROMPTS,
 ) -> dict[str, Path]:
     """Every config on one model (loaded once, on the GPU when there is one, and only when a config has runs to make),
     saved through ``plan``; a config whose runs an earlier study finished with the same model files, settings and
     prompts is kept (``analyze``'s resume, :meth:`~.outputs.OutputPlan.finished_run`). ``knockout``: the multi-prompt
-    runs' knock-out too, while the model is loaded (:mod:`.knockout`)."""
+    runs' knock-out too, while the model is loaded (:mod:`.knockout`), on the runs of ``knockout_prompts`` prompts
+    (None: every run)."""
     from ..experiment.stream import model_on_first_use
 
     dtype = dtype or next(iter(configs.values())).dtype
@@ -171,7 +177,7 @@ def run_model(
             experiment = _run_chunked(config, model(), n_chunks, progress, name)
             out[config_name] = plan.save_run(experiment, config_name)
             if knockout:
-                knockout_if_multi(config_name, config, out[config_name], model, progress, plan)
+                knockout_if_multi(config_name, config, out[config_name], model, progress, plan, knockout_prompts)
             progress(f"{name}: {config_name}: {len(experiment.runs)} runs in {minutes(time.perf_counter() - began)}")
     finally:
         del model
@@ -186,10 +192,11 @@ def study(
     progress: Progress = print,
     overwrite: bool = False,
     dtype: str | None = None,
-    knockout: bool = False,
+    knockout: bool = True,
+    knockout_prompts: int | None = KNOCKOUT_PROMPTS,
 ) -> Path:
     """Run the study folder on each model (default: every installed zoo model) and write every report
-    (``knockout``: with the multi-prompt runs' knock-out, one batched replay per step, arm and layer block)."""
+    (``knockout``: with the knock-out of the multi-prompt runs of ``knockout_prompts`` prompts, None: of every run)."""
     started = time.perf_counter()
     folder = Path(folder)
     configs = {n: c for n, c in find_configs(folder).items() if config_role(c.to_dict()) in (SINGLE, MULTI)}
@@ -220,7 +227,9 @@ def study(
         began = time.perf_counter()
         progress(f"model {i}/{len(names)}: {name} (estimated {minutes(estimates[name])})")
         try:
-            done[name] = run_model(configs, name, plans[name], n_chunks, progress, dtype, knockout=knockout)
+            done[name] = run_model(
+                configs, name, plans[name], n_chunks, progress, dtype, knockout=knockout, knockout_prompts=knockout_prompts
+            )
         except TempoLensError as exc:
             progress(f"skipping model {name}: {exc}")
             continue
@@ -262,10 +271,16 @@ def main(argv: list[str] | None = None) -> int:
         help="model dtype (default: the configs' own, else float32); bfloat16 for a big model on a GPU",
     )
     parser.add_argument(
-        "--knockout",
+        "--no-knockout",
         action="store_true",
-        help="also the knock-out of each model's multi-prompt runs (one batched replay per step, arm and layer block: "
-        "several times the generation's time on a CPU); without it the reports say it was not run",
+        help="skip the knock-out of each model's multi-prompt runs (the reports then say it was not run)",
+    )
+    parser.add_argument(
+        "--knockout-prompts",
+        type=int,
+        default=KNOCKOUT_PROMPTS,
+        help=f"the knock-out replays the runs of this many prompts, spread evenly over the set (default {KNOCKOUT_PROMPTS}; "
+        "0: every prompt's runs)",
     )
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()] or None
@@ -278,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                 progress=lambda m: print(f"[study] {m}", flush=True),
                 overwrite=args.overwrite,
                 dtype=args.dtype,
-                knockout=args.knockout,
+                knockout=not args.no_knockout,
+                knockout_prompts=args.knockout_prompts or None,
             )
     except TempoLensError as exc:
         print(f"error: {exc}", file=sys.stderr)

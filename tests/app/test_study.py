@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tempo_lens.analysis.knockout_store import read_knockout, sample_prompts
 from tempo_lens.analysis.metrics.inputs import MULTI, config_role
+from tempo_lens.errors import InvalidInputError
 from tempo_lens.app.analyze import find_configs
 from tempo_lens.experiment import run_experiment
 from tempo_lens.experiment.config import config_from_dict
@@ -85,7 +87,7 @@ def test_the_study_runs_every_model_with_an_estimate_and_progress(tiny_dirs, tmp
     )
     models = [str(tiny_dirs["llama"]), str(tiny_dirs["llama3_scaling"])]
     lines: list[str] = []
-    target = study(tmp_path, models, n_chunks=2, progress=lines.append, knockout=True)
+    target = study(tmp_path, models, n_chunks=2, progress=lines.append, knockout_prompts=2)
     text = "\n".join(lines)
     assert "estimated time on a 2-core CPU" in text and "study chunk 2/2 done (batch 2)" in text
     assert sum("left for the other models" in line for line in lines) == 1  # after the first of the two models
@@ -93,5 +95,17 @@ def test_the_study_runs_every_model_with_an_estimate_and_progress(tiny_dirs, tmp
     assert "## Cross-model" in md
     assert sum("study: knock-out took" in line for line in lines) == 2  # each model's multi-prompt runs, while it is loaded
     assert "| Knock-out KL(parallel) / KL(matched), isolated" in md and "**Which reading the knock-out supports**" in md
+    assert "It replayed the runs of 2 prompts spread evenly over the prompt set" in md
     for name in ("llama", "llama3_scaling"):
         assert (tmp_path / "models" / name / "report" / "metrics.json").is_file()
+        record, reason = read_knockout(tmp_path / "models" / name / "runs" / "study")
+        assert reason == "" and {r.prompt_index for r in record.runs} == {0, 2}  # the sample: prompts 0 and 2 of 4
+        assert len(record.runs) == 4 and record.settings["prompts"] == [0, 2]
+
+
+def test_a_knockout_sample_spreads_over_the_prompt_set():
+    assert sample_prompts(216, 36) == list(range(0, 216, 6))  # six per genre of 36 consecutive prompts
+    assert sample_prompts(10, 3) == [0, 3, 6]
+    assert sample_prompts(4, 9) == [0, 1, 2, 3]
+    with pytest.raises(InvalidInputError, match="at least one prompt"):
+        sample_prompts(4, 0)

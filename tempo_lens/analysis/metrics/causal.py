@@ -95,6 +95,7 @@ def knockout_from_file(record: KnockoutFile) -> KnockoutMetrics:
         seed=record.seed,
         blocks=blocks,
         cpu_seconds=record.cpu_seconds,
+        sampled_prompts=len(record.settings["prompts"]) if "prompts" in record.settings else None,
     )
 
 

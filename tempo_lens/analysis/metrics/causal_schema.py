@@ -54,6 +54,7 @@ class KnockoutMetrics:
     cpu_seconds: float | None = None
     seed: int = 0
     blocks: list[KnockoutBlock] = field(default_factory=list)
+    sampled_prompts: int | None = None  # the knock-out replayed the runs of this many prompts, spread over the set (None: all)
 
     def block(self, mode: str, block: str = "all") -> KnockoutBlock | None:
         return next((b for b in self.blocks if b.mode == mode and b.block == block), None)

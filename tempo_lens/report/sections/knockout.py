@@ -34,9 +34,16 @@ def render(doc: Document, metrics: Metrics) -> None:
     if not knockout.blocks:
         doc.p(f"The knock-out: {knockout_status(knockout)}.")
         return
+    sample = (
+        ""
+        if knockout.sampled_prompts is None
+        else f" It replayed the runs of {knockout.sampled_prompts} prompts spread evenly over the prompt set (a setting of the "
+        "study, for its time), so its intervals are over those prompts."
+    )
     doc.p(
-        f"Cost: one replay per batch of (step, arm) pairs and layer block, {knockout.n_forwards} batched forwards, "
-        f"{num(knockout.seconds, 1)} s wall ({num(knockout.cpu_seconds, 1)} s of CPU) during `analyze` (seed {knockout.seed})."
+        f"Cost: one unablated forward per run fills a KV cache, then each (step, arm, layer block) is one batch row feeding only "
+        f"that step's tokens after it: {knockout.n_forwards} batched forwards, {num(knockout.seconds, 1)} s wall "
+        f"({num(knockout.cpu_seconds, 1)} s of CPU) (seed {knockout.seed}).{sample}"
     )
     every = [b for b in knockout.blocks if b.block == "all"]
     doc.table(
