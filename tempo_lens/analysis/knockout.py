@@ -19,7 +19,7 @@ one (step, arm) pair's mask, and only that step's rows are read from it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -191,11 +191,16 @@ def _row_masks(
         span = layout.step_range(row.arm.step)
         k = len(span)
         for w in windows:
-            full = layout.blocked(mode, n_queries=n - span.start, n_keys=n, window=w)[: k]  # the step's queries
+            full = layout.blocked(mode, n_queries=n - span.start, n_keys=n, window=w)[:k]  # the step's queries
             base[w][b, :k, : span.start] = full[:, : span.start]
             base[w][b, :k, n : n + k] = full[:, span.start : span.stop]
         knock[b, :k, row.arm.keys] = True
     return base, knock
+
+
+def _rows_of(mask: Bool[Tensor, "batch query_pos key_pos"]) -> Callable[[int, int], Tensor]:
+    """``blocked(q, K)`` for :func:`attention_block_hooks`: the forward's ``q`` query rows over its ``K`` keys."""
+    return lambda q, k: mask[:, mask.shape[1] - q :, :k]
 
 
 def _knocked_logits(
@@ -230,7 +235,7 @@ def _knocked_logits(
     for (window, third), layers in groups.items():
         knocked_here = torch.tensor([r.block in ("all", third) for r in rows])[:, None, None]
         mask = base[window] | (knock & knocked_here)
-        hooks += attention_block_hooks(model, lambda q, k, mask=mask: mask[:, mask.shape[1] - q :, :k], layers)
+        hooks += attention_block_hooks(model, _rows_of(mask), layers)
     repeated = backend.repeat_cache(cache, len(rows))
     with torch.no_grad(), model.hooks(fwd_hooks=hooks):
         return backend.forward_step(tokens.tolist(), repeated).float().cpu()
@@ -274,7 +279,9 @@ def knockout_blocks(
             row = rows[i]
             k = len(layout.step_range(row.arm.step))
             reference = references[row.arm.step]
-            measured[i] = _measure(layout, row.arm, row.block, reference, logits[b, :k], threshold, max_parallel, next_token_source)
+            measured[i] = _measure(
+                layout, row.arm, row.block, reference, logits[b, :k], threshold, max_parallel, next_token_source
+            )
     return [measured[i] for i in range(len(rows))]
 
 

@@ -78,3 +78,4 @@ def test_a_rerun_keeps_the_knockout_and_a_damaged_one_is_not_used(tmp_path, tiny
 
     assert main(["analyze", str(folder), "--model", str(tiny_dirs["llama"])]) == 0  # with the model: computed again
     assert "multi: knock-out took" in "".join(capsys.readouterr()) and saved.is_file()
+

@@ -39,10 +39,10 @@ BLOCK_ORDER = {block: i for i, block in enumerate(DEFAULT_BLOCKS)}
 STANDOUT = (("distance", "highest"), ("distance", "lowest"), ("sink", "highest"), ("entropy", "lowest"))
 
 
-def log_ratio_interval(ratios: Sequence[float]) -> Interval:
-    """The geometric mean of positive ``ratios`` with its bootstrap interval and sign-flip p, both on the logs."""
+def log_ratio_interval(ratios: Sequence[float], ci: float = 0.95) -> Interval:
+    """The geometric mean of positive ``ratios`` with its bootstrap interval (level ``ci``) and sign-flip p, both on the logs."""
     logs = [math.log(r) for r in ratios if r is not None and r > 0 and math.isfinite(r)]
-    on_logs = interval(logs, null=0.0)
+    on_logs = interval(logs, null=0.0, ci=ci)
 
     def back(x: float | None) -> float | None:
         return None if x is None else fnum(math.exp(x))
@@ -79,6 +79,23 @@ def knockout_block(mode: str, block: str, layers: list[int], runs: Sequence[RunK
         difference=interval([s.kl_difference for s in summaries], null=0.0),
         arms=arms,
     )
+
+
+def knockout_ratios(experiment: Experiment) -> dict[str, list[float]]:
+    """Per mode, each run's KL(parallel) / KL(matched) on every layer (block ``"all"``) from the knock-out saved beside
+    the experiment; empty when there is none to use."""
+    if experiment.path is None:
+        return {}
+    record, _ = read_knockout(experiment.path, experiment_digest(experiment.path))
+    if record is None:
+        return {}
+    ratios: dict[str, list[float]] = {}
+    for mode in MODES:
+        summaries = [summarise_run(_steps(run, "all"), "all") for run in record.runs if run.mode == mode]
+        values = [s.kl_ratio for s in summaries if s is not None and s.kl_ratio is not None]
+        if values:
+            ratios[mode] = values
+    return ratios
 
 
 def knockout_from_file(record: KnockoutFile) -> KnockoutMetrics:

@@ -24,6 +24,7 @@ from ..ratios import measurable
 from ..reference_script import script_average
 from ..regression import attention_regression, pair_table
 from ..stats import holm
+from .causal import knockout_ratios, log_ratio_interval
 from .inputs import experiment_name
 from .measures import fnum, interval, mean_matched_by_run, mean_ratio_by_run, paired, records, run_depth, sibling_preference
 from .schema import (
@@ -127,18 +128,28 @@ SUMMARY_PAIR = "shared_minus_unique_isolated"
 SUMMARY_TERMS = {
     "regression_parallel": "Regression: parallel coefficient",
     "regression_raw": "Regression: raw parallel coefficient",
+    "knockout_isolated": "Knock-out: KL(parallel) / KL(matched), isolated",
+    "knockout_visible": "Knock-out: KL(parallel) / KL(matched), visible",
 }
 FAMILY_ALPHA = 0.05
 
 
 def _summary_family(
-    values: dict[str, list[float]], pair: tuple[list[float], list[float]] | None, runs: list[CapturedRun]
+    values: dict[str, list[float]],
+    pair: tuple[list[float], list[float]] | None,
+    runs: list[CapturedRun],
+    knockout: dict[str, list[float]] | None = None,
 ) -> tuple[list[NamedInterval], float | None]:
     """The executive summary's measures, corrected for how many it reads: intervals at ``1 - 0.05 / m`` (Bonferroni)
-    and p-values Holm-adjusted over the measures that have a test (the regression's coefficients have none)."""
-    m = len(values) + (pair is not None) + 2  # the regression's parallel coefficient and its raw effect
+    and p-values Holm-adjusted over the measures that have a test (the regression's coefficients have none).
+
+    ``knockout``: per mode, each run's knock-out ratio (:func:`~.causal.knockout_ratios`), read by the summary too."""
+    knockout = knockout or {}
+    m = len(values) + (pair is not None) + 2 + len(knockout)  # + the regression's parallel coefficient and its raw effect
     level = 1 - FAMILY_ALPHA / m
     family = {key: interval(v, ci=level) for key, v in values.items()}
+    for mode, ratios in knockout.items():
+        family[f"knockout_{mode}"] = log_ratio_interval(ratios, ci=level)
     if pair is not None:
         family[SUMMARY_PAIR] = paired(*pair, ci=level)
     reg = regression_metrics(SUMMARY_MODE, runs, ci=level)
@@ -208,7 +219,8 @@ def multi_prompt_metrics(experiment: Experiment) -> MultiPrompt:
             [ratio.get(r.name, np.nan) for r in iso_unique],
             [unique_ratio.get(unique[r.name].name, np.nan) for r in iso_unique],
         )
-    summary, summary_level = _summary_family(summary_values, summary_pair, iso_runs) if iso_runs else ([], None)
+    knockout = knockout_ratios(experiment)
+    summary, summary_level = _summary_family(summary_values, summary_pair, iso_runs, knockout) if iso_runs else ([], None)
     preference = _preference_by_prompt(generated)
     return MultiPrompt(
         experiment=experiment_name(experiment),

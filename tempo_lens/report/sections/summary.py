@@ -227,7 +227,9 @@ def knockout_summary(multi: MultiPrompt | None) -> str | None:
     )
     if not blocks:
         return lead + knockout_status(knockout) + "."
-    readings = "; ".join(f"{b.mode}: {ci_text(b.ratio)}, {p_clause(b.ratio.p)}: {knockout_word(b.ratio)}" for b in blocks)
+    corrected = {n.key: n.interval for n in multi.summary}  # the Holm family's version where the summary corrects it
+    ratios = {b.mode: corrected.get(f"knockout_{b.mode}", b.ratio) for b in blocks}
+    readings = "; ".join(f"{mode}: {ci_text(r)}, {p_clause(r.p)}: {knockout_word(r)}" for mode, r in ratios.items())
     return lead + readings + ". " + lineup_sentence(multi, causal)
 
 
@@ -240,7 +242,8 @@ def lineup_sentence(multi: MultiPrompt, causal: Causal) -> str:
         "the distance-matched ratio (a ratio of arithmetic means)": intervals.ratio_matched if intervals else None,
         "the regression on log attention (a geometric-mean effect, null 0)": coefficient_interval(multi.regression_of(mode)),
     }
-    wanted = settled_word(block.ratio if block else None)
+    corrected = {n.key: n.interval for n in multi.summary}
+    wanted = settled_word(corrected.get(f"knockout_{mode}", block.ratio) if block else None)
     said, agree = [], []
     for label, ci in measures.items():
         word = settled_word(ci)

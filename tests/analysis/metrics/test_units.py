@@ -112,13 +112,8 @@ def test_ci_summary_resamples_runs_not_steps():
     assert row["n"] == 2 and row["mean"] == pytest.approx(1.0)
 
 
-def test_the_executive_summary_reads_its_measures_corrected_for_their_number():
-    """Eight prompts, isolated and visible, with a unique-position replay: the summary's family is the four ratios, the
-    ratio at unique positions, shared - unique, and the regression's two coefficients: m = 8, intervals at 1 - 0.05 / 8,
-    p-values Holm-adjusted (never below the raw p, and the smallest multiplied by the six tests)."""
-    from tempo_lens.report.sections.summary import correction_note, summary_view
-    from tempo_lens.analysis.metrics.multi import multi_prompt_metrics
-
+def _eight_prompts() -> Experiment:
+    """Eight prompts, isolated and visible, random attention, each with a unique-position replay."""
     rng = np.random.default_rng(3)
     runs = []
     for i in range(8):
@@ -140,8 +135,40 @@ def test_the_executive_summary_reads_its_measures_corrected_for_their_number():
                                  meta={"prompt_index": i, "variant": "unique_positions", "source_run": name, "mask": mode,
                                        "positions": "unique"})
             runs += [run, replay]
-    multi = multi_prompt_metrics(Experiment(config={"name": "hand-built", "prompts": [f"q{i}" for i in range(8)]}, runs=runs,
-                                            model={"n_layers": 1, "n_heads": 2}))
+    return Experiment(config={"name": "hand-built", "prompts": [f"q{i}" for i in range(8)]}, runs=runs,
+                      model={"n_layers": 1, "n_heads": 2})
+
+
+def test_the_knockout_ratios_join_the_summary_family(monkeypatch):
+    """With a knock-out beside the runs, its per-mode ratios are two more measures of the family: m = 10; each is the
+    geometric mean of the runs' ratios at the corrected level, and its p is Holm-adjusted with the others."""
+    import math
+
+    from tempo_lens.analysis.metrics import causal, multi as multi_module
+    from tempo_lens.analysis.metrics.multi import multi_prompt_metrics
+
+    ratios = {"isolated": [0.5, 0.6, 0.4, 0.7, 0.55, 0.45, 0.65, 0.5], "visible": [1.1, 0.9, 1.3, 1.0, 0.8, 1.2, 1.05, 0.95]}
+    monkeypatch.setattr(multi_module, "knockout_ratios", lambda experiment: ratios)
+    multi = multi_prompt_metrics(_eight_prompts())
+    family = {n.key: n.interval for n in multi.summary}
+    assert {"knockout_isolated", "knockout_visible"} <= set(family) and len(family) == 10
+    assert multi.summary_level == pytest.approx(1 - 0.05 / 10)
+    iso = family["knockout_isolated"]
+    assert iso.mean == pytest.approx(math.exp(np.mean(np.log(ratios["isolated"]))))
+    plain = causal.log_ratio_interval(ratios["isolated"])
+    assert iso.lo <= plain.lo and iso.hi >= plain.hi and iso.p >= plain.p
+    assert iso.p <= 1.0 and iso.lo < 1.0 and iso.hi < 1.0  # every run's ratio is below 1: "less" survives the correction
+
+
+def test_the_executive_summary_reads_its_measures_corrected_for_their_number():
+    """Eight prompts, isolated and visible, with a unique-position replay: the summary's family is the four ratios, the
+    ratio at unique positions, shared - unique, and the regression's two coefficients: m = 8, intervals at 1 - 0.05 / 8,
+    p-values Holm-adjusted (never below the raw p, and the smallest multiplied by the six tests)."""
+    from tempo_lens.report.sections.summary import correction_note, summary_view
+    from tempo_lens.analysis.metrics.multi import multi_prompt_metrics
+
+    multi = multi_prompt_metrics(_eight_prompts())
+    runs = []
     keys = [n.key for n in multi.summary]
     assert keys == ["ratio", "ratio_no_sink", "ratio_generated", "ratio_matched", "ratio_unique",
                     "shared_minus_unique_isolated", "regression_parallel", "regression_raw"]
