@@ -101,7 +101,7 @@ analyze-models: models
 # subset), with the distance and token-kind controls and batching; an up-front time estimate, then progress per chunk.
 STUDY_MODELS ?=
 study: $(STAMP)
-	$(PY) -m tempo_lens.app.study analyses/study $(if $(STUDY_MODELS),--models "$(STUDY_MODELS)")
+	$(PY) -m tempo_lens.app.study analyses/study $(if $(STUDY_MODELS),--models "$(STUDY_MODELS)",--results docs/study-results.md)
 
 # The TransformerLens 4.3 sections, then the two backends beside HF eager in the TL 3.9 world (both classes exist there).
 bench: $(STAMP) $(STAMP_TL3)

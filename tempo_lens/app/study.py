@@ -32,6 +32,7 @@ from ..models.zoo import DEFAULT_MODEL, ZOO, is_installed
 from .analyze import build_report, find_configs, write_report
 from .knockout import knockout_if_multi
 from .outputs import OutputPlan
+from .study_results import results_page, write_results
 
 if TYPE_CHECKING:
     from ..backends.base import BackendName
@@ -53,6 +54,7 @@ class StudyTiming:
 
     seconds_per_run: float = 0.32
     report_seconds_per_run: float = 0.04
+    knockout_seconds_per_run: float = 0.4  # per knocked-out run, scaled by the model's relative cost like generation
     relative_cost: Mapping[str, float] = field(
         default_factory=lambda: {"smollm2-135m": 1.0, "qwen2.5-0.5b": 2.9, "qwen2.5-1.5b": 7.5, "gemma-3-270m": 1.6}
     )
@@ -82,12 +84,27 @@ def n_runs(config: ExperimentConfig) -> int:
     return len(config.prompts) * len(config.modes) * (1 + len(config.controls))
 
 
-def estimate_seconds(configs: Sequence[ExperimentConfig], model: str, timing: StudyTiming = StudyTiming()) -> float:
-    """Seconds the configs should take on ``model`` on the machine class ``timing`` was measured on."""
+def knockout_runs(config: ExperimentConfig, knockout_prompts: int | None) -> int:
+    """Runs the knock-out replays for one config: a multi-prompt config's runs of the sampled prompts (None: all)."""
+    if config_role(config.to_dict()) != MULTI:
+        return 0
+    prompts = len(config.prompts) if knockout_prompts is None else min(knockout_prompts, len(config.prompts))
+    return prompts * len(config.modes)
+
+
+def estimate_seconds(
+    configs: Sequence[ExperimentConfig],
+    model: str,
+    timing: StudyTiming = StudyTiming(),
+    knockout_prompts: int | None = 0,
+) -> float:
+    """Seconds the configs should take on ``model`` on the machine class ``timing`` was measured on, with the knock-out
+    of ``knockout_prompts`` prompts' runs (0: none; None: every run)."""
     params = ZOO[model].params if model in ZOO else timing.reference_params
     cost = timing.relative_cost.get(model, max(1.0, params / timing.reference_params))
     per_run = timing.seconds_per_run * cost + timing.report_seconds_per_run
-    return per_run * sum(n_runs(c) for c in configs)
+    knocked = 0 if knockout_prompts == 0 else sum(knockout_runs(c, knockout_prompts) for c in configs)
+    return per_run * sum(n_runs(c) for c in configs) + timing.knockout_seconds_per_run * cost * knocked
 
 
 def setup_seconds(model: str, timing: StudyTiming = StudyTiming()) -> float:
@@ -194,9 +211,11 @@ def study(
     dtype: str | None = None,
     knockout: bool = True,
     knockout_prompts: int | None = KNOCKOUT_PROMPTS,
+    results: Path | None = None,
 ) -> Path:
     """Run the study folder on each model (default: every installed zoo model) and write every report
-    (``knockout``: with the knock-out of the multi-prompt runs of ``knockout_prompts`` prompts, None: of every run)."""
+    (``knockout``: with the knock-out of the multi-prompt runs of ``knockout_prompts`` prompts, None: of every run;
+    ``results``: also the outcome page there, :mod:`.study_results`)."""
     started = time.perf_counter()
     folder = Path(folder)
     configs = {n: c for n, c in find_configs(folder).items() if config_role(c.to_dict()) in (SINGLE, MULTI)}
@@ -211,7 +230,10 @@ def study(
     main_plan = OutputPlan(folder, overwrite)
     main_plan.check()
     prompts = sum(len(c.prompts) for c in configs.values() if config_role(c.to_dict()) == MULTI)
-    estimates = {name: setup_seconds(name) + estimate_seconds(list(configs.values()), name) for name in names}
+    sample = (knockout_prompts if knockout_prompts else None) if knockout else 0
+    estimates = {
+        name: setup_seconds(name) + estimate_seconds(list(configs.values()), name, knockout_prompts=sample) for name in names
+    }
     progress(
         f"study: {prompts} prompts x {', '.join(sorted({m for c in configs.values() for m in c.modes}))} on "
         f"{len(names)} model(s): {', '.join(names)}"
@@ -222,6 +244,7 @@ def study(
         + f"; about {minutes(sum(estimates.values()))} in all, loading, conversions and reports included"
     )
     done: dict[str, dict[str, Path]] = {}
+    took_by_model: dict[str, float] = {}
     spent = planned = 0.0  # seconds taken and estimated by the models done
     for i, name in enumerate(names, start=1):
         began = time.perf_counter()
@@ -235,6 +258,7 @@ def study(
             continue
         build_report(done[name], plans[name], progress, expected={n: plans[name].manifest.runs.get(n) for n in done[name]})
         took = time.perf_counter() - began
+        took_by_model[name] = took
         progress(
             f"model {name}: report in {plans[name].report_dir} ({minutes(took)}; "
             f"{minutes(time.perf_counter() - started)} since the start)"
@@ -253,6 +277,23 @@ def study(
     progress(
         f"wrote {target / 'FINDINGS.md'} with the Cross-model section; the study took {minutes(time.perf_counter() - started)}"
     )
+    if results is not None:
+        multi = next(c for c in configs.values() if config_role(c.to_dict()) == MULTI)
+        sampled = "not run" if not knockout else f"on the runs of {knockout_prompts or 'every one'} of the prompts"
+        settings = (
+            f"{len(multi.prompts)} prompts x {', '.join(multi.modes)}, threshold {multi.generation.threshold}, "
+            f"{multi.generation.max_steps} steps, every layer captured; knock-out {sampled} (every arm and layer block)"
+        )
+        page = results_page(
+            folder,
+            {name: plans[name].report_dir for name in done},
+            target,
+            took_by_model,
+            time.perf_counter() - started,
+            settings,
+            Path(__file__).resolve().parents[2],
+        )
+        progress(f"wrote {write_results(Path(results), page)}")
     return target
 
 
@@ -270,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="model dtype (default: the configs' own, else float32); bfloat16 for a big model on a GPU",
     )
+    parser.add_argument("--results", type=Path, default=None, help="also write the outcome page here (docs/study-results.md)")
     parser.add_argument(
         "--no-knockout",
         action="store_true",
@@ -295,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                 dtype=args.dtype,
                 knockout=not args.no_knockout,
                 knockout_prompts=args.knockout_prompts or None,
+                results=args.results,
             )
     except TempoLensError as exc:
         print(f"error: {exc}", file=sys.stderr)

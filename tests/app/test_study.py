@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tempo_lens.analysis.knockout_store import read_knockout, sample_prompts
+from tempo_lens.app.study_results import demoted, section
 from tempo_lens.analysis.metrics.inputs import MULTI, config_role
 from tempo_lens.errors import InvalidInputError
 from tempo_lens.app.analyze import find_configs
@@ -43,6 +44,8 @@ def test_estimate_counts_runs_and_scales_with_parameters():
     assert estimate_seconds([study], "qwen2.5-1.5b") > 3 * small
     # a model outside the zoo is scaled by its parameters (at least the default's cost)
     assert estimate_seconds([study], "some/local-model") == pytest.approx(small)
+    knocked = estimate_seconds([study], "smollm2-135m", knockout_prompts=36)
+    assert knocked - small == pytest.approx(timing.knockout_seconds_per_run * 36 * len(study.modes))
     assert timing.reference_params > 0
     # the timing is the study's setting: another machine class passes its own
     slower = StudyTiming(seconds_per_run=2 * timing.seconds_per_run, report_seconds_per_run=2 * timing.report_seconds_per_run)
@@ -87,7 +90,8 @@ def test_the_study_runs_every_model_with_an_estimate_and_progress(tiny_dirs, tmp
     )
     models = [str(tiny_dirs["llama"]), str(tiny_dirs["llama3_scaling"])]
     lines: list[str] = []
-    target = study(tmp_path, models, n_chunks=2, progress=lines.append, knockout_prompts=2)
+    results = tmp_path / "docs" / "study-results.md"
+    target = study(tmp_path, models, n_chunks=2, progress=lines.append, knockout_prompts=2, results=results)
     text = "\n".join(lines)
     assert "estimated time on a 2-core CPU" in text and "study chunk 2/2 done (batch 2)" in text
     assert sum("left for the other models" in line for line in lines) == 1  # after the first of the two models
@@ -96,6 +100,12 @@ def test_the_study_runs_every_model_with_an_estimate_and_progress(tiny_dirs, tmp
     assert sum("study: knock-out took" in line for line in lines) == 2  # each model's multi-prompt runs, while it is loaded
     assert "| Knock-out KL(parallel) / KL(matched), isolated" in md and "**Which reading the knock-out supports**" in md
     assert "It replayed the runs of 2 prompts spread evenly over the prompt set" in md
+    page = results.read_text()
+    for name in ("llama", "llama3_scaling"):  # each model's executive summary, as its own report has it
+        own = section((tmp_path / "models" / name / "report" / "FINDINGS.md").read_text(), "Executive Summary")
+        assert f"## {models[0] if name == 'llama' else models[1]}: executive summary" in page and own.splitlines()[0] in page
+    assert section(page, "Cross-model") == demoted(section(md, "Cross-model"))
+    assert "- Commit: " in page and "- Machine: " in page and "knock-out on the runs of 2 of the prompts" in page
     for name in ("llama", "llama3_scaling"):
         assert (tmp_path / "models" / name / "report" / "metrics.json").is_file()
         record, reason = read_knockout(tmp_path / "models" / name / "runs" / "study")
@@ -109,3 +119,10 @@ def test_a_knockout_sample_spreads_over_the_prompt_set():
     assert sample_prompts(4, 9) == [0, 1, 2, 3]
     with pytest.raises(InvalidInputError, match="at least one prompt"):
         sample_prompts(4, 0)
+
+
+def test_a_section_is_read_up_to_the_next_heading_of_its_level():
+    text = "# T\n\n## A\n\none\n\n### A.1\n\ntwo\n\n## B\n\nthree\n"
+    assert section(text, "A") == "one\n\n### A.1\n\ntwo"
+    assert section(text, "B") == "three" and section(text, "C") == ""
+    assert demoted("### A.1\ntext") == "#### A.1\ntext"
