@@ -103,10 +103,11 @@ def batch_size(config: ExperimentConfig, model) -> int:
     """The config's batch size, else the one ``generate_batch`` chooses for its longest prompt (free memory, at most 16)."""
     if config.batch_size:
         return config.batch_size
+    from ..backends import backend_for
     from ..generation.memory import default_batch_size
 
     longest = max(len(model.tokenizer(p)["input_ids"]) for p in config.prompts)
-    return default_batch_size(model, longest, config.generation.max_steps, config.generation.max_parallel)
+    return default_batch_size(backend_for(model), longest, config.generation.max_steps, config.generation.max_parallel)
 
 
 def prompt_chunks(n_prompts: int, batch: int, n_chunks: int) -> list[range]:

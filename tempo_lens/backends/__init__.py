@@ -44,6 +44,20 @@ def backend_for(model: Any) -> Backend:
     )
 
 
+def as_backend(model: Any) -> Backend:
+    """``model`` itself when it is already a :class:`Backend`, else :func:`backend_for` of it.
+
+    For the public functions that take a model from a researcher and a resolved backend from tempo_lens's own
+    entry points (which resolve it once per call).
+    """
+    return model if isinstance(model, Backend) else backend_for(model)
+
+
+def model_of(model: Any) -> Any:
+    """The model behind ``model``: a :class:`Backend`'s ``.model``, anything else as given."""
+    return model.model if isinstance(model, Backend) else model
+
+
 def check_backend_name(backend: Any) -> BackendName:
     if backend not in BACKENDS:
         raise InvalidInputError(f"backend {backend!r} is not known; choose one of {', '.join(BACKENDS)}")
@@ -69,4 +83,4 @@ def load(path: str, name: str, backend: BackendName, dtype: torch.dtype, device:
     return load_bridge(path, name, dtype, device, device_map)
 
 
-__all__ = ["BACKENDS", "Backend", "BackendName", "backend_for", "check_backend_name", "load"]
+__all__ = ["BACKENDS", "Backend", "BackendName", "as_backend", "backend_for", "check_backend_name", "load", "model_of"]

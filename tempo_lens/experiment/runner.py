@@ -146,11 +146,12 @@ def run_experiment(
     check_run_count(config, allow_large, n_prompts=len(indices))  # before the model loads
     model = model if model is not None else load_model(config.model, dtype=config.dtype, backend=backend)
     check_loaded_config(config, model)
+    served = backend_for(model)
     if indices:
         longest = max(len(model.tokenizer(config.prompts[i])["input_ids"]) for i in indices)
-        check_context(model, longest, config.generation)  # generate's own rule, before any estimate
+        check_context(served, longest, config.generation)  # generate's own rule, before any estimate
         need = attention_bytes(config, int(model.cfg.n_layers), int(model.cfg.n_heads), longest, len(indices))
-        check_memory(need, available_bytes(backend_for(model).device), config, allow_large)
+        check_memory(need, available_bytes(served.device), config, allow_large)
         if progress:
             seconds, probe = estimate_seconds(model, config, len(indices))
             progress(
@@ -159,7 +160,7 @@ def run_experiment(
                 f"{probe * 1e3:.0f} ms here; batching shares forwards)"
             )
     runs: dict[tuple[int, str], list[CapturedRun]] = {}
-    speed = clean(backend_for(model).speed_record())  # the kernels every run of this model ran (replays inherit it)
+    speed = clean(served.speed_record())  # the kernels every run of this model ran (replays inherit it)
     started, total = time.perf_counter(), len(indices) * len(config.modes)
     for m, mode in enumerate(config.modes if indices else []):  # a shard may hold no prompt
         settings = config.generation.replace(mode=mode)
