@@ -360,9 +360,8 @@ def attention_bias_hooks(
             raise InvalidInputError(f"bias must be a finite number, or -inf to hide the keys; got {bias!r}") from None
     if not callable(key_mask) and not (isinstance(key_mask, Tensor) and key_mask.dtype == torch.bool and key_mask.ndim == 1):
         raise InvalidInputError("key_mask must be a boolean tensor [n_tokens] or a function K -> boolean tensor [K]")
-    model = model_of(model)
-    names = _attn_score_hook_names(model, layers)
-    n_heads = int(model.cfg.n_heads)
+    names = _attn_score_hook_names(model_of(model), layers)
+    n_heads = int(model_of(model).cfg.n_heads)
     head_index = slice(None) if heads is None else torch.as_tensor(_check_heads(heads, n_heads), dtype=torch.long)
 
     def hook_scores(scores: Float[Tensor, "batch head_index query_pos key_pos"], hook: Any = None) -> Tensor:
