@@ -24,8 +24,11 @@ from typing import TYPE_CHECKING
 from ..analysis.metrics.cross_model import collect_entries, model_folders
 from ..analysis.metrics.inputs import MULTI, SINGLE, check_pair, config_role
 from ..analysis.metrics.schema import read_metrics
+from ..backends import backend_for
 from ..errors import ConfigError, TempoLensError
 from ..experiment import Experiment, ExperimentConfig, run_experiment
+from ..experiment.stream import model_on_first_use
+from ..generation.memory import default_batch_size
 from ..io.signals import Terminated, interrupts_raise
 from ..models.cache import cache_problem, cache_root
 from ..models.zoo import DEFAULT_MODEL, ZOO, is_installed
@@ -103,8 +106,6 @@ def batch_size(config: ExperimentConfig, model) -> int:
     """The config's batch size, else the one ``generate_batch`` chooses for its longest prompt (free memory, at most 16)."""
     if config.batch_size:
         return config.batch_size
-    from ..backends import backend_for
-    from ..generation.memory import default_batch_size
 
     longest = max(len(model.tokenizer(p)["input_ids"]) for p in config.prompts)
     return default_batch_size(backend_for(model), longest, config.generation.max_steps, config.generation.max_parallel)
@@ -153,7 +154,6 @@ def run_model(
     saved through ``plan``; a config whose runs an earlier study finished with the same model files, settings and
     prompts is kept (``analyze``'s resume, :meth:`~.outputs.OutputPlan.finished_run`). ``knockout``: the multi-prompt
     runs' knock-out too, while the model is loaded (:mod:`.knockout`)."""
-    from ..experiment.stream import model_on_first_use
 
     dtype = dtype or next(iter(configs.values())).dtype
     model = model_on_first_use(name, dtype, backend, announce=lambda: progress(f"{name}: loading"))

@@ -22,15 +22,18 @@ import torch
 
 from ..errors import InvalidInputError
 from .base import Backend, BackendName
+from .bridge import BridgeBackend, is_bridge
+from .bridge.loading import load_bridge
+from .hooked import HookedBackend, is_hooked
+from .hooked.loading import load_hooked
+from .nnsight import NnsightBackend, is_nnsight
+from .nnsight.loading import load_nnsight
 
 BACKENDS: tuple[str, ...] = get_args(BackendName)
 
 
 def backend_for(model: Any) -> Backend:
     """The backend serving ``model``; anything but a TransformerBridge or HookedTransformer is refused."""
-    from .bridge import BridgeBackend, is_bridge
-    from .hooked import HookedBackend, is_hooked
-    from .nnsight import NnsightBackend, is_nnsight
 
     if is_bridge(model):
         return BridgeBackend(model)
@@ -67,18 +70,14 @@ def check_backend_name(backend: Any) -> BackendName:
 def load(path: str, name: str, backend: BackendName, dtype: torch.dtype, device: str | None, device_map: Any) -> Any:
     """Boot the model at ``path`` (a folder or a Hugging Face name) as ``backend``'s model class."""
     if backend == "nnsight":
-        from .nnsight.loading import load_nnsight
-
         return load_nnsight(path, name, dtype, device, device_map)
     if backend == "hooked":
         if device_map is not None:
             raise InvalidInputError(
                 "device_map is supported by backends 'bridge' and 'nnsight'; pass device= for backend='hooked'"
             )
-        from .hooked.loading import load_hooked
 
         return load_hooked(path, name, dtype, device or "cpu")
-    from .bridge.loading import load_bridge
 
     return load_bridge(path, name, dtype, device, device_map)
 

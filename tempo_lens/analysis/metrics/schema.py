@@ -17,6 +17,7 @@ from typing import Any
 
 from ...errors import ExperimentFileError
 from ...experiment.record import ModelRecord
+from ...io.records import MAX_RECORD_BYTES, parse_json, read_bounded
 from ...layout import MODES  # noqa: F401  (re-exported for the report modules)
 from ...lookup import FindBy
 from ..regression import Coefficient, RegressionResult
@@ -476,7 +477,6 @@ def metrics_json(metrics: Metrics) -> str:
 
 def parse_metrics(text: bytes | str, source: str = "metrics.json") -> Metrics:
     """Parse and check a metrics file; another schema version is refused with both versions named."""
-    from ...io.records import parse_json
 
     data = parse_json(text, source, "re-run `tempo-lens analyze`")
     version = data.get("schema_version") if isinstance(data, dict) else None
@@ -493,6 +493,5 @@ def parse_metrics(text: bytes | str, source: str = "metrics.json") -> Metrics:
 
 def read_metrics(path: Path) -> Metrics:
     """A ``metrics.json`` read bounded (:mod:`tempo_lens.io.records`) and checked against the schema."""
-    from ...io.records import MAX_RECORD_BYTES, read_bounded
 
     return parse_metrics(read_bounded(path, "metrics.json", "re-run `tempo-lens analyze`", MAX_RECORD_BYTES), str(path))
