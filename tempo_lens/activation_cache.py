@@ -21,13 +21,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import torch
 from torch import Tensor
 
 from .errors import InvalidInputError
 from .generation.hook_context import RowInForward, current_step
 from .layout import TokenLayout
-from .siblings import Sibling, physical_indices
+from .replaying import default_condition, replay
+from .siblings import Sibling, physical_indices, run_view
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -165,7 +167,6 @@ class TokenCache(Mapping[str, Tensor]):
 
     def to_dataframe(self, names: Sequence[str] | None = None) -> pd.DataFrame:
         """One row per token: physical index, step, sibling (rank), token, parallel, logical position, then one column per hook point (its value as an array)."""
-        import pandas as pd
 
         layout = self.layout
         parallel = layout.parallel_tensor().tolist()
@@ -187,8 +188,6 @@ class TokenCache(Mapping[str, Tensor]):
 def replay_cache(model: TransformerBridge, source: Any, names_filter: NamesFilter, condition: Any = None) -> TokenCache:
     """The hook points of ``names_filter`` for every token, from one teacher-forced replay of ``source`` (its own mode,
     shared positions, unless ``condition``, a :class:`~tempo_lens.tools.Condition`, says otherwise)."""
-    from .replaying import default_condition, replay
-    from .siblings import run_view
 
     view = run_view(source, model)
     condition = default_condition(view, condition)

@@ -24,7 +24,9 @@ from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any
 
+from . import __version__
 from .errors import InvalidInputError, TempoLensError, describe  # noqa: E402
+from .io.atomic import folder_lock
 from .models import command as models_command
 
 ENVIRONMENT_DEFAULTS = {
@@ -162,7 +164,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .experiment import (
+    from .experiment import (  # deferred: torch (through tempo_lens.experiment)
         check_can_write,
         check_shard_target,
         load_config,
@@ -214,7 +216,6 @@ def cmd_merge(args: argparse.Namespace) -> int:
     out = _path_arg(args.out, "--out") if args.out is not None else folder
     if out.resolve() != folder.resolve() and folder.resolve() in out.resolve().parents:
         raise InvalidInputError(f"--out {out} is inside {folder}; write the merged experiment outside the shards folder")
-    from .io.atomic import folder_lock
 
     with folder_lock(folder) if folder.is_dir() else contextlib.nullcontext():  # no shard lands while merging
         experiment = load_experiment(folder)  # exactly one split of one config, checksums verified, runs in prompt order
@@ -276,7 +277,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
     from .experiment.config import DTYPES  # deferred: pandas, torch (the command line starts without it)
 
     parser = _Parser(prog="tempo-lens", description="TEMPO through TransformerLens hook points")

@@ -6,6 +6,9 @@ one clear line for it instead of a traceback from deep inside a library.
 
 from __future__ import annotations
 
+import errno as errno_names
+import os
+
 
 class TempoLensError(Exception):
     """Base class of all deliberate tempo_lens errors."""
@@ -38,8 +41,6 @@ class ConfigError(TempoLensError, ValueError):
 def describe(exc: BaseException) -> str:
     """An exception in words that are never empty: its message, else its type (``EOFError``), with the path and
     the system's words for an OSError (``Permission denied: 'x.npz'``)."""
-    import errno as errno_names
-    import os
 
     if isinstance(exc, OSError) and exc.errno is not None:
         words = exc.strerror or os.strerror(exc.errno)

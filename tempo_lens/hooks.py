@@ -37,7 +37,8 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from .backends import backend_for
+from .backends import Backend, as_backend, model_of
+from .capture import resolve_layers
 from .errors import InvalidInputError
 from .hook_cache import HookCache, Same
 from .layout import Mode, TokenLayout
@@ -47,31 +48,31 @@ from .validation import check_finite
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
+    ModelOrBackend = TransformerBridge | Backend  # a factory takes a researcher's model or the backend tempo_lens resolved
+
 Hook = tuple[str, Callable[..., Tensor]]
 
 
 def _attn_score_hook_names(model: TransformerBridge, layers: Iterable[int] | None = None) -> list[str]:
     """The score hook points of ``layers`` (None: all), checked by the one layer rule (negative counts from the last)."""
-    from .capture import resolve_layers
-
     chosen = resolve_layers(None if layers is None else list(layers), int(model.cfg.n_layers), "layers")
     return [f"blocks.{layer}.attn.hook_attn_scores" for layer in chosen]
 
 
-def has_rotary(model: TransformerBridge) -> bool:
+def has_rotary(model: ModelOrBackend) -> bool:
     """Whether ``model`` has rotary position embeddings the hooks can move (Llama, Qwen, Mistral, Gemma, ...)."""
-    return backend_for(model).position_kind() == "rotary"
+    return as_backend(model).position_kind() == "rotary"
 
 
-def has_learned_positions(model: TransformerBridge) -> bool:
+def has_learned_positions(model: ModelOrBackend) -> bool:
     """Whether ``model`` adds a learned position table at ``hook_pos_embed`` (GPT-2 family) and has no RoPE."""
-    return backend_for(model).position_kind() == "learned"
+    return as_backend(model).position_kind() == "learned"
 
 
 # ---- positions ---------------------------------------------------------------------------------
 
 
-def rope_position_hooks(model: TransformerBridge, positions: PositionSource) -> list[Hook]:
+def rope_position_hooks(model: ModelOrBackend, positions: PositionSource) -> list[Hook]:
     """RoPE at chosen (logical, shared, even fractional) positions instead of physical indices.
 
     On a TransformerBridge, targets ``rotary_emb.hook_cos`` and ``rotary_emb.hook_sin`` (``[batch, q, d_head]``)
@@ -87,15 +88,16 @@ def rope_position_hooks(model: TransformerBridge, positions: PositionSource) -> 
         hooks = rope_position_hooks(model, torch.tensor([0., 1., 2., 2., 3.]))
         logits = model.run_with_hooks(tokens, fwd_hooks=hooks)   # physical tokens 2 and 3 share position 2
     """
-    if not has_rotary(model):
+    backend = as_backend(model)
+    if not has_rotary(backend):
         raise InvalidInputError(
-            f"{type(model).__name__} has no rotary position embedding; use learned_position_hooks for absolute "
+            f"{type(backend.model).__name__} has no rotary position embedding; use learned_position_hooks for absolute "
             "position embeddings (GPT-2 family) or tempo_position_hooks to choose automatically."
         )
-    return backend_for(model).rope_position_hooks(positions)
+    return backend.rope_position_hooks(positions)
 
 
-def learned_position_hooks(model: TransformerBridge, positions: PositionSource) -> list[Hook]:
+def learned_position_hooks(model: ModelOrBackend, positions: PositionSource) -> list[Hook]:
     """Learned absolute position embeddings at chosen integer positions (GPT-2 family).
 
     Targets ``hook_pos_embed`` (``[batch, q, d_model]``) and returns rows of the model's own position
@@ -107,12 +109,13 @@ def learned_position_hooks(model: TransformerBridge, positions: PositionSource) 
         hooks = learned_position_hooks(model, torch.tensor([0., 1., 2., 2., 3.]))
         logits = model.run_with_hooks(tokens, fwd_hooks=hooks)   # physical tokens 2 and 3 share position 2
     """
-    if not has_learned_positions(model):
-        raise InvalidInputError(f"{type(model).__name__} has no learned position table at hook_pos_embed")
-    return backend_for(model).learned_position_hooks(positions)
+    backend = as_backend(model)
+    if not has_learned_positions(backend):
+        raise InvalidInputError(f"{type(backend.model).__name__} has no learned position table at hook_pos_embed")
+    return backend.learned_position_hooks(positions)
 
 
-def tempo_position_hooks(model: TransformerBridge, positions: PositionSource) -> list[Hook]:
+def tempo_position_hooks(model: ModelOrBackend, positions: PositionSource) -> list[Hook]:
     """Shared logical positions through whichever position mechanism the model has (RoPE or learned).
 
     :func:`rope_position_hooks` (``rotary_emb.hook_cos`` / ``hook_sin``, ``[batch, q, d_head]``) on a RoPE
@@ -123,12 +126,13 @@ def tempo_position_hooks(model: TransformerBridge, positions: PositionSource) ->
         hooks = tempo_position_hooks(model, torch.tensor([0., 1., 2., 2., 3.]))
         logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
     """
-    if has_rotary(model):
-        return rope_position_hooks(model, positions)
-    if has_learned_positions(model):
-        return learned_position_hooks(model, positions)
+    backend = as_backend(model)
+    if has_rotary(backend):
+        return rope_position_hooks(backend, positions)
+    if has_learned_positions(backend):
+        return learned_position_hooks(backend, positions)
     raise InvalidInputError(
-        f"{getattr(model.cfg, 'model_name', 'this model')} exposes neither rotary position hooks nor hook_pos_embed, "
+        f"{getattr(backend.model.cfg, 'model_name', 'this model')} exposes neither rotary position hooks nor hook_pos_embed, "
         "so TEMPO cannot share positions through hooks; use a RoPE (Llama, Qwen, Mistral, ...) or GPT-2 family model."
     )
 
@@ -142,7 +146,7 @@ def masked_threshold(dtype: torch.dtype) -> float:
 
 
 def attention_block_hooks(
-    model: TransformerBridge,
+    model: ModelOrBackend,
     blocked: Callable[[int, int], Bool[Tensor, "query_pos key_pos"]],
     layers: Iterable[int] | None = None,
 ) -> list[Hook]:
@@ -187,7 +191,7 @@ def attention_block_hooks(
         mask = prepared(blocked(q, k), q, k, scores.device)
         return scores if mask is None else scores.masked_fill(mask, float("-inf"))
 
-    return [(name, hook_scores) for name in _attn_score_hook_names(model, layers)]
+    return [(name, hook_scores) for name in _attn_score_hook_names(model_of(model), layers)]
 
 
 def layout_blocked_fn(
@@ -215,9 +219,7 @@ def layout_blocked_fn(
     return blocked
 
 
-def windowed_block_hooks(
-    model: TransformerBridge, blocked_for: Callable[[int | None], Callable[[int, int], Tensor]]
-) -> list[Hook]:
+def windowed_block_hooks(model: ModelOrBackend, blocked_for: Callable[[int | None], Callable[[int, int], Tensor]]) -> list[Hook]:
     """:func:`attention_block_hooks` on every layer, with ``blocked_for(window)`` for each sliding window the model has.
 
     Targets every ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``): ``blocked_for(None)``
@@ -229,15 +231,16 @@ def windowed_block_hooks(
         hooks = windowed_block_hooks(model, lambda window: layout_blocked_fn(layout, "isolated", window=window))
         logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=hooks)
     """
-    windows = backend_for(model).attention_windows()
+    backend = as_backend(model)
+    windows = backend.attention_windows()
     hooks: list[tuple[int, Hook]] = []
     for window in dict.fromkeys(windows):
         layers = [layer for layer, w in enumerate(windows) if w == window]
-        hooks += zip(layers, attention_block_hooks(model, blocked_for(window), layers))
+        hooks += zip(layers, attention_block_hooks(backend, blocked_for(window), layers))
     return [hook for _, hook in sorted(hooks, key=lambda pair: pair[0])]
 
 
-def isolation_mask_hooks(model: TransformerBridge, layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
+def isolation_mask_hooks(model: ModelOrBackend, layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
     """Isolated TEMPO attention: siblings of one step cannot see each other (each still sees itself).
 
     Targets ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``) of ``layers`` (default all),
@@ -252,7 +255,7 @@ def isolation_mask_hooks(model: TransformerBridge, layout: TokenLayout, layers: 
     return attention_block_hooks(model, layout_blocked_fn(layout, "isolated", apply_pruning=False), layers)
 
 
-def pruned_keys_mask_hooks(model: TransformerBridge, layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
+def pruned_keys_mask_hooks(model: ModelOrBackend, layout: TokenLayout, layers: Iterable[int] | None = None) -> list[Hook]:
     """Retroactive pruning: a token pruned after step p is hidden (``-inf``) from every query of a later step.
 
     Targets ``blocks.L.attn.hook_attn_scores`` (``[batch, head, q, K]``) of ``layers`` (default all);
@@ -268,7 +271,7 @@ def pruned_keys_mask_hooks(model: TransformerBridge, layout: TokenLayout, layers
 
 
 def tempo_hooks(
-    model: TransformerBridge, layout: TokenLayout, mode: Mode = "isolated", positions: PositionSource | None = None
+    model: ModelOrBackend, layout: TokenLayout, mode: Mode = "isolated", positions: PositionSource | None = None
 ) -> list[Hook]:
     """Everything a TEMPO forward needs: shared positions plus one mask hook per layer (isolation + pruning).
 
@@ -285,8 +288,9 @@ def tempo_hooks(
         layout.append_step([12, 13], [0.6, 0.3])
         logits = model.run_with_hooks(torch.tensor([layout.token_ids]), fwd_hooks=tempo_hooks(model, layout, "isolated"))
     """
-    position_hooks = tempo_position_hooks(model, layout if positions is None else positions)
-    return position_hooks + windowed_block_hooks(model, lambda window: layout_blocked_fn(layout, mode, True, window))
+    backend = as_backend(model)
+    position_hooks = tempo_position_hooks(backend, layout if positions is None else positions)
+    return position_hooks + windowed_block_hooks(backend, lambda window: layout_blocked_fn(layout, mode, True, window))
 
 
 # ---- interventions and reading -----------------------------------------------------------------
@@ -331,7 +335,7 @@ def fractional_positions(layout: TokenLayout, spacing: float = 1e-3) -> Float[Te
 
 
 def attention_bias_hooks(
-    model: TransformerBridge,
+    model: ModelOrBackend,
     key_mask: Callable[[int], Bool[Tensor, " key"]] | Bool[Tensor, " key"],
     bias: float,
     layers: Iterable[int] | None = None,
@@ -356,8 +360,8 @@ def attention_bias_hooks(
             raise InvalidInputError(f"bias must be a finite number, or -inf to hide the keys; got {bias!r}") from None
     if not callable(key_mask) and not (isinstance(key_mask, Tensor) and key_mask.dtype == torch.bool and key_mask.ndim == 1):
         raise InvalidInputError("key_mask must be a boolean tensor [n_tokens] or a function K -> boolean tensor [K]")
-    names = _attn_score_hook_names(model, layers)
-    n_heads = int(model.cfg.n_heads)
+    names = _attn_score_hook_names(model_of(model), layers)
+    n_heads = int(model_of(model).cfg.n_heads)
     head_index = slice(None) if heads is None else torch.as_tensor(_check_heads(heads, n_heads), dtype=torch.long)
 
     def hook_scores(scores: Float[Tensor, "batch head_index query_pos key_pos"], hook: Any = None) -> Tensor:
@@ -403,17 +407,15 @@ class PatternRecorder:
         patterns = recorder.take()   # {0: [1, n_heads, 4, 4], n_layers - 1: [1, n_heads, 4, 4]}
     """
 
-    def __init__(self, layers: Iterable[int], model: TransformerBridge | None = None):
+    def __init__(self, layers: Iterable[int], model: ModelOrBackend | None = None):
         """``layers``: layer numbers; with ``model`` checked by the one layer rule (negative counts from the last),
         without it non-negative integers (a negative layer needs the model to be read)."""
-        from .capture import resolve_layers
-
         self.patterns: dict[int, Tensor] = {}
         if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
             raise InvalidInputError(f"layers must be a list of layer numbers, got {layers!r}")
         layers = list(layers)
         if model is not None:
-            self.layers = resolve_layers(layers, int(model.cfg.n_layers), "layers")
+            self.layers = resolve_layers(layers, int(model_of(model).cfg.n_layers), "layers")
             return
         if not all(hasattr(l, "__index__") and not isinstance(l, bool) and int(l) >= 0 for l in layers):
             raise InvalidInputError(

@@ -17,7 +17,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .backends import backend_for
+from .backends import Backend, backend_for
+from .backends.base import TempoStep
 from .capture import resolve_layers
 from .errors import InvalidInputError
 from .hooks import PatternRecorder, attention_block_hooks, layout_blocked_fn, tempo_position_hooks
@@ -87,20 +88,18 @@ def _blocked_fn(layout: TokenLayout, mask: MaskArg):
     return layout_blocked_fn(layout, mask, apply_pruning=True)
 
 
-def replay_hooks(model: TransformerBridge, layout: TokenLayout, positions: Tensor, mask: MaskArg) -> list:
+def replay_hooks(backend: Backend, layout: TokenLayout, positions: Tensor, mask: MaskArg) -> list:
     """The position and mask hooks of a teacher-forced replay of ``layout`` (shared by every replay-based tool)."""
-    return tempo_position_hooks(model, positions) + attention_block_hooks(model, _blocked_fn(layout, mask))
+    return tempo_position_hooks(backend, positions) + attention_block_hooks(backend, _blocked_fn(layout, mask))
 
 
-def _check_arguments(model: TransformerBridge, layout: Any) -> None:
+def _check_arguments(backend: Backend, layout: Any) -> None:
     if not isinstance(layout, TokenLayout):
         raise InvalidInputError(f"replay needs a TokenLayout (result.layout or run.layout), got {type(layout).__name__}")
     if not len(layout):
         raise InvalidInputError("the layout is empty; replay a generation's layout")
-    backend_for(model)  # refuses anything but a TransformerBridge or HookedTransformer
-
     try:
-        check_token_ids(model, layout.token_ids)  # generate's rule: a layout of another model's vocabulary is refused
+        check_token_ids(backend.model, layout.token_ids)  # generate's rule: a layout of another model's vocabulary is refused
     except InvalidInputError as exc:
         raise InvalidInputError(f"this layout does not fit the model: {exc}; replay a layout made with this model") from None
 
@@ -136,7 +135,7 @@ def _extra_hooks(model: TransformerBridge, extra_hooks: Sequence[tuple[str, Any]
 
 
 def replay_activations(
-    model: TransformerBridge,
+    backend: Backend,
     layout: TokenLayout,
     positions: PositionsArg,
     mask: MaskArg,
@@ -148,11 +147,11 @@ def replay_activations(
     ``result.cache`` maps each name to ``[n_tokens, ...]`` (batch axis dropped), as the tools' cached replay does;
     ``extra_hooks`` edit activations by name during the forward.
     """
-    _check_arguments(model, layout)
+    _check_arguments(backend, layout)
     cache: dict[str, Tensor] = {}
     readers = [(name, lambda value, name=name: cache.__setitem__(name, value[0].detach().cpu())) for name in names]
     positions_ = replay_positions(layout, positions)
-    logits, _ = explicit_replay(model, layout, positions_, mask, [], readers=readers, edits=list(extra_hooks or []))
+    logits, _ = explicit_replay(backend, layout, positions_, mask, [], readers=readers, edits=list(extra_hooks or []))
     return ReplayResult(logits=logits[0].detach().cpu(), attention={}, layers=[], cache=cache)
 
 
@@ -176,17 +175,41 @@ def replay(
     run after the replay's own position and mask hooks and before its pattern recorder, so the
     returned attention is the one the model used.
     """
-    _check_arguments(model, layout)
+    return replay_on(
+        backend_for(model),  # refuses anything but a TransformerBridge, HookedTransformer or nnsight model
+        layout,
+        positions,
+        mask,
+        layers=layers,
+        run_with_cache=run_with_cache,
+        names_filter=names_filter,
+        extra_hooks=extra_hooks,
+    )
+
+
+def replay_on(
+    backend: Backend,
+    layout: TokenLayout,
+    positions: PositionsArg = "shared",
+    mask: MaskArg = "isolated",
+    *,
+    layers: Sequence[int] | None = None,
+    run_with_cache: bool = False,
+    names_filter: Any = None,
+    extra_hooks: Sequence[tuple[str, Any]] | None = None,
+) -> ReplayResult:
+    """:func:`replay` on an already resolved backend (what the tools call, resolving the model once per call)."""
+    _check_arguments(backend, layout)
+    model = backend.model
     chosen = resolve_layers(layers, int(model.cfg.n_layers), "replay layers")
-    if not backend_for(model).uses_hook_points:
+    if not backend.uses_hook_points:
         logits, patterns = explicit_replay(
-            model, layout, replay_positions(layout, positions), mask, chosen, run_with_cache, extra_hooks
+            backend, layout, replay_positions(layout, positions), mask, chosen, run_with_cache, extra_hooks
         )
         return _replay_result(layout, logits, patterns, chosen)
     recorder = PatternRecorder(chosen)
-    hooks = replay_hooks(model, layout, replay_positions(layout, positions), mask)
+    hooks = replay_hooks(backend, layout, replay_positions(layout, positions), mask)
     hooks += _extra_hooks(model, extra_hooks) + recorder.hooks()
-    backend = backend_for(model)
     tokens = torch.tensor([layout.token_ids], dtype=torch.long, device=backend.device)
     cache = None
     with torch.no_grad(), model.hooks(fwd_hooks=hooks):
@@ -211,7 +234,7 @@ def _replay_result(
 
 
 def explicit_replay(
-    model: TransformerBridge,
+    backend: Backend,
     layout: TokenLayout,
     positions: Tensor,
     mask: MaskArg,
@@ -227,8 +250,6 @@ def explicit_replay(
     ``readers`` / ``edits``: activations by TransformerLens name (:class:`~tempo_lens.backends.base.TempoStep`);
     ``extra_hooks`` are edits too. ``copies``: that many batch rows of the same replay (for per-row edits).
     """
-    from .backends.base import TempoStep
-
     if run_with_cache:
         raise InvalidInputError(
             "run_with_cache returns TransformerLens's activation cache, which an nnsight model has none of; load it with "
@@ -238,7 +259,7 @@ def explicit_replay(
         raise InvalidInputError("fractional positions need the rotary hooks of backend='bridge'; position_ids are integers")
     n = len(layout)
     blocked = _blocked_fn(layout, mask)(n, n)
-    windows = {w for w in backend_for(model).attention_windows() if w is not None}
+    windows = {w for w in backend.attention_windows() if w is not None}
     windowed = {w: blocked | layout.blocked("visible", apply_pruning=False, window=w) for w in windows}  # + the window
     step = TempoStep(
         tokens=torch.tensor([layout.token_ids] * copies, dtype=torch.long),
@@ -248,7 +269,7 @@ def explicit_replay(
         layers=tuple(chosen),
         n_out=n,
         readers=list(readers),
-        edits=[*edits, *_extra_hooks(model, extra_hooks)],
+        edits=[*edits, *_extra_hooks(backend.model, extra_hooks)],
     )
     with torch.no_grad():
-        return backend_for(model).tempo_forward(step)
+        return backend.tempo_forward(step)

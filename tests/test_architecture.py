@@ -8,6 +8,7 @@ of its name listed in :data:`LAYERS`; a module may import its own layer and the 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -255,3 +256,49 @@ def test_each_package_says_what_it_holds_and_may_import():
     packages = [path for path, is_package in module_names(PACKAGE).values() if is_package and path.parent != PACKAGE]
     missing = [str(p.relative_to(PACKAGE)) for p in packages if "May import" not in (ast.get_docstring(ast.parse(p.read_text())) or "")]
     assert missing == []
+
+
+PRAGMA = re.compile(r"(noqa(:\s*[A-Z0-9, ]+)?|type:\s*ignore(\[[^\]]*\])?)")
+
+
+def _says_why(line: str) -> bool:
+    """Whether ``line`` carries a comment beyond lint pragmas (``noqa``, ``type: ignore``)."""
+    if "#" not in line:
+        return False
+    comment = line[line.index("#") :]
+    return bool(PRAGMA.sub("", comment).strip("# \t()"))
+
+
+def unexplained_local_imports(root: Path) -> list[str]:
+    """``path:line`` of each function-local import with no comment (its line or the one above) saying why it is local."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        tree = ast.parse("\n".join(lines))
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    above = lines[node.lineno - 2].strip() if node.lineno > 1 else ""
+                    if not (_says_why(lines[node.lineno - 1]) or (above.startswith("#") and _says_why(above))):
+                        found.append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    return sorted(set(found))
+
+
+def test_the_checker_finds_a_local_import_without_a_reason(tmp_path):
+    root = _package(
+        tmp_path,
+        {
+            "a.py": "def f():\n    import json\n",
+            "b.py": "def f():\n    import torch  # deferred: torch\n",
+            "c.py": "def f():\n    # deferred: torch\n    import torch\n",
+            "d.py": "def f():\n    import json  # noqa: F401\n",
+        },
+    )
+    assert unexplained_local_imports(root) == ["pkg/a.py:2", "pkg/d.py:2"]
+
+
+def test_every_function_local_import_says_why():
+    """docs/conventions.md: a function-local import defers a heavy dependency (or breaks a cycle) and says which."""
+    assert unexplained_local_imports(PACKAGE) == []

@@ -23,8 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..analysis.metrics.comparable import check_comparable, check_fingerprints
+from ..analysis.metrics.compute import compute_metrics
 from ..analysis.metrics.cross_model import collect_entries, model_folders, zoo_names
-from ..analysis.metrics.inputs import MULTI, SINGLE, check_pair, choose_inputs, config_role
+from ..analysis.metrics.inputs import MULTI, PRUNING, SINGLE, check_pair, choose_inputs, config_role
+from ..analysis.metrics.schema import metrics_json, parse_metrics
 from ..errors import ConfigError, TempoLensError
 from ..experiment import METADATA, ExperimentConfig, load_config, load_experiment, run_experiment, stream
 from ..experiment.budget import check_run_count
@@ -180,7 +183,6 @@ def read_saved(paths: dict[str, Path], expected: dict[str, str | None] | None = 
 def report_metrics(experiments: dict[str, Experiment], progress: Progress, cross_model_dir: Path | None = None) -> Metrics:
     """The report's metrics from saved experiments of one model (each role filled by one experiment), with the
     Cross-model entries of ``cross_model_dir`` when given."""
-    from ..analysis.metrics.compute import compute_metrics
 
     check_one_model(experiments)
     inputs = choose_inputs(experiments.values())
@@ -193,7 +195,6 @@ def report_metrics(experiments: dict[str, Experiment], progress: Progress, cross
 
 def write_report(metrics: Metrics, plan: OutputPlan) -> Path:
     """Write metrics.json and render FINDINGS.md / report.html from it through ``plan``."""
-    from ..analysis.metrics.schema import metrics_json, parse_metrics
     from ..report.findings import render_findings  # deferred: markdown_it, plotly
 
     text = metrics_json(metrics)
@@ -203,8 +204,6 @@ def write_report(metrics: Metrics, plan: OutputPlan) -> Path:
 
 def check_same_settings(configs: dict[str, ExperimentConfig], folder: Path) -> None:
     """Before anything runs: the configs of one report share every generation setting (a pruning config its pruning aside)."""
-    from ..analysis.metrics.comparable import check_comparable
-    from ..analysis.metrics.inputs import PRUNING
 
     as_dicts = {name: c.to_dict() for name, c in configs.items()}
     ignore = {name: ("pruning",) for name, c in as_dicts.items() if config_role(c) == PRUNING}
@@ -214,7 +213,6 @@ def check_same_settings(configs: dict[str, ExperimentConfig], folder: Path) -> N
 def check_one_model(experiments: dict) -> None:
     """A report compares runs of one model at one dtype: a mix is refused, naming each experiment's model; runs of one
     name but different files (fingerprints) too (:func:`~.comparable.check_fingerprints`)."""
-    from ..analysis.metrics.comparable import check_fingerprints
 
     made_with = {name: (str(e.model.get("name")), str(e.model.get("dtype"))) for name, e in experiments.items()}
     if len(set(made_with.values())) > 1:

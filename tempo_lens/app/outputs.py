@@ -30,6 +30,8 @@ from ..experiment.storage import intact_metadata, is_experiment_folder, save_run
 from ..io.atomic import Fingerprint, changed_since, fingerprint, folder_lock, write_files
 from ..io.checksums import sha256_of
 from ..io.records import MAX_RECORD_BYTES, clean, read_json, read_record
+from ..io.writable import check_writable
+from ..models.identity import fingerprint_of
 
 MANIFEST = ".tempo-lens-analyze.json"
 REPORT_FILES = ("FINDINGS.md", "report.html", "metrics.json")
@@ -149,7 +151,6 @@ class OutputPlan:
             self.seen.setdefault(path, seen)
 
     def check(self, run_names: Sequence[str] = (), report: bool = True) -> None:
-        from ..io.writable import check_writable
 
         targets = [self.path, *(self.run_folder(n) for n in run_names), *([self.report_dir / "FINDINGS.md"] if report else [])]
         for target in targets:  # before any model loads: a read-only output is refused now, not after the generation
@@ -185,7 +186,6 @@ class OutputPlan:
             saved = {**saved, "batch_size": None}
         if (saved, data["model"].get("backend")) != wanted:
             return None
-        from ..models.identity import fingerprint_of
 
         recorded_model = data["model"].get("fingerprint")  # None: saved before fingerprints, or of a model not on disk
         return target if recorded_model is not None and recorded_model == fingerprint_of(config.model) else None

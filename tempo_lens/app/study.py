@@ -24,8 +24,11 @@ from typing import TYPE_CHECKING
 from ..analysis.metrics.cross_model import collect_entries, model_folders
 from ..analysis.metrics.inputs import MULTI, SINGLE, check_pair, config_role
 from ..analysis.metrics.schema import read_metrics
+from ..backends import backend_for
 from ..errors import ConfigError, TempoLensError
 from ..experiment import Experiment, ExperimentConfig, run_experiment
+from ..experiment.stream import model_on_first_use
+from ..generation.memory import default_batch_size
 from ..io.signals import Terminated, interrupts_raise
 from ..models.cache import cache_problem, cache_root
 from ..models.zoo import DEFAULT_MODEL, ZOO, is_installed
@@ -124,10 +127,9 @@ def batch_size(config: ExperimentConfig, model) -> int:
     """The config's batch size, else the one ``generate_batch`` chooses for its longest prompt (free memory, at most 16)."""
     if config.batch_size:
         return config.batch_size
-    from ..generation.memory import default_batch_size
 
     longest = max(len(model.tokenizer(p)["input_ids"]) for p in config.prompts)
-    return default_batch_size(model, longest, config.generation.max_steps, config.generation.max_parallel)
+    return default_batch_size(backend_for(model), longest, config.generation.max_steps, config.generation.max_parallel)
 
 
 def prompt_chunks(n_prompts: int, batch: int, n_chunks: int) -> list[range]:
@@ -175,7 +177,6 @@ def run_model(
     prompts is kept (``analyze``'s resume, :meth:`~.outputs.OutputPlan.finished_run`). ``knockout``: the multi-prompt
     runs' knock-out too, while the model is loaded (:mod:`.knockout`), on the runs of ``knockout_prompts`` prompts
     (None: every run)."""
-    from ..experiment.stream import model_on_first_use
 
     dtype = dtype or next(iter(configs.values())).dtype
     model = model_on_first_use(name, dtype, backend, announce=lambda: progress(f"{name}: loading"))

@@ -22,15 +22,18 @@ import torch
 
 from ..errors import InvalidInputError
 from .base import Backend, BackendName
+from .bridge import BridgeBackend, is_bridge
+from .bridge.loading import load_bridge
+from .hooked import HookedBackend, is_hooked
+from .hooked.loading import load_hooked
+from .nnsight import NnsightBackend, is_nnsight
+from .nnsight.loading import load_nnsight
 
 BACKENDS: tuple[str, ...] = get_args(BackendName)
 
 
 def backend_for(model: Any) -> Backend:
     """The backend serving ``model``; anything but a TransformerBridge or HookedTransformer is refused."""
-    from .bridge import BridgeBackend, is_bridge
-    from .hooked import HookedBackend, is_hooked
-    from .nnsight import NnsightBackend, is_nnsight
 
     if is_bridge(model):
         return BridgeBackend(model)
@@ -44,6 +47,20 @@ def backend_for(model: Any) -> Backend:
     )
 
 
+def as_backend(model: Any) -> Backend:
+    """``model`` itself when it is already a :class:`Backend`, else :func:`backend_for` of it.
+
+    For the public functions that take a model from a researcher and a resolved backend from tempo_lens's own
+    entry points (which resolve it once per call).
+    """
+    return model if isinstance(model, Backend) else backend_for(model)
+
+
+def model_of(model: Any) -> Any:
+    """The model behind ``model``: a :class:`Backend`'s ``.model``, anything else as given."""
+    return model.model if isinstance(model, Backend) else model
+
+
 def check_backend_name(backend: Any) -> BackendName:
     if backend not in BACKENDS:
         raise InvalidInputError(f"backend {backend!r} is not known; choose one of {', '.join(BACKENDS)}")
@@ -53,20 +70,16 @@ def check_backend_name(backend: Any) -> BackendName:
 def load(path: str, name: str, backend: BackendName, dtype: torch.dtype, device: str | None, device_map: Any) -> Any:
     """Boot the model at ``path`` (a folder or a Hugging Face name) as ``backend``'s model class."""
     if backend == "nnsight":
-        from .nnsight.loading import load_nnsight
-
         return load_nnsight(path, name, dtype, device, device_map)
     if backend == "hooked":
         if device_map is not None:
             raise InvalidInputError(
                 "device_map is supported by backends 'bridge' and 'nnsight'; pass device= for backend='hooked'"
             )
-        from .hooked.loading import load_hooked
 
         return load_hooked(path, name, dtype, device or "cpu")
-    from .bridge.loading import load_bridge
 
     return load_bridge(path, name, dtype, device, device_map)
 
 
-__all__ = ["BACKENDS", "Backend", "BackendName", "backend_for", "check_backend_name", "load"]
+__all__ = ["BACKENDS", "Backend", "BackendName", "as_backend", "backend_for", "check_backend_name", "load", "model_of"]

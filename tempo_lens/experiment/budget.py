@@ -11,6 +11,7 @@ refuses, again unless asked, an experiment whose arrays would not fit in half th
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -78,11 +79,10 @@ def estimate_seconds(model: Any, config: ExperimentConfig, n_prompts: int) -> tu
     that, so prompts x modes x ``max_steps`` of them bound the generation (batching shares forwards, so
     the real time is usually lower; the control replays are one forward each).
     """
-    import time
 
-    import torch
+    import torch  # deferred: torch
 
-    from ..backends import backend_for
+    from ..backends import backend_for  # deferred: torch (through tempo_lens.backends)
 
     backend = backend_for(model)
     tokens = torch.ones(1, max(2, config.generation.max_parallel), dtype=torch.long, device=backend.device)

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from ..errors import ConfigError, InvalidInputError
-from ..generation.config import GenerationConfig, check_choice, check_int, reject_unknown
+from ..generation.config import GenerationConfig, check_choice, check_int, pruning_from_mapping, reject_unknown
 from ..io.capped_read import CappedReadError, read_capped
+from ..io.records import MAX_DEPTH, FieldError, too_deep
 from ..models.loading import DTYPES as _MODEL_DTYPES
+from .record import check_config
 
 Control = Literal["unique_positions", "toggled_mask"]
 CONTROLS: tuple[Control, ...] = get_args(Control)
@@ -233,8 +235,6 @@ def config_from_dict(data: dict, source: str = "config", base_dir: Path | None =
         except InvalidInputError:
             name = "experiment"
     config = replace(config, name=str(name))
-    from ..io.records import FieldError
-    from .record import check_config
 
     try:  # the rules load_experiment applies to the saved config, checked before anything is generated
         check_config(json.loads(json.dumps(config.to_dict())))
@@ -279,7 +279,6 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
         raise ConfigError(f"the config must be a path to a .toml file, got {path!r}")
     path = Path(path)
     text = read_text_file(path, "config file", MAX_CONFIG_BYTES)
-    from ..io.records import MAX_DEPTH, too_deep
 
     try:
         data = tomllib.loads(text)
@@ -296,6 +295,5 @@ def pruning_from_config(table: dict | None) -> Any:
     """The pruning strategy of a stored config's ``pruning`` table (None when it has none)."""
     if table is None:
         return None
-    from ..generation.config import pruning_from_mapping
 
     return pruning_from_mapping(table)

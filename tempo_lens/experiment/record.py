@@ -9,11 +9,13 @@ and the field, even when its checksum was recomputed to match.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..backends.base import SpeedRecord
 from ..errors import ExperimentFileError, InvalidInputError
+from ..generation.config import GenerationConfig
 from ..io.records import FieldError, decode
 from ..layout import LayoutRecord, Mode
 
@@ -106,9 +108,6 @@ def _distinct(values: list[int], where: str, low: int | None, high: int | None) 
 
 
 def _check_settings(config: dict[str, Any], n_layers: int | None) -> None:
-    import typing
-
-    from ..generation.config import GenerationConfig
 
     keys = [k for k in GenerationConfig.keys() if k not in ("mode", "capture") and k in config]
     hints = typing.get_type_hints(GenerationConfig)

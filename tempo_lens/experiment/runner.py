@@ -9,6 +9,7 @@ isolation mask toggled (a paired isolated-vs-visible comparison on identical tok
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from collections.abc import Callable
@@ -16,11 +17,19 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..backends import backend_for
 from ..capture import CapturedRun
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
+from ..generation.steps import check_context
+from ..io.records import FieldError, clean
 from ..layout import Mode
+from ..models.identity import checkpoint_parameters, loaded_fingerprint
+from ..models.loading import load_model, model_name
+from ..replaying import replay
 from .budget import attention_bytes, check_memory, check_run_count, estimate_seconds, run_count
-from .config import ExperimentConfig
+from .config import ExperimentConfig, setting_words
+from .record import check_config
+from .shards import shard_numbers, shard_problem
 from .storage import Experiment
 
 if TYPE_CHECKING:
@@ -49,7 +58,6 @@ def package_versions() -> dict:
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """``"i/n"`` as ``(i, n)`` with ``0 <= i < n <= 10000`` (None stays None)."""
-    from .shards import shard_numbers, shard_problem
 
     if text is None:
         return None
@@ -78,9 +86,6 @@ def parameter_count(model: torch.nn.Module) -> int:
 
 
 def model_facts(model: TransformerBridge) -> dict:
-    from ..backends import backend_for
-    from ..models.identity import checkpoint_parameters, loaded_fingerprint
-    from ..models.loading import model_name
 
     cfg, backend = model.cfg, backend_for(model)
     source = getattr(model, "tempo_lens_source", None)
@@ -101,12 +106,6 @@ def model_facts(model: TransformerBridge) -> dict:
 
 def check_loaded_config(config: ExperimentConfig, model: TransformerBridge) -> None:
     """The rules ``load_experiment`` applies to the saved config, with the model's layer count, before generation."""
-    import json
-
-    from ..errors import ConfigError
-    from ..io.records import FieldError
-    from .config import setting_words
-    from .record import check_config
 
     n_layers = int(model.cfg.n_layers)
     if config.generation.capture is not None:
@@ -134,23 +133,19 @@ def run_experiment(
     count is checked before the model loads, and the memory the captured attention needs right
     after (:mod:`.budget`); past either bound the experiment must be asked for (``allow_large``).
     """
-    from ..backends import backend_for
-    from ..generation import generate_batch
-    from ..generation.steps import check_context
+    from ..generation import generate_batch  # deferred: pandas (through tempo_lens.generation)
     from ..io.memory import available_bytes  # deferred: torch
-    from ..io.records import clean
-    from ..models.loading import load_model
-    from ..replaying import replay
 
     indices = shard_indices(len(config.prompts), shard) if prompt_indices is None else list(prompt_indices)
     check_run_count(config, allow_large, n_prompts=len(indices))  # before the model loads
     model = model if model is not None else load_model(config.model, dtype=config.dtype, backend=backend)
     check_loaded_config(config, model)
+    served = backend_for(model)
     if indices:
         longest = max(len(model.tokenizer(config.prompts[i])["input_ids"]) for i in indices)
-        check_context(model, longest, config.generation)  # generate's own rule, before any estimate
+        check_context(served, longest, config.generation)  # generate's own rule, before any estimate
         need = attention_bytes(config, int(model.cfg.n_layers), int(model.cfg.n_heads), longest, len(indices))
-        check_memory(need, available_bytes(backend_for(model).device), config, allow_large)
+        check_memory(need, available_bytes(served.device), config, allow_large)
         if progress:
             seconds, probe = estimate_seconds(model, config, len(indices))
             progress(
@@ -159,7 +154,7 @@ def run_experiment(
                 f"{probe * 1e3:.0f} ms here; batching shares forwards)"
             )
     runs: dict[tuple[int, str], list[CapturedRun]] = {}
-    speed = clean(backend_for(model).speed_record())  # the kernels every run of this model ran (replays inherit it)
+    speed = clean(served.speed_record())  # the kernels every run of this model ran (replays inherit it)
     started, total = time.perf_counter(), len(indices) * len(config.modes)
     for m, mode in enumerate(config.modes if indices else []):  # a shard may hold no prompt
         settings = config.generation.replace(mode=mode)

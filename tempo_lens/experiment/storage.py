@@ -42,6 +42,7 @@ from ..io.atomic import (
 from ..io.checksums import sha256_of, sha256_of_open
 from ..io.records import read_json
 from ..io.saved_arrays import ArraysOnDisk, StepsOnDisk, read_arrays
+from ..io.writable import check_writable
 from ..layout import TokenLayout
 from .record import check_metadata
 
@@ -130,7 +131,6 @@ def check_can_write(target: Path, overwrite: bool) -> Fingerprint:
             if not parent.is_dir():
                 raise ExperimentFileError(f"cannot write {target}: {parent} is a file, not a folder; choose another --out")
             break
-    from ..io.writable import check_writable
 
     check_writable(target)  # before the long work: a read-only --out is refused now, not after the generation
     recover_interrupted_overwrite(target)

@@ -24,6 +24,9 @@ from typing import TYPE_CHECKING, Any
 from ..capture import CapturedRun
 from ..errors import ExperimentFileError
 from ..io.atomic import folder_lock, is_ours, owned_marker
+from ..models.identity import fingerprint_of
+from ..models.loading import load_model
+from .budget import check_run_count
 from .config import ExperimentConfig
 from .loading import load_experiment
 from .runner import run_experiment, shard_indices
@@ -43,7 +46,6 @@ def progress_folder(
 ) -> Path:
     """Where the finished chunks of this experiment (config, model and its fingerprint, dtype, backend, shard) into
     ``target`` are kept: new weights under the same model name start a new progress folder."""
-    from ..models.identity import fingerprint_of
 
     identity = [config.to_dict(), config.model, config.dtype, backend, shard, fingerprint_of(config.model)]
     key = json.dumps(identity, sort_keys=True, default=str)
@@ -77,7 +79,6 @@ def run_streamed(
     :func:`~.storage.save_runs` with its overwrite checks; ``analyze``: its output plan). ``model``
     gives the loaded model (default: the config's model, loaded as ``backend`` when first needed).
     """
-    from .budget import check_run_count
 
     indices = shard_indices(len(config.prompts), shard)
     check_run_count(config, allow_large, n_prompts=len(indices))
@@ -160,8 +161,6 @@ def model_on_first_use(
 
     def model() -> Any:
         if not held:
-            from ..models.loading import load_model
-
             if announce is not None:
                 announce()
             held.append(load_model(name, dtype=dtype, backend=backend))

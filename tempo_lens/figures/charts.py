@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from ..analysis._arrays import as_attention
 from ..analysis.heads import HEAD_GROUPS
@@ -170,7 +171,6 @@ def layer_head_heatmap(table: pd.DataFrame, **style: Any) -> go.Heatmap:
 def head_map_figure(cells: pd.DataFrame, *, title: str = "Per (layer, head): first-token share and parallel effect") -> go.Figure:
     """Two layer × head heatmaps from a :func:`~tempo_lens.analysis.head_map.head_map` frame: ``sink_share`` (0-1) and
     ``parallel_coef`` (log factor, diverging around 0; hover shows the factor)."""
-    from plotly.subplots import make_subplots
 
     fig = make_subplots(
         rows=1,

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..activation_cache import ActivationRecorder, NamesFilter, resolve_names
-from ..backends import backend_for
+from ..backends import Backend, backend_for
 from ..errors import InvalidInputError
 from ..hooks import PatternRecorder
 from .config import GenerationConfig, check_int
+from .explicit import drive_rows
 from .hook_context import in_forward
 from .lanes import LANE_KEYS, LaneBatch, assign_lanes, lane_columns  # noqa: F401  (re-exported: the lanes were defined here)
 from .lanes import lanes_of as _lanes
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 
 def _run_rows(
-    model: TransformerBridge,
+    backend: Backend,
     rows: list[GenerationRow],
     bar: Any = None,
     activations: ActivationRecorder | None = None,
@@ -52,21 +53,19 @@ def _run_rows(
     ``activations`` records hook points per token; ``first_row``: the index of ``rows[0]`` among the call's prompts.
     ``explicit``: ``intervene`` / ``remote`` for a backend without hook points, which drives the rows itself.
     """
-    if not backend_for(model).uses_hook_points:
-        from .explicit import drive_rows
-
-        return drive_rows(model, rows, bar, **explicit)
-    windows = tuple(dict.fromkeys(backend_for(model).attention_windows()))
-    batch = LaneBatch(rows, _lanes(model, rows), pad_id=_pad_id(model), windows=windows)
+    if not backend.uses_hook_points:
+        return drive_rows(backend, rows, bar, **explicit)
+    windows = tuple(dict.fromkeys(backend.attention_windows()))
+    batch = LaneBatch(rows, _lanes(backend, rows), pad_id=_pad_id(backend), windows=windows)
     layers = set().union(*(row.recorded_layers for row in rows))
     with PatternRecorder(layers) as recorder, torch.no_grad():
-        hooks = batch.hooks(model) + recorder.hooks() + [h for row in rows for h in row.hooks]
+        hooks = batch.hooks(backend) + recorder.hooks() + [h for row in rows for h in row.hooks]
         hooks += activations.hooks() if activations is not None else []
-        with model.hooks(fwd_hooks=hooks):
-            cache = new_cache(model, batch.n_lanes)
+        with backend.model.hooks(fwd_hooks=hooks):
+            cache = new_cache(backend, batch.n_lanes)
             fed = batch.feed([row.ids for row in rows])
             with in_forward(batch.context(first_row)):
-                logits = forward_step(model, fed, cache)
+                logits = forward_step(backend, fed, cache)
             recorder.take()
             for i, row in enumerate(rows):
                 row.read_prompt(batch.row_logits(logits, i))
@@ -74,7 +73,7 @@ def _run_rows(
                 new = [[] if row.done else row.choose() for row in rows]
                 fed = batch.feed(new)
                 with in_forward(batch.context(first_row)):
-                    logits = forward_step(model, fed, cache)
+                    logits = forward_step(backend, fed, cache)
                 patterns = recorder.take()
                 for i, (row, ids) in enumerate(zip(rows, new)):
                     if ids:
@@ -107,30 +106,32 @@ def generate_batch(
     only for long runs at a terminal, :mod:`.progress`). ``intervene`` and ``remote``: as for ``generate``
     (nnsight models only).
     """
-    check_explicit_options(backend_for(model), intervene, remote, names_filter)
+    backend = backend_for(model)
+    check_explicit_options(backend, intervene, remote, names_filter)
     config = resolve_config(config, overrides)
     if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or len(prompts) == 0:
         raise InvalidInputError("prompts must be a non-empty list of prompts (text or token ids); for one prompt use generate()")
-    checked = [checked_ids(model, p, config) for p in prompts]  # tokenise (once) and check all first
+    checked = [checked_ids(backend, p, config) for p in prompts]  # tokenise (once) and check all first
     longest = max(len(ids) for ids in checked)
     if batch_size is None:
-        batch_size = default_batch_size(model, longest, config.max_steps, config.max_parallel)
+        batch_size = default_batch_size(backend, longest, config.max_steps, config.max_parallel)
     batch_size = check_int(batch_size, "batch_size", 1)
-    check_fits(model, longest, config.max_steps, config.max_parallel, min(batch_size, len(prompts)))
+    check_fits(backend, longest, config.max_steps, config.max_parallel, min(batch_size, len(prompts)))
     names = resolve_names(model, names_filter)
-    backend_for(model).prepare()
+    backend.prepare()
     results: list[GenerationResult] = []
     with step_bar(-(-len(prompts) // batch_size) * config.max_steps, progress) as bar:
         for first in range(0, len(prompts), batch_size):
             chunk = zip(prompts[first : first + batch_size], checked[first : first + batch_size])
             rows = [
-                GenerationRow.start(model, p, config, row=i, keep_logits=keep_logits, ids=ids) for i, (p, ids) in enumerate(chunk)
+                GenerationRow.start(backend, p, config, row=i, keep_logits=keep_logits, ids=ids)
+                for i, (p, ids) in enumerate(chunk)
             ]
             for row in rows:
                 row.warn_stacklevel = 4  # choose → _run_rows → generate_batch → caller
             activations = ActivationRecorder(names) if names else None
             explicit = {"intervene": intervene, "remote": remote} if intervene or remote else {}
-            _run_rows(model, rows, bar, activations, first, **explicit)
+            _run_rows(backend, rows, bar, activations, first, **explicit)
             for i, row in enumerate(rows):
                 result = row.result()
                 result.name = f"{config.mode}-{first + i}"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from ..backends import backend_for
+from ..backends import Backend, backend_for
 from ..backends.base import TempoStep
 from ..errors import InvalidInputError
 from .lanes import LaneBatch, lanes_of, pad_id
@@ -61,7 +61,7 @@ class StepTraffic:
 class ExplicitForwards:
     """Runs a lane batch's forwards through ``backend.tempo_forward`` (with a cache, or with full context)."""
 
-    model: Any
+    backend: Backend
     batch: LaneBatch
     full_context: bool = False
     options: dict[str, Any] = field(default_factory=dict)
@@ -72,7 +72,6 @@ class ExplicitForwards:
     readers: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.backend = backend_for(self.model)
         if not self.full_context:
             self.cache = self.backend.new_cache(self.batch.n_lanes)
 
@@ -130,7 +129,7 @@ class ExplicitForwards:
 
 
 def drive_rows(
-    model: TransformerBridge,
+    backend: Backend,
     rows: list[GenerationRow],
     bar: Any = None,
     *,
@@ -142,11 +141,11 @@ def drive_rows(
     readers = [(name, fn) for row in rows for name, fn in row.hooks]  # e.g. similarity pruning's residuals
     for row in rows:
         row.warn_stacklevel += 1  # choose → drive_rows → the generator → caller
-    windows = tuple(dict.fromkeys([None, *backend_for(model).attention_windows()]))
-    batch = LaneBatch(rows, lanes_of(model, rows), pad_id=pad_id(model), windows=windows)
+    windows = tuple(dict.fromkeys([None, *backend.attention_windows()]))
+    batch = LaneBatch(rows, lanes_of(backend, rows), pad_id=pad_id(backend), windows=windows)
     layers = tuple(sorted(set().union(*(row.recorded_layers for row in rows))))
     forwards = ExplicitForwards(
-        model,
+        backend,
         batch,
         full_context=remote or traffic is not None,
         options={"intervene": intervene, "remote": remote},
@@ -182,10 +181,11 @@ def dry_run(
     makes) and one :class:`StepTraffic` per forward: 1 trace, the columns fed, the bytes sent (ids,
     positions, masks) and saved (logits, attention).
     """
-    if backend_for(model).uses_hook_points:
+    backend = backend_for(model)
+    if backend.uses_hook_points:
         raise InvalidInputError("dry_run counts the requests of remote execution, which needs an nnsight model")
     config = resolve_config(config, overrides)
-    row = GenerationRow.start(model, prompt, config, keep_logits=keep_logits)
+    row = GenerationRow.start(backend, prompt, config, keep_logits=keep_logits)
     traffic: list[StepTraffic] = []
-    drive_rows(model, [row], traffic=traffic)
+    drive_rows(backend, [row], traffic=traffic)
     return row.result(), traffic

@@ -14,20 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from ..backends import backend_for
+from ..backends import Backend
 from ..hooks import tempo_position_hooks, windowed_block_hooks
 from .hook_context import StepContext, row_in_forward, step_context
 from .row import GenerationRow
 from .steps import step_widths
-
-if TYPE_CHECKING:
-    from transformer_lens.model_bridge import TransformerBridge
 
 LANE_KEYS = 512  # rows share a lane while their longest possible layouts fit in this many key columns
 
@@ -138,14 +134,14 @@ class LaneBatch:
             ]
         )
 
-    def hooks(self, model: TransformerBridge) -> list:
-        return tempo_position_hooks(model, self.current_positions) + windowed_block_hooks(model, self.current_mask)
+    def hooks(self, backend: Backend) -> list:
+        return tempo_position_hooks(backend, self.current_positions) + windowed_block_hooks(backend, self.current_mask)
 
 
-def pad_id(model: TransformerBridge) -> int:
+def pad_id(backend: Backend) -> int:
     """A token id to fill padding with (never attended): the tokenizer's pad or EOS id when it is in the vocabulary."""
-    tokenizer = getattr(model, "tokenizer", None)
-    vocab = int(model.cfg.d_vocab)
+    tokenizer = getattr(backend.model, "tokenizer", None)
+    vocab = int(backend.model.cfg.d_vocab)
     for name in ("pad_token_id", "eos_token_id"):
         value = getattr(tokenizer, name, None)
         if isinstance(value, int) and 0 <= value < vocab:
@@ -165,7 +161,7 @@ def lane_columns(prompt_lengths: Sequence[int], lanes: Sequence[int], widths: Se
     return max(prompts) + sum(widths) * max(rows)
 
 
-def lanes_of(model: TransformerBridge, rows: list[GenerationRow]) -> list[int]:
+def lanes_of(backend: Backend, rows: list[GenerationRow]) -> list[int]:
     """Rows with hooks of their own (similarity pruning reads its lane's last tokens) get a lane each.
 
     So do all rows when shared lanes could pass the model's physical limit (a position table's rows):
@@ -174,7 +170,7 @@ def lanes_of(model: TransformerBridge, rows: list[GenerationRow]) -> list[int]:
     share = not any(row.hooks for row in rows)
     steps, width = rows[0].config.max_steps, rows[0].config.max_parallel
     lanes = assign_lanes([len(row.ids) + steps * width for row in rows], share, LANE_KEYS)
-    limit = backend_for(model).physical_limit()
+    limit = backend.physical_limit()
     if limit is not None and lane_columns([len(row.ids) for row in rows], lanes, step_widths(rows[0].config)) > limit:
         lanes = list(range(len(rows)))
     return lanes

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..backends import backend_for
+from ..backends import Backend
 from ..errors import InvalidInputError
 from ..io.memory import available_bytes
 
@@ -37,10 +37,9 @@ def generation_bytes(model: TransformerBridge, n_prompt: int, max_steps: int, ma
     return batch * (kv_cache + scores + logits)
 
 
-def check_fits(model: TransformerBridge, n_prompt: int, max_steps: int, max_parallel: int, batch: int = 1) -> None:
+def check_fits(backend: Backend, n_prompt: int, max_steps: int, max_parallel: int, batch: int = 1) -> None:
     """Refuse settings whose estimated memory exceeds what is free, naming the settings to lower."""
-    device = backend_for(model).device
-    need, free = generation_bytes(model, n_prompt, max_steps, max_parallel, batch), available_bytes(device)
+    need, free = generation_bytes(backend.model, n_prompt, max_steps, max_parallel, batch), available_bytes(backend.device)
     if need > free:
         raise InvalidInputError(
             f"this generation would need about {need / 2**30:.1f} GiB (max_parallel {max_parallel} x max_steps "
@@ -50,8 +49,7 @@ def check_fits(model: TransformerBridge, n_prompt: int, max_steps: int, max_para
         )
 
 
-def default_batch_size(model: TransformerBridge, n_prompt: int, max_steps: int, max_parallel: int) -> int:
+def default_batch_size(backend: Backend, n_prompt: int, max_steps: int, max_parallel: int) -> int:
     """The largest batch up to 16 whose estimate fits in a quarter of the free memory (at least 1)."""
-    device = backend_for(model).device
-    per_row = max(1, generation_bytes(model, n_prompt, max_steps, max_parallel))
-    return int(max(1, min(MAX_AUTO_BATCH, available_bytes(device) // 4 // per_row)))
+    per_row = max(1, generation_bytes(backend.model, n_prompt, max_steps, max_parallel))
+    return int(max(1, min(MAX_AUTO_BATCH, available_bytes(backend.device) // 4 // per_row)))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from ..activation_cache import NamesFilter, TokenCache
+from ..activation_cache import NamesFilter, TokenCache, replay_cache
 from ..capture import CapturedAttention
 from ..io.records import clean
 from ..layout import TokenLayout
@@ -148,7 +148,6 @@ class GenerationResult:
     def run_with_cache(self, model, names_filter: NamesFilter, *, condition=None) -> TokenCache:
         """The hook points of ``names_filter`` for every token, from a teacher-forced replay of this run on ``model``
         (its own mode at shared positions, or a :class:`~tempo_lens.tools.Condition`); shaped as ``result.cache``."""
-        from ..activation_cache import replay_cache
 
         return replay_cache(model, self, names_filter, condition)
 

@@ -14,18 +14,17 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..backends import Backend
 from ..capture import CapturedAttention
-from ..errors import NonFiniteLogitsError
+from ..errors import InvalidInputError, NonFiniteLogitsError
 from ..layout import TokenLayout
 from ..models.loading import model_name
 from .config import GenerationConfig
 from .memory import check_fits
 from .result import GenerationResult
-from .steps import check_context, decode, eos_token_ids, next_distribution, prompt_token_ids, select_siblings
+from .steps import check_context, decode, next_distribution, prompt_token_ids, select_siblings
 
 if TYPE_CHECKING:
-    from transformer_lens.model_bridge import TransformerBridge
-
     from ..pruning import PruningSession
 
 
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
 class GenerationRow:
     """The mutable state of one generation: its layout, capture, pruning session and next distribution."""
 
-    model: TransformerBridge
+    backend: Backend
     prompt: Any
     config: GenerationConfig
     ids: list[int]
@@ -53,7 +52,7 @@ class GenerationRow:
     @classmethod
     def start(
         cls,
-        model: TransformerBridge,
+        backend: Backend,
         prompt: Any,
         config: GenerationConfig,
         row: int = 0,
@@ -61,20 +60,21 @@ class GenerationRow:
         ids: list[int] | None = None,
     ) -> GenerationRow:
         """Tokenise and check the prompt (before any model work; ``ids``: already done) and set up capture and pruning."""
-        ids = checked_ids(model, prompt, config) if ids is None else ids
+        model = backend.model
+        ids = checked_ids(backend, prompt, config) if ids is None else ids
         layout = TokenLayout.from_prompt(ids)
         n_layers = int(model.cfg.n_layers)
         capture = CapturedAttention(config.capture.layers_for(n_layers)) if config.capture else None
         pruning = config.pruning.start(model, layout, row) if config.pruning is not None else None
         tokenizer = getattr(model, "tokenizer", None)
         return cls(
-            model=model,
+            backend=backend,
             prompt=prompt,
             config=config,
             ids=ids,
             layout=layout,
             token_strings=[decode(tokenizer, [i]) for i in ids],
-            eos=eos_token_ids(model),
+            eos=backend.eos_token_ids(),
             capture=capture,
             pruning=pruning,
             keep_logits=keep_logits,
@@ -118,7 +118,7 @@ class GenerationRow:
             )
             self.capped_warned = True
         self.layout.append_step(ids, sibling_probs)
-        tokenizer = getattr(self.model, "tokenizer", None)
+        tokenizer = getattr(self.backend.model, "tokenizer", None)
         self.token_strings.extend(decode(tokenizer, [i]) for i in ids)
         return ids
 
@@ -140,13 +140,14 @@ class GenerationRow:
             self.stop_reason = "max_steps"
 
     def result(self) -> GenerationResult:
-        tokenizer = getattr(self.model, "tokenizer", None)
+        model = self.backend.model
+        tokenizer = getattr(model, "tokenizer", None)
         prompt, chat = self.prompt, self.config.chat
         prompt_text = prompt if isinstance(prompt, str) and not chat else decode(tokenizer, self.ids)
         layout = self.layout
         top_ids = [layout.token_ids[layout.step_range(s).start] for s in range(layout.n_steps)]
         return GenerationResult(
-            model=model_name(self.model),
+            model=model_name(model),
             prompt=prompt if isinstance(prompt, str) else None,
             prompt_text=prompt_text,
             config=self.config,
@@ -154,8 +155,8 @@ class GenerationRow:
             token_strings=self.token_strings,
             thresholds=self.thresholds,
             stop_reason=self.stop_reason or "max_steps",
-            n_layers=int(self.model.cfg.n_layers),
-            n_heads=int(self.model.cfg.n_heads),
+            n_layers=int(model.cfg.n_layers),
+            n_heads=int(model.cfg.n_heads),
             capture=self.capture,
             clean_text=prompt_text + decode(tokenizer, top_ids),
             pruning_events=list(self.pruning.events) if self.pruning is not None else [],
@@ -176,11 +177,11 @@ def check_finite(logits: Float[Tensor, "pos d_vocab"], where: str) -> None:
         )
 
 
-def checked_ids(model: TransformerBridge, prompt: Any, config: GenerationConfig) -> list[int]:
+def checked_ids(backend: Backend, prompt: Any, config: GenerationConfig) -> list[int]:
     """The prompt's token ids, once it is known to fit the model's context and memory with ``config``."""
-    ids = prompt_token_ids(model, prompt, chat=config.chat)
-    check_context(model, len(ids), config)
-    check_fits(model, len(ids), config.max_steps, config.max_parallel)
+    ids = prompt_token_ids(backend.model, prompt, chat=config.chat)
+    check_context(backend, len(ids), config)
+    check_fits(backend, len(ids), config.max_steps, config.max_parallel)
     return ids
 
 
@@ -188,7 +189,5 @@ def resolve_config(config: GenerationConfig | None, overrides: dict[str, Any]) -
     """``config`` (default settings when None) with keyword overrides applied and checked."""
     base = config if config is not None else GenerationConfig()
     if not isinstance(base, GenerationConfig):
-        from ..errors import InvalidInputError
-
         raise InvalidInputError(f"config must be a GenerationConfig, got {type(base).__name__}")
     return base.replace(**overrides) if overrides else base

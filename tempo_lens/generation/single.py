@@ -14,10 +14,11 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..activation_cache import ActivationRecorder, NamesFilter, resolve_names
-from ..backends import backend_for
+from ..backends import Backend, as_backend, backend_for
 from ..errors import InvalidInputError
 from ..hooks import PatternRecorder, tempo_hooks
 from .config import GenerationConfig
+from .explicit import drive_rows
 from .hook_context import in_forward, row_in_forward, step_context
 from .progress import step_bar
 from .result import GenerationResult
@@ -27,17 +28,19 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 
-def new_cache(model: TransformerBridge, batch: int = 1) -> Any:
-    """An empty KV cache of the model's own kind for ``batch`` rows."""
-    return backend_for(model).new_cache(batch)
+def new_cache(model: TransformerBridge | Backend, batch: int = 1) -> Any:
+    """An empty KV cache of the model's own kind for ``batch`` rows (``model``: a model or its resolved backend)."""
+    return as_backend(model).new_cache(batch)
 
 
-def forward_step(model: TransformerBridge, tokens: Sequence[Sequence[int]], cache: Any) -> Float[Tensor, "batch pos d_vocab"]:
+def forward_step(
+    model: TransformerBridge | Backend, tokens: Sequence[Sequence[int]], cache: Any
+) -> Float[Tensor, "batch pos d_vocab"]:
     """One cached forward of new tokens (one list per batch row); returns their logits rows."""
-    return backend_for(model).forward_step([list(t) for t in tokens], cache)
+    return as_backend(model).forward_step([list(t) for t in tokens], cache)
 
 
-def check_explicit_options(backend: Any, intervene: Any, remote: Any, names_filter: Any = None) -> None:
+def check_explicit_options(backend: Backend, intervene: Any, remote: Any, names_filter: Any = None) -> None:
     """``intervene`` and ``remote`` exist on backends without hook points (nnsight) only; ``names_filter`` on the others."""
     if intervene is not None and not callable(intervene):
         raise InvalidInputError(f"intervene must be a function (model, siblings), got {type(intervene).__name__}")
@@ -87,13 +90,11 @@ def generate(
     backend = backend_for(model)
     check_explicit_options(backend, intervene, remote, names_filter)
     config = resolve_config(config, overrides)
-    row = GenerationRow.start(model, prompt, config, keep_logits=keep_logits)
+    row = GenerationRow.start(backend, prompt, config, keep_logits=keep_logits)
     backend.prepare()
     if not backend.uses_hook_points:
-        from .explicit import drive_rows
-
         with step_bar(config.max_steps, progress) as bar:
-            drive_rows(model, [row], bar, intervene=intervene, remote=remote)
+            drive_rows(backend, [row], bar, intervene=intervene, remote=remote)
         return row.result()
     activations = ActivationRecorder(resolve_names(model, names_filter))
 
@@ -101,16 +102,16 @@ def generate(
         return in_forward(step_context([row_in_forward(row.layout, row.token_strings, n_new)]))
 
     with PatternRecorder(row.recorded_layers) as recorder, torch.no_grad(), step_bar(config.max_steps, progress) as bar:
-        hooks = tempo_hooks(model, row.layout, config.mode) + recorder.hooks() + row.hooks + activations.hooks()
+        hooks = tempo_hooks(backend, row.layout, config.mode) + recorder.hooks() + row.hooks + activations.hooks()
         with model.hooks(fwd_hooks=hooks):
-            cache = new_cache(model)
+            cache = new_cache(backend)
             with fed(len(row.ids)):
-                row.read_prompt(forward_step(model, [row.ids], cache)[0])
+                row.read_prompt(forward_step(backend, [row.ids], cache)[0])
             recorder.take()
             while not row.done:
                 ids = row.choose()
                 with fed(len(ids)):
-                    logits = forward_step(model, [ids], cache)[0]
+                    logits = forward_step(backend, [ids], cache)[0]
                 row.read_step(logits, recorder.take())
                 bar.update()
     result = row.result()

@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..backends import backend_for
+from ..backends import Backend, as_backend
 from ..errors import InvalidInputError
 from ..validation import check_token_ids
 
@@ -27,9 +27,9 @@ def decode(tokenizer: Any, ids: Sequence[int]) -> str:
     return tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
-def eos_token_ids(model: TransformerBridge) -> set[int]:
-    """EOS ids of the tokenizer and of the generation config."""
-    return backend_for(model).eos_token_ids()
+def eos_token_ids(model: TransformerBridge | Backend) -> set[int]:
+    """EOS ids of the tokenizer and of the generation config (``model``: a model or its resolved backend)."""
+    return as_backend(model).eos_token_ids()
 
 
 def prompt_token_ids(model: TransformerBridge, prompt: str | Sequence[int] | Tensor, chat: bool = False) -> list[int]:
@@ -121,7 +121,7 @@ def step_widths(config: GenerationConfig) -> list[int]:
     return widths
 
 
-def check_context(model: TransformerBridge, n_prompt: int, config: GenerationConfig) -> None:
+def check_context(backend: Backend, n_prompt: int, config: GenerationConfig) -> None:
     """Refuse before any model work when the logical or the physical positions could run past the model's limits.
 
     Logical: ``n_prompt + max_steps`` positions against the context ``n_ctx``. Physical: the worst case,
@@ -130,13 +130,13 @@ def check_context(model: TransformerBridge, n_prompt: int, config: GenerationCon
     positions before any hook moves them. The run is refused up front rather than stopped part-way, so
     whether it runs never depends on what the model happens to select.
     """
-    n_ctx, max_steps = int(model.cfg.n_ctx), config.max_steps
+    n_ctx, max_steps = int(backend.model.cfg.n_ctx), config.max_steps
     if n_prompt + max_steps > n_ctx:
         raise InvalidInputError(
             f"prompt ({n_prompt} tokens) + max_steps ({max_steps}) = {n_prompt + max_steps} logical positions exceeds "
             f"the model's context of {n_ctx}; shorten the prompt or lower max_steps"
         )
-    limit = backend_for(model).physical_limit()
+    limit = backend.physical_limit()
     worst = n_prompt + sum(step_widths(config))
     if limit is not None and worst > limit:
         raise InvalidInputError(

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import ExperimentFileError
+from .lock_holder import describe_holder
 from .signals import interrupts_raise
 
 try:
@@ -282,7 +283,6 @@ def folder_lock(folder: Path, wait_s: float | None = None) -> Iterator[None]:
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     break  # this file system has no locks: go on unlocked, as without flock
-                from .lock_holder import describe_holder
 
                 if time.monotonic() >= deadline:
                     raise ExperimentFileError(

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
+from ..io.atomic import MARKER as OWNER_MARKER
 from ..io.checksums import sha256_of
 
 MARKER = "tempo_lens_complete.json"
@@ -34,7 +36,6 @@ def _stamp(path: Path) -> dict[str, int]:
 
 def _cached_files(directory: Path) -> list[Path]:
     """The converted files (not the completion record, nor the ownership marker of the write that made them)."""
-    from ..io.atomic import MARKER as OWNER_MARKER
 
     return [p for p in sorted(directory.iterdir()) if p.name not in (MARKER, OWNER_MARKER)]
 
@@ -51,7 +52,6 @@ def write_marker(directory: Path, source: dict) -> None:
 
 def _write_json_atomically(path: Path, data: dict) -> None:
     """A fresh file of a random name (``mkstemp``: created exclusively, never through a link), renamed over ``path``."""
-    import tempfile
 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:

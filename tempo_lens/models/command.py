@@ -12,6 +12,7 @@ import argparse
 from dataclasses import dataclass
 
 from .cache import cache_problem, cache_root
+from .convert import converted_dir
 from .zoo import ZOO, ZooModel, is_installed, requirements, zoo_model
 
 
@@ -91,8 +92,6 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(" ".join(requirements()))
         return 0
     if args.convert is not None:
-        from .convert import converted_dir
-
         chosen = [zoo_model(name) for name in args.convert] or [m for m in ZOO.values() if is_installed(m)]
         for model in chosen:
             print(f"{model.name}: {converted_dir(model)}")

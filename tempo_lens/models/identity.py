@@ -18,10 +18,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import TempoLensError
 from ..io.checksums import sha256_of
+from ..io.records import read_json
+from .cache import _write_json_atomically, cache_problem, cache_root
+from .check import read_safetensors_header
+from .zoo import DEFAULT_MODEL, is_zoo_name, zoo_model
 
 CACHE_FILE = "file-hashes.json"
 MAX_CACHED = 4096  # entries kept in the hash cache (the most recently used files)
@@ -43,7 +49,6 @@ def model_files(folder: Path) -> list[Path]:
 
 
 def _cache_path() -> Path:
-    from .cache import cache_root
 
     return cache_root() / CACHE_FILE
 
@@ -55,8 +60,6 @@ def _stamp(path: Path) -> list[int]:
 
 def _read_cache(path: Path) -> dict[str, Any]:
     try:
-        from ..io.records import read_json
-
         data = read_json(path, "hash cache", "it is rebuilt")
     except Exception:  # a damaged cache is only a cache: rebuilt
         return {}
@@ -64,7 +67,6 @@ def _read_cache(path: Path) -> dict[str, Any]:
 
 
 def _write_cache(path: Path, entries: dict[str, Any]) -> None:
-    from .cache import _write_json_atomically
 
     if len(entries) > MAX_CACHED:
         entries = dict(sorted(entries.items(), key=lambda kv: kv[1].get("used", 0))[-MAX_CACHED:])
@@ -77,7 +79,6 @@ def _write_cache(path: Path, entries: dict[str, Any]) -> None:
 
 def file_hashes(files: list[Path]) -> dict[str, str]:
     """sha256 of each file, from the cache when its size, times and inode are unchanged (else hashed and cached)."""
-    import time
 
     cache = _cache_path()
     entries = _read_cache(cache)
@@ -110,10 +111,7 @@ def folder_fingerprint(folder: Path) -> str:
 def model_source(name: str | None) -> Path | None:
     """The local folder the model ``name`` (None: the default) loads from, without loading it; None when there is
     none (a name only the hub can serve) or it cannot be loaded here."""
-    from ..errors import TempoLensError
-    from .cache import cache_problem, cache_root
-    from .loading import _resolve
-    from .zoo import DEFAULT_MODEL, is_zoo_name, zoo_model
+    from .loading import _resolve  # deferred: torch (through tempo_lens.models.loading)
 
     name = DEFAULT_MODEL if name is None else str(name)
     if is_zoo_name(name):  # its converted folder, when converted and intact (nothing is converted here)
@@ -140,7 +138,6 @@ def loaded_fingerprint(model: Any) -> str | None:
 
 def checkpoint_parameters(folder: Path) -> int | None:
     """Parameters the folder's safetensors weights hold (each stored tensor once); None without safetensors."""
-    from .check import read_safetensors_header
 
     total, found = 0, False
     for path in model_files(folder):

@@ -12,12 +12,14 @@ with one :class:`~tempo_lens.errors.ModelUnavailableError` naming the problem.
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..backends import backend_for, check_backend_name, load
 from ..errors import InvalidInputError, ModelUnavailableError
 from .cache import cache_problem, cache_root  # noqa: F401  (re-exported)
 from .check import folder_problem, hooks_problem
@@ -84,7 +86,6 @@ def _resolve(name_or_path: str) -> str:
     allowed (``TEMPO_LENS_DOWNLOAD=1``, with ``HF_HUB_OFFLINE`` unset): only then is the hub asked, so a
     mistyped name costs no hub retries. A cached model loads from its snapshot folder (no network either).
     """
-    import difflib
 
     zoo_names = ", ".join(ZOO)
     if not name_or_path.strip():
@@ -147,7 +148,6 @@ def load_model(
     passes through to the bridge or nnsight (e.g. ``"auto"`` for a model larger than one device); it excludes ``device``. The bridge's exact speed paths
     (:mod:`tempo_lens.backends.bridge.fast_paths`) are on unless ``fast=False`` or ``TEMPO_LENS_FAST=0``.
     """
-    from ..backends import backend_for, check_backend_name, load
 
     check_backend_name(backend)
     torch_dtype = parse_dtype(dtype)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import plotly.graph_objects as go
 from markdown_it import MarkdownIt
 
 
@@ -95,7 +96,6 @@ def _inert(value: Any) -> Any:
 
 def inert_figure(figure: Any) -> Any:
     """A copy of a plotly figure whose text (names, labels, hover text: tokens and run names) cannot form markup."""
-    import plotly.graph_objects as go
 
     return go.Figure(_inert(figure.to_plotly_json()))
 

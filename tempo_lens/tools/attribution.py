@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..backends import backend_for
+from ..backends import Backend, backend_for
 from ..errors import InvalidInputError
 from ..siblings import RunSource, Sibling, reader_rows, run_view
 from .common import Condition, cached_replay, check_steps, default_condition
@@ -97,10 +97,10 @@ def _terms(
 
 
 def _unembed_directions(
-    model: TransformerBridge, cache: dict[str, Tensor], rows: list[int], token_ids: list[int]
+    backend: Backend, cache: dict[str, Tensor], rows: list[int], token_ids: list[int]
 ) -> tuple[Float[Tensor, "row d_model sibling"], Float[Tensor, " sibling"]]:
     """Per row, the frozen-scale direction each term is read along, and the constant ``final_bias`` per token."""
-    norm = backend_for(model).final_norm()
+    model, norm = backend.model, backend.final_norm()
     x, scale = cache[FINAL][rows].float(), cache["ln_final.hook_scale"][rows].float()
     centred = torch.allclose((x - x.mean(-1, keepdim=True)) / scale, cache["ln_final.hook_normalized"][rows].float(), atol=1e-4)
     W_U = model.W_U.float()[:, token_ids]
@@ -132,8 +132,9 @@ def direct_logit_attribution(
     layout = view.layout
     chosen = check_steps(layout, steps)
     source = next_token_source or view.next_token_source
-    final_residual = backend_for(model).final_residual_hook()
-    rep = cached_replay(model, layout, default_condition(view, condition), _names(int(model.cfg.n_layers), final_residual))
+    backend = backend_for(model)
+    final_residual = backend.final_residual_hook()
+    rep = cached_replay(backend, layout, default_condition(view, condition), _names(int(model.cfg.n_layers), final_residual))
     rep.cache[FINAL] = rep.cache.pop(final_residual)
     records = []
     with torch.no_grad():
@@ -142,7 +143,7 @@ def direct_logit_attribution(
             targets = view.siblings(step)
             token_ids = [t.token_id for t in targets]
             labels, terms = _terms(model, rep.cache, rows)
-            directions, constant = _unembed_directions(model, rep.cache, rows, token_ids)
+            directions, constant = _unembed_directions(backend, rep.cache, rows, token_ids)
             attributions = torch.einsum("crm,rmt->crt", terms, directions)
             for r, (row, weight) in enumerate(zip(rows, weights)):
                 logits = rep.logits[row, token_ids].float()

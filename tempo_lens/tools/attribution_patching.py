@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..backends import backend_for
+from ..backends import Backend, backend_for
 from ..errors import InvalidInputError
 from ..layout import PROMPT_STEP, TokenLayout
 from ..replaying import replay_hooks, replay_positions
@@ -76,11 +76,11 @@ def _metric(
 
 
 def _target_gradients(
-    model: TransformerBridge, layout: TokenLayout, target: Condition, names: list[str], fn: Callable[[Tensor], Tensor]
+    backend: Backend, layout: TokenLayout, target: Condition, names: list[str], fn: Callable[[Tensor], Tensor]
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """The target replay's activations at ``names`` and the metric's gradient with respect to each (batch axis dropped)."""
     layout = target.layout(layout)
-    hooks = replay_hooks(model, layout, replay_positions(layout, target.positions), target.mask)
+    hooks = replay_hooks(backend, layout, replay_positions(layout, target.positions), target.mask)
     kept: dict[str, Tensor] = {}
 
     def keeper(name: str) -> Callable[..., Tensor]:
@@ -92,9 +92,8 @@ def _target_gradients(
 
         return keep
 
-    backend = backend_for(model)
     tokens = torch.tensor([layout.token_ids], dtype=torch.long, device=backend.device)
-    with torch.enable_grad(), model.hooks(fwd_hooks=hooks + [(name, keeper(name)) for name in names]):
+    with torch.enable_grad(), backend.model.hooks(fwd_hooks=hooks + [(name, keeper(name)) for name in names]):
         logits = backend.forward(tokens)[0]
         value = fn(logits.float())
         if not isinstance(value, Tensor) or value.numel() != 1:
@@ -135,9 +134,10 @@ def attribution_patching(
     scored = sorted({layout.steps[i] for i in positions}) if score_steps is None else [int(s) for s in score_steps]
     if any(not PROMPT_STEP <= s < layout.n_steps for s in scored) or (metric == "kl_to_source" and not scored):
         raise InvalidInputError(f"score_steps {scored} must name steps of this run (steps -1..{layout.n_steps - 1})")
-    src = cached_replay(model, layout, source, names)
+    backend = backend_for(model)
+    src = cached_replay(backend, layout, source, names)
     name, fn = _metric(metric, layout, scored, next_token_source or view.next_token_source, src.logits.float())
-    acts, grads = _target_gradients(model, layout, target, names, fn)
+    acts, grads = _target_gradients(backend, layout, target, names, fn)
     records = []
     for layer, hook_name in zip(chosen_layers, names):
         delta = src.cache[hook_name].to(grads[hook_name].device).float() - acts[hook_name].float()

@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..backends import backend_for
+from ..backends import Backend
 from ..capture import resolve_layers
 from ..errors import InvalidInputError
 from ..layout import TokenLayout
@@ -25,9 +25,10 @@ from ..replaying import (  # noqa: F401 - Condition, check_condition: the tools'
     ReplayResult,
     check_condition,
     default_condition,
-    replay,
+    explicit_replay,
     replay_activations,
     replay_hooks,
+    replay_on,
     replay_positions,
 )
 from ..validation import check_token_ids
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 
 def cached_replay(
-    model: TransformerBridge,
+    backend: Backend,
     layout: TokenLayout,
     condition: Condition,
     names: Sequence[str] = (),
@@ -48,14 +49,16 @@ def cached_replay(
     On a model without hook points (nnsight) the names are read from the modules inside one trace
     (:mod:`tempo_lens.backends.nnsight.activations`); names without a module value are refused there.
     """
-    if not backend_for(model).uses_hook_points:
-        return replay_activations(model, condition.layout(layout), condition.positions, condition.mask, names, extra_hooks or ())
-    missing = [n for n in names if n not in model.hook_dict]
+    if not backend.uses_hook_points:
+        return replay_activations(
+            backend, condition.layout(layout), condition.positions, condition.mask, names, extra_hooks or ()
+        )
+    missing = [n for n in names if n not in backend.model.hook_dict]
     if missing:
         raise InvalidInputError(f"this model has no hook point(s) {missing}; list them with sorted(model.hook_dict)")
     wanted = set(names)
-    result = replay(
-        model,
+    result = replay_on(
+        backend,
         condition.layout(layout),
         condition.positions,
         condition.mask,
@@ -70,7 +73,7 @@ def cached_replay(
 
 
 def batched_logits(
-    model: TransformerBridge, layout: TokenLayout, condition: Condition, batch: int, extra_hooks: Sequence[tuple[str, Any]]
+    backend: Backend, layout: TokenLayout, condition: Condition, batch: int, extra_hooks: Sequence[tuple[str, Any]]
 ) -> Float[Tensor, "batch n_tokens d_vocab"]:
     """``batch`` copies of the replay under ``condition`` in one forward, for hooks that patch each copy differently.
 
@@ -78,17 +81,14 @@ def batched_logits(
     """
     layout = condition.layout(layout)
 
-    check_token_ids(model, layout.token_ids)
+    check_token_ids(backend.model, layout.token_ids)
     positions = replay_positions(layout, condition.positions)
-    backend = backend_for(model)
     if not backend.uses_hook_points:  # the hooks become edits of the named activations inside one trace
-        from ..replaying import explicit_replay
-
-        logits, _ = explicit_replay(model, layout, positions, condition.mask, [], edits=list(extra_hooks), copies=batch)
+        logits, _ = explicit_replay(backend, layout, positions, condition.mask, [], edits=list(extra_hooks), copies=batch)
         return logits.detach().cpu()
-    hooks = replay_hooks(model, layout, positions, condition.mask)
+    hooks = replay_hooks(backend, layout, positions, condition.mask)
     tokens = torch.tensor([layout.token_ids] * batch, dtype=torch.long, device=backend.device)
-    with torch.no_grad(), model.hooks(fwd_hooks=hooks + list(extra_hooks)):
+    with torch.no_grad(), backend.model.hooks(fwd_hooks=hooks + list(extra_hooks)):
         return backend.forward(tokens).detach().cpu()
 
 

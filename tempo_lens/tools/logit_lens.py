@@ -23,7 +23,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..backends import backend_for
+from ..backends import Backend, as_backend, backend_for
 from ..siblings import RunSource, reader_rows, run_view
 from .common import Condition, cached_replay, check_layers, check_steps, default_condition, kl_divergence, mix_log_probs
 
@@ -46,9 +46,9 @@ COLUMNS = [
 ]
 
 
-def lens_logits(model: TransformerBridge, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
+def lens_logits(model: TransformerBridge | Backend, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
     """Final norm then unembedding applied to a residual stream (the model's own modules, no hooks fired)."""
-    backend = backend_for(model)
+    backend = as_backend(model)
     with torch.no_grad():
         return backend.unembed_logits(backend.final_norm()(resid)).float()
 
@@ -85,7 +85,8 @@ def logit_lens(
     source = next_token_source or view.next_token_source
     last = int(model.cfg.n_layers) - 1
     names = {l: f"blocks.{l}.hook_resid_post" for l in sorted(set(chosen_layers) | {last})}
-    rep = cached_replay(model, layout, default_condition(view, condition), list(names.values()))
+    backend = backend_for(model)
+    rep = cached_replay(backend, layout, default_condition(view, condition), list(names.values()))
 
     readings = []  # (relation, target step, reader label, reader step, reader rank, rows, weights)
     for step in chosen_steps:
@@ -99,7 +100,7 @@ def logit_lens(
     position = {r: i for i, r in enumerate(all_rows)}
 
     def log_probs(layer: int) -> Tensor:
-        return torch.log_softmax(lens_logits(model, rep.cache[names[layer]][all_rows]), dim=-1)
+        return torch.log_softmax(lens_logits(backend, rep.cache[names[layer]][all_rows]), dim=-1)
 
     def combined(table: Tensor, rows: list[int], weights: list[float]) -> Tensor:
         return mix_log_probs(table[[position[r] for r in rows]], weights)

@@ -28,6 +28,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..backends import Backend, backend_for
 from ..errors import InvalidInputError
 from ..figures.charts import layer_head_heatmap
 from ..generation import check_int
@@ -119,7 +120,7 @@ def patch_hook(source_activation: Tensor, positions: list[int], copies: dict[int
 
 
 def patched_logits(
-    model: TransformerBridge,
+    backend: Backend,
     layout: TokenLayout,
     target: Condition,
     variants: list[tuple[str, int | None]],
@@ -135,7 +136,7 @@ def patched_logits(
         for row, (name, head) in enumerate(chunk):
             by_hook.setdefault(name, {})[row] = head
         hooks = [(name, patch_hook(source_cache[name], positions, copies)) for name, copies in by_hook.items()]
-        out += list(batched_logits(model, layout, target, len(chunk), hooks).unbind(0))
+        out += list(batched_logits(backend, layout, target, len(chunk), hooks).unbind(0))
     return out
 
 
@@ -196,8 +197,9 @@ def activation_patching(
         if not chosen_heads or any(not 0 <= h < n_heads for h in chosen_heads):
             raise InvalidInputError(f"heads {chosen_heads} are not in this model (heads 0..{n_heads - 1})")
     names = [HOOK_POINTS[hook].format(layer=l) for l in chosen_layers]
-    src = cached_replay(model, layout, source, names)
-    tgt = cached_replay(model, layout, target)
+    backend = backend_for(model)
+    src = cached_replay(backend, layout, source, names)
+    tgt = cached_replay(backend, layout, target)
     if score_steps is None:
         score_steps = sorted({layout.steps[i] for i in positions})
     if isinstance(score_steps, (str, bytes)) or not all(hasattr(s, "__index__") and not isinstance(s, bool) for s in score_steps):
@@ -211,7 +213,7 @@ def activation_patching(
     source_value, target_value = fn(src.logits), fn(tgt.logits)
     span = source_value - target_value
     variants = [(layer, hook_name, head) for layer, hook_name in zip(chosen_layers, names) for head in chosen_heads]
-    logits = patched_logits(model, layout, target, [v[1:] for v in variants], src.cache, positions, batch_size)
+    logits = patched_logits(backend, layout, target, [v[1:] for v in variants], src.cache, positions, batch_size)
     records = []
     for (layer, _, head), patched in zip(variants, logits):
         value = fn(patched)

@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
+from ..backends import backend_for
 from ..errors import InvalidInputError
 from ..siblings import RunSource, run_view
 from .common import Condition, cached_replay, check_condition, check_layers, check_steps
@@ -55,7 +56,8 @@ def residual_difference(
         raise InvalidInputError("the two conditions must replay the same tokens")
     chosen_steps, chosen_layers = check_steps(layout, steps), check_layers(model, layers)
     names = [HOOK_POINTS[hook].format(layer=l) for l in chosen_layers]
-    cache_a, cache_b = (cached_replay(model, layout, c, names).cache for c in (a, b))
+    backend = backend_for(model)
+    cache_a, cache_b = (cached_replay(backend, layout, c, names).cache for c in (a, b))
     siblings = [s for step in chosen_steps for s in view.siblings(step)]
     rows = [s.index(layout) for s in siblings]
     records = []

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from ..analysis.stats import bootstrap_ci
+from ..backends import backend_for
 from ..errors import InvalidInputError
 from ..siblings import RunSource, run_view
 from ..validation import check_finite
@@ -79,7 +80,9 @@ def sae_latents(
     hook = sae_hook_name(sae)
     attached = f"{hook}.hook_sae_acts_post"
     reads_attached = attached in model.hook_dict
-    replayed = cached_replay(model, view.layout, default_condition(view, condition), [attached if reads_attached else hook])
+    replayed = cached_replay(
+        backend_for(model), view.layout, default_condition(view, condition), [attached if reads_attached else hook]
+    )
     acts = replayed.cache[attached if reads_attached else hook]
     if not reads_attached:
         acts = acts.flatten(1)  # per-head hook points (attn.hook_z: [pos, head, d_head]) as SAELens reads them

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
+from tempo_lens.backends import backend_for
 from tempo_lens.errors import InvalidInputError
 from tempo_lens.generation import batch as batch_module
 from tempo_lens.generation import generate, generate_batch
@@ -137,6 +138,6 @@ def test_memory_refusal_advises_only_what_the_estimate_counts(tiny_llama, monkey
 
     monkeypatch.setattr(memory, "available_bytes", lambda device: 1)
     with pytest.raises(InvalidInputError) as refused:
-        memory.check_fits(tiny_llama, 5, 10, 8)
+        memory.check_fits(backend_for(tiny_llama), 5, 10, 8)
     message = str(refused.value)
     assert "lower max_parallel, max_steps" in message and "raise the threshold" not in message

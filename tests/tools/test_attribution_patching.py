@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tempo_lens.backends import backend_for
 from tempo_lens.errors import InvalidInputError
 from tempo_lens.siblings import reader_rows
 from tempo_lens.tools import Condition, LogitDifference, activation_patching, siblings
@@ -51,7 +52,7 @@ def test_gradient_matches_finite_differences(tiny_llama, llama_run):
     name = f"blocks.{layer}.hook_resid_post"
     source, target = Condition("isolated"), Condition("visible")
     layout = run.layout
-    delta = cached_replay(tiny_llama, layout, source, [name]).cache[name] - cached_replay(tiny_llama, layout, target, [name]).cache[name]
+    delta = cached_replay(backend_for(tiny_llama), layout, source, [name]).cache[name] - cached_replay(backend_for(tiny_llama), layout, target, [name]).cache[name]
     p = sibling.index(layout)
     eps = 0.05
 
@@ -61,7 +62,7 @@ def test_gradient_matches_finite_differences(tiny_llama, llama_run):
         out[1, p] -= eps * delta[p].to(out.device, out.dtype)
         return out
 
-    logits = batched_logits(tiny_llama, layout, target, 2, [(name, nudge)])
+    logits = batched_logits(backend_for(tiny_llama), layout, target, 2, [(name, nudge)])
     r, w = reader_rows(layout, 3, run.next_token_source)
     ids = [layout.token_ids[s.index(layout)] for s in later]
     values = [float(step_log_probs(l, r, w)[ids[0]] - step_log_probs(l, r, w)[ids[1]]) for l in logits]

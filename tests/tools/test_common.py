@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tempo_lens.backends import backend_for
 from tempo_lens.pruning import AttentionPruning
 from tempo_lens.tools import Condition
 from tempo_lens.tools.common import cached_replay
@@ -17,7 +18,7 @@ def test_unpruned_condition_replays_the_tokens_without_pruning(tiny_llama, llama
     unpruned = run.layout.unpruned()
     assert not any(unpruned.is_pruned(i) for i in range(len(unpruned))) and unpruned.token_ids == run.layout.token_ids
     for condition, layout in ((Condition(pruned=False), unpruned), (Condition(), run.layout)):
-        logits = cached_replay(tiny_llama, run.layout, condition).logits
+        logits = cached_replay(backend_for(tiny_llama), run.layout, condition).logits
         assert (logits - hf_oracle_logits(llama_hf, layout, "isolated")).abs().max().item() < 1e-4
     assert Condition("visible", "unique", pruned=False).label == "visible, unique, unpruned"
 

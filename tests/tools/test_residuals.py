@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import tempo_lens
+from tempo_lens.backends import backend_for
 from tempo_lens.errors import InvalidInputError
 from tempo_lens.tools import Condition, residual_difference, residual_figure
 from tempo_lens.tools.common import cached_replay
@@ -25,8 +26,8 @@ def test_isolated_against_visible_by_hand(tiny_llama, llama_run):
     first, later = df[df["rank"] == 0], df[df["rank"] > 0]
     assert first["distance"].max() < 1e-4 and (later["relative"] > 1e-3).all()
     name = f"blocks.{last}.hook_resid_post"
-    a = cached_replay(tiny_llama, llama_run.layout, Condition("isolated"), [name]).cache[name]
-    b = cached_replay(tiny_llama, llama_run.layout, Condition("visible"), [name]).cache[name]
+    a = cached_replay(backend_for(tiny_llama), llama_run.layout, Condition("isolated"), [name]).cache[name]
+    b = cached_replay(backend_for(tiny_llama), llama_run.layout, Condition("visible"), [name]).cache[name]
     i = int(later["physical"].iloc[0])
     assert later["distance"].iloc[0] == pytest.approx(float((a[i] - b[i]).double().norm()), rel=1e-6)
     assert residual_figure(df).data[0].z.shape == (1, len(df))

@@ -16,13 +16,13 @@ from typing import Any
 
 from ...errors import ConfigError
 from ...experiment import Experiment
+from ...generation.config import GenerationConfig
 
 MODEL_FACTS = ("name", "dtype", "backend", "fingerprint")
 
 
 def generation_settings() -> tuple[str, ...]:
     """The settings that change what a generation produces (``mode`` and ``capture`` aside)."""
-    from ...generation.config import GenerationConfig
 
     return tuple(k for k in GenerationConfig.keys() if k not in ("mode", "capture"))
 

@@ -7,6 +7,7 @@ report under ``FOLDER/models/NAME/``; :func:`collect_entries` gathers their metr
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -21,7 +22,7 @@ ZOO_NAMES = ("smollm2-135m", "qwen2.5-0.5b", "qwen2.5-1.5b", "gemma-3-270m")
 def zoo_names() -> list[str]:
     """The zoo's model names (from :mod:`tempo_lens.models.zoo` when it is present)."""
     try:
-        from ...models.zoo import ZOO  # type: ignore[attr-defined]
+        from ...models.zoo import ZOO  # type: ignore[attr-defined]  # local: a build without the zoo falls back to ZOO_NAMES
     except ImportError:
         return list(ZOO_NAMES)
     return list(ZOO)
@@ -39,7 +40,6 @@ def model_folders(models: list[str]) -> dict[str, str]:
     A zoo name and a local folder of the same base name (``qwen2.5-0.5b`` and ``./ckpt/qwen2.5-0.5b``)
     get two folders, so neither overwrites the other.
     """
-    import hashlib
 
     bases = {model: folder_name(model) for model in dict.fromkeys(models)}
     shared = Counter(bases.values())

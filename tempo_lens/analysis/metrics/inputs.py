@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ...capture import CapturedRun
 from ...errors import ConfigError
 from ...experiment import Experiment
+from .comparable import check_comparable, differences
 
 SINGLE, MULTI, PRUNING = "single", "multi-prompt", "pruning"
 
@@ -102,7 +103,6 @@ def choose_inputs(experiments: Iterable[Experiment]) -> ReportInputs:
     for role in (SINGLE, MULTI):
         for experiment in (e for e in by_name if roles[experiment_name(e)] == role):
             candidates += [RunRef(experiment, run) for run in experiment.generated()]
-    from .comparable import check_comparable, differences
 
     isolated = [c for c in candidates if c.run.mode == "isolated"]
     visible = [c for c in candidates if c.run.mode == "visible"]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ExperimentFileError
+from ...io.records import MAX_RECORD_BYTES, parse_json, read_bounded
 from ...layout import MODES
 from .codec import decode, encode
 from .figure_schema import EntropyPoint, FigureData, HeadGridData, HeatmapData, LatticeEdge, LatticeRun
@@ -79,7 +80,6 @@ def metrics_json(metrics: Metrics) -> str:
 
 def parse_metrics(text: bytes | str, source: str = "metrics.json") -> Metrics:
     """Parse and check a metrics file; another schema version is refused with both versions named."""
-    from ...io.records import parse_json
 
     data = parse_json(text, source, "re-run `tempo-lens analyze`")
     version = data.get("schema_version") if isinstance(data, dict) else None
@@ -96,7 +96,6 @@ def parse_metrics(text: bytes | str, source: str = "metrics.json") -> Metrics:
 
 def read_metrics(path: Path) -> Metrics:
     """A ``metrics.json`` read bounded (:mod:`tempo_lens.io.records`) and checked against the schema."""
-    from ...io.records import MAX_RECORD_BYTES, read_bounded
 
     return parse_metrics(read_bounded(path, "metrics.json", "re-run `tempo-lens analyze`", MAX_RECORD_BYTES), str(path))
 

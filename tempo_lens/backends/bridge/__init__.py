@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..base import Backend, Hook, PositionKind, SpeedRecord, eos_ids
+from .fast_paths import apply_fast_paths, speed_record
 from .kv_cache import cache_kwarg_name, ensure_kv_cache, repeat_dynamic_cache
 from .positions import bridge_rope_hooks
 from .windows import causal_mask, config_windows
@@ -26,7 +27,7 @@ from .windows import causal_mask, config_windows
 
 def is_bridge(model: Any) -> bool:
     try:
-        from transformer_lens.model_bridge import TransformerBridge
+        from transformer_lens.model_bridge import TransformerBridge  # deferred: transformer_lens
     except ImportError:  # a TransformerLens without the bridge
         return False
     return isinstance(model, TransformerBridge)
@@ -70,17 +71,15 @@ class BridgeBackend(Backend):
         ensure_kv_cache(self.model)
 
     def apply_speedups(self, fast: bool | None) -> list[str]:
-        from .fast_paths import apply_fast_paths
 
         return apply_fast_paths(self.model, fast)
 
     def speed_record(self) -> SpeedRecord:
-        from .fast_paths import speed_record
 
         return speed_record(self.model)
 
     def new_cache(self, batch: int) -> Any:
-        from transformers import DynamicCache
+        from transformers import DynamicCache  # deferred: transformers
 
         if any(w is not None for w in self.attention_windows()):
             return DynamicCache()  # every key on every layer: TEMPO's hooks apply the windows

@@ -64,6 +64,7 @@ def _patch(model: TransformerBridge) -> list[Any]:
 
 
 def _patch_modules(candidates: Iterable[Any]) -> list[Any]:
+    # deferred: transformer_lens
     from transformer_lens.model_bridge.generalized_components.normalization import NormalizationBridge
 
     patched = []

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ...io.memory import available_bytes
+from ...models.cache import cache_root
 from ..base import ENV, SpeedRecord, fast_setting  # noqa: F401 - ENV: the switch's name, read here by tests and the CLI
 from .cpu_linears import (
     install_prepacked_linears,
@@ -84,7 +85,6 @@ def apply_fast_paths(model: TransformerBridge, fast: bool | None = None) -> list
 
 def linear_plan(model: TransformerBridge) -> LinearPlan:
     """The linear kernel plan for this model's layer shapes on this machine (measured once, then cached)."""
-    from ...models.cache import cache_root
 
     return cached_plan(sample_linears(model), cache_root() / "kernel_plans")
 

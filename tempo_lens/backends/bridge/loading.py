@@ -11,7 +11,7 @@ from .kv_cache import ensure_kv_cache
 
 
 def load_bridge(path: str, name: str, dtype: torch.dtype, device: str | None, device_map: Any) -> Any:
-    from transformer_lens.model_bridge import TransformerBridge
+    from transformer_lens.model_bridge import TransformerBridge  # deferred: transformer_lens
 
     kwargs: dict[str, Any] = {"dtype": dtype}
     if device_map is not None:

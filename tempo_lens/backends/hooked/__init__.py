@@ -22,7 +22,7 @@ from torch import Tensor
 from ..base import Backend, Hook, PositionKind, SpeedRecord, eos_ids, fast_setting
 from .from_folder import hooked_from_folder
 from .positions import hooked_rope_hooks
-from .weight_layout import restore_weight_layout, store_weights_as_read
+from .weight_layout import restore_weight_layout, store_weights_as_read, weights_stored_as_read
 from .windows import model_windows, without_own_windows
 
 __all__ = ["HookedBackend", "hooked_from_folder", "is_hooked", "restore_weight_layout", "store_weights_as_read"]
@@ -32,7 +32,7 @@ log = logging.getLogger("tempo_lens")
 
 def is_hooked(model: Any) -> bool:
     try:
-        from transformer_lens import HookedTransformer
+        from transformer_lens import HookedTransformer  # deferred: transformer_lens
     except ImportError:  # TransformerLens 4 removed it
         return False
     return isinstance(model, HookedTransformer)
@@ -56,9 +56,9 @@ class _NormView(torch.nn.Module):
 def kv_cache_class() -> Any:
     """TransformerLens's KV cache for HookedTransformer, under its 3.x name or its older one."""
     try:
-        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache  # deferred: transformer_lens
     except ImportError:
-        from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache
+        from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache  # deferred: transformer_lens
 
         return HookedTransformerKeyValueCache
     return TransformerLensKeyValueCache
@@ -101,7 +101,6 @@ class HookedBackend(Backend):
         return self.model.pos_embed.W_pos
 
     def apply_speedups(self, fast: bool | None) -> list[str]:
-        from .weight_layout import store_weights_as_read, weights_stored_as_read
 
         if fast_setting(fast) is not False:
             store_weights_as_read(self.model)
@@ -109,7 +108,6 @@ class HookedBackend(Backend):
         return [f"weights stored as read ({n} modules: the forward copies no weight per call)"] if n else []
 
     def speed_record(self) -> SpeedRecord:
-        from .weight_layout import weights_stored_as_read
 
         return SpeedRecord(paths=["weights stored as read"] if weights_stored_as_read(self.model) else [])
 

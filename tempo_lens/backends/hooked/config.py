@@ -84,7 +84,7 @@ _OWN = {"Gemma3ForCausalLM": _gemma3, "GPT2LMHeadModel": _gpt2}
 
 
 def _converted(folder: Path) -> dict[str, Any]:
-    import transformer_lens.loading_from_pretrained as loading
+    import transformer_lens.loading_from_pretrained as loading  # deferred: transformer_lens
 
     with tempfile.TemporaryDirectory(prefix="tempo-lens-config-") as neutral:
         shutil.copyfile(folder / "config.json", Path(neutral) / "config.json")
@@ -96,7 +96,7 @@ def _converted(folder: Path) -> dict[str, Any]:
 
 def hooked_config(folder: Path, hf_config: Any, name: str, dtype: torch.dtype, device: str) -> Any:
     """The ``HookedTransformerConfig`` of the model in ``folder`` (weights kept as they are: nothing folded)."""
-    from transformer_lens import HookedTransformerConfig
+    from transformer_lens import HookedTransformerConfig  # deferred: transformer_lens
 
     architecture = (getattr(hf_config, "architectures", None) or [""])[0]
     cfg = _OWN[architecture](hf_config) if architecture in _OWN else _converted(folder)

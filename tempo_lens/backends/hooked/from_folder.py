@@ -19,6 +19,8 @@ from typing import Any
 import torch
 
 from ...errors import InvalidInputError
+from .loading import load_hooked, local_folder
+from .weight_layout import store_weights_as_read
 
 
 def hooked_from_folder(
@@ -43,8 +45,6 @@ def hooked_from_folder(
     in the layout TransformerLens's forward reads (:func:`~.weight_layout.store_weights_as_read`: same values,
     bit-identical logits, no weight copied per forward). Needs TransformerLens 3.x.
     """
-    from .loading import load_hooked
-    from .weight_layout import store_weights_as_read
 
     flags = dict(
         fold_ln=fold_ln,
@@ -68,14 +68,12 @@ def hooked_from_folder(
 
 def _checked(name: str, flags: dict[str, bool]) -> dict[str, bool]:
     """``flags``, once the architecture in ``name`` is known to take them (TransformerLens would skip them with a log line)."""
-    from transformers import AutoConfig
-
-    from .loading import local_folder
+    from transformers import AutoConfig  # deferred: transformers
 
     hf = AutoConfig.from_pretrained(local_folder(name))
     architecture = (getattr(hf, "architectures", None) or [""])[0]
     try:
-        from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+        from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES  # deferred: transformer_lens
     except ImportError:
         POST_NORM_ARCHITECTURES = set()
     if architecture in POST_NORM_ARCHITECTURES and (flags["fold_ln"] or flags["center_writing_weights"]):

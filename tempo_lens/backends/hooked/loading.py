@@ -21,9 +21,9 @@ from .config import hooked_config
 def hooked_class() -> type:
     """``HookedSAETransformer`` when SAELens is importable (it accepts SAEs too), else ``HookedTransformer``."""
     try:
-        from sae_lens import HookedSAETransformer
+        from sae_lens import HookedSAETransformer  # deferred: sae_lens
     except ImportError:
-        from transformer_lens import HookedTransformer
+        from transformer_lens import HookedTransformer  # deferred: transformer_lens
 
         return HookedTransformer
     return HookedSAETransformer
@@ -34,7 +34,7 @@ def local_folder(path: str) -> Path:
     folder = Path(path).expanduser()
     if folder.is_dir():
         return folder
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # deferred: huggingface_hub
 
     try:
         return Path(snapshot_download(path, local_files_only=True))
@@ -63,8 +63,8 @@ def load_hooked(path: str, name: str, dtype: torch.dtype, device: str, processin
             f"backend='hooked' needs TransformerLens 3.x, which has HookedTransformer ({exc}); install "
             "'transformer-lens>=3.9,<4' (e.g. beside sae-lens) or use backend='bridge'"
         ) from None
-    import transformer_lens.loading_from_pretrained as loading
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import transformer_lens.loading_from_pretrained as loading  # deferred: transformer_lens
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # deferred: transformers
 
     folder = local_folder(path)
     hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="eager")

@@ -33,8 +33,8 @@ _FLAG = "_tempo_lens_weights_as_read"
 
 def _targets(model: Any) -> list[tuple[torch.nn.Module, Orders]]:
     """Modules whose forward rearranges weights, with the memory order each parameter should have."""
-    from transformer_lens.components import AbstractAttention, Unembed
-    from transformer_lens.components.mlps.gated_mlp import GatedMLP
+    from transformer_lens.components import AbstractAttention, Unembed  # deferred: transformer_lens
+    from transformer_lens.components.mlps.gated_mlp import GatedMLP  # deferred: transformer_lens
 
     split_inputs = bool(model.cfg.use_split_qkv_input or model.cfg.use_attn_in or model.cfg.use_attn_result)
     out: list[tuple[torch.nn.Module, Orders]] = []

@@ -14,6 +14,7 @@ May import: :mod:`..base`, :mod:`..bridge.kv_cache` (the cache keyword) and the 
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable, Iterator
 from functools import cached_property
@@ -24,8 +25,10 @@ from torch import Tensor
 
 from ...errors import InvalidInputError
 from ..base import Backend, Hook, PositionKind, TempoStep, eos_ids
+from ..bridge.kv_cache import cache_kwarg_name
 from .activations import Kind, parse
 from .masks import SLIDING, float_masks
+from .remote import check_remote, remote_failure
 from .structure import ModelStructure, resolve, structure_of, tl_config
 
 Intervene = Callable[[Any, list[Any]], Any]
@@ -35,7 +38,7 @@ def is_nnsight(model: Any) -> bool:
     """Whether ``model`` is an nnsight Transformers model (checked without importing nnsight when it is not loaded)."""
     if sys.modules.get("nnsight") is None:  # no nnsight model can exist before nnsight is imported
         return False
-    from nnsight.modeling.transformers import TransformersModel
+    from nnsight.modeling.transformers import TransformersModel  # deferred: nnsight
 
     return isinstance(model, TransformersModel)
 
@@ -90,7 +93,6 @@ class NnsightBackend(Backend):
     @cached_property
     def _keeps_logits(self) -> bool:
         """Whether the model's forward takes ``logits_to_keep`` (the unembedding of the last rows only)."""
-        import inspect
 
         return "logits_to_keep" in inspect.signature(self.hf.forward).parameters
 
@@ -158,7 +160,7 @@ class NnsightBackend(Backend):
         return []  # the model's own forward runs unchanged
 
     def new_cache(self, batch: int) -> Any:
-        from transformers import DynamicCache
+        from transformers import DynamicCache  # deferred: transformers
 
         return DynamicCache()  # no config: every layer keeps every key, so sliding windows live in the mask
 
@@ -168,7 +170,6 @@ class NnsightBackend(Backend):
         return repeat_dynamic_cache(cache, batch)
 
     def forward(self, tokens: Tensor, cache: Any = None) -> Tensor:
-        from ..bridge.kv_cache import cache_kwarg_name
 
         kwargs = {} if cache is None else {cache_kwarg_name(self.hf): cache, "use_cache": True}
         return self.hf(input_ids=tokens.to(self.device), **kwargs).logits
@@ -184,7 +185,6 @@ class NnsightBackend(Backend):
         Saves ``n_out`` rows of the logits and of each asked layer's attention weights; ``intervene(model,
         siblings)`` runs in a second invoke of the same trace (it sees and may edit the whole batch).
         """
-        from ..bridge.kv_cache import cache_kwarg_name
 
         structure, device = self.structure, self.device
         masks = float_masks(step, structure.sliding_window if structure.has_sliding_layers else None, self.dtype, device)
@@ -200,8 +200,6 @@ class NnsightBackend(Backend):
         if n_out < fed and self._keeps_logits:
             kwargs["logits_to_keep"] = n_out  # the unembedding computes (and a remote trace returns) only these rows
         if remote:
-            from .remote import check_remote, remote_failure
-
             if not self._remote_checked:
                 check_remote(self.model)
                 self._remote_checked = True

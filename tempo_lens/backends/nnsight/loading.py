@@ -12,7 +12,7 @@ from ...errors import ModelUnavailableError
 
 def bos_tokenizer(path: str) -> Any:
     """The model's tokenizer, set to prepend BOS when it has one (as TransformerLens's), so every backend feeds the same ids."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # deferred: transformers
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.bos_token is None or getattr(tokenizer, "add_bos_token", False):

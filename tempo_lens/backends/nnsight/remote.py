@@ -32,7 +32,7 @@ def api_key() -> str | None:
 
 
 def host() -> str:
-    from nnsight import CONFIG
+    from nnsight import CONFIG  # deferred: nnsight
 
     return str(CONFIG.API.HOST)
 
