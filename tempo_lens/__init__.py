@@ -39,8 +39,8 @@ _EXPORTS = {
     "attention_bias_hooks": "hooks",
     "fractional_positions": "hooks",
     "PatternRecorder": "hooks",
-    "current_step": "generation.hook_context",
-    "StepContext": "generation.hook_context",
+    "current_step": "hook_context",
+    "StepContext": "hook_context",
     "TokenCache": "activation_cache",
 }
 _SUBMODULES = ("analysis", "figures", "tools", "views")  # research modules a user imports as tempo_lens.NAME
@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from .capture import CapturedRun, CaptureSpec
     from .experiment import load_config, load_experiment, run_experiment, save_experiment
     from .generation import GenerationConfig, GenerationResult, generate, generate_batch, load_result
-    from .generation.hook_context import StepContext, current_step
+    from .hook_context import StepContext, current_step
     from .hooks import (
         PatternRecorder,
         attention_bias_hooks,

@@ -1,7 +1,7 @@
 """Any hook point's value for every token of a TEMPO run, indexed by physical position or by sibling.
 
 ``generate(..., names_filter=...)`` records the chosen hook points at every forward of the generation
-(:class:`ActivationRecorder`, which reads :func:`~tempo_lens.generation.hook_context.current_step` to know
+(:class:`ActivationRecorder`, which reads :func:`~tempo_lens.hook_context.current_step` to know
 which tokens each forward holds); ``result.run_with_cache(model, ...)`` computes the same from a
 teacher-forced replay (:func:`replay_cache`). Both give a :class:`TokenCache`: ``cache[name][i]`` is
 physical token ``i``'s value.
@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .errors import InvalidInputError
-from .generation.hook_context import RowInForward, current_step
+from .hook_context import RowInForward, current_step
 from .layout import TokenLayout
 from .replaying import default_condition, replay
 from .siblings import Sibling, physical_indices, run_view

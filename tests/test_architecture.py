@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("errors", "hook_cache", "io", "lookup", "text", "validation")),
     ("layout", ("layout", "position_source", "siblings", "schedules")),
     ("model", ("backends", "models")),
-    ("hooks", ("hooks", "capture")),
+    ("hooks", ("hooks", "hook_context", "capture")),
     ("generation", ("activation_cache", "generation", "pruning", "replaying")),
     ("experiment", ("experiment",)),
     ("analysis", ("analysis",)),
@@ -65,8 +65,9 @@ def _known(name: str, known: Mapping[str, object]) -> str | None:
     return name or None
 
 
-def imports_of(name: str, is_package: bool, source: str, known: Mapping[str, object]) -> set[str]:
-    """The modules of ``known`` that module ``name`` imports anywhere in ``source`` (function bodies included)."""
+def imports_of(name: str, is_package: bool, source: str, known: Mapping[str, object], packages: bool = False) -> set[str]:
+    """The modules of ``known`` that module ``name`` imports anywhere in ``source`` (function bodies included);
+    ``packages``: also the packages Python runs first (:func:`_enclosing_packages`)."""
     top = next(iter(known)).split(".")[0]
     found = set()
     for node in _runtime_imports(ast.parse(source)):
@@ -83,7 +84,20 @@ def imports_of(name: str, is_package: bool, source: str, known: Mapping[str, obj
         for target in targets:
             if target.split(".")[0] == top and (resolved := _known(target, known)) and resolved != name:
                 found.add(resolved)
+                if packages:
+                    found.update(_enclosing_packages(resolved, name, top))
     return found
+
+
+def _enclosing_packages(target: str, importer: str, top: str) -> set[str]:
+    """The packages Python runs before ``target`` when ``importer`` imports it: each enclosing package of ``target`` below
+    ``top`` that does not also enclose ``importer`` (those are already running)."""
+    parts = target.split(".")
+    return {
+        package
+        for package in (".".join(parts[:i]) for i in range(2, len(parts)))
+        if not (importer == package or importer.startswith(package + "."))
+    }
 
 
 def missing_imports(root: Path) -> list[tuple[str, str]]:
@@ -106,10 +120,12 @@ def missing_imports(root: Path) -> list[tuple[str, str]]:
     return missing
 
 
-def import_graph(root: Path) -> dict[str, set[str]]:
-    """``module -> the package's modules it imports``."""
+def import_graph(root: Path, packages: bool = False) -> dict[str, set[str]]:
+    """``module -> the package's modules it imports`` (``packages``: and the packages their import runs first)."""
     known = module_names(root)
-    return {name: imports_of(name, is_package, path.read_text(), known) for name, (path, is_package) in known.items()}
+    return {
+        name: imports_of(name, is_package, path.read_text(), known, packages) for name, (path, is_package) in known.items()
+    }
 
 
 def cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
@@ -191,6 +207,16 @@ def test_the_checker_finds_a_cycle_hidden_in_a_function(tmp_path):
     assert cycles(graph) == [["pkg.a", "pkg.b"]]
 
 
+def test_the_checker_finds_a_cycle_through_a_package_that_runs_first(tmp_path):
+    """``a`` imports ``sub.b``: Python runs ``sub/__init__`` first, which imports ``sub.c``, which imports ``a``."""
+    root = _package(
+        tmp_path,
+        {"a.py": "from .sub.b import x\n", "sub/__init__.py": "from .c import y\n", "sub/b.py": "x = 1\n", "sub/c.py": "from ..a import z\n"},
+    )
+    assert cycles(import_graph(root)) == []
+    assert cycles(import_graph(root, packages=True)) == [["pkg.a", "pkg.sub", "pkg.sub.c"]]
+
+
 def test_the_checker_leaves_out_type_checking_imports_only(tmp_path):
     root = _package(
         tmp_path,
@@ -231,8 +257,9 @@ def test_the_checker_finds_an_import_of_a_module_that_is_gone(tmp_path):
     assert missing_imports(root) == [("pkg.a", "pkg.gone")]
 
 
-def test_no_import_cycles(graph):
-    assert cycles(graph) == []
+def test_no_import_cycles():
+    """Counting the packages an import runs first: a cycle through a package ``__init__`` fails a fresh interpreter too."""
+    assert cycles(import_graph(PACKAGE, packages=True)) == []
 
 
 def test_every_module_has_a_layer(graph):

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..backends import Backend
 from ..hooks import tempo_position_hooks, windowed_block_hooks
-from .hook_context import StepContext, row_in_forward, step_context
+from ..hook_context import StepContext, row_in_forward, step_context
 from .row import GenerationRow
 from .steps import step_widths
 
@@ -118,7 +118,7 @@ class LaneBatch:
         return blocked
 
     def context(self, first_row: int = 0) -> StepContext:
-        """What :func:`~tempo_lens.generation.hook_context.current_step` says during the forward ``feed`` prepared."""
+        """What :func:`~tempo_lens.hook_context.current_step` says during the forward ``feed`` prepared."""
         return step_context(
             [
                 row_in_forward(

@@ -19,7 +19,7 @@ from ..errors import InvalidInputError
 from ..hooks import PatternRecorder, tempo_hooks
 from .config import GenerationConfig
 from .explicit import drive_rows
-from .hook_context import in_forward, row_in_forward, step_context
+from ..hook_context import in_forward, row_in_forward, step_context
 from .progress import step_bar
 from .result import GenerationResult
 from .row import GenerationRow, resolve_config
@@ -82,7 +82,7 @@ def generate(
     points for every token as the generation runs: ``result.cache[name][i]`` is physical token ``i``'s value
     (:class:`~tempo_lens.activation_cache.TokenCache`). No extra forward is needed: the last step's tokens are fed
     by the forward that decides whether to stop, so every row is filled. Hooks during generation can read
-    :func:`~tempo_lens.generation.hook_context.current_step`.
+    :func:`~tempo_lens.hook_context.current_step`.
     ``progress``: a progress bar per step (default: only for long runs at a terminal, :mod:`.progress`).
     On an nnsight model (``backend="nnsight"``), ``intervene(model, siblings)`` runs inside every forward's
     trace (``siblings``: a list of :class:`~.explicit.Siblings`) and ``remote=True`` runs each step on NDIF.

@@ -72,4 +72,4 @@ def test_batched_forwards_name_each_row(tiny_llama):
 def test_public_names():
     for name in ("current_step", "StepContext", "TokenCache"):
         assert name in tempo_lens.__all__ and getattr(tempo_lens, name) is not None
-    assert tempo_lens.current_step is __import__("tempo_lens.generation.hook_context", fromlist=["x"]).current_step
+    assert tempo_lens.current_step is __import__("tempo_lens.hook_context", fromlist=["x"]).current_step

@@ -22,9 +22,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from ..errors import InvalidInputError
-from ..layout import PROMPT_STEP, TokenLayout
-from ..siblings import Sibling
+from .errors import InvalidInputError
+from .layout import PROMPT_STEP, TokenLayout
+from .siblings import Sibling
 
 
 @dataclass(frozen=True)
