@@ -166,8 +166,11 @@ class GenerationRow:
 
 def check_finite(logits: Float[Tensor, "pos d_vocab"], where: str) -> None:
     """Stop with an error naming ``where`` when ``logits`` hold NaN or inf: every later choice would be meaningless."""
-    finite = torch.isfinite(logits)
-    if not bool(finite.all()):
+    if logits.numel() == 0:
+        return
+    low, high = torch.aminmax(logits)  # both finite exactly when every value is: NaN spreads to both, +-inf to one
+    if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))):
+        finite = torch.isfinite(logits)
         n_nan = int(torch.isnan(logits).sum())
         n_inf = int((~finite).sum()) - n_nan
         raise NonFiniteLogitsError(
