@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -199,6 +199,14 @@ class Backend(ABC):
         rows sharing a lane stretch, while TEMPO's mask hooks apply each row's window from its layout.
         """
         return self.forward(torch.tensor(tokens, dtype=torch.long, device=self.device), cache)
+
+    def forward_read(self, tokens: list[list[int]], cache: Any, read: Sequence[int]) -> Float[Tensor, "batch read d_vocab"]:
+        """:meth:`forward_step` when only the logits of columns ``read`` are wanted (a prompt's last token per row).
+
+        A backend that can skip the unembedding of the other columns does so only where nothing observes it, so every
+        hook sees what a full forward gives it; by default the full logits are sliced.
+        """
+        return self.forward_step(tokens, cache)[:, list(read)]
 
     def tempo_forward(
         self, step: TempoStep, cache: Any = None, **options: Any

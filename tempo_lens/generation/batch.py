@@ -64,11 +64,12 @@ def _run_rows(
         with backend.model.hooks(fwd_hooks=hooks):
             cache = new_cache(backend, batch.n_lanes)
             fed = batch.feed([row.ids for row in rows])
+            read = batch.last_columns()  # a prompt's forward is read at each row's last token only
             with in_forward(batch.context(first_row)):
-                logits = forward_step(backend, fed, cache)
+                logits = backend.forward_read(fed, cache, read)
             recorder.take()
             for i, row in enumerate(rows):
-                row.read_prompt(batch.row_logits(logits, i))
+                row.read_prompt(batch.row_last_logits(logits, i, read))
             while not all(row.done for row in rows):
                 new = [[] if row.done else row.choose() for row in rows]
                 fed = batch.feed(new)

@@ -90,6 +90,14 @@ class LaneBatch:
                     mask[lane, queries, index] = own
         self.positions, self.masks = positions, masks
 
+    def last_columns(self) -> list[int]:
+        """The columns of the last forward that hold some row's last token, each once, in order."""
+        return sorted({query.stop - 1 for query in self.queries})
+
+    def row_last_logits(self, logits: Float[Tensor, "batch read d_vocab"], i: int, read: list[int]) -> Float[Tensor, "1 d_vocab"]:
+        """Row ``i``'s last token's logits, from a forward that computed only the columns ``read``."""
+        return logits[self.lanes[i], read.index(self.queries[i].stop - 1)][None]
+
     def row_logits(self, logits: Float[Tensor, "batch pos d_vocab"], i: int) -> Float[Tensor, "pos d_vocab"]:
         """Row ``i``'s logits rows of the last forward (one per token it fed)."""
         return logits[self.lanes[i], self.queries[i]]

@@ -106,7 +106,7 @@ def generate(
         with model.hooks(fwd_hooks=hooks):
             cache = new_cache(backend)
             with fed(len(row.ids)):
-                row.read_prompt(forward_step(backend, [row.ids], cache)[0])
+                row.read_prompt(backend.forward_read([list(row.ids)], cache, [len(row.ids) - 1])[0])
             recorder.take()
             while not row.done:
                 ids = row.choose()

@@ -141,3 +141,40 @@ def test_memory_refusal_advises_only_what_the_estimate_counts(tiny_llama, monkey
         memory.check_fits(backend_for(tiny_llama), 5, 10, 8)
     message = str(refused.value)
     assert "lower max_parallel, max_steps" in message and "raise the threshold" not in message
+
+
+def test_the_prompt_forward_unembeds_only_the_read_columns_unless_a_hook_watches(tiny_llama):
+    """The prompt's forward reads each row's last token: the unembedding runs on those columns alone, unless a hook
+    observes it, which then sees every column as before; the generations are the same either way."""
+    from tempo_lens.backends import backend_for
+
+    prompts = [[1, 17, 42, 5, 63], [1, 9, 33], [1, 50, 60, 70]]
+    widths: list[int] = []
+    calls = []
+    unembed = tiny_llama.unembed.original_component
+    original = unembed.forward
+
+    def counting(x, *args, **kwargs):
+        calls.append(x.shape[1])
+        return original(x, *args, **kwargs)
+
+    unembed.forward = counting
+    try:
+        quiet = generate_batch(tiny_llama, prompts, max_steps=3, threshold=0.05, max_parallel=3, mode="isolated")
+        first_quiet = calls[0]
+        calls.clear()
+
+        def note(x, hook):
+            widths.append(x.shape[1])
+            return x
+
+        with tiny_llama.hooks(fwd_hooks=[("unembed.hook_in", note)]):
+            watched = generate_batch(tiny_llama, prompts, max_steps=3, threshold=0.05, max_parallel=3, mode="isolated")
+    finally:
+        del unembed.forward
+    assert backend_for(tiny_llama).name == "bridge"
+    assert first_quiet < 5  # the read columns only (rows sharing a lane end in different columns)
+    assert widths[0] >= 5 and calls[0] == widths[0]  # watched: every column of the prompt's forward
+    for a, b in zip(quiet, watched):
+        assert a.layout.token_ids == b.layout.token_ids
+        assert a.layout.probs == pytest.approx(b.layout.probs, abs=1e-6, nan_ok=True)  # prompt tokens: NaN

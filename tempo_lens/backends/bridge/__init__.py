@@ -12,13 +12,14 @@ May import: :mod:`..base` and the layers below the model layer.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..base import Backend, Hook, PositionKind, SpeedRecord, eos_ids
+from ..observed import has_hooks
 from .fast_paths import apply_fast_paths, speed_record
 from .kv_cache import cache_kwarg_name, ensure_kv_cache, repeat_dynamic_cache
 from .positions import bridge_rope_hooks
@@ -88,13 +89,20 @@ class BridgeBackend(Backend):
     def repeat_cache(self, cache: Any, batch: int) -> Any:
         return repeat_dynamic_cache(cache, batch)
 
-    def forward_step(self, tokens: list[list[int]], cache: Any) -> Tensor:
+    def forward_step(self, tokens: list[list[int]], cache: Any, **extra: Any) -> Tensor:
         ids = torch.tensor(tokens, dtype=torch.long, device=self.device)
-        if not any(w is not None for w in self.attention_windows()):
-            return self.forward(ids, cache)
-        mask = causal_mask(ids.shape[0], ids.shape[1], cache.get_seq_length(), self.dtype, self.device)
-        kwargs = {cache_kwarg_name(self.model.original_model): cache, "use_cache": True, "attention_mask": mask}
+        kwargs = dict(extra)
+        if cache is not None:
+            kwargs.update({cache_kwarg_name(self.model.original_model): cache, "use_cache": True})
+        if any(w is not None for w in self.attention_windows()):
+            past = 0 if cache is None else cache.get_seq_length()
+            kwargs["attention_mask"] = causal_mask(ids.shape[0], ids.shape[1], past, self.dtype, self.device)
         return self.model(ids, **kwargs)
+
+    def forward_read(self, tokens: list[list[int]], cache: Any, read: Sequence[int]) -> Tensor:
+        if any(has_hooks(module) for module in self.model.unembed.modules()):
+            return super().forward_read(tokens, cache, read)  # a hook on the unembedding sees every column, as always
+        return self.forward_step(tokens, cache, logits_to_keep=torch.tensor(list(read), device=self.device))
 
     def forward(self, tokens: Tensor, cache: Any = None) -> Tensor:
         if cache is None:
