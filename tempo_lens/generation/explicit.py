@@ -94,7 +94,7 @@ class ExplicitForwards:
         batch = self.batch
         fed = torch.tensor(batch.feed(new), dtype=torch.long)
         q = fed.shape[1]
-        masks = {window: mask.clone() for window, mask in batch.masks.items()}  # the layout's, per window (None: full)
+        masks = dict(batch.masks)  # the layout's, per window (None: full); feed builds new tensors each forward
         tokens = fed
         if self.full_context:
             tokens, masks = self._full(fed, masks)
