@@ -199,3 +199,23 @@ def test_stored_edits_keep_the_trace(tiny_nnsight):
     finally:
         model.clear_edits()
     assert torch.allclose(edited.step_logits[0], plain.step_logits[0] * 0.5)
+
+
+def test_the_forward_after_the_last_step_is_left_out_when_unread(tiny_nnsight, monkeypatch):
+    """Nothing reads the forward after the last step (no capture, pruning or kept logits): it is not run, and the
+    generation is the same as with it (tokens, probabilities, stop reason)."""
+    model = tiny_nnsight["llama"]
+    backend = backend_for(model)
+    calls = []
+    real = type(backend).tempo_forward
+    monkeypatch.setattr(type(backend), "tempo_forward", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    lean = generate(model, TINY_PROMPT, max_steps=4, mode="isolated", **TOP3)
+    assert len(calls) == 4  # the prompt's and those of steps 0-2
+    calls.clear()
+    full = generate(model, TINY_PROMPT, max_steps=4, mode="isolated", keep_logits=True, **TOP3)
+    assert len(calls) == 5 and len(full.step_logits) == 4
+    assert lean.layout.token_ids == full.layout.token_ids
+    np.testing.assert_array_equal(lean.layout.probs, full.layout.probs)  # the prompt's are NaN on both
+    assert lean.stop_reason == full.stop_reason == "max_steps"
+    captured = generate(model, TINY_PROMPT, max_steps=4, mode="isolated", capture=True, **TOP3)
+    assert captured.capture.step_ids == [0, 1, 2, 3]  # the last step's capture still comes from its forward
