@@ -1,9 +1,10 @@
 """Where a TEMPO step's time goes on the nnsight backend, B = 1, beside greedy HF ``generate`` (eager).
 
 Three passes over the same 4 prompts x 10 steps, interleaved in rotated order each round: TEMPO as it
-runs (a step nothing observes calls HF's forward without a trace), TEMPO with every step forced through
-an nnsight trace (the path before that change, and the path of any observed step), and ``hf.generate``.
-Timers wrapped around the stages give ms per forward (11 per generation: the prompt and 10 steps)::
+runs (a step nothing observes calls HF's forward without a trace; no forward after the last step where
+nothing reads it), TEMPO as it ran before those two (every forward an nnsight trace, the forward after the
+last step run), and ``hf.generate`` (10 forwards a generation). Timers wrapped around the stages give ms
+per forward made::
 
     python -m benchmarks.nnsight_breakdown [--threshold 0.1] [--rounds 6]
 
@@ -69,27 +70,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     prompts = sweep_prompts(4)
     settings = {"threshold": args.threshold, "mode": "isolated", "max_steps": 10, "min_steps": 10}
     spent: dict[str, float] = {}
+    calls: dict[str, int] = {}
+    spent_calls: dict[str, int] = {}
     for (module, owner, name), label in STAGES.items():
         target = importlib.import_module(module)
         target = getattr(target, owner) if owner else target
         setattr(target, name, _timed(spent, label, getattr(target, name)))
-    backend.hf.forward = _timed(spent, "HF forward (inside tempo_forward)", backend.hf.forward)
+    forward = _timed(spent, "HF forward (inside tempo_forward)", backend.hf.forward)
+
+    def counted(*a: Any, **k: Any) -> Any:
+        calls["n"] = calls.get("n", 0) + 1
+        return forward(*a, **k)
+
+    backend.hf.forward = counted
     hf_passes = [hf_runner(hf, tokenizer, [p], 10, "eager") for p in prompts]
 
     def tempo() -> None:
         for prompt in prompts:
             generate(model, prompt, progress=False, **settings)
 
-    def traced() -> None:
+    from tempo_lens.generation import explicit
+
+    def before() -> None:
         backend._unobserved = lambda *_: False
+        ends_unread, explicit.ends_unread = explicit.ends_unread, lambda row: False
         try:
             tempo()
         finally:
             del backend._unobserved
+            explicit.ends_unread = ends_unread
 
-    runs = {"tempo": tempo, "tempo traced": traced, "hf eager": lambda: [p() for p in hf_passes]}
+    runs = {"tempo": tempo, "tempo before": before, "hf eager": lambda: [p() for p in hf_passes]}
     for run in runs.values():
         run()  # warm-up
+    calls.clear()
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     stages: dict[str, dict[str, float]] = {name: {} for name in runs}
     names = list(runs)
@@ -101,19 +115,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             seconds[name].append(time.perf_counter() - t0)
             for label, value in spent.items():
                 stages[name][label] = stages[name].get(label, 0.0) + value
-    forwards = args.rounds * len(prompts) * 11
+            spent_calls[name] = spent_calls.get(name, 0) + calls.pop("n", 0)
     print(f"threshold {args.threshold}, {args.rounds} rounds; pass medians (s): "
           + ", ".join(f"{name} {statistics.median(v):.3f}" for name, v in seconds.items()))
-    for name in ("tempo", "tempo traced"):
+    for name in ("tempo", "tempo before"):
         ratios = [h / t for h, t in zip(seconds["hf eager"], seconds[name])]
         print(f"  {name} / hf eager steps/s: median {statistics.median(ratios):.3f} (rounds {', '.join(f'{r:.2f}' for r in ratios)})")
-    for name in ("tempo", "tempo traced"):
+    for name in ("tempo", "tempo before"):
         total = sum(seconds[name])
+        forwards = round(spent_calls[name])
         print(f"{name}: ms per forward (share of the pass)")
         for label, value in sorted(stages[name].items(), key=lambda item: -item[1]):
             print(f"  {label:45s} {1000 * value / forwards:8.2f}  {100 * value / total:5.1f}%")
-        print(f"  {'whole generate':45s} {1000 * total / forwards:8.2f}")
-    print(f"hf eager generate: {1000 * sum(seconds['hf eager']) / forwards:.2f} ms per forward")
+        print(f"  {'whole generate':45s} {1000 * total / forwards:8.2f}  ({forwards / args.rounds / len(prompts):.0f} forwards a generation)")
+    print(f"hf eager generate: {1000 * sum(seconds['hf eager']) / (args.rounds * len(prompts) * 10):.2f} ms per forward (10 a generation)")
     return 0
 
 
