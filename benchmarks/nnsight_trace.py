@@ -3,8 +3,9 @@
 Section 8 (:mod:`~benchmarks.generate`) with ``--backend nnsight``: steps/s of nnsight TEMPO beside greedy
 ``hf.generate`` (eager and sdpa), B = 1 and B = 16, capture on and off, as paired ratios from one run.
 Then the cost of one trace: the same cached one-token forward (position_ids and a 4D float mask, context
-``--context``) three ways, side by side in rotated order: HF's own forward, an nnsight trace saving the
-logits, and one also saving every layer's attention weights. The per-trace cost is the trace's median
+``--context``) four ways, side by side in rotated order: HF's own forward, ``tempo_forward`` of a step
+nothing observes (HF's forward without a trace), an nnsight trace saving the logits, and one also saving
+every layer's attention weights. The per-trace cost is the trace's median
 time minus HF's, in ms. The CPU is named first::
 
     python -m benchmarks.nnsight_trace [--model NAME] [--rounds 3] [--quick] [--json PATH]
@@ -60,9 +61,18 @@ def trace_cost(model: Any, context: int = 64, rounds: int = 5, block: int = 10) 
         return go
 
     plain, captured = step(()), step(tuple(range(n_layers)))
+
+    def traced() -> None:  # the plain step through a trace, as a step something observes runs
+        backend._unobserved = lambda *_: False
+        try:
+            backend.tempo_forward(plain, cache)
+        finally:
+            del backend._unobserved
+
     variants = {
         "hf forward": timed(lambda: hf(input_ids=token, position_ids=position.long(), attention_mask=mask, cache=cache, use_cache=True)),
-        "nnsight trace": timed(lambda: backend.tempo_forward(plain, cache)),
+        "tempo direct": timed(lambda: backend.tempo_forward(plain, cache)),
+        "nnsight trace": timed(traced),
         "nnsight trace + capture": timed(lambda: backend.tempo_forward(captured, cache)),
     }
     samples = interleave(variants, [list(variants)], rounds, block, warmup=2)
@@ -71,6 +81,7 @@ def trace_cost(model: Any, context: int = 64, rounds: int = 5, block: int = 10) 
         "context": context,
         "ms": ms,
         "trace_cost_ms": ms["nnsight trace"] - ms["hf forward"],
+        "direct_cost_ms": ms["tempo direct"] - ms["hf forward"],
         "ratio": ratio(samples, "nnsight trace", "hf forward"),
         "capture_ratio": ratio(samples, "nnsight trace + capture", "nnsight trace"),
     }
@@ -81,7 +92,8 @@ def format_trace_cost(result: dict) -> list[str]:
     return [
         f"\n[10] nnsight's fixed cost per trace: one cached one-token forward at context {result['context']}",
         table(["variant", "median ms"], rows),
-        f"per-trace cost: {result['trace_cost_ms']:.2f} ms; trace / hf forward {fmt_ratio(result['ratio'])}; "
+        f"per-trace cost: {result['trace_cost_ms']:.2f} ms; tempo_forward without a trace (nothing observed): "
+        f"{result['direct_cost_ms']:.2f} ms; trace / hf forward {fmt_ratio(result['ratio'])}; "
         f"capture / trace {fmt_ratio(result['capture_ratio'])}",
     ]
 

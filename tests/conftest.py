@@ -68,6 +68,14 @@ def embedded_model():
 
 
 @pytest.fixture(scope="session")
+def embedded_nnsight():
+    pytest.importorskip("nnsight", reason="the nnsight backend needs the extra tempo_lens[nnsight]")
+    from tempo_lens import load_model
+
+    return load_model(backend="nnsight", device="cpu")
+
+
+@pytest.fixture(scope="session")
 def embedded_hf():
     from transformers import AutoModelForCausalLM
 
@@ -122,7 +130,7 @@ SLOW_MODULES = {"test_cli_shards.py", "test_cross_model.py"}  # every test share
 def pytest_collection_modifyitems(config, items):
     """Every test that loads the embedded 30-layer model, or is listed in ``SLOW_TESTS`` / ``SLOW_MODULES``, is ``slow``."""
     for item in items:
-        if any(f in getattr(item, "fixturenames", ()) for f in ("embedded_model", "embedded_hf", "embedded_hooked")):
+        if any(f in getattr(item, "fixturenames", ()) for f in ("embedded_model", "embedded_hf", "embedded_hooked", "embedded_nnsight")):
             item.add_marker(pytest.mark.slow)
         elif getattr(item, "originalname", item.name) in SLOW_TESTS or item.path.name in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)

@@ -93,7 +93,7 @@ class ExplicitForwards:
         batch = self.batch
         fed = torch.tensor(batch.feed(new), dtype=torch.long)
         q = fed.shape[1]
-        masks = {window: mask.clone() for window, mask in batch.masks.items()}  # the layout's, per window (None: full)
+        masks = dict(batch.masks)  # the layout's, per window (None: full); feed builds new tensors each forward
         tokens = fed
         if self.full_context:
             tokens, masks = self._full(fed, masks)
@@ -128,6 +128,24 @@ class ExplicitForwards:
         return logits, patterns
 
 
+def ends_unread(row: GenerationRow) -> bool:
+    """Whether the forward that would feed ``row``'s newest step could only end it, unread.
+
+    So on its last step (``max_steps``) with nothing taken from that forward: no capture of the step,
+    no pruning (it reads patterns or residuals), no kept logits. Its tokens and stop reason are known
+    without it (:func:`end_unread`); the logits it would give are never used.
+    """
+    step = row.layout.n_steps - 1
+    captured = row.capture is not None and row.config.capture.wants_step(step)
+    return row.layout.n_steps >= row.config.max_steps and not captured and row.pruning is None and not row.keep_logits
+
+
+def end_unread(row: GenerationRow) -> None:
+    """End ``row`` as :meth:`~.row.GenerationRow.read_step` would after its last step: ``"eos"`` if that step holds one."""
+    r = row.layout.step_range(row.layout.n_steps - 1)
+    row.stop_reason = "eos" if row.eos.intersection(row.layout.token_ids[r.start : r.stop]) else "max_steps"
+
+
 def drive_rows(
     backend: Backend,
     rows: list[GenerationRow],
@@ -137,7 +155,11 @@ def drive_rows(
     remote: bool = False,
     traffic: list[StepTraffic] | None = None,
 ) -> None:
-    """Drive ``rows`` to their end, one ``tempo_forward`` per step (``traffic``: count a remote run's requests)."""
+    """Drive ``rows`` to their end, one ``tempo_forward`` per step (``traffic``: count a remote run's requests).
+
+    The forward after the last step is left out where nothing would read it (:func:`ends_unread`) and no user
+    code runs in forwards (``intervene``); a remote run or its dry run keeps it (their requests are counted).
+    """
     readers = [(name, fn) for row in rows for name, fn in row.hooks]  # e.g. similarity pruning's residuals
     for row in rows:
         row.warn_stacklevel += 1  # choose → drive_rows → the generator → caller
@@ -164,6 +186,13 @@ def drive_rows(
             for row in rows:  # a loop, not a comprehension: the warning's stack level counts frames
                 new.append([] if row.done else row.choose())
             step = max(row.layout.n_steps for row in rows) - 1
+            if intervene is None and not forwards.full_context and all(ends_unread(r) for r, ids in zip(rows, new) if ids):
+                for row, ids in zip(rows, new):
+                    if ids:
+                        end_unread(row)
+                if bar is not None:
+                    bar.update()
+                break
             logits, patterns = forwards(new, layers, step)
             for i, (row, ids) in enumerate(zip(rows, new)):
                 if ids:

@@ -183,7 +183,8 @@ class NnsightBackend(Backend):
         """One nnsight trace of ``step``: HF's forward with position_ids, per-type float masks and the cache.
 
         Saves ``n_out`` rows of the logits and of each asked layer's attention weights; ``intervene(model,
-        siblings)`` runs in a second invoke of the same trace (it sees and may edit the whole batch).
+        siblings)`` runs in a second invoke of the same trace (it sees and may edit the whole batch). A step
+        nothing observes runs HF's forward without a trace (:meth:`_unobserved`).
         """
 
         structure, device = self.structure, self.device
@@ -207,7 +208,18 @@ class NnsightBackend(Backend):
                 return self._trace(step, kwargs, masks, n_out, wanted, intervene, remote=True)
             except Exception as exc:  # any failure of the request itself (network, server, quota)
                 raise remote_failure(exc) from exc
+        if self._unobserved(step, intervene) and SLIDING not in masks:
+            return self.hf(input_ids=step.tokens.to(device), **kwargs).logits[:, -n_out:], {}
         return self._trace(step, kwargs, masks, n_out, wanted, intervene, remote=False)
+
+    def _unobserved(self, step: TempoStep, intervene: Intervene | None) -> bool:
+        """Whether nothing would run inside a trace of ``step``: no layers, reads, edits, user code or stored edits.
+
+        Then HF's forward is called directly: the trace would run that same forward and save only its logits,
+        so the result is the same to the bit, without the trace's setup (about 5 ms a forward on a CPU).
+        """
+        stored = getattr(self.model, "_edits", None)  # model.edit(inplace=True) replays these in every trace
+        return intervene is None and not step.layers and not step.readers and not step.edits and not stored
 
     def _trace(
         self,

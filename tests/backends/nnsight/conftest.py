@@ -17,10 +17,3 @@ def tiny_nnsight(tiny_dirs):
 
     return {name: load_model(str(path), backend="nnsight", device="cpu") for name, path in tiny_dirs.items()}
 
-
-@pytest.fixture(scope="session")
-def embedded_nnsight():
-    pytest.importorskip("nnsight", reason="the nnsight backend needs the extra tempo_lens[nnsight]")
-    from tempo_lens import load_model
-
-    return load_model(backend="nnsight", device="cpu")

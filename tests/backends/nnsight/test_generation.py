@@ -169,3 +169,53 @@ def test_similarity_pruning_alone_in_its_lane_reads_every_fed_row(tiny_nnsight, 
         assert ours.layout.token_ids == bridge.layout.token_ids
         assert ours.layout.pruned_at == bridge.layout.pruned_at
         assert ours.layout.prune_scores == pytest.approx(bridge.layout.prune_scores, abs=1e-5, nan_ok=True)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_unobserved_steps_skip_the_trace_and_match_it_to_the_bit(tiny_nnsight, tiny_dirs, arch, monkeypatch):
+    """No capture, reads or user code: HF's forward runs without a trace, with the trace's logits exactly."""
+    model = tiny_nnsight[arch]
+    backend = backend_for(model)
+    traces = []
+    real_trace = type(backend)._trace
+    monkeypatch.setattr(type(backend), "_trace", lambda self, *a, **k: traces.append(1) or real_trace(self, *a, **k))
+    direct = generate(model, TINY_PROMPT, max_steps=4, mode="isolated", keep_logits=True, **TOP3)
+    assert not traces, "nothing observed these forwards, so none needed a trace"
+    assert max_step_delta(direct, hf_oracle_logits(hf_eager(tiny_dirs[arch]), direct.layout, "isolated")) < 1e-4
+    monkeypatch.setattr(type(backend), "_unobserved", lambda self, step, intervene: False)
+    traced = generate(model, TINY_PROMPT, max_steps=4, mode="isolated", keep_logits=True, **TOP3)
+    assert traces and traced.layout.token_ids == direct.layout.token_ids
+    assert all(torch.equal(a, b) for a, b in zip(direct.step_logits, traced.step_logits, strict=True))
+
+
+def test_stored_edits_keep_the_trace(tiny_nnsight):
+    """An edit stored on the model (``model.edit(inplace=True)``) runs in every trace, so no forward skips it."""
+    model = tiny_nnsight["llama"]
+    plain = generate(model, TINY_PROMPT, max_steps=3, keep_logits=True, **TOP3)
+    with model.edit(inplace=True):
+        model.lm_head.output[:] = model.lm_head.output * 0.5
+    try:
+        edited = generate(model, TINY_PROMPT, max_steps=3, keep_logits=True, **TOP3)
+    finally:
+        model.clear_edits()
+    assert torch.allclose(edited.step_logits[0], plain.step_logits[0] * 0.5)
+
+
+def test_the_forward_after_the_last_step_is_left_out_when_unread(tiny_nnsight, monkeypatch):
+    """Nothing reads the forward after the last step (no capture, pruning or kept logits): it is not run, and the
+    generation is the same as with it (tokens, probabilities, stop reason)."""
+    model = tiny_nnsight["llama"]
+    backend = backend_for(model)
+    calls = []
+    real = type(backend).tempo_forward
+    monkeypatch.setattr(type(backend), "tempo_forward", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    lean = generate(model, TINY_PROMPT, max_steps=4, mode="isolated", **TOP3)
+    assert len(calls) == 4  # the prompt's and those of steps 0-2
+    calls.clear()
+    full = generate(model, TINY_PROMPT, max_steps=4, mode="isolated", keep_logits=True, **TOP3)
+    assert len(calls) == 5 and len(full.step_logits) == 4
+    assert lean.layout.token_ids == full.layout.token_ids
+    np.testing.assert_array_equal(lean.layout.probs, full.layout.probs)  # the prompt's are NaN on both
+    assert lean.stop_reason == full.stop_reason == "max_steps"
+    captured = generate(model, TINY_PROMPT, max_steps=4, mode="isolated", capture=True, **TOP3)
+    assert captured.capture.step_ids == [0, 1, 2, 3]  # the last step's capture still comes from its forward
