@@ -23,10 +23,10 @@ import torch
 from ..activation_cache import ActivationRecorder, NamesFilter, resolve_names
 from ..backends import Backend, backend_for
 from ..errors import InvalidInputError
+from ..hook_context import in_forward
 from ..hooks import PatternRecorder
 from .config import GenerationConfig, check_int
 from .explicit import drive_rows
-from ..hook_context import in_forward
 from .lanes import LANE_KEYS, LaneBatch, assign_lanes, lane_columns  # noqa: F401  (re-exported: the lanes were defined here)
 from .lanes import lanes_of as _lanes
 from .lanes import pad_id as _pad_id

@@ -20,8 +20,8 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from ..backends import Backend
-from ..hooks import tempo_position_hooks, windowed_block_hooks
 from ..hook_context import StepContext, row_in_forward, step_context
+from ..hooks import tempo_position_hooks, windowed_block_hooks
 from .row import GenerationRow
 from .steps import step_widths
 

@@ -16,10 +16,10 @@ from torch import Tensor
 from ..activation_cache import ActivationRecorder, NamesFilter, resolve_names
 from ..backends import Backend, as_backend, backend_for
 from ..errors import InvalidInputError
+from ..hook_context import in_forward, row_in_forward, step_context
 from ..hooks import PatternRecorder, tempo_hooks
 from .config import GenerationConfig
 from .explicit import drive_rows
-from ..hook_context import in_forward, row_in_forward, step_context
 from .progress import step_bar
 from .result import GenerationResult
 from .row import GenerationRow, resolve_config
