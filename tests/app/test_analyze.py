@@ -114,7 +114,7 @@ def test_an_empty_folder_is_one_error_line(tmp_path, capsys):
 
 def test_each_config_runs_on_its_own_model_loaded_once(tmp_path, monkeypatch):
     """Configs naming different models run on those models (not the first config's); each model is loaded once."""
-    import tempo_lens.models.loading as model_module
+    import tempo_lens.experiment.stream as model_module  # where the runner loads models
     from tempo_lens.experiment import Experiment, load_config
     from tempo_lens.app import analyze as pipeline
 
