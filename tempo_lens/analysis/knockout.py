@@ -7,7 +7,7 @@ then renormalised by the softmax), on the layers of one block:
 - ``"parallel"``: every visible key of an earlier step that kept two or more siblings;
 - ``"matched"``: as many visible non-parallel *generated* keys, each drawn (fixed seed) among those
   nearest in logical distance to one parallel key, so distance and token kind are held fixed;
-- ``"sink"``: the first token alone, to scale the other two.
+- ``"sink"``: the first token alone, to scale the other two (on every layer: block ``"all"`` only).
 
 Each arm is measured by the KL divergence of the step's next-token distribution (the run's own
 ``next_token_source`` over the step's rows) from the unablated replay's, and by whether the kept set
@@ -268,7 +268,7 @@ def knockout_blocks(
         return []
     baseline, cache = baseline_forward(model, layout, mode)
     arms = _arms(layout, steps, seed)
-    rows = [_Row(arm, block) for block in blocks for arm in arms]
+    rows = [_Row(arm, block) for block in blocks for arm in arms if arm.arm != "sink" or block == "all"]
     order = sorted(range(len(rows)), key=lambda i: len(layout.step_range(rows[i].arm.step)))  # rows of one width together
     references = {s: _reference(layout, s, baseline, threshold, max_parallel, next_token_source) for s in steps}
     measured: dict[int, StepKnockout] = {}

@@ -26,7 +26,7 @@ def render(doc: Document, metrics: Metrics) -> None:
         "see earlier parallel keys, the run is replayed with the attention of that step's queries to those keys removed "
         "(scores set to -inf, renormalised) on the layers of one block; the **matched** arm removes as many non-parallel "
         "generated keys, each the nearest in logical distance to one parallel key (ties drawn with a fixed seed), and the "
-        "**sink** arm removes the first token alone, to scale the other two. Each arm is measured by the KL divergence (nats) "
+        "**sink** arm removes the first token alone (on every layer), to scale the other two. Each arm is measured by the KL divergence (nats) "
         "of the step's next-token distribution from the unablated replay's, and by whether the kept set changes. Per run: "
         "the mean over its steps; across prompts: one value per run, 95 % bootstrap interval; the ratio is the geometric mean "
         "of the per-run ratios, its interval and sign-flip p on the log ratios (`docs/definitions.md`)."
@@ -80,10 +80,10 @@ def render(doc: Document, metrics: Metrics) -> None:
             "Block",
             "KL ratio, geometric mean [95 % CI]; p; word",
             "KL difference [95 % CI]",
-            "Kept set changed: parallel / matched / sink",
+            "Kept set changed: parallel / matched",
         ],
         [
-            [b.mode, _block_label(b), ci_with_verdict(b.ratio), ci_text(b.difference), _arm_cells(b, "kept_changed")]
+            [b.mode, _block_label(b), ci_with_verdict(b.ratio), ci_text(b.difference), _arm_cells(b, "kept_changed", ARMS[:2])]
             for b in knockout.blocks
             if b.block != "all"
         ],
@@ -110,5 +110,5 @@ def _block_label(b: KnockoutBlock) -> str:
     return f"{b.block} (layers {layer_list(b.layers)})"
 
 
-def _arm_cells(b: KnockoutBlock, field: str) -> str:
-    return " / ".join(ci_text(getattr(arm, field)) if (arm := b.arm(name)) else "n/a" for name in ARMS)
+def _arm_cells(b: KnockoutBlock, field: str, arms: tuple[str, ...] = ARMS) -> str:
+    return " / ".join(ci_text(getattr(arm, field)) if (arm := b.arm(name)) else "n/a" for name in arms)
