@@ -1,8 +1,9 @@
 """The attention knock-out: what attention to earlier parallel keys does to the next token.
 
-For every step whose queries can see earlier parallel tokens, the run is replayed through the hooks
-three more times, each removing one set of keys from that step's queries (scores set to ``-inf``,
-then renormalised by the softmax), on the layers of one block:
+For every step whose queries can see earlier parallel tokens and that has a matched control (enough
+non-parallel generated keys; the summary reads only such steps), the step is fed again with one set of
+keys removed from its queries (scores set to ``-inf``, then renormalised by the softmax), on the layers of
+one block:
 
 - ``"parallel"``: every visible key of an earlier step that kept two or more siblings;
 - ``"matched"``: as many visible non-parallel *generated* keys, each drawn (fixed seed) among those
@@ -11,9 +12,9 @@ then renormalised by the softmax), on the layers of one block:
 
 Each arm is measured by the KL divergence of the step's next-token distribution (the run's own
 ``next_token_source`` over the step's rows) from the unablated replay's, and by whether the kept set
-(the run's threshold and ``max_parallel``) changes. The run's own replay is the baseline, so the
-comparison shares one computation path. Steps are replayed in batches: row ``b`` of a forward carries
-one (step, arm) pair's mask, and only that step's rows are read from it.
+(the run's threshold and ``max_parallel``) changes. One unablated forward of the run fills a KV cache;
+each (step, arm, block) is then one batch row feeding only its step's siblings after it (a knock-out
+changes nothing before its step).
 """
 
 from __future__ import annotations
@@ -252,8 +253,9 @@ def knockout_blocks(
     seed: int = 0,
     batch_rows: int = BATCH_ROWS,
 ) -> list[StepKnockout]:
-    """Every arm at every step with earlier parallel keys, on the layers of each block of ``blocks``.
+    """Every arm at every step with earlier parallel keys and a matched control, on the layers of each block of ``blocks``.
 
+    A step without a matched control is not replayed: :func:`summarise_run` reads only steps with both arms.
     One unablated forward of the run fills a KV cache; then each (step, arm, block) is one batch row that
     feeds only its step's siblings after that cache, ``batch_rows`` rows a forward. The matched keys are
     drawn once per step (``seed``) and shared by the blocks.
@@ -264,10 +266,13 @@ def knockout_blocks(
     if batch_rows < 1:
         raise InvalidInputError(f"batch_rows must be at least 1, got {batch_rows}")
     steps = knockout_steps(layout)
+    arms = _arms(layout, steps, seed)  # matched keys drawn for every such step, in order, so a seed means one draw
+    controlled = {a.step for a in arms if a.arm == "matched"}
+    arms = [a for a in arms if a.step in controlled]  # a step without a matched control enters no summary
+    steps = sorted(controlled)
     if not steps:
         return []
     baseline, cache = baseline_forward(model, layout, mode)
-    arms = _arms(layout, steps, seed)
     rows = [_Row(arm, block) for block in blocks for arm in arms if arm.arm != "sink" or block == "all"]
     order = sorted(range(len(rows)), key=lambda i: len(layout.step_range(rows[i].arm.step)))  # rows of one width together
     references = {s: _reference(layout, s, baseline, threshold, max_parallel, next_token_source) for s in steps}

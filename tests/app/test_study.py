@@ -105,7 +105,7 @@ def test_the_study_runs_every_model_with_an_estimate_and_progress(tiny_dirs, tmp
         own = section((tmp_path / "models" / name / "report" / "FINDINGS.md").read_text(), "Executive Summary")
         assert f"## {models[0] if name == 'llama' else models[1]}: executive summary" in page and own.splitlines()[0] in page
     assert section(page, "Cross-model") == demoted(section(md, "Cross-model"))
-    assert "- Commit: " in page and "- Machine: " in page and "knock-out on the runs of 2 of the prompts" in page
+    assert "- Commit: " in page and "- Machine: " in page and "knock-out on the runs of 2 prompts" in page
     for name in ("llama", "llama3_scaling"):
         assert (tmp_path / "models" / name / "report" / "metrics.json").is_file()
         record, reason = read_knockout(tmp_path / "models" / name / "runs" / "study")
