@@ -170,11 +170,6 @@ def baseline_forward(model: Any, layout: TokenLayout, mode: Mode) -> tuple[Float
     return logits.float().cpu(), cache
 
 
-def baseline_logits(model: Any, layout: TokenLayout, mode: Mode) -> Float[Tensor, "pos d_vocab"]:
-    """The unablated replay's logits (:func:`baseline_forward` without its cache)."""
-    return baseline_forward(model, layout, mode)[0]
-
-
 def _row_masks(
     layout: TokenLayout, mode: Mode, rows: Sequence[_Row], width: int, windows: Sequence[int | None]
 ) -> tuple[dict[int | None, Bool[Tensor, "batch query_pos key_pos"]], Bool[Tensor, "batch query_pos key_pos"]]:
@@ -188,11 +183,12 @@ def _row_masks(
     n = len(layout)
     base = {w: torch.ones(len(rows), width, n + width, dtype=torch.bool) for w in windows}
     knock = torch.zeros(len(rows), width, n + width, dtype=torch.bool)
+    run_masks = {w: layout.blocked(mode, window=w) for w in windows}  # what each of the run's queries saw
     for b, row in enumerate(rows):
         span = layout.step_range(row.arm.step)
         k = len(span)
         for w in windows:
-            full = layout.blocked(mode, n_queries=n - span.start, n_keys=n, window=w)[:k]  # the step's queries
+            full = run_masks[w][span.start : span.stop]  # the step's queries
             base[w][b, :k, : span.start] = full[:, : span.start]
             base[w][b, :k, n : n + k] = full[:, span.start : span.stop]
         knock[b, :k, row.arm.keys] = True
