@@ -128,7 +128,7 @@ def knockout_experiment(
     """Every generated run of ``experiment`` knocked out on every block of ``blocks``: one unablated forward per run
     fills a KV cache, then each batch of (step, arm, block) rows feeds only its steps' siblings after it.
     ``prompts``: replay only the runs of these prompt indices (a study's sample); None: every run."""
-    from .knockout import BATCH_ROWS, knockout_blocks, knockout_steps, layer_blocks  # deferred: torch
+    from .knockout import BATCH_ROWS, knockout_blocks, layer_blocks  # deferred: torch
 
     settings = knockout_settings(experiment, prompts)
     generation = {k: v for k, v in settings.items() if k != "prompts"}
@@ -141,7 +141,7 @@ def knockout_experiment(
     for i, run in enumerate(generated):
         records = knockout_blocks(model, run.layout, run.mode, blocks=tuple(blocks), seed=seed, **generation)  # type: ignore[arg-type]
         n_rows = len(records)
-        forwards += (1 + -(-n_rows // BATCH_ROWS)) if knockout_steps(run.layout) else 0
+        forwards += (1 + -(-n_rows // BATCH_ROWS)) if n_rows else 0  # the baseline, then the batches of rows
         by_block: dict[str, list[KnockoutStepRecord]] = {block: [] for block in blocks}
         for s in records:
             by_block[s.block].append(KnockoutStepRecord(s.step, s.arm, s.n_keys, s.kl, s.kept_changed, s.distance_gap))

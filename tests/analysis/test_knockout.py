@@ -243,3 +243,28 @@ def test_a_block_knockout_equals_a_full_replay_on_its_layers(tiny_bridges):
         p = next_distribution(base[rows.start : rows.stop], probs, "mixture")
         q = next_distribution(knocked[rows.start : rows.stop], probs, "mixture")
         assert record.kl == pytest.approx(kl_divergence(p, q), rel=2e-3, abs=1e-6), (record.step, record.arm, record.block)
+
+
+def test_an_experiment_counts_the_forwards_it_makes(tiny_bridges):
+    """One baseline forward and one per batch of rows for a run with a controlled step; none for a run without one."""
+    from tempo_lens.analysis import knockout as knockout_module
+    from tempo_lens.analysis.knockout_store import knockout_experiment
+    from tempo_lens.capture import CapturedRun
+    from tempo_lens.experiment import Experiment
+
+    model = tiny_bridges["llama"]
+    controlled = TokenLayout.from_prompt([1, 17, 42, 5, 63, 8])
+    for ids in ([30, 31], [32], [33], [34, 35], [36], [37, 38]):
+        controlled.append_step(ids, [0.6, 0.3][: len(ids)] if len(ids) == 2 else [0.9])
+    uncontrolled = TokenLayout.from_prompt([1, 17, 42])
+    for ids in ([30, 31], [32, 33]):  # parallel keys but no single-token key to match them with
+        uncontrolled.append_step(ids, [0.6, 0.3])
+    runs = [CapturedRun(name=f"r{i}", prompt="p", mode="isolated", layout=layout, token_strings=[], layers=[], attention={},
+                        meta={"prompt_index": i}) for i, layout in enumerate((controlled, uncontrolled))]
+    experiment = Experiment(config={"name": "hand-built", "threshold": 0.2, "max_parallel": 3}, runs=runs, model={})
+    blocks = ("all", "early")
+    rows = len(knockout_module.knockout_blocks(model, controlled, "isolated", 0.2, 3, blocks=blocks))
+    assert rows > 0 and not knockout_module.knockout_blocks(model, uncontrolled, "isolated", 0.2, 3, blocks=blocks)
+    record = knockout_experiment(model, experiment, "0" * 64, blocks=blocks)
+    assert record.n_forwards == 1 + math.ceil(rows / knockout_module.BATCH_ROWS)
+    assert sum(len(r) for r in record.runs[1].blocks.values()) == 0
