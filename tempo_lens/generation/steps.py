@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -84,14 +85,26 @@ def prompt_token_ids(model: TransformerBridge, prompt: str | Sequence[int] | Ten
     return check_token_ids(model, ids)
 
 
+def float32_at_least(threshold: float) -> float:
+    """The smallest float32 value >= ``threshold``: a float32 ``p`` is >= ``threshold`` exactly when it is >= this."""
+    rounded = np.float32(threshold)
+    if float(rounded) < threshold:
+        rounded = np.nextafter(rounded, np.float32(np.inf))
+    return float(rounded)
+
+
 def select_siblings(probs: Float[Tensor, " d_vocab"], threshold: float, max_parallel: int) -> tuple[list[int], list[float], int]:
     """Tokens with probability >= threshold, highest first, capped; the top token if none clears it.
 
-    Returns (ids, probs, how many cleared the threshold before the cap). The comparison is made in
-    float64, the precision of the recorded probabilities (each one is ``float(p)``, exact) and of the
-    threshold, so a token is kept exactly when its recorded probability is >= the threshold.
+    Returns (ids, probs, how many cleared the threshold before the cap). A token is kept exactly when its
+    recorded probability (each one is ``float(p)``, exact) is >= the float64 threshold: float32
+    probabilities are compared with the smallest float32 at or above the threshold, which decides the
+    same without a float64 copy of the vocabulary.
     """
-    above = int((probs.to(torch.float64) >= threshold).sum())
+    if probs.dtype == torch.float32:
+        above = int(torch.count_nonzero(probs >= float32_at_least(threshold)))
+    else:
+        above = int(torch.count_nonzero(probs.to(torch.float64) >= threshold))
     k = min(max(above, 1), max_parallel)
     top = torch.topk(probs, k)
     return [int(i) for i in top.indices], [float(p) for p in top.values], above
@@ -100,9 +113,12 @@ def select_siblings(probs: Float[Tensor, " d_vocab"], threshold: float, max_para
 def next_distribution(
     logits: Float[Tensor, "sibling d_vocab"], sibling_probs: Sequence[float], source: str
 ) -> Float[Tensor, " d_vocab"]:
-    """The next step's distribution from the rows of the new siblings (mixture, top or last row)."""
+    """The next step's distribution from the rows of the new siblings (mixture, top or last row).
+
+    One row is its own mixture (weight 1 exactly), so it is returned as it is.
+    """
     rows = torch.softmax(logits.float(), dim=-1)
-    if source == "top":
+    if source == "top" or len(rows) == 1:
         return rows[0]
     if source == "last":
         return rows[-1]
