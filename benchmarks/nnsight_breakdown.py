@@ -6,9 +6,10 @@ nothing reads it), TEMPO as it ran before those two (every forward an nnsight tr
 last step run), and ``hf.generate`` (10 forwards a generation). Timers wrapped around the stages give ms
 per forward made::
 
-    python -m benchmarks.nnsight_breakdown [--threshold 0.1] [--rounds 6]
+    python -m benchmarks.nnsight_breakdown [--threshold 0.1] [--rounds 6] [--batch 16]
 
-``--threshold 1.0`` is TEMPO with one token a step (k = 1), the same work per forward as HF's.
+``--threshold 1.0`` is TEMPO with one token a step (k = 1), the same work per forward as HF's. ``--batch B``
+runs B prompts as one batch (``generate_batch``; HF: one left-padded ``generate``) instead of 4 one at a time.
 """
 
 from __future__ import annotations
@@ -50,12 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.nnsight_breakdown", description=__doc__.split("\n\n")[0])
     parser.add_argument("--threshold", type=float, default=0.1)
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--batch", type=int, default=1, help="prompts per batch (1: 4 prompts one at a time)")
     args = parser.parse_args(argv)
     import importlib
 
     from tempo_lens import load_model
     from tempo_lens.backends import backend_for
-    from tempo_lens.generation import generate
+    from tempo_lens.generation import generate, generate_batch
 
     from .generate import hf_runner, load_hf
     from .machine import machine_info
@@ -67,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = load_model(None, backend="nnsight", device="cpu")
     backend = backend_for(model)
     hf, tokenizer = load_hf(None, "cpu")
-    prompts = sweep_prompts(4)
+    prompts = sweep_prompts(4 if args.batch == 1 else args.batch)
     settings = {"threshold": args.threshold, "mode": "isolated", "max_steps": 10, "min_steps": 10}
     spent: dict[str, float] = {}
     calls: dict[str, int] = {}
@@ -83,11 +85,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return forward(*a, **k)
 
     backend.hf.forward = counted
-    hf_passes = [hf_runner(hf, tokenizer, [p], 10, "eager") for p in prompts]
+    batches = [[p] for p in prompts] if args.batch == 1 else [prompts]
+    hf_passes = [hf_runner(hf, tokenizer, batch, 10, "eager") for batch in batches]
 
     def tempo() -> None:
-        for prompt in prompts:
-            generate(model, prompt, progress=False, **settings)
+        for batch in batches:
+            if len(batch) == 1:
+                generate(model, batch[0], progress=False, **settings)
+            else:
+                generate_batch(model, batch, batch_size=len(batch), progress=False, **settings)
 
     from tempo_lens.generation import explicit
 
@@ -116,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for label, value in spent.items():
                 stages[name][label] = stages[name].get(label, 0.0) + value
             spent_calls[name] = spent_calls.get(name, 0) + calls.pop("n", 0)
-    print(f"threshold {args.threshold}, {args.rounds} rounds; pass medians (s): "
+    print(f"threshold {args.threshold}, B = {args.batch}, {args.rounds} rounds; pass medians (s): "
           + ", ".join(f"{name} {statistics.median(v):.3f}" for name, v in seconds.items()))
     for name in ("tempo", "tempo before"):
         ratios = [h / t for h, t in zip(seconds["hf eager"], seconds[name])]
@@ -127,8 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}: ms per forward (share of the pass)")
         for label, value in sorted(stages[name].items(), key=lambda item: -item[1]):
             print(f"  {label:45s} {1000 * value / forwards:8.2f}  {100 * value / total:5.1f}%")
-        print(f"  {'whole generate':45s} {1000 * total / forwards:8.2f}  ({forwards / args.rounds / len(prompts):.0f} forwards a generation)")
-    print(f"hf eager generate: {1000 * sum(seconds['hf eager']) / (args.rounds * len(prompts) * 10):.2f} ms per forward (10 a generation)")
+        print(f"  {'whole generate':45s} {1000 * total / forwards:8.2f}  ({forwards / args.rounds / len(batches):.0f} forwards a generation)")
+    print(f"hf eager generate: {1000 * sum(seconds['hf eager']) / (args.rounds * len(batches) * 10):.2f} ms per forward (10 a generation)")
     return 0
 
 

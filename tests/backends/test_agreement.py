@@ -3,7 +3,10 @@
 Each generates one prompt in both modes with capture on: the same tokens, logits within 1e-4 at every step,
 captured attention within 1e-5. The bridge runs in ``.venv``, HookedTransformer in the TL 3.9 venv
 (``.venv-tl3``); nnsight is in both. On the embedded model (a few steps), and, marked ``zoo``, on every
-installed zoo model (``make models``; skipped with the install command where one is not).
+installed zoo model (``make models``; skipped with the install command where one is not). HookedTransformer
+computes attention and MLPs with its own kernels, so on a model whose large activations magnify fp32 rounding
+(qwen2.5) two exact fp32 implementations differ by more than those bounds: on the zoo the bounds grow to HF's
+own fp32 rounding on the same layouts, its full forward against its cached stepping (the nnsight run).
 """
 
 from __future__ import annotations
@@ -33,16 +36,45 @@ def _needs(reference: str) -> None:
         pytest.skip("HookedTransformer needs TransformerLens 3.x; make test runs these tests in .venv-tl3")
 
 
-def assert_agree(ours: list, theirs: list) -> None:
-    """Per mode: equal tokens, step logits within 1e-4, every captured step's attention within 1e-5."""
+LOGIT_BOUND, ATTENTION_BOUND = 1e-4, 1e-5
+
+
+def assert_agree(ours: list, theirs: list, own_rounding: tuple[float, float] = (0.0, 0.0)) -> None:
+    """Per mode: equal tokens, step logits within 1e-4, every captured step's attention within 1e-5 (or within
+    ``own_rounding``, HF's own fp32 rounding in logits and attention, where larger)."""
+    logit_bound, attention_bound = max(LOGIT_BOUND, own_rounding[0]), max(ATTENTION_BOUND, own_rounding[1])
     for nnsight, reference in zip(ours, theirs, strict=True):
         assert nnsight.layout.token_ids == reference.layout.token_ids
         assert len(nnsight.step_logits) == len(reference.step_logits) > 0
-        assert max((a - b).abs().max().item() for a, b in zip(nnsight.step_logits, reference.step_logits)) < 1e-4
+        assert max((a - b).abs().max().item() for a, b in zip(nnsight.step_logits, reference.step_logits)) < logit_bound
         assert nnsight.capture.step_ids == reference.capture.step_ids and reference.capture.step_ids
         for step in reference.capture.step_ids:
             a, b = np.asarray(nnsight.capture[step]), np.asarray(reference.capture[step])
-            assert a.shape == b.shape and np.abs(a - b).max() < 1e-5
+            assert a.shape == b.shape and np.abs(a - b).max() < attention_bound
+
+
+def hf_own_rounding(hf, results: list) -> tuple[float, float]:
+    """HF's full fp32 forward over each result's layout (position_ids, 4D float mask) against ``results``, nnsight
+    runs (HF's own cached stepping): the largest |difference| in step logits and in captured attention."""
+    import torch
+
+    from tests.helpers import oracle_mask
+
+    logits_gap = attention_gap = 0.0
+    for result in results:
+        layout = result.layout
+        with torch.no_grad():
+            full = hf(input_ids=torch.tensor([layout.token_ids]), position_ids=torch.tensor([layout.logical_positions]),
+                      attention_mask=oracle_mask(hf, layout, result.config.mode), output_attentions=True)
+        for step, rows in enumerate(result.step_logits):
+            r = layout.step_range(step)
+            logits_gap = max(logits_gap, (full.logits[0, r.start : r.stop] - rows).abs().max().item())
+        for step in result.capture.step_ids:
+            r = layout.step_range(step)
+            captured = np.asarray(result.capture[step])[:, 0]  # [layer, head, sibling, key]
+            recomputed = torch.stack([a[0, :, r.start : r.stop, : captured.shape[-1]] for a in full.attentions]).numpy()
+            attention_gap = max(attention_gap, float(np.abs(captured - recomputed[result.capture.layers]).max()))
+    return logits_gap, attention_gap
 
 
 def _both_modes(model, max_steps: int) -> list:
@@ -69,6 +101,9 @@ def test_zoo_model_agrees_across_backends(name, reference):
     for backend in (reference, "nnsight"):  # one model in memory at a time
         model = load_model(name, backend=backend, device="cpu", fast=False)
         results[backend] = _both_modes(model, 8)
+        if backend == "nnsight":
+            own = hf_own_rounding(model._module, results[backend])
         del model
         gc.collect()
-    assert_agree(results["nnsight"], results[reference])
+    print(f"\n{name} {reference} / nnsight: HF's own fp32 rounding {own[0]:.1e} in logits, {own[1]:.1e} in attention")
+    assert_agree(results["nnsight"], results[reference], own)
