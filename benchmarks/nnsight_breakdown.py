@@ -44,6 +44,36 @@ def _timed(spent: dict[str, float], label: str, fn: Any) -> Any:
     return wrapper
 
 
+def wrapper_cost(plain: Any, wrapped: Any, context: int = 24, rounds: int = 40, block: int = 5) -> tuple[float, float, list[float]]:
+    """Median ms of one cached one-token forward of plain HF and of the nnsight model's HF module (outside any
+    trace, nnsight's per-module controllers still run), alternating in blocks; returns both and the paired ratios."""
+    import torch
+    from transformers import DynamicCache
+
+    def cache_for(hf: Any) -> Any:
+        cache = DynamicCache()
+        with torch.no_grad():
+            hf(input_ids=torch.arange(1, context + 1)[None], position_ids=torch.arange(context)[None], past_key_values=cache,
+               use_cache=True)
+        return cache
+
+    caches = {"plain": cache_for(plain), "wrapped": cache_for(wrapped)}
+    models = {"plain": plain, "wrapped": wrapped}
+    times: dict[str, list[float]] = {"plain": [], "wrapped": []}
+    token, position = torch.tensor([[7]]), torch.tensor([[context]])
+    for r in range(rounds):
+        for name in ("plain", "wrapped") if r % 2 else ("wrapped", "plain"):
+            t0 = time.perf_counter()
+            for _ in range(block):
+                with torch.no_grad():
+                    models[name](input_ids=token, position_ids=position, past_key_values=caches[name], use_cache=True,
+                                 logits_to_keep=1)
+                caches[name].crop(-1)
+            times[name].append(1000 * (time.perf_counter() - t0) / block)
+    ratios = [w / p for p, w in zip(times["plain"], times["wrapped"])]
+    return statistics.median(times["plain"]), statistics.median(times["wrapped"]), ratios
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from . import set_environment
 
@@ -135,6 +165,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {label:45s} {1000 * value / forwards:8.2f}  {100 * value / total:5.1f}%")
         print(f"  {'whole generate':45s} {1000 * total / forwards:8.2f}  ({forwards / args.rounds / len(batches):.0f} forwards a generation)")
     print(f"hf eager generate: {1000 * sum(seconds['hf eager']) / (args.rounds * len(batches) * 10):.2f} ms per forward (10 a generation)")
+    backend.hf.forward = forward.__wrapped__  # nnsight's own controller again, without this script's timer
+    hf.set_attn_implementation("eager")
+    plain_ms, wrapped_ms, ratios = wrapper_cost(hf, backend.hf)
+    ratios.sort()
+    print(f"nnsight's module controllers outside a trace (one cached one-token forward, context 24, B = 1): plain HF "
+          f"{plain_ms:.2f} ms, the nnsight model's HF module {wrapped_ms:.2f} ms; paired ratio median "
+          f"{statistics.median(ratios):.3f} [{ratios[len(ratios) // 8]:.3f}-{ratios[-1 - len(ratios) // 8]:.3f}] (middle 3/4)")
     return 0
 
 
