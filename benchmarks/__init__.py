@@ -50,3 +50,8 @@ def set_environment() -> None:
     """The benchmark's environment defaults (an explicit setting wins); call before torch is imported."""
     for key, value in _ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+
+
+# Set when the package is imported: `python -m benchmarks.<module>` imports this package before the module's own
+# imports load torch (whose OpenMP runtime reads OMP_WAIT_POLICY once, when it loads).
+set_environment()
