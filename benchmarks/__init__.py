@@ -53,5 +53,8 @@ def set_environment() -> None:
 
 
 # Set when the package is imported: `python -m benchmarks.<module>` imports this package before the module's own
-# imports load torch (whose OpenMP runtime reads OMP_WAIT_POLICY once, when it loads).
-set_environment()
+# imports load torch (whose OpenMP runtime reads OMP_WAIT_POLICY once, when it loads). A process started with an
+# environment chosen on purpose (the wait-policy benchmark's children, some without any policy) says so with
+# ``TEMPO_BENCH_ENVIRONMENT=given`` and keeps it.
+if os.environ.get("TEMPO_BENCH_ENVIRONMENT") != "given":
+    set_environment()

@@ -63,6 +63,7 @@ def measure(k: int, context: int, rounds: int, model_path: str | None = None) ->
 def _children(env_extra: dict, at_once: int, k: int, context: int, rounds: int, model_path: str | None) -> list[dict]:
     env = {key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", THREADS)}
     env.update({key: value for key, value in env_extra.items() if value})
+    env["TEMPO_BENCH_ENVIRONMENT"] = "given"  # the package adds no defaults: "OpenMP default" means no policy at all
     command = [sys.executable, "-m", "benchmarks.wait_policy", "--child", f"{k},{context},{rounds}"]
     command += ["--model", model_path] if model_path else []
     procs = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
