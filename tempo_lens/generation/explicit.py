@@ -133,17 +133,11 @@ def ends_unread(row: GenerationRow) -> bool:
 
     So on its last step (``max_steps``) with nothing taken from that forward: no capture of the step,
     no pruning (it reads patterns or residuals), no kept logits. Its tokens and stop reason are known
-    without it (:func:`end_unread`); the logits it would give are never used.
+    without it (:meth:`~.row.GenerationRow.apply_stop_rule`); the logits it would give are never used.
     """
     step = row.layout.n_steps - 1
     captured = row.capture is not None and row.config.capture.wants_step(step)
     return row.layout.n_steps >= row.config.max_steps and not captured and row.pruning is None and not row.keep_logits
-
-
-def end_unread(row: GenerationRow) -> None:
-    """End ``row`` as :meth:`~.row.GenerationRow.read_step` would after its last step: ``"eos"`` if that step holds one."""
-    r = row.layout.step_range(row.layout.n_steps - 1)
-    row.stop_reason = "eos" if row.eos.intersection(row.layout.token_ids[r.start : r.stop]) else "max_steps"
 
 
 def drive_rows(
@@ -189,7 +183,7 @@ def drive_rows(
             if intervene is None and not forwards.full_context and all(ends_unread(r) for r, ids in zip(rows, new) if ids):
                 for row, ids in zip(rows, new):
                     if ids:
-                        end_unread(row)
+                        row.apply_stop_rule()
                 if bar is not None:
                     bar.update()
                 break

@@ -134,6 +134,11 @@ class GenerationRow:
         if self.keep_logits:
             self.step_logits.append(logits.detach().cpu())
         self.distribution = next_distribution(logits, self.layout.probs[r.start : r.stop], self.config.next_token_source)
+        self.apply_stop_rule()
+
+    def apply_stop_rule(self) -> None:
+        """After the newest step: ``"eos"`` if it holds an EOS token, else ``"max_steps"`` once it is the last."""
+        r = self.layout.step_range(self.layout.n_steps - 1)
         if self.eos.intersection(self.layout.token_ids[r.start : r.stop]):
             self.stop_reason = "eos"
         elif self.layout.n_steps >= self.config.max_steps:
