@@ -9,7 +9,7 @@ and the logits; user code can run inside it (``intervene``), and it can run on N
 (``remote=True``, :mod:`.remote`). nnsight is an optional dependency (``tempo_lens[nnsight]``): it is
 imported only inside this package's functions, so tempo_lens imports without it.
 
-May import: :mod:`..base`, :mod:`..bridge.kv_cache` (the cache keyword) and the layers below the model layer.
+May import: :mod:`..base`, :mod:`..bridge.kv_cache` (the cache keyword and its copy) and the layers below the model layer.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ...errors import InvalidInputError
 from ..base import Backend, Hook, PositionKind, TempoStep, eos_ids
-from ..bridge.kv_cache import cache_kwarg_name
+from ..bridge.kv_cache import cache_kwarg_name, repeat_dynamic_cache
 from .activations import Kind, parse
 from .masks import SLIDING, float_masks
 from .remote import check_remote, remote_failure
@@ -165,8 +165,6 @@ class NnsightBackend(Backend):
         return DynamicCache()  # no config: every layer keeps every key, so sliding windows live in the mask
 
     def repeat_cache(self, cache: Any, batch: int) -> Any:
-        from ..bridge.kv_cache import repeat_dynamic_cache  # deferred as the other bridge imports here
-
         return repeat_dynamic_cache(cache, batch)
 
     def forward(self, tokens: Tensor, cache: Any = None) -> Tensor:
