@@ -167,7 +167,6 @@ class TokenCache(Mapping[str, Tensor]):
 
     def to_dataframe(self, names: Sequence[str] | None = None) -> pd.DataFrame:
         """One row per token: physical index, step, sibling (rank), token, parallel, logical position, then one column per hook point (its value as an array)."""
-
         layout = self.layout
         parallel = layout.parallel_tensor().tolist()
         frame = pd.DataFrame(
@@ -188,7 +187,6 @@ class TokenCache(Mapping[str, Tensor]):
 def replay_cache(model: TransformerBridge, source: Any, names_filter: NamesFilter, condition: Any = None) -> TokenCache:
     """The hook points of ``names_filter`` for every token, from one teacher-forced replay of ``source`` (its own mode,
     shared positions, unless ``condition``, a :class:`~tempo_lens.tools.Condition`, says otherwise)."""
-
     view = run_view(source, model)
     condition = default_condition(view, condition)
     names = resolve_names(model, names_filter)

@@ -41,7 +41,6 @@ class ConfigError(TempoLensError, ValueError):
 def describe(exc: BaseException) -> str:
     """An exception in words that are never empty: its message, else its type (``EOFError``), with the path and
     the system's words for an OSError (``Permission denied: 'x.npz'``)."""
-
     if isinstance(exc, OSError) and exc.errno is not None:
         words = exc.strerror or os.strerror(exc.errno)
         if exc.errno == errno_names.EFBIG:

@@ -183,7 +183,6 @@ def read_saved(paths: dict[str, Path], expected: dict[str, str | None] | None = 
 def report_metrics(experiments: dict[str, Experiment], progress: Progress, cross_model_dir: Path | None = None) -> Metrics:
     """The report's metrics from saved experiments of one model (each role filled by one experiment), with the
     Cross-model entries of ``cross_model_dir`` when given."""
-
     check_one_model(experiments)
     inputs = choose_inputs(experiments.values())
     unused = sorted(set(experiments) - inputs.used())
@@ -204,7 +203,6 @@ def write_report(metrics: Metrics, plan: OutputPlan) -> Path:
 
 def check_same_settings(configs: dict[str, ExperimentConfig], folder: Path) -> None:
     """Before anything runs: the configs of one report share every generation setting (a pruning config its pruning aside)."""
-
     as_dicts = {name: c.to_dict() for name, c in configs.items()}
     ignore = {name: ("pruning",) for name, c in as_dicts.items() if config_role(c) == PRUNING}
     check_comparable(as_dicts, f"the configs in {folder}", ignore)
@@ -213,7 +211,6 @@ def check_same_settings(configs: dict[str, ExperimentConfig], folder: Path) -> N
 def check_one_model(experiments: dict) -> None:
     """A report compares runs of one model at one dtype: a mix is refused, naming each experiment's model; runs of one
     name but different files (fingerprints) too (:func:`~.comparable.check_fingerprints`)."""
-
     made_with = {name: (str(e.model.get("name")), str(e.model.get("dtype"))) for name, e in experiments.items()}
     if len(set(made_with.values())) > 1:
         listed = "; ".join(f"{name}: {model} {dtype}" for name, (model, dtype) in sorted(made_with.items()))

@@ -151,7 +151,6 @@ class OutputPlan:
             self.seen.setdefault(path, seen)
 
     def check(self, run_names: Sequence[str] = (), report: bool = True) -> None:
-
         targets = [self.path, *(self.run_folder(n) for n in run_names), *([self.report_dir / "FINDINGS.md"] if report else [])]
         for target in targets:  # before any model loads: a read-only output is refused now, not after the generation
             check_writable(target)

@@ -34,7 +34,6 @@ BACKENDS: tuple[str, ...] = get_args(BackendName)
 
 def backend_for(model: Any) -> Backend:
     """The backend serving ``model``; anything but a TransformerBridge or HookedTransformer is refused."""
-
     if is_bridge(model):
         return BridgeBackend(model)
     if is_hooked(model):

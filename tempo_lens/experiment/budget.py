@@ -79,7 +79,6 @@ def estimate_seconds(model: Any, config: ExperimentConfig, n_prompts: int) -> tu
     that, so prompts x modes x ``max_steps`` of them bound the generation (batching shares forwards, so
     the real time is usually lower; the control replays are one forward each).
     """
-
     import torch  # deferred: torch
 
     from ..backends import backend_for  # deferred: torch (through tempo_lens.backends)

@@ -108,7 +108,6 @@ def _distinct(values: list[int], where: str, low: int | None, high: int | None) 
 
 
 def _check_settings(config: dict[str, Any], n_layers: int | None) -> None:
-
     keys = [k for k in GenerationConfig.keys() if k not in ("mode", "capture") and k in config]
     hints = typing.get_type_hints(GenerationConfig)
     for key in keys:  # the plain settings typed by GenerationConfig's own annotations (one source)

@@ -58,7 +58,6 @@ def package_versions() -> dict:
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """``"i/n"`` as ``(i, n)`` with ``0 <= i < n <= 10000`` (None stays None)."""
-
     if text is None:
         return None
     numbers = shard_numbers(text)
@@ -86,7 +85,6 @@ def parameter_count(model: torch.nn.Module) -> int:
 
 
 def model_facts(model: TransformerBridge) -> dict:
-
     cfg, backend = model.cfg, backend_for(model)
     source = getattr(model, "tempo_lens_source", None)
     stored = checkpoint_parameters(Path(source)) if source and Path(source).is_dir() else None
@@ -106,7 +104,6 @@ def model_facts(model: TransformerBridge) -> dict:
 
 def check_loaded_config(config: ExperimentConfig, model: TransformerBridge) -> None:
     """The rules ``load_experiment`` applies to the saved config, with the model's layer count, before generation."""
-
     n_layers = int(model.cfg.n_layers)
     if config.generation.capture is not None:
         config.generation.capture.layers_for(n_layers)  # generate's own words for a layer this model lacks

@@ -46,7 +46,6 @@ def progress_folder(
 ) -> Path:
     """Where the finished chunks of this experiment (config, model and its fingerprint, dtype, backend, shard) into
     ``target`` are kept: new weights under the same model name start a new progress folder."""
-
     identity = [config.to_dict(), config.model, config.dtype, backend, shard, fingerprint_of(config.model)]
     key = json.dumps(identity, sort_keys=True, default=str)
     return target.with_name(f".{target.name}.partial-{hashlib.sha1(key.encode('utf-8')).hexdigest()[:12]}")
@@ -79,7 +78,6 @@ def run_streamed(
     :func:`~.storage.save_runs` with its overwrite checks; ``analyze``: its output plan). ``model``
     gives the loaded model (default: the config's model, loaded as ``backend`` when first needed).
     """
-
     indices = shard_indices(len(config.prompts), shard)
     check_run_count(config, allow_large, n_prompts=len(indices))
     folder = progress_folder(target, config, shard, backend)

@@ -171,7 +171,6 @@ def layer_head_heatmap(table: pd.DataFrame, **style: Any) -> go.Heatmap:
 def head_map_figure(cells: pd.DataFrame, *, title: str = "Per (layer, head): first-token share and parallel effect") -> go.Figure:
     """Two layer × head heatmaps from a :func:`~tempo_lens.analysis.head_map.head_map` frame: ``sink_share`` (0-1) and
     ``parallel_coef`` (log factor, diverging around 0; hover shows the factor)."""
-
     fig = make_subplots(
         rows=1,
         cols=2,

@@ -148,7 +148,6 @@ class GenerationResult:
     def run_with_cache(self, model, names_filter: NamesFilter, *, condition=None) -> TokenCache:
         """The hook points of ``names_filter`` for every token, from a teacher-forced replay of this run on ``model``
         (its own mode at shared positions, or a :class:`~tempo_lens.tools.Condition`); shaped as ``result.cache``."""
-
         return replay_cache(model, self, names_filter, condition)
 
     def to_dataframe(self):

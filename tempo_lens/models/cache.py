@@ -36,7 +36,6 @@ def _stamp(path: Path) -> dict[str, int]:
 
 def _cached_files(directory: Path) -> list[Path]:
     """The converted files (not the completion record, nor the ownership marker of the write that made them)."""
-
     return [p for p in sorted(directory.iterdir()) if p.name not in (MARKER, OWNER_MARKER)]
 
 
@@ -52,7 +51,6 @@ def write_marker(directory: Path, source: dict) -> None:
 
 def _write_json_atomically(path: Path, data: dict) -> None:
     """A fresh file of a random name (``mkstemp``: created exclusively, never through a link), renamed over ``path``."""
-
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -49,7 +49,6 @@ def model_files(folder: Path) -> list[Path]:
 
 
 def _cache_path() -> Path:
-
     return cache_root() / CACHE_FILE
 
 
@@ -67,7 +66,6 @@ def _read_cache(path: Path) -> dict[str, Any]:
 
 
 def _write_cache(path: Path, entries: dict[str, Any]) -> None:
-
     if len(entries) > MAX_CACHED:
         entries = dict(sorted(entries.items(), key=lambda kv: kv[1].get("used", 0))[-MAX_CACHED:])
     try:
@@ -79,7 +77,6 @@ def _write_cache(path: Path, entries: dict[str, Any]) -> None:
 
 def file_hashes(files: list[Path]) -> dict[str, str]:
     """sha256 of each file, from the cache when its size, times and inode are unchanged (else hashed and cached)."""
-
     cache = _cache_path()
     entries = _read_cache(cache)
     out, changed = {}, False
@@ -138,7 +135,6 @@ def loaded_fingerprint(model: Any) -> str | None:
 
 def checkpoint_parameters(folder: Path) -> int | None:
     """Parameters the folder's safetensors weights hold (each stored tensor once); None without safetensors."""
-
     total, found = 0, False
     for path in model_files(folder):
         if not path.name.endswith(".safetensors"):

@@ -86,7 +86,6 @@ def _resolve(name_or_path: str) -> str:
     allowed (``TEMPO_LENS_DOWNLOAD=1``, with ``HF_HUB_OFFLINE`` unset): only then is the hub asked, so a
     mistyped name costs no hub retries. A cached model loads from its snapshot folder (no network either).
     """
-
     zoo_names = ", ".join(ZOO)
     if not name_or_path.strip():
         raise ModelUnavailableError(
@@ -148,7 +147,6 @@ def load_model(
     passes through to the bridge or nnsight (e.g. ``"auto"`` for a model larger than one device); it excludes ``device``. The bridge's exact speed paths
     (:mod:`tempo_lens.backends.bridge.fast_paths`) are on unless ``fast=False`` or ``TEMPO_LENS_FAST=0``.
     """
-
     check_backend_name(backend)
     torch_dtype = parse_dtype(dtype)
     if device_map is not None and device is not None:

@@ -96,7 +96,6 @@ def _inert(value: Any) -> Any:
 
 def inert_figure(figure: Any) -> Any:
     """A copy of a plotly figure whose text (names, labels, hover text: tokens and run names) cannot form markup."""
-
     return go.Figure(_inert(figure.to_plotly_json()))
 
 

@@ -23,7 +23,6 @@ MODEL_FACTS = ("name", "dtype", "backend", "fingerprint")
 
 def generation_settings() -> tuple[str, ...]:
     """The settings that change what a generation produces (``mode`` and ``capture`` aside)."""
-
     return tuple(k for k in GenerationConfig.keys() if k not in ("mode", "capture"))
 
 

@@ -40,7 +40,6 @@ def model_folders(models: list[str]) -> dict[str, str]:
     A zoo name and a local folder of the same base name (``qwen2.5-0.5b`` and ``./ckpt/qwen2.5-0.5b``)
     get two folders, so neither overwrites the other.
     """
-
     bases = {model: folder_name(model) for model in dict.fromkeys(models)}
     shared = Counter(bases.values())
     return {

@@ -80,7 +80,6 @@ def metrics_json(metrics: Metrics) -> str:
 
 def parse_metrics(text: bytes | str, source: str = "metrics.json") -> Metrics:
     """Parse and check a metrics file; another schema version is refused with both versions named."""
-
     data = parse_json(text, source, "re-run `tempo-lens analyze`")
     version = data.get("schema_version") if isinstance(data, dict) else None
     if version != SCHEMA_VERSION:
@@ -96,7 +95,6 @@ def parse_metrics(text: bytes | str, source: str = "metrics.json") -> Metrics:
 
 def read_metrics(path: Path) -> Metrics:
     """A ``metrics.json`` read bounded (:mod:`tempo_lens.io.records`) and checked against the schema."""
-
     return parse_metrics(read_bounded(path, "metrics.json", "re-run `tempo-lens analyze`", MAX_RECORD_BYTES), str(path))
 
 

@@ -72,11 +72,9 @@ class BridgeBackend(Backend):
         ensure_kv_cache(self.model)
 
     def apply_speedups(self, fast: bool | None) -> list[str]:
-
         return apply_fast_paths(self.model, fast)
 
     def speed_record(self) -> SpeedRecord:
-
         return speed_record(self.model)
 
     def new_cache(self, batch: int) -> Any:

@@ -85,7 +85,6 @@ def apply_fast_paths(model: TransformerBridge, fast: bool | None = None) -> list
 
 def linear_plan(model: TransformerBridge) -> LinearPlan:
     """The linear kernel plan for this model's layer shapes on this machine (measured once, then cached)."""
-
     return cached_plan(sample_linears(model), cache_root() / "kernel_plans")
 
 

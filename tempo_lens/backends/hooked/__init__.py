@@ -101,14 +101,12 @@ class HookedBackend(Backend):
         return self.model.pos_embed.W_pos
 
     def apply_speedups(self, fast: bool | None) -> list[str]:
-
         if fast_setting(fast) is not False:
             store_weights_as_read(self.model)
         n = weights_stored_as_read(self.model)
         return [f"weights stored as read ({n} modules: the forward copies no weight per call)"] if n else []
 
     def speed_record(self) -> SpeedRecord:
-
         return SpeedRecord(paths=["weights stored as read"] if weights_stored_as_read(self.model) else [])
 
     def new_cache(self, batch: int) -> Any:

@@ -45,7 +45,6 @@ def hooked_from_folder(
     in the layout TransformerLens's forward reads (:func:`~.weight_layout.store_weights_as_read`: same values,
     bit-identical logits, no weight copied per forward). Needs TransformerLens 3.x.
     """
-
     flags = dict(
         fold_ln=fold_ln,
         center_writing_weights=center_writing_weights,

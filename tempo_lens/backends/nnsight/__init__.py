@@ -93,7 +93,6 @@ class NnsightBackend(Backend):
     @cached_property
     def _keeps_logits(self) -> bool:
         """Whether the model's forward takes ``logits_to_keep`` (the unembedding of the last rows only)."""
-
         return "logits_to_keep" in inspect.signature(self.hf.forward).parameters
 
     @property
@@ -168,7 +167,6 @@ class NnsightBackend(Backend):
         return repeat_dynamic_cache(cache, batch)
 
     def forward(self, tokens: Tensor, cache: Any = None) -> Tensor:
-
         kwargs = {} if cache is None else {cache_kwarg_name(self.hf): cache, "use_cache": True}
         return self.hf(input_ids=tokens.to(self.device), **kwargs).logits
 
@@ -184,7 +182,6 @@ class NnsightBackend(Backend):
         siblings)`` runs in a second invoke of the same trace (it sees and may edit the whole batch). A step
         nothing observes runs HF's forward without a trace (:meth:`_unobserved`).
         """
-
         structure, device = self.structure, self.device
         masks = float_masks(step, structure.sliding_window if structure.has_sliding_layers else None, self.dtype, device)
         fed = step.tokens.shape[-1]
