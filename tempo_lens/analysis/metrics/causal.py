@@ -81,12 +81,19 @@ def knockout_block(mode: str, block: str, layers: list[int], runs: Sequence[RunK
     )
 
 
-def knockout_ratios(experiment: Experiment) -> dict[str, list[float]]:
-    """Per mode, each run's KL(parallel) / KL(matched) on every layer (block ``"all"``) from the knock-out saved beside
-    the experiment; empty when there is none to use."""
+SavedKnockout = tuple[KnockoutFile | None, str]  # the record, or None and the reason there is none to use
+
+
+def saved_knockout(experiment: Experiment) -> SavedKnockout:
+    """The knock-out saved beside the experiment's runs, read and checked once for every measure that uses it."""
     if experiment.path is None:
-        return {}
-    record, _ = read_knockout(experiment.path, experiment_digest(experiment.path))
+        return None, "not run (the experiment was not read from a folder)"
+    return read_knockout(experiment.path, experiment_digest(experiment.path))
+
+
+def knockout_ratios(record: KnockoutFile | None) -> dict[str, list[float]]:
+    """Per mode, each run's KL(parallel) / KL(matched) on every layer (block ``"all"``) from a saved knock-out; empty
+    when there is none."""
     if record is None:
         return {}
     ratios: dict[str, list[float]] = {}
@@ -116,11 +123,9 @@ def knockout_from_file(record: KnockoutFile) -> KnockoutMetrics:
     )
 
 
-def knockout_metrics(experiment: Experiment) -> KnockoutMetrics:
-    """The knock-out saved beside the experiment's runs, summarised; its status says why when there is none."""
-    if experiment.path is None:
-        return KnockoutMetrics(status="not run (the experiment was not read from a folder)")
-    record, reason = read_knockout(experiment.path, experiment_digest(experiment.path))
+def knockout_metrics(saved: SavedKnockout) -> KnockoutMetrics:
+    """A saved knock-out (:func:`saved_knockout`) summarised; its status says why when there is none."""
+    record, reason = saved
     return KnockoutMetrics(status=reason) if record is None else knockout_from_file(record)
 
 
@@ -181,12 +186,13 @@ def head_measures(runs: Sequence[CapturedRun], mode: str = "isolated") -> HeadMe
     return HeadMeasures(mode=mode, n_runs=len(per_run), heads=rows, standout=standout)
 
 
-def causal_metrics(experiment: Experiment) -> dict:
-    """The causal part of the multi-prompt section, as the JSON ``MultiPrompt.causal`` holds."""
+def causal_metrics(experiment: Experiment, saved: SavedKnockout | None = None) -> dict:
+    """The causal part of the multi-prompt section, as the JSON ``MultiPrompt.causal`` holds (``saved``: the
+    experiment's knock-out when the caller has read it, :func:`saved_knockout`)."""
     generated = experiment.generated()
     by_mode = {m: [r for r in generated if r.mode == m] for m in MODES}
     causal = Causal(
-        knockout=knockout_metrics(experiment),
+        knockout=knockout_metrics(saved_knockout(experiment) if saved is None else saved),
         key_attention=[k for m, runs in by_mode.items() for k in key_attention(m, runs)],
         head_measures=head_measures(by_mode["isolated"]),
     )

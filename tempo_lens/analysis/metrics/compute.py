@@ -27,7 +27,7 @@ from .. import (
 )
 from ..distance import matched_ratio_table
 from ..reference_script import undo_chain_table
-from .causal import causal_metrics
+from .causal import causal_metrics, saved_knockout
 from .figure_data import figure_data
 from .inputs import ReportInputs, RunRef
 from .measures import MetricsSettings, entropy_step_of, fnum, point_estimate, records, run_depth, sibling_preference
@@ -245,8 +245,9 @@ def single_run_metrics(inputs: ReportInputs, options: MetricsSettings = MetricsS
 
 def _multi_prompt(experiment: Experiment) -> MultiPrompt:
     """The multi-prompt section with its causal part (the saved knock-out, per-key attention, head measures)."""
-    multi = multi_prompt_metrics(experiment)
-    multi.causal = causal_metrics(experiment)
+    saved = saved_knockout(experiment)  # read once: the summary's family and the causal part both use it
+    multi = multi_prompt_metrics(experiment, saved)
+    multi.causal = causal_metrics(experiment, saved)
     return multi
 
 

@@ -24,7 +24,7 @@ from ..ratios import measurable
 from ..reference_script import script_average
 from ..regression import attention_regression, pair_table
 from ..stats import holm
-from .causal import knockout_ratios, log_ratio_interval
+from .causal import SavedKnockout, knockout_ratios, log_ratio_interval, saved_knockout
 from .inputs import experiment_name
 from .measures import fnum, interval, mean_matched_by_run, mean_ratio_by_run, paired, records, run_depth, sibling_preference
 from .schema import (
@@ -167,7 +167,9 @@ def _summary_family(
     ], level
 
 
-def multi_prompt_metrics(experiment: Experiment) -> MultiPrompt:
+def multi_prompt_metrics(experiment: Experiment, saved: SavedKnockout | None = None) -> MultiPrompt:
+    """The multi-prompt section without its causal part; ``saved``: the experiment's knock-out when the caller has read
+    it (:func:`~.causal.saved_knockout`), whose ratios join the executive summary's family."""
     generated = experiment.generated()
     by_mode = {m: [r for r in generated if r.mode == m] for m in MODES}
     averages = mode_averages(ratio_table(generated)) if generated else pd.DataFrame(columns=["run", "ratio", "set_ratio"])
@@ -219,7 +221,7 @@ def multi_prompt_metrics(experiment: Experiment) -> MultiPrompt:
             [ratio.get(r.name, np.nan) for r in iso_unique],
             [unique_ratio.get(unique[r.name].name, np.nan) for r in iso_unique],
         )
-    knockout = knockout_ratios(experiment)
+    knockout = knockout_ratios((saved_knockout(experiment) if saved is None else saved)[0])
     summary, summary_level = _summary_family(summary_values, summary_pair, iso_runs, knockout) if iso_runs else ([], None)
     preference = _preference_by_prompt(generated)
     return MultiPrompt(
